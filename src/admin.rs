@@ -1,0 +1,140 @@
+//! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus), `GET /status` (JSON),
+//! `POST /reload` (re-read the config file; JSON answer with the problems on failure) and `GET /`
+//! (the live dashboard, embedded in the binary).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::reload::Shared;
+
+/// The dashboard page (self-contained: no external assets).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Admin { shared }
+    }
+
+    fn status(&self) -> Value {
+        let snap = self.shared.snapshot.load_full();
+        let (hash, loaded_at) = *self
+            .shared
+            .config_hash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let last = self
+            .shared
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut upstreams = serde_json::Map::new();
+        for up in &snap.upstreams {
+            let backends: Vec<Value> = up
+                .backends
+                .iter()
+                .map(|b| {
+                    let lat = b.state.latency();
+                    json!({
+                        "address": b.address,
+                        "weight": b.weight,
+                        "effective_weight": if b.state.usable() { b.effective_weight } else { 0 },
+                        "state": b.state.state().as_str(),
+                        "in_flight": b.state.in_flight(),
+                        "requests": b.state.requests(),
+                        "errors": b.state.errors(),
+                        "latency_p50_ms": lat.0,
+                        "latency_p99_ms": lat.1,
+                    })
+                })
+                .collect();
+            upstreams.insert(
+                up.name().to_string(),
+                json!({ "strategy": up.config.strategy.as_str(), "backends": backends }),
+            );
+        }
+        json!({
+            "config": {
+                "path": self.shared.config_path.display().to_string(),
+                "hash": format!("{hash:016x}"),
+                "loaded_at_ms": loaded_at,
+                "last_reload": last,
+            },
+            "uptime_s": self.shared.started.elapsed().as_secs_f64(),
+            "downstream_connections": self.shared.metrics.downstream_connections.get(),
+            "upstreams": upstreams,
+            "events": self.shared.events(),
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            ("GET", "/metrics") => {
+                let body = self.shared.metrics.render(&self.shared.snapshot.load());
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    body.into_bytes(),
+                )
+            }
+            ("GET", "/status") => json_reply(StatusCode::OK, &self.status()),
+            ("POST", "/reload") => {
+                let _ = session.drain_request_body().await;
+                let shared = self.shared.clone();
+                let result = tokio::task::spawn_blocking(move || shared.reload("admin"))
+                    .await
+                    .unwrap_or_default();
+                let code = if result.ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                json_reply(code, &serde_json::to_value(result).unwrap_or_default())
+            }
+            ("GET", "/") | ("GET", "/dashboard") => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                DASHBOARD.as_bytes().to_vec(),
+            ),
+            (_, "/healthz" | "/metrics" | "/status" | "/reload" | "/") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed\n".to_vec(),
+            ),
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}
+
+fn reply(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json_reply(code: StatusCode, v: &Value) -> Response<Vec<u8>> {
+    reply(
+        code,
+        "application/json",
+        serde_json::to_vec_pretty(v).unwrap_or_default(),
+    )
+}

@@ -1,0 +1,264 @@
+//! Per-backend state shared by every snapshot that contains the backend: in-flight count, health
+//! state, passive-failure counters, ejection, slow-start clock and request counters. It lives in an
+//! `Arc` keyed by `(upstream, address)` in the [`Registry`], so a reload carries it over untouched.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a backend may be doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Serving traffic.
+    Up = 0,
+    /// Failed its active health check.
+    Down = 1,
+    /// Passively ejected after consecutive failures; returns when the ejection expires.
+    Ejected = 2,
+    /// Newly added to a health-checked upstream; waits for its first passing check.
+    Checking = 3,
+    /// Removed from the config; finishing the requests it already has.
+    Draining = 4,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Up,
+            1 => State::Down,
+            2 => State::Ejected,
+            3 => State::Checking,
+            _ => State::Draining,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Ejected => "ejected",
+            State::Checking => "checking",
+            State::Draining => "draining",
+        }
+    }
+}
+
+/// Keeps the hot in-flight counter on its own cache line, away from rarely written fields.
+#[repr(align(64))]
+#[derive(Default, Debug)]
+struct Padded(AtomicU64);
+
+/// Shared, lock-free state of one backend.
+#[derive(Debug)]
+pub struct BackendState {
+    in_flight: Padded,
+    state: AtomicU8,
+    /// Consecutive passive failures (connect errors, timeouts, resets; 5xx when configured).
+    pub(crate) passive_failures: AtomicU32,
+    /// How many times in a row it was ejected (ejection time doubles each time).
+    pub(crate) ejections: AtomicU32,
+    /// Milliseconds since [`epoch_ms`] when the backend last became usable (slow-start clock).
+    pub(crate) up_since_ms: AtomicU64,
+    /// When the last ejection ended (ms since [`epoch_ms`]); 0 = never ejected.
+    pub(crate) ejected_at_ms: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) latency: crate::latency::LatencyWindow,
+    /// Active-check bookkeeping, touched only by the checker task.
+    pub(crate) check: Mutex<CheckCounters>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CheckCounters {
+    pub passes: u32,
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
+impl BackendState {
+    pub fn new(initial: State) -> Self {
+        BackendState {
+            in_flight: Padded::default(),
+            state: AtomicU8::new(initial as u8),
+            passive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            up_since_ms: AtomicU64::new(0),
+            ejected_at_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            check: Mutex::new(CheckCounters::default()),
+            latency: Default::default(),
+        }
+    }
+
+    #[inline]
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Sets the state; returns the previous one.
+    pub fn set_state(&self, s: State) -> State {
+        let old = State::from_u8(self.state.swap(s as u8, AcqRel));
+        if s == State::Up && old != State::Up {
+            self.up_since_ms.store(epoch_ms(), Relaxed);
+        }
+        old
+    }
+
+    /// Moves from `from` to `to` only if the state is still `from`.
+    pub fn state_cas(&self, from: State, to: State) -> Result<(), State> {
+        match self
+            .state
+            .compare_exchange(from as u8, to as u8, AcqRel, Acquire)
+        {
+            Ok(_) => {
+                if to == State::Up {
+                    self.up_since_ms.store(epoch_ms(), Relaxed);
+                }
+                Ok(())
+            }
+            Err(v) => Err(State::from_u8(v)),
+        }
+    }
+
+    /// Only `Up` backends receive new requests.
+    #[inline]
+    pub fn usable(&self) -> bool {
+        self.state.load(Relaxed) == State::Up as u8
+    }
+
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.0.load(Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+
+    /// Records a finished request's duration for the rolling p50/p99.
+    pub fn record_latency(&self, d: Duration) {
+        self.latency.record(d.as_micros() as u64, epoch_ms());
+    }
+
+    /// Rolling (p50, p99) in milliseconds over the last ~10 s.
+    pub fn latency(&self) -> (Option<f64>, Option<f64>) {
+        self.latency.quantiles(epoch_ms())
+    }
+
+    /// Fraction (0..=1) of its weight the backend gets while it slow-starts.
+    pub fn ramp(&self, slow_start: Duration) -> f64 {
+        if slow_start.is_zero() {
+            return 1.0;
+        }
+        let since = self.up_since_ms.load(Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = epoch_ms().saturating_sub(since) as f64 / 1000.0;
+        (elapsed / slow_start.as_secs_f64()).clamp(0.0, 1.0)
+    }
+}
+
+/// RAII in-flight token: the count *is* the number of live guards, so no path can leak one.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<BackendState>);
+
+impl InFlightGuard {
+    pub fn new(state: &Arc<BackendState>) -> Self {
+        state.in_flight.0.fetch_add(1, Relaxed);
+        state.requests.fetch_add(1, Relaxed);
+        InFlightGuard(state.clone())
+    }
+
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Milliseconds since process start (never 0 once running, so 0 can mean "unset").
+pub fn epoch_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    start.elapsed().as_millis() as u64
+}
+
+/// `(upstream, address)` → state. Touched only when snapshots are built, never per request.
+#[derive(Default, Debug)]
+pub struct Registry {
+    map: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+}
+
+impl Registry {
+    /// The existing state for this backend, or a fresh one starting in `initial`.
+    pub fn get_or_insert(
+        &self,
+        upstream: &str,
+        address: &str,
+        initial: State,
+    ) -> Arc<BackendState> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((upstream.to_string(), address.to_string()))
+            .or_insert_with(|| {
+                let s = Arc::new(BackendState::new(initial));
+                if initial == State::Up {
+                    s.up_since_ms.store(0, Relaxed);
+                }
+                s
+            })
+            .clone()
+    }
+
+    /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight
+    /// requests, which finish normally).
+    pub fn retain(
+        &self,
+        keep: &std::collections::HashSet<(String, String)>,
+    ) -> Vec<Arc<BackendState>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        gone.into_iter().filter_map(|k| map.remove(&k)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_counts_in_flight() {
+        let s = Arc::new(BackendState::new(State::Up));
+        let a = InFlightGuard::new(&s);
+        let b = InFlightGuard::new(&s);
+        assert_eq!(s.in_flight(), 2);
+        drop(a);
+        assert_eq!(s.in_flight(), 1);
+        drop(b);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.requests(), 2);
+    }
+
+    #[test]
+    fn registry_keeps_state_by_key() {
+        let r = Registry::default();
+        let a = r.get_or_insert("api", "127.0.0.1:1", State::Up);
+        a.set_state(State::Down);
+        let b = r.get_or_insert("api", "127.0.0.1:1", State::Up);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(b.state(), State::Down);
+        let c = r.get_or_insert("web", "127.0.0.1:1", State::Up);
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}

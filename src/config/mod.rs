@@ -1,0 +1,352 @@
+//! Configuration: `lb.toml` → [`file`] structs (serde, unknown keys denied) → [`Config`] (validated
+//! runtime types). Loading never stops at the first mistake: every problem is collected with its key
+//! path (`upstreams.api.backends[2].weight: must be at least 1`) so `lb --check`, start-up and reloads
+//! can show them all at once.
+
+mod duration;
+mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+
+/// Default `server.grace_period`: how long a SIGTERM'd lb lets in-flight requests finish.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Default `upstreams.*.connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `upstreams.*.read_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `upstreams.*.write_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `upstreams.*.idle_timeout`: how long a pooled backend connection may sit unused.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `upstreams.*.retries`: extra attempts on other backends after a failed connection.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default `server.max_header_bytes` (request line + headers).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default `server.max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default `server.max_uri_bytes`.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Default `server.max_body_bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default `server.header_timeout`: total deadline for receiving request headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `server.body_timeout`: longest pause while reading a request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `server.keepalive_timeout`: idle client keep-alive connections are closed after it.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `server.upstream_keepalive_pool_size` (idle backend connections kept, per process).
+pub const DEFAULT_UPSTREAM_POOL: usize = 1024;
+
+/// Health-check defaults (`upstreams.*.health_check`).
+pub const DEFAULT_HC_PATH: &str = "/healthz";
+pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HC_HEALTHY: u32 = 2;
+pub const DEFAULT_HC_UNHEALTHY: u32 = 3;
+
+/// Passive-ejection defaults (`upstreams.*.passive`).
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(120);
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+
+/// A fully validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: Option<AdminSettings>,
+    /// Sorted by name.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// In file order; [`crate::proxy`] sorts them for matching.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub access_log: AccessLog,
+    /// `RUST_LOG`-style filter directives; the `RUST_LOG` variable wins when set.
+    pub log: Option<String>,
+    pub trusted_proxies: Vec<Cidr>,
+    pub limits: Limits,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// Request limits enforced by lb itself before anything is forwarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    LeastConnections,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastConnections => "least_connections",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub strategy: Strategy,
+    pub backends: Vec<BackendConfig>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retries: u32,
+    pub health_check: Option<HealthCheckConfig>,
+    pub passive: PassiveConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// As written in the file (`host:port` or `ip:port`); the identity used across reloads.
+    pub address: String,
+    /// Resolved when the config was loaded.
+    pub addr: SocketAddr,
+    pub weight: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckKind,
+    pub path: String,
+    /// Inclusive range of passing status codes.
+    pub expected_status: (u16, u16),
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveConfig {
+    pub consecutive_failures: u32,
+    pub eject_on_5xx: bool,
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejected_percent: u32,
+    pub slow_start: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
+            eject_on_5xx: false,
+            ejection_time: DEFAULT_EJECTION_TIME,
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            max_ejected_percent: DEFAULT_MAX_EJECTED_PERCENT,
+            slow_start: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Lower-cased exact host (no port); `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+/// An IPv4/IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(V6(v6)),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            (V6(net), V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (full, rest) = ((prefix / 8) as usize, prefix % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+/// One thing wrong with a config file, located by key path (and line/column for syntax errors).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded: the file, and every problem found in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// Each problem as one line, prefixed with the file name.
+    pub fn lines(&self) -> Vec<String> {
+        let file = self.file.display();
+        self.problems
+            .iter()
+            .map(|p| format!("{file}: {p}"))
+            .collect()
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            path: String::new(),
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    parse(&text).map_err(|problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    })
+}
+
+/// Validates config text; on failure returns every problem found.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    validate::parse(text)
+}
+
+impl Config {
+    /// The short human summary printed by `lb --check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(s, "listeners: {}", listen.join(", "));
+        if let Some(admin) = &self.admin {
+            let _ = writeln!(s, "admin: {}", admin.listen);
+        }
+        let _ = writeln!(s, "threads: {}", self.server.threads);
+        for u in &self.upstreams {
+            let _ = writeln!(
+                s,
+                "upstream {} ({}, retries {}, connect_timeout {:?}, read_timeout {:?}{}):",
+                u.name,
+                u.strategy.as_str(),
+                u.retries,
+                u.connect_timeout,
+                u.read_timeout,
+                if u.health_check.is_some() {
+                    ", health checked"
+                } else {
+                    ""
+                }
+            );
+            for b in &u.backends {
+                let _ = writeln!(s, "  {} ({}) weight {}", b.address, b.addr, b.weight);
+            }
+        }
+        if self.routes.is_empty() {
+            let _ = writeln!(s, "routes: all traffic -> {}", self.upstreams[0].name);
+        }
+        for r in &self.routes {
+            let _ = writeln!(
+                s,
+                "route host={} path_prefix={} -> {}",
+                r.host.as_deref().unwrap_or("*"),
+                r.path_prefix,
+                r.upstream
+            );
+        }
+        s
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}

@@ -1,0 +1,677 @@
+//! `file` structs → runtime [`Config`]. One check per rule; every problem is collected with its key
+//! path, nothing panics on bad input.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Value;
+
+use super::file::*;
+use super::*;
+
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: i64 = 10_000;
+const TOP_LEVEL_KEYS: &[&str] = &["server", "admin", "upstreams", "routes"];
+
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return Err(vec![syntax_problem(text, &e)]),
+    };
+    let mut c = Checker::default();
+    let config = c.config(table);
+    match config {
+        Some(config) if c.problems.is_empty() => Ok(config),
+        _ => Err(c.problems),
+    }
+}
+
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let location = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    Problem {
+        path: String::new(),
+        message: format!("TOML syntax error{location}: {}", e.message().trim()),
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Decodes `value` into a file struct. Unknown keys are reported one by one (each at its own
+    /// path) and removed, so a single typo does not hide the rest of the table.
+    fn decode<T: DeserializeOwned>(&mut self, path: &str, mut value: Value) -> Option<T> {
+        for _ in 0..64 {
+            match T::deserialize(value.clone()) {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    let msg = e.message().to_string();
+                    let unknown = msg
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split_once('`'));
+                    match (unknown, value.as_table_mut()) {
+                        (Some((key, expected)), Some(table)) if table.contains_key(key) => {
+                            let expected = expected.trim_start_matches(", ");
+                            self.problem(join(path, key), format!("unknown key ({expected})"));
+                            table.remove(key);
+                        }
+                        _ => {
+                            self.problem(path, msg.trim().to_string());
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn config(&mut self, mut table: toml::Table) -> Option<Config> {
+        for key in table.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                self.problems.push(Problem {
+                    path: key.clone(),
+                    message:
+                        "unknown key (expected one of `server`, `admin`, `upstreams`, `routes`)"
+                            .into(),
+                });
+            }
+        }
+        let server = match table.remove("server") {
+            Some(v) => self.decode::<ServerFile>("server", v),
+            None => Some(ServerFile::default()),
+        };
+        let server = server.and_then(|s| self.server(s));
+        let admin = table
+            .remove("admin")
+            .and_then(|v| self.decode::<AdminFile>("admin", v))
+            .and_then(|a| {
+                let listen = self.socket_addr("admin.listen", &a.listen)?;
+                Some(AdminSettings { listen })
+            });
+        let upstreams = self.upstreams(table.remove("upstreams"));
+        let routes = self.routes(table.remove("routes"), &upstreams);
+        if upstreams.len() > 1 && routes.is_empty() && self.problems.is_empty() {
+            self.problem(
+                "routes",
+                "required when more than one upstream is defined (which upstream gets traffic?)",
+            );
+        }
+        Some(Config {
+            server: server?,
+            admin,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {
+        if s.listen.is_empty() {
+            self.problem("server.listen", "at least one listener is required");
+        }
+        let mut listen = Vec::new();
+        for (i, l) in s.listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            if let Some(addr) = self.socket_addr(&path, l) {
+                if listen.contains(&addr) {
+                    self.problem(path, format!("duplicate listener {addr}"));
+                } else {
+                    listen.push(addr);
+                }
+            }
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
+        let access_log = match s.access_log.as_deref() {
+            None | Some("off") => AccessLog::Off,
+            Some("stdout") => AccessLog::Stdout,
+            Some("") => {
+                self.problem(
+                    "server.access_log",
+                    "must be \"off\", \"stdout\" or a file path",
+                );
+                AccessLog::Off
+            }
+            Some(p) => AccessLog::File(p.into()),
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in s.trusted_proxies.iter().enumerate() {
+            match parse_cidr(t) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
+            }
+        }
+        let limits = Limits {
+            max_header_bytes: self.int(
+                "server.max_header_bytes",
+                s.max_header_bytes,
+                1024,
+                1 << 20,
+                DEFAULT_MAX_HEADER_BYTES as i64,
+            ) as usize,
+            max_headers: self.int(
+                "server.max_headers",
+                s.max_headers,
+                1,
+                1000,
+                DEFAULT_MAX_HEADERS as i64,
+            ) as usize,
+            max_uri_bytes: self.int(
+                "server.max_uri_bytes",
+                s.max_uri_bytes,
+                16,
+                1 << 20,
+                DEFAULT_MAX_URI_BYTES as i64,
+            ) as usize,
+            max_body_bytes: self.int(
+                "server.max_body_bytes",
+                s.max_body_bytes,
+                0,
+                i64::MAX,
+                DEFAULT_MAX_BODY_BYTES as i64,
+            ) as u64,
+            header_timeout: self.duration(
+                "server.header_timeout",
+                s.header_timeout.as_deref(),
+                DEFAULT_HEADER_TIMEOUT,
+                false,
+            ),
+            body_timeout: self.duration(
+                "server.body_timeout",
+                s.body_timeout.as_deref(),
+                DEFAULT_BODY_TIMEOUT,
+                false,
+            ),
+            keepalive_timeout: self.duration(
+                "server.keepalive_timeout",
+                s.keepalive_timeout.as_deref(),
+                DEFAULT_KEEPALIVE_TIMEOUT,
+                false,
+            ),
+            max_connections: self.int(
+                "server.max_connections",
+                s.max_connections,
+                1,
+                10_000_000,
+                DEFAULT_MAX_CONNECTIONS as i64,
+            ) as usize,
+        };
+        Some(ServerSettings {
+            listen,
+            threads,
+            grace_period: self.duration(
+                "server.grace_period",
+                s.grace_period.as_deref(),
+                DEFAULT_GRACE_PERIOD,
+                true,
+            ),
+            access_log,
+            log: s.log,
+            trusted_proxies,
+            limits,
+            upstream_keepalive_pool_size: self.int(
+                "server.upstream_keepalive_pool_size",
+                s.upstream_keepalive_pool_size,
+                0,
+                1_000_000,
+                DEFAULT_UPSTREAM_POOL as i64,
+            ) as usize,
+        })
+    }
+
+    fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {
+        let table = match value {
+            None => {
+                self.problem("upstreams", "at least one upstream is required");
+                return Vec::new();
+            }
+            Some(Value::Table(t)) => t,
+            Some(_) => {
+                self.problem(
+                    "upstreams",
+                    "must be a table of upstreams ([upstreams.NAME])",
+                );
+                return Vec::new();
+            }
+        };
+        if table.is_empty() {
+            self.problem("upstreams", "at least one upstream is required");
+        }
+        let sorted: BTreeMap<String, Value> = table.into_iter().collect();
+        let mut out = Vec::new();
+        for (name, v) in sorted {
+            let path = format!("upstreams.{name}");
+            if let Some(file) = self.decode::<UpstreamFile>(&path, v) {
+                if let Some(u) = self.upstream(&path, name, file) {
+                    out.push(u);
+                }
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, path: &str, name: String, u: UpstreamFile) -> Option<UpstreamConfig> {
+        let strategy = match u.strategy.as_deref() {
+            None | Some("round_robin") => Strategy::RoundRobin,
+            Some("least_connections") => Strategy::LeastConnections,
+            Some(other) => {
+                self.problem(
+                    join(path, "strategy"),
+                    format!("unknown strategy {other:?} (expected \"round_robin\" or \"least_connections\")"),
+                );
+                Strategy::RoundRobin
+            }
+        };
+        if u.backends.is_empty() {
+            self.problem(join(path, "backends"), "must list at least one backend");
+        }
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        for (i, v) in u.backends.into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            if let Some(b) = self.backend(&bpath, v) {
+                if let Some(j) = backends.iter().position(|o| o.address == b.address) {
+                    self.problem(
+                        join(&bpath, "address"),
+                        format!("duplicate backend {:?} (also backends[{j}])", b.address),
+                    );
+                } else {
+                    backends.push(b);
+                }
+            }
+        }
+        let health_check = u.health_check.and_then(|v| {
+            let hpath = join(path, "health_check");
+            let file = self.decode::<HealthCheckFile>(&hpath, v)?;
+            self.health_check(&hpath, file)
+        });
+        let passive = match u.passive {
+            None => PassiveConfig::default(),
+            Some(v) => {
+                let ppath = join(path, "passive");
+                let file = self.decode::<PassiveFile>(&ppath, v)?;
+                self.passive(&ppath, file)
+            }
+        };
+        Some(UpstreamConfig {
+            name,
+            strategy,
+            backends,
+            connect_timeout: self.duration(
+                &join(path, "connect_timeout"),
+                u.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+                false,
+            ),
+            read_timeout: self.duration(
+                &join(path, "read_timeout"),
+                u.read_timeout.as_deref(),
+                DEFAULT_READ_TIMEOUT,
+                false,
+            ),
+            write_timeout: self.duration(
+                &join(path, "write_timeout"),
+                u.write_timeout.as_deref(),
+                DEFAULT_WRITE_TIMEOUT,
+                false,
+            ),
+            idle_timeout: self.duration(
+                &join(path, "idle_timeout"),
+                u.idle_timeout.as_deref(),
+                DEFAULT_IDLE_TIMEOUT,
+                false,
+            ),
+            retries: self.int(
+                &join(path, "retries"),
+                u.retries,
+                0,
+                100,
+                DEFAULT_RETRIES as i64,
+            ) as u32,
+            health_check,
+            passive,
+        })
+    }
+
+    fn backend(&mut self, path: &str, v: Value) -> Option<BackendConfig> {
+        let (address, weight) = match v {
+            Value::String(s) => (s, None),
+            v @ Value::Table(_) => {
+                let t = self.decode::<BackendTable>(path, v)?;
+                (t.address, t.weight)
+            }
+            _ => {
+                self.problem(
+                    path,
+                    "expected \"host:port\" or { address = \"host:port\", weight = N }",
+                );
+                return None;
+            }
+        };
+        let weight = match weight {
+            Some(w) if w < 1 => {
+                self.problem(join(path, "weight"), "must be at least 1");
+                None
+            }
+            Some(w) if w > MAX_WEIGHT => {
+                self.problem(
+                    join(path, "weight"),
+                    format!("must be at most {MAX_WEIGHT}"),
+                );
+                None
+            }
+            Some(w) => NonZeroU32::new(w as u32),
+            None => NonZeroU32::new(1),
+        };
+        let addr = self.resolve(&join(path, "address"), &address);
+        Some(BackendConfig {
+            address,
+            addr: addr?,
+            weight: weight?,
+        })
+    }
+
+    fn health_check(&mut self, path: &str, h: HealthCheckFile) -> Option<HealthCheckConfig> {
+        let kind = match h.kind.as_deref() {
+            None | Some("http") => CheckKind::Http,
+            Some("tcp") => CheckKind::Tcp,
+            Some(other) => {
+                self.problem(
+                    join(path, "type"),
+                    format!("unknown check type {other:?} (expected \"http\" or \"tcp\")"),
+                );
+                CheckKind::Http
+            }
+        };
+        let check_path = h.path.unwrap_or_else(|| DEFAULT_HC_PATH.to_string());
+        if !check_path.starts_with('/') {
+            self.problem(join(path, "path"), "must start with '/'");
+        }
+        let expected_status = match h.expected_status {
+            None => (200, 399),
+            Some(v) => self
+                .status_range(&join(path, "expected_status"), &v)
+                .unwrap_or((200, 399)),
+        };
+        let interval = self.duration(
+            &join(path, "interval"),
+            h.interval.as_deref(),
+            DEFAULT_HC_INTERVAL,
+            false,
+        );
+        let timeout = self.duration(
+            &join(path, "timeout"),
+            h.timeout.as_deref(),
+            DEFAULT_HC_TIMEOUT,
+            false,
+        );
+        Some(HealthCheckConfig {
+            kind,
+            path: check_path,
+            expected_status,
+            host: h.host,
+            interval,
+            timeout,
+            healthy_threshold: self.int(
+                &join(path, "healthy_threshold"),
+                h.healthy_threshold,
+                1,
+                1000,
+                DEFAULT_HC_HEALTHY as i64,
+            ) as u32,
+            unhealthy_threshold: self.int(
+                &join(path, "unhealthy_threshold"),
+                h.unhealthy_threshold,
+                1,
+                1000,
+                DEFAULT_HC_UNHEALTHY as i64,
+            ) as u32,
+        })
+    }
+
+    fn status_range(&mut self, path: &str, v: &Value) -> Option<(u16, u16)> {
+        let parsed = match v {
+            Value::Integer(n) => u16::try_from(*n).ok().map(|n| (n, n)),
+            Value::String(s) => match s.split_once('-') {
+                Some((a, b)) => a.trim().parse().ok().zip(b.trim().parse().ok()),
+                None => s.trim().parse().ok().map(|n| (n, n)),
+            },
+            _ => None,
+        };
+        match parsed {
+            Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
+                Some((lo, hi))
+            }
+            _ => {
+                self.problem(
+                    path,
+                    format!("expected a status code or range like \"200-399\", got {v}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn passive(&mut self, path: &str, p: PassiveFile) -> PassiveConfig {
+        let d = PassiveConfig::default();
+        let ejection_time = self.duration(
+            &join(path, "ejection_time"),
+            p.ejection_time.as_deref(),
+            d.ejection_time,
+            false,
+        );
+        let max_ejection_time = self.duration(
+            &join(path, "max_ejection_time"),
+            p.max_ejection_time.as_deref(),
+            d.max_ejection_time,
+            false,
+        );
+        if max_ejection_time < ejection_time {
+            self.problem(
+                join(path, "max_ejection_time"),
+                "must not be shorter than ejection_time",
+            );
+        }
+        PassiveConfig {
+            consecutive_failures: self.int(
+                &join(path, "consecutive_failures"),
+                p.consecutive_failures,
+                0,
+                1000,
+                d.consecutive_failures as i64,
+            ) as u32,
+            eject_on_5xx: p.eject_on_5xx.unwrap_or(false),
+            ejection_time,
+            max_ejection_time,
+            max_ejected_percent: self.int(
+                &join(path, "max_ejected_percent"),
+                p.max_ejected_percent,
+                0,
+                100,
+                d.max_ejected_percent as i64,
+            ) as u32,
+            slow_start: self.duration(
+                &join(path, "slow_start"),
+                p.slow_start.as_deref(),
+                Duration::ZERO,
+                true,
+            ),
+        }
+    }
+
+    fn routes(&mut self, value: Option<Value>, upstreams: &[UpstreamConfig]) -> Vec<RouteConfig> {
+        let items = match value {
+            None => return Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                self.problem("routes", "must be an array of tables ([[routes]])");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, v) in items.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some(r) = self.decode::<RouteFile>(&path, v) else {
+                continue;
+            };
+            let prefix = r.path_prefix.unwrap_or_else(|| "/".to_string());
+            if !prefix.starts_with('/') {
+                self.problem(join(&path, "path_prefix"), "must start with '/'");
+            }
+            if !upstreams.iter().any(|u| u.name == r.upstream) {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.problem(
+                    join(&path, "upstream"),
+                    format!(
+                        "unknown upstream {:?} (defined: {})",
+                        r.upstream,
+                        known.join(", ")
+                    ),
+                );
+            }
+            let host = r.host.map(|h| h.to_ascii_lowercase());
+            if host.as_deref() == Some("") {
+                self.problem(
+                    join(&path, "host"),
+                    "must not be empty (leave it out to match any host)",
+                );
+            }
+            if !seen.insert((host.clone(), prefix.clone())) {
+                self.problem(
+                    &path,
+                    "duplicate route: same host and path_prefix as an earlier route",
+                );
+            }
+            out.push(RouteConfig {
+                host,
+                path_prefix: prefix,
+                upstream: r.upstream,
+            });
+        }
+        out
+    }
+
+    fn int(&mut self, path: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if n < min => {
+                self.problem(path, format!("must be at least {min}"));
+                default
+            }
+            Some(n) if n > max => {
+                self.problem(path, format!("must be at most {max}"));
+                default
+            }
+            Some(n) => n,
+        }
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        v: Option<&str>,
+        default: Duration,
+        zero_ok: bool,
+    ) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() && !zero_ok => {
+                self.problem(path, "must be greater than zero");
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(m)) => {
+                self.problem(path, m);
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!("invalid address {text:?} (expected ip:port, e.g. \"127.0.0.1:8080\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn resolve(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        if let Ok(a) = text.parse() {
+            return Some(a);
+        }
+        let has_port = text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !has_port {
+            self.problem(
+                path,
+                format!("invalid address {text:?} (expected host:port or ip:port)"),
+            );
+            return None;
+        }
+        match text.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => Some(a),
+                None => {
+                    self.problem(path, format!("{text:?} resolved to no address"));
+                    None
+                }
+            },
+            Err(e) => {
+                self.problem(path, format!("cannot resolve {text:?}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    format!("{path}.{key}")
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, p)) => (ip, Some(p)),
+        None => (text, None),
+    };
+    let addr: std::net::IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid CIDR {text:?} (expected e.g. \"10.0.0.0/8\")"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("invalid prefix length in {text:?} (0..={max})"))?,
+    };
+    Ok(Cidr { addr, prefix })
+}

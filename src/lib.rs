@@ -1,0 +1,20 @@
+//! lb: an HTTP load balancer and reverse proxy on pingora.
+//!
+//! Module map: [`config`] (file → validated config), [`balance`] (backend choice), [`backend`]
+//! (per-backend shared state), [`snapshot`] (what each request reads), [`proxy`] (the request
+//! path), [`health`] (active and passive checks), [`reload`] (live state and config reloads),
+//! [`admin`] (admin listener), [`metrics`] (Prometheus), [`server`] (wiring it all into pingora).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod config;
+pub mod health;
+pub mod latency;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod snapshot;

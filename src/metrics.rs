@@ -1,0 +1,197 @@
+//! Prometheus metrics (own registry, encoded by the admin listener's `GET /metrics`). Gauges that
+//! mirror backend state (`lb_backend_up`, `lb_backend_in_flight`) are filled from the current
+//! snapshot at scrape time, so the request path only touches counters and histograms.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::backend::State;
+use crate::snapshot::Snapshot;
+
+/// Latency buckets from 100 µs to 30 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Every metric lb exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    backend_up: IntGaugeVec,
+    backend_in_flight: IntGaugeVec,
+    pub upstream_errors: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub health_checks: IntCounterVec,
+    reloads: IntCounterVec,
+    last_reload_success: Gauge,
+    pub downstream_connections: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let requests = counter(
+            "lb_requests_total",
+            "Requests answered, by upstream, backend and status code",
+            &["upstream", "backend", "code"],
+        );
+        let upstream_errors = counter(
+            "lb_upstream_errors_total",
+            "Failed backend attempts by kind",
+            &["upstream", "backend", "kind"],
+        );
+        let retries = counter(
+            "lb_retries_total",
+            "Attempts retried on another backend",
+            &["upstream"],
+        );
+        let health_checks = counter(
+            "lb_health_checks_total",
+            "Active health checks by result",
+            &["upstream", "backend", "result"],
+        );
+        let reloads = counter(
+            "lb_config_reloads_total",
+            "Config reloads by result",
+            &["result"],
+        );
+        let backend_up = gauge(
+            "lb_backend_up",
+            "1 if the backend takes traffic (ejected or checking count as 0)",
+            &["upstream", "backend"],
+        );
+        let backend_in_flight = gauge(
+            "lb_backend_in_flight",
+            "Requests in flight to the backend",
+            &["upstream", "backend"],
+        );
+        let build = gauge("lb_build_info", "Build information", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let duration = HistogramVec::new(
+            HistogramOpts::new("lb_request_duration_seconds", "Request duration through lb")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["upstream", "backend"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let last_reload_success = Gauge::new(
+            "lb_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_reload_success.clone()))
+            .expect("unique metric");
+        last_reload_success.set(crate::reload::unix_ms() as f64 / 1000.0);
+        let downstream_connections =
+            IntGauge::new("lb_downstream_connections", "Open client connections")
+                .expect("valid metric");
+        registry
+            .register(Box::new(downstream_connections.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            requests,
+            duration,
+            backend_up,
+            backend_in_flight,
+            upstream_errors,
+            retries,
+            health_checks,
+            reloads,
+            last_reload_success,
+            downstream_connections,
+        }
+    }
+
+    /// Counts one answered request (`backend` is empty for lb's own answers).
+    pub fn request(&self, upstream: &str, backend: &str, code: u16, elapsed: std::time::Duration) {
+        let buf = itoa_buf(code);
+        let code = std::str::from_utf8(&buf).unwrap_or("0");
+        self.requests
+            .with_label_values(&[upstream, backend, code])
+            .inc();
+        self.duration
+            .with_label_values(&[upstream, backend])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, upstream: &str, backend: &str, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[upstream, backend, kind])
+            .inc();
+    }
+
+    pub fn health_check(&self, upstream: &str, backend: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.health_checks
+            .with_label_values(&[upstream, backend, result])
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+        if ok {
+            self.last_reload_success
+                .set(crate::reload::unix_ms() as f64 / 1000.0);
+        }
+    }
+
+    /// The Prometheus text page, with state gauges refreshed from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.backend_up.reset();
+        self.backend_in_flight.reset();
+        for up in &snapshot.upstreams {
+            for b in &up.backends {
+                let labels = [up.name(), b.address.as_str()];
+                self.backend_up
+                    .with_label_values(&labels)
+                    .set((b.state.state() == State::Up) as i64);
+                self.backend_in_flight
+                    .with_label_values(&labels)
+                    .set(b.state.in_flight() as i64);
+            }
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Three ASCII digits of a status code without allocating.
+fn itoa_buf(code: u16) -> [u8; 3] {
+    let c = code.min(999);
+    [
+        b'0' + (c / 100) as u8,
+        b'0' + (c / 10 % 10) as u8,
+        b'0' + (c % 10) as u8,
+    ]
+}

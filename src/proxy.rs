@@ -1,0 +1,451 @@
+//! The request path: a pingora-proxy [`ProxyHttp`] that routes each request to an upstream, picks a
+//! backend with the upstream's balancer, retries refused/timed-out connections on other backends,
+//! adds `X-Forwarded-*`, strips hop-by-hop response headers and answers errors itself
+//! (404 no route, 502 all attempts failed, 503 no usable backend, 504 backend read timeout).
+//!
+//! Everything a request needs comes from one `ArcSwap<Snapshot>` load in `request_filter`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::backend::InFlightGuard;
+use crate::health::{self, FailureKind};
+use crate::reload::Shared;
+use crate::snapshot::{Snapshot, Upstream};
+
+/// The lb proxy service.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy { shared }
+    }
+}
+
+/// Backends already tried by this request (small, inline for the common case).
+#[derive(Default, Debug)]
+pub struct Tried {
+    inline: [u32; 4],
+    len: usize,
+    more: Vec<u32>,
+}
+
+impl Tried {
+    pub fn push(&mut self, i: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i as u32;
+            self.len += 1;
+        } else {
+            self.more.push(i as u32);
+        }
+    }
+    pub fn contains(&self, i: usize) -> bool {
+        self.inline[..self.len].contains(&(i as u32)) || self.more.contains(&(i as u32))
+    }
+    pub fn pop(&mut self) {
+        if self.more.pop().is_none() && self.len > 0 {
+            self.len -= 1;
+        }
+    }
+}
+
+/// Per-request context; dropping it releases the in-flight guard, whatever path the request took.
+pub struct Ctx {
+    snapshot: Option<Arc<Snapshot>>,
+    upstream: usize,
+    backend: Option<usize>,
+    guard: Option<InFlightGuard>,
+    /// Backend attempts made (connections tried), excluding transparent stale-connection retries.
+    attempts: u32,
+    tried: Tried,
+    started: Instant,
+    /// What went wrong with the last attempt, for the error answer and metrics.
+    failure: Option<FailureKind>,
+    /// The final answer came from lb itself (502/504 after attempts), not from a backend.
+    own_answer: bool,
+}
+
+impl Ctx {
+    fn upstream(&self) -> Option<&Upstream> {
+        self.snapshot.as_ref().map(|s| &*s.upstreams[self.upstream])
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snapshot: None,
+            upstream: 0,
+            backend: None,
+            guard: None,
+            attempts: 0,
+            tried: Tried::default(),
+            started: Instant::now(),
+            failure: None,
+            own_answer: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snapshot = self.shared.snapshot.load_full();
+        let req = session.req_header();
+        let host = request_host(req);
+        let Some(index) = snapshot.route_index(host, req.uri.path()) else {
+            respond(
+                session,
+                404,
+                "404 Not Found: no route matches this request\n",
+            )
+            .await?;
+            return Ok(true);
+        };
+        let upstream = &snapshot.upstreams[index];
+        let usable = upstream.backends.iter().any(|b| b.state.usable());
+        let msg = (!usable).then(|| {
+            format!(
+                "503 Service Unavailable: upstream {:?} has no usable backend\n",
+                upstream.name()
+            )
+        });
+        ctx.upstream = index;
+        ctx.snapshot = Some(snapshot);
+        if let Some(msg) = msg {
+            respond(session, 503, &msg).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.guard = None; // a retry releases the previous attempt's count first
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .expect("request_filter sets the snapshot");
+        let up = &snapshot.upstreams[ctx.upstream];
+        let tried = &ctx.tried;
+        let Some(i) = up.balancer.pick(&up.backends, |i| tried.contains(i)) else {
+            return Err(if ctx.attempts == 0 {
+                Error::explain(ErrorType::HTTPStatus(503), "no usable backend")
+            } else {
+                Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on")
+            });
+        };
+        let backend = &up.backends[i];
+        ctx.tried.push(i);
+        ctx.attempts += 1;
+        ctx.backend = Some(i);
+        ctx.guard = Some(InFlightGuard::new(&backend.state));
+        Ok(Box::new(backend.peer.clone()))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = FailureKind::of(&e);
+        ctx.failure = Some(kind);
+        if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
+            health::passive_failure(&self.shared, up, i, kind);
+            if ctx.attempts <= up.config.retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            // A pooled connection the backend had closed: not the backend's fault, so try again
+            // without spending an attempt or excluding the backend.
+            ctx.tried.pop();
+            ctx.attempts = ctx.attempts.saturating_sub(1);
+        } else {
+            let kind = FailureKind::of(&e);
+            ctx.failure = Some(kind);
+            if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
+                health::passive_failure(&self.shared, up, i, kind);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = match (client, &ctx.snapshot) {
+            (Some(ip), Some(s)) => s
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|c| c.contains(ip)),
+            _ => false,
+        };
+        set_forwarded(req, client, trusted)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        strip_hop_by_hop(resp);
+        if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
+            health::passive_response(&self.shared, up, i, resp.status.as_u16());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = error_status(e);
+        ctx.own_answer = true;
+        if code > 0 {
+            let name = ctx
+                .upstream()
+                .map(|u| u.name().to_string())
+                .unwrap_or_default();
+            let msg = error_body(code, &name, ctx.attempts, e);
+            let _ = session
+                .respond_error_with_body(code, Bytes::from(msg))
+                .await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.guard = None;
+        let elapsed = ctx.started.elapsed();
+        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        let m = &self.shared.metrics;
+        let Some(up) = ctx.upstream() else {
+            m.request("", "", code, elapsed);
+            return;
+        };
+        if ctx.attempts > 1 {
+            m.retries
+                .with_label_values(&[up.name()])
+                .inc_by(ctx.attempts as u64 - 1);
+        }
+        match ctx.backend.filter(|_| !ctx.own_answer) {
+            Some(i) => {
+                let b = &up.backends[i];
+                b.state.record_latency(elapsed);
+                m.request(up.name(), &b.address, code, elapsed);
+            }
+            None => m.request(up.name(), "", code, elapsed),
+        }
+    }
+}
+
+/// The request's host: the Host header, or the authority of an absolute-form URI.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+}
+
+/// Writes a small plain-text answer from lb itself, keeping the connection when that is safe.
+async fn respond(session: &mut Session, code: u16, body: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if !session.is_body_empty() {
+        // An unread request body would poison the connection: close it after answering.
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+        .await?;
+    Ok(())
+}
+
+/// Status for a request that could not be proxied (0: the client is gone, answer nothing).
+fn error_status(e: &Error) -> u16 {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => *code,
+        ReadTimedout | WriteTimedout if *e.esource() == ErrorSource::Upstream => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                ReadTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn error_body(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    match code {
+        502 => format!(
+            "502 {reason}: upstream {upstream:?}: {} attempt{} failed ({})\n",
+            attempts,
+            if attempts == 1 { "" } else { "s" },
+            e.etype().as_str()
+        ),
+        503 => format!("503 {reason}: upstream {upstream:?} has no usable backend\n"),
+        504 => format!("504 {reason}: upstream {upstream:?} did not answer in time\n"),
+        _ => format!("{code} {reason}\n"),
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. Values from an untrusted client are replaced, never trusted.
+pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
+    let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
+    let xff = match (
+        trusted,
+        req.headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    req.insert_header("x-forwarded-for", xff)?;
+    if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
+        req.insert_header("x-forwarded-proto", "http")?;
+    }
+    if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+        match req.headers.get(header::HOST).cloned() {
+            Some(host) => req.insert_header("x-forwarded-host", host)?,
+            None => {
+                req.remove_header("x-forwarded-host");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hop-by-hop headers never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes `Connection`, every header it names, and the standard hop-by-hop headers, keeping
+/// `Connection`/`Upgrade` on a `101 Switching Protocols`.
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    let upgrade = resp.status.as_u16() == 101;
+    let named: Vec<String> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !(t.is_empty() || upgrade && t == "upgrade"))
+        .collect();
+    for name in &named {
+        resp.remove_header(name.as_str());
+    }
+    if upgrade {
+        resp.remove_header("keep-alive");
+        return;
+    }
+    resp.remove_header(&header::CONNECTION);
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_and_nominated() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("connection", "close, x-secret").unwrap();
+        r.append_header("x-secret", "1").unwrap();
+        r.append_header("keep-alive", "timeout=5").unwrap();
+        r.append_header("x-kept", "1").unwrap();
+        strip_hop_by_hop(&mut r);
+        assert!(r.headers.get("connection").is_none());
+        assert!(r.headers.get("x-secret").is_none());
+        assert!(r.headers.get("keep-alive").is_none());
+        assert!(r.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn forwarded_replaces_untrusted() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", "api.example").unwrap();
+        r.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        set_forwarded(&mut r, Some("10.1.2.3".parse().unwrap()), false).unwrap();
+        assert_eq!(r.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(r.headers.get("x-forwarded-host").unwrap(), "api.example");
+        let mut r2 = RequestHeader::build("GET", b"/", None).unwrap();
+        r2.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
+        set_forwarded(&mut r2, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        assert_eq!(
+            r2.headers.get("x-forwarded-for").unwrap(),
+            "1.1.1.1, 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn tried_tracks_many() {
+        let mut t = Tried::default();
+        for i in 0..10 {
+            t.push(i * 3);
+        }
+        assert!(t.contains(27) && t.contains(0) && !t.contains(1));
+        t.pop();
+        assert!(!t.contains(27));
+    }
+}

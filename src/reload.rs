@@ -1,0 +1,240 @@
+//! The live state of a running lb ([`Shared`]) and how it changes: config reloads (file watch,
+//! SIGHUP, `POST /reload`) and snapshot rebuilds after health changes.
+//!
+//! A reload parses and validates the whole file first; on any problem nothing changes. A valid
+//! config becomes one new [`Snapshot`] swapped in atomically. Backend state lives in the
+//! [`Registry`] keyed by `(upstream, address)`, so every backend still present keeps its health,
+//! ejection, in-flight count and slow-start progress. Removed backends are marked `draining`: they
+//! get no new requests and finish the ones they have.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::backend::{Registry, State};
+use crate::config::{self, Config, Problem};
+use crate::snapshot::Snapshot;
+
+/// How many timeline events `/status` and the dashboard keep.
+pub const EVENT_CAPACITY: usize = 200;
+
+/// One entry of the event timeline (state changes, reloads, rejected configs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The outcome of the last reload attempt.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadResult {
+    pub ok: bool,
+    pub time_ms: u64,
+    pub trigger: String,
+    pub problems: Vec<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub duration_ms: f64,
+}
+
+/// Everything the request path, health checks and the admin API share.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub config_path: PathBuf,
+    /// Hash of the loaded file's text.
+    pub config_hash: Mutex<(u64, u64)>,
+    /// Serialises snapshot rebuilds (never taken by requests).
+    rebuild: Mutex<()>,
+    pub last_reload: Mutex<Option<ReloadResult>>,
+    events: Mutex<VecDeque<Event>>,
+    /// Woken after each swap so the health supervisor can follow the new backend set.
+    pub changed: tokio::sync::Notify,
+    pub started: Instant,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl Shared {
+    /// Builds the first snapshot from an already validated config.
+    pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
+        let registry = Registry::default();
+        let snapshot = Snapshot::build(Arc::new(config), &registry);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            config_path: path.to_owned(),
+            config_hash: Mutex::new((text_hash, unix_ms())),
+            rebuild: Mutex::new(()),
+            last_reload: Mutex::new(None),
+            events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
+            changed: tokio::sync::Notify::new(),
+            started: Instant::now(),
+            metrics: crate::metrics::Metrics::new(),
+        })
+    }
+
+    /// Rebuilds the snapshot from the current config (after health or slow-start changes), so the
+    /// balancers' schedules only hold usable backends.
+    pub fn rebuild(&self) {
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.snapshot.load().config.clone();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(config, &self.registry)));
+    }
+
+    /// Reads the config file again and applies it if valid.
+    pub fn reload(&self, trigger: &str) -> ReloadResult {
+        let started = Instant::now();
+        let text = std::fs::read_to_string(&self.config_path);
+        let parsed = match &text {
+            Ok(t) => config::parse(t),
+            Err(e) => Err(vec![Problem {
+                path: String::new(),
+                message: format!("cannot read file: {e}"),
+            }]),
+        };
+        let mut result = ReloadResult {
+            trigger: trigger.to_string(),
+            time_ms: unix_ms(),
+            ..Default::default()
+        };
+        match parsed {
+            Err(problems) => {
+                let file = self.config_path.display();
+                result.problems = problems.iter().map(|p| format!("{file}: {p}")).collect();
+                tracing::error!(trigger, problems = ?result.problems, "config rejected; keeping the running config");
+                self.event(
+                    "reload_rejected",
+                    format!(
+                        "config rejected ({trigger}): {}",
+                        result.problems.join("; ")
+                    ),
+                );
+                self.metrics.reload(false);
+            }
+            Ok(new) => {
+                let hash = text.as_deref().map(hash_text).unwrap_or_default();
+                self.apply(new, &mut result);
+                *self.config_hash.lock().unwrap_or_else(|e| e.into_inner()) = (hash, unix_ms());
+                result.ok = true;
+                self.metrics.reload(true);
+            }
+        }
+        result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        result
+    }
+
+    fn apply(&self, mut new: Config, result: &mut ReloadResult) {
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.snapshot.load().config.clone();
+        result.needs_restart = restart_only_changes(&old, &new);
+        // Keep what cannot change in place, so the running process stays self-consistent.
+        new.server.listen = old.server.listen.clone();
+        new.server.threads = old.server.threads;
+        new.admin = old.admin.clone();
+        let keys = |c: &Config| -> HashSet<(String, String)> {
+            c.upstreams
+                .iter()
+                .flat_map(|u| {
+                    u.backends
+                        .iter()
+                        .map(move |b| (u.name.clone(), b.address.clone()))
+                })
+                .collect()
+        };
+        let (old_keys, new_keys) = (keys(&old), keys(&new));
+        result.added = diff(&new_keys, &old_keys);
+        result.removed = diff(&old_keys, &new_keys);
+        let snapshot = Snapshot::build(Arc::new(new), &self.registry);
+        self.snapshot.store(Arc::new(snapshot));
+        for gone in self.registry.retain(&new_keys) {
+            gone.set_state(State::Draining);
+        }
+        let msg = format!(
+            "config reloaded ({}): {} backend(s) added, {} removed{}",
+            result.trigger,
+            result.added.len(),
+            result.removed.len(),
+            if result.needs_restart.is_empty() {
+                String::new()
+            } else {
+                format!("; needs a restart: {}", result.needs_restart.join(", "))
+            }
+        );
+        tracing::info!(added = ?result.added, removed = ?result.removed, needs_restart = ?result.needs_restart, "{msg}");
+        self.event("reload", msg);
+        self.changed.notify_waiters();
+    }
+
+    /// Records a timeline event (and logs nothing: callers log with their own level).
+    pub fn event(&self, kind: &'static str, message: String) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.len() == EVENT_CAPACITY {
+            ev.pop_front();
+        }
+        ev.push_back(Event {
+            time_ms: unix_ms(),
+            kind,
+            message,
+        });
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+fn diff(a: &HashSet<(String, String)>, b: &HashSet<(String, String)>) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .difference(b)
+        .map(|(u, addr)| format!("{u}/{addr}"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Settings that only a restart can change.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.server.listen != new.server.listen {
+        out.push("server.listen".to_string());
+    }
+    if old.server.threads != new.server.threads {
+        out.push("server.threads".to_string());
+    }
+    if old.admin != new.admin {
+        out.push("admin.listen".to_string());
+    }
+    if old.server.access_log != new.server.access_log {
+        out.push("server.access_log".to_string());
+    }
+    out
+}
+
+/// A stable 64-bit FNV-1a hash of the config text (shown in `/status`).
+pub fn hash_text(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}

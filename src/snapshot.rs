@@ -1,0 +1,244 @@
+//! The immutable view every request reads: routes, upstreams, balancers and pre-built peers. One
+//! `ArcSwap<Snapshot>` load per request; a reload or a health change builds a new snapshot and swaps
+//! it in whole, so no request ever sees half of one and half of another. Per-backend state comes from
+//! the [`Registry`] and is shared with older snapshots.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora_core::upstreams::peer::HttpPeer;
+
+use crate::backend::{BackendState, Registry, State};
+use crate::balance::{Balancer, Candidate};
+use crate::config::{Config, UpstreamConfig};
+
+/// One backend of one upstream, as of this snapshot.
+#[derive(Debug)]
+pub struct Backend {
+    pub address: String,
+    pub weight: u32,
+    pub effective_weight: u32,
+    /// Built once per snapshot so requests only clone it.
+    pub peer: HttpPeer,
+    pub state: Arc<BackendState>,
+}
+
+impl Candidate for Backend {
+    fn state(&self) -> &Arc<BackendState> {
+        &self.state
+    }
+    fn effective_weight(&self) -> u32 {
+        self.effective_weight
+    }
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+}
+
+impl Upstream {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// True while some backend is still ramping up under slow start.
+    pub fn ramping(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.effective_weight < b.weight && b.state.usable())
+    }
+}
+
+/// A compiled route: exact host (or any) and path prefix → upstream index.
+#[derive(Debug)]
+struct Route {
+    host: Option<String>,
+    prefix: String,
+    upstream: usize,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    routes: Vec<Route>,
+    pub built_at: Instant,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, taking (or creating) each backend's state from `registry`.
+    pub fn build(config: Arc<Config>, registry: &Registry) -> Snapshot {
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(build_upstream(u, registry)))
+            .collect();
+        let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(Route {
+                    host: r.host.clone(),
+                    prefix: r.path_prefix.clone(),
+                    upstream: index(&r.upstream)?,
+                })
+            })
+            .collect();
+        // Longest prefix first; at equal length a host-specific route beats a wildcard one.
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        Snapshot {
+            config,
+            upstreams,
+            routes,
+            built_at: Instant::now(),
+        }
+    }
+
+    /// The upstream for a request, or `None` when no route matches.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        self.route_index(host, path).map(|i| &self.upstreams[i])
+    }
+
+    /// Index into `upstreams` of the upstream for a request.
+    #[inline]
+    pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        if self.routes.is_empty() {
+            return (!self.upstreams.is_empty()).then_some(0);
+        }
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| {
+                path.starts_with(r.prefix.as_str())
+                    && match (&r.host, host) {
+                        (None, _) => true,
+                        (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                        (Some(_), None) => false,
+                    }
+            })
+            .map(|r| r.upstream)
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name() == name)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
+    let initial = if u.health_check.is_some() {
+        State::Checking
+    } else {
+        State::Up
+    };
+    let backends: Vec<Backend> = u
+        .backends
+        .iter()
+        .map(|b| {
+            let state = registry.get_or_insert(&u.name, &b.address, initial);
+            let weight = b.weight.get();
+            let ramp = state.ramp(u.passive.slow_start);
+            let effective_weight = ((weight as f64 * ramp).round() as u32).clamp(1, weight);
+            Backend {
+                address: b.address.clone(),
+                weight,
+                effective_weight,
+                peer: make_peer(u, b.addr),
+                state,
+            }
+        })
+        .collect();
+    let weights: Vec<u32> = backends.iter().map(|b| b.effective_weight).collect();
+    let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
+    Upstream {
+        balancer: Balancer::new(u.strategy, &weights, &usable),
+        config: u.clone(),
+        backends,
+    }
+}
+
+fn make_peer(u: &UpstreamConfig, addr: std::net::SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(u.connect_timeout);
+    o.read_timeout = Some(u.read_timeout);
+    o.write_timeout = Some(u.write_timeout);
+    o.idle_timeout = Some(u.idle_timeout);
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(text: &str) -> Snapshot {
+        let c = crate::config::parse(text).unwrap();
+        Snapshot::build(Arc::new(c), &Registry::default())
+    }
+
+    #[test]
+    fn routes_longest_prefix_and_host() {
+        let s = snap(
+            r#"
+            [server]
+            listen = ["127.0.0.1:1"]
+            [upstreams.a]
+            backends = ["127.0.0.1:2"]
+            [upstreams.b]
+            backends = ["127.0.0.1:3"]
+            [upstreams.c]
+            backends = ["127.0.0.1:4"]
+            [[routes]]
+            path_prefix = "/"
+            upstream = "a"
+            [[routes]]
+            path_prefix = "/api"
+            upstream = "b"
+            [[routes]]
+            host = "x.example"
+            path_prefix = "/api"
+            upstream = "c"
+            "#,
+        );
+        let name = |h, p| s.route(h, p).map(|u| u.name().to_string());
+        assert_eq!(name(None, "/"), Some("a".into()));
+        assert_eq!(name(None, "/api/v1"), Some("b".into()));
+        assert_eq!(name(Some("x.example:8080"), "/api/v1"), Some("c".into()));
+        assert_eq!(name(Some("X.EXAMPLE"), "/other"), Some("a".into()));
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let s = snap(
+            r#"
+            [server]
+            listen = ["127.0.0.1:1"]
+            [upstreams.a]
+            backends = ["127.0.0.1:2"]
+            [[routes]]
+            path_prefix = "/api"
+            upstream = "a"
+            "#,
+        );
+        assert!(s.route(None, "/web").is_none());
+        assert!(s.route(None, "/api").is_some());
+    }
+}
