@@ -260,7 +260,7 @@ mod tests {
         let s = smooth_schedule(&[5, 1, 1], &[true, false, true]);
         assert_eq!(
             names(&s.iter().map(|i| *i as usize).collect::<Vec<_>>()),
-            "aacaaa"
+            "aaacaa"
         );
     }
 

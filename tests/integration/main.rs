@@ -1,0 +1,6 @@
+//! Integration tests: real `lb` and `sample-backend` processes on ephemeral loopback ports.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod check;
+mod core;

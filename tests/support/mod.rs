@@ -1,0 +1,409 @@
+//! Shared test harness: real `lb` and `sample-backend` processes on ephemeral loopback ports, and
+//! a small blocking HTTP/1.1 client that speaks raw bytes (so tests see exactly what went over the
+//! wire). Every wait is a bounded poll.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const LB: &str = env!("CARGO_BIN_EXE_lb");
+pub const SAMPLE: &str = env!("CARGO_BIN_EXE_sample-backend");
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A killed-on-drop child process.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+    }
+}
+
+/// A running `sample-backend`.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        Backend::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, args: &[&str]) -> Backend {
+        Backend::start_at(name, "127.0.0.1:0", args)
+    }
+
+    pub fn start_at(name: &str, listen: &str, args: &[&str]) -> Backend {
+        let mut child = Command::new(SAMPLE)
+            .args(["--listen", listen, "--name", name, "--threads", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sample-backend");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("listening line");
+        Backend {
+            name: name.to_string(),
+            addr,
+            proc: Proc { child },
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    pub fn set_health(&self, up: bool) {
+        let path = if up { "/control/health/up" } else { "/control/health/down" };
+        let r = request(self.addr, "POST", path, &[], b"");
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// A running `lb` with its config file in a temporary directory.
+pub struct Lb {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lb-test-{tag}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Lb {
+    /// Starts lb with `body` (upstreams, routes, …) after a generated `[server]`/`[admin]` header.
+    /// `server_extra` is added inside `[server]`.
+    pub fn start(body: &str) -> Lb {
+        Lb::start_with(body, "")
+    }
+
+    pub fn start_with(body: &str, server_extra: &str) -> Lb {
+        let (port, admin_port) = (free_port(), free_port());
+        let dir = temp_dir("lb");
+        let config = dir.join("lb.toml");
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join("lb.log");
+        let child = Command::new(LB)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(std::fs::File::create(dir.join("stdout.log")).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn lb");
+        let lb = Lb {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            dir,
+            config,
+            proc: Proc { child },
+            log,
+        };
+        lb.wait_ready();
+        lb
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("lb to listen", Duration::from_secs(20), || {
+            TcpStream::connect(self.addr).ok()?;
+            let r = try_request(self.admin, "GET", "/healthz", &[], b"").ok()?;
+            (r.status == 200).then_some(())
+        });
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let r = request(self.admin, "GET", "/status", &[], b"");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).expect("status JSON")
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = request(self.admin, "GET", "/metrics", &[], b"");
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    }
+
+    /// State of one backend as `/status` reports it.
+    pub fn backend_state(&self, upstream: &str, address: &str) -> String {
+        let s = self.status_json();
+        s["upstreams"][upstream]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["address"] == address)
+            .map(|b| b["state"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Rewrites the config file body (header kept) and asks for a reload through the admin API.
+    pub fn write_config(&self, body: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let header_end = text.find("\n\n[admin]").unwrap();
+        let admin_end = text[header_end + 2..].find("\n\n").unwrap() + header_end + 2;
+        let new = format!("{}\n\n{body}\n", &text[..admin_end]);
+        std::fs::write(&self.config, new).unwrap();
+    }
+}
+
+/// An HTTP response as received.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn backend(&self) -> String {
+        self.header("x-backend").unwrap_or("").to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// A keep-alive client connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_nodelay(true)?;
+        Ok(Conn { reader: BufReader::new(s) })
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: localhost\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream().write_all(&bytes)?;
+        self.read_response(method == "HEAD")
+    }
+
+    /// Reads one response (Content-Length, chunked, or until close).
+    pub fn read_response(&mut self, head: bool) -> std::io::Result<Response> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before status line"));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if self.reader.read_line(&mut h)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in headers"));
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let mut resp = Response { status, headers, body: Vec::new() };
+        if head || status == 204 || status == 304 || status / 100 == 1 {
+            return Ok(resp);
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().unwrap_or(0);
+            resp.body = vec![0; len];
+            self.reader.read_exact(&mut resp.body)?;
+        } else if resp.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            resp.body = self.read_chunked()?;
+        } else {
+            self.reader.read_to_end(&mut resp.body)?;
+        }
+        Ok(resp)
+    }
+
+    fn read_chunked(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            if self.reader.read_line(&mut size)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in chunked body"));
+            }
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if n == 0 {
+                let mut end = String::new();
+                self.reader.read_line(&mut end)?;
+                return Ok(body);
+            }
+            let start = body.len();
+            body.resize(start + n, 0);
+            self.reader.read_exact(&mut body[start..])?;
+            let mut crlf = [0u8; 2];
+            self.reader.read_exact(&mut crlf)?;
+        }
+    }
+}
+
+/// One request on a fresh connection.
+pub fn try_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let mut c = Conn::open(addr)?;
+    c.send(method, path, headers, body)
+}
+
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+}
+
+/// Runs `clients` threads each sending `per_client` GETs of `path` on one keep-alive connection
+/// (reconnecting when lb closes it). Returns (status → count, backend → count).
+pub fn load(addr: SocketAddr, path: &str, clients: usize, per_client: usize) -> (HashMap<u16, usize>, HashMap<String, usize>) {
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut statuses = HashMap::new();
+                let mut backends = HashMap::new();
+                let mut conn = None;
+                for _ in 0..per_client {
+                    let r = (0..3).find_map(|_| {
+                        let c = match conn.take() {
+                            Some(c) => c,
+                            None => Conn::open(addr).ok()?,
+                        };
+                        let mut c = c;
+                        match c.send("GET", &path, &[], b"") {
+                            Ok(r) => {
+                                if r.header("connection").is_none_or(|v| !v.eq_ignore_ascii_case("close")) {
+                                    conn = Some(c);
+                                }
+                                Some(r)
+                            }
+                            Err(_) => None,
+                        }
+                    });
+                    match r {
+                        Some(r) => {
+                            *statuses.entry(r.status).or_insert(0) += 1;
+                            *backends.entry(r.backend()).or_insert(0) += 1;
+                        }
+                        None => *statuses.entry(0).or_insert(0) += 1,
+                    }
+                }
+                (statuses, backends)
+            })
+        })
+        .collect();
+    let mut statuses = HashMap::new();
+    let mut backends = HashMap::new();
+    for h in handles {
+        let (s, b) = h.join().unwrap();
+        for (k, v) in s {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in b {
+            *backends.entry(k).or_insert(0) += v;
+        }
+    }
+    (statuses, backends)
+}
+
+/// `backends = [...]` TOML for the given (backend, weight) pairs.
+pub fn backends_toml(list: &[(&Backend, u32)]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr))
+        .collect();
+    format!("backends = [{}]", items.join(", "))
+}
+
+/// Runs `lb --check` on `text`; returns (success, stdout+stderr).
+pub fn check_config(text: &str) -> (bool, String) {
+    let dir = temp_dir("check");
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(LB).arg("--config").arg(&path).arg("--check").output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
