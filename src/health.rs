@@ -337,7 +337,10 @@ pub async fn initial_round(shared: &Shared) {
     }
     for (name, address, state, hc, r) in futures_join_all(tasks).await {
         apply_check(shared, &name, &address, &hc, &state, r);
+        // Backends present at start-up have no warm peers to protect: no slow start for them.
+        state.up_since_ms.store(0, Relaxed);
     }
+    shared.rebuild();
 }
 
 async fn futures_join_all<F>(futs: Vec<F>) -> Vec<F::Output>

@@ -6,6 +6,7 @@
 //! Everything a request needs comes from one `ArcSwap<Snapshot>` load in `request_filter`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +61,30 @@ impl Tried {
     }
 }
 
+/// Requests between `new_ctx` and the end of `Ctx` (used to finish a graceful stop early).
+static ACTIVE: AtomicI64 = AtomicI64::new(0);
+
+/// Requests currently being handled by this process.
+pub fn active_requests() -> i64 {
+    ACTIVE.load(Relaxed)
+}
+
+/// Counts one request for [`active_requests`] while alive.
+struct Active;
+
+impl Active {
+    fn new() -> Active {
+        ACTIVE.fetch_add(1, Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Per-request context; dropping it releases the in-flight guard, whatever path the request took.
 pub struct Ctx {
     snapshot: Option<Arc<Snapshot>>,
@@ -74,6 +99,7 @@ pub struct Ctx {
     failure: Option<FailureKind>,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     own_answer: bool,
+    _active: Active,
 }
 
 impl Ctx {
@@ -97,6 +123,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             failure: None,
             own_answer: false,
+            _active: Active::new(),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct ReloadResult {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub duration_ms: f64,
+    #[serde(skip)]
+    pub text_hash: u64,
 }
 
 /// Everything the request path, health checks and the admin API share.
@@ -90,6 +92,24 @@ impl Shared {
             .store(Arc::new(Snapshot::build(config, &self.registry)));
     }
 
+    /// Reloads only when the file's text differs from what is loaded (file-watch events are
+    /// noisy: editors write several times, directories see unrelated files).
+    pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
+        let text = std::fs::read_to_string(&self.config_path).ok()?;
+        let current = self.config_hash.lock().unwrap_or_else(|e| e.into_inner()).0;
+        let last_failed = self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| (r.ok, r.text_hash));
+        let h = hash_text(&text);
+        if h == current || last_failed == Some((false, h)) {
+            return None;
+        }
+        Some(self.reload(trigger))
+    }
+
     /// Reads the config file again and applies it if valid.
     pub fn reload(&self, trigger: &str) -> ReloadResult {
         let started = Instant::now();
@@ -102,6 +122,7 @@ impl Shared {
             }]),
         };
         let mut result = ReloadResult {
+            text_hash: text.as_deref().map(hash_text).unwrap_or_default(),
             trigger: trigger.to_string(),
             time_ms: unix_ms(),
             ..Default::default()
@@ -198,6 +219,55 @@ impl Shared {
     }
 }
 
+/// Watches the config file's directory (so write-and-rename editors and Kubernetes ConfigMap
+/// symlink swaps are seen) and reloads after a burst of events settles, when the text changed.
+pub async fn watch_file(shared: Arc<Shared>) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = match shared.config_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch the config file ({e}); use SIGHUP or POST /reload");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), "cannot watch the config directory ({e}); use SIGHUP or POST /reload");
+        return;
+    }
+    while rx.recv().await.is_some() {
+        // Debounce: wait until no event arrived for DEBOUNCE.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload_if_changed("file")).await;
+    }
+}
+
+/// Quiet time after the last file event before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Reloads on every SIGHUP.
+pub async fn on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload("sighup")).await;
+    }
+}
+
 fn diff(a: &HashSet<(String, String)>, b: &HashSet<(String, String)>) -> Vec<String> {
     let mut v: Vec<String> = a
         .difference(b)
@@ -237,4 +307,11 @@ pub fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+impl Shared {
+    /// The configured graceful-stop budget.
+    pub fn config_grace(&self) -> Duration {
+        self.snapshot.load().config.server.grace_period
+    }
 }

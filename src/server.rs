@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -15,7 +16,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::health;
 use crate::proxy::Proxy;
-use crate::reload::Shared;
+use crate::reload::{self, Shared};
 
 /// Start-up options that are not part of the config file.
 #[derive(Debug, Clone, Default)]
@@ -42,8 +43,16 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         upgrade: opts.upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, path));
+    let conf = server_conf(&config, path);
+    let pid_file = conf.pid_file.clone();
+    if opts.upgrade {
+        request_handover(&pid_file);
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
+        tracing::warn!(pid_file, "cannot write pid file: {e}");
+    }
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -81,8 +90,9 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
         threads: config.server.threads,
         // Upstream keep-alive connections per process.
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(grace),
+        // A backstop only: lb's own drain (below) exits as soon as in-flight requests finish.
+        grace_period_seconds: Some(grace + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
         max_retries: PINGORA_MAX_RETRIES,
         // Per config file, so several lb instances can run side by side and `--upgrade` finds
         // the one serving the same file.
@@ -104,9 +114,77 @@ struct Background(Arc<Shared>);
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let s = &self.0;
+        // Outlives the shutdown broadcast below, which arrives together with the signal.
+        tokio::spawn(drain_on_stop_signals(s.config_grace()));
+        // join!, not select!: one task ending (e.g. no file watcher available) must not stop the others.
+        let work = async {
+            tokio::join!(
+                health::supervise(s.clone()),
+                reload::watch_file(s.clone()),
+                reload::on_sighup(s.clone()),
+            )
+        };
         tokio::select! {
-            _ = health::supervise(self.0.clone()) => {}
+            _ = work => {}
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// pingora's graceful stop always sleeps its whole grace period; lb exits as soon as the requests
+/// in flight have finished (or the grace period is over). SIGTERM: pingora stops accepting and
+/// closes keep-alive connections; SIGQUIT (upgrade): the new process has the sockets after
+/// pingora's 5 s hand-over window, then the same drain.
+async fn drain_on_stop_signals(grace: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::quit()))
+    else {
+        return;
+    };
+    let delay = tokio::select! {
+        _ = term.recv() => Duration::from_millis(50),
+        _ = quit.recv() => UPGRADE_HANDOVER,
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let deadline = Instant::now() + grace;
+        while crate::proxy::active_requests() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(
+            in_flight = crate::proxy::active_requests(),
+            "graceful stop complete; exiting"
+        );
+        std::process::exit(0);
+    });
+    std::future::pending::<()>().await;
+}
+
+/// pingora keeps serving for this long after handing its sockets to an upgraded process.
+const UPGRADE_HANDOVER: Duration = Duration::from_secs(5);
+
+/// With `--upgrade`: ask the running lb (found through the pid file) to hand over its sockets.
+fn request_handover(pid_file: &str) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        tracing::warn!(
+            pid_file,
+            "--upgrade: no running lb found; waiting for a SIGQUIT'd lb to send its sockets"
+        );
+        return;
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        tracing::info!(
+            old_pid = pid,
+            "--upgrade: asking the running lb for its listening sockets"
+        );
+        let _ = std::process::Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status();
+    });
 }

@@ -4,3 +4,4 @@ mod support;
 
 mod check;
 mod core;
+mod health;

@@ -20,14 +20,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A killed-on-drop child process.
@@ -44,7 +51,9 @@ impl Drop for Proc {
 
 impl Proc {
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
     }
 }
 
@@ -73,8 +82,16 @@ impl Backend {
             .spawn()
             .expect("spawn sample-backend");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().parse().expect("listening line");
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("listening line");
         Backend {
             name: name.to_string(),
             addr,
@@ -88,7 +105,11 @@ impl Backend {
     }
 
     pub fn set_health(&self, up: bool) {
-        let path = if up { "/control/health/up" } else { "/control/health/down" };
+        let path = if up {
+            "/control/health/up"
+        } else {
+            "/control/health/down"
+        };
         let r = request(self.addr, "POST", path, &[], b"");
         assert_eq!(r.status, 200);
     }
@@ -106,7 +127,11 @@ pub struct Lb {
 
 /// A fresh temporary directory for one test.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lb-test-{tag}-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "lb-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -131,7 +156,9 @@ impl Lb {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::from(std::fs::File::create(dir.join("stdout.log")).unwrap()))
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.join("stdout.log")).unwrap(),
+            ))
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .expect("spawn lb");
@@ -236,14 +263,22 @@ impl Conn {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         s.set_nodelay(true)?;
-        Ok(Conn { reader: BufReader::new(s) })
+        Ok(Conn {
+            reader: BufReader::new(s),
+        })
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
 
-    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
         let mut req = format!("{method} {path} HTTP/1.1\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req.push_str("Host: localhost\r\n");
@@ -265,18 +300,29 @@ impl Conn {
     pub fn read_response(&mut self, head: bool) -> std::io::Result<Response> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before status line"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before status line",
+            ));
         }
         let status: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad status line {line:?}"),
+                )
+            })?;
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if self.reader.read_line(&mut h)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in headers"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in headers",
+                ));
             }
             let h = h.trim_end();
             if h.is_empty() {
@@ -286,7 +332,11 @@ impl Conn {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let mut resp = Response { status, headers, body: Vec::new() };
+        let mut resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
         if head || status == 204 || status == 304 || status / 100 == 1 {
             return Ok(resp);
         }
@@ -294,7 +344,10 @@ impl Conn {
             let len: usize = len.parse().unwrap_or(0);
             resp.body = vec![0; len];
             self.reader.read_exact(&mut resp.body)?;
-        } else if resp.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
             resp.body = self.read_chunked()?;
         } else {
             self.reader.read_to_end(&mut resp.body)?;
@@ -307,10 +360,15 @@ impl Conn {
         loop {
             let mut size = String::new();
             if self.reader.read_line(&mut size)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in chunked body"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed in chunked body",
+                ));
             }
             let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size")
+                })?;
             if n == 0 {
                 let mut end = String::new();
                 self.reader.read_line(&mut end)?;
@@ -326,18 +384,36 @@ impl Conn {
 }
 
 /// One request on a fresh connection.
-pub fn try_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut c = Conn::open(addr)?;
     c.send(method, path, headers, body)
 }
 
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
 }
 
 /// Runs `clients` threads each sending `per_client` GETs of `path` on one keep-alive connection
 /// (reconnecting when lb closes it). Returns (status → count, backend → count).
-pub fn load(addr: SocketAddr, path: &str, clients: usize, per_client: usize) -> (HashMap<u16, usize>, HashMap<String, usize>) {
+pub fn load(
+    addr: SocketAddr,
+    path: &str,
+    clients: usize,
+    per_client: usize,
+) -> (HashMap<u16, usize>, HashMap<String, usize>) {
     let handles: Vec<_> = (0..clients)
         .map(|_| {
             let path = path.to_string();
@@ -354,7 +430,9 @@ pub fn load(addr: SocketAddr, path: &str, clients: usize, per_client: usize) -> 
                         let mut c = c;
                         match c.send("GET", &path, &[], b"") {
                             Ok(r) => {
-                                if r.header("connection").is_none_or(|v| !v.eq_ignore_ascii_case("close")) {
+                                if r.header("connection")
+                                    .is_none_or(|v| !v.eq_ignore_ascii_case("close"))
+                                {
                                     conn = Some(c);
                                 }
                                 Some(r)
@@ -402,8 +480,117 @@ pub fn check_config(text: &str) -> (bool, String) {
     let dir = temp_dir("check");
     let path = dir.join("lb.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(LB).arg("--config").arg(&path).arg("--check").output().unwrap();
+    let out = Command::new(LB)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), s)
 }
+
+/// One request seen by [`Traffic`]: when it finished, its status (0 = transport error), backend.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub status: u16,
+    pub backend: String,
+}
+
+/// Background keep-alive load until stopped (hard cap: 60 s), recording every answer.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(addr: SocketAddr, path: &str, clients: usize) -> Traffic {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handles = (0..clients)
+            .map(|_| {
+                let (stop, log, path) = (stop.clone(), log.clone(), path.to_string());
+                std::thread::spawn(move || {
+                    let cap = Instant::now() + Duration::from_secs(60);
+                    let mut conn: Option<Conn> = None;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < cap {
+                        let mut c = match conn.take() {
+                            Some(c) => c,
+                            None => match Conn::open(addr) {
+                                Ok(c) => c,
+                                Err(_) => {
+                                    log.lock().unwrap().push(Seen {
+                                        at: Instant::now(),
+                                        status: 0,
+                                        backend: String::new(),
+                                    });
+                                    std::thread::sleep(Duration::from_millis(5));
+                                    continue;
+                                }
+                            },
+                        };
+                        let (status, backend) = match c.send("GET", &path, &[], b"") {
+                            Ok(r) => {
+                                let close = r
+                                    .header("connection")
+                                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                                if !close {
+                                    conn = Some(c);
+                                }
+                                (r.status, r.backend())
+                            }
+                            Err(_) => (0, String::new()),
+                        };
+                        log.lock().unwrap().push(Seen {
+                            at: Instant::now(),
+                            status,
+                            backend,
+                        });
+                    }
+                })
+            })
+            .collect();
+        Traffic { stop, log, handles }
+    }
+
+    /// Everything recorded so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Requests that finished after `t`.
+    pub fn since(&self, t: Instant) -> Vec<Seen> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.at > t)
+            .cloned()
+            .collect()
+    }
+
+    pub fn stop(mut self) -> Vec<Seen> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Failed answers (anything but 200) in `seen`, for assertion messages.
+pub fn failures(seen: &[Seen]) -> Vec<&Seen> {
+    seen.iter().filter(|s| s.status != 200).collect()
+}
+
+pub mod webdriver;
