@@ -7,13 +7,27 @@ use crate::support::*;
 
 #[test]
 fn smooth_weighted_round_robin_exact_sequence() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
-    let lb = Lb::start(&format!("[upstreams.api]\n{}\n", backends_toml(&[(&a, 5), (&b, 1), (&c, 1)])));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n",
+        backends_toml(&[(&a, 5), (&b, 1), (&c, 1)])
+    ));
     let mut conn = Conn::open(lb.addr).unwrap();
-    let seq: Vec<String> = (0..700).map(|_| conn.send("GET", "/", &[], b"").unwrap().backend()).collect();
+    let seq: Vec<String> = (0..700)
+        .map(|_| conn.send("GET", "/", &[], b"").unwrap().backend())
+        .collect();
     let expected: Vec<&str> = "a a b a c a a".split(' ').collect();
     for (i, got) in seq.iter().enumerate() {
-        assert_eq!(got, expected[i % 7], "request {i}: sequence {:?}", &seq[..14]);
+        assert_eq!(
+            got,
+            expected[i % 7],
+            "request {i}: sequence {:?}",
+            &seq[..14]
+        );
     }
     let count = |n: &str| seq.iter().filter(|s| *s == n).count();
     assert_eq!((count("a"), count("b"), count("c")), (500, 100, 100));
@@ -24,19 +38,30 @@ fn least_connections_avoids_slow_backend() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let slow = Backend::start_with("slow", &["--delay", "50ms"]);
     let list = backends_toml(&[(&a, 1), (&b, 1), (&slow, 1)]);
-    let lb = Lb::start(&format!("[upstreams.api]\nstrategy = \"least_connections\"\n{list}\n"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nstrategy = \"least_connections\"\n{list}\n"
+    ));
     let (statuses, backends) = load(lb.addr, "/", 32, 3000 / 32);
     let total: usize = statuses.values().sum();
     assert_eq!(statuses.get(&200), Some(&total), "{statuses:?}");
     let slow_share = *backends.get("slow").unwrap_or(&0) as f64 / total as f64;
-    assert!(slow_share < 0.10, "slow backend got {slow_share:.3} of requests: {backends:?}");
+    assert!(
+        slow_share < 0.10,
+        "slow backend got {slow_share:.3} of requests: {backends:?}"
+    );
     assert_in_flight_zero(&lb);
 
     // Round-robin, same set-up: the slow backend gets its third.
-    let lb_rr = Lb::start(&format!("[upstreams.api]\nstrategy = \"round_robin\"\n{list}\n"));
+    let lb_rr = Lb::start(&format!(
+        "[upstreams.api]\nstrategy = \"round_robin\"\n{list}\n"
+    ));
     let (_, backends) = load(lb_rr.addr, "/", 32, 600 / 32);
-    let share = *backends.get("slow").unwrap_or(&0) as f64 / backends.values().sum::<usize>() as f64;
-    assert!((0.30..0.37).contains(&share), "round robin gave slow {share:.3}");
+    let share =
+        *backends.get("slow").unwrap_or(&0) as f64 / backends.values().sum::<usize>() as f64;
+    assert!(
+        (0.30..0.37).contains(&share),
+        "round robin gave slow {share:.3}"
+    );
 }
 
 fn assert_in_flight_zero(lb: &Lb) {
@@ -68,19 +93,35 @@ fn closed_port_is_retried_and_all_dead_is_502() {
     assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
     assert!(!backends.contains_key(""), "{backends:?}");
     let m = lb.metrics();
-    assert!(m.contains("lb_retries_total{upstream=\"api\"}"), "retries counted");
-    assert!(m.contains(&format!("lb_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\",upstream=\"api\"}}")));
+    assert!(
+        m.contains("lb_retries_total{upstream=\"api\"}"),
+        "retries counted"
+    );
+    assert!(m.contains(&format!(
+        "lb_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\",upstream=\"api\"}}"
+    )));
 
     let (d1, d2) = (free_port(), free_port());
-    let lb2 = Lb::start(&format!("[upstreams.api]\nbackends = [\"127.0.0.1:{d1}\", \"127.0.0.1:{d2}\"]\n"));
+    let lb2 = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"127.0.0.1:{d1}\", \"127.0.0.1:{d2}\"]\n"
+    ));
     let r = lb2.get("/");
     assert_eq!(r.status, 502);
-    assert!(r.text().contains("\"api\""), "body names the upstream: {}", r.text());
+    assert!(
+        r.text().contains("\"api\""),
+        "body names the upstream: {}",
+        r.text()
+    );
 }
 
 #[test]
 fn routes_by_host_and_longest_prefix() {
-    let (web, api, v2, other) = (Backend::start("web"), Backend::start("api"), Backend::start("v2"), Backend::start("other"));
+    let (web, api, v2, other) = (
+        Backend::start("web"),
+        Backend::start("api"),
+        Backend::start("v2"),
+        Backend::start("other"),
+    );
     let body = format!(
         r#"
 [upstreams.web]
@@ -115,7 +156,11 @@ upstream = "other"
     assert_eq!(get("www.example.com", "/api/x").backend(), "api");
     assert_eq!(get("anything", "/api/v2/users").backend(), "v2");
     assert_eq!(get("other.example.com:8080", "/api/x").backend(), "other");
-    assert_eq!(get("other.example.com", "/api/v2/x").backend(), "v2", "longer prefix wins");
+    assert_eq!(
+        get("other.example.com", "/api/v2/x").backend(),
+        "v2",
+        "longer prefix wins"
+    );
     let miss = get("nobody.example.com", "/index");
     assert_eq!(miss.status, 404);
     assert!(miss.backend().is_empty());
@@ -149,15 +194,40 @@ fn forwarded_headers_and_hop_by_hop_stripping() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h[0].as_str().unwrap().to_ascii_lowercase(), h[1].as_str().unwrap().to_string()))
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_ascii_lowercase(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    for gone in ["x-secret", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(!headers.contains_key(gone), "{gone} forwarded: {headers:?}");
     }
-    assert_ne!(headers.get("connection").map(|s| s.to_ascii_lowercase()), Some("keep-alive, x-secret".into()));
-    assert_eq!(headers.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"), "untrusted XFF replaced");
-    assert_eq!(headers.get("x-forwarded-proto").map(String::as_str), Some("http"));
-    assert_eq!(headers.get("x-forwarded-host").map(String::as_str), Some("api.example.com"));
+    assert_ne!(
+        headers.get("connection").map(|s| s.to_ascii_lowercase()),
+        Some("keep-alive, x-secret".into())
+    );
+    assert_eq!(
+        headers.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1"),
+        "untrusted XFF replaced"
+    );
+    assert_eq!(
+        headers.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
+    assert_eq!(
+        headers.get("x-forwarded-host").map(String::as_str),
+        Some("api.example.com")
+    );
     assert_eq!(headers.get("x-kept").map(String::as_str), Some("yes"));
     assert_eq!(echo["path"], "/echo?x=1");
 }
@@ -180,7 +250,12 @@ fn hop_by_hop_stripped_from_responses() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "ok");
     assert!(r.header("x-internal").is_none(), "{:?}", r.headers);
-    assert!(r.header("keep-alive").is_none_or(|v| !v.contains("timeout=9")), "{:?}", r.headers);
+    assert!(
+        r.header("keep-alive")
+            .is_none_or(|v| !v.contains("timeout=9")),
+        "{:?}",
+        r.headers
+    );
     assert_eq!(r.header("x-public"), Some("1"));
 }
 
@@ -188,8 +263,20 @@ fn hop_by_hop_stripped_from_responses() {
 fn post_body_is_proxied_both_ways() {
     let a = Backend::start("a");
     let lb = Lb::start(&format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr));
-    let body = format!("{{\"items\": [{}]}}", (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
-    let r = request(lb.addr, "POST", "/loadTest", &[("Content-Type", "application/json")], body.as_bytes());
+    let body = format!(
+        "{{\"items\": [{}]}}",
+        (0..5000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let r = request(
+        lb.addr,
+        "POST",
+        "/loadTest",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["bytes"], body.len());
     let bad = request(lb.addr, "POST", "/loadTest", &[], b"not json");
@@ -200,10 +287,16 @@ fn post_body_is_proxied_both_ways() {
 #[test]
 fn backend_read_timeout_is_504() {
     let a = Backend::start("a");
-    let lb = Lb::start(&format!("[upstreams.api]\nbackends = [\"{}\"]\nread_timeout = \"300ms\"\n", a.addr));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"{}\"]\nread_timeout = \"300ms\"\n",
+        a.addr
+    ));
     let started = std::time::Instant::now();
     let r = lb.get("/delay/2000");
     let took = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(took >= Duration::from_millis(270) && took < Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(270) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
 }
