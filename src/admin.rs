@@ -48,7 +48,7 @@ impl Admin {
                         "address": b.address,
                         "weight": b.weight,
                         "effective_weight": if b.state.usable() { b.effective_weight } else { 0 },
-                        "state": b.state.state().as_str(),
+                        "state": b.state.display_state().as_str(),
                         "in_flight": b.state.in_flight(),
                         "requests": b.state.requests(),
                         "errors": b.state.errors(),

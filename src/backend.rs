@@ -63,6 +63,8 @@ pub struct BackendState {
     pub(crate) up_since_ms: AtomicU64,
     /// When the last ejection ended (ms since [`epoch_ms`]); 0 = never ejected.
     pub(crate) ejected_at_ms: AtomicU64,
+    /// Removed from the config; requests holding an older snapshot may still finish on it.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) latency: crate::latency::LatencyWindow,
@@ -86,6 +88,7 @@ impl BackendState {
             ejections: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(0),
             ejected_at_ms: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             check: Mutex::new(CheckCounters::default()),
@@ -96,6 +99,21 @@ impl BackendState {
     #[inline]
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Relaxed))
+    }
+
+    /// The state shown in `/status`: `draining` once removed from the config.
+    pub fn display_state(&self) -> State {
+        if self.draining.load(Relaxed) {
+            State::Draining
+        } else {
+            self.state()
+        }
+    }
+
+    /// Marks the backend as removed from the config. Its health state is left alone, so requests
+    /// that loaded the previous snapshot just before the swap still see a consistent view.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Relaxed);
     }
 
     /// Sets the state; returns the previous one.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::backend::{Registry, State};
+use crate::backend::Registry;
 use crate::config::{self, Config, Problem};
 use crate::snapshot::Snapshot;
 
@@ -178,7 +178,7 @@ impl Shared {
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         for gone in self.registry.retain(&new_keys) {
-            gone.set_state(State::Draining);
+            gone.set_draining();
         }
         let msg = format!(
             "config reloaded ({}): {} backend(s) added, {} removed{}",

@@ -5,3 +5,4 @@ mod support;
 mod check;
 mod core;
 mod health;
+mod reload;

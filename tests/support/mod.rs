@@ -123,6 +123,8 @@ pub struct Lb {
     pub config: PathBuf,
     pub proc: Proc,
     pub log: PathBuf,
+    /// The generated `[server]` and `[admin]` sections.
+    pub header: String,
 }
 
 /// A fresh temporary directory for one test.
@@ -150,7 +152,9 @@ impl Lb {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
         );
-        std::fs::write(&config, text).unwrap();
+        std::fs::write(&config, &text).unwrap();
+        let header = text[..text.find("\n\n[admin]").unwrap()].to_string()
+            + &format!("\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
         let log = dir.join("lb.log");
         let child = Command::new(LB)
             .arg("--config")
@@ -169,6 +173,7 @@ impl Lb {
             config,
             proc: Proc { child },
             log,
+            header,
         };
         lb.wait_ready();
         lb
@@ -216,11 +221,35 @@ impl Lb {
 
     /// Rewrites the config file body (header kept) and asks for a reload through the admin API.
     pub fn write_config(&self, body: &str) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let header_end = text.find("\n\n[admin]").unwrap();
-        let admin_end = text[header_end + 2..].find("\n\n").unwrap() + header_end + 2;
-        let new = format!("{}\n\n{body}\n", &text[..admin_end]);
-        std::fs::write(&self.config, new).unwrap();
+        self.write_raw(&format!("{}\n\n{body}\n", self.header));
+    }
+
+    /// Replaces the whole config file atomically (write a temporary file, then rename, as editors do).
+    pub fn write_raw(&self, text: &str) {
+        let tmp = self.dir.join(".lb.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// `POST /reload`; returns (status, JSON answer).
+    pub fn reload(&self) -> (u16, serde_json::Value) {
+        let r = request(self.admin, "POST", "/reload", &[], b"");
+        (r.status, r.json())
+    }
+
+    /// Backend addresses of an upstream as `/status` reports them.
+    pub fn backend_set(&self, upstream: &str) -> Vec<String> {
+        let s = self.status_json();
+        let mut v: Vec<String> = s["upstreams"][upstream]["backends"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|b| b["address"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 }
 
@@ -256,6 +285,8 @@ impl Response {
 /// A keep-alive client connection.
 pub struct Conn {
     reader: BufReader<TcpStream>,
+    /// At least one response was read on this connection.
+    pub used: bool,
 }
 
 impl Conn {
@@ -265,6 +296,7 @@ impl Conn {
         s.set_nodelay(true)?;
         Ok(Conn {
             reader: BufReader::new(s),
+            used: false,
         })
     }
 
@@ -293,7 +325,9 @@ impl Conn {
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
         self.stream().write_all(&bytes)?;
-        self.read_response(method == "HEAD")
+        let r = self.read_response(method == "HEAD");
+        self.used = true;
+        r
     }
 
     /// Reads one response (Content-Length, chunked, or until close).
@@ -504,6 +538,8 @@ pub struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     log: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
     handles: Vec<std::thread::JoinHandle<()>>,
+    /// Keep-alive connections the server closed between requests (retried on a new one).
+    pub stale: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Traffic {
@@ -511,9 +547,11 @@ impl Traffic {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stale = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let handles = (0..clients)
             .map(|_| {
-                let (stop, log, path) = (stop.clone(), log.clone(), path.to_string());
+                let (stop, log, path, stale) =
+                    (stop.clone(), log.clone(), path.to_string(), stale.clone());
                 std::thread::spawn(move || {
                     let cap = Instant::now() + Duration::from_secs(60);
                     let mut conn: Option<Conn> = None;
@@ -533,7 +571,19 @@ impl Traffic {
                                 }
                             },
                         };
-                        let (status, backend) = match c.send("GET", &path, &[], b"") {
+                        let reused = c.used;
+                        let mut result = c.send("GET", &path, &[], b"");
+                        if result.is_err() && reused {
+                            // The server closed an idle keep-alive connection between requests:
+                            // what every HTTP client retries on a new connection.
+                            stale.fetch_add(1, Ordering::Relaxed);
+                            result = Conn::open(addr).and_then(|mut fresh| {
+                                let r = fresh.send("GET", &path, &[], b"");
+                                c = fresh;
+                                r
+                            });
+                        }
+                        let (status, backend) = match result {
                             Ok(r) => {
                                 let close = r
                                     .header("connection")
@@ -554,7 +604,12 @@ impl Traffic {
                 })
             })
             .collect();
-        Traffic { stop, log, handles }
+        Traffic {
+            stop,
+            log,
+            handles,
+            stale,
+        }
     }
 
     /// Everything recorded so far.

@@ -1,0 +1,314 @@
+//! Hot reload and zero-downtime operation: reload storms under load, draining, state carry-over,
+//! graceful stop, binary upgrade.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn upstream(strategy: &str, list: &[(&Backend, u32)]) -> String {
+    format!(
+        "[upstreams.api]\nstrategy = \"{strategy}\"\n{}\n",
+        backends_toml(list)
+    )
+}
+
+#[test]
+fn reload_storm_under_load_loses_nothing() {
+    let pool: Vec<Backend> = (0..5).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let lb = Lb::start(&upstream("round_robin", &[(&pool[0], 1), (&pool[1], 1)]));
+    let traffic = Traffic::start(lb.addr, "/", 32);
+    let started = Instant::now();
+    let mut reloads = 0;
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for i in 0..40 {
+        if i == 20 {
+            lb.write_raw(
+                "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [] # invalid\n",
+            );
+        } else {
+            let mask = (next() % 31 + 1) as usize; // a non-empty subset of the 5
+            let list: Vec<(&Backend, u32)> = (0..5)
+                .filter(|j| mask & (1 << j) != 0)
+                .map(|j| (&pool[j], (next() % 5 + 1) as u32))
+                .collect();
+            let strategy = if next() % 2 == 0 {
+                "round_robin"
+            } else {
+                "least_connections"
+            };
+            lb.write_config(&upstream(strategy, &list));
+        }
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Final set: b3 and b4 only.
+    lb.write_config(&upstream(
+        "least_connections",
+        &[(&pool[3], 1), (&pool[4], 2)],
+    ));
+    let want = {
+        let mut v = vec![pool[3].addr.to_string(), pool[4].addr.to_string()];
+        v.sort();
+        v
+    };
+    wait_for("final config applied", Duration::from_secs(5), || {
+        (lb.backend_set("api") == want).then_some(())
+    });
+    let applied = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<Seen> = traffic.since(applied + Duration::from_millis(100));
+    let stale = traffic.stale.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = traffic.stop();
+    let elapsed = started.elapsed();
+    let fails = failures(&seen);
+    eprintln!(
+        "reload storm: {} requests, {} reloads (1 invalid) in {elapsed:?}, {} failed, {stale} stale connections",
+        seen.len(),
+        reloads,
+        fails.len()
+    );
+    assert!(
+        fails.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        fails.len(),
+        &fails[..fails.len().min(5)]
+    );
+    assert_eq!(stale, 0, "lb closed keep-alive connections during reloads");
+    assert!(seen.len() > 1000, "too little load: {}", seen.len());
+    assert!(
+        after.iter().all(|s| s.backend == "b3" || s.backend == "b4"),
+        "final backend set not obeyed"
+    );
+    let m = lb.metrics();
+    assert!(
+        m.contains("lb_config_reloads_total{result=\"failure\"} 1"),
+        "{m}"
+    );
+    wait_for("in-flight back to 0", Duration::from_secs(5), || {
+        let s = lb.status_json();
+        s["upstreams"]["api"]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["in_flight"] == 0)
+            .then_some(())
+    });
+}
+
+#[test]
+fn removed_backend_finishes_its_in_flight_request() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&upstream("round_robin", &[(&b, 1)]));
+    let addr = lb.addr;
+    let slow = std::thread::spawn(move || request(addr, "GET", "/delay/1500", &[], b""));
+    wait_for(
+        "slow request in flight on b",
+        Duration::from_secs(5),
+        || {
+            let s = lb.status_json();
+            (s["upstreams"]["api"]["backends"][0]["in_flight"] == 1).then_some(())
+        },
+    );
+    lb.write_config(&upstream("round_robin", &[(&a, 1)]));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(lb.backend_set("api"), vec![a.addr.to_string()]);
+    assert_eq!(lb.get("/").backend(), "a", "new requests go to the new set");
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.backend(), "b");
+}
+
+#[test]
+fn health_state_survives_unrelated_reload() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let hc = "[upstreams.api.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+    let lb = Lb::start(&format!(
+        "{}{hc}",
+        upstream("round_robin", &[(&a, 1), (&b, 1)])
+    ));
+    b.set_health(false);
+    let baddr = b.addr.to_string();
+    wait_for("b down", Duration::from_secs(5), || {
+        (lb.backend_state("api", &baddr) == "down").then_some(())
+    });
+    // Unrelated edit: retries and weights of a.
+    lb.write_config(&format!(
+        "{}retries = 3\n{hc}",
+        upstream("round_robin", &[(&a, 2), (&b, 1)])
+    ));
+    let (code, _) = lb.reload();
+    assert_eq!(code, 200);
+    assert_eq!(
+        lb.backend_state("api", &baddr),
+        "down",
+        "state carried over, not reset to checking"
+    );
+    let mut conn = Conn::open(lb.addr).unwrap();
+    for _ in 0..20 {
+        assert_eq!(conn.send("GET", "/", &[], b"").unwrap().backend(), "a");
+    }
+}
+
+#[test]
+fn invalid_reload_keeps_old_config_and_reports_every_problem() {
+    let a = Backend::start("a");
+    let lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    let good = std::fs::read_to_string(&lb.config).unwrap();
+    lb.write_raw(&good.replace(
+        "[upstreams.api]",
+        "[upstreams.api]\nretries = -1\nbogus = true",
+    ));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 422);
+    assert_eq!(result["ok"], false);
+    let problems = result["problems"].to_string();
+    assert!(
+        problems.contains("upstreams.api.bogus: unknown key"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("upstreams.api.retries: must be at least 0"),
+        "{problems}"
+    );
+    assert_eq!(lb.get("/").status, 200, "old config still serving");
+    let status = lb.status_json();
+    assert_eq!(status["config"]["last_reload"]["ok"], false);
+    assert!(lb
+        .metrics()
+        .contains("lb_config_reloads_total{result=\"failure\"}"));
+
+    // Listener changes need a restart; the rest applies.
+    let b = Backend::start("b");
+    let moved = good
+        .replace(&lb.addr.to_string(), "127.0.0.1:1")
+        .replace(&a.addr.to_string(), &b.addr.to_string());
+    lb.write_raw(&moved);
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(result["needs_restart"][0], "server.listen");
+    assert_eq!(lb.get("/").backend(), "b");
+}
+
+#[test]
+fn sighup_and_file_watch_trigger_reloads() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    // File watch: an atomic rename is noticed without any signal.
+    lb.write_config(&upstream("round_robin", &[(&b, 1)]));
+    wait_for("file watch reload", Duration::from_secs(5), || {
+        (lb.get("/").backend() == "b").then_some(())
+    });
+    // SIGHUP: overwrite in place then signal.
+    let text = std::fs::read_to_string(&lb.config)
+        .unwrap()
+        .replace(&b.addr.to_string(), &c.addr.to_string());
+    std::fs::write(&lb.config, text).unwrap();
+    lb.proc.signal("-HUP");
+    wait_for("sighup reload", Duration::from_secs(5), || {
+        (lb.get("/").backend() == "c").then_some(())
+    });
+    let reloads = lb.status_json()["events"].to_string();
+    assert!(reloads.contains("config reloaded"), "{reloads}");
+}
+
+#[test]
+fn reload_of_1000_backends_is_fast() {
+    let a = Backend::start("a");
+    let mut list = vec![format!("\"{}\"", a.addr)];
+    list.extend((0..999).map(|i| format!("\"127.0.{}.{}:9\"", 1 + i / 250, 1 + i % 250)));
+    let body = format!("[upstreams.api]\nbackends = [{}]\n", list.join(", "));
+    let lb = Lb::start(&body);
+    lb.write_config(&format!("{body}retries = 1\n"));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200);
+    let ms = result["duration_ms"].as_f64().unwrap();
+    eprintln!("reload of 1000 backends took {ms:.2} ms");
+    assert!(ms < 2000.0, "{ms} ms");
+    assert_eq!(lb.backend_set("api").len(), 1000);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let a = Backend::start("a");
+    let mut lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    let addr = lb.addr;
+    let slow: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || try_request(addr, "GET", "/delay/1200", &[], b"")))
+        .collect();
+    wait_for("requests in flight", Duration::from_secs(5), || {
+        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 3).then_some(())
+    });
+    let t = Instant::now();
+    lb.proc.signal("-TERM");
+    for h in slow {
+        let r = h.join().unwrap().expect("in-flight request completed");
+        assert_eq!(r.status, 200);
+    }
+    let exited = wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap().map(|_| Instant::now())
+    });
+    let took = exited - t;
+    eprintln!("SIGTERM: in-flight requests finished, exit after {took:?} (grace 3s)");
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[test]
+fn upgrade_hands_over_sockets_under_load() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let mut old = Lb::start(&upstream("round_robin", &[(&a, 1), (&b, 1)]));
+    let traffic = Traffic::start(old.addr, "/", 8);
+    wait_for("traffic", Duration::from_secs(5), || {
+        (traffic.seen().len() > 100).then_some(())
+    });
+    let log = std::fs::File::create(old.dir.join("new.log")).unwrap();
+    let new = std::process::Command::new(LB)
+        .arg("--config")
+        .arg(&old.config)
+        .arg("--upgrade")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let new = Proc { child: new };
+    wait_for("old process exits", Duration::from_secs(20), || {
+        old.proc.child.try_wait().unwrap()
+    });
+    let t = Instant::now();
+    wait_for("traffic after the handover", Duration::from_secs(5), || {
+        (traffic.since(t).len() > 100).then_some(())
+    });
+    let stale = traffic.stale.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = traffic.stop();
+    let fails = failures(&seen);
+    eprintln!(
+        "upgrade: {} requests, {} failed, {stale} idle connections closed by the old process",
+        seen.len(),
+        fails.len()
+    );
+    assert!(
+        fails.is_empty(),
+        "{} failed, e.g. {:?}",
+        fails.len(),
+        &fails[..fails.len().min(5)]
+    );
+    assert_eq!(
+        request(old.admin, "GET", "/healthz", &[], b"").status,
+        200,
+        "admin listener handed over too"
+    );
+    drop(new);
+}
