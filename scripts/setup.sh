@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks for building lb: cmake (pingora's zlib-ng needs it).
+# Installs what a fresh machine lacks for building lb: cmake (pingora's zlib-ng needs it), and with
+# LB_SETUP_BROWSER=1 headless Chromium + chromedriver (the dashboard test drives a real browser).
 # Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 
@@ -29,4 +30,19 @@ ensure_cmake() {
   exit 1
 }
 
+# Headless Chromium and its WebDriver, for the dashboard's browser test (only when
+# LB_SETUP_BROWSER=1, as scripts/test.sh sets). Not fatal: with LB_REQUIRE_BROWSER=1 that test
+# then fails and says what is missing.
+ensure_browser() {
+  local chromium="${LB_CHROMIUM:-/usr/bin/chromium}" driver="${LB_CHROMEDRIVER:-/usr/bin/chromedriver}"
+  [ -x "$chromium" ] && [ -x "$driver" ] && return 0
+  echo "setup: installing chromium and chromium-driver (for the dashboard browser test)..." >&2
+  apt_install chromium chromium-driver && [ -x "$chromium" ] && [ -x "$driver" ] && return 0
+  echo "setup: headless Chromium is missing and could not be installed; run: sudo apt-get install -y chromium chromium-driver" >&2
+  return 0
+}
+
 ensure_cmake
+if [ "${LB_SETUP_BROWSER:-}" = 1 ]; then
+  ensure_browser
+fi

@@ -3,9 +3,11 @@
 # integration tests against real lb and sample-backend processes on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export LB_SETUP_BROWSER=1     # setup.sh also installs chromium + chromium-driver
 source scripts/setup.sh
+export LB_REQUIRE_BROWSER=1   # so the dashboard browser test fails rather than skips
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --bins --locked
-cargo test --locked -- --test-threads "${LB_TEST_THREADS:-4}"
+cargo test --locked -- --test-threads "${LB_TEST_THREADS:-2}"

@@ -70,7 +70,9 @@ impl Admin {
                 "last_reload": last,
             },
             "uptime_s": self.shared.started.elapsed().as_secs_f64(),
-            "downstream_connections": self.shared.metrics.downstream_connections.get(),
+            "downstream_connections": crate::metrics::established_connections(
+                &snap.config.server.listen.iter().map(|a| a.port()).collect::<Vec<_>>()
+            ),
             "upstreams": upstreams,
             "events": self.shared.events(),
         })

@@ -68,6 +68,8 @@ pub struct BackendState {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) latency: crate::latency::LatencyWindow,
+    /// Answers from this backend, by status code, and their durations.
+    pub stats: crate::stats::RequestStats,
     /// Active-check bookkeeping, touched only by the checker task.
     pub(crate) check: Mutex<CheckCounters>,
 }
@@ -93,6 +95,7 @@ impl BackendState {
             errors: AtomicU64::new(0),
             check: Mutex::new(CheckCounters::default()),
             latency: Default::default(),
+            stats: Default::default(),
         }
     }
 
@@ -217,6 +220,8 @@ pub fn epoch_ms() -> u64 {
 #[derive(Default, Debug)]
 pub struct Registry {
     map: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    /// Per-upstream stats of lb's own answers (`backend=""`); `""` = no route matched.
+    own: Mutex<HashMap<String, Arc<crate::stats::RequestStats>>>,
 }
 
 impl Registry {
@@ -237,6 +242,12 @@ impl Registry {
                 s
             })
             .clone()
+    }
+
+    /// Stats of lb's own answers for `upstream` (kept across reloads).
+    pub fn own_stats(&self, upstream: &str) -> Arc<crate::stats::RequestStats> {
+        let mut map = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(upstream.to_string()).or_default().clone()
     }
 
     /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight

@@ -6,10 +6,12 @@
 //! [`admin`] (admin listener), [`metrics`] (Prometheus), [`server`] (wiring it all into pingora).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod hardening;
 pub mod health;
 pub mod latency;
 pub mod logging;
@@ -18,3 +20,4 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod stats;

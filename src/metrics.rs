@@ -3,8 +3,7 @@
 //! snapshot at scrape time, so the request path only touches counters and histograms.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::backend::State;
@@ -19,8 +18,6 @@ pub const DURATION_BUCKETS: &[f64] = &[
 /// Every metric lb exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub duration: HistogramVec,
     backend_up: IntGaugeVec,
     backend_in_flight: IntGaugeVec,
     pub upstream_errors: IntCounterVec,
@@ -54,11 +51,6 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
-        let requests = counter(
-            "lb_requests_total",
-            "Requests answered, by upstream, backend and status code",
-            &["upstream", "backend", "code"],
-        );
         let upstream_errors = counter(
             "lb_upstream_errors_total",
             "Failed backend attempts by kind",
@@ -91,15 +83,6 @@ impl Metrics {
         );
         let build = gauge("lb_build_info", "Build information", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let duration = HistogramVec::new(
-            HistogramOpts::new("lb_request_duration_seconds", "Request duration through lb")
-                .buckets(DURATION_BUCKETS.to_vec()),
-            &["upstream", "backend"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("unique metric");
         let last_reload_success = Gauge::new(
             "lb_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load",
@@ -117,8 +100,6 @@ impl Metrics {
             .expect("unique metric");
         Metrics {
             registry,
-            requests,
-            duration,
             backend_up,
             backend_in_flight,
             upstream_errors,
@@ -128,18 +109,6 @@ impl Metrics {
             last_reload_success,
             downstream_connections,
         }
-    }
-
-    /// Counts one answered request (`backend` is empty for lb's own answers).
-    pub fn request(&self, upstream: &str, backend: &str, code: u16, elapsed: std::time::Duration) {
-        let buf = itoa_buf(code);
-        let code = std::str::from_utf8(&buf).unwrap_or("0");
-        self.requests
-            .with_label_values(&[upstream, backend, code])
-            .inc();
-        self.duration
-            .with_label_values(&[upstream, backend])
-            .observe(elapsed.as_secs_f64());
     }
 
     pub fn upstream_error(&self, upstream: &str, backend: &str, kind: &str) {
@@ -167,6 +136,15 @@ impl Metrics {
 
     /// The Prometheus text page, with state gauges refreshed from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
+        let ports: Vec<u16> = snapshot
+            .config
+            .server
+            .listen
+            .iter()
+            .map(|a| a.port())
+            .collect();
+        self.downstream_connections
+            .set(established_connections(&ports));
         self.backend_up.reset();
         self.backend_in_flight.reset();
         for up in &snapshot.upstreams {
@@ -182,16 +160,45 @@ impl Metrics {
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        let mut series: Vec<(&str, &str, &crate::stats::RequestStats)> =
+            vec![("", "", &snapshot.no_route)];
+        for up in &snapshot.upstreams {
+            series.push((up.name(), "", &up.own));
+            for b in &up.backends {
+                series.push((up.name(), &b.address, &b.state.stats));
+            }
+        }
+        crate::stats::render(&mut text, &series);
+        text
     }
 }
 
-/// Three ASCII digits of a status code without allocating.
-fn itoa_buf(code: u16) -> [u8; 3] {
-    let c = code.min(999);
-    [
-        b'0' + (c / 100) as u8,
-        b'0' + (c / 10 % 10) as u8,
-        b'0' + (c % 10) as u8,
-    ]
+/// Open client connections on lb's listening ports, read from the kernel's socket table at scrape
+/// time (pingora has no connection open/close hook, and counting here keeps the request path
+/// free of it). Includes connections waiting in the accept queue.
+pub fn established_connections(ports: &[u16]) -> i64 {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let mut cols = line.split_whitespace().skip(1);
+                    let (Some(local), Some(_), Some(state)) =
+                        (cols.next(), cols.next(), cols.next())
+                    else {
+                        return false;
+                    };
+                    let port = local
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    state == "01" && port.is_some_and(|p| ports.contains(&p))
+                })
+                .count() as i64
+        })
+        .sum()
 }

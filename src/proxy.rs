@@ -18,6 +18,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log::{AccessLogger, Entry};
 use crate::backend::InFlightGuard;
 use crate::health::{self, FailureKind};
 use crate::reload::Shared;
@@ -100,6 +101,10 @@ pub struct Ctx {
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     own_answer: bool,
     _active: Active,
+    // --- edge hardening (issue 7, see `crate::hardening`) ---
+    /// Request-level limits and the link to the connection's header clock; dropping it (the
+    /// request is over) starts the keep-alive/header deadline for the next request.
+    hardening: crate::hardening::RequestState,
 }
 
 impl Ctx {
@@ -124,7 +129,26 @@ impl ProxyHttp for Proxy {
             failure: None,
             own_answer: false,
             _active: Active::new(),
+            hardening: Default::default(),
         }
+    }
+
+    /// Edge hardening (issue 7): refuses malformed, ambiguous or oversized request heads before
+    /// anything is routed or forwarded (`crate::hardening::check_head`), answering 400/413/414/
+    /// 431/501 with `Connection: close`; sets the body idle timeout and half-close handling.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        crate::hardening::early_request_filter(&self.shared, session, &mut ctx.hardening).await
+    }
+
+    /// Edge hardening (issue 7): counts chunked request bodies against `server.max_body_bytes`.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        crate::hardening::request_body(session, body, &mut ctx.hardening)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -287,8 +311,15 @@ impl ProxyHttp for Proxy {
         let elapsed = ctx.started.elapsed();
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = &self.shared.metrics;
+        if let Some(log) = &self.shared.access_log {
+            access_log(log, session, ctx, code, elapsed);
+        }
         let Some(up) = ctx.upstream() else {
-            m.request("", "", code, elapsed);
+            if let Some(s) = &ctx.snapshot {
+                s.no_route.record(code, elapsed);
+            } else {
+                self.shared.snapshot.load().no_route.record(code, elapsed);
+            }
             return;
         };
         if ctx.attempts > 1 {
@@ -300,11 +331,38 @@ impl ProxyHttp for Proxy {
             Some(i) => {
                 let b = &up.backends[i];
                 b.state.record_latency(elapsed);
-                m.request(up.name(), &b.address, code, elapsed);
+                b.state.stats.record(code, elapsed);
             }
-            None => m.request(up.name(), "", code, elapsed),
+            None => up.own.record(code, elapsed),
         }
     }
+}
+
+fn access_log(
+    log: &AccessLogger,
+    session: &Session,
+    ctx: &Ctx,
+    status: u16,
+    duration: std::time::Duration,
+) {
+    let req = session.req_header();
+    let up = ctx.upstream();
+    let backend = match (up, ctx.backend) {
+        (Some(up), Some(i)) if !ctx.own_answer => up.backends[i].address.as_str(),
+        _ => "",
+    };
+    log.log(&Entry {
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        status,
+        upstream: up.map_or("", |u| u.name()),
+        backend,
+        attempts: ctx.attempts,
+        duration,
+        bytes_in: session.as_downstream().body_bytes_read(),
+        bytes_out: session.as_downstream().body_bytes_sent(),
+    });
 }
 
 /// The request's host: the Host header, or the authority of an absolute-form URI.

@@ -62,12 +62,15 @@ pub struct Shared {
     pub changed: tokio::sync::Notify,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    /// Set at start-up from `server.access_log` (changing it needs a restart).
+    pub access_log: Option<crate::access_log::AccessLogger>,
 }
 
 impl Shared {
     /// Builds the first snapshot from an already validated config.
     pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
         let registry = Registry::default();
+        let access_log = crate::access_log::AccessLogger::start(&config.server.access_log);
         let snapshot = Snapshot::build(Arc::new(config), &registry);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -80,6 +83,7 @@ impl Shared {
             changed: tokio::sync::Notify::new(),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
+            access_log,
         })
     }
 
@@ -310,6 +314,11 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Shared {
+    /// Counts an answer lb gave before any routing (`lb_requests_total{upstream="",backend=""}`).
+    pub fn record_own_answer(&self, code: u16, elapsed: Duration) {
+        self.snapshot.load().no_route.record(code, elapsed);
+    }
+
     /// The configured graceful-stop budget.
     pub fn config_grace(&self) -> Duration {
         self.snapshot.load().config.server.grace_period

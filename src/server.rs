@@ -54,10 +54,14 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         tracing::warn!(pid_file, "cannot write pid file: {e}");
     }
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(shared.clone()),
-        "lb proxy",
+    // The proxy behind lb's connection-level defences (connection cap, header deadline, head
+    // size, keep-alive idle timeout): see `crate::hardening`.
+    let mut proxy = Service::new(
+        "lb proxy".to_string(),
+        crate::hardening::GuardedApp::new(
+            pingora_proxy::http_proxy(&server.configuration, Proxy::new(shared.clone())),
+            shared.clone(),
+        ),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
@@ -65,6 +69,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     server.add_service(proxy);
     if let Some(admin) = &config.admin {
         let mut svc = Service::new("lb admin".to_string(), Admin::new(shared.clone()));
+        svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
         svc.add_tcp(&admin.listen.to_string());
         server.add_service(svc);
     }

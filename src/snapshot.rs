@@ -35,6 +35,8 @@ impl Candidate for Backend {
 #[derive(Debug)]
 pub struct Upstream {
     pub config: UpstreamConfig,
+    /// lb's own answers (404/502/503/504) for this upstream.
+    pub own: Arc<crate::stats::RequestStats>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
 }
@@ -66,6 +68,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
     pub built_at: Instant,
+    /// lb's 404s for requests no route matched.
+    pub no_route: Arc<crate::stats::RequestStats>,
 }
 
 impl Snapshot {
@@ -100,6 +104,7 @@ impl Snapshot {
             upstreams,
             routes,
             built_at: Instant::now(),
+            no_route: registry.own_stats(""),
         }
     }
 
@@ -170,6 +175,7 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
     let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
     Upstream {
         balancer: Balancer::new(u.strategy, &weights, &usable),
+        own: registry.own_stats(&u.name),
         config: u.clone(),
         backends,
     }

@@ -4,5 +4,8 @@ mod support;
 
 mod check;
 mod core;
+mod dashboard;
+mod hardening;
 mod health;
+mod observe;
 mod reload;

@@ -1,0 +1,159 @@
+//! The optional access log (`server.access_log = "stdout" | "PATH" | "off"`): one JSON line per
+//! request with time, client, method, path, status, upstream, backend, attempts, duration and
+//! bytes in/out. Lines go through a bounded channel to a writer thread, so a slow disk never
+//! blocks a request (when the channel is full the line is dropped and counted). When off, the
+//! request path only checks an `Option`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::AccessLog;
+
+/// Lines buffered between requests and the writer thread.
+const QUEUE: usize = 65_536;
+
+/// A handle to the writer thread.
+pub struct AccessLogger {
+    tx: SyncSender<String>,
+    pub dropped: AtomicU64,
+}
+
+/// One request, as logged.
+pub struct Entry<'a> {
+    pub client: Option<std::net::SocketAddr>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub upstream: &'a str,
+    pub backend: &'a str,
+    pub attempts: u32,
+    pub duration: Duration,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+impl AccessLogger {
+    /// Starts the writer for `target`; `None` when the log is off or cannot be opened.
+    pub fn start(target: &AccessLog) -> Option<AccessLogger> {
+        let mut out: Box<dyn Write + Send> = match target {
+            AccessLog::Off => return None,
+            AccessLog::Stdout => Box::new(std::io::stdout()),
+            AccessLog::File(path) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), "cannot open the access log: {e}");
+                    return None;
+                }
+            },
+        };
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("lb-access-log".into())
+            .spawn(move || {
+                let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
+                while let Ok(line) = rx.recv() {
+                    let _ = buf.write_all(line.as_bytes());
+                    // Drain what is queued, then flush once.
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = buf.write_all(line.as_bytes());
+                    }
+                    let _ = buf.flush();
+                }
+            })
+            .ok()?;
+        Some(AccessLogger {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn log(&self, e: &Entry) {
+        let line = format_entry(e, SystemTime::now());
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The JSON line for one request (ends with `\n`).
+pub fn format_entry(e: &Entry, now: SystemTime) -> String {
+    let v = serde_json::json!({
+        "time": rfc3339(now),
+        "client": e.client.map(|c| c.to_string()).unwrap_or_default(),
+        "method": e.method,
+        "path": e.path,
+        "status": e.status,
+        "upstream": e.upstream,
+        "backend": e.backend,
+        "attempts": e.attempts,
+        "duration_ms": (e.duration.as_secs_f64() * 1e6).round() / 1e3,
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+    });
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// `2026-11-27T23:08:25.123Z` without a date library (days-from-civil, Howard Hinnant).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_time() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_820_905_123);
+        assert_eq!(rfc3339(t), "2026-11-27T23:08:25.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn formats_entry() {
+        let e = Entry {
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            method: "GET",
+            path: "/x?y=1",
+            status: 200,
+            upstream: "api",
+            backend: "127.0.0.1:9001",
+            attempts: 1,
+            duration: Duration::from_micros(1500),
+            bytes_in: 0,
+            bytes_out: 22,
+        };
+        let line = format_entry(&e, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["path"], "/x?y=1");
+        assert!(line.ends_with('\n'));
+    }
+}

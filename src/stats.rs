@@ -1,0 +1,154 @@
+//! Lock-free request counters behind `lb_requests_total` and `lb_request_duration_seconds`.
+//!
+//! The request path does a few relaxed atomic adds on the backend's own [`RequestStats`] (which
+//! lives in the per-backend state and so survives reloads) instead of a label lookup in a
+//! prometheus `*Vec` (string hashing plus a lock) per request. The admin listener renders these in
+//! Prometheus text format at scrape time.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::metrics::DURATION_BUCKETS;
+
+/// Status codes with a dedicated counter; others go to a small locked list.
+const COMMON: [u16; 20] = [
+    200, 201, 202, 204, 301, 302, 304, 307, 400, 401, 403, 404, 405, 408, 413, 429, 500, 502, 503,
+    504,
+];
+
+/// Counters and a latency histogram for one (upstream, backend) pair.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    codes: [AtomicU64; COMMON.len()],
+    other: Mutex<Vec<(u16, u64)>>,
+    buckets: [AtomicU64; DURATION_BUCKETS_LEN],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+const DURATION_BUCKETS_LEN: usize = 17;
+
+impl RequestStats {
+    /// Counts one answered request.
+    #[inline]
+    pub fn record(&self, code: u16, elapsed: Duration) {
+        match COMMON.iter().position(|c| *c == code) {
+            Some(i) => {
+                self.codes[i].fetch_add(1, Relaxed);
+            }
+            None => {
+                let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
+                match other.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, n)) => *n += 1,
+                    None => other.push((code, 1)),
+                }
+            }
+        }
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    /// (code, count) for every code seen.
+    pub fn codes(&self) -> Vec<(u16, u64)> {
+        let mut v: Vec<(u16, u64)> = COMMON
+            .iter()
+            .zip(self.codes.iter())
+            .map(|(c, n)| (*c, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        v.extend(
+            self.other
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
+        v.sort_unstable();
+        v
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes `lb_requests_total` and `lb_request_duration_seconds` for every (upstream, backend).
+pub fn render(out: &mut String, series: &[(&str, &str, &RequestStats)]) {
+    let _ = writeln!(
+        out,
+        "# HELP lb_requests_total Requests answered, by upstream, backend and status code"
+    );
+    let _ = writeln!(out, "# TYPE lb_requests_total counter");
+    for (up, be, s) in series {
+        let (up, be) = (esc(up), esc(be));
+        for (code, n) in s.codes() {
+            let _ = writeln!(
+                out,
+                "lb_requests_total{{backend=\"{be}\",code=\"{code}\",upstream=\"{up}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_request_duration_seconds Request duration through lb"
+    );
+    let _ = writeln!(out, "# TYPE lb_request_duration_seconds histogram");
+    for (up, be, s) in series {
+        if s.count() == 0 {
+            continue;
+        }
+        let (up, be) = (esc(up), esc(be));
+        let mut cumulative = 0;
+        for (b, n) in DURATION_BUCKETS.iter().zip(s.buckets.iter()) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "lb_request_duration_seconds_bucket{{backend=\"{be}\",upstream=\"{up}\",le=\"{b}\"}} {cumulative}");
+        }
+        let count = s.count();
+        let _ = writeln!(out, "lb_request_duration_seconds_bucket{{backend=\"{be}\",upstream=\"{up}\",le=\"+Inf\"}} {count}");
+        let sum = s.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "lb_request_duration_seconds_sum{{backend=\"{be}\",upstream=\"{up}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "lb_request_duration_seconds_count{{backend=\"{be}\",upstream=\"{up}\"}} {count}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_codes_and_buckets() {
+        let s = RequestStats::default();
+        s.record(200, Duration::from_micros(50));
+        s.record(200, Duration::from_millis(3));
+        s.record(418, Duration::from_secs(60));
+        assert_eq!(s.codes(), vec![(200, 2), (418, 1)]);
+        let mut out = String::new();
+        render(&mut out, &[("api", "127.0.0.1:1", &s)]);
+        assert!(out.contains(
+            "lb_requests_total{backend=\"127.0.0.1:1\",code=\"200\",upstream=\"api\"} 2"
+        ));
+        assert!(out.contains("le=\"0.0001\"} 1"));
+        assert!(out.contains("le=\"0.005\"} 2"));
+        assert!(out.contains("le=\"30\"} 2"));
+        assert!(out.contains("le=\"+Inf\"} 3"));
+    }
+}
