@@ -36,7 +36,7 @@ fn smooth_weighted_round_robin_exact_sequence() {
 #[test]
 fn least_connections_avoids_slow_backend() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let slow = Backend::start_with("slow", &["--delay", "50ms"]);
+    let slow = Backend::start_with("slow", &["--delay", "200ms"]);
     let list = backends_toml(&[(&a, 1), (&b, 1), (&slow, 1)]);
     let lb = Lb::start(&format!(
         "[upstreams.api]\nstrategy = \"least_connections\"\n{list}\n"
