@@ -144,11 +144,11 @@ impl ProxyHttp for Proxy {
     async fn request_body_filter(
         &self,
         session: &mut Session,
-        body: &mut Option<Bytes>,
+        _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        crate::hardening::request_body(session, body, &mut ctx.hardening)
+        crate::hardening::request_body(session, &mut ctx.hardening)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -242,7 +242,9 @@ impl ProxyHttp for Proxy {
             // without spending an attempt or excluding the backend.
             ctx.tried.pop();
             ctx.attempts = ctx.attempts.saturating_sub(1);
-        } else {
+        } else if *e.esource() != ErrorSource::Downstream {
+            // Only the backend's own failures count against it: a client that misbehaves must not
+            // be able to get backends ejected.
             let kind = FailureKind::of(&e);
             ctx.failure = Some(kind);
             if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
