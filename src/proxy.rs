@@ -231,8 +231,10 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -249,6 +251,14 @@ impl ProxyHttp for Proxy {
             ctx.failure = Some(kind);
             if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
                 health::passive_failure(&self.shared, up, i, kind);
+                // The backend failed (reset, closed, garbage) before answering: an idempotent
+                // request is safe to send to another backend. A read timeout is not retried
+                // (it answers 504 and would multiply the client's wait).
+                let retryable_kind =
+                    !matches!(kind, FailureKind::ReadTimeout | FailureKind::WriteTimeout);
+                if replayable && retryable_kind && ctx.attempts <= up.config.retries {
+                    e.set_retry(true);
+                }
             }
         }
         e

@@ -95,6 +95,7 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
         threads: config.server.threads,
         // Upstream keep-alive connections per process.
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
+        work_stealing: config.server.work_stealing,
         // A backstop only: lb's own drain (below) exits as soon as in-flight requests finish.
         grace_period_seconds: Some(grace + 1),
         graceful_shutdown_timeout_seconds: Some(1),

@@ -23,6 +23,7 @@ pub struct ServerFile {
     pub keepalive_timeout: Option<String>,
     pub max_connections: Option<i64>,
     pub upstream_keepalive_pool_size: Option<i64>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

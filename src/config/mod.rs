@@ -43,6 +43,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `server.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `server.work_stealing`.
+pub const DEFAULT_WORK_STEALING: bool = false;
 /// Default `server.upstream_keepalive_pool_size` (idle backend connections kept, per process).
 pub const DEFAULT_UPSTREAM_POOL: usize = 1024;
 
@@ -81,6 +83,9 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<Cidr>,
     pub limits: Limits,
     pub upstream_keepalive_pool_size: usize,
+    /// pingora runtime flavour: work-stealing (tokio multi-thread) or one independent
+    /// single-threaded runtime per worker thread.
+    pub work_stealing: bool,
 }
 
 /// Request limits enforced by lb itself before anything is forwarded.

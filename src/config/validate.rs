@@ -236,6 +236,7 @@ impl Checker {
                 1_000_000,
                 DEFAULT_UPSTREAM_POOL as i64,
             ) as usize,
+            work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
         })
     }
 

@@ -300,3 +300,32 @@ fn backend_read_timeout_is_504() {
         "took {took:?}"
     );
 }
+
+#[test]
+fn idempotent_request_is_retried_when_backend_drops_it() {
+    // A backend that reads each request and closes the connection without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for mut s in listener.incoming().flatten().take(200) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+        }
+    });
+    let a = Backend::start("a");
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"{bad}\", \"{}\"]\n[upstreams.api.passive]\nconsecutive_failures = 0\n",
+        a.addr
+    ));
+    let mut conn = Conn::open(lb.addr).unwrap();
+    for _ in 0..10 {
+        let r = conn.send("GET", "/", &[], b"").unwrap();
+        assert_eq!((r.status, r.backend().as_str()), (200, "a"));
+    }
+    // A POST that reached the backend is never replayed: 502.
+    let codes: Vec<u16> = (0..4)
+        .map(|_| request(lb.addr, "POST", "/loadTest", &[], b"{}").status)
+        .collect();
+    assert!(codes.contains(&502) && codes.contains(&200), "{codes:?}");
+}

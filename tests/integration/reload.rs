@@ -244,9 +244,9 @@ fn sigterm_lets_in_flight_requests_finish() {
     let mut lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
     let addr = lb.addr;
     let slow: Vec<_> = (0..3)
-        .map(|_| std::thread::spawn(move || try_request(addr, "GET", "/delay/1200", &[], b"")))
+        .map(|_| std::thread::spawn(move || try_request(addr, "GET", "/delay/2000", &[], b"")))
         .collect();
-    wait_for("requests in flight", Duration::from_secs(5), || {
+    wait_for("requests in flight", Duration::from_secs(10), || {
         (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 3).then_some(())
     });
     let t = Instant::now();
