@@ -13,6 +13,8 @@ use crate::config::AccessLog;
 
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 65_536;
+/// How often the writer thread drains the queue and flushes.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// A handle to the writer thread.
 pub struct AccessLogger {
@@ -56,12 +58,22 @@ impl AccessLogger {
         std::thread::Builder::new()
             .name("lb-access-log".into())
             .spawn(move || {
+                // Poll instead of blocking in recv(): a sender then never has to wake this
+                // thread (a futex call and a context switch per request).
                 let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-                while let Ok(line) = rx.recv() {
-                    let _ = buf.write_all(line.as_bytes());
-                    // Drain what is queued, then flush once.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = buf.write_all(line.as_bytes());
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(line) => {
+                                let _ = buf.write_all(line.as_bytes());
+                            }
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                let _ = buf.flush();
+                                return;
+                            }
+                        }
                     }
                     let _ = buf.flush();
                 }
@@ -81,24 +93,50 @@ impl AccessLogger {
     }
 }
 
-/// The JSON line for one request (ends with `\n`).
+/// The JSON line for one request (ends with `\n`), written directly into one `String`.
 pub fn format_entry(e: &Entry, now: SystemTime) -> String {
-    let v = serde_json::json!({
-        "time": rfc3339(now),
-        "client": e.client.map(|c| c.to_string()).unwrap_or_default(),
-        "method": e.method,
-        "path": e.path,
-        "status": e.status,
-        "upstream": e.upstream,
-        "backend": e.backend,
-        "attempts": e.attempts,
-        "duration_ms": (e.duration.as_secs_f64() * 1e6).round() / 1e3,
-        "bytes_in": e.bytes_in,
-        "bytes_out": e.bytes_out,
-    });
-    let mut s = v.to_string();
-    s.push('\n');
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(256);
+    s.push_str("{\"time\":\"");
+    s.push_str(&rfc3339(now));
+    s.push_str("\",\"client\":\"");
+    if let Some(c) = e.client {
+        let _ = write!(s, "{c}");
+    }
+    s.push_str("\",\"method\":");
+    json_str(&mut s, e.method);
+    s.push_str(",\"path\":");
+    json_str(&mut s, e.path);
+    let _ = write!(s, ",\"status\":{},\"upstream\":", e.status);
+    json_str(&mut s, e.upstream);
+    s.push_str(",\"backend\":");
+    json_str(&mut s, e.backend);
+    let _ = writeln!(
+        s,
+        ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{}}}",
+        e.attempts,
+        e.duration.as_secs_f64() * 1e3,
+        e.bytes_in,
+        e.bytes_out
+    );
     s
+}
+
+/// Appends `v` as a JSON string literal.
+fn json_str(out: &mut String, v: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// `2026-11-27T23:08:25.123Z` without a date library (days-from-civil, Howard Hinnant).
@@ -151,6 +189,12 @@ mod tests {
         };
         let line = format_entry(&e, UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let odd = Entry {
+            path: "/\"q\\\u{1}",
+            ..e
+        };
+        let v2: serde_json::Value = serde_json::from_str(&format_entry(&odd, UNIX_EPOCH)).unwrap();
+        assert_eq!(v2["path"], "/\"q\\\u{1}");
         assert_eq!(v["status"], 200);
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["path"], "/x?y=1");
