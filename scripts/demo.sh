@@ -15,6 +15,12 @@ for i in 1 2 3; do
   "$BIN/sample-backend" --listen "127.0.0.1:900$i" --name "backend-$i" &
   pids+=($!)
 done
+for port in 9001 9002 9003; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.05
+  done
+done
 "$BIN/lb" --config config/demo.toml --check
 "$BIN/lb" --config config/demo.toml &
 pids+=($!)

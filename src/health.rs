@@ -192,7 +192,8 @@ pub fn announce(
     let snap = shared.snapshot.load();
     if let Some(u) = snap.upstream(upstream) {
         let usable = u.backends.iter().filter(|b| b.state.usable()).count();
-        if usable == 0 {
+        let checking = u.backends.iter().any(|b| b.state.state() == State::Checking);
+        if usable == 0 && !checking {
             tracing::error!(
                 upstream,
                 "no usable backend: requests get 503 until one recovers"
