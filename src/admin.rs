@@ -39,7 +39,7 @@ impl Admin {
             .clone();
         let mut upstreams = serde_json::Map::new();
         for up in &snap.upstreams {
-            let backends: Vec<Value> = up
+            let mut backends: Vec<Value> = up
                 .backends
                 .iter()
                 .map(|b| {
@@ -57,6 +57,28 @@ impl Admin {
                     })
                 })
                 .collect();
+            let draining = self
+                .shared
+                .draining
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for ((_, address), state) in draining
+                .iter()
+                .filter(|((u, _), s)| u == up.name() && s.in_flight() > 0)
+            {
+                backends.push(json!({
+                    "address": address,
+                    "weight": 0,
+                    "effective_weight": 0,
+                    "state": "draining",
+                    "in_flight": state.in_flight(),
+                    "requests": state.requests(),
+                    "errors": state.errors(),
+                    "latency_p50_ms": state.latency().0,
+                    "latency_p99_ms": state.latency().1,
+                }));
+            }
+            drop(draining);
             upstreams.insert(
                 up.name().to_string(),
                 json!({ "strategy": up.config.strategy.as_str(), "backends": backends }),

@@ -255,10 +255,12 @@ impl Registry {
     pub fn retain(
         &self,
         keep: &std::collections::HashSet<(String, String)>,
-    ) -> Vec<Arc<BackendState>> {
+    ) -> Vec<((String, String), Arc<BackendState>)> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
-        gone.into_iter().filter_map(|k| map.remove(&k)).collect()
+        gone.into_iter()
+            .filter_map(|k| map.remove(&k).map(|s| (k, s)))
+            .collect()
     }
 }
 

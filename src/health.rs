@@ -192,7 +192,10 @@ pub fn announce(
     let snap = shared.snapshot.load();
     if let Some(u) = snap.upstream(upstream) {
         let usable = u.backends.iter().filter(|b| b.state.usable()).count();
-        let checking = u.backends.iter().any(|b| b.state.state() == State::Checking);
+        let checking = u
+            .backends
+            .iter()
+            .any(|b| b.state.state() == State::Checking);
         if usable == 0 && !checking {
             tracing::error!(
                 upstream,

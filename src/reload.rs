@@ -64,6 +64,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Set at start-up from `server.access_log` (changing it needs a restart).
     pub access_log: Option<crate::access_log::AccessLogger>,
+    /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
+    pub draining: Mutex<Vec<((String, String), Arc<crate::backend::BackendState>)>>,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
             access_log,
+            draining: Mutex::new(Vec::new()),
         })
     }
 
@@ -181,9 +184,14 @@ impl Shared {
         result.removed = diff(&old_keys, &new_keys);
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
-        for gone in self.registry.retain(&new_keys) {
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        // Re-added backends have fresh state in the registry; finished ones need no listing.
+        draining.retain(|(k, s)| s.in_flight() > 0 && !new_keys.contains(k));
+        for (key, gone) in self.registry.retain(&new_keys) {
             gone.set_draining();
+            draining.push((key, gone));
         }
+        drop(draining);
         let msg = format!(
             "config reloaded ({}): {} backend(s) added, {} removed{}",
             result.trigger,
