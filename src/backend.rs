@@ -255,7 +255,7 @@ impl Registry {
     pub fn retain(
         &self,
         keep: &std::collections::HashSet<(String, String)>,
-    ) -> Vec<((String, String), Arc<BackendState>)> {
+    ) -> Vec<crate::reload::Draining> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         gone.into_iter()

@@ -47,6 +47,9 @@ pub struct ReloadResult {
     pub text_hash: u64,
 }
 
+/// A removed backend, keyed by `(upstream, address)`, still finishing requests.
+pub type Draining = ((String, String), Arc<crate::backend::BackendState>);
+
 /// Everything the request path, health checks and the admin API share.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
@@ -65,7 +68,7 @@ pub struct Shared {
     /// Set at start-up from `server.access_log` (changing it needs a restart).
     pub access_log: Option<crate::access_log::AccessLogger>,
     /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
-    pub draining: Mutex<Vec<((String, String), Arc<crate::backend::BackendState>)>>,
+    pub draining: Mutex<Vec<Draining>>,
 }
 
 impl Shared {
