@@ -235,16 +235,13 @@ fn forwarded_headers_and_hop_by_hop_stripping() {
 #[test]
 fn hop_by_hop_stripped_from_responses() {
     // A raw backend that sends hop-by-hop headers in its response.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
+    let addr = raw_backend(|mut s| {
         use std::io::{Read, Write};
-        for mut s in listener.incoming().flatten().take(4) {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=9\r\nX-Public: 1\r\n\r\nok");
-        }
-    });
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=9\r\nX-Public: 1\r\n\r\nok");
+    })
+    .addr;
     let lb = Lb::start(&format!("[upstreams.api]\nbackends = [\"{addr}\"]\n"));
     let r = lb.get("/");
     assert_eq!(r.status, 200);
@@ -304,15 +301,12 @@ fn backend_read_timeout_is_504() {
 #[test]
 fn idempotent_request_is_retried_when_backend_drops_it() {
     // A backend that reads each request and closes the connection without answering.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let bad = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
+    let bad = raw_backend(|mut s| {
         use std::io::Read;
-        for mut s in listener.incoming().flatten().take(200) {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-        }
-    });
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+    })
+    .addr;
     let a = Backend::start("a");
     let lb = Lb::start(&format!(
         "[upstreams.api]\nbackends = [\"{bad}\", \"{}\"]\n[upstreams.api.passive]\nconsecutive_failures = 0\n",

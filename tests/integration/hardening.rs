@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,28 +138,6 @@ fn metric_sum(metrics: &str, prefix: &str) -> f64 {
 }
 
 // ---- raw backends ---------------------------------------------------------------------------
-
-/// A backend on a raw socket: `handler` runs on its own thread for each accepted connection.
-struct RawBackend {
-    addr: SocketAddr,
-    conns: Arc<AtomicUsize>,
-}
-
-fn raw_backend(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> RawBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let handler = Arc::new(handler);
-    let counter = conns.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let h = handler.clone();
-            std::thread::spawn(move || h(s));
-        }
-    });
-    RawBackend { addr, conns }
-}
 
 /// Reads one request (head, then a Content-Length body) from `s`, keeping extra bytes in `buf`.
 /// `None` when the connection closes first.

@@ -649,3 +649,26 @@ pub fn failures(seen: &[Seen]) -> Vec<&Seen> {
 }
 
 pub mod webdriver;
+
+/// A backend on a raw socket: `handler` runs on its own thread for each accepted connection
+/// (for faults no real server produces). `conns` counts accepted connections.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    pub conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn raw_backend(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = std::sync::Arc::new(handler);
+    let counter = conns.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let h = handler.clone();
+            std::thread::spawn(move || h(s));
+        }
+    });
+    RawBackend { addr, conns }
+}
