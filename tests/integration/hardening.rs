@@ -517,7 +517,10 @@ fn stalled_request_body_times_out() {
 fn connection_cap_sheds_new_connections_only() {
     let a = Backend::start("a");
     let lb = Lb::start_with(&single(a.addr), "max_connections = 8");
-    std::thread::sleep(Duration::from_millis(200)); // the readiness probe's connection is gone
+    // The readiness probe's connection must be gone before we fill the cap.
+    wait_for("no client connections", Duration::from_secs(5), || {
+        (lb.status_json()["downstream_connections"] == 0).then_some(())
+    });
     let mut held: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = connect(lb.addr);
