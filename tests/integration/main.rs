@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod balance_correctness;
 mod check;
 mod core;
 mod dashboard;
