@@ -25,8 +25,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lb::backend::{BackendState, InFlightGuard, State};
-use lb::balance::{smooth_schedule, Balancer, Candidate};
+use lb::backend::{BackendState, InFlightGuard, State, UpstreamState};
+use lb::balance::{smooth_schedule, Balancer, Candidate, WEIGHT_SCALE};
 use lb::config::Strategy;
 
 const SIZES: [usize; 4] = [2, 100, 1_000, 10_000];
@@ -46,8 +46,8 @@ impl Candidate for Backend {
     fn state(&self) -> &Arc<BackendState> {
         &self.state
     }
-    fn effective_weight(&self) -> u32 {
-        self.weight
+    fn weight(&self) -> u64 {
+        self.weight as u64 * WEIGHT_SCALE
     }
 }
 
@@ -61,9 +61,14 @@ fn pool(n: usize) -> Vec<Backend> {
 }
 
 fn balancer(strategy: Strategy, backends: &[Backend]) -> Balancer {
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let weights: Vec<u64> = backends.iter().map(|b| b.weight()).collect();
     let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
-    Balancer::new(strategy, &weights, &usable)
+    Balancer::new(
+        strategy,
+        &weights,
+        &usable,
+        Arc::new(UpstreamState::default()),
+    )
 }
 
 #[inline]

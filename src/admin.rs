@@ -47,7 +47,7 @@ impl Admin {
                     json!({
                         "address": b.address,
                         "weight": b.weight,
-                        "effective_weight": if b.state.usable() { b.effective_weight } else { 0 },
+                        "effective_weight": if b.state.usable() { b.effective_weight() } else { 0.0 },
                         "state": b.state.display_state().as_str(),
                         "in_flight": b.state.in_flight(),
                         "requests": b.state.requests(),

@@ -50,6 +50,32 @@ impl State {
 #[derive(Default, Debug)]
 struct Padded(AtomicU64);
 
+/// Set in the state byte once the backend is removed from the config: it is then never usable,
+/// not even through an older snapshot that still lists it (e.g. a retry of a request that loaded
+/// the snapshot before the reload), while its health state stays readable.
+const DRAINING_BIT: u8 = 0x80;
+
+/// A balancer's place in its weighted order, shared by every snapshot of one upstream so that a
+/// rebuild continues the sequence instead of restarting it.
+#[derive(Default, Debug)]
+pub struct Position(Padded);
+
+impl Position {
+    /// The position for this pick (and advances it).
+    #[inline]
+    pub fn next(&self) -> u64 {
+        self.0 .0.fetch_add(1, Relaxed)
+    }
+}
+
+/// Per-upstream state shared by every snapshot: the balancer position, and the lock that makes
+/// a passive ejection's `max_ejected_percent` check and the ejection itself one step.
+#[derive(Default, Debug)]
+pub struct UpstreamState {
+    pub position: Position,
+    pub ejection: Mutex<()>,
+}
+
 /// Shared, lock-free state of one backend.
 #[derive(Debug)]
 pub struct BackendState {
@@ -63,8 +89,6 @@ pub struct BackendState {
     pub(crate) up_since_ms: AtomicU64,
     /// When the last ejection ended (ms since [`epoch_ms`]); 0 = never ejected.
     pub(crate) ejected_at_ms: AtomicU64,
-    /// Removed from the config; requests holding an older snapshot may still finish on it.
-    pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) latency: crate::latency::LatencyWindow,
@@ -90,7 +114,6 @@ impl BackendState {
             ejections: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(0),
             ejected_at_ms: AtomicU64::new(0),
-            draining: std::sync::atomic::AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             check: Mutex::new(CheckCounters::default()),
@@ -99,36 +122,45 @@ impl BackendState {
         }
     }
 
+    /// The health state (`draining` aside: see [`display_state`](Self::display_state)).
     #[inline]
     pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Relaxed))
+        State::from_u8(self.state.load(Relaxed) & !DRAINING_BIT)
     }
 
     /// The state shown in `/status`: `draining` once removed from the config.
     pub fn display_state(&self) -> State {
-        if self.draining.load(Relaxed) {
+        if self.is_draining() {
             State::Draining
         } else {
             self.state()
         }
     }
 
-    /// Marks the backend as removed from the config. Its health state is left alone, so requests
-    /// that loaded the previous snapshot just before the swap still see a consistent view.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Relaxed);
+    pub fn is_draining(&self) -> bool {
+        self.state.load(Relaxed) & DRAINING_BIT != 0
     }
 
-    /// Sets the state; returns the previous one.
+    /// Marks the backend as removed from the config: no new request picks it from any snapshot.
+    pub fn set_draining(&self) {
+        self.state.fetch_or(DRAINING_BIT, AcqRel);
+    }
+
+    /// Sets the health state (a draining backend stays draining); returns the previous one.
     pub fn set_state(&self, s: State) -> State {
-        let old = State::from_u8(self.state.swap(s as u8, AcqRel));
+        let prev = self
+            .state
+            .fetch_update(AcqRel, Acquire, |v| Some((v & DRAINING_BIT) | s as u8))
+            .unwrap_or_else(|v| v);
+        let old = State::from_u8(prev & !DRAINING_BIT);
         if s == State::Up && old != State::Up {
             self.up_since_ms.store(epoch_ms(), Relaxed);
         }
         old
     }
 
-    /// Moves from `from` to `to` only if the state is still `from`.
+    /// Moves from `from` to `to` only if the state is still `from` (never for a draining
+    /// backend: its health no longer matters).
     pub fn state_cas(&self, from: State, to: State) -> Result<(), State> {
         match self
             .state
@@ -144,7 +176,7 @@ impl BackendState {
         }
     }
 
-    /// Only `Up` backends receive new requests.
+    /// Only `Up` backends that are not draining receive new requests.
     #[inline]
     pub fn usable(&self) -> bool {
         self.state.load(Relaxed) == State::Up as u8
@@ -173,7 +205,8 @@ impl BackendState {
         self.latency.quantiles(epoch_ms())
     }
 
-    /// Fraction (0..=1) of its weight the backend gets while it slow-starts.
+    /// Fraction (0..=1) of its weight the backend gets while it slow-starts: 0 at the moment it
+    /// became usable, 1 after `slow_start`; always 1 for backends serving since lb started.
     pub fn ramp(&self, slow_start: Duration) -> f64 {
         if slow_start.is_zero() {
             return 1.0;
@@ -220,6 +253,9 @@ pub fn epoch_ms() -> u64 {
 #[derive(Default, Debug)]
 pub struct Registry {
     map: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
+    /// Set once the first snapshot is built: backends that appear later slow-start.
+    started: std::sync::atomic::AtomicBool,
     /// Per-upstream stats of lb's own answers (`backend=""`); `""` = no route matched.
     own: Mutex<HashMap<String, Arc<crate::stats::RequestStats>>>,
 }
@@ -232,16 +268,40 @@ impl Registry {
         address: &str,
         initial: State,
     ) -> Arc<BackendState> {
+        let ramp_new = self.started.load(Relaxed);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((upstream.to_string(), address.to_string()))
             .or_insert_with(|| {
                 let s = Arc::new(BackendState::new(initial));
-                if initial == State::Up {
-                    s.up_since_ms.store(0, Relaxed);
-                }
+                // Present at start-up: full weight at once. Added later (reload, discovery) and
+                // usable without a check: slow-start from now (with checks: from the first pass).
+                let since = if initial == State::Up && ramp_new {
+                    epoch_ms()
+                } else {
+                    0
+                };
+                s.up_since_ms.store(since, Relaxed);
                 s
             })
             .clone()
+    }
+
+    /// The state of a backend, if the registry has it.
+    pub fn get(&self, upstream: &str, address: &str) -> Option<Arc<BackendState>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(upstream.to_string(), address.to_string()))
+            .cloned()
+    }
+
+    /// Marks the end of start-up: backends created from now on slow-start.
+    pub fn finish_startup(&self) {
+        self.started.store(true, Relaxed);
+    }
+
+    /// The shared per-upstream state (balancer position, ejection lock).
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamState> {
+        let mut map = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
     }
 
     /// Stats of lb's own answers for `upstream` (kept across reloads).

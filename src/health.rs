@@ -92,20 +92,28 @@ pub fn passive_response(shared: &Arc<Shared>, up: &Upstream, i: usize, status: u
     }
 }
 
+/// Ejects backend `i` unless that would leave more than `max_ejected_percent` of the upstream
+/// unusable. Counting and ejecting happen under the upstream's ejection lock, so simultaneous
+/// failures of several backends cannot all pass the check; every unusable backend counts (down,
+/// checking and ejected alike). A refused ejection restarts the failure run, so the check runs
+/// at most once per `consecutive_failures` failures.
 fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
     let p = &up.config.passive;
-    let total = up.backends.len();
-    let ejected = up
-        .backends
-        .iter()
-        .filter(|b| b.state.state() == State::Ejected)
-        .count();
-    if (ejected + 1) * 100 > p.max_ejected_percent as usize * total {
-        return; // max_ejected_percent holds: keep serving from it
-    }
     let b = &up.backends[i];
-    if b.state.state_cas(State::Up, State::Ejected).is_err() {
-        return; // someone else changed it first
+    {
+        let _one_at_a_time = up.state.ejection.lock().unwrap_or_else(|e| e.into_inner());
+        if !may_eject(up, p.max_ejected_percent) {
+            b.state.passive_failures.store(0, Relaxed);
+            tracing::debug!(
+                upstream = up.name(),
+                backend = b.address,
+                "not ejected: max_ejected_percent reached"
+            );
+            return;
+        }
+        if b.state.state_cas(State::Up, State::Ejected).is_err() {
+            return; // someone else changed it first
+        }
     }
     let duration = ejection_duration(&b.state, p);
     b.state.passive_failures.store(0, Relaxed);
@@ -137,6 +145,12 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
             );
         }
     });
+}
+
+/// Whether one more backend of `up` may become unusable within `max_percent`.
+fn may_eject(up: &Upstream, max_percent: u32) -> bool {
+    let unusable = up.backends.iter().filter(|b| !b.state.usable()).count();
+    (unusable + 1) * 100 <= max_percent as usize * up.backends.len()
 }
 
 /// `ejection_time × 2^(n-1)` for the n-th ejection in a row, capped at `max_ejection_time`. The
@@ -425,6 +439,90 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
         first = false;
         tokio::time::sleep(wait).await;
         let r = check_once(&hc, addr).await;
-        apply_check(shared, upstream, address, &hc, &state, r);
+        if is_current(shared, upstream, address, &state) {
+            apply_check(shared, upstream, address, &hc, &state, r);
+        }
+    }
+}
+
+/// Whether `state` is still the state of this backend in the live snapshot, and the backend is
+/// still actively checked. A check takes time; if meanwhile the backend was removed (and perhaps
+/// added again, with fresh state) or its upstream's check was removed, the result belongs to
+/// nobody.
+fn is_current(shared: &Shared, upstream: &str, address: &str, state: &Arc<BackendState>) -> bool {
+    let snap = shared.snapshot.load();
+    snap.upstream(upstream)
+        .filter(|u| u.config.health_check.is_some())
+        .and_then(|u| u.backends.iter().find(|b| b.address == address))
+        .is_some_and(|b| Arc::ptr_eq(&b.state, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Shared` with one upstream `api` of `backends` backends, then `tables` (TOML).
+    fn shared(tables: &str, backends: usize) -> (Arc<Shared>, std::path::PathBuf) {
+        let list: Vec<String> = (0..backends)
+            .map(|i| format!("\"127.0.0.1:{}\"", 10 + i))
+            .collect();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [{}]\n{tables}\n",
+            list.join(", ")
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "lb-health-unit-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = crate::config::parse(&text).unwrap();
+        (Shared::new(config, &path, 0), path)
+    }
+
+    fn states(shared: &Shared) -> Vec<State> {
+        let snap = shared.snapshot.load();
+        snap.upstreams[0]
+            .backends
+            .iter()
+            .map(|b| b.state.state())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ejection_cap_counts_down_backends() {
+        let (shared, _) = shared(
+            "[upstreams.api.passive]\nconsecutive_failures = 1\nmax_ejected_percent = 50",
+            3,
+        );
+        let snap = shared.snapshot.load_full();
+        let up = &snap.upstreams[0];
+        up.backends[0].state.set_state(State::Down);
+        // One down and one ejected would leave 2 of 3 (67 %) unusable.
+        passive_failure(&shared, up, 1, FailureKind::Reset);
+        assert_eq!(states(&shared), vec![State::Down, State::Up, State::Up]);
+    }
+
+    #[tokio::test]
+    async fn check_result_for_a_replaced_backend_is_dropped() {
+        let (shared, path) = shared("[upstreams.api.health_check]\ninterval = \"1h\"", 2);
+        let old = shared.snapshot.load().upstreams[0].backends[1]
+            .state
+            .clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without = text.replace(", \"127.0.0.1:11\"", "");
+        std::fs::write(&path, &without).unwrap();
+        assert!(shared.reload("test").ok);
+        std::fs::write(&path, &text).unwrap();
+        assert!(shared.reload("test").ok);
+        assert!(!is_current(&shared, "api", "127.0.0.1:11", &old));
+        let new = shared.snapshot.load().upstreams[0].backends[1]
+            .state
+            .clone();
+        assert!(is_current(&shared, "api", "127.0.0.1:11", &new));
+        // The removed backend's old state is never usable again, whatever snapshot lists it.
+        assert!(old.is_draining() && !old.usable());
     }
 }

@@ -92,8 +92,14 @@ pub struct Ctx {
     upstream: usize,
     backend: Option<usize>,
     guard: Option<InFlightGuard>,
-    /// Backend attempts made (connections tried), excluding transparent stale-connection retries.
+    /// Backend attempts made (connections tried), excluding transparent stale-connection resends.
     attempts: u32,
+    /// Transparent resends after a pooled connection turned out closed (at most one per attempt).
+    resends: u32,
+    /// The current attempt already used its resend.
+    resent_this_attempt: bool,
+    /// The next `upstream_peer` call is that resend, not a new attempt.
+    resend_pending: bool,
     tried: Tried,
     started: Instant,
     /// What went wrong with the last attempt, for the error answer and metrics.
@@ -124,6 +130,9 @@ impl ProxyHttp for Proxy {
             backend: None,
             guard: None,
             attempts: 0,
+            resends: 0,
+            resent_this_attempt: false,
+            resend_pending: false,
             tried: Tried::default(),
             started: Instant::now(),
             failure: None,
@@ -183,20 +192,36 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.guard = None; // a retry releases the previous attempt's count first
-        let snapshot = ctx
+        if !std::mem::take(&mut ctx.resend_pending) {
+            ctx.resent_this_attempt = false;
+        }
+        let mut snapshot = ctx
             .snapshot
             .clone()
             .expect("request_filter sets the snapshot");
-        let up = &snapshot.upstreams[ctx.upstream];
-        let tried = &ctx.tried;
-        let Some(i) = up.balancer.pick(&up.backends, |i| tried.contains(i)) else {
+        let mut picked = pick(&snapshot, ctx);
+        if picked.is_none() && ctx.attempts == 0 {
+            // A reload between routing and this pick can leave the request's snapshot with only
+            // draining backends while the live one has usable ones: serve it there.
+            let live = self.shared.snapshot.load_full();
+            let name = snapshot.upstreams[ctx.upstream].name();
+            if let Some(index) = live.upstreams.iter().position(|u| u.name() == name) {
+                if !Arc::ptr_eq(&live, &snapshot) {
+                    ctx.upstream = index;
+                    ctx.snapshot = Some(live.clone());
+                    snapshot = live;
+                    picked = pick(&snapshot, ctx);
+                }
+            }
+        }
+        let Some(i) = picked else {
             return Err(if ctx.attempts == 0 {
                 Error::explain(ErrorType::HTTPStatus(503), "no usable backend")
             } else {
                 Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on")
             });
         };
-        let backend = &up.backends[i];
+        let backend = &snapshot.upstreams[ctx.upstream].backends[i];
         ctx.tried.push(i);
         ctx.attempts += 1;
         ctx.backend = Some(i);
@@ -239,12 +264,19 @@ impl ProxyHttp for Proxy {
         } else {
             e.retry.decide_reuse(client_reused);
         }
-        if e.retry() {
-            // A pooled connection the backend had closed: not the backend's fault, so try again
-            // without spending an attempt or excluding the backend.
+        if e.retry() && !ctx.resent_this_attempt {
+            // A pooled connection the backend had closed: not the backend's fault, so send again
+            // without spending an attempt or excluding the backend — once per attempt, so a
+            // backend that drops every request cannot make lb replay it through its whole pool.
+            ctx.resent_this_attempt = true;
+            ctx.resend_pending = true;
+            ctx.resends += 1;
             ctx.tried.pop();
             ctx.attempts = ctx.attempts.saturating_sub(1);
-        } else if *e.esource() != ErrorSource::Downstream {
+            return e;
+        }
+        e.set_retry(false);
+        if *e.esource() != ErrorSource::Downstream {
             // Only the backend's own failures count against it: a client that misbehaves must not
             // be able to get backends ejected.
             let kind = FailureKind::of(&e);
@@ -301,7 +333,8 @@ impl ProxyHttp for Proxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = error_status(e);
-        ctx.own_answer = true;
+        // A backend that sent its response head and then failed answered the request itself.
+        ctx.own_answer = session.response_written().is_none();
         if code > 0 {
             let name = ctx
                 .upstream()
@@ -334,10 +367,11 @@ impl ProxyHttp for Proxy {
             }
             return;
         };
-        if ctx.attempts > 1 {
+        let resent = ctx.attempts.saturating_sub(1) + ctx.resends;
+        if resent > 0 {
             m.retries
                 .with_label_values(&[up.name()])
-                .inc_by(ctx.attempts as u64 - 1);
+                .inc_by(resent as u64);
         }
         match ctx.backend.filter(|_| !ctx.own_answer) {
             Some(i) => {
@@ -375,6 +409,13 @@ fn access_log(
         bytes_in: session.as_downstream().body_bytes_read(),
         bytes_out: session.as_downstream().body_bytes_sent(),
     });
+}
+
+/// A backend of the request's upstream that this request has not tried yet.
+#[inline]
+fn pick(snapshot: &Snapshot, ctx: &Ctx) -> Option<usize> {
+    let up = &snapshot.upstreams[ctx.upstream];
+    up.balancer.pick(&up.backends, |i| ctx.tried.contains(i))
 }
 
 /// The request's host: the Host header, or the authority of an absolute-form URI.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::backend::Registry;
+use crate::backend::{Registry, State};
 use crate::config::{self, Config, Problem};
 use crate::snapshot::Snapshot;
 
@@ -77,6 +77,7 @@ impl Shared {
         let registry = Registry::default();
         let access_log = crate::access_log::AccessLogger::start(&config.server.access_log);
         let snapshot = Snapshot::build(Arc::new(config), &registry);
+        registry.finish_startup();
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -185,8 +186,13 @@ impl Shared {
         let (old_keys, new_keys) = (keys(&old), keys(&new));
         result.added = diff(&new_keys, &old_keys);
         result.removed = diff(&old_keys, &new_keys);
+        let freed = self.release_unchecked(&new);
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
+        for msg in freed {
+            tracing::info!("{msg}");
+            self.event("backend", msg);
+        }
         let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         // Re-added backends have fresh state in the registry; finished ones need no listing.
         draining.retain(|(k, s)| s.in_flight() > 0 && !new_keys.contains(k));
@@ -209,6 +215,31 @@ impl Shared {
         tracing::info!(added = ?result.added, removed = ?result.removed, needs_restart = ?result.needs_restart, "{msg}");
         self.event("reload", msg);
         self.changed.notify_waiters();
+    }
+
+    /// Backends that only an active check kept out (`down`, or `checking`) in upstreams that no
+    /// longer have one: nothing would ever bring them back, so they serve again (passive ejection
+    /// still applies). Returns the messages for the timeline.
+    fn release_unchecked(&self, new: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        for u in new.upstreams.iter().filter(|u| u.health_check.is_none()) {
+            for b in &u.backends {
+                let Some(state) = self.registry.get(&u.name, &b.address) else {
+                    continue;
+                };
+                for from in [State::Down, State::Checking] {
+                    if state.state_cas(from, State::Up).is_ok() {
+                        out.push(format!(
+                            "{}/{}: {} -> up (active health check removed)",
+                            u.name,
+                            b.address,
+                            from.as_str()
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Records a timeline event (and logs nothing: callers log with their own level).

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::backend::{BackendState, Registry, State};
-use crate::balance::{Balancer, Candidate};
+use crate::backend::{BackendState, Registry, State, UpstreamState};
+use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::{Config, UpstreamConfig};
 
 /// One backend of one upstream, as of this snapshot.
@@ -17,7 +17,8 @@ use crate::config::{Config, UpstreamConfig};
 pub struct Backend {
     pub address: String,
     pub weight: u32,
-    pub effective_weight: u32,
+    /// Weight after slow start, in thousandths ([`WEIGHT_SCALE`]).
+    pub effective: u64,
     /// Built once per snapshot so requests only clone it.
     pub peer: HttpPeer,
     pub state: Arc<BackendState>,
@@ -27,8 +28,15 @@ impl Candidate for Backend {
     fn state(&self) -> &Arc<BackendState> {
         &self.state
     }
-    fn effective_weight(&self) -> u32 {
-        self.effective_weight
+    fn weight(&self) -> u64 {
+        self.effective
+    }
+}
+
+impl Backend {
+    /// Weight after slow start, as shown in `/status` (fractional while ramping).
+    pub fn effective_weight(&self) -> f64 {
+        self.effective as f64 / WEIGHT_SCALE as f64
     }
 }
 
@@ -39,6 +47,8 @@ pub struct Upstream {
     pub own: Arc<crate::stats::RequestStats>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    /// Shared with the upstream's other snapshots (balancer position, ejection lock).
+    pub state: Arc<UpstreamState>,
 }
 
 impl Upstream {
@@ -50,7 +60,7 @@ impl Upstream {
     pub fn ramping(&self) -> bool {
         self.backends
             .iter()
-            .any(|b| b.effective_weight < b.weight && b.state.usable())
+            .any(|b| b.effective < b.weight as u64 * WEIGHT_SCALE && b.state.usable())
     }
 }
 
@@ -160,21 +170,24 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
         .map(|b| {
             let state = registry.get_or_insert(&u.name, &b.address, initial);
             let weight = b.weight.get();
+            let full = weight as u64 * WEIGHT_SCALE;
             let ramp = state.ramp(u.passive.slow_start);
-            let effective_weight = ((weight as f64 * ramp).round() as u32).clamp(1, weight);
+            let effective = ((full as f64 * ramp).round() as u64).clamp(1, full);
             Backend {
                 address: b.address.clone(),
                 weight,
-                effective_weight,
+                effective,
                 peer: make_peer(u, b.addr),
                 state,
             }
         })
         .collect();
-    let weights: Vec<u32> = backends.iter().map(|b| b.effective_weight).collect();
+    let weights: Vec<u64> = backends.iter().map(|b| b.effective).collect();
     let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
+    let state = registry.upstream(&u.name);
     Upstream {
-        balancer: Balancer::new(u.strategy, &weights, &usable),
+        balancer: Balancer::new(u.strategy, &weights, &usable, state.clone()),
+        state,
         own: registry.own_stats(&u.name),
         config: u.clone(),
         backends,
@@ -229,6 +242,27 @@ mod tests {
         assert_eq!(name(None, "/api/v1"), Some("b".into()));
         assert_eq!(name(Some("x.example:8080"), "/api/v1"), Some("c".into()));
         assert_eq!(name(Some("X.EXAMPLE"), "/other"), Some("a".into()));
+    }
+
+    #[test]
+    fn round_robin_continues_across_rebuilds() {
+        let text = r#"
+            [server]
+            listen = ["127.0.0.1:1"]
+            [upstreams.a]
+            backends = ["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]
+            "#;
+        let config = Arc::new(crate::config::parse(text).unwrap());
+        let registry = Registry::default();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| {
+                // Every health change and slow-start step rebuilds the snapshot.
+                let s = Snapshot::build(config.clone(), &registry);
+                let up = &s.upstreams[0];
+                up.balancer.pick(&up.backends, |_| false).unwrap()
+            })
+            .collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
     #[test]

@@ -56,7 +56,10 @@ fn slow_start_recovered(strategy: &str) {
         .unwrap()["effective_weight"]
         .as_f64()
         .unwrap();
-    assert!(eff > 0.0 && eff < 0.5, "effective weight {eff} while ramping: {s}");
+    assert!(
+        eff > 0.0 && eff < 0.5,
+        "effective weight {eff} while ramping: {s}"
+    );
 }
 
 #[test]
@@ -157,8 +160,7 @@ fn stale_connection_resends_are_bounded() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(300));
-            if s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 .is_err()
             {
                 return;
