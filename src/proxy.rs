@@ -5,6 +5,7 @@
 //!
 //! Everything a request needs comes from one `ArcSwap<Snapshot>` load in `request_filter`.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLogger, Entry};
 use crate::backend::InFlightGuard;
+use crate::config::NormalizePath;
 use crate::health::{self, FailureKind};
+use crate::path;
 use crate::reload::Shared;
 use crate::snapshot::{Snapshot, Upstream};
 
@@ -100,6 +103,9 @@ pub struct Ctx {
     failure: Option<FailureKind>,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     own_answer: bool,
+    /// The normalized path to forward instead of the client's (`server.normalize_path =
+    /// "forward"` and the path was not already normal).
+    forward_path: Option<String>,
     _active: Active,
     // --- edge hardening (issue 7, see `crate::hardening`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -128,6 +134,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             failure: None,
             own_answer: false,
+            forward_path: None,
             _active: Active::new(),
             hardening: Default::default(),
         }
@@ -155,7 +162,20 @@ impl ProxyHttp for Proxy {
         let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
         let host = request_host(req);
-        let Some(index) = snapshot.route_index(host, req.uri.path()) else {
+        let server = &snapshot.config.server;
+        let path = match server.normalize_path {
+            NormalizePath::Off => Ok(Cow::Borrowed(req.uri.path())),
+            _ => path::normalize(req.uri.path(), server.merge_slashes),
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("400 Bad Request: {}\n", e.reason());
+                respond(session, 400, &msg).await?;
+                return Ok(true);
+            }
+        };
+        let Some(index) = snapshot.route_index(host, &path) else {
             respond(
                 session,
                 404,
@@ -172,6 +192,9 @@ impl ProxyHttp for Proxy {
                 upstream.name()
             )
         });
+        if let (NormalizePath::Forward, Cow::Owned(p)) = (server.normalize_path, path) {
+            ctx.forward_path = Some(p);
+        }
         ctx.upstream = index;
         ctx.snapshot = Some(snapshot);
         if let Some(msg) = msg {
@@ -270,6 +293,10 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Every attempt starts from the client's request again.
+        if let Some(path) = &ctx.forward_path {
+            set_path(req, path)?;
+        }
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -383,6 +410,21 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
+}
+
+/// Replaces the request's path, keeping its query as sent.
+fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
+    let mut path = path.to_string();
+    if let Some(q) = req.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let uri = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InternalError, "normalized path", e))?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// Writes a small plain-text answer from lb itself, keeping the connection when that is safe.

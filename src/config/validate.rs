@@ -237,7 +237,25 @@ impl Checker {
                 DEFAULT_UPSTREAM_POOL as i64,
             ) as usize,
             work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
+            normalize_path: self.normalize_path(s.normalize_path.as_deref()),
+            merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
         })
+    }
+
+    fn normalize_path(&mut self, value: Option<&str>) -> NormalizePath {
+        match value {
+            None => DEFAULT_NORMALIZE_PATH,
+            Some("route") => NormalizePath::Route,
+            Some("forward") => NormalizePath::Forward,
+            Some("off") => NormalizePath::Off,
+            Some(other) => {
+                self.problem(
+                    "server.normalize_path",
+                    format!("must be \"route\", \"forward\" or \"off\", not {other:?}"),
+                );
+                DEFAULT_NORMALIZE_PATH
+            }
+        }
     }
 
     fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {

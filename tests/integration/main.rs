@@ -5,6 +5,7 @@ mod support;
 mod check;
 mod core;
 mod dashboard;
+mod edge_correctness;
 mod hardening;
 mod health;
 mod observe;
