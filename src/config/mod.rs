@@ -5,6 +5,7 @@
 
 mod duration;
 mod file;
+pub mod listeners;
 mod validate;
 
 use std::fmt;

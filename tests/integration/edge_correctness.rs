@@ -93,3 +93,89 @@ fn normalize_path_bad_value_is_a_check_error() {
     assert!(!ok, "{out}");
     assert!(out.contains("server.normalize_path: must be"), "{out}");
 }
+
+#[test]
+fn overlapping_listeners_are_check_errors() {
+    let up = "[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n";
+    let cases = [
+        (
+            "listen = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+            "admin.listen: overlaps server.listen[0] (127.0.0.1:8080)",
+        ),
+        (
+            "listen = [\"127.0.0.1:8081\", \"0.0.0.0:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+            "admin.listen: overlaps server.listen[1] (0.0.0.0:8080)",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\", \"0.0.0.0:8080\"]\n",
+            "server.listen[1]: overlaps server.listen[0] (127.0.0.1:8080)",
+        ),
+        (
+            "listen = [\"0.0.0.0:8080\", \"[::]:8080\"]\n",
+            "server.listen[1]: overlaps server.listen[0] (0.0.0.0:8080)",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n",
+            "server.listen[1]: overlaps server.listen[0] (127.0.0.1:8080)",
+        ),
+    ];
+    for (server, want) in cases {
+        let (ok, out) = check_config(&format!("[server]\n{server}{up}"));
+        assert!(!ok, "accepted:\n{server}\n{out}");
+        assert!(out.contains(want), "missing {want:?}:\n{out}");
+    }
+    let (ok, out) = check_config(&format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.2:8080\", \"[::1]:8080\"]\n\
+         [admin]\nlisten = \"127.0.0.1:9090\"\n{up}"
+    ));
+    assert!(ok, "{out}");
+}
+
+/// Starts lb on `config` while something else holds one of its addresses: it must exit with
+/// status 1 and a one-line error naming the address, quickly (not after pingora's retries).
+fn assert_busy_address_fails_fast(tag: &str, config: &str, busy: std::net::SocketAddr) {
+    let dir = temp_dir(tag);
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, config).unwrap();
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(LB)
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc { child };
+    let status = wait_for("lb to exit", std::time::Duration::from_secs(10), || {
+        proc.child.try_wait().unwrap()
+    });
+    let elapsed = started.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(proc.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&busy.to_string()), "{err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+#[test]
+fn address_in_use_is_a_fast_one_line_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = holder.local_addr().unwrap();
+    let up = "[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n";
+    let free = free_port();
+    assert_busy_address_fails_fast(
+        "busy-proxy",
+        &format!("[server]\nlisten = [\"127.0.0.1:{free}\", \"{busy}\"]\n{up}"),
+        busy,
+    );
+    assert_busy_address_fails_fast(
+        "busy-admin",
+        &format!("[server]\nlisten = [\"127.0.0.1:{free}\"]\n[admin]\nlisten = \"{busy}\"\n{up}"),
+        busy,
+    );
+}
