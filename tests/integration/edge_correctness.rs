@@ -179,3 +179,147 @@ fn address_in_use_is_a_fast_one_line_error() {
         busy,
     );
 }
+
+/// Writes `raw` (several requests) in one write on a fresh connection and reads `n` responses.
+fn pipeline(addr: std::net::SocketAddr, raw: &str, n: usize) -> (Conn, Vec<Response>) {
+    use std::io::Write;
+    let mut c = Conn::open(addr).unwrap();
+    c.stream()
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c.stream().write_all(raw.as_bytes()).unwrap();
+    let got = (0..n)
+        .map(|i| {
+            c.read_response(false)
+                .unwrap_or_else(|e| panic!("response {i} of {n}: {e}"))
+        })
+        .collect();
+    (c, got)
+}
+
+/// The connection is closed by lb (end of stream), not left waiting.
+fn assert_closed(c: &mut Conn) {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    match c.stream().read_to_end(&mut rest) {
+        Ok(_) => assert!(
+            rest.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&rest)
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[test]
+fn pipelined_requests_are_all_answered_in_order() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n",
+        backends_toml(&[(&a, 1), (&b, 1)])
+    ));
+    let get = |n: u32| format!("GET /echo?n={n} HTTP/1.1\r\nHost: t\r\n\r\n");
+
+    let (_, rs) = pipeline(lb.addr, &format!("{}{}{}", get(1), get(2), get(3)), 3);
+    let paths: Vec<String> = rs.iter().map(echo_path).collect();
+    assert_eq!(paths, ["/echo?n=1", "/echo?n=2", "/echo?n=3"]);
+    let backends: Vec<String> = rs.iter().map(|r| r.backend()).collect();
+    assert!(
+        backends.contains(&"a".into()) && backends.contains(&"b".into()),
+        "{backends:?}"
+    );
+
+    let post = "POST /echo?n=2 HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world";
+    let (_, rs) = pipeline(lb.addr, &format!("{}{post}{}", get(1), get(3)), 3);
+    let paths: Vec<String> = rs.iter().map(echo_path).collect();
+    assert_eq!(paths, ["/echo?n=1", "/echo?n=2", "/echo?n=3"]);
+    assert_eq!(rs[1].json()["body_bytes"], 11);
+
+    let chunked = "POST /echo?n=2 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let (mut c, rs) = pipeline(lb.addr, &format!("{}{chunked}{}", get(1), get(3)), 3);
+    let paths: Vec<String> = rs.iter().map(echo_path).collect();
+    assert_eq!(paths, ["/echo?n=1", "/echo?n=2", "/echo?n=3"]);
+    assert_eq!(rs[1].json()["body_bytes"], 11);
+    // The connection is still good for more.
+    assert_eq!(c.send("GET", "/echo?n=4", &[], b"").unwrap().status, 200);
+
+    // Answers lb gives itself (400 for a path above /) keep their place in line.
+    let (_, rs) = pipeline(
+        lb.addr,
+        &format!("{}GET /../x HTTP/1.1\r\nHost: t\r\n\r\n{}", get(1), get(3)),
+        3,
+    );
+    let status: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(status, [200, 400, 200]);
+    assert_eq!(echo_path(&rs[2]), "/echo?n=3");
+}
+
+#[test]
+fn pipelined_requests_after_a_closing_answer_are_not_left_waiting() {
+    let a = Backend::start("a");
+    let dead = free_port();
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"{}\"]\n[upstreams.dead]\nbackends = [\"127.0.0.1:{dead}\"]\nretries = 0\n\
+         [[routes]]\npath_prefix = \"/dead\"\nupstream = \"dead\"\n[[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n",
+        a.addr
+    ));
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n");
+    // A 502 closes the client connection: the requests after it get no answer and the client
+    // sees the close at once (it may retry them on a new connection).
+    let (mut c, rs) = pipeline(
+        lb.addr,
+        &format!("{}{}{}", get("/echo"), get("/dead"), get("/echo")),
+        2,
+    );
+    assert_eq!((rs[0].status, rs[1].status), (200, 502));
+    assert_closed(&mut c);
+    // A refused (ambiguous) request: answered, then closed.
+    let bad = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let (mut c, rs) = pipeline(
+        lb.addr,
+        &format!("{}{bad}{}", get("/echo"), get("/echo")),
+        2,
+    );
+    assert_eq!((rs[0].status, rs[1].status), (200, 400));
+    assert_closed(&mut c);
+}
+
+#[test]
+fn pipelined_heads_are_held_to_the_limits_and_deadlines() {
+    let a = Backend::start("a");
+    let lb = Lb::start_with(
+        &format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr),
+        "header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nmax_header_bytes = 4096\nmax_headers = 10",
+    );
+    let get = "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n";
+    // A pipelined head over max_header_bytes or max_headers: the request before it is answered,
+    // then 431 and close.
+    let big = format!(
+        "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(6000)
+    );
+    let many: String = (0..12).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many = format!("GET /echo HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    for second in [big, many] {
+        let (mut c, rs) = pipeline(lb.addr, &format!("{get}{second}{get}"), 2);
+        assert_eq!((rs[0].status, rs[1].status), (200, 431));
+        assert_closed(&mut c);
+    }
+    // A pipelined head that never completes: answered, then closed within the deadlines.
+    let started = std::time::Instant::now();
+    let (mut c, rs) = pipeline(
+        lb.addr,
+        &format!("{get}GET /echo HTTP/1.1\r\nHost: t\r\n"),
+        1,
+    );
+    assert_eq!(rs[0].status, 200);
+    match c.read_response(false) {
+        Ok(r) => assert_eq!(r.status, 408),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+}
