@@ -14,6 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -294,6 +295,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // Every attempt starts from the client's request again.
+        to_origin_form(req)?;
         if let Some(path) = &ctx.forward_path {
             set_path(req, path)?;
         }
@@ -404,12 +406,34 @@ fn access_log(
     });
 }
 
-/// The request's host: the Host header, or the authority of an absolute-form URI.
+/// The request's host: the authority of an absolute-form target (`GET http://h/p`), which wins
+/// over a `Host` header (RFC 9112 §3.2.2), else the `Host` header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+    target_authority(req).or_else(|| {
+        req.headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+    })
+}
+
+/// The authority of an absolute-form request target, if the request has one.
+fn target_authority(req: &RequestHeader) -> Option<&str> {
+    let authority = raw_target_authority(req.raw_path()).authority()?;
+    std::str::from_utf8(authority).ok()
+}
+
+/// An absolute-form request (what clients send to a proxy) goes to the backend in origin form
+/// (`GET /p?q`), as NGINX does, with `Host` set to the target's authority.
+fn to_origin_form(req: &mut RequestHeader) -> Result<()> {
+    let Some(authority) = target_authority(req).map(str::to_owned) else {
+        return Ok(());
+    };
+    req.insert_header(header::HOST, authority)?;
+    // pingora keeps the path and query of an absolute-form target in the URI, and the target
+    // itself separately for the wire; setting the URI drops the latter.
+    req.set_uri(req.uri.clone());
+    Ok(())
 }
 
 /// Replaces the request's path, keeping its query as sent.
@@ -575,6 +599,20 @@ mod tests {
             r2.headers.get("x-forwarded-for").unwrap(),
             "1.1.1.1, 10.0.0.1"
         );
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut r = RequestHeader::build("GET", b"http://Api.test:81/a/b?c=d", None).unwrap();
+        r.insert_header("host", "Api.test:81").unwrap();
+        assert_eq!(request_host(&r), Some("Api.test:81"));
+        to_origin_form(&mut r).unwrap();
+        assert_eq!(r.raw_path(), b"/a/b?c=d");
+        assert_eq!(r.headers.get("host").unwrap(), "Api.test:81");
+        let mut o = RequestHeader::build("GET", b"/x", None).unwrap();
+        o.insert_header("host", "h").unwrap();
+        to_origin_form(&mut o).unwrap();
+        assert_eq!((o.raw_path(), request_host(&o)), (&b"/x"[..], Some("h")));
     }
 
     #[test]

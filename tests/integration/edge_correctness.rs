@@ -323,3 +323,61 @@ fn pipelined_heads_are_held_to_the_limits_and_deadlines() {
         "closed after {waited:?}"
     );
 }
+
+fn echo_header(r: &Response, name: &str) -> Option<String> {
+    r.json()["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str().map(str::to_string))
+}
+
+#[test]
+fn absolute_form_targets_are_forwarded_in_origin_form() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.a]\nbackends = [\"{}\"]\n[upstreams.b]\nbackends = [\"{}\"]\n\
+         [[routes]]\nhost = \"b.test\"\nupstream = \"b\"\n[[routes]]\nupstream = \"a\"\n",
+        a.addr, b.addr
+    ));
+    let send = |raw: &str| pipeline(lb.addr, raw, 1).1.remove(0);
+
+    let r = send("GET http://t/echo?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(echo_path(&r), "/echo?x=1");
+    assert_eq!(echo_header(&r, "host").as_deref(), Some("t"));
+
+    // Routed and forwarded by the target's authority (here the only host given).
+    let r = send("GET http://b.test:8080/echo HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        (r.status, r.backend()),
+        (200, "b".to_string()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(echo_path(&r), "/echo");
+    assert_eq!(echo_header(&r, "host").as_deref(), Some("b.test:8080"));
+    let r = send("GET http://b.test/echo HTTP/1.1\r\nHost: b.test\r\n\r\n");
+    assert_eq!(r.backend(), "b");
+
+    // A Host header that disagrees with the target's authority is refused, never forwarded
+    // (pingora's parser is stricter here than RFC 9112 §3.2.2, which lets the authority win).
+    let r = send("GET http://b.test/echo HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!((r.status, r.backend()), (400, String::new()));
+
+    // What `curl -x` sends.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-x",
+            &format!("http://{}", lb.addr),
+            "http://b.test/echo?y=2",
+        ])
+        .output();
+    if let Ok(out) = out {
+        assert!(out.status.success(), "curl: {out:?}");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(body["backend"], "b");
+        assert_eq!(body["path"], "/echo?y=2");
+    }
+}
