@@ -503,24 +503,43 @@ fn error_body(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
     }
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`. Values from an untrusted client are replaced, never trusted.
+/// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` (RFC 7239). From a client
+/// in `server.trusted_proxies` the chains are extended (every `X-Forwarded-For` / `Forwarded`
+/// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
+/// headers is replaced by lb's own values, never passed through.
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
     let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-    let xff = match (
-        trusted,
-        req.headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let host = req.headers.get(header::HOST).cloned();
+    let chain = |req: &RequestHeader, name: &str| -> Option<String> {
+        let lines: Vec<&str> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (trusted && !lines.is_empty()).then(|| lines.join(", "))
+    };
+    let xff = match chain(req, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
     };
     req.insert_header("x-forwarded-for", xff)?;
+    let element = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
+    let forwarded = match chain(req, "forwarded") {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    req.insert_header("forwarded", forwarded)?;
+    if !(trusted && req.headers.contains_key("x-real-ip")) {
+        req.insert_header("x-real-ip", ip)?;
+    }
     if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
         req.insert_header("x-forwarded-proto", "http")?;
     }
     if !(trusted && req.headers.contains_key("x-forwarded-host")) {
-        match req.headers.get(header::HOST).cloned() {
+        match host {
             Some(host) => req.insert_header("x-forwarded-host", host)?,
             None => {
                 req.remove_header("x-forwarded-host");
@@ -528,6 +547,21 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
         }
     }
     Ok(())
+}
+
+/// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`.
+fn forwarded_element(client: Option<IpAddr>, host: Option<&str>) -> String {
+    let mut e = match client {
+        Some(IpAddr::V4(v4)) => format!("for={v4}"),
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        None => "for=unknown".to_string(),
+    };
+    if let Some(h) = host {
+        let quoted = h.replace('\\', "\\\\").replace('"', "\\\"");
+        e.push_str(&format!(";host=\"{quoted}\""));
+    }
+    e.push_str(";proto=http");
+    e
 }
 
 /// Hop-by-hop headers never cross the proxy (RFC 9110 §7.6.1).
@@ -613,6 +647,39 @@ mod tests {
         o.insert_header("host", "h").unwrap();
         to_origin_form(&mut o).unwrap();
         assert_eq!((o.raw_path(), request_host(&o)), (&b"/x"[..], Some("h")));
+    }
+
+    #[test]
+    fn forwarding_headers_from_untrusted_clients_are_replaced() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", "api.example").unwrap();
+        r.append_header("x-real-ip", "6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=7.7.7.7").unwrap();
+        set_forwarded(&mut r, Some("2001:db8::1".parse().unwrap()), false).unwrap();
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "2001:db8::1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(
+            fwd,
+            ["for=\"[2001:db8::1]\";host=\"api.example\";proto=http"]
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_from_trusted_proxies() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("x-forwarded-for", "1.1.1.1").unwrap();
+        r.append_header("x-forwarded-for", "2.2.2.2, 3.3.3.3")
+            .unwrap();
+        r.append_header("x-real-ip", "1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=2.2.2.2").unwrap();
+        set_forwarded(&mut r, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "1.1.1.1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(fwd, ["for=1.1.1.1, for=2.2.2.2, for=10.0.0.1;proto=http"]);
     }
 
     #[test]

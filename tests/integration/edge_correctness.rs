@@ -381,3 +381,72 @@ fn absolute_form_targets_are_forwarded_in_origin_form() {
         assert_eq!(body["path"], "/echo?y=2");
     }
 }
+
+/// The values of every `name` line the backend received, in order.
+fn echo_headers(r: &Response, name: &str) -> Vec<String> {
+    r.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|h| h[1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn client_forwarding_headers_are_trusted_only_from_trusted_proxies() {
+    let a = Backend::start("a");
+    let body = format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr);
+    let spoof = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-For", "7.7.7.7, 8.8.8.8"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("Forwarded", "for=6.6.6.6;proto=https"),
+        ("Forwarded", "for=7.7.7.7"),
+    ];
+    let send = |lb: &Lb| {
+        let mut c = Conn::open(lb.addr).unwrap();
+        c.send("GET", "/echo", &[("Host", "api.test")], b"")
+            .unwrap()
+    };
+
+    let untrusted = Lb::start(&body);
+    let raw: String = spoof.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let (_, rs) = pipeline(
+        untrusted.addr,
+        &format!("GET /echo HTTP/1.1\r\nHost: api.test\r\n{raw}\r\n"),
+        1,
+    );
+    let r = &rs[0];
+    assert_eq!(echo_headers(r, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo_headers(r, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(
+        echo_headers(r, "forwarded"),
+        ["for=127.0.0.1;host=\"api.test\";proto=http"]
+    );
+    // Nothing from the client: lb's own values.
+    let r = send(&untrusted);
+    assert_eq!(echo_headers(&r, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(
+        echo_headers(&r, "forwarded"),
+        ["for=127.0.0.1;host=\"api.test\";proto=http"]
+    );
+
+    let trusted = Lb::start_with(&body, "trusted_proxies = [\"127.0.0.0/8\"]");
+    let (_, rs) = pipeline(
+        trusted.addr,
+        &format!("GET /echo HTTP/1.1\r\nHost: api.test\r\n{raw}\r\n"),
+        1,
+    );
+    let r = &rs[0];
+    assert_eq!(
+        echo_headers(r, "x-forwarded-for"),
+        ["6.6.6.6, 7.7.7.7, 8.8.8.8, 127.0.0.1"],
+        "every line is read"
+    );
+    assert_eq!(echo_headers(r, "x-real-ip"), ["6.6.6.6"]);
+    assert_eq!(
+        echo_headers(r, "forwarded"),
+        ["for=6.6.6.6;proto=https, for=7.7.7.7, for=127.0.0.1;host=\"api.test\";proto=http"]
+    );
+}
