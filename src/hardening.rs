@@ -421,6 +421,15 @@ pub async fn early_request_filter(
             // A client that half-closes after a complete request still gets its response
             // (RFC 9112 §9.6); a real disconnect shows up when the response write fails.
             session.set_abort_on_close(false);
+            // Requests the client sent ahead (RFC 9112 §9.3.2) are served in order after this
+            // one instead of being dropped with the connection. pingora carries the bytes it
+            // read past this request into the next one; answers that close the connection
+            // (lb's refusals, 502/504) still close it right after they are written. Not after
+            // an upgrade request: bytes behind it may belong to the new protocol, so reading
+            // them as HTTP could desynchronise; a refused upgrade closes the connection.
+            session
+                .as_downstream_mut()
+                .set_pipelining_enabled(!info.upgrade);
             state.count_body = info.chunked;
             state.max_body = max_body;
             Ok(())

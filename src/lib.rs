@@ -2,8 +2,9 @@
 //!
 //! Module map: [`config`] (file → validated config), [`balance`] (backend choice), [`backend`]
 //! (per-backend shared state), [`snapshot`] (what each request reads), [`proxy`] (the request
-//! path), [`health`] (active and passive checks), [`reload`] (live state and config reloads),
-//! [`admin`] (admin listener), [`metrics`] (Prometheus), [`server`] (wiring it all into pingora).
+//! path), [`path`] (path normalization for routing), [`health`] (active and passive checks),
+//! [`reload`] (live state and config reloads), [`admin`] (admin listener), [`metrics`]
+//! (Prometheus), [`server`] (wiring it all into pingora).
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -16,6 +17,7 @@ pub mod health;
 pub mod latency;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
         println!("{}: configuration OK", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    if !cli.upgrade {
+        if let Err(e) = lb::server::check_listeners(&config) {
+            eprintln!("lb: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     lb::logging::init(cli.log_format, config.server.log.as_deref());
     let hash = lb::reload::hash_text(&text);
     let opts = lb::server::RunOptions {

@@ -5,6 +5,7 @@
 //!
 //! Everything a request needs comes from one `ArcSwap<Snapshot>` load in `request_filter`.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -20,7 +22,9 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLogger, Entry};
 use crate::backend::InFlightGuard;
+use crate::config::NormalizePath;
 use crate::health::{self, FailureKind};
+use crate::path;
 use crate::reload::Shared;
 use crate::snapshot::{Snapshot, Upstream};
 
@@ -106,6 +110,9 @@ pub struct Ctx {
     failure: Option<FailureKind>,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     own_answer: bool,
+    /// The normalized path to forward instead of the client's (`server.normalize_path =
+    /// "forward"` and the path was not already normal).
+    forward_path: Option<String>,
     _active: Active,
     // --- edge hardening (issue 7, see `crate::hardening`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -137,6 +144,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             failure: None,
             own_answer: false,
+            forward_path: None,
             _active: Active::new(),
             hardening: Default::default(),
         }
@@ -164,7 +172,20 @@ impl ProxyHttp for Proxy {
         let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
         let host = request_host(req);
-        let Some(index) = snapshot.route_index(host, req.uri.path()) else {
+        let server = &snapshot.config.server;
+        let path = match server.normalize_path {
+            NormalizePath::Off => Ok(Cow::Borrowed(req.uri.path())),
+            _ => path::normalize(req.uri.path(), server.merge_slashes),
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("400 Bad Request: {}\n", e.reason());
+                respond(session, 400, &msg).await?;
+                return Ok(true);
+            }
+        };
+        let Some(index) = snapshot.route_index(host, &path) else {
             respond(
                 session,
                 404,
@@ -181,6 +202,9 @@ impl ProxyHttp for Proxy {
                 upstream.name()
             )
         });
+        if let (NormalizePath::Forward, Cow::Owned(p)) = (server.normalize_path, path) {
+            ctx.forward_path = Some(p);
+        }
         ctx.upstream = index;
         ctx.snapshot = Some(snapshot);
         if let Some(msg) = msg {
@@ -302,6 +326,11 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Every attempt starts from the client's request again.
+        to_origin_form(req)?;
+        if let Some(path) = &ctx.forward_path {
+            set_path(req, path)?;
+        }
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -418,12 +447,49 @@ fn pick(snapshot: &Snapshot, ctx: &Ctx) -> Option<usize> {
     up.balancer.pick(&up.backends, |i| ctx.tried.contains(i))
 }
 
-/// The request's host: the Host header, or the authority of an absolute-form URI.
+/// The request's host: the authority of an absolute-form target (`GET http://h/p`), which wins
+/// over a `Host` header (RFC 9112 §3.2.2), else the `Host` header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+    target_authority(req).or_else(|| {
+        req.headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+    })
+}
+
+/// The authority of an absolute-form request target, if the request has one.
+fn target_authority(req: &RequestHeader) -> Option<&str> {
+    let authority = raw_target_authority(req.raw_path()).authority()?;
+    std::str::from_utf8(authority).ok()
+}
+
+/// An absolute-form request (what clients send to a proxy) goes to the backend in origin form
+/// (`GET /p?q`), as NGINX does, with `Host` set to the target's authority.
+fn to_origin_form(req: &mut RequestHeader) -> Result<()> {
+    let Some(authority) = target_authority(req).map(str::to_owned) else {
+        return Ok(());
+    };
+    req.insert_header(header::HOST, authority)?;
+    // pingora keeps the path and query of an absolute-form target in the URI, and the target
+    // itself separately for the wire; setting the URI drops the latter.
+    req.set_uri(req.uri.clone());
+    Ok(())
+}
+
+/// Replaces the request's path, keeping its query as sent.
+fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
+    let mut path = path.to_string();
+    if let Some(q) = req.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let uri = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InternalError, "normalized path", e))?;
+    req.set_uri(uri);
+    Ok(())
 }
 
 /// Writes a small plain-text answer from lb itself, keeping the connection when that is safe.
@@ -478,24 +544,43 @@ fn error_body(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
     }
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`. Values from an untrusted client are replaced, never trusted.
+/// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` (RFC 7239). From a client
+/// in `server.trusted_proxies` the chains are extended (every `X-Forwarded-For` / `Forwarded`
+/// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
+/// headers is replaced by lb's own values, never passed through.
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
     let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-    let xff = match (
-        trusted,
-        req.headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let host = req.headers.get(header::HOST).cloned();
+    let chain = |req: &RequestHeader, name: &str| -> Option<String> {
+        let lines: Vec<&str> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (trusted && !lines.is_empty()).then(|| lines.join(", "))
+    };
+    let xff = match chain(req, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
     };
     req.insert_header("x-forwarded-for", xff)?;
+    let element = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
+    let forwarded = match chain(req, "forwarded") {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    req.insert_header("forwarded", forwarded)?;
+    if !(trusted && req.headers.contains_key("x-real-ip")) {
+        req.insert_header("x-real-ip", ip)?;
+    }
     if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
         req.insert_header("x-forwarded-proto", "http")?;
     }
     if !(trusted && req.headers.contains_key("x-forwarded-host")) {
-        match req.headers.get(header::HOST).cloned() {
+        match host {
             Some(host) => req.insert_header("x-forwarded-host", host)?,
             None => {
                 req.remove_header("x-forwarded-host");
@@ -503,6 +588,21 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
         }
     }
     Ok(())
+}
+
+/// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`.
+fn forwarded_element(client: Option<IpAddr>, host: Option<&str>) -> String {
+    let mut e = match client {
+        Some(IpAddr::V4(v4)) => format!("for={v4}"),
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        None => "for=unknown".to_string(),
+    };
+    if let Some(h) = host {
+        let quoted = h.replace('\\', "\\\\").replace('"', "\\\"");
+        e.push_str(&format!(";host=\"{quoted}\""));
+    }
+    e.push_str(";proto=http");
+    e
 }
 
 /// Hop-by-hop headers never cross the proxy (RFC 9110 §7.6.1).
@@ -574,6 +674,53 @@ mod tests {
             r2.headers.get("x-forwarded-for").unwrap(),
             "1.1.1.1, 10.0.0.1"
         );
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut r = RequestHeader::build("GET", b"http://Api.test:81/a/b?c=d", None).unwrap();
+        r.insert_header("host", "Api.test:81").unwrap();
+        assert_eq!(request_host(&r), Some("Api.test:81"));
+        to_origin_form(&mut r).unwrap();
+        assert_eq!(r.raw_path(), b"/a/b?c=d");
+        assert_eq!(r.headers.get("host").unwrap(), "Api.test:81");
+        let mut o = RequestHeader::build("GET", b"/x", None).unwrap();
+        o.insert_header("host", "h").unwrap();
+        to_origin_form(&mut o).unwrap();
+        assert_eq!((o.raw_path(), request_host(&o)), (&b"/x"[..], Some("h")));
+    }
+
+    #[test]
+    fn forwarding_headers_from_untrusted_clients_are_replaced() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", "api.example").unwrap();
+        r.append_header("x-real-ip", "6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=7.7.7.7").unwrap();
+        set_forwarded(&mut r, Some("2001:db8::1".parse().unwrap()), false).unwrap();
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "2001:db8::1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(
+            fwd,
+            ["for=\"[2001:db8::1]\";host=\"api.example\";proto=http"]
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_from_trusted_proxies() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("x-forwarded-for", "1.1.1.1").unwrap();
+        r.append_header("x-forwarded-for", "2.2.2.2, 3.3.3.3")
+            .unwrap();
+        r.append_header("x-real-ip", "1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=2.2.2.2").unwrap();
+        set_forwarded(&mut r, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "1.1.1.1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(fwd, ["for=1.1.1.1, for=2.2.2.2, for=10.0.0.1;proto=http"]);
     }
 
     #[test]

@@ -34,6 +34,23 @@ const CLIENT_READ_BUFFER: usize = 4096;
 /// pingora's retry loop bound; lb enforces each upstream's own `retries` below it.
 const PINGORA_MAX_RETRIES: usize = 128;
 
+/// Binds every listening address once and lets it go again, so that an address already in use
+/// is one clear error at start: pingora itself retries a busy address 30 times, a second apart,
+/// and then panics. Not for `--upgrade`, where the running lb still holds the addresses.
+pub fn check_listeners(config: &Config) -> Result<(), String> {
+    let server = config.server.listen.iter().enumerate();
+    let server = server.map(|(i, a)| (format!("server.listen[{i}]"), *a));
+    let admin = config
+        .admin
+        .iter()
+        .map(|a| ("admin.listen".to_string(), a.listen));
+    for (key, addr) in server.chain(admin) {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs lb until it is told to stop. Never returns.
 pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     let shared = Shared::new(config.clone(), path, text_hash);

@@ -24,6 +24,8 @@ pub struct ServerFile {
     pub max_connections: Option<i64>,
     pub upstream_keepalive_pool_size: Option<i64>,
     pub work_stealing: Option<bool>,
+    pub normalize_path: Option<String>,
+    pub merge_slashes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

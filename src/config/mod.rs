@@ -5,6 +5,7 @@
 
 mod duration;
 mod file;
+pub mod listeners;
 mod validate;
 
 use std::fmt;
@@ -48,6 +49,11 @@ pub const DEFAULT_WORK_STEALING: bool = false;
 /// Default `server.upstream_keepalive_pool_size` (idle backend connections kept, per process).
 pub const DEFAULT_UPSTREAM_POOL: usize = 1024;
 
+/// Default `server.normalize_path`.
+pub const DEFAULT_NORMALIZE_PATH: NormalizePath = NormalizePath::Route;
+/// Default `server.merge_slashes`.
+pub const DEFAULT_MERGE_SLASHES: bool = true;
+
 /// Health-check defaults (`upstreams.*.health_check`).
 pub const DEFAULT_HC_PATH: &str = "/healthz";
 pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(2);
@@ -86,6 +92,21 @@ pub struct ServerSettings {
     /// pingora runtime flavour: work-stealing (tokio multi-thread) or one independent
     /// single-threaded runtime per worker thread.
     pub work_stealing: bool,
+    /// Which path routes are matched against, and which is forwarded (see [`crate::path`]).
+    pub normalize_path: NormalizePath,
+    /// Normalization merges repeated slashes (`//a` → `/a`).
+    pub merge_slashes: bool,
+}
+
+/// `server.normalize_path`: what lb does with the RFC 3986 normalized request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormalizePath {
+    /// Route on the normalized path; forward the path as the client sent it.
+    Route,
+    /// Route on the normalized path and forward it (the query is kept as sent).
+    Forward,
+    /// Route on the path as the client sent it.
+    Off,
 }
 
 /// Request limits enforced by lb itself before anything is forwarded.

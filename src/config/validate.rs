@@ -48,6 +48,8 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Listening addresses seen so far, with their key paths.
+    listeners: Vec<(String, SocketAddr)>,
 }
 
 impl Checker {
@@ -56,6 +58,20 @@ impl Checker {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// Records a listening address, reporting every earlier one it collides with.
+    fn listener(&mut self, path: String, addr: SocketAddr) {
+        let clashes: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|(_, other)| listeners::overlap(addr, *other))
+            .map(|(key, other)| format!("overlaps {key} ({other})"))
+            .collect();
+        for c in clashes {
+            self.problem(path.clone(), c);
+        }
+        self.listeners.push((path, addr));
     }
 
     /// Decodes `value` into a file struct. Unknown keys are reported one by one (each at its own
@@ -107,6 +123,7 @@ impl Checker {
             .and_then(|v| self.decode::<AdminFile>("admin", v))
             .and_then(|a| {
                 let listen = self.socket_addr("admin.listen", &a.listen)?;
+                self.listener("admin.listen".into(), listen);
                 Some(AdminSettings { listen })
             });
         let upstreams = self.upstreams(table.remove("upstreams"));
@@ -133,11 +150,8 @@ impl Checker {
         for (i, l) in s.listen.iter().enumerate() {
             let path = format!("server.listen[{i}]");
             if let Some(addr) = self.socket_addr(&path, l) {
-                if listen.contains(&addr) {
-                    self.problem(path, format!("duplicate listener {addr}"));
-                } else {
-                    listen.push(addr);
-                }
+                self.listener(path, addr);
+                listen.push(addr);
             }
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -237,7 +251,25 @@ impl Checker {
                 DEFAULT_UPSTREAM_POOL as i64,
             ) as usize,
             work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
+            normalize_path: self.normalize_path(s.normalize_path.as_deref()),
+            merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
         })
+    }
+
+    fn normalize_path(&mut self, value: Option<&str>) -> NormalizePath {
+        match value {
+            None => DEFAULT_NORMALIZE_PATH,
+            Some("route") => NormalizePath::Route,
+            Some("forward") => NormalizePath::Forward,
+            Some("off") => NormalizePath::Off,
+            Some(other) => {
+                self.problem(
+                    "server.normalize_path",
+                    format!("must be \"route\", \"forward\" or \"off\", not {other:?}"),
+                );
+                DEFAULT_NORMALIZE_PATH
+            }
+        }
     }
 
     fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {

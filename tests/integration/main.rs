@@ -6,6 +6,7 @@ mod balance_correctness;
 mod check;
 mod core;
 mod dashboard;
+mod edge_correctness;
 mod hardening;
 mod health;
 mod observe;
