@@ -12,7 +12,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
-pub mod hardening;
+pub mod edge;
 pub mod health;
 pub mod latency;
 pub mod logging;

@@ -117,7 +117,7 @@ pub struct Ctx {
     // --- edge hardening (issue 7, see `crate::hardening`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
     /// request is over) starts the keep-alive/header deadline for the next request.
-    hardening: crate::hardening::RequestState,
+    hardening: crate::edge::RequestState,
 }
 
 impl Ctx {
@@ -151,10 +151,10 @@ impl ProxyHttp for Proxy {
     }
 
     /// Edge hardening (issue 7): refuses malformed, ambiguous or oversized request heads before
-    /// anything is routed or forwarded (`crate::hardening::check_head`), answering 400/413/414/
+    /// anything is routed or forwarded (`crate::edge::check_head`), answering 400/413/414/
     /// 431/501 with `Connection: close`; sets the body idle timeout and half-close handling.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        crate::hardening::early_request_filter(&self.shared, session, &mut ctx.hardening).await
+        crate::edge::early_request_filter(&self.shared, session, &mut ctx.hardening).await
     }
 
     /// Edge hardening (issue 7): counts chunked request bodies against `server.max_body_bytes`.
@@ -165,7 +165,7 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        crate::hardening::request_body(session, &mut ctx.hardening)
+        crate::edge::request_body(session, &mut ctx.hardening)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {

@@ -1,0 +1,55 @@
+//! lb's own answers (refusals and errors): one plain-text body format, written through a
+//! pingora session or as raw bytes by the connection layer.
+
+use bytes::Bytes;
+use http::header;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::head::Reject;
+
+pub(super) fn answer_body(status: u16, reason: &str) -> String {
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    format!("{status} {phrase}: {reason}\n")
+}
+
+/// Writes lb's own answer to a refused request and marks the connection for closing.
+pub(super) async fn answer(session: &mut Session, r: Reject) -> Result<()> {
+    let body = answer_body(r.status, r.reason);
+    let mut resp = ResponseHeader::build(r.status, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CONNECTION, "close")?;
+    session.set_keepalive(None);
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A complete raw HTTP/1.1 answer written by the connection layer itself.
+pub(super) fn raw_answer(status: u16, reason: &str) -> Vec<u8> {
+    let body = answer_body(status, reason);
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let retry = if status == 503 {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

@@ -1,0 +1,427 @@
+//! The guarded client stream: header deadline, keep-alive idle timeout, head-size limits and
+//! refusals, enforced below pingora's HTTP/1 parser (see the module docs of [`crate::edge`]).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, ALPN};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use super::accept::{linger, Slot, LINGER_IDLE, LINGER_TOTAL, REFUSAL_WRITE_TIMEOUT};
+use super::answer::raw_answer;
+use super::head::{HeadScan, Scan};
+use super::request::{ConnCtl, SIGNAL_HEAD_ACCEPTED, SIGNAL_NONE, SIGNAL_REQUEST_DONE};
+use crate::config::Limits;
+
+/// Where a connection is in its request cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for the first byte of a request head (idle timeout running).
+    Idle,
+    /// Receiving a request head: scanned against the limits, header deadline running.
+    Head,
+    /// The scan saw the end of the head; the deadline runs until the request layer accepts it.
+    HeadDone,
+    /// Head accepted: bytes pass through untouched (pingora's body read timeout applies).
+    Body,
+    /// Writing lb's own refusal (`Guarded::refusal`).
+    Refusing,
+    /// Refused or timed out: reads fail, writes fail.
+    Dead,
+    /// Idle timeout: reads return end-of-stream.
+    Closed,
+}
+
+/// A client connection as pingora sees it: the accepted stream plus lb's connection-level
+/// defences (see the module docs). Everything else is delegated unchanged.
+pub struct Guarded {
+    /// `None` only once `Drop` has taken it.
+    inner: Option<Stream>,
+    pub(super) ctl: Arc<ConnCtl>,
+    phase: Phase,
+    /// The first request of the connection: its header deadline counts from accept.
+    first: bool,
+    scan: HeadScan,
+    /// The running deadline (idle, header or refusal write), per `phase`.
+    timer: Pin<Box<Sleep>>,
+    /// When the current head started (for the refusal's duration metric).
+    head_started: Instant,
+    refusal: Vec<u8>,
+    refusal_sent: usize,
+    slot: Option<Slot>,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl Guarded {
+    pub(super) fn new(stream: Stream, limits: Limits, slot: Slot) -> Guarded {
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::now() + limits.header_timeout;
+        Guarded {
+            inner: Some(stream),
+            ctl: Arc::new(ConnCtl {
+                limits,
+                signal: AtomicU8::new(SIGNAL_NONE),
+                linger: AtomicBool::new(false),
+            }),
+            phase: Phase::Idle,
+            first: true,
+            scan: HeadScan::default(),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            head_started: now,
+            refusal: Vec::new(),
+            refusal_sent: 0,
+            slot: Some(slot),
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut Stream> {
+        Pin::new(self.inner.as_mut().expect("stream present until drop"))
+    }
+
+    fn restart_timer(&mut self, after: Duration) {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + after);
+    }
+
+    /// Applies what the request layer said since the last read.
+    fn take_signal(&mut self) {
+        match self.ctl.signal.swap(SIGNAL_NONE, Ordering::AcqRel) {
+            SIGNAL_HEAD_ACCEPTED
+                if matches!(self.phase, Phase::Idle | Phase::Head | Phase::HeadDone) =>
+            {
+                self.phase = Phase::Body;
+            }
+            SIGNAL_REQUEST_DONE if !matches!(self.phase, Phase::Refusing | Phase::Dead) => {
+                self.phase = Phase::Idle;
+                self.first = false;
+                self.scan = HeadScan::default();
+                let idle = self.ctl.limits.keepalive_timeout;
+                self.restart_timer(idle);
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts writing lb's own answer; the connection is closed (lingering) afterwards.
+    fn refuse(&mut self, status: u16, reason: &str) {
+        let shared = self.slot.as_ref().map(|s| s.shared.clone());
+        if let Some(shared) = shared {
+            shared.record_own_answer(status, self.head_started.elapsed());
+        }
+        tracing::debug!(status, reason, "request refused by the connection layer");
+        self.refusal = raw_answer(status, reason);
+        self.refusal_sent = 0;
+        self.phase = Phase::Refusing;
+        self.ctl.linger.store(true, Ordering::Relaxed);
+        self.restart_timer(REFUSAL_WRITE_TIMEOUT);
+    }
+
+    /// pingora answers some requests before any hook runs (its own 400 for a head it cannot
+    /// parse or frame, 405 for CONNECT): count them like lb's other refusals, and linger on close.
+    fn note_early_answer(&mut self, first: &[u8]) {
+        if !matches!(self.phase, Phase::Idle | Phase::Head | Phase::HeadDone) {
+            return;
+        }
+        let status = first
+            .strip_prefix(b"HTTP/1.1 ")
+            .or_else(|| first.strip_prefix(b"HTTP/1.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| std::str::from_utf8(code).ok()?.parse::<u16>().ok());
+        let Some(status) = status else {
+            return;
+        };
+        if let Some(slot) = &self.slot {
+            slot.shared
+                .record_own_answer(status, self.head_started.elapsed());
+        }
+        tracing::debug!(status, "request refused by pingora's HTTP/1 parser");
+        self.ctl.linger.store(true, Ordering::Relaxed);
+        // The connection is closed after this answer; no header deadline any more.
+        self.phase = Phase::Body;
+    }
+
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let done = loop {
+            if self.refusal_sent == self.refusal.len() {
+                break true;
+            }
+            let inner = self.inner.as_mut().expect("stream present until drop");
+            match Pin::new(inner).poll_write(cx, &self.refusal[self.refusal_sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.refusal_sent += n,
+                Poll::Ready(_) => break false,
+                Poll::Pending => {
+                    if self.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break false;
+                }
+            }
+        };
+        // A pending flush waits, but never past the refusal's write deadline.
+        if done
+            && self.io().poll_flush(cx).is_pending()
+            && self.timer.as_mut().poll(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        self.phase = Phase::Dead;
+        self.refusal = Vec::new();
+        Poll::Ready(Err(refused_error()))
+    }
+}
+
+pub(super) fn refused_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "request refused by lb (limits)",
+    )
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.take_signal();
+        match this.phase {
+            Phase::Body => return this.io().poll_read(cx, buf),
+            Phase::Refusing => return this.poll_refusal(cx),
+            Phase::Dead => return Poll::Ready(Err(refused_error())),
+            Phase::Closed => return Poll::Ready(Ok(())),
+            Phase::Idle | Phase::Head | Phase::HeadDone => {}
+        }
+        let before = buf.filled().len();
+        match this.io().poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                if this.phase == Phase::Idle {
+                    this.phase = Phase::Head;
+                    this.head_started = Instant::now();
+                    if !this.first {
+                        let t = this.ctl.limits.header_timeout;
+                        this.restart_timer(t);
+                    }
+                }
+                if this.phase == Phase::Head {
+                    let ctl = this.ctl.clone();
+                    match this.scan.feed(&buf.filled()[before..], &ctl.limits) {
+                        Scan::More => {}
+                        Scan::Done => this.phase = Phase::HeadDone,
+                        Scan::Refuse(status) => {
+                            // pingora never sees the oversized head.
+                            buf.set_filled(before);
+                            let reason = if status == 414 {
+                                "request target longer than server.max_uri_bytes"
+                            } else {
+                                "request head larger than server.max_header_bytes or server.max_headers"
+                            };
+                            this.refuse(status, reason);
+                            return this.poll_refusal(cx);
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if this.phase == Phase::Idle {
+                    // Nothing of a request yet: close quietly (end-of-stream for pingora).
+                    this.phase = Phase::Closed;
+                    return Poll::Ready(Ok(()));
+                }
+                this.refuse(
+                    408,
+                    "request head not received within server.header_timeout",
+                );
+                this.poll_refusal(cx)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.take_signal();
+        if matches!(this.phase, Phase::Refusing | Phase::Dead) {
+            return Poll::Ready(Err(refused_error()));
+        }
+        this.note_early_answer(buf);
+        this.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.take_signal();
+        if matches!(this.phase, Phase::Refusing | Phase::Dead) {
+            return Poll::Ready(Err(refused_error()));
+        }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.note_early_answer(first);
+        }
+        this.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_shutdown(cx)
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.inner.take() else {
+            return;
+        };
+        // Closing a socket with unread input makes the kernel send RST, which can destroy the
+        // answer still in flight to the client: linger when lb refused something or input waits.
+        let linger_needed =
+            self.ctl.linger.load(Ordering::Relaxed) || has_unread_input(&mut stream);
+        if !linger_needed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot = self.slot.take();
+        rt.spawn(async move {
+            linger(stream, LINGER_TOTAL, LINGER_IDLE).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Whether bytes are already waiting to be read (without blocking or registering interest).
+pub(super) fn has_unread_input(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(
+        Pin::new(stream).poll_read(&mut cx, &mut buf),
+        Poll::Ready(Ok(()))
+    ) && !buf.filled().is_empty()
+}
+
+#[async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.inner.as_mut() {
+            Shutdown::shutdown(s.as_mut()).await;
+        }
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.as_ref().map_or(-1, |s| s.id())
+    }
+}
+
+impl Ssl for Guarded {
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_ssl_digest())
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.as_ref().and_then(|s| s.selected_alpn_proto())
+    }
+}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.get_timing_digest())
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_read_pending_time())
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_write_pending_time())
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_proxy_digest())
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        if let Some(s) = self.inner.as_mut() {
+            s.set_proxy_digest(digest);
+        }
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_socket_digest())
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        if let Some(s) = self.inner.as_mut() {
+            s.set_socket_digest(digest);
+        }
+    }
+}
+
+#[async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        match self.inner.as_mut() {
+            Some(s) => s.try_peek(buf).await,
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The request layer of the edge: the checks pingora-proxy's hooks run on each parsed request,
+//! and the small signal channel between the request and its connection ([`ConnCtl`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use pingora_core::protocols::IO;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
+
+use super::answer::answer;
+use super::conn::Guarded;
+use super::head::{check_head, HeadInfo};
+use crate::config::Limits;
+use crate::reload::Shared;
+
+pub(super) const SIGNAL_NONE: u8 = 0;
+/// The request layer accepted a head: the header deadline stops.
+pub(super) const SIGNAL_HEAD_ACCEPTED: u8 = 1;
+/// The request is over: the next bytes start a new head.
+pub(super) const SIGNAL_REQUEST_DONE: u8 = 2;
+
+/// State shared by one client connection ([`Guarded`]) and the request being served on it.
+pub struct ConnCtl {
+    /// The limits in force when the connection was accepted (a reload applies to new connections).
+    pub limits: Limits,
+    pub(super) signal: AtomicU8,
+    /// lb refused a request: close with a lingering read so the answer reaches the client.
+    pub(super) linger: AtomicBool,
+}
+
+impl ConnCtl {
+    fn send(&self, signal: u8) {
+        self.signal.store(signal, Ordering::Release);
+    }
+}
+
+/// Hardening state of one request, kept in the proxy's per-request context. Dropping it (the
+/// request is over, whichever way) starts the connection's clock for the next request head.
+#[derive(Default)]
+pub struct RequestState {
+    conn: Option<Arc<ConnCtl>>,
+    /// Check the request body against `max_body` (chunked bodies; lengths are checked up front).
+    count_body: bool,
+    max_body: u64,
+}
+
+impl Drop for RequestState {
+    fn drop(&mut self) {
+        if let Some(c) = &self.conn {
+            c.send(SIGNAL_REQUEST_DONE);
+        }
+    }
+}
+
+impl RequestState {
+    fn refused(&self) {
+        if let Some(c) = &self.conn {
+            c.linger.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The [`ConnCtl`] of the connection `session` arrived on, when it is a [`Guarded`] one.
+pub(super) fn conn_ctl(session: &Session) -> Option<Arc<ConnCtl>> {
+    let stream = session.as_downstream().stream()?;
+    let io: &dyn IO = &**stream;
+    io.as_any().downcast_ref::<Guarded>().map(|g| g.ctl.clone())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request layer: the proxy hooks call these
+// ---------------------------------------------------------------------------------------------
+
+/// The proxy's `early_request_filter`: validates the head pingora parsed and applies per-request
+/// settings. On a refusal it has already answered (with `Connection: close`) and returns an
+/// `HTTPStatus` error so that pingora stops processing without forwarding anything.
+pub async fn early_request_filter(
+    shared: &Shared,
+    session: &mut Session,
+    state: &mut RequestState,
+) -> Result<()> {
+    let ctl = conn_ctl(session);
+    if let Some(c) = &ctl {
+        c.send(SIGNAL_HEAD_ACCEPTED);
+    }
+    let snapshot;
+    let limits: &Limits = match &ctl {
+        Some(c) => &c.limits,
+        None => {
+            snapshot = shared.snapshot.load_full();
+            &snapshot.config.server.limits
+        }
+    };
+    let verdict = match session.as_downstream().as_http1() {
+        Some(h1) => check_head(&h1.get_headers_raw_bytes(), limits),
+        None => Ok(HeadInfo::default()),
+    };
+    let (body_timeout, max_body) = (limits.body_timeout, limits.max_body_bytes);
+    state.conn = ctl;
+    match verdict {
+        Ok(info) => {
+            // Upgraded (WebSocket) connections keep pingora's idle timeout for the tunnel.
+            if !info.upgrade {
+                session.set_read_timeout(Some(body_timeout));
+            }
+            // A client that half-closes after a complete request still gets its response
+            // (RFC 9112 §9.6); a real disconnect shows up when the response write fails.
+            session.set_abort_on_close(false);
+            // Requests the client sent ahead (RFC 9112 §9.3.2) are served in order after this
+            // one instead of being dropped with the connection. pingora carries the bytes it
+            // read past this request into the next one; answers that close the connection
+            // (lb's refusals, 502/504) still close it right after they are written. Not after
+            // an upgrade request: bytes behind it may belong to the new protocol, so reading
+            // them as HTTP could desynchronise; a refused upgrade closes the connection.
+            session
+                .as_downstream_mut()
+                .set_pipelining_enabled(!info.upgrade);
+            state.count_body = info.chunked;
+            state.max_body = max_body;
+            Ok(())
+        }
+        Err(r) => {
+            state.refused();
+            tracing::debug!(
+                status = r.status,
+                reason = r.reason,
+                request = %session.as_downstream().request_summary(),
+                "request refused"
+            );
+            // Best effort: the client may be gone already.
+            let _ = answer(session, r).await;
+            Err(Error::explain(ErrorType::HTTPStatus(r.status), r.reason))
+        }
+    }
+}
+
+/// The proxy's `request_body_filter`: counts chunked request bodies against
+/// `server.max_body_bytes` (→ 413, connection closed). Tunnelled (upgraded) bytes are not counted.
+/// The count is the bytes read from the client, so a retry that replays a buffered body on
+/// another backend does not count them twice.
+pub fn request_body(session: &Session, state: &mut RequestState) -> Result<()> {
+    let downstream = session.as_downstream();
+    if !state.count_body || downstream.was_upgraded() {
+        return Ok(());
+    }
+    if downstream.body_bytes_read() as u64 > state.max_body {
+        state.count_body = false;
+        state.refused();
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body larger than server.max_body_bytes",
+        );
+        e.set_retry(false);
+        return Err(e.into_down());
+    }
+    Ok(())
+}
