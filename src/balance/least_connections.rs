@@ -1,0 +1,122 @@
+//! `least_connections`: the lowest `in_flight / weight`, ties broken by weighted round-robin among
+//! the tied backends as NGINX does (the shared order when every candidate ties).
+
+use super::order::{weyl, Order};
+use super::Candidate;
+use crate::backend::Position;
+
+/// The least loaded usable backend, by weight.
+pub(super) fn pick<C: Candidate>(
+    order: &Order,
+    position: &Position,
+    backends: &[C],
+    ok: &impl Fn(usize) -> bool,
+) -> Option<usize> {
+    // Pass 1: the lowest load per weight, and how many (and how much weight) tie for it.
+    let mut best: Option<(usize, u64, u64)> = None;
+    let (mut candidates, mut tied, mut tied_weight) = (0usize, 0usize, 0u64);
+    for (i, b) in backends.iter().enumerate() {
+        if !ok(i) {
+            continue;
+        }
+        candidates += 1;
+        let (load, w) = (b.state().in_flight(), b.weight().max(1));
+        match best {
+            Some((_, bl, bw)) => {
+                let (lhs, rhs) = (load as u128 * bw as u128, bl as u128 * w as u128);
+                if lhs < rhs {
+                    best = Some((i, load, w));
+                    (tied, tied_weight) = (1, w);
+                } else if lhs == rhs {
+                    tied += 1;
+                    tied_weight += w;
+                }
+            }
+            None => {
+                best = Some((i, load, w));
+                (tied, tied_weight) = (1, w);
+            }
+        }
+    }
+    let (first, bl, bw) = best?;
+    if tied == 1 {
+        return Some(first);
+    }
+    let k = position.next();
+    if tied == candidates {
+        if let Some(i) = order.at(k).filter(|&i| ok(i)) {
+            return Some(i);
+        }
+    }
+    // Pass 2: weighted Weyl pick among the tied backends.
+    let mut x = weyl(k, tied_weight);
+    for (i, b) in backends.iter().enumerate().skip(first) {
+        if !ok(i) {
+            continue;
+        }
+        let w = b.weight().max(1);
+        if b.state().in_flight() as u128 * bw as u128 != bl as u128 * w as u128 {
+            continue;
+        }
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    Some(first) // loads moved during the scan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::*;
+    use crate::backend::{InFlightGuard, State};
+
+    #[test]
+    fn least_connections_prefers_lowest_ratio() {
+        let b = pool(&[1, 2, 1]);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        let _g: Vec<_> = [0, 0, 1, 1, 1, 2, 2]
+            .iter()
+            .map(|i| InFlightGuard::new(&b[*i].0))
+            .collect();
+        // loads: a 2/1, b 3/2, c 2/1 → b
+        assert_eq!(lb.pick(&b, |_| false), Some(1));
+        assert_eq!(
+            lb.pick(&b, |i| i == 1).map(|i| i == 0 || i == 2),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn least_connections_ties_follow_smooth_wrr() {
+        // Sequential requests: every backend idle, so the weights decide, as in NGINX.
+        let b = pool(&[3, 1]);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        assert_eq!(names(&picks(&lb, &b, 8)), "aabaaaba");
+        let b = pool(&[1, 1, 1]);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        assert_eq!(picks(&lb, &b, 6), vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn least_connections_partial_ties_are_weighted() {
+        // c is busy; a (weight 3) and b (weight 1) are idle and tie.
+        let b = pool(&[3, 1, 1]);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        let _busy = InFlightGuard::new(&b[2].0);
+        let c = counts(&picks(&lb, &b, 400), 3);
+        assert_eq!(c[2], 0);
+        assert!((290..=310).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn least_connections_skips_down() {
+        let b = pool(&[1, 1]);
+        b[0].0.set_state(State::Down);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        for _ in 0..4 {
+            assert_eq!(lb.pick(&b, |_| false), Some(1));
+        }
+    }
+}
