@@ -250,6 +250,12 @@ impl Registry {
         map.entry(upstream.to_string()).or_default().clone()
     }
 
+    /// Drops the own-answer stats of upstreams no longer configured (`""`, no route, stays).
+    pub fn retain_own(&self, upstreams: &std::collections::HashSet<String>) {
+        let mut map = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, _| name.is_empty() || upstreams.contains(name));
+    }
+
     /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight
     /// requests, which finish normally).
     pub fn retain(

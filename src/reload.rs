@@ -185,8 +185,10 @@ impl Shared {
         let (old_keys, new_keys) = (keys(&old), keys(&new));
         result.added = diff(&new_keys, &old_keys);
         result.removed = diff(&old_keys, &new_keys);
+        let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
+        self.registry.retain_own(&upstreams);
         let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         // Re-added backends have fresh state in the registry; finished ones need no listing.
         draining.retain(|(k, s)| s.in_flight() > 0 && !new_keys.contains(k));
@@ -330,8 +332,46 @@ impl Shared {
         self.snapshot.load().no_route.record(code, elapsed);
     }
 
+    /// The Prometheus page: current backends, and removed ones while requests remain on them.
+    pub fn render_metrics(&self) -> String {
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        draining.retain(|(_, s)| s.in_flight() > 0);
+        self.metrics.render(&self.snapshot.load(), &draining)
+    }
+
     /// The configured graceful-stop budget.
     pub fn config_grace(&self) -> Duration {
         self.snapshot.load().config.server.grace_period
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file in a fresh directory and the live state loaded from it.
+    fn load(tag: &str, text: &str) -> (PathBuf, Arc<Shared>) {
+        let dir = std::env::temp_dir().join(format!("lb-unit-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = config::parse(text).unwrap();
+        (path.clone(), Shared::new(config, &path, hash_text(text)))
+    }
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn own_answer_stats_of_a_removed_upstream_are_dropped() {
+        let with = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n[upstreams.web]\nbackends = [\"127.0.0.1:3\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n");
+        let without = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n");
+        let (path, shared) = load("own", &with);
+        shared.registry.own_stats("web").record(502, Duration::ZERO);
+        std::fs::write(&path, &without).unwrap();
+        assert!(shared.reload("test").ok);
+        std::fs::write(&path, &with).unwrap();
+        assert!(shared.reload("test").ok);
+        assert_eq!(shared.registry.own_stats("web").count(), 0);
+    }
+
 }

@@ -8,4 +8,5 @@ mod dashboard;
 mod hardening;
 mod health;
 mod observe;
+mod ops_correctness;
 mod reload;
