@@ -168,10 +168,7 @@ impl Shared {
         let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
-        // Keep what cannot change in place, so the running process stays self-consistent.
-        new.server.listen = old.server.listen.clone();
-        new.server.threads = old.server.threads;
-        new.admin = old.admin.clone();
+        keep_restart_only(&old, &mut new);
         let keys = |c: &Config| -> HashSet<(String, String)> {
             c.upstreams
                 .iter()
@@ -294,22 +291,40 @@ fn diff(a: &HashSet<(String, String)>, b: &HashSet<(String, String)>) -> Vec<Str
     v
 }
 
-/// Settings that only a restart can change.
+/// Settings that only a restart can change (they are read once, at start-up).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.server.listen != new.server.listen {
-        out.push("server.listen".to_string());
-    }
-    if old.server.threads != new.server.threads {
-        out.push("server.threads".to_string());
-    }
-    if old.admin != new.admin {
-        out.push("admin.listen".to_string());
-    }
-    if old.server.access_log != new.server.access_log {
-        out.push("server.access_log".to_string());
-    }
-    out
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("server.listen", o.listen != n.listen),
+        ("server.threads", o.threads != n.threads),
+        ("server.grace_period", o.grace_period != n.grace_period),
+        ("server.work_stealing", o.work_stealing != n.work_stealing),
+        (
+            "server.upstream_keepalive_pool_size",
+            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+        ),
+        ("server.log", o.log != n.log),
+        ("server.access_log", o.access_log != n.access_log),
+        ("admin.listen", old.admin != new.admin),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
+}
+
+/// Carries the running values of restart-only settings into `new`, so the live config (and
+/// everything that reads it) only ever shows what is applied.
+fn keep_restart_only(old: &Config, new: &mut Config) {
+    let (o, n) = (&old.server, &mut new.server);
+    n.listen = o.listen.clone();
+    n.threads = o.threads;
+    n.grace_period = o.grace_period;
+    n.work_stealing = o.work_stealing;
+    n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
+    n.log = o.log.clone();
+    n.access_log = o.access_log.clone();
+    new.admin = old.admin.clone();
 }
 
 /// A stable 64-bit FNV-1a hash of the config text (shown in `/status`).
@@ -360,6 +375,31 @@ mod tests {
     }
 
     const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let text =
+            format!("{BASE}grace_period = \"3s\"\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n");
+        let (path, shared) = load("restart-only", &text);
+        let before = shared.snapshot.load().config.server.clone();
+        let changed = format!(
+            "{BASE}grace_period = \"9s\"\nwork_stealing = true\nupstream_keepalive_pool_size = 7\nlog = \"debug\"\naccess_log = \"/dev/null\"\nthreads = 3\n[upstreams.api]\nbackends = [\"127.0.0.1:3\"]\n"
+        );
+        std::fs::write(&path, changed).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        let now = shared.snapshot.load().config.clone();
+        assert_eq!(now.upstreams[0].backends[0].address, "127.0.0.1:3");
+        assert_eq!(now.server.grace_period, before.grace_period);
+        assert_eq!(now.server.work_stealing, before.work_stealing);
+        assert_eq!(
+            now.server.upstream_keepalive_pool_size,
+            before.upstream_keepalive_pool_size
+        );
+        assert_eq!(now.server.log, before.log);
+        assert_eq!(now.server.access_log, before.access_log);
+        assert_eq!(now.server.threads, before.threads);
+    }
 
     #[test]
     fn own_answer_stats_of_a_removed_upstream_are_dropped() {

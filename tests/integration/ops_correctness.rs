@@ -94,3 +94,53 @@ fn removed_backend_series_go_once_it_has_drained() {
     });
     assert!(!series_of(&left, &a.addr.to_string()).is_empty(), "{left}");
 }
+
+#[test]
+fn reload_reports_every_restart_only_setting_and_keeps_running_values() {
+    let a = Backend::start("a");
+    let dir = temp_dir("restart-only");
+    let (old_log, new_log) = (dir.join("old.log"), dir.join("new.log"));
+    let lb = Lb::start_with(
+        &format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr),
+        &format!("access_log = \"{}\"", old_log.display()),
+    );
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    let changed = text
+        .replace("grace_period = \"3s\"", "grace_period = \"9s\"")
+        .replace(
+            &format!("access_log = \"{}\"", old_log.display()),
+            &format!(
+                "access_log = \"{}\"\nlog = \"debug\"\nwork_stealing = true\nupstream_keepalive_pool_size = 7",
+                new_log.display()
+            ),
+        );
+    assert_ne!(text, changed);
+    lb.write_raw(&changed);
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    let mut needs: Vec<String> = result["needs_restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    needs.sort();
+    assert_eq!(
+        needs,
+        [
+            "server.access_log",
+            "server.grace_period",
+            "server.log",
+            "server.upstream_keepalive_pool_size",
+            "server.work_stealing"
+        ],
+        "{result}"
+    );
+    assert_eq!(lb.get("/").status, 200);
+    wait_for("line in the old access log", Duration::from_secs(5), || {
+        std::fs::read_to_string(&old_log)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    assert!(!new_log.exists(), "the new access log was opened live");
+}
