@@ -59,6 +59,10 @@ pub struct Shared {
     pub config_hash: Mutex<(u64, u64)>,
     /// Serialises snapshot rebuilds (never taken by requests).
     rebuild: Mutex<()>,
+    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
+    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
+    /// applied is the newest.
+    reloading: Mutex<()>,
     pub last_reload: Mutex<Option<ReloadResult>>,
     events: Mutex<VecDeque<Event>>,
     /// Woken after each swap so the health supervisor can follow the new backend set.
@@ -83,6 +87,7 @@ impl Shared {
             config_path: path.to_owned(),
             config_hash: Mutex::new((text_hash, unix_ms())),
             rebuild: Mutex::new(()),
+            reloading: Mutex::new(()),
             last_reload: Mutex::new(None),
             events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
             changed: tokio::sync::Notify::new(),
@@ -105,6 +110,7 @@ impl Shared {
     /// Reloads only when the file's text differs from what is loaded (file-watch events are
     /// noisy: editors write several times, directories see unrelated files).
     pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
+        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(&self.config_path).ok()?;
         let current = self.config_hash.lock().unwrap_or_else(|e| e.into_inner()).0;
         let last_failed = self
@@ -117,11 +123,17 @@ impl Shared {
         if h == current || last_failed == Some((false, h)) {
             return None;
         }
-        Some(self.reload(trigger))
+        Some(self.reload_locked(trigger))
     }
 
     /// Reads the config file again and applies it if valid.
     pub fn reload(&self, trigger: &str) -> ReloadResult {
+        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_locked(trigger)
+    }
+
+    /// [`Shared::reload`] with the `reloading` lock held.
+    fn reload_locked(&self, trigger: &str) -> ReloadResult {
         let started = Instant::now();
         let text = std::fs::read_to_string(&self.config_path);
         let parsed = match &text {
@@ -414,4 +426,54 @@ mod tests {
         assert_eq!(shared.registry.own_stats("web").count(), 0);
     }
 
+    /// File-watch, SIGHUP and `POST /reload` reloads race while the file changes: the reload
+    /// triggered after the last write must leave the last written text applied.
+    #[test]
+    fn concurrent_reloads_end_with_the_newest_file() {
+        let version = |v: usize| {
+            let backends: Vec<String> = (0..300)
+                .map(|i| format!("\"127.0.{}.{}:{}\"", i / 250, 1 + i % 250, 1000 + v))
+                .collect();
+            format!(
+                "{BASE}[upstreams.api]\nbackends = [{}]\n",
+                backends.join(", ")
+            )
+        };
+        let (path, shared) = load("race", &version(0));
+        let write = |text: &str| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        for round in 1..=40 {
+            write(&version(2 * round));
+            let newest = version(2 * round + 1);
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let racers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (shared, start) = (shared.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        shared.reload("racer");
+                    })
+                })
+                .collect();
+            start.wait();
+            write(&newest);
+            shared.reload("last");
+            for r in racers {
+                r.join().unwrap();
+            }
+            let applied = shared.config_hash.lock().unwrap().0;
+            assert_eq!(
+                applied,
+                hash_text(&newest),
+                "round {round}: an older file won"
+            );
+            let port = shared.snapshot.load().upstreams[0].config.backends[0]
+                .addr
+                .port();
+            assert_eq!(port as usize, 1000 + 2 * round + 1, "round {round}");
+        }
+    }
 }
