@@ -2,7 +2,8 @@
 //! request with time, client, method, path, status, upstream, backend, attempts, duration and
 //! bytes in/out. Lines go through a bounded channel to a writer thread, so a slow disk never
 //! blocks a request (when the channel is full the line is dropped and counted). When off, the
-//! request path only checks an `Option`.
+//! request path only checks an `Option`. Before the process exits, [`AccessLogger::flush`] writes
+//! out every line already logged.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -16,9 +17,20 @@ const QUEUE: usize = 65_536;
 /// How often the writer thread drains the queue and flushes.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
+/// Upper bound for [`AccessLogger::flush`] (a stuck disk must not hold up an exit for long).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the writer thread receives.
+enum Msg {
+    Line(String),
+    /// Write everything queued before this, flush, then answer.
+    Flush(SyncSender<()>),
+}
+
 /// A handle to the writer thread.
 pub struct AccessLogger {
-    tx: SyncSender<String>,
+    tx: SyncSender<Msg>,
+    writer: std::thread::Thread,
     pub dropped: AtomicU64,
 }
 
@@ -54,19 +66,24 @@ impl AccessLogger {
                 }
             },
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new()
+        let (tx, rx) = sync_channel::<Msg>(QUEUE);
+        let handle = std::thread::Builder::new()
             .name("lb-access-log".into())
             .spawn(move || {
                 // Poll instead of blocking in recv(): a sender then never has to wake this
                 // thread (a futex call and a context switch per request).
                 let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
                 loop {
-                    std::thread::sleep(FLUSH_EVERY);
+                    // `flush` unparks the thread early.
+                    std::thread::park_timeout(FLUSH_EVERY);
                     loop {
                         match rx.try_recv() {
-                            Ok(line) => {
+                            Ok(Msg::Line(line)) => {
                                 let _ = buf.write_all(line.as_bytes());
+                            }
+                            Ok(Msg::Flush(done)) => {
+                                let _ = buf.flush();
+                                let _ = done.try_send(());
                             }
                             Err(std::sync::mpsc::TryRecvError::Empty) => break,
                             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -81,15 +98,40 @@ impl AccessLogger {
             .ok()?;
         Some(AccessLogger {
             tx,
+            writer: handle.thread().clone(),
             dropped: AtomicU64::new(0),
         })
     }
 
     pub fn log(&self, e: &Entry) {
         let line = format_entry(e, SystemTime::now());
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
             self.dropped.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Writes out every line logged so far, waiting at most `timeout`; false if that ran out.
+    /// The writer otherwise flushes only every [`FLUSH_EVERY`], so an exit without this loses
+    /// the last lines.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let (done_tx, done_rx) = sync_channel(1);
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    self.writer.unpark();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        self.writer.unpark();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        done_rx.recv_timeout(left).is_ok()
     }
 }
 
@@ -165,6 +207,32 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_writes_every_logged_line() {
+        let dir = std::env::temp_dir().join(format!("lb-unit-flush-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let log = AccessLogger::start(&AccessLog::File(path.clone())).unwrap();
+        let e = Entry {
+            client: None,
+            method: "GET",
+            path: "/",
+            status: 200,
+            upstream: "api",
+            backend: "",
+            attempts: 1,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        for _ in 0..100 {
+            log.log(&e);
+        }
+        assert!(log.flush(FLUSH_TIMEOUT));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 100);
+    }
 
     #[test]
     fn formats_time() {

@@ -109,7 +109,7 @@ impl ServeHttp for Admin {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ("GET", "/metrics") => {
-                let body = self.shared.metrics.render(&self.shared.snapshot.load());
+                let body = self.shared.render_metrics();
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

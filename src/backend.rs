@@ -310,6 +310,16 @@ impl Registry {
         map.entry(upstream.to_string()).or_default().clone()
     }
 
+    /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer
+    /// configured (`""`, no route, stays).
+    pub fn retain_upstreams(&self, upstreams: &std::collections::HashSet<String>) {
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        own.retain(|name, _| name.is_empty() || upstreams.contains(name));
+        drop(own);
+        let mut state = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        state.retain(|name, _| upstreams.contains(name));
+    }
+
     /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight
     /// requests, which finish normally).
     pub fn retain(

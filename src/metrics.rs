@@ -1,13 +1,52 @@
 //! Prometheus metrics (own registry, encoded by the admin listener's `GET /metrics`). Gauges that
 //! mirror backend state (`lb_backend_up`, `lb_backend_in_flight`) are filled from the current
 //! snapshot at scrape time, so the request path only touches counters and histograms.
+//!
+//! Every series whose labels are known in advance exists from the first scrape, at 0, so
+//! `absent()` alerts work and `rate()` sees the first increment: reload results, per-upstream
+//! retries, per-backend error kinds (a closed set), health-check results for health-checked
+//! upstreams, and the duration histogram. Series whose labels are open (`code`) appear when first
+//! seen. A removed backend's series stay while it drains and go at the first scrape after.
 
+use std::collections::HashSet;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::backend::State;
+use crate::health::FailureKind;
+use crate::reload::Draining;
 use crate::snapshot::Snapshot;
+
+/// Every `kind` label of `lb_upstream_errors_total`.
+const FAILURE_KINDS: [FailureKind; 9] = {
+    use FailureKind::*;
+    [
+        ConnectRefused,
+        ConnectTimeout,
+        ConnectError,
+        ReadTimeout,
+        WriteTimeout,
+        Reset,
+        InvalidResponse,
+        Status5xx,
+        Other,
+    ]
+};
+
+/// Fails to compile when `FailureKind` gains a variant, as a reminder to list it above.
+#[allow(dead_code)]
+fn all_failure_kinds_listed(k: FailureKind) {
+    use FailureKind::*;
+    match k {
+        ConnectRefused | ConnectTimeout | ConnectError | ReadTimeout | WriteTimeout | Reset
+        | InvalidResponse | Status5xx | Other => {}
+    }
+}
+
+const CHECK_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// Latency buckets from 100 µs to 30 s.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -71,6 +110,9 @@ impl Metrics {
             "Config reloads by result",
             &["result"],
         );
+        for result in CHECK_RESULTS {
+            reloads.with_label_values(&[result]);
+        }
         let backend_up = gauge(
             "lb_backend_up",
             "1 if the backend takes traffic (ejected or checking count as 0)",
@@ -134,8 +176,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text page, with state gauges refreshed from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The Prometheus text page, with state gauges refreshed from `snapshot`. `draining` lists
+    /// removed backends that still have requests in flight.
+    pub fn render(&self, snapshot: &Snapshot, draining: &[Draining]) -> String {
         let ports: Vec<u16> = snapshot
             .config
             .server
@@ -145,6 +188,7 @@ impl Metrics {
             .collect();
         self.downstream_connections
             .set(established_connections(&ports));
+        self.sync_series(snapshot, draining);
         self.backend_up.reset();
         self.backend_in_flight.reset();
         for up in &snapshot.upstreams {
@@ -158,6 +202,13 @@ impl Metrics {
                     .set(b.state.in_flight() as i64);
             }
         }
+        for ((up, address), state) in draining {
+            let labels = [up.as_str(), address.as_str()];
+            self.backend_up.with_label_values(&labels).set(0);
+            self.backend_in_flight
+                .with_label_values(&labels)
+                .set(state.in_flight() as i64);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
@@ -169,9 +220,72 @@ impl Metrics {
                 series.push((up.name(), &b.address, &b.state.stats));
             }
         }
+        for ((up, address), state) in draining {
+            series.push((up, address, &state.stats));
+        }
         crate::stats::render(&mut text, &series);
         text
     }
+
+    /// Creates, at 0, every labelled series of the current upstreams and backends, and removes
+    /// those of upstreams and backends that are neither configured nor draining.
+    fn sync_series(&self, snapshot: &Snapshot, draining: &[Draining]) {
+        let mut upstreams: HashSet<&str> = HashSet::new();
+        let mut backends: HashSet<(&str, &str)> = HashSet::new();
+        for up in &snapshot.upstreams {
+            upstreams.insert(up.name());
+            self.retries.with_label_values(&[up.name()]);
+            for b in &up.backends {
+                backends.insert((up.name(), &b.address));
+                for kind in FAILURE_KINDS {
+                    self.upstream_errors
+                        .with_label_values(&[up.name(), &b.address, kind.as_str()]);
+                }
+                if up.config.health_check.is_some() {
+                    for result in CHECK_RESULTS {
+                        self.health_checks
+                            .with_label_values(&[up.name(), &b.address, result]);
+                    }
+                }
+            }
+        }
+        for ((up, address), _) in draining {
+            upstreams.insert(up);
+            backends.insert((up, address));
+        }
+        for labels in label_values(&self.retries, &["upstream"]) {
+            if !upstreams.contains(labels[0].as_str()) {
+                let _ = self.retries.remove_label_values(&[&labels[0]]);
+            }
+        }
+        for (vec, last) in [
+            (&self.upstream_errors, "kind"),
+            (&self.health_checks, "result"),
+        ] {
+            for l in label_values(vec, &["upstream", "backend", last]) {
+                if !backends.contains(&(l[0].as_str(), l[1].as_str())) {
+                    let _ = vec.remove_label_values(&[&l[0], &l[1], &l[2]]);
+                }
+            }
+        }
+    }
+}
+
+/// The values of `names`, in that order, of every series `metric` holds.
+fn label_values(metric: &impl Collector, names: &[&str]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for family in metric.collect() {
+        for m in family.get_metric() {
+            let value = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == n)
+                    .map_or(String::new(), |l| l.value().to_string())
+            };
+            out.push(names.iter().map(|n| value(n)).collect());
+        }
+    }
+    out
 }
 
 /// Open client connections on lb's listening ports, read from the kernel's socket table at scrape

@@ -381,7 +381,6 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.guard = None;
         let elapsed = ctx.started.elapsed();
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = &self.shared.metrics;
@@ -410,6 +409,9 @@ impl ProxyHttp for Proxy {
             }
             None => up.own.record(code, elapsed),
         }
+        // Only now: a removed backend's series are dropped once nothing is in flight on it, so
+        // its last answer must be counted first.
+        ctx.guard = None;
     }
 }
 

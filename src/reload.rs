@@ -59,6 +59,10 @@ pub struct Shared {
     pub config_hash: Mutex<(u64, u64)>,
     /// Serialises snapshot rebuilds (never taken by requests).
     rebuild: Mutex<()>,
+    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
+    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
+    /// applied is the newest.
+    reloading: Mutex<()>,
     pub last_reload: Mutex<Option<ReloadResult>>,
     events: Mutex<VecDeque<Event>>,
     /// Woken after each swap so the health supervisor can follow the new backend set.
@@ -84,6 +88,7 @@ impl Shared {
             config_path: path.to_owned(),
             config_hash: Mutex::new((text_hash, unix_ms())),
             rebuild: Mutex::new(()),
+            reloading: Mutex::new(()),
             last_reload: Mutex::new(None),
             events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
             changed: tokio::sync::Notify::new(),
@@ -106,6 +111,7 @@ impl Shared {
     /// Reloads only when the file's text differs from what is loaded (file-watch events are
     /// noisy: editors write several times, directories see unrelated files).
     pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
+        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(&self.config_path).ok()?;
         let current = self.config_hash.lock().unwrap_or_else(|e| e.into_inner()).0;
         let last_failed = self
@@ -118,11 +124,17 @@ impl Shared {
         if h == current || last_failed == Some((false, h)) {
             return None;
         }
-        Some(self.reload(trigger))
+        Some(self.reload_locked(trigger))
     }
 
     /// Reads the config file again and applies it if valid.
     pub fn reload(&self, trigger: &str) -> ReloadResult {
+        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_locked(trigger)
+    }
+
+    /// [`Shared::reload`] with the `reloading` lock held.
+    fn reload_locked(&self, trigger: &str) -> ReloadResult {
         let started = Instant::now();
         let text = std::fs::read_to_string(&self.config_path);
         let parsed = match &text {
@@ -169,10 +181,7 @@ impl Shared {
         let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
-        // Keep what cannot change in place, so the running process stays self-consistent.
-        new.server.listen = old.server.listen.clone();
-        new.server.threads = old.server.threads;
-        new.admin = old.admin.clone();
+        keep_restart_only(&old, &mut new);
         let keys = |c: &Config| -> HashSet<(String, String)> {
             c.upstreams
                 .iter()
@@ -187,8 +196,10 @@ impl Shared {
         result.added = diff(&new_keys, &old_keys);
         result.removed = diff(&old_keys, &new_keys);
         let freed = self.release_unchecked(&new);
+        let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
+        self.registry.retain_upstreams(&upstreams);
         for msg in freed {
             tracing::info!("{msg}");
             self.event("backend", msg);
@@ -323,22 +334,40 @@ fn diff(a: &HashSet<(String, String)>, b: &HashSet<(String, String)>) -> Vec<Str
     v
 }
 
-/// Settings that only a restart can change.
+/// Settings that only a restart can change (they are read once, at start-up).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.server.listen != new.server.listen {
-        out.push("server.listen".to_string());
-    }
-    if old.server.threads != new.server.threads {
-        out.push("server.threads".to_string());
-    }
-    if old.admin != new.admin {
-        out.push("admin.listen".to_string());
-    }
-    if old.server.access_log != new.server.access_log {
-        out.push("server.access_log".to_string());
-    }
-    out
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("server.listen", o.listen != n.listen),
+        ("server.threads", o.threads != n.threads),
+        ("server.grace_period", o.grace_period != n.grace_period),
+        ("server.work_stealing", o.work_stealing != n.work_stealing),
+        (
+            "server.upstream_keepalive_pool_size",
+            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+        ),
+        ("server.log", o.log != n.log),
+        ("server.access_log", o.access_log != n.access_log),
+        ("admin.listen", old.admin != new.admin),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
+}
+
+/// Carries the running values of restart-only settings into `new`, so the live config (and
+/// everything that reads it) only ever shows what is applied.
+fn keep_restart_only(old: &Config, new: &mut Config) {
+    let (o, n) = (&old.server, &mut new.server);
+    n.listen = o.listen.clone();
+    n.threads = o.threads;
+    n.grace_period = o.grace_period;
+    n.work_stealing = o.work_stealing;
+    n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
+    n.log = o.log.clone();
+    n.access_log = o.access_log.clone();
+    new.admin = old.admin.clone();
 }
 
 /// A stable 64-bit FNV-1a hash of the config text (shown in `/status`).
@@ -361,8 +390,121 @@ impl Shared {
         self.snapshot.load().no_route.record(code, elapsed);
     }
 
+    /// The Prometheus page: current backends, and removed ones while requests remain on them.
+    pub fn render_metrics(&self) -> String {
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        draining.retain(|(_, s)| s.in_flight() > 0);
+        self.metrics.render(&self.snapshot.load(), &draining)
+    }
+
     /// The configured graceful-stop budget.
     pub fn config_grace(&self) -> Duration {
         self.snapshot.load().config.server.grace_period
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file in a fresh directory and the live state loaded from it.
+    fn load(tag: &str, text: &str) -> (PathBuf, Arc<Shared>) {
+        let dir = std::env::temp_dir().join(format!("lb-unit-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = config::parse(text).unwrap();
+        (path.clone(), Shared::new(config, &path, hash_text(text)))
+    }
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let text =
+            format!("{BASE}grace_period = \"3s\"\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n");
+        let (path, shared) = load("restart-only", &text);
+        let before = shared.snapshot.load().config.server.clone();
+        let changed = format!(
+            "{BASE}grace_period = \"9s\"\nwork_stealing = true\nupstream_keepalive_pool_size = 7\nlog = \"debug\"\naccess_log = \"/dev/null\"\nthreads = 3\n[upstreams.api]\nbackends = [\"127.0.0.1:3\"]\n"
+        );
+        std::fs::write(&path, changed).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        let now = shared.snapshot.load().config.clone();
+        assert_eq!(now.upstreams[0].backends[0].address, "127.0.0.1:3");
+        assert_eq!(now.server.grace_period, before.grace_period);
+        assert_eq!(now.server.work_stealing, before.work_stealing);
+        assert_eq!(
+            now.server.upstream_keepalive_pool_size,
+            before.upstream_keepalive_pool_size
+        );
+        assert_eq!(now.server.log, before.log);
+        assert_eq!(now.server.access_log, before.access_log);
+        assert_eq!(now.server.threads, before.threads);
+    }
+
+    #[test]
+    fn own_answer_stats_of_a_removed_upstream_are_dropped() {
+        let with = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n[upstreams.web]\nbackends = [\"127.0.0.1:3\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n");
+        let without = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n");
+        let (path, shared) = load("own", &with);
+        shared.registry.own_stats("web").record(502, Duration::ZERO);
+        std::fs::write(&path, &without).unwrap();
+        assert!(shared.reload("test").ok);
+        std::fs::write(&path, &with).unwrap();
+        assert!(shared.reload("test").ok);
+        assert_eq!(shared.registry.own_stats("web").count(), 0);
+    }
+
+    /// File-watch, SIGHUP and `POST /reload` reloads race while the file changes: the reload
+    /// triggered after the last write must leave the last written text applied.
+    #[test]
+    fn concurrent_reloads_end_with_the_newest_file() {
+        let version = |v: usize| {
+            let backends: Vec<String> = (0..300)
+                .map(|i| format!("\"127.0.{}.{}:{}\"", i / 250, 1 + i % 250, 1000 + v))
+                .collect();
+            format!(
+                "{BASE}[upstreams.api]\nbackends = [{}]\n",
+                backends.join(", ")
+            )
+        };
+        let (path, shared) = load("race", &version(0));
+        let write = |text: &str| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        for round in 1..=40 {
+            write(&version(2 * round));
+            let newest = version(2 * round + 1);
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let racers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (shared, start) = (shared.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        shared.reload("racer");
+                    })
+                })
+                .collect();
+            start.wait();
+            write(&newest);
+            shared.reload("last");
+            for r in racers {
+                r.join().unwrap();
+            }
+            let applied = shared.config_hash.lock().unwrap().0;
+            assert_eq!(
+                applied,
+                hash_text(&newest),
+                "round {round}: an older file won"
+            );
+            let port = shared.snapshot.load().upstreams[0].config.backends[0]
+                .addr
+                .port();
+            assert_eq!(port as usize, 1000 + 2 * round + 1, "round {round}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
@@ -62,15 +62,13 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         Ok(rt) => rt.block_on(health::initial_round(&shared)),
         Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
     }
-    let opt = Opt {
-        upgrade: opts.upgrade,
-        ..Opt::default()
-    };
     let conf = server_conf(&config, path);
     let pid_file = conf.pid_file.clone();
-    if opts.upgrade {
-        request_handover(&pid_file);
-    }
+    let upgrade = opts.upgrade && request_handover(&pid_file, path, &config);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
@@ -99,7 +97,10 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         svc.add_tcp(&admin.listen.to_string());
         server.add_service(svc);
     }
-    server.add_service(background_service("lb health", Background(shared.clone())));
+    server.add_service(background_service(
+        "lb health",
+        Background(shared.clone(), pid_file.clone()),
+    ));
     tracing::info!(
         listen = ?config.server.listen,
         admin = ?config.admin.as_ref().map(|a| a.listen),
@@ -107,7 +108,25 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         "lb {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    server.run_forever()
+    // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
+    server.run(RunArgs::default());
+    before_exit(&shared, &pid_file);
+    std::process::exit(0)
+}
+
+/// What every exit path does last: write out the access log and remove the pid file (unless it
+/// already names the process that took over the sockets).
+fn before_exit(shared: &Shared, pid_file: &str) {
+    if let Some(log) = &shared.access_log {
+        if !log.flush(crate::access_log::FLUSH_TIMEOUT) {
+            tracing::warn!("access log not fully written before exit");
+        }
+    }
+    let ours =
+        std::fs::read_to_string(pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(pid_file);
+    }
 }
 
 fn server_conf(config: &Config, path: &Path) -> ServerConf {
@@ -140,15 +159,16 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
     }
 }
 
-/// Health supervisor (and, later, other housekeeping) on pingora's background runtime.
-struct Background(Arc<Shared>);
+/// Health supervisor (and, later, other housekeeping) on pingora's background runtime; the
+/// second field is the pid file to remove on exit.
+struct Background(Arc<Shared>, String);
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let s = &self.0;
         // Outlives the shutdown broadcast below, which arrives together with the signal.
-        tokio::spawn(drain_on_stop_signals(s.config_grace()));
+        tokio::spawn(drain_on_stop_signals(s.clone(), self.1.clone()));
         // join!, not select!: one task ending (e.g. no file watcher available) must not stop the others.
         let work = async {
             tokio::join!(
@@ -168,7 +188,8 @@ impl BackgroundService for Background {
 /// in flight have finished (or the grace period is over). SIGTERM: pingora stops accepting and
 /// closes keep-alive connections; SIGQUIT (upgrade): the new process has the sockets after
 /// pingora's 5 s hand-over window, then the same drain.
-async fn drain_on_stop_signals(grace: Duration) {
+async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
+    let grace = shared.config_grace();
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut quit)) =
         (signal(SignalKind::terminate()), signal(SignalKind::quit()))
@@ -189,6 +210,7 @@ async fn drain_on_stop_signals(grace: Duration) {
             in_flight = crate::proxy::active_requests(),
             "graceful stop complete; exiting"
         );
+        before_exit(&shared, &pid_file);
         std::process::exit(0);
     });
     std::future::pending::<()>().await;
@@ -197,26 +219,94 @@ async fn drain_on_stop_signals(grace: Duration) {
 /// pingora keeps serving for this long after handing its sockets to an upgraded process.
 const UPGRADE_HANDOVER: Duration = Duration::from_secs(5);
 
-/// With `--upgrade`: ask the running lb (found through the pid file) to hand over its sockets.
-fn request_handover(pid_file: &str) {
-    let Some(pid) = std::fs::read_to_string(pid_file)
+/// With `--upgrade`: asks the running lb serving this config (found through the pid file) to
+/// hand over its sockets. Returns false, after saying why, when there is no such lb: the caller
+/// then starts normally, which this allows only when nothing else holds the listeners (exits
+/// with status 1 otherwise).
+fn request_handover(pid_file: &str, config_path: &Path, config: &Config) -> bool {
+    let pid = std::fs::read_to_string(pid_file)
         .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    else {
-        tracing::warn!(
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    match pid {
+        Some(pid) if serves_config(pid, config_path) => {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                tracing::info!(
+                    old_pid = pid,
+                    "--upgrade: asking the running lb for its listening sockets"
+                );
+                let _ = std::process::Command::new("kill")
+                    .args(["-QUIT", &pid.to_string()])
+                    .status();
+            });
+            return true;
+        }
+        Some(pid) => tracing::warn!(
             pid_file,
-            "--upgrade: no running lb found; waiting for a SIGQUIT'd lb to send its sockets"
-        );
-        return;
+            pid,
+            "--upgrade: pid {pid} is not an lb serving this config; starting normally"
+        ),
+        None => tracing::warn!(
+            pid_file,
+            "--upgrade: no running lb found (no pid file); starting normally"
+        ),
+    }
+    if let Err(e) = listeners_free(config) {
+        tracing::error!("--upgrade: cannot start normally: {e}");
+        std::process::exit(1);
+    }
+    false
+}
+
+/// Whether `pid` is an lb started with this config file: its command line names an `lb` binary
+/// (or one named like ours, e.g. after a rename) and an argument that resolves to the same file.
+/// `/proc/PID/exe` may end in " (deleted)" after an in-place binary swap; only names are compared.
+fn serves_config(pid: u32, config: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
     };
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        tracing::info!(
-            old_pid = pid,
-            "--upgrade: asking the running lb for its listening sockets"
-        );
-        let _ = std::process::Command::new("kill")
-            .args(["-QUIT", &pid.to_string()])
-            .status();
-    });
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let base = |p: &Path| {
+        p.file_name().map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+    };
+    let ours = std::env::current_exe().ok().and_then(|p| base(&p));
+    let theirs = [
+        args.first().and_then(|a| base(Path::new(a))),
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| base(&p)),
+    ];
+    let named_lb = theirs
+        .iter()
+        .flatten()
+        .any(|n| n == "lb" || Some(n) == ours.as_ref());
+    let Ok(want) = std::fs::canonicalize(config) else {
+        return false;
+    };
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    named_lb
+        && args.iter().skip(1).any(|a| {
+            let a = a.strip_prefix("--config=").unwrap_or(a);
+            std::fs::canonicalize(cwd.join(a)).is_ok_and(|p| p == want)
+        })
+}
+
+/// Binds (and releases) every listening address of `config`; names the first one in use.
+fn listeners_free(config: &Config) -> Result<(), String> {
+    let admin = config.admin.as_ref().map(|a| ("admin.listen", a.listen));
+    let proxy = config.server.listen.iter().map(|a| ("server.listen", *a));
+    for (key, addr) in proxy.chain(admin) {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(format!("{key} {addr} is in use ({e})"));
+        }
+    }
+    Ok(())
 }

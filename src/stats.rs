@@ -106,10 +106,8 @@ pub fn render(out: &mut String, series: &[(&str, &str, &RequestStats)]) {
         "# HELP lb_request_duration_seconds Request duration through lb"
     );
     let _ = writeln!(out, "# TYPE lb_request_duration_seconds histogram");
+    // Empty histograms too: their labels are known, so the series exist from the first scrape.
     for (up, be, s) in series {
-        if s.count() == 0 {
-            continue;
-        }
         let (up, be) = (esc(up), esc(be));
         let mut cumulative = 0;
         for (b, n) in DURATION_BUCKETS.iter().zip(s.buckets.iter()) {

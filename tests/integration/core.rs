@@ -93,13 +93,19 @@ fn closed_port_is_retried_and_all_dead_is_502() {
     assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
     assert!(!backends.contains_key(""), "{backends:?}");
     let m = lb.metrics();
+    // Series exist at 0 from the start: check the values.
     assert!(
-        m.contains("lb_retries_total{upstream=\"api\"}"),
-        "retries counted"
+        !m.contains("lb_retries_total{upstream=\"api\"} 0\n"),
+        "retries counted:\n{m}"
     );
-    assert!(m.contains(&format!(
+    let refused = format!(
         "lb_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\",upstream=\"api\"}}"
-    )));
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with(&refused) && !l.ends_with(" 0")),
+        "connect errors counted:\n{m}"
+    );
 
     let (d1, d2) = (free_port(), free_port());
     let lb2 = Lb::start(&format!(

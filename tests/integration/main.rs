@@ -10,4 +10,5 @@ mod edge_correctness;
 mod hardening;
 mod health;
 mod observe;
+mod ops_correctness;
 mod reload;
