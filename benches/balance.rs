@@ -25,9 +25,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lb::backend::{BackendState, InFlightGuard, State, UpstreamState};
 use lb::balance::{smooth_schedule, Balancer, Candidate, WEIGHT_SCALE};
 use lb::config::Strategy;
+use lb::state::backend::{BackendState, InFlightGuard, State, UpstreamState};
 
 const SIZES: [usize; 4] = [2, 100, 1_000, 10_000];
 const STRATEGIES: [(Strategy, &str); 2] = [

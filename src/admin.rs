@@ -10,7 +10,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::reload::Shared;
+use crate::runtime::Shared;
 
 /// The dashboard page (self-contained: no external assets).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -26,11 +26,8 @@ impl Admin {
 
     fn status(&self) -> Value {
         let snap = self.shared.snapshot.load_full();
-        let (hash, loaded_at) = *self
-            .shared
-            .config_hash
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let loaded = *self.shared.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let (hash, loaded_at) = (loaded.hash, loaded.loaded_at_ms);
         let last = self
             .shared
             .last_reload
@@ -92,7 +89,7 @@ impl Admin {
                 "last_reload": last,
             },
             "uptime_s": self.shared.started.elapsed().as_secs_f64(),
-            "downstream_connections": crate::metrics::established_connections(
+            "downstream_connections": crate::observe::metrics::established_connections(
                 &snap.config.server.listen.iter().map(|a| a.port()).collect::<Vec<_>>()
             ),
             "upstreams": upstreams,

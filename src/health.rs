@@ -7,58 +7,15 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_error::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::backend::{epoch_ms, BackendState, State};
 use crate::config::{CheckKind, HealthCheckConfig, PassiveConfig};
-use crate::reload::Shared;
+use crate::runtime::Shared;
 use crate::snapshot::Upstream;
-
-/// Why an upstream attempt failed (also the `kind` label of `lb_upstream_errors_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    ConnectRefused,
-    ConnectTimeout,
-    ConnectError,
-    ReadTimeout,
-    WriteTimeout,
-    Reset,
-    InvalidResponse,
-    Status5xx,
-    Other,
-}
-
-impl FailureKind {
-    pub fn of(e: &Error) -> FailureKind {
-        use ErrorType::*;
-        match e.etype() {
-            ConnectRefused => FailureKind::ConnectRefused,
-            ConnectTimedout => FailureKind::ConnectTimeout,
-            ConnectError | ConnectNoRoute | BindError | SocketError => FailureKind::ConnectError,
-            ReadTimedout => FailureKind::ReadTimeout,
-            WriteTimedout => FailureKind::WriteTimeout,
-            ConnectionClosed | ReadError | WriteError => FailureKind::Reset,
-            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 => FailureKind::InvalidResponse,
-            _ => FailureKind::Other,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::ConnectRefused => "connect_refused",
-            FailureKind::ConnectTimeout => "connect_timeout",
-            FailureKind::ConnectError => "connect_error",
-            FailureKind::ReadTimeout => "read_timeout",
-            FailureKind::WriteTimeout => "write_timeout",
-            FailureKind::Reset => "reset",
-            FailureKind::InvalidResponse => "invalid_response",
-            FailureKind::Status5xx => "status_5xx",
-            FailureKind::Other => "other",
-        }
-    }
-}
+use crate::state::backend::{BackendState, State};
+pub use crate::state::outcome::FailureKind;
+use crate::util::time::process_ms;
 
 /// Called on every failed attempt; ejects the backend after `consecutive_failures` in a row.
 pub fn passive_failure(shared: &Arc<Shared>, up: &Upstream, i: usize, kind: FailureKind) {
@@ -134,7 +91,7 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
         if state.state_cas(State::Ejected, State::Up).is_ok() {
-            state.ejected_at_ms.store(epoch_ms(), Relaxed);
+            state.ejected_at_ms.store(process_ms(), Relaxed);
             announce(
                 &shared,
                 &name,
@@ -158,7 +115,7 @@ fn may_eject(up: &Upstream, max_percent: u32) -> bool {
 fn ejection_duration(state: &BackendState, p: &PassiveConfig) -> Duration {
     let last_return = state.ejected_at_ms.load(Relaxed);
     if last_return != 0
-        && epoch_ms().saturating_sub(last_return) > p.max_ejection_time.as_millis() as u64
+        && process_ms().saturating_sub(last_return) > p.max_ejection_time.as_millis() as u64
     {
         state.ejections.store(0, Relaxed);
     }

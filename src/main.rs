@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lb::logging::LogFormat;
+use lb::observe::logging::LogFormat;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    lb::logging::init(cli.log_format, config.server.log.as_deref());
+    lb::observe::logging::init(cli.log_format, config.server.log.as_deref());
     let hash = lb::reload::hash_text(&text);
     let opts = lb::server::RunOptions {
         upgrade: cli.upgrade,

@@ -20,13 +20,13 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::access_log::{AccessLogger, Entry};
-use crate::backend::InFlightGuard;
 use crate::config::NormalizePath;
+use crate::edge::path;
 use crate::health::{self, FailureKind};
-use crate::path;
-use crate::reload::Shared;
+use crate::observe::access_log::{AccessLogger, Entry};
+use crate::runtime::Shared;
 use crate::snapshot::{Snapshot, Upstream};
+use crate::state::backend::InFlightGuard;
 
 /// The lb proxy service.
 pub struct Proxy {

@@ -1,5 +1,4 @@
-//! The live state of a running lb ([`Shared`]) and how it changes: config reloads (file watch,
-//! SIGHUP, `POST /reload`) and snapshot rebuilds after health changes.
+//! Config reloads (file watch, SIGHUP, `POST /reload`) of the running lb's [`Shared`] state.
 //!
 //! A reload parses and validates the whole file first; on any problem nothing changes. A valid
 //! config becomes one new [`Snapshot`] swapped in atomically. Backend state lives in the
@@ -7,113 +6,24 @@
 //! ejection, in-flight count and slow-start progress. Removed backends are marked `draining`: they
 //! get no new requests and finish the ones they have.
 
-use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use serde::Serialize;
-
-use crate::backend::{Registry, State};
 use crate::config::{self, Config, Problem};
+use crate::runtime::{LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
-
-/// How many timeline events `/status` and the dashboard keep.
-pub const EVENT_CAPACITY: usize = 200;
-
-/// One entry of the event timeline (state changes, reloads, rejected configs).
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    /// Unix time in milliseconds.
-    pub time_ms: u64,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-/// The outcome of the last reload attempt.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct ReloadResult {
-    pub ok: bool,
-    pub time_ms: u64,
-    pub trigger: String,
-    pub problems: Vec<String>,
-    /// Settings that changed in the file but only take effect after a restart.
-    pub needs_restart: Vec<String>,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub duration_ms: f64,
-    #[serde(skip)]
-    pub text_hash: u64,
-}
-
-/// A removed backend, keyed by `(upstream, address)`, still finishing requests.
-pub type Draining = ((String, String), Arc<crate::backend::BackendState>);
-
-/// Everything the request path, health checks and the admin API share.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: Registry,
-    pub config_path: PathBuf,
-    /// Hash of the loaded file's text.
-    pub config_hash: Mutex<(u64, u64)>,
-    /// Serialises snapshot rebuilds (never taken by requests).
-    rebuild: Mutex<()>,
-    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
-    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
-    /// applied is the newest.
-    reloading: Mutex<()>,
-    pub last_reload: Mutex<Option<ReloadResult>>,
-    events: Mutex<VecDeque<Event>>,
-    /// Woken after each swap so the health supervisor can follow the new backend set.
-    pub changed: tokio::sync::Notify,
-    pub started: Instant,
-    pub metrics: crate::metrics::Metrics,
-    /// Set at start-up from `server.access_log` (changing it needs a restart).
-    pub access_log: Option<crate::access_log::AccessLogger>,
-    /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
-    pub draining: Mutex<Vec<Draining>>,
-}
+use crate::state::backend::State;
+use crate::util::time::unix_ms;
 
 impl Shared {
-    /// Builds the first snapshot from an already validated config.
-    pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
-        let registry = Registry::default();
-        let access_log = crate::access_log::AccessLogger::start(&config.server.access_log);
-        let snapshot = Snapshot::build(Arc::new(config), &registry);
-        registry.finish_startup();
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            registry,
-            config_path: path.to_owned(),
-            config_hash: Mutex::new((text_hash, unix_ms())),
-            rebuild: Mutex::new(()),
-            reloading: Mutex::new(()),
-            last_reload: Mutex::new(None),
-            events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
-            changed: tokio::sync::Notify::new(),
-            started: Instant::now(),
-            metrics: crate::metrics::Metrics::new(),
-            access_log,
-            draining: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Rebuilds the snapshot from the current config (after health or slow-start changes), so the
-    /// balancers' schedules only hold usable backends.
-    pub fn rebuild(&self) {
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let config = self.snapshot.load().config.clone();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(config, &self.registry)));
-    }
-
     /// Reloads only when the file's text differs from what is loaded (file-watch events are
     /// noisy: editors write several times, directories see unrelated files).
     pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
         let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(&self.config_path).ok()?;
-        let current = self.config_hash.lock().unwrap_or_else(|e| e.into_inner()).0;
+        let current = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).hash;
         let last_failed = self
             .last_reload
             .lock()
@@ -167,7 +77,10 @@ impl Shared {
             Ok(new) => {
                 let hash = text.as_deref().map(hash_text).unwrap_or_default();
                 self.apply(new, &mut result);
-                *self.config_hash.lock().unwrap_or_else(|e| e.into_inner()) = (hash, unix_ms());
+                *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
+                    hash,
+                    loaded_at_ms: unix_ms(),
+                };
                 result.ok = true;
                 self.metrics.reload(true);
             }
@@ -251,28 +164,6 @@ impl Shared {
             }
         }
         out
-    }
-
-    /// Records a timeline event (and logs nothing: callers log with their own level).
-    pub fn event(&self, kind: &'static str, message: String) {
-        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if ev.len() == EVENT_CAPACITY {
-            ev.pop_front();
-        }
-        ev.push_back(Event {
-            time_ms: unix_ms(),
-            kind,
-            message,
-        });
-    }
-
-    pub fn events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
     }
 }
 
@@ -370,37 +261,9 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.admin = old.admin.clone();
 }
 
-/// A stable 64-bit FNV-1a hash of the config text (shown in `/status`).
+/// The config hash shown in `/status`: FNV-1a of the file's text.
 pub fn hash_text(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
-impl Shared {
-    /// Counts an answer lb gave before any routing (`lb_requests_total{upstream="",backend=""}`).
-    pub fn record_own_answer(&self, code: u16, elapsed: Duration) {
-        self.snapshot.load().no_route.record(code, elapsed);
-    }
-
-    /// The Prometheus page: current backends, and removed ones while requests remain on them.
-    pub fn render_metrics(&self) -> String {
-        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        draining.retain(|(_, s)| s.in_flight() > 0);
-        self.metrics.render(&self.snapshot.load(), &draining)
-    }
-
-    /// The configured graceful-stop budget.
-    pub fn config_grace(&self) -> Duration {
-        self.snapshot.load().config.server.grace_period
-    }
+    crate::util::hash::fnv1a64(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -495,7 +358,7 @@ mod tests {
             for r in racers {
                 r.join().unwrap();
             }
-            let applied = shared.config_hash.lock().unwrap().0;
+            let applied = shared.loaded.lock().unwrap().hash;
             assert_eq!(
                 applied,
                 hash_text(&newest),

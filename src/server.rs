@@ -17,7 +17,8 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::health;
 use crate::proxy::Proxy;
-use crate::reload::{self, Shared};
+use crate::reload;
+use crate::runtime::Shared;
 
 /// Start-up options that are not part of the config file.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +119,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
 /// already names the process that took over the sockets).
 fn before_exit(shared: &Shared, pid_file: &str) {
     if let Some(log) = &shared.access_log {
-        if !log.flush(crate::access_log::FLUSH_TIMEOUT) {
+        if !log.flush(crate::observe::access_log::FLUSH_TIMEOUT) {
             tracing::warn!("access log not fully written before exit");
         }
     }

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::backend::{BackendState, Registry, State, UpstreamState};
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::{Config, UpstreamConfig};
+use crate::state::backend::{BackendState, State, UpstreamState};
+use crate::state::registry::Registry;
 
 /// One backend of one upstream, as of this snapshot.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ impl Backend {
 pub struct Upstream {
     pub config: UpstreamConfig,
     /// lb's own answers (404/502/503/504) for this upstream.
-    pub own: Arc<crate::stats::RequestStats>,
+    pub own: Arc<crate::state::stats::RequestStats>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
     /// Shared with the upstream's other snapshots (balancer position, ejection lock).
@@ -79,7 +80,7 @@ pub struct Snapshot {
     routes: Vec<Route>,
     pub built_at: Instant,
     /// lb's 404s for requests no route matched.
-    pub no_route: Arc<crate::stats::RequestStats>,
+    pub no_route: Arc<crate::state::stats::RequestStats>,
 }
 
 impl Snapshot {

@@ -3,7 +3,7 @@
 
 use super::order::{weyl, Order};
 use super::Candidate;
-use crate::backend::Position;
+use crate::state::backend::Position;
 
 /// The least loaded usable backend, by weight.
 pub(super) fn pick<C: Candidate>(
@@ -70,7 +70,7 @@ pub(super) fn pick<C: Candidate>(
 mod tests {
     use super::super::testing::*;
     use super::super::*;
-    use crate::backend::{InFlightGuard, State};
+    use crate::state::backend::{InFlightGuard, State};
 
     #[test]
     fn least_connections_prefers_lowest_ratio() {

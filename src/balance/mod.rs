@@ -3,7 +3,7 @@
 //!
 //! Weights are in thousandths ([`WEIGHT_SCALE`]): slow start ramps a backend's effective weight
 //! from ~0 to its configured weight, so a weight-1 backend ramps too. Every pick advances the
-//! upstream's [`Position`](crate::backend::UpstreamState::position), which lives in the registry
+//! upstream's [`Position`](crate::state::backend::UpstreamState::position), which lives in the registry
 //! and survives snapshot rebuilds: a rebuild (every health change, every 100 ms while something
 //! slow-starts) continues the sequence instead of starting it over at the first backend.
 //!
@@ -35,8 +35,8 @@ pub mod round_robin;
 
 use std::sync::Arc;
 
-use crate::backend::{BackendState, UpstreamState};
 use crate::config::Strategy;
+use crate::state::backend::{BackendState, UpstreamState};
 use order::Order;
 pub use order::{smooth_schedule, EXACT_LIMIT, SCHEDULE_LIMIT};
 
@@ -120,7 +120,7 @@ pub(crate) mod testing {
             .iter()
             .map(|w| {
                 B(
-                    Arc::new(BackendState::new(crate::backend::State::Up)),
+                    Arc::new(BackendState::new(crate::state::backend::State::Up)),
                     w * WEIGHT_SCALE,
                 )
             })

@@ -2,7 +2,7 @@
 //! integer weights), skipping any that became unusable since the snapshot was built.
 
 use super::order::Order;
-use crate::backend::Position;
+use crate::state::backend::Position;
 
 /// The backend at the upstream's next position.
 pub(super) fn pick(
@@ -25,7 +25,7 @@ pub(super) fn pick(
 mod tests {
     use super::super::testing::*;
     use super::super::*;
-    use crate::backend::State;
+    use crate::state::backend::State;
 
     #[test]
     fn smooth_wrr_matches_nginx() {

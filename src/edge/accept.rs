@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::answer::raw_answer;
 use super::conn::Guarded;
-use crate::reload::Shared;
+use crate::runtime::Shared;
 
 /// How long lb keeps reading (and discarding) from a connection it closes after refusing a request.
 pub(super) const LINGER_TOTAL: Duration = Duration::from_secs(3);

@@ -53,3 +53,4 @@ pub mod request;
 pub use accept::GuardedApp;
 pub use head::{check_head, HeadInfo, Reject};
 pub use request::{early_request_filter, request_body, ConnCtl, RequestState};
+pub mod path;

@@ -12,7 +12,7 @@ use super::answer::answer;
 use super::conn::Guarded;
 use super::head::{check_head, HeadInfo};
 use crate::config::Limits;
-use crate::reload::Shared;
+use crate::runtime::Shared;
 
 pub(super) const SIGNAL_NONE: u8 = 0;
 /// The request layer accepted a head: the header deadline stops.

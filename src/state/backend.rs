@@ -2,10 +2,11 @@
 //! state, passive-failure counters, ejection, slow-start clock and request counters. It lives in an
 //! `Arc` keyed by `(upstream, address)` in the [`Registry`], so a reload carries it over untouched.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+use crate::util::time::process_ms;
+use std::time::Duration;
 
 /// What a backend may be doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +86,15 @@ pub struct BackendState {
     pub(crate) passive_failures: AtomicU32,
     /// How many times in a row it was ejected (ejection time doubles each time).
     pub(crate) ejections: AtomicU32,
-    /// Milliseconds since [`epoch_ms`] when the backend last became usable (slow-start clock).
+    /// Milliseconds since [`process_ms`] when the backend last became usable (slow-start clock).
     pub(crate) up_since_ms: AtomicU64,
-    /// When the last ejection ended (ms since [`epoch_ms`]); 0 = never ejected.
+    /// When the last ejection ended (ms since [`process_ms`]); 0 = never ejected.
     pub(crate) ejected_at_ms: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
-    pub(crate) latency: crate::latency::LatencyWindow,
+    pub(crate) latency: crate::state::latency::LatencyWindow,
     /// Answers from this backend, by status code, and their durations.
-    pub stats: crate::stats::RequestStats,
+    pub stats: crate::state::stats::RequestStats,
     /// Active-check bookkeeping, touched only by the checker task.
     pub(crate) check: Mutex<CheckCounters>,
 }
@@ -154,7 +155,7 @@ impl BackendState {
             .unwrap_or_else(|v| v);
         let old = State::from_u8(prev & !DRAINING_BIT);
         if s == State::Up && old != State::Up {
-            self.up_since_ms.store(epoch_ms(), Relaxed);
+            self.up_since_ms.store(process_ms(), Relaxed);
         }
         old
     }
@@ -168,7 +169,7 @@ impl BackendState {
         {
             Ok(_) => {
                 if to == State::Up {
-                    self.up_since_ms.store(epoch_ms(), Relaxed);
+                    self.up_since_ms.store(process_ms(), Relaxed);
                 }
                 Ok(())
             }
@@ -197,12 +198,12 @@ impl BackendState {
 
     /// Records a finished request's duration for the rolling p50/p99.
     pub fn record_latency(&self, d: Duration) {
-        self.latency.record(d.as_micros() as u64, epoch_ms());
+        self.latency.record(d.as_micros() as u64, process_ms());
     }
 
     /// Rolling (p50, p99) in milliseconds over the last ~10 s.
     pub fn latency(&self) -> (Option<f64>, Option<f64>) {
-        self.latency.quantiles(epoch_ms())
+        self.latency.quantiles(process_ms())
     }
 
     /// Fraction (0..=1) of its weight the backend gets while it slow-starts: 0 at the moment it
@@ -215,7 +216,7 @@ impl BackendState {
         if since == 0 {
             return 1.0;
         }
-        let elapsed = epoch_ms().saturating_sub(since) as f64 / 1000.0;
+        let elapsed = process_ms().saturating_sub(since) as f64 / 1000.0;
         (elapsed / slow_start.as_secs_f64()).clamp(0.0, 1.0)
     }
 }
@@ -242,98 +243,6 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Milliseconds since process start (never 0 once running, so 0 can mean "unset").
-pub fn epoch_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| Instant::now() - Duration::from_millis(1));
-    start.elapsed().as_millis() as u64
-}
-
-/// `(upstream, address)` → state. Touched only when snapshots are built, never per request.
-#[derive(Default, Debug)]
-pub struct Registry {
-    map: Mutex<HashMap<(String, String), Arc<BackendState>>>,
-    upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
-    /// Set once the first snapshot is built: backends that appear later slow-start.
-    started: std::sync::atomic::AtomicBool,
-    /// Per-upstream stats of lb's own answers (`backend=""`); `""` = no route matched.
-    own: Mutex<HashMap<String, Arc<crate::stats::RequestStats>>>,
-}
-
-impl Registry {
-    /// The existing state for this backend, or a fresh one starting in `initial`.
-    pub fn get_or_insert(
-        &self,
-        upstream: &str,
-        address: &str,
-        initial: State,
-    ) -> Arc<BackendState> {
-        let ramp_new = self.started.load(Relaxed);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((upstream.to_string(), address.to_string()))
-            .or_insert_with(|| {
-                let s = Arc::new(BackendState::new(initial));
-                // Present at start-up: full weight at once. Added later (reload, discovery) and
-                // usable without a check: slow-start from now (with checks: from the first pass).
-                let since = if initial == State::Up && ramp_new {
-                    epoch_ms()
-                } else {
-                    0
-                };
-                s.up_since_ms.store(since, Relaxed);
-                s
-            })
-            .clone()
-    }
-
-    /// The state of a backend, if the registry has it.
-    pub fn get(&self, upstream: &str, address: &str) -> Option<Arc<BackendState>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(upstream.to_string(), address.to_string()))
-            .cloned()
-    }
-
-    /// Marks the end of start-up: backends created from now on slow-start.
-    pub fn finish_startup(&self) {
-        self.started.store(true, Relaxed);
-    }
-
-    /// The shared per-upstream state (balancer position, ejection lock).
-    pub fn upstream(&self, name: &str) -> Arc<UpstreamState> {
-        let mut map = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(name.to_string()).or_default().clone()
-    }
-
-    /// Stats of lb's own answers for `upstream` (kept across reloads).
-    pub fn own_stats(&self, upstream: &str) -> Arc<crate::stats::RequestStats> {
-        let mut map = self.own.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(upstream.to_string()).or_default().clone()
-    }
-
-    /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer
-    /// configured (`""`, no route, stays).
-    pub fn retain_upstreams(&self, upstreams: &std::collections::HashSet<String>) {
-        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
-        own.retain(|name, _| name.is_empty() || upstreams.contains(name));
-        drop(own);
-        let mut state = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        state.retain(|name, _| upstreams.contains(name));
-    }
-
-    /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight
-    /// requests, which finish normally).
-    pub fn retain(
-        &self,
-        keep: &std::collections::HashSet<(String, String)>,
-    ) -> Vec<crate::reload::Draining> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<_> = map.keys().filter(|k| !keep.contains(*k)).cloned().collect();
-        gone.into_iter()
-            .filter_map(|k| map.remove(&k).map(|s| (k, s)))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,17 +258,5 @@ mod tests {
         drop(b);
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.requests(), 2);
-    }
-
-    #[test]
-    fn registry_keeps_state_by_key() {
-        let r = Registry::default();
-        let a = r.get_or_insert("api", "127.0.0.1:1", State::Up);
-        a.set_state(State::Down);
-        let b = r.get_or_insert("api", "127.0.0.1:1", State::Up);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(b.state(), State::Down);
-        let c = r.get_or_insert("web", "127.0.0.1:1", State::Up);
-        assert!(!Arc::ptr_eq(&a, &c));
     }
 }

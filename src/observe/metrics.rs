@@ -15,10 +15,10 @@ use prometheus::{
     Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::backend::State;
-use crate::health::FailureKind;
-use crate::reload::Draining;
 use crate::snapshot::Snapshot;
+use crate::state::backend::State;
+use crate::state::outcome::FailureKind;
+use crate::state::registry::Draining;
 
 /// Every `kind` label of `lb_upstream_errors_total`.
 const FAILURE_KINDS: [FailureKind; 9] = {
@@ -47,12 +47,6 @@ fn all_failure_kinds_listed(k: FailureKind) {
 }
 
 const CHECK_RESULTS: [&str; 2] = ["success", "failure"];
-
-/// Latency buckets from 100 µs to 30 s.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
 
 /// Every metric lb exports.
 pub struct Metrics {
@@ -133,7 +127,7 @@ impl Metrics {
         registry
             .register(Box::new(last_reload_success.clone()))
             .expect("unique metric");
-        last_reload_success.set(crate::reload::unix_ms() as f64 / 1000.0);
+        last_reload_success.set(crate::util::time::unix_ms() as f64 / 1000.0);
         let downstream_connections =
             IntGauge::new("lb_downstream_connections", "Open client connections")
                 .expect("valid metric");
@@ -172,7 +166,7 @@ impl Metrics {
             .inc();
         if ok {
             self.last_reload_success
-                .set(crate::reload::unix_ms() as f64 / 1000.0);
+                .set(crate::util::time::unix_ms() as f64 / 1000.0);
         }
     }
 
@@ -212,7 +206,7 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
-        let mut series: Vec<(&str, &str, &crate::stats::RequestStats)> =
+        let mut series: Vec<(&str, &str, &crate::state::stats::RequestStats)> =
             vec![("", "", &snapshot.no_route)];
         for up in &snapshot.upstreams {
             series.push((up.name(), "", &up.own));
@@ -223,7 +217,7 @@ impl Metrics {
         for ((up, address), state) in draining {
             series.push((up, address, &state.stats));
         }
-        crate::stats::render(&mut text, &series);
+        crate::state::stats::render(&mut text, &series);
         text
     }
 

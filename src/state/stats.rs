@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::metrics::DURATION_BUCKETS;
-
 /// Status codes with a dedicated counter; others go to a small locked list.
 const COMMON: [u16; 20] = [
     200, 201, 202, 204, 301, 302, 304, 307, 400, 401, 403, 404, 405, 408, 413, 429, 500, 502, 503,
@@ -29,6 +27,13 @@ pub struct RequestStats {
 }
 
 const DURATION_BUCKETS_LEN: usize = 17;
+
+/// Latency buckets from 100 µs to 30 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+const _: () = assert!(DURATION_BUCKETS.len() == DURATION_BUCKETS_LEN);
 
 impl RequestStats {
     /// Counts one answered request.

@@ -1,0 +1,153 @@
+//! The live state of a running lb: [`Shared`] holds the one `ArcSwap<Snapshot>` every request
+//! reads, the registry of per-backend state, the event timeline, the metrics and the access log.
+//! It rebuilds the snapshot after health changes; config reloads (in [`crate::reload`]) swap in a
+//! new one.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::observe::access_log::AccessLogger;
+use crate::observe::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::state::registry::{Draining, Registry};
+use crate::util::time::unix_ms;
+
+/// How many timeline events `/status` and the dashboard keep.
+pub const EVENT_CAPACITY: usize = 200;
+
+/// One entry of the event timeline (state changes, reloads, rejected configs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The outcome of the last reload attempt.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadResult {
+    pub ok: bool,
+    pub time_ms: u64,
+    pub trigger: String,
+    pub problems: Vec<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub duration_ms: f64,
+    #[serde(skip)]
+    pub text_hash: u64,
+}
+
+/// The config file as loaded: its text's hash and when it was loaded (shown in `/status`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadedConfig {
+    pub hash: u64,
+    pub loaded_at_ms: u64,
+}
+
+/// Everything the request path, health checks and the admin API share.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub config_path: PathBuf,
+    pub loaded: Mutex<LoadedConfig>,
+    /// Serialises snapshot rebuilds (never taken by requests).
+    pub(crate) rebuild: Mutex<()>,
+    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
+    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
+    /// applied is the newest.
+    pub(crate) reloading: Mutex<()>,
+    pub last_reload: Mutex<Option<ReloadResult>>,
+    events: Mutex<VecDeque<Event>>,
+    /// Woken after each swap so the health supervisor can follow the new backend set.
+    pub changed: tokio::sync::Notify,
+    pub started: Instant,
+    pub metrics: Metrics,
+    /// Set at start-up from `server.access_log` (changing it needs a restart).
+    pub access_log: Option<AccessLogger>,
+    /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
+    pub draining: Mutex<Vec<Draining>>,
+}
+
+impl Shared {
+    /// Builds the first snapshot from an already validated config.
+    pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
+        let registry = Registry::default();
+        let access_log = AccessLogger::start(&config.server.access_log);
+        let snapshot = Snapshot::build(Arc::new(config), &registry);
+        registry.finish_startup();
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            config_path: path.to_owned(),
+            loaded: Mutex::new(LoadedConfig {
+                hash: text_hash,
+                loaded_at_ms: unix_ms(),
+            }),
+            rebuild: Mutex::new(()),
+            reloading: Mutex::new(()),
+            last_reload: Mutex::new(None),
+            events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
+            changed: tokio::sync::Notify::new(),
+            started: Instant::now(),
+            metrics: Metrics::new(),
+            access_log,
+            draining: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Rebuilds the snapshot from the current config (after health or slow-start changes), so the
+    /// balancers' schedules only hold usable backends.
+    pub fn rebuild(&self) {
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.snapshot.load().config.clone();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(config, &self.registry)));
+    }
+
+    /// Records a timeline event (and logs nothing: callers log with their own level).
+    pub fn event(&self, kind: &'static str, message: String) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.len() == EVENT_CAPACITY {
+            ev.pop_front();
+        }
+        ev.push_back(Event {
+            time_ms: unix_ms(),
+            kind,
+            message,
+        });
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+    /// Counts an answer lb gave before any routing (`lb_requests_total{upstream="",backend=""}`).
+    pub fn record_own_answer(&self, code: u16, elapsed: Duration) {
+        self.snapshot.load().no_route.record(code, elapsed);
+    }
+
+    /// The Prometheus page: current backends, and removed ones while requests remain on them.
+    pub fn render_metrics(&self) -> String {
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        draining.retain(|(_, s)| s.in_flight() > 0);
+        self.metrics.render(&self.snapshot.load(), &draining)
+    }
+
+    /// The configured graceful-stop budget.
+    pub fn config_grace(&self) -> Duration {
+        self.snapshot.load().config.server.grace_period
+    }
+}
