@@ -27,7 +27,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lb::balance::{smooth_schedule, Balancer, Candidate, WEIGHT_SCALE};
 use lb::config::Strategy;
-use lb::state::backend::{BackendState, InFlightGuard, State, UpstreamState};
+use lb::state::backend::{BackendState, Health, InFlightGuard, UpstreamState};
 
 const SIZES: [usize; 4] = [2, 100, 1_000, 10_000];
 const STRATEGIES: [(Strategy, &str); 2] = [
@@ -54,7 +54,7 @@ impl Candidate for Backend {
 fn pool(n: usize) -> Vec<Backend> {
     (0..n)
         .map(|_| Backend {
-            state: Arc::new(BackendState::new(State::Up)),
+            state: Arc::new(BackendState::new(Health::Up)),
             weight: 1,
         })
         .collect()
@@ -148,7 +148,7 @@ fn take_down_90(backends: &[Backend], clustered: bool) {
             i % 10 != 0
         };
         if down {
-            b.state.set_state(State::Down);
+            b.state.set_state(Health::Down);
         }
     }
 }

@@ -41,16 +41,18 @@ impl Admin {
                 .iter()
                 .map(|b| {
                     let lat = b.state.latency();
+                    let check = b.state.check.lock().unwrap_or_else(|e| e.into_inner());
                     json!({
                         "address": b.address,
                         "weight": b.weight,
                         "effective_weight": if b.state.usable() { b.effective_weight() } else { 0.0 },
-                        "state": b.state.display_state().as_str(),
+                        "state": b.state.status(),
                         "in_flight": b.state.in_flight(),
-                        "requests": b.state.requests(),
+                        "requests": b.state.attempts(),
                         "errors": b.state.errors(),
                         "latency_p50_ms": lat.0,
                         "latency_p99_ms": lat.1,
+                        "last_check_error": check.last_error,
                     })
                 })
                 .collect();
@@ -69,7 +71,7 @@ impl Admin {
                     "effective_weight": 0,
                     "state": "draining",
                     "in_flight": state.in_flight(),
-                    "requests": state.requests(),
+                    "requests": state.attempts(),
                     "errors": state.errors(),
                     "latency_p50_ms": state.latency().0,
                     "latency_p99_ms": state.latency().1,

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::config::{CheckKind, HealthCheckConfig, PassiveConfig};
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
-use crate::state::backend::{BackendState, State};
+use crate::state::backend::{BackendState, Health};
 pub use crate::state::outcome::FailureKind;
 use crate::util::time::process_ms;
 
@@ -68,7 +68,7 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
             );
             return;
         }
-        if b.state.state_cas(State::Up, State::Ejected).is_err() {
+        if b.state.state_cas(Health::Up, Health::Ejected).is_err() {
             return; // someone else changed it first
         }
     }
@@ -78,8 +78,8 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
         shared,
         up.name(),
         &b.address,
-        State::Up,
-        State::Ejected,
+        Health::Up,
+        Health::Ejected,
         &format!("{reason}; ejected for {duration:?}"),
     );
     let (shared, name, address, state) = (
@@ -90,14 +90,14 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
     );
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
-        if state.state_cas(State::Ejected, State::Up).is_ok() {
-            state.ejected_at_ms.store(process_ms(), Relaxed);
+        if state.state_cas(Health::Ejected, Health::Up).is_ok() {
+            state.returned_at_ms.store(process_ms(), Relaxed);
             announce(
                 &shared,
                 &name,
                 &address,
-                State::Ejected,
-                State::Up,
+                Health::Ejected,
+                Health::Up,
                 "ejection expired",
             );
         }
@@ -113,7 +113,7 @@ fn may_eject(up: &Upstream, max_percent: u32) -> bool {
 /// `ejection_time × 2^(n-1)` for the n-th ejection in a row, capped at `max_ejection_time`. The
 /// run resets once a backend has stayed in for `max_ejection_time`.
 fn ejection_duration(state: &BackendState, p: &PassiveConfig) -> Duration {
-    let last_return = state.ejected_at_ms.load(Relaxed);
+    let last_return = state.returned_at_ms.load(Relaxed);
     if last_return != 0
         && process_ms().saturating_sub(last_return) > p.max_ejection_time.as_millis() as u64
     {
@@ -130,8 +130,8 @@ pub fn announce(
     shared: &Shared,
     upstream: &str,
     address: &str,
-    from: State,
-    to: State,
+    from: Health,
+    to: Health,
     reason: &str,
 ) {
     let msg = format!(
@@ -139,7 +139,7 @@ pub fn announce(
         from.as_str(),
         to.as_str()
     );
-    if to == State::Up {
+    if to == Health::Up {
         tracing::info!(
             upstream,
             backend = address,
@@ -166,14 +166,14 @@ pub fn announce(
         let checking = u
             .backends
             .iter()
-            .any(|b| b.state.state() == State::Checking);
+            .any(|b| b.state.state() == Health::Checking);
         if usable == 0 && !checking {
             tracing::error!(
                 upstream,
                 "no usable backend: requests get 503 until one recovers"
             );
             shared.event("upstream", format!("{upstream}: no usable backend"));
-        } else if to == State::Up && usable == 1 {
+        } else if to == Health::Up && usable == 1 {
             shared.event("upstream", format!("{upstream}: serving again"));
         }
     }
@@ -257,14 +257,15 @@ pub fn apply_check(
             Ok(()) => {
                 c.failures = 0;
                 c.passes += 1;
-                let rise = current == State::Checking
-                    || (current == State::Down && c.passes >= hc.healthy_threshold);
+                c.last_error = None;
+                let rise = current == Health::Checking
+                    || (current == Health::Down && c.passes >= hc.healthy_threshold);
                 if !rise {
                     return;
                 }
                 (
                     current,
-                    State::Up,
+                    Health::Up,
                     format!("{} consecutive passing checks", c.passes),
                 )
             }
@@ -272,15 +273,15 @@ pub fn apply_check(
                 c.passes = 0;
                 c.failures += 1;
                 c.last_error = Some(why.clone());
-                let fall = current == State::Checking
-                    || (matches!(current, State::Up | State::Ejected)
+                let fall = current == Health::Checking
+                    || (matches!(current, Health::Up | Health::Ejected)
                         && c.failures >= hc.unhealthy_threshold);
                 if !fall {
                     return;
                 }
                 (
                     current,
-                    State::Down,
+                    Health::Down,
                     format!("{} consecutive failures: {why}", c.failures),
                 )
             }
@@ -310,7 +311,7 @@ pub async fn initial_round(shared: &Shared) {
             });
         }
     }
-    for (name, address, state, hc, r) in futures_join_all(tasks).await {
+    for (name, address, state, hc, r) in join_spawned(tasks).await {
         apply_check(shared, &name, &address, &hc, &state, r);
         // Backends present at start-up have no warm peers to protect: no slow start for them.
         state.up_since_ms.store(0, Relaxed);
@@ -318,7 +319,7 @@ pub async fn initial_round(shared: &Shared) {
     shared.rebuild();
 }
 
-async fn futures_join_all<F>(futs: Vec<F>) -> Vec<F::Output>
+async fn join_spawned<F>(futs: Vec<F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
@@ -386,7 +387,7 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
             (hc, up.config.backends[i].addr, up.backends[i].state.clone())
         };
         // Spread checks over the interval instead of hitting every backend at once.
-        let wait = if first && state.state() == State::Checking {
+        let wait = if first && state.state() == Health::Checking {
             Duration::ZERO
         } else if first {
             hc.interval.mul_f64(fastrand::f64())
@@ -439,7 +440,7 @@ mod tests {
         (Shared::new(config, &path, 0), path)
     }
 
-    fn states(shared: &Shared) -> Vec<State> {
+    fn states(shared: &Shared) -> Vec<Health> {
         let snap = shared.snapshot.load();
         snap.upstreams[0]
             .backends
@@ -456,10 +457,10 @@ mod tests {
         );
         let snap = shared.snapshot.load_full();
         let up = &snap.upstreams[0];
-        up.backends[0].state.set_state(State::Down);
+        up.backends[0].state.set_state(Health::Down);
         // One down and one ejected would leave 2 of 3 (67 %) unusable.
         passive_failure(&shared, up, 1, FailureKind::Reset);
-        assert_eq!(states(&shared), vec![State::Down, State::Up, State::Up]);
+        assert_eq!(states(&shared), vec![Health::Down, Health::Up, Health::Up]);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::{self, Config, Problem};
 use crate::runtime::{LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
-use crate::state::backend::State;
+use crate::state::backend::Health;
 use crate::util::time::unix_ms;
 
 impl Shared {
@@ -151,8 +151,8 @@ impl Shared {
                 let Some(state) = self.registry.get(&u.name, &b.address) else {
                     continue;
                 };
-                for from in [State::Down, State::Checking] {
-                    if state.state_cas(from, State::Up).is_ok() {
+                for from in [Health::Down, Health::Checking] {
+                    if state.state_cas(from, Health::Up).is_ok() {
                         out.push(format!(
                             "{}/{}: {} -> up (active health check removed)",
                             u.name,

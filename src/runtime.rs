@@ -143,7 +143,12 @@ impl Shared {
     pub fn render_metrics(&self) -> String {
         let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         draining.retain(|(_, s)| s.in_flight() > 0);
-        self.metrics.render(&self.snapshot.load(), &draining)
+        let dropped = self
+            .access_log
+            .as_ref()
+            .map_or(0, |l| l.dropped.load(std::sync::atomic::Ordering::Relaxed));
+        self.metrics
+            .render(&self.snapshot.load(), &draining, dropped)
     }
 
     /// The configured graceful-stop budget.

@@ -4,13 +4,12 @@
 //! the [`Registry`] and is shared with older snapshots.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::{Config, UpstreamConfig};
-use crate::state::backend::{BackendState, State, UpstreamState};
+use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::registry::Registry;
 
 /// One backend of one upstream, as of this snapshot.
@@ -78,7 +77,6 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
-    pub built_at: Instant,
     /// lb's 404s for requests no route matched.
     pub no_route: Arc<crate::state::stats::RequestStats>,
 }
@@ -114,14 +112,8 @@ impl Snapshot {
             config,
             upstreams,
             routes,
-            built_at: Instant::now(),
             no_route: registry.own_stats(""),
         }
-    }
-
-    /// The upstream for a request, or `None` when no route matches.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
-        self.route_index(host, path).map(|i| &self.upstreams[i])
     }
 
     /// Index into `upstreams` of the upstream for a request.
@@ -161,9 +153,9 @@ fn strip_port(host: &str) -> &str {
 
 fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
     let initial = if u.health_check.is_some() {
-        State::Checking
+        Health::Checking
     } else {
-        State::Up
+        Health::Up
     };
     let backends: Vec<Backend> = u
         .backends
@@ -238,7 +230,10 @@ mod tests {
             upstream = "c"
             "#,
         );
-        let name = |h, p| s.route(h, p).map(|u| u.name().to_string());
+        let name = |h, p| {
+            s.route_index(h, p)
+                .map(|i| s.upstreams[i].name().to_string())
+        };
         assert_eq!(name(None, "/"), Some("a".into()));
         assert_eq!(name(None, "/api/v1"), Some("b".into()));
         assert_eq!(name(Some("x.example:8080"), "/api/v1"), Some("c".into()));
@@ -279,7 +274,7 @@ mod tests {
             upstream = "a"
             "#,
         );
-        assert!(s.route(None, "/web").is_none());
-        assert!(s.route(None, "/api").is_some());
+        assert!(s.route_index(None, "/web").is_none());
+        assert!(s.route_index(None, "/api").is_some());
     }
 }

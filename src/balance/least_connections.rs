@@ -70,7 +70,7 @@ pub(super) fn pick<C: Candidate>(
 mod tests {
     use super::super::testing::*;
     use super::super::*;
-    use crate::state::backend::{InFlightGuard, State};
+    use crate::state::backend::{Health, InFlightGuard};
 
     #[test]
     fn least_connections_prefers_lowest_ratio() {
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn least_connections_skips_down() {
         let b = pool(&[1, 1]);
-        b[0].0.set_state(State::Down);
+        b[0].0.set_state(Health::Down);
         let lb = balancer(Strategy::LeastConnections, &b);
         for _ in 0..4 {
             assert_eq!(lb.pick(&b, |_| false), Some(1));

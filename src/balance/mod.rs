@@ -120,7 +120,7 @@ pub(crate) mod testing {
             .iter()
             .map(|w| {
                 B(
-                    Arc::new(BackendState::new(crate::state::backend::State::Up)),
+                    Arc::new(BackendState::new(crate::state::backend::Health::Up)),
                     w * WEIGHT_SCALE,
                 )
             })

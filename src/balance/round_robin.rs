@@ -25,7 +25,7 @@ pub(super) fn pick(
 mod tests {
     use super::super::testing::*;
     use super::super::*;
-    use crate::state::backend::State;
+    use crate::state::backend::Health;
 
     #[test]
     fn smooth_wrr_matches_nginx() {
@@ -40,7 +40,7 @@ mod tests {
         let lb = balancer(Strategy::RoundRobin, &b);
         for (i, x) in b.iter().enumerate() {
             if i != 777 {
-                x.0.set_state(State::Down);
+                x.0.set_state(Health::Down);
             }
         }
         for _ in 0..10 {

@@ -371,8 +371,4 @@ impl Config {
         }
         s
     }
-
-    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
-        self.upstreams.iter().find(|u| u.name == name)
-    }
 }

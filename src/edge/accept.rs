@@ -24,12 +24,12 @@ pub(super) const LINGER_IDLE: Duration = Duration::from_secs(1);
 pub(super) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One counted client connection; dropping it frees the slot.
-pub(super) struct Slot {
+pub(super) struct ConnSlot {
     pub(super) active: Arc<AtomicUsize>,
     pub(super) shared: Arc<Shared>,
 }
 
-impl Drop for Slot {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
@@ -62,7 +62,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     ) -> Option<Stream> {
         let limits = self.shared.snapshot.load().config.server.limits.clone();
         let n = self.active.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = Slot {
+        let slot = ConnSlot {
             active: self.active.clone(),
             shared: self.shared.clone(),
         };

@@ -20,7 +20,7 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::accept::{linger, Slot, LINGER_IDLE, LINGER_TOTAL, REFUSAL_WRITE_TIMEOUT};
+use super::accept::{linger, ConnSlot, LINGER_IDLE, LINGER_TOTAL, REFUSAL_WRITE_TIMEOUT};
 use super::answer::raw_answer;
 use super::head::{HeadScan, Scan};
 use super::request::{ConnCtl, SIGNAL_HEAD_ACCEPTED, SIGNAL_NONE, SIGNAL_REQUEST_DONE};
@@ -61,7 +61,7 @@ pub struct Guarded {
     head_started: Instant,
     refusal: Vec<u8>,
     refusal_sent: usize,
-    slot: Option<Slot>,
+    slot: Option<ConnSlot>,
 }
 
 impl fmt::Debug for Guarded {
@@ -74,7 +74,7 @@ impl fmt::Debug for Guarded {
 }
 
 impl Guarded {
-    pub(super) fn new(stream: Stream, limits: Limits, slot: Slot) -> Guarded {
+    pub(super) fn new(stream: Stream, limits: Limits, slot: ConnSlot) -> Guarded {
         let now = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.header_timeout;
         Guarded {

@@ -16,7 +16,7 @@ use prometheus::{
 };
 
 use crate::snapshot::Snapshot;
-use crate::state::backend::State;
+use crate::state::backend::Health;
 use crate::state::outcome::FailureKind;
 use crate::state::registry::Draining;
 
@@ -59,6 +59,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload_success: Gauge,
     pub downstream_connections: IntGauge,
+    access_log_dropped: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -128,6 +129,14 @@ impl Metrics {
             .register(Box::new(last_reload_success.clone()))
             .expect("unique metric");
         last_reload_success.set(crate::util::time::unix_ms() as f64 / 1000.0);
+        let access_log_dropped = prometheus::IntCounter::new(
+            "lb_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
         let downstream_connections =
             IntGauge::new("lb_downstream_connections", "Open client connections")
                 .expect("valid metric");
@@ -144,6 +153,7 @@ impl Metrics {
             reloads,
             last_reload_success,
             downstream_connections,
+            access_log_dropped,
         }
     }
 
@@ -172,7 +182,17 @@ impl Metrics {
 
     /// The Prometheus text page, with state gauges refreshed from `snapshot`. `draining` lists
     /// removed backends that still have requests in flight.
-    pub fn render(&self, snapshot: &Snapshot, draining: &[Draining]) -> String {
+    /// The Prometheus page. `access_log_dropped` is the access log's running count of dropped
+    /// lines (it lives with the writer).
+    pub fn render(
+        &self,
+        snapshot: &Snapshot,
+        draining: &[Draining],
+        access_log_dropped: u64,
+    ) -> String {
+        let seen = self.access_log_dropped.get();
+        self.access_log_dropped
+            .inc_by(access_log_dropped.saturating_sub(seen));
         let ports: Vec<u16> = snapshot
             .config
             .server
@@ -190,7 +210,7 @@ impl Metrics {
                 let labels = [up.name(), b.address.as_str()];
                 self.backend_up
                     .with_label_values(&labels)
-                    .set((b.state.state() == State::Up) as i64);
+                    .set((b.state.state() == Health::Up) as i64);
                 self.backend_in_flight
                     .with_label_values(&labels)
                     .set(b.state.in_flight() as i64);

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use crate::util::time::process_ms;
 use std::time::Duration;
 
-/// What a backend may be doing right now.
+/// A backend's health: whether it may take new requests, and if not, why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum State {
+pub enum Health {
     /// Serving traffic.
     Up = 0,
     /// Failed its active health check.
@@ -20,28 +20,24 @@ pub enum State {
     Ejected = 2,
     /// Newly added to a health-checked upstream; waits for its first passing check.
     Checking = 3,
-    /// Removed from the config; finishing the requests it already has.
-    Draining = 4,
 }
 
-impl State {
-    fn from_u8(v: u8) -> State {
+impl Health {
+    fn from_u8(v: u8) -> Health {
         match v {
-            0 => State::Up,
-            1 => State::Down,
-            2 => State::Ejected,
-            3 => State::Checking,
-            _ => State::Draining,
+            0 => Health::Up,
+            1 => Health::Down,
+            2 => Health::Ejected,
+            _ => Health::Checking,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Up => "up",
-            State::Down => "down",
-            State::Ejected => "ejected",
-            State::Checking => "checking",
-            State::Draining => "draining",
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Ejected => "ejected",
+            Health::Checking => "checking",
         }
     }
 }
@@ -88,9 +84,10 @@ pub struct BackendState {
     pub(crate) ejections: AtomicU32,
     /// Milliseconds since [`process_ms`] when the backend last became usable (slow-start clock).
     pub(crate) up_since_ms: AtomicU64,
-    /// When the last ejection ended (ms since [`process_ms`]); 0 = never ejected.
-    pub(crate) ejected_at_ms: AtomicU64,
-    pub(crate) requests: AtomicU64,
+    /// When the last ejection ended (process ms); 0 = never ejected.
+    pub(crate) returned_at_ms: AtomicU64,
+    /// Attempts sent to this backend (retries and resends included).
+    pub(crate) attempts: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) latency: crate::state::latency::LatencyWindow,
     /// Answers from this backend, by status code, and their durations.
@@ -107,15 +104,15 @@ pub struct CheckCounters {
 }
 
 impl BackendState {
-    pub fn new(initial: State) -> Self {
+    pub fn new(initial: Health) -> Self {
         BackendState {
             in_flight: Padded::default(),
             state: AtomicU8::new(initial as u8),
             passive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(0),
-            ejected_at_ms: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            returned_at_ms: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             check: Mutex::new(CheckCounters::default()),
             latency: Default::default(),
@@ -123,18 +120,18 @@ impl BackendState {
         }
     }
 
-    /// The health state (`draining` aside: see [`display_state`](Self::display_state)).
+    /// The health state (`draining` aside: see [`status`](Self::status)).
     #[inline]
-    pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Relaxed) & !DRAINING_BIT)
+    pub fn state(&self) -> Health {
+        Health::from_u8(self.state.load(Relaxed) & !DRAINING_BIT)
     }
 
-    /// The state shown in `/status`: `draining` once removed from the config.
-    pub fn display_state(&self) -> State {
+    /// The state shown in `/status`: the health, or `draining` once removed from the config.
+    pub fn status(&self) -> &'static str {
         if self.is_draining() {
-            State::Draining
+            "draining"
         } else {
-            self.state()
+            self.state().as_str()
         }
     }
 
@@ -148,13 +145,13 @@ impl BackendState {
     }
 
     /// Sets the health state (a draining backend stays draining); returns the previous one.
-    pub fn set_state(&self, s: State) -> State {
+    pub fn set_state(&self, s: Health) -> Health {
         let prev = self
             .state
             .fetch_update(AcqRel, Acquire, |v| Some((v & DRAINING_BIT) | s as u8))
             .unwrap_or_else(|v| v);
-        let old = State::from_u8(prev & !DRAINING_BIT);
-        if s == State::Up && old != State::Up {
+        let old = Health::from_u8(prev & !DRAINING_BIT);
+        if s == Health::Up && old != Health::Up {
             self.up_since_ms.store(process_ms(), Relaxed);
         }
         old
@@ -162,25 +159,25 @@ impl BackendState {
 
     /// Moves from `from` to `to` only if the state is still `from` (never for a draining
     /// backend: its health no longer matters).
-    pub fn state_cas(&self, from: State, to: State) -> Result<(), State> {
+    pub fn state_cas(&self, from: Health, to: Health) -> Result<(), Health> {
         match self
             .state
             .compare_exchange(from as u8, to as u8, AcqRel, Acquire)
         {
             Ok(_) => {
-                if to == State::Up {
+                if to == Health::Up {
                     self.up_since_ms.store(process_ms(), Relaxed);
                 }
                 Ok(())
             }
-            Err(v) => Err(State::from_u8(v)),
+            Err(v) => Err(Health::from_u8(v)),
         }
     }
 
     /// Only `Up` backends that are not draining receive new requests.
     #[inline]
     pub fn usable(&self) -> bool {
-        self.state.load(Relaxed) == State::Up as u8
+        self.state.load(Relaxed) == Health::Up as u8
     }
 
     #[inline]
@@ -188,8 +185,8 @@ impl BackendState {
         self.in_flight.0.load(Relaxed)
     }
 
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Relaxed)
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Relaxed)
     }
 
     pub fn errors(&self) -> u64 {
@@ -228,12 +225,8 @@ pub struct InFlightGuard(Arc<BackendState>);
 impl InFlightGuard {
     pub fn new(state: &Arc<BackendState>) -> Self {
         state.in_flight.0.fetch_add(1, Relaxed);
-        state.requests.fetch_add(1, Relaxed);
+        state.attempts.fetch_add(1, Relaxed);
         InFlightGuard(state.clone())
-    }
-
-    pub fn state(&self) -> &Arc<BackendState> {
-        &self.0
     }
 }
 
@@ -249,7 +242,7 @@ mod tests {
 
     #[test]
     fn guard_counts_in_flight() {
-        let s = Arc::new(BackendState::new(State::Up));
+        let s = Arc::new(BackendState::new(Health::Up));
         let a = InFlightGuard::new(&s);
         let b = InFlightGuard::new(&s);
         assert_eq!(s.in_flight(), 2);
@@ -257,6 +250,6 @@ mod tests {
         assert_eq!(s.in_flight(), 1);
         drop(b);
         assert_eq!(s.in_flight(), 0);
-        assert_eq!(s.requests(), 2);
+        assert_eq!(s.attempts(), 2);
     }
 }

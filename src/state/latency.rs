@@ -9,20 +9,20 @@ const SUB: f64 = 4.0;
 const BUCKETS: usize = 112; // 1 µs · 2^(112/4) ≈ 268 s
 
 #[derive(Debug)]
-struct Slot {
+struct LatencySlot {
     second: AtomicU64,
     counts: [AtomicU32; BUCKETS],
 }
 
 #[derive(Debug)]
 pub struct LatencyWindow {
-    slots: Box<[Slot; SLOTS]>,
+    slots: Box<[LatencySlot; SLOTS]>,
 }
 
 impl Default for LatencyWindow {
     fn default() -> Self {
         LatencyWindow {
-            slots: Box::new(std::array::from_fn(|_| Slot {
+            slots: Box::new(std::array::from_fn(|_| LatencySlot {
                 second: AtomicU64::new(u64::MAX),
                 counts: std::array::from_fn(|_| AtomicU32::new(0)),
             })),

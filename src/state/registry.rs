@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use super::backend::{BackendState, State, UpstreamState};
+use super::backend::{BackendState, Health, UpstreamState};
 use super::stats::RequestStats;
 use crate::util::time::process_ms;
 
@@ -33,7 +33,7 @@ impl Registry {
         &self,
         upstream: &str,
         address: &str,
-        initial: State,
+        initial: Health,
     ) -> Arc<BackendState> {
         let ramp_new = self.started.load(Relaxed);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -42,7 +42,7 @@ impl Registry {
                 let s = Arc::new(BackendState::new(initial));
                 // Present at start-up: full weight at once. Added later (reload, discovery) and
                 // usable without a check: slow-start from now (with checks: from the first pass).
-                let since = if initial == State::Up && ramp_new {
+                let since = if initial == Health::Up && ramp_new {
                     process_ms()
                 } else {
                     0
@@ -105,12 +105,12 @@ mod tests {
     #[test]
     fn registry_keeps_state_by_key() {
         let r = Registry::default();
-        let a = r.get_or_insert("api", "127.0.0.1:1", State::Up);
-        a.set_state(State::Down);
-        let b = r.get_or_insert("api", "127.0.0.1:1", State::Up);
+        let a = r.get_or_insert("api", "127.0.0.1:1", Health::Up);
+        a.set_state(Health::Down);
+        let b = r.get_or_insert("api", "127.0.0.1:1", Health::Up);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(b.state(), State::Down);
-        let c = r.get_or_insert("web", "127.0.0.1:1", State::Up);
+        assert_eq!(b.state(), Health::Down);
+        let c = r.get_or_insert("web", "127.0.0.1:1", Health::Up);
         assert!(!Arc::ptr_eq(&a, &c));
     }
 }
