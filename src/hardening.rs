@@ -136,19 +136,21 @@ static TCHAR: [bool; 256] = {
     t
 };
 
-fn is_tchar(b: u8) -> bool {
+/// A byte allowed in a header name or method (`tchar`).
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[b as usize]
 }
 
 /// Field-value bytes: HTAB, visible ASCII, SP and obs-text. No other control characters (CR, LF,
 /// NUL, DEL, ...). Branch-free so that it vectorises: it runs over every header value.
-fn is_field_value(v: &[u8]) -> bool {
+pub fn is_field_value(v: &[u8]) -> bool {
     v.iter().fold(true, |ok, &b| {
         ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
     })
 }
 
-fn trim_ows(mut v: &[u8]) -> &[u8] {
+/// `v` without leading and trailing optional whitespace (SP, HTAB).
+pub fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
