@@ -68,19 +68,21 @@ pub(super) static TCHAR: [bool; 256] = {
     t
 };
 
-pub(super) fn is_tchar(b: u8) -> bool {
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a token such as a header name or method.
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[b as usize]
 }
 
 /// Field-value bytes: HTAB, visible ASCII, SP and obs-text. No other control characters (CR, LF,
 /// NUL, DEL, ...). Branch-free so that it vectorises: it runs over every header value.
-pub(super) fn is_field_value(v: &[u8]) -> bool {
+pub fn is_field_value(v: &[u8]) -> bool {
     v.iter().fold(true, |ok, &b| {
         ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
     })
 }
 
-pub(super) fn trim_ows(mut v: &[u8]) -> &[u8] {
+/// `v` without optional whitespace (SP, HTAB) at either end.
+pub fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }

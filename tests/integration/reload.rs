@@ -31,6 +31,16 @@ fn reload_storm_under_load_loses_nothing() {
             lb.write_raw(
                 "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [] # invalid\n",
             );
+            // Writes close together may be read as one; make sure this one was seen on its own.
+            wait_for(
+                "the invalid config rejected",
+                Duration::from_secs(5),
+                || {
+                    lb.metrics()
+                        .contains("lb_config_reloads_total{result=\"failure\"} 1")
+                        .then_some(())
+                },
+            );
         } else {
             let mask = (next() % 31 + 1) as usize; // a non-empty subset of the 5
             let list: Vec<(&Backend, u32)> = (0..5)

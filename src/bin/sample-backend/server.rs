@@ -1,0 +1,55 @@
+//! The listener: binds, prints the ready line, accepts TCP connections and spawns a [`Conn`] per
+//! socket until SIGTERM or SIGINT. Another transport (TLS) plugs in here: accept, wrap the
+//! stream, hand it to the same connection loop.
+
+use std::io::{self, Write as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::conn::Conn;
+use crate::response::State;
+
+/// Binds `listen`, prints the ready line tests wait for, and serves until SIGTERM or SIGINT.
+pub async fn run(listen: &str, state: State) -> io::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {listen}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(state);
+    println!("sample-backend {} listening on {addr}", state.name);
+    io::stdout().flush()?;
+    tokio::select! {
+        res = accept_loop(listener, state) => res,
+        res = shutdown_signal() => res,
+    }
+}
+
+async fn shutdown_signal() -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) -> io::Result<()> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { Conn::new(stream).run(&state).await });
+            }
+            Err(e) => {
+                // Typically EMFILE under overload: back off instead of spinning.
+                eprintln!("sample-backend: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
