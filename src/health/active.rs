@@ -1,7 +1,6 @@
-//! Backend health: active checks (HTTP or TCP, rise/fall thresholds, jittered), passive ejection
-//! (consecutive failures, doubling ejection time, `max_ejected_percent`) and the state changes they
-//! cause. Every change is logged once with its reason and triggers a snapshot rebuild so balancers
-//! only schedule usable backends. Checks run on their own connections and tasks.
+//! Active health checks: one task per checked backend, an HTTP `GET` (or a TCP connect) every
+//! `interval` with jitter, bounded by `timeout`; `healthy_threshold` passes bring a backend up,
+//! `unhealthy_threshold` failures take it down. At start-up one round runs before lb takes traffic.
 
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
@@ -10,174 +9,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{CheckKind, HealthCheckConfig, PassiveConfig};
+use super::announce;
+use crate::config::{CheckKind, HealthCheckConfig};
 use crate::runtime::Shared;
-use crate::snapshot::Upstream;
 use crate::state::backend::{BackendState, Health};
-pub use crate::state::outcome::FailureKind;
-use crate::util::time::process_ms;
-
-/// Called on every failed attempt; ejects the backend after `consecutive_failures` in a row.
-pub fn passive_failure(shared: &Arc<Shared>, up: &Upstream, i: usize, kind: FailureKind) {
-    let b = &up.backends[i];
-    b.state.errors.fetch_add(1, Relaxed);
-    shared
-        .metrics
-        .upstream_error(up.name(), &b.address, kind.as_str());
-    let p = &up.config.passive;
-    if p.consecutive_failures == 0 {
-        return;
-    }
-    let n = b.state.passive_failures.fetch_add(1, AcqRel) + 1;
-    if n >= p.consecutive_failures && b.state.usable() {
-        try_eject(
-            shared,
-            up,
-            i,
-            &format!("{n} consecutive failures: {}", kind.as_str()),
-        );
-    }
-}
-
-/// Called with each backend response status: success resets the failure run.
-#[inline]
-pub fn passive_response(shared: &Arc<Shared>, up: &Upstream, i: usize, status: u16) {
-    if status >= 500 && up.config.passive.eject_on_5xx {
-        passive_failure(shared, up, i, FailureKind::Status5xx);
-    } else if up.backends[i].state.passive_failures.load(Relaxed) != 0 {
-        up.backends[i].state.passive_failures.store(0, Relaxed);
-    }
-}
-
-/// Ejects backend `i` unless that would leave more than `max_ejected_percent` of the upstream
-/// unusable. Counting and ejecting happen under the upstream's ejection lock, so simultaneous
-/// failures of several backends cannot all pass the check; every unusable backend counts (down,
-/// checking and ejected alike). A refused ejection restarts the failure run, so the check runs
-/// at most once per `consecutive_failures` failures.
-fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
-    let p = &up.config.passive;
-    let b = &up.backends[i];
-    {
-        let _one_at_a_time = up.state.ejection.lock().unwrap_or_else(|e| e.into_inner());
-        if !may_eject(up, p.max_ejected_percent) {
-            b.state.passive_failures.store(0, Relaxed);
-            tracing::debug!(
-                upstream = up.name(),
-                backend = b.address,
-                "not ejected: max_ejected_percent reached"
-            );
-            return;
-        }
-        if b.state.state_cas(Health::Up, Health::Ejected).is_err() {
-            return; // someone else changed it first
-        }
-    }
-    let duration = ejection_duration(&b.state, p);
-    b.state.passive_failures.store(0, Relaxed);
-    announce(
-        shared,
-        up.name(),
-        &b.address,
-        Health::Up,
-        Health::Ejected,
-        &format!("{reason}; ejected for {duration:?}"),
-    );
-    let (shared, name, address, state) = (
-        shared.clone(),
-        up.name().to_string(),
-        b.address.clone(),
-        b.state.clone(),
-    );
-    tokio::spawn(async move {
-        tokio::time::sleep(duration).await;
-        if state.state_cas(Health::Ejected, Health::Up).is_ok() {
-            state.returned_at_ms.store(process_ms(), Relaxed);
-            announce(
-                &shared,
-                &name,
-                &address,
-                Health::Ejected,
-                Health::Up,
-                "ejection expired",
-            );
-        }
-    });
-}
-
-/// Whether one more backend of `up` may become unusable within `max_percent`.
-fn may_eject(up: &Upstream, max_percent: u32) -> bool {
-    let unusable = up.backends.iter().filter(|b| !b.state.usable()).count();
-    (unusable + 1) * 100 <= max_percent as usize * up.backends.len()
-}
-
-/// `ejection_time × 2^(n-1)` for the n-th ejection in a row, capped at `max_ejection_time`. The
-/// run resets once a backend has stayed in for `max_ejection_time`.
-fn ejection_duration(state: &BackendState, p: &PassiveConfig) -> Duration {
-    let last_return = state.returned_at_ms.load(Relaxed);
-    if last_return != 0
-        && process_ms().saturating_sub(last_return) > p.max_ejection_time.as_millis() as u64
-    {
-        state.ejections.store(0, Relaxed);
-    }
-    let n = state.ejections.fetch_add(1, AcqRel).min(20);
-    p.ejection_time
-        .saturating_mul(1 << n)
-        .min(p.max_ejection_time)
-}
-
-/// Logs a state change once, records it in the timeline and rebuilds the snapshot.
-pub fn announce(
-    shared: &Shared,
-    upstream: &str,
-    address: &str,
-    from: Health,
-    to: Health,
-    reason: &str,
-) {
-    let msg = format!(
-        "{upstream}/{address}: {} -> {} ({reason})",
-        from.as_str(),
-        to.as_str()
-    );
-    if to == Health::Up {
-        tracing::info!(
-            upstream,
-            backend = address,
-            from = from.as_str(),
-            to = to.as_str(),
-            reason,
-            "backend state change"
-        );
-    } else {
-        tracing::warn!(
-            upstream,
-            backend = address,
-            from = from.as_str(),
-            to = to.as_str(),
-            reason,
-            "backend state change"
-        );
-    }
-    shared.event("backend", msg);
-    shared.rebuild();
-    let snap = shared.snapshot.load();
-    if let Some(u) = snap.upstream(upstream) {
-        let usable = u.backends.iter().filter(|b| b.state.usable()).count();
-        let checking = u
-            .backends
-            .iter()
-            .any(|b| b.state.state() == Health::Checking);
-        if usable == 0 && !checking {
-            tracing::error!(
-                upstream,
-                "no usable backend: requests get 503 until one recovers"
-            );
-            shared.event("upstream", format!("{upstream}: no usable backend"));
-        } else if to == Health::Up && usable == 1 {
-            shared.event("upstream", format!("{upstream}: serving again"));
-        }
-    }
-}
 
 /// Result of one active check.
 pub type CheckResult = Result<(), String>;
@@ -417,51 +252,8 @@ fn is_current(shared: &Shared, upstream: &str, address: &str, state: &Arc<Backen
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::shared;
     use super::*;
-
-    /// A `Shared` with one upstream `api` of `backends` backends, then `tables` (TOML).
-    fn shared(tables: &str, backends: usize) -> (Arc<Shared>, std::path::PathBuf) {
-        let list: Vec<String> = (0..backends)
-            .map(|i| format!("\"127.0.0.1:{}\"", 10 + i))
-            .collect();
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [{}]\n{tables}\n",
-            list.join(", ")
-        );
-        let dir = std::env::temp_dir().join(format!(
-            "lb-health-unit-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lb.toml");
-        std::fs::write(&path, &text).unwrap();
-        let config = crate::config::parse(&text).unwrap();
-        (Shared::new(config, &path, 0), path)
-    }
-
-    fn states(shared: &Shared) -> Vec<Health> {
-        let snap = shared.snapshot.load();
-        snap.upstreams[0]
-            .backends
-            .iter()
-            .map(|b| b.state.state())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn ejection_cap_counts_down_backends() {
-        let (shared, _) = shared(
-            "[upstreams.api.passive]\nconsecutive_failures = 1\nmax_ejected_percent = 50",
-            3,
-        );
-        let snap = shared.snapshot.load_full();
-        let up = &snap.upstreams[0];
-        up.backends[0].state.set_state(Health::Down);
-        // One down and one ejected would leave 2 of 3 (67 %) unusable.
-        passive_failure(&shared, up, 1, FailureKind::Reset);
-        assert_eq!(states(&shared), vec![Health::Down, Health::Up, Health::Up]);
-    }
 
     #[tokio::test]
     async fn check_result_for_a_replaced_backend_is_dropped() {

@@ -1,0 +1,107 @@
+//! Backend health: [`active`] checks (HTTP or TCP, rise/fall thresholds, jittered) and
+//! [`passive`] ejection (consecutive failures, doubling ejection time, `max_ejected_percent`), and
+//! the state changes they cause ([`announce`]): every change is logged once with its reason and
+//! triggers a snapshot rebuild so balancers only schedule usable backends.
+
+pub mod active;
+pub mod passive;
+
+pub use crate::state::outcome::FailureKind;
+pub use active::{initial_round, supervise};
+pub use passive::{passive_failure, passive_response};
+
+use crate::runtime::Shared;
+use crate::state::backend::Health;
+
+/// Logs a state change once, records it in the timeline and rebuilds the snapshot.
+pub fn announce(
+    shared: &Shared,
+    upstream: &str,
+    address: &str,
+    from: Health,
+    to: Health,
+    reason: &str,
+) {
+    let msg = format!(
+        "{upstream}/{address}: {} -> {} ({reason})",
+        from.as_str(),
+        to.as_str()
+    );
+    if to == Health::Up {
+        tracing::info!(
+            upstream,
+            backend = address,
+            from = from.as_str(),
+            to = to.as_str(),
+            reason,
+            "backend state change"
+        );
+    } else {
+        tracing::warn!(
+            upstream,
+            backend = address,
+            from = from.as_str(),
+            to = to.as_str(),
+            reason,
+            "backend state change"
+        );
+    }
+    shared.event("backend", msg);
+    shared.rebuild();
+    let snap = shared.snapshot.load();
+    if let Some(u) = snap.upstream(upstream) {
+        let usable = u.backends.iter().filter(|b| b.state.usable()).count();
+        let checking = u
+            .backends
+            .iter()
+            .any(|b| b.state.state() == Health::Checking);
+        if usable == 0 && !checking {
+            tracing::error!(
+                upstream,
+                "no usable backend: requests get 503 until one recovers"
+            );
+            shared.event("upstream", format!("{upstream}: no usable backend"));
+        } else if to == Health::Up && usable == 1 {
+            shared.event("upstream", format!("{upstream}: serving again"));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A `Shared` to drive health logic in unit tests.
+    use std::sync::Arc;
+
+    use crate::runtime::Shared;
+    use crate::state::backend::Health;
+
+    /// A `Shared` with one upstream `api` of `backends` backends, then `tables` (TOML).
+    pub fn shared(tables: &str, backends: usize) -> (Arc<Shared>, std::path::PathBuf) {
+        let list: Vec<String> = (0..backends)
+            .map(|i| format!("\"127.0.0.1:{}\"", 10 + i))
+            .collect();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [{}]\n{tables}\n",
+            list.join(", ")
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "lb-health-unit-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = crate::config::parse(&text).unwrap();
+        (Shared::new(config, &path, 0), path)
+    }
+
+    pub fn states(shared: &Shared) -> Vec<Health> {
+        let snap = shared.snapshot.load();
+        snap.upstreams[0]
+            .backends
+            .iter()
+            .map(|b| b.state.state())
+            .collect()
+    }
+}
