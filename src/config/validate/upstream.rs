@@ -1,0 +1,285 @@
+//! Validation of `[upstreams.*]`: strategy, backends, timeouts, retries, `health_check` and
+//! `passive`, each problem reported with its key path.
+
+use super::*;
+
+impl Checker {
+    pub(super) fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {
+        let table = match value {
+            None => {
+                self.problem("upstreams", "at least one upstream is required");
+                return Vec::new();
+            }
+            Some(Value::Table(t)) => t,
+            Some(_) => {
+                self.problem(
+                    "upstreams",
+                    "must be a table of upstreams ([upstreams.NAME])",
+                );
+                return Vec::new();
+            }
+        };
+        if table.is_empty() {
+            self.problem("upstreams", "at least one upstream is required");
+        }
+        let sorted: BTreeMap<String, Value> = table.into_iter().collect();
+        let mut out = Vec::new();
+        for (name, v) in sorted {
+            let path = format!("upstreams.{name}");
+            if let Some(file) = self.decode::<UpstreamFile>(&path, v) {
+                if let Some(u) = self.upstream(&path, name, file) {
+                    out.push(u);
+                }
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, path: &str, name: String, u: UpstreamFile) -> Option<UpstreamConfig> {
+        let strategy = match u.strategy.as_deref() {
+            None | Some("round_robin") => Strategy::RoundRobin,
+            Some("least_connections") => Strategy::LeastConnections,
+            Some(other) => {
+                self.problem(
+                    join(path, "strategy"),
+                    format!("unknown strategy {other:?} (expected \"round_robin\" or \"least_connections\")"),
+                );
+                Strategy::RoundRobin
+            }
+        };
+        if u.backends.is_empty() {
+            self.problem(join(path, "backends"), "must list at least one backend");
+        }
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        for (i, v) in u.backends.into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            if let Some(b) = self.backend(&bpath, v) {
+                if let Some(j) = backends.iter().position(|o| o.address == b.address) {
+                    self.problem(
+                        join(&bpath, "address"),
+                        format!("duplicate backend {:?} (also backends[{j}])", b.address),
+                    );
+                } else {
+                    backends.push(b);
+                }
+            }
+        }
+        let health_check = u.health_check.and_then(|v| {
+            let hpath = join(path, "health_check");
+            let file = self.decode::<HealthCheckFile>(&hpath, v)?;
+            self.health_check(&hpath, file)
+        });
+        let passive = match u.passive {
+            None => PassiveConfig::default(),
+            Some(v) => {
+                let ppath = join(path, "passive");
+                let file = self.decode::<PassiveFile>(&ppath, v)?;
+                self.passive(&ppath, file)
+            }
+        };
+        Some(UpstreamConfig {
+            name,
+            strategy,
+            backends,
+            connect_timeout: self.duration(
+                &join(path, "connect_timeout"),
+                u.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+                false,
+            ),
+            read_timeout: self.duration(
+                &join(path, "read_timeout"),
+                u.read_timeout.as_deref(),
+                DEFAULT_READ_TIMEOUT,
+                false,
+            ),
+            write_timeout: self.duration(
+                &join(path, "write_timeout"),
+                u.write_timeout.as_deref(),
+                DEFAULT_WRITE_TIMEOUT,
+                false,
+            ),
+            idle_timeout: self.duration(
+                &join(path, "idle_timeout"),
+                u.idle_timeout.as_deref(),
+                DEFAULT_IDLE_TIMEOUT,
+                false,
+            ),
+            retries: self.int(
+                &join(path, "retries"),
+                u.retries,
+                0,
+                100,
+                DEFAULT_RETRIES as i64,
+            ) as u32,
+            health_check,
+            passive,
+        })
+    }
+
+    fn backend(&mut self, path: &str, v: Value) -> Option<BackendConfig> {
+        let (address, weight) = match v {
+            Value::String(s) => (s, None),
+            v @ Value::Table(_) => {
+                let t = self.decode::<BackendTable>(path, v)?;
+                (t.address, t.weight)
+            }
+            _ => {
+                self.problem(
+                    path,
+                    "expected \"host:port\" or { address = \"host:port\", weight = N }",
+                );
+                return None;
+            }
+        };
+        let weight = match weight {
+            Some(w) if w < 1 => {
+                self.problem(join(path, "weight"), "must be at least 1");
+                None
+            }
+            Some(w) if w > MAX_WEIGHT => {
+                self.problem(
+                    join(path, "weight"),
+                    format!("must be at most {MAX_WEIGHT}"),
+                );
+                None
+            }
+            Some(w) => NonZeroU32::new(w as u32),
+            None => NonZeroU32::new(1),
+        };
+        let addr = self.resolve(&join(path, "address"), &address);
+        Some(BackendConfig {
+            address,
+            addr: addr?,
+            weight: weight?,
+        })
+    }
+
+    fn health_check(&mut self, path: &str, h: HealthCheckFile) -> Option<HealthCheckConfig> {
+        let kind = match h.kind.as_deref() {
+            None | Some("http") => CheckKind::Http,
+            Some("tcp") => CheckKind::Tcp,
+            Some(other) => {
+                self.problem(
+                    join(path, "type"),
+                    format!("unknown check type {other:?} (expected \"http\" or \"tcp\")"),
+                );
+                CheckKind::Http
+            }
+        };
+        let check_path = h.path.unwrap_or_else(|| DEFAULT_HC_PATH.to_string());
+        if !check_path.starts_with('/') {
+            self.problem(join(path, "path"), "must start with '/'");
+        }
+        let expected_status = match h.expected_status {
+            None => (200, 399),
+            Some(v) => self
+                .status_range(&join(path, "expected_status"), &v)
+                .unwrap_or((200, 399)),
+        };
+        let interval = self.duration(
+            &join(path, "interval"),
+            h.interval.as_deref(),
+            DEFAULT_HC_INTERVAL,
+            false,
+        );
+        let timeout = self.duration(
+            &join(path, "timeout"),
+            h.timeout.as_deref(),
+            DEFAULT_HC_TIMEOUT,
+            false,
+        );
+        Some(HealthCheckConfig {
+            kind,
+            path: check_path,
+            expected_status,
+            host: h.host,
+            interval,
+            timeout,
+            healthy_threshold: self.int(
+                &join(path, "healthy_threshold"),
+                h.healthy_threshold,
+                1,
+                1000,
+                DEFAULT_HC_HEALTHY as i64,
+            ) as u32,
+            unhealthy_threshold: self.int(
+                &join(path, "unhealthy_threshold"),
+                h.unhealthy_threshold,
+                1,
+                1000,
+                DEFAULT_HC_UNHEALTHY as i64,
+            ) as u32,
+        })
+    }
+
+    fn status_range(&mut self, path: &str, v: &Value) -> Option<(u16, u16)> {
+        let parsed = match v {
+            Value::Integer(n) => u16::try_from(*n).ok().map(|n| (n, n)),
+            Value::String(s) => match s.split_once('-') {
+                Some((a, b)) => a.trim().parse().ok().zip(b.trim().parse().ok()),
+                None => s.trim().parse().ok().map(|n| (n, n)),
+            },
+            _ => None,
+        };
+        match parsed {
+            Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
+                Some((lo, hi))
+            }
+            _ => {
+                self.problem(
+                    path,
+                    format!("expected a status code or range like \"200-399\", got {v}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn passive(&mut self, path: &str, p: PassiveFile) -> PassiveConfig {
+        let d = PassiveConfig::default();
+        let ejection_time = self.duration(
+            &join(path, "ejection_time"),
+            p.ejection_time.as_deref(),
+            d.ejection_time,
+            false,
+        );
+        let max_ejection_time = self.duration(
+            &join(path, "max_ejection_time"),
+            p.max_ejection_time.as_deref(),
+            d.max_ejection_time,
+            false,
+        );
+        if max_ejection_time < ejection_time {
+            self.problem(
+                join(path, "max_ejection_time"),
+                "must not be shorter than ejection_time",
+            );
+        }
+        PassiveConfig {
+            consecutive_failures: self.int(
+                &join(path, "consecutive_failures"),
+                p.consecutive_failures,
+                0,
+                1000,
+                d.consecutive_failures as i64,
+            ) as u32,
+            eject_on_5xx: p.eject_on_5xx.unwrap_or(false),
+            ejection_time,
+            max_ejection_time,
+            max_ejected_percent: self.int(
+                &join(path, "max_ejected_percent"),
+                p.max_ejected_percent,
+                0,
+                100,
+                d.max_ejected_percent as i64,
+            ) as u32,
+            slow_start: self.duration(
+                &join(path, "slow_start"),
+                p.slow_start.as_deref(),
+                Duration::ZERO,
+                true,
+            ),
+        }
+    }
+}
