@@ -8,6 +8,7 @@ source scripts/setup.sh
 export LB_REQUIRE_BROWSER=1   # so the dashboard browser test fails rather than skips
 
 cargo fmt --check
+python3 scripts/check-layers.py   # no module imports one of its own layer or above (src/lib.rs)
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --bins --locked
 cargo test --locked -- --test-threads "${LB_TEST_THREADS:-2}"

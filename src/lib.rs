@@ -1,4 +1,69 @@
 //! lb: an HTTP load balancer and reverse proxy on pingora.
+//!
+//! # Layers
+//!
+//! Each module uses only the modules below it (`scripts/check-layers.py`, run by the test
+//! command, fails the build otherwise), so there is no import cycle and every module can be read
+//! knowing only what is under it:
+//!
+//! ```text
+//!  server      start-up, pingora services, graceful stop, socket hand-over upgrade
+//!  admin       admin listener: /healthz /metrics /status /reload and the dashboard
+//!  reload      config reloads: file watch, SIGHUP, POST /reload; restart-only settings
+//!  proxy       the request path (pingora-proxy hooks): route, pick, retry, forward, answer
+//!  edge        client connections and request heads: limits, deadlines, refusals, paths
+//!  health      active checks, passive ejection, state-change announcements
+//!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
+//!  observe     Prometheus metrics, JSON access log, logging
+//!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
+//!  balance     backend choice: the weighted order, round_robin, least_connections
+//!  state       per-backend state (health, in-flight, counters), the registry, stats
+//!  config      file structs → validated runtime types, every problem with its key path
+//!  util        clocks, hashing
+//! ```
+//!
+//! Reports that go up the stack at run time (a failed attempt ejecting a backend, an answer
+//! counted in metrics) are plain calls downwards: the request path ([`proxy`]) sits above
+//! [`health`] and [`observe`], so it calls them directly; nothing below the request path needs
+//! to know it exists.
+//!
+//! # One request
+//!
+//! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections` and
+//!    wraps the stream in an [`edge::conn::Guarded`] (header deadline, idle timeout, head-size
+//!    limits) before pingora parses a byte.
+//! 2. pingora-proxy parses the head and calls [`proxy::Proxy`]'s hooks. `early_request_filter`
+//!    runs [`edge::check_head`] (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
+//! 3. `request_filter` loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
+//!    request), normalizes the path ([`edge::path`]) and routes it
+//!    ([`snapshot::Snapshot::route_index`]); no route → 404, no usable backend → 503.
+//! 4. `upstream_peer` picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
+//!    atomic position per upstream, in-flight counters per backend) and takes an RAII
+//!    [`state::backend::InFlightGuard`]. Failed attempts go to [`health::passive_failure`] and
+//!    are retried on other backends within `retries`.
+//! 5. The answer streams back with hop-by-hop headers stripped; `logging` records the outcome in
+//!    the backend's [`state::stats::RequestStats`] (rendered by [`observe::metrics`] at scrape
+//!    time) and the access log.
+//!
+//! # One reload
+//!
+//! [`reload`] reads and validates the whole file ([`config::parse`]); on any problem nothing
+//! changes. A valid config becomes one new [`snapshot::Snapshot`], built from the
+//! [`state::registry::Registry`] so every backend still configured keeps its state, and is
+//! swapped in with one store. Removed backends are marked draining (never picked again, from any
+//! snapshot) and listed until their last request ends. Health changes rebuild the snapshot the
+//! same way ([`runtime::Shared::rebuild`]).
+//!
+//! # Where state lives
+//!
+//! - Per backend, keyed by (upstream, address): [`state::backend::BackendState`] in an `Arc` in
+//!   the registry — health, in-flight count, passive-failure run, ejection, slow-start clock,
+//!   request stats and latency window. Snapshots hold clones of the `Arc`.
+//! - Per upstream: [`state::backend::UpstreamState`] — the balancer position (so a rebuild
+//!   continues the round-robin sequence) and the ejection lock.
+//! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
+//!   the last reload result, metrics and the access log writer.
+//! - Per request: the proxy's context (snapshot, chosen backend, in-flight guard, attempts).
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -2,7 +2,7 @@
 //!
 //! A reload parses and validates the whole file first; on any problem nothing changes. A valid
 //! config becomes one new [`Snapshot`] swapped in atomically. Backend state lives in the
-//! [`Registry`] keyed by `(upstream, address)`, so every backend still present keeps its health,
+//! [`Registry`](crate::state::registry::Registry) keyed by `(upstream, address)`, so every backend still present keeps its health,
 //! ejection, in-flight count and slow-start progress. Removed backends are marked `draining`: they
 //! get no new requests and finish the ones they have.
 

@@ -7,7 +7,7 @@
 //! and survives snapshot rebuilds: a rebuild (every health change, every 100 ms while something
 //! slow-starts) continues the sequence instead of starting it over at the first backend.
 //!
-//! * **The weighted order** both strategies share ([`Order`]), over the backends usable when the
+//! * **The weighted order** both strategies share ([`order`]), over the backends usable when the
 //!   snapshot was built:
 //!   - integer weights (nothing ramping): NGINX's *smooth weighted round-robin*
 //!     (ngx_http_upstream_round_robin.c) — each step adds every peer's weight to its `current`,

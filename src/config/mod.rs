@@ -92,7 +92,7 @@ pub struct ServerSettings {
     /// pingora runtime flavour: work-stealing (tokio multi-thread) or one independent
     /// single-threaded runtime per worker thread.
     pub work_stealing: bool,
-    /// Which path routes are matched against, and which is forwarded (see [`crate::path`]).
+    /// Which path routes are matched against, and which is forwarded (see [`crate::edge::path`]).
     pub normalize_path: NormalizePath,
     /// Normalization merges repeated slashes (`//a` → `/a`).
     pub merge_slashes: bool,

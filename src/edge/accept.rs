@@ -1,5 +1,5 @@
 //! The listening app: every accepted connection is counted against `server.max_connections`
-//! (over the cap: a 503 and a lingering close) and wrapped in a [`Guarded`](super::conn::Guarded)
+//! (over the cap: a 503 and a lingering close) and wrapped in a [`Guarded`]
 //! stream before pingora reads a byte.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 //! Request-head checks, pure: [`check_head`] validates a parsed head (framing, syntax, `Host`,
-//! limits) and [`HeadScan`] follows a head as it arrives, byte-exact with pingora's parser on
+//! limits) and `HeadScan` follows a head as it arrives, byte-exact with pingora's parser on
 //! where it ends.
 
 use crate::config::Limits;

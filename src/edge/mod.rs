@@ -6,7 +6,7 @@
 //! connection cap). So the defences sit in two layers:
 //!
 //! 1. **Connection layer.** [`GuardedApp`] is the listening service's app: it wraps pingora-proxy's
-//!    `HttpProxy` and every accepted stream in a [`Guarded`] IO before pingora reads a byte. It
+//!    `HttpProxy` and every accepted stream in a [`Guarded`](conn::Guarded) IO before pingora reads a byte. It
 //!    enforces what no hook can see:
 //!    - `server.max_connections`: connections over the cap get a `503` and are closed; established
 //!      connections are not touched.

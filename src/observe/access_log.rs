@@ -111,7 +111,7 @@ impl AccessLogger {
     }
 
     /// Writes out every line logged so far, waiting at most `timeout`; false if that ran out.
-    /// The writer otherwise flushes only every [`FLUSH_EVERY`], so an exit without this loses
+    /// The writer otherwise flushes only every `FLUSH_EVERY`, so an exit without this loses
     /// the last lines.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;

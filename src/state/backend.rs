@@ -1,6 +1,6 @@
 //! Per-backend state shared by every snapshot that contains the backend: in-flight count, health
 //! state, passive-failure counters, ejection, slow-start clock and request counters. It lives in an
-//! `Arc` keyed by `(upstream, address)` in the [`Registry`], so a reload carries it over untouched.
+//! `Arc` keyed by `(upstream, address)` in the [`Registry`](super::registry::Registry), so a reload carries it over untouched.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex};
