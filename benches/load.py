@@ -103,6 +103,7 @@ class Target:
     label: str
     kind: str  # direct | lb | nginx | haproxy
     strategy: str = ""  # rr | lc
+    binary: str = ""  # lb only: another build to compare (default: this checkout's release build)
 
 
 TARGETS = [
@@ -539,7 +540,7 @@ def start_proxy(
     if target.kind == "lb":
         cfg = d / "lb.toml"
         cfg.write_text(lb_config(port, target.strategy, backends))
-        argv = [str(LB_BIN), "--config", str(cfg)]
+        argv = [target.binary or str(LB_BIN), "--config", str(cfg)]
     elif target.kind == "nginx":
         cfg = d / "nginx.conf"
         cfg.write_text(nginx_config(d, port, target.strategy, backends))
@@ -758,6 +759,16 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict]:
                 a, b = summary[lb].get(key), summary[other].get(key)
                 row[key] = a / b if a is not None and b else None
             out[f"{lb} / {other_label}"] = row
+    # Builds given with --compare-lb: this checkout against each of them, strategy by strategy.
+    others = sorted({k[:-3] for k in summary if k.endswith(" rr")} - {"lb", "nginx", "haproxy"})
+    for name in others:
+        for lb, other in (("lb rr", f"{name} rr"), ("lb lc", f"{name} lc")):
+            if lb in summary and other in summary:
+                row = {}
+                for key in ("cpu_us_per_req", "p99_ms", "rps"):
+                    a, b = summary[lb].get(key), summary[other].get(key)
+                    row[key] = a / b if a is not None and b else None
+                out[f"{lb} / {name}"] = row
     return out
 
 
@@ -812,6 +823,14 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary configs and logs")
     p.add_argument("--skip-build", action="store_true", help="use the existing release binaries")
+    p.add_argument(
+        "--compare-lb",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also run another lb binary (e.g. a release build of an older commit) under the same "
+        "conditions, interleaved with the others; repeatable",
+    )
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 4)
     a.duration = a.duration or (3 if a.quick else 10)
@@ -860,7 +879,13 @@ def main() -> int:
     if nofile < IDLE_CONNS + 1_000 and "idle10k" in args.variants:
         print(f"WARNING: descriptor limit {nofile} is tight for {IDLE_CONNS} idle connections", flush=True)
     only = set(args.only.split(",")) - {""}
-    targets = [t for t in TARGETS if t.kind not in unavailable and (not only or t.kind in only)]
+    extra = []
+    for spec in args.compare_lb:
+        label, _, path = spec.partition("=")
+        if not label or not Path(path).is_file():
+            sys.exit(f"--compare-lb {spec!r}: want LABEL=PATH to an lb binary")
+        extra += [Target(f"{label} rr", "lb", "rr", path), Target(f"{label} lc", "lb", "lc", path)]
+    targets = [t for t in TARGETS + extra if t.kind not in unavailable and (not only or t.kind in only)]
     variants = [v for v in VARIANTS if v.name in args.variants]
 
     procs = Processes()
