@@ -20,7 +20,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::config::NormalizePath;
+use crate::config::{ClientClose, NormalizePath};
 use crate::edge::path;
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
@@ -110,11 +110,13 @@ pub struct Ctx {
     failure: Option<FailureKind>,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     own_answer: bool,
+    /// The client went away (reset, failed write, EOF) before a response head reached it.
+    client_gone: bool,
     /// The normalized path to forward instead of the client's (`server.normalize_path =
     /// "forward"` and the path was not already normal).
     forward_path: Option<String>,
     _active: Active,
-    // --- edge hardening (issue 7, see `crate::hardening`) ---
+    // --- edge checks (see `crate::edge`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
     /// request is over) starts the keep-alive/header deadline for the next request.
     hardening: crate::edge::RequestState,
@@ -144,6 +146,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             failure: None,
             own_answer: false,
+            client_gone: false,
             forward_path: None,
             _active: Active::new(),
             hardening: Default::default(),
@@ -152,7 +155,7 @@ impl ProxyHttp for Proxy {
 
     /// Edge hardening (issue 7): refuses malformed, ambiguous or oversized request heads before
     /// anything is routed or forwarded (`crate::edge::check_head`), answering 400/413/414/
-    /// 431/501 with `Connection: close`; sets the body idle timeout and half-close handling.
+    /// 431/501 with `Connection: close`; sets the body idle timeout.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::edge::early_request_filter(&self.shared, session, &mut ctx.hardening).await
     }
@@ -170,6 +173,12 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snapshot = self.shared.snapshot.load_full();
+        // A half-close after a complete request reads as EOF, like a full close. "finish"
+        // delivers the answer (RFC 9112 §9.6; a full close shows when the write fails); "abort"
+        // cancels the backend request at once. A reset or an EOF inside the request ends the
+        // request either way (pingora reports them as downstream errors).
+        let abort = snapshot.config.server.client_close == ClientClose::Abort;
+        session.set_abort_on_close(abort);
         let req = session.req_header();
         let host = request_host(req);
         let server = &snapshot.config.server;
@@ -362,8 +371,11 @@ impl ProxyHttp for Proxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = error_status(e);
+        // A client that left was waiting on the backend (if one was picked): its 499 counts
+        // there, like NGINX's `$upstream_addr` on a 499. It is not a backend failure.
+        ctx.client_gone = code == 0;
         // A backend that sent its response head and then failed answered the request itself.
-        ctx.own_answer = session.response_written().is_none();
+        ctx.own_answer = session.response_written().is_none() && !ctx.client_gone;
         if code > 0 {
             let name = ctx
                 .upstream()
@@ -382,7 +394,13 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let elapsed = ctx.started.elapsed();
-        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        // Once a response head was sent, that status is what the client got (also when it left
+        // during the body, as NGINX logs it); before that, a client that left is a 499.
+        let code = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            None if ctx.client_gone => CLIENT_CLOSED_REQUEST,
+            None => 0,
+        };
         let m = &self.shared.metrics;
         if let Some(log) = &self.shared.access_log {
             access_log(log, session, ctx, code, elapsed);
@@ -404,7 +422,10 @@ impl ProxyHttp for Proxy {
         match ctx.backend.filter(|_| !ctx.own_answer) {
             Some(i) => {
                 let b = &up.backends[i];
-                b.state.record_latency(elapsed);
+                // The backend did not answer a client that left: no latency sample.
+                if code != CLIENT_CLOSED_REQUEST {
+                    b.state.record_latency(elapsed);
+                }
                 b.state.stats.record(code, elapsed);
             }
             None => up.own.record(code, elapsed),
@@ -509,6 +530,9 @@ async fn respond(session: &mut Session, code: u16, body: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// NGINX's non-standard status for a request whose client went away before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Status for a request that could not be proxied (0: the client is gone, answer nothing).
 fn error_status(e: &Error) -> u16 {

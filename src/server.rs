@@ -77,7 +77,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     }
 
     // The proxy behind lb's connection-level defences (connection cap, header deadline, head
-    // size, keep-alive idle timeout): see `crate::hardening`.
+    // size, keep-alive idle timeout): see `crate::edge`.
     let mut proxy = Service::new(
         "lb proxy".to_string(),
         crate::edge::GuardedApp::new(

@@ -26,6 +26,7 @@ pub struct ServerFile {
     pub work_stealing: Option<bool>,
     pub normalize_path: Option<String>,
     pub merge_slashes: Option<bool>,
+    pub client_close: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

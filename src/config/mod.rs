@@ -53,6 +53,8 @@ pub const DEFAULT_UPSTREAM_POOL: usize = 1024;
 pub const DEFAULT_NORMALIZE_PATH: NormalizePath = NormalizePath::Route;
 /// Default `server.merge_slashes`.
 pub const DEFAULT_MERGE_SLASHES: bool = true;
+/// Default `server.client_close`: a half-closed client still gets its answer.
+pub const DEFAULT_CLIENT_CLOSE: ClientClose = ClientClose::Finish;
 
 /// Health-check defaults (`upstreams.*.health_check`).
 pub const DEFAULT_HC_PATH: &str = "/healthz";
@@ -96,6 +98,20 @@ pub struct ServerSettings {
     pub normalize_path: NormalizePath,
     /// Normalization merges repeated slashes (`//a` → `/a`).
     pub merge_slashes: bool,
+    /// What a client's half-close (EOF after a complete request) does to its request.
+    pub client_close: ClientClose,
+}
+
+/// `server.client_close`: what lb does when a client sends EOF after a complete request while
+/// the answer is pending. On a read, a half-close and a full close look the same; a client that
+/// is provably gone (a reset, a failed write, EOF inside its request) is aborted either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientClose {
+    /// Keep waiting and deliver the answer: the client may only have closed its sending side
+    /// (RFC 9112 §9.6).
+    Finish,
+    /// Cancel the backend request at once and count it as 499, as NGINX does by default.
+    Abort,
 }
 
 /// `server.normalize_path`: what lb does with the RFC 3986 normalized request path.

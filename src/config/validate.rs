@@ -255,7 +255,23 @@ impl Checker {
             work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
             normalize_path: self.normalize_path(s.normalize_path.as_deref()),
             merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
+            client_close: self.client_close(s.client_close.as_deref()),
         })
+    }
+
+    fn client_close(&mut self, value: Option<&str>) -> ClientClose {
+        match value {
+            None => DEFAULT_CLIENT_CLOSE,
+            Some("finish") => ClientClose::Finish,
+            Some("abort") => ClientClose::Abort,
+            Some(other) => {
+                self.problem(
+                    "server.client_close",
+                    format!("must be \"finish\" or \"abort\", not {other:?}"),
+                );
+                DEFAULT_CLIENT_CLOSE
+            }
+        }
     }
 
     fn normalize_path(&mut self, value: Option<&str>) -> NormalizePath {

@@ -74,7 +74,8 @@ pub(super) fn conn_ctl(session: &Session) -> Option<Arc<ConnCtl>> {
 
 /// The proxy's `early_request_filter`: validates the head pingora parsed and applies per-request
 /// settings. On a refusal it has already answered (with `Connection: close`) and returns an
-/// `HTTPStatus` error so that pingora stops processing without forwarding anything.
+/// `HTTPStatus` error so that pingora stops processing without forwarding anything. What a
+/// client's half-close does (`server.client_close`) is set when the request is routed.
 pub async fn early_request_filter(
     shared: &Shared,
     session: &mut Session,
@@ -104,9 +105,6 @@ pub async fn early_request_filter(
             if !info.upgrade {
                 session.set_read_timeout(Some(body_timeout));
             }
-            // A client that half-closes after a complete request still gets its response
-            // (RFC 9112 §9.6); a real disconnect shows up when the response write fails.
-            session.set_abort_on_close(false);
             // Requests the client sent ahead (RFC 9112 §9.3.2) are served in order after this
             // one instead of being dropped with the connection. pingora carries the bytes it
             // read past this request into the next one; answers that close the connection

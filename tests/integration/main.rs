@@ -4,6 +4,7 @@ mod support;
 
 mod balance_correctness;
 mod check;
+mod client_close;
 mod core;
 mod dashboard;
 mod edge_correctness;
