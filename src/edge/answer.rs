@@ -9,7 +9,8 @@ use pingora_proxy::Session;
 
 use super::head::Reject;
 
-pub(super) fn answer_body(status: u16, reason: &str) -> String {
+/// The body of every answer lb gives itself: `{status} {phrase}: {reason}` and a newline.
+pub fn body(status: u16, reason: &str) -> String {
     let phrase = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -19,12 +20,23 @@ pub(super) fn answer_body(status: u16, reason: &str) -> String {
 
 /// Writes lb's own answer to a refused request and marks the connection for closing.
 pub(super) async fn answer(session: &mut Session, r: Reject) -> Result<()> {
-    let body = answer_body(r.status, r.reason);
-    let mut resp = ResponseHeader::build(r.status, Some(3))?;
+    write(session, r.status, r.reason, true).await
+}
+
+/// Writes lb's own plain-text answer through a pingora session. The connection closes after it
+/// when `close` is set or when the request's body was not read (unread bytes would be taken for
+/// the next request); otherwise it stays open for the next request.
+pub async fn write(session: &mut Session, status: u16, reason: &str, close: bool) -> Result<()> {
+    let body = body(status, reason);
+    let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(header::CONNECTION, "close")?;
-    session.set_keepalive(None);
+    if close {
+        resp.insert_header(header::CONNECTION, "close")?;
+    }
+    if close || !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head).await?;
     if !head {
@@ -37,7 +49,7 @@ pub(super) async fn answer(session: &mut Session, r: Reject) -> Result<()> {
 
 /// A complete raw HTTP/1.1 answer written by the connection layer itself.
 pub(super) fn raw_answer(status: u16, reason: &str) -> Vec<u8> {
-    let body = answer_body(status, reason);
+    let body = body(status, reason);
     let phrase = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

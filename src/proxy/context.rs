@@ -1,0 +1,116 @@
+//! Per-request state: the context pingora-proxy carries through the hooks (snapshot, chosen
+//! backend, in-flight guard, attempts), the set of backends already tried, and the process-wide
+//! count of requests in progress (graceful stop waits for it).
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::snapshot::{Snapshot, Upstream};
+use crate::state::backend::InFlightGuard;
+use crate::state::outcome::FailureKind;
+
+/// Backends already tried by this request (small, inline for the common case).
+#[derive(Default, Debug)]
+pub struct Tried {
+    inline: [u32; 4],
+    len: usize,
+    more: Vec<u32>,
+}
+
+impl Tried {
+    pub fn push(&mut self, i: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i as u32;
+            self.len += 1;
+        } else {
+            self.more.push(i as u32);
+        }
+    }
+    pub fn contains(&self, i: usize) -> bool {
+        self.inline[..self.len].contains(&(i as u32)) || self.more.contains(&(i as u32))
+    }
+    pub fn pop(&mut self) {
+        if self.more.pop().is_none() && self.len > 0 {
+            self.len -= 1;
+        }
+    }
+}
+
+/// Requests between `new_ctx` and the end of `Ctx` (used to finish a graceful stop early).
+static ACTIVE: AtomicI64 = AtomicI64::new(0);
+
+/// Requests currently being handled by this process.
+pub fn active_requests() -> i64 {
+    ACTIVE.load(Relaxed)
+}
+
+/// Counts one request for [`active_requests`] while alive.
+pub(super) struct Active;
+
+impl Active {
+    pub(super) fn new() -> Active {
+        ACTIVE.fetch_add(1, Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Per-request context; dropping it releases the in-flight guard, whatever path the request took.
+pub struct Ctx {
+    pub(super) snapshot: Option<Arc<Snapshot>>,
+    pub(super) upstream: usize,
+    pub(super) backend: Option<usize>,
+    pub(super) guard: Option<InFlightGuard>,
+    /// Backend attempts made (connections tried), excluding transparent stale-connection resends.
+    pub(super) attempts: u32,
+    /// Transparent resends after a pooled connection turned out closed (at most one per attempt).
+    pub(super) resends: u32,
+    /// The current attempt already used its resend.
+    pub(super) resent_this_attempt: bool,
+    /// The next `upstream_peer` call is that resend, not a new attempt.
+    pub(super) resend_pending: bool,
+    pub(super) tried: Tried,
+    pub(super) started: Instant,
+    /// What went wrong with the last attempt, for the error answer and metrics.
+    pub(super) failure: Option<FailureKind>,
+    /// The final answer came from lb itself (502/504 after attempts), not from a backend.
+    pub(super) own_answer: bool,
+    /// The client went away (reset, failed write, EOF) before a response head reached it.
+    pub(super) client_gone: bool,
+    /// The normalized path to forward instead of the client's (`server.normalize_path =
+    /// "forward"` and the path was not already normal).
+    pub(super) forward_path: Option<String>,
+    pub(super) _active: Active,
+    // --- edge checks (see `crate::edge`) ---
+    /// Request-level limits and the link to the connection's header clock; dropping it (the
+    /// request is over) starts the keep-alive/header deadline for the next request.
+    pub(super) hardening: crate::edge::RequestState,
+}
+
+impl Ctx {
+    pub(super) fn upstream(&self) -> Option<&Upstream> {
+        self.snapshot.as_ref().map(|s| &*s.upstreams[self.upstream])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_tracks_many() {
+        let mut t = Tried::default();
+        for i in 0..10 {
+            t.push(i * 3);
+        }
+        assert!(t.contains(27) && t.contains(0) && !t.contains(1));
+        t.pop();
+        assert!(!t.contains(27));
+    }
+}

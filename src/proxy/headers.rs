@@ -1,0 +1,235 @@
+//! Header work on the way through: the request's host (absolute-form targets included), origin
+//! form for backends, the forwarded path, `X-Forwarded-*`/`X-Real-IP`/`Forwarded`, and hop-by-hop
+//! stripping of responses.
+
+use std::net::IpAddr;
+
+use http::header;
+use pingora_core::protocols::http::authority::raw_target_authority;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// The request's host: the authority of an absolute-form target (`GET http://h/p`), which wins
+/// over a `Host` header (RFC 9112 §3.2.2), else the `Host` header.
+pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
+    target_authority(req).or_else(|| {
+        req.headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+    })
+}
+
+/// The authority of an absolute-form request target, if the request has one.
+fn target_authority(req: &RequestHeader) -> Option<&str> {
+    let authority = raw_target_authority(req.raw_path()).authority()?;
+    std::str::from_utf8(authority).ok()
+}
+
+/// An absolute-form request (what clients send to a proxy) goes to the backend in origin form
+/// (`GET /p?q`), as NGINX does, with `Host` set to the target's authority.
+pub(super) fn to_origin_form(req: &mut RequestHeader) -> Result<()> {
+    let Some(authority) = target_authority(req).map(str::to_owned) else {
+        return Ok(());
+    };
+    req.insert_header(header::HOST, authority)?;
+    // pingora keeps the path and query of an absolute-form target in the URI, and the target
+    // itself separately for the wire; setting the URI drops the latter.
+    req.set_uri(req.uri.clone());
+    Ok(())
+}
+
+/// Replaces the request's path, keeping its query as sent.
+pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
+    let mut path = path.to_string();
+    if let Some(q) = req.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let uri = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InternalError, "normalized path", e))?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` (RFC 7239). From a client
+/// in `server.trusted_proxies` the chains are extended (every `X-Forwarded-For` / `Forwarded`
+/// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
+/// headers is replaced by lb's own values, never passed through.
+pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
+    let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
+    let host = req.headers.get(header::HOST).cloned();
+    let chain = |req: &RequestHeader, name: &str| -> Option<String> {
+        let lines: Vec<&str> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (trusted && !lines.is_empty()).then(|| lines.join(", "))
+    };
+    let xff = match chain(req, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
+    };
+    req.insert_header("x-forwarded-for", xff)?;
+    let element = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
+    let forwarded = match chain(req, "forwarded") {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    req.insert_header("forwarded", forwarded)?;
+    if !(trusted && req.headers.contains_key("x-real-ip")) {
+        req.insert_header("x-real-ip", ip)?;
+    }
+    if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
+        req.insert_header("x-forwarded-proto", "http")?;
+    }
+    if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+        match host {
+            Some(host) => req.insert_header("x-forwarded-host", host)?,
+            None => {
+                req.remove_header("x-forwarded-host");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`.
+fn forwarded_element(client: Option<IpAddr>, host: Option<&str>) -> String {
+    let mut e = match client {
+        Some(IpAddr::V4(v4)) => format!("for={v4}"),
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        None => "for=unknown".to_string(),
+    };
+    if let Some(h) = host {
+        let quoted = h.replace('\\', "\\\\").replace('"', "\\\"");
+        e.push_str(&format!(";host=\"{quoted}\""));
+    }
+    e.push_str(";proto=http");
+    e
+}
+
+/// Hop-by-hop headers never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes `Connection`, every header it names, and the standard hop-by-hop headers, keeping
+/// `Connection`/`Upgrade` on a `101 Switching Protocols`.
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    let upgrade = resp.status.as_u16() == 101;
+    let named: Vec<String> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !(t.is_empty() || upgrade && t == "upgrade"))
+        .collect();
+    for name in &named {
+        resp.remove_header(name.as_str());
+    }
+    if upgrade {
+        resp.remove_header("keep-alive");
+        return;
+    }
+    resp.remove_header(&header::CONNECTION);
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_and_nominated() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("connection", "close, x-secret").unwrap();
+        r.append_header("x-secret", "1").unwrap();
+        r.append_header("keep-alive", "timeout=5").unwrap();
+        r.append_header("x-kept", "1").unwrap();
+        strip_hop_by_hop(&mut r);
+        assert!(r.headers.get("connection").is_none());
+        assert!(r.headers.get("x-secret").is_none());
+        assert!(r.headers.get("keep-alive").is_none());
+        assert!(r.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn forwarded_replaces_untrusted() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", "api.example").unwrap();
+        r.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        set_forwarded(&mut r, Some("10.1.2.3".parse().unwrap()), false).unwrap();
+        assert_eq!(r.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(r.headers.get("x-forwarded-host").unwrap(), "api.example");
+        let mut r2 = RequestHeader::build("GET", b"/", None).unwrap();
+        r2.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
+        set_forwarded(&mut r2, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        assert_eq!(
+            r2.headers.get("x-forwarded-for").unwrap(),
+            "1.1.1.1, 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut r = RequestHeader::build("GET", b"http://Api.test:81/a/b?c=d", None).unwrap();
+        r.insert_header("host", "Api.test:81").unwrap();
+        assert_eq!(request_host(&r), Some("Api.test:81"));
+        to_origin_form(&mut r).unwrap();
+        assert_eq!(r.raw_path(), b"/a/b?c=d");
+        assert_eq!(r.headers.get("host").unwrap(), "Api.test:81");
+        let mut o = RequestHeader::build("GET", b"/x", None).unwrap();
+        o.insert_header("host", "h").unwrap();
+        to_origin_form(&mut o).unwrap();
+        assert_eq!((o.raw_path(), request_host(&o)), (&b"/x"[..], Some("h")));
+    }
+
+    #[test]
+    fn forwarding_headers_from_untrusted_clients_are_replaced() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("host", "api.example").unwrap();
+        r.append_header("x-real-ip", "6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=6.6.6.6").unwrap();
+        r.append_header("forwarded", "for=7.7.7.7").unwrap();
+        set_forwarded(&mut r, Some("2001:db8::1".parse().unwrap()), false).unwrap();
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "2001:db8::1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(
+            fwd,
+            ["for=\"[2001:db8::1]\";host=\"api.example\";proto=http"]
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_from_trusted_proxies() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("x-forwarded-for", "1.1.1.1").unwrap();
+        r.append_header("x-forwarded-for", "2.2.2.2, 3.3.3.3")
+            .unwrap();
+        r.append_header("x-real-ip", "1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=1.1.1.1").unwrap();
+        r.append_header("forwarded", "for=2.2.2.2").unwrap();
+        set_forwarded(&mut r, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "1.1.1.1");
+        let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
+        assert_eq!(fwd, ["for=1.1.1.1, for=2.2.2.2, for=10.0.0.1;proto=http"]);
+    }
+}
