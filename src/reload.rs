@@ -15,6 +15,7 @@ use crate::config::{self, Config, Problem};
 use crate::runtime::{LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
 use crate::state::backend::Health;
+use crate::state::registry::BackendKey;
 use crate::util::time::unix_ms;
 
 impl Shared {
@@ -95,13 +96,13 @@ impl Shared {
         let old = self.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
         keep_restart_only(&old, &mut new);
-        let keys = |c: &Config| -> HashSet<(String, String)> {
+        let keys = |c: &Config| -> HashSet<BackendKey> {
             c.upstreams
                 .iter()
                 .flat_map(|u| {
                     u.backends
                         .iter()
-                        .map(move |b| (u.name.clone(), b.address.clone()))
+                        .map(move |b| BackendKey::new(&u.name, &b.address))
                 })
                 .collect()
         };
@@ -216,11 +217,8 @@ pub async fn on_sighup(shared: Arc<Shared>) {
     }
 }
 
-fn diff(a: &HashSet<(String, String)>, b: &HashSet<(String, String)>) -> Vec<String> {
-    let mut v: Vec<String> = a
-        .difference(b)
-        .map(|(u, addr)| format!("{u}/{addr}"))
-        .collect();
+fn diff(a: &HashSet<BackendKey>, b: &HashSet<BackendKey>) -> Vec<String> {
+    let mut v: Vec<String> = a.difference(b).map(BackendKey::to_string).collect();
     v.sort();
     v
 }

@@ -38,12 +38,12 @@ pub fn status(shared: &Shared) -> Value {
             })
             .collect();
         let draining = shared.draining.lock().unwrap_or_else(|e| e.into_inner());
-        for ((_, address), state) in draining
+        for (key, state) in draining
             .iter()
-            .filter(|((u, _), s)| u == up.name() && s.in_flight() > 0)
+            .filter(|(k, s)| k.upstream == up.name() && s.in_flight() > 0)
         {
             backends.push(json!({
-                "address": address,
+                "address": key.address,
                 "weight": 0,
                 "effective_weight": 0,
                 "state": "draining",

@@ -13,6 +13,7 @@ use super::announce;
 use crate::config::{CheckKind, HealthCheckConfig};
 use crate::runtime::Shared;
 use crate::state::backend::{BackendState, Health};
+use crate::state::registry::BackendKey;
 
 /// Result of one active check.
 pub type CheckResult = Result<(), String>;
@@ -172,8 +173,7 @@ where
 /// Keeps one checker task per health-checked backend of the current snapshot. Tasks look
 /// themselves up in the latest snapshot each round and stop when their backend or check is gone.
 pub async fn supervise(shared: Arc<Shared>) {
-    let running: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>> =
-        Default::default();
+    let running: Arc<std::sync::Mutex<std::collections::HashSet<BackendKey>>> = Default::default();
     loop {
         let snap = shared.snapshot.load_full();
         for up in &snap.upstreams {
@@ -181,7 +181,7 @@ pub async fn supervise(shared: Arc<Shared>) {
                 continue;
             }
             for b in &up.backends {
-                let key = (up.name().to_string(), b.address.clone());
+                let key = BackendKey::new(up.name(), &b.address);
                 if running
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -189,7 +189,7 @@ pub async fn supervise(shared: Arc<Shared>) {
                 {
                     let (shared, running) = (shared.clone(), running.clone());
                     tokio::spawn(async move {
-                        check_loop(&shared, &key.0, &key.1).await;
+                        check_loop(&shared, &key.upstream, &key.address).await;
                         running
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())

@@ -216,8 +216,8 @@ impl Metrics {
                     .set(b.state.in_flight() as i64);
             }
         }
-        for ((up, address), state) in draining {
-            let labels = [up.as_str(), address.as_str()];
+        for (key, state) in draining {
+            let labels = [key.upstream.as_str(), key.address.as_str()];
             self.backend_up.with_label_values(&labels).set(0);
             self.backend_in_flight
                 .with_label_values(&labels)
@@ -234,8 +234,8 @@ impl Metrics {
                 series.push((up.name(), &b.address, &b.state.stats));
             }
         }
-        for ((up, address), state) in draining {
-            series.push((up, address, &state.stats));
+        for (key, state) in draining {
+            series.push((&key.upstream, &key.address, &state.stats));
         }
         crate::state::stats::render(&mut text, &series);
         text
@@ -263,9 +263,9 @@ impl Metrics {
                 }
             }
         }
-        for ((up, address), _) in draining {
-            upstreams.insert(up);
-            backends.insert((up, address));
+        for (key, _) in draining {
+            upstreams.insert(&key.upstream);
+            backends.insert((&key.upstream, &key.address));
         }
         for labels in label_values(&self.retries, &["upstream"]) {
             if !upstreams.contains(labels[0].as_str()) {

@@ -11,7 +11,27 @@ use super::stats::RequestStats;
 use crate::util::time::process_ms;
 
 /// A backend's identity: the upstream it belongs to and its address as written in the config.
-pub type BackendKey = (String, String);
+/// (DNS discovery will add the name the address was resolved from.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub upstream: String,
+    pub address: String,
+}
+
+impl BackendKey {
+    pub fn new(upstream: &str, address: &str) -> BackendKey {
+        BackendKey {
+            upstream: upstream.to_string(),
+            address: address.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.upstream, self.address)
+    }
+}
 
 /// A removed backend, keyed by `(upstream, address)`, still finishing requests.
 pub type Draining = (BackendKey, Arc<BackendState>);
@@ -37,7 +57,7 @@ impl Registry {
     ) -> Arc<BackendState> {
         let ramp_new = self.started.load(Relaxed);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((upstream.to_string(), address.to_string()))
+        map.entry(BackendKey::new(upstream, address))
             .or_insert_with(|| {
                 let s = Arc::new(BackendState::new(initial));
                 // Present at start-up: full weight at once. Added later (reload, discovery) and
@@ -56,8 +76,7 @@ impl Registry {
     /// The state of a backend, if the registry has it.
     pub fn get(&self, upstream: &str, address: &str) -> Option<Arc<BackendState>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(upstream.to_string(), address.to_string()))
-            .cloned()
+        map.get(&BackendKey::new(upstream, address)).cloned()
     }
 
     /// Marks the end of start-up: backends created from now on slow-start.
