@@ -20,32 +20,6 @@ use crate::state::backend::Health;
 use crate::state::outcome::FailureKind;
 use crate::state::registry::Draining;
 
-/// Every `kind` label of `lb_upstream_errors_total`.
-const FAILURE_KINDS: [FailureKind; 9] = {
-    use FailureKind::*;
-    [
-        ConnectRefused,
-        ConnectTimeout,
-        ConnectError,
-        ReadTimeout,
-        WriteTimeout,
-        Reset,
-        InvalidResponse,
-        Status5xx,
-        Other,
-    ]
-};
-
-/// Fails to compile when `FailureKind` gains a variant, as a reminder to list it above.
-#[allow(dead_code)]
-fn all_failure_kinds_listed(k: FailureKind) {
-    use FailureKind::*;
-    match k {
-        ConnectRefused | ConnectTimeout | ConnectError | ReadTimeout | WriteTimeout | Reset
-        | InvalidResponse | Status5xx | Other => {}
-    }
-}
-
 const CHECK_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// Every metric lb exports.
@@ -251,7 +225,7 @@ impl Metrics {
             self.retries.with_label_values(&[up.name()]);
             for b in &up.backends {
                 backends.insert((up.name(), &b.address));
-                for kind in FAILURE_KINDS {
+                for kind in FailureKind::ALL {
                     self.upstream_errors
                         .with_label_values(&[up.name(), &b.address, kind.as_str()]);
                 }

@@ -17,6 +17,22 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in label order (metrics create each series up front).
+    pub const ALL: [FailureKind; 9] = {
+        use FailureKind::*;
+        [
+            ConnectRefused,
+            ConnectTimeout,
+            ConnectError,
+            ReadTimeout,
+            WriteTimeout,
+            Reset,
+            InvalidResponse,
+            Status5xx,
+            Other,
+        ]
+    };
+
     pub fn of(e: &Error) -> FailureKind {
         use ErrorType::*;
         match e.etype() {
@@ -43,5 +59,15 @@ impl FailureKind {
             FailureKind::Status5xx => "status_5xx",
             FailureKind::Other => "other",
         }
+    }
+}
+
+/// Fails to compile when `FailureKind` gains a variant, as a reminder to list it in `ALL`.
+#[allow(dead_code)]
+fn all_failure_kinds_listed(k: FailureKind) {
+    use FailureKind::*;
+    match k {
+        ConnectRefused | ConnectTimeout | ConnectError | ReadTimeout | WriteTimeout | Reset
+        | InvalidResponse | Status5xx | Other => {}
     }
 }
