@@ -174,7 +174,17 @@ fn dashboard_in_headless_chromium() {
         },
     );
     let shot1 = browser.screenshot(&lb.dir.join("dashboard-1.png"));
-    std::thread::sleep(Duration::from_secs(3));
+    // A later reading, not a fixed pause: let the page poll twice more first.
+    let polls = || {
+        browser
+            .eval("return +document.body.getAttribute('data-polls') || 0")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let polled = polls();
+    wait_for("two more polls", Duration::from_secs(10), || {
+        (polls() >= polled + 2).then_some(())
+    });
     let second = wait_for(
         "#total-rps to change from its first reading",
         Duration::from_secs(15),

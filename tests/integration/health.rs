@@ -226,7 +226,14 @@ fn slow_start_ramps_recovered_backend() {
     // When lb marked it up (its own event time), on this test's Instant clock.
     let (now, now_ms) = (Instant::now(), unix_ms());
     let up = now - Duration::from_millis(now_ms.saturating_sub(event_time(&lb, &addr, "-> up")));
-    std::thread::sleep(Duration::from_millis(3500));
+    // The whole ramp plus the window after it must be observed: wait until traffic covers it.
+    wait_for("traffic past the ramp", Duration::from_secs(10), || {
+        traffic
+            .seen()
+            .iter()
+            .any(|s| s.at > up + Duration::from_millis(3500))
+            .then_some(())
+    });
     let seen = traffic.stop();
     let share = |from: u64, to: u64| {
         let w: Vec<_> = seen

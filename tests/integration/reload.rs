@@ -55,6 +55,7 @@ fn reload_storm_under_load_loses_nothing() {
             lb.write_config(&upstream(strategy, &list));
         }
         reloads += 1;
+        // Pacing, not waiting for something: spreads the 40 reloads over ~8 s of load.
         std::thread::sleep(Duration::from_millis(200));
     }
     // Final set: b3 and b4 only.
@@ -71,8 +72,14 @@ fn reload_storm_under_load_loses_nothing() {
         (lb.backend_set("api") == want).then_some(())
     });
     let applied = Instant::now();
-    std::thread::sleep(Duration::from_millis(500));
-    let after: Vec<Seen> = traffic.since(applied + Duration::from_millis(100));
+    let after = wait_for(
+        "200 answers after the final config",
+        Duration::from_secs(10),
+        || {
+            let after = traffic.since(applied + Duration::from_millis(100));
+            (after.len() >= 200).then_some(after)
+        },
+    );
     let stale = traffic.stale.load(std::sync::atomic::Ordering::Relaxed);
     let seen = traffic.stop();
     let elapsed = started.elapsed();
