@@ -5,6 +5,9 @@ use super::order::{weyl, Order};
 use super::Candidate;
 use crate::state::backend::Position;
 
+/// Draws from the weighted order before falling back to a second pass over the tied backends.
+const SAMPLES: u64 = 8;
+
 /// The least loaded usable backend, by weight.
 pub(super) fn pick<C: Candidate>(
     order: &Order,
@@ -45,6 +48,24 @@ pub(super) fn pick<C: Candidate>(
     let k = position.next();
     if tied == candidates {
         if let Some(i) = order.at(k).filter(|&i| ok(i)) {
+            return Some(i);
+        }
+    }
+    let w_of = |i: usize| backends[i].weight().max(1);
+    let is_tied = |i: usize| {
+        ok(i)
+            && backends[i].state().in_flight() as u128 * bw as u128 == bl as u128 * w_of(i) as u128
+    };
+    // Many ties (typical of a large pool at moderate load: most backends idle): draw from the
+    // weighted order and keep the first tied draw. That is rejection sampling, so the choice is
+    // still weighted among the tied backends, and with at least half of them tied it takes two
+    // draws on average instead of a second pass over the pool.
+    if tied * 2 >= candidates {
+        let base = k.wrapping_mul(SAMPLES);
+        if let Some(i) = (0..SAMPLES)
+            .filter_map(|d| order.sample(base.wrapping_add(d)))
+            .find(|&i| is_tied(i))
+        {
             return Some(i);
         }
     }
@@ -105,9 +126,31 @@ mod tests {
         let b = pool(&[3, 1, 1]);
         let lb = balancer(Strategy::LeastConnections, &b);
         let _busy = InFlightGuard::new(&b[2].0);
-        let c = counts(&picks(&lb, &b, 400), 3);
+        let c = counts(&picks(&lb, &b, 4000), 3);
         assert_eq!(c[2], 0);
-        assert!((290..=310).contains(&c[0]), "{c:?}");
+        // 3:1 (pseudo-random draws: within 3 standard deviations, ±82).
+        assert!((2918..=3082).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn large_pools_at_moderate_load_stay_weighted() {
+        // 100 backends, weights 1 and 2 alternating, 30 of them busy: many ties, so the draws
+        // from the weighted order decide; the weight-2 backends get twice the share.
+        let weights: Vec<u64> = (0..100).map(|i| 1 + i % 2).collect();
+        let b = pool(&weights);
+        let lb = balancer(Strategy::LeastConnections, &b);
+        let _busy: Vec<_> = (0..30).map(|i| InFlightGuard::new(&b[i].0)).collect();
+        let c = counts(&picks(&lb, &b, 30_000), 100);
+        assert!(c[..30].iter().all(|n| *n == 0), "a busy backend was picked");
+        let (light, heavy): (usize, usize) = (30..100).fold((0, 0), |(l, h), i| {
+            if weights[i] == 1 {
+                (l + c[i], h)
+            } else {
+                (l, h + c[i])
+            }
+        });
+        let ratio = heavy as f64 / light as f64;
+        assert!((1.9..2.1).contains(&ratio), "heavy/light {ratio:.3}");
     }
 
     #[test]

@@ -10,6 +10,21 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 use super::WEIGHT_SCALE;
 
+/// SplitMix64's output function: a well-mixed 64-bit value for each `k`.
+#[inline]
+fn splitmix64(k: u64) -> u64 {
+    let mut z = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `x / 2^64` of `[0, total)`.
+#[inline]
+fn scale(x: u64, total: u64) -> u64 {
+    ((x as u128 * total as u128) >> 64) as u64
+}
+
 /// Point `frac(k·φ)` of `[0, total)`.
 #[inline]
 pub(super) fn weyl(k: u64, total: u64) -> u64 {
@@ -70,6 +85,22 @@ impl Order {
                 let x = weyl(k, *cumulative.last()?);
                 let j = cumulative.partition_point(|&c| c <= x);
                 Some(index[j] as usize)
+            }
+        }
+    }
+
+    /// A backend drawn with probability proportional to its weight, pseudo-randomly from `k`:
+    /// unlike [`at`](Self::at), draws for neighbouring `k` are independent of each other, as
+    /// rejection sampling needs.
+    #[inline]
+    pub(super) fn sample(&self, k: u64) -> Option<usize> {
+        let x = splitmix64(k);
+        match self {
+            Order::Empty => None,
+            Order::Schedule(s) => Some(s[scale(x, s.len() as u64) as usize] as usize),
+            Order::Spread { cumulative, index } => {
+                let at = scale(x, *cumulative.last()?);
+                Some(index[cumulative.partition_point(|&c| c <= at)] as usize)
             }
         }
     }
