@@ -1,5 +1,7 @@
 //! `least_connections`: the lowest `in_flight / weight`, ties broken by weighted round-robin among
-//! the tied backends as NGINX does (the shared order when every candidate ties).
+//! the tied backends as NGINX does (the shared order when every candidate ties). An idle backend
+//! found by the order or a few weighted draws ends the search at once (idle is the minimum), so
+//! large, lightly loaded pools cost O(1) per pick; a full scan runs only when nothing idle shows.
 
 use super::order::{weyl, Order};
 use super::Candidate;
@@ -15,6 +17,23 @@ pub(super) fn pick<C: Candidate>(
     backends: &[C],
     ok: &impl Fn(usize) -> bool,
 ) -> Option<usize> {
+    let k = position.next();
+    // Fast path: an idle backend has the lowest possible load, so it is always among the tied
+    // minimum. Take the round-robin order's backend when it is idle (with every backend idle this
+    // is exactly NGINX's sequence), else the first idle draw from the weighted order (rejection
+    // sampling: still weighted among the idle ones). Only when no idle backend turns up is the
+    // whole pool scanned.
+    let idle = |i: usize| ok(i) && backends[i].state().in_flight() == 0;
+    if let Some(i) = order.at(k).filter(|&i| idle(i)) {
+        return Some(i);
+    }
+    let base = k.wrapping_mul(SAMPLES);
+    if let Some(i) = (0..SAMPLES)
+        .filter_map(|d| order.sample(base.wrapping_add(d)))
+        .find(|&i| idle(i))
+    {
+        return Some(i);
+    }
     // Pass 1: the lowest load per weight, and how many (and how much weight) tie for it.
     let mut best: Option<(usize, u64, u64)> = None;
     let (mut candidates, mut tied, mut tied_weight) = (0usize, 0usize, 0u64);
@@ -45,7 +64,6 @@ pub(super) fn pick<C: Candidate>(
     if tied == 1 {
         return Some(first);
     }
-    let k = position.next();
     if tied == candidates {
         if let Some(i) = order.at(k).filter(|&i| ok(i)) {
             return Some(i);
@@ -61,7 +79,7 @@ pub(super) fn pick<C: Candidate>(
     // still weighted among the tied backends, and with at least half of them tied it takes two
     // draws on average instead of a second pass over the pool.
     if tied * 2 >= candidates {
-        let base = k.wrapping_mul(SAMPLES);
+        let base = base.wrapping_add(SAMPLES);
         if let Some(i) = (0..SAMPLES)
             .filter_map(|d| order.sample(base.wrapping_add(d)))
             .find(|&i| is_tied(i))
