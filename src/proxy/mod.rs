@@ -94,14 +94,14 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Edge hardening (issue 7): refuses malformed, ambiguous or oversized request heads before
+    /// Edge checks: refuses malformed, ambiguous or oversized request heads before
     /// anything is routed or forwarded (`crate::edge::check_head`), answering 400/413/414/
     /// 431/501 with `Connection: close`; sets the body idle timeout.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::edge::early_request_filter(&self.shared, session, &mut ctx.hardening).await
     }
 
-    /// Edge hardening (issue 7): counts chunked request bodies against `server.max_body_bytes`.
+    /// Edge checks: counts chunked request bodies against `server.max_body_bytes`.
     async fn request_body_filter(
         &self,
         session: &mut Session,

@@ -1,4 +1,4 @@
-//! Edge hardening (issue 7): lb answers malformed, ambiguous, oversized and slow requests itself
+//! Edge hardening: lb answers malformed, ambiguous, oversized and slow requests itself
 //! and never forwards them; it copes with faulty backends. Requests are written byte for byte on
 //! raw `std::net::TcpStream`s so the tests see exactly what went over the wire.
 
