@@ -59,8 +59,9 @@
 //! - Per backend, keyed by (upstream, address): [`state::backend::BackendState`] in an `Arc` in
 //!   the registry — health, in-flight count, passive-failure run, ejection, slow-start clock,
 //!   request stats and latency window. Snapshots hold clones of the `Arc`.
-//! - Per upstream: [`state::backend::UpstreamState`] — the balancer position (so a rebuild
-//!   continues the round-robin sequence) and the ejection lock.
+//! - Per upstream: [`state::backend::UpstreamState`] in the registry — the balancer position
+//!   (so a rebuild continues the round-robin sequence), the ejection lock and the stats of lb's
+//!   own answers.
 //! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
 //!   the last reload result, metrics and the access log writer.
 //! - Per request: the proxy's context (snapshot, chosen backend, in-flight guard, attempts).

@@ -43,11 +43,10 @@ impl Backend {
 #[derive(Debug)]
 pub struct Upstream {
     pub config: UpstreamConfig,
-    /// lb's own answers (404/502/503/504) for this upstream.
-    pub own: Arc<crate::state::stats::RequestStats>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
-    /// Shared with the upstream's other snapshots (balancer position, ejection lock).
+    /// Shared with the upstream's other snapshots (balancer position, ejection lock, stats of
+    /// lb's own answers).
     pub state: Arc<UpstreamState>,
 }
 
@@ -181,7 +180,6 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
     Upstream {
         balancer: Balancer::new(u.strategy, &weights, &usable, state.clone()),
         state,
-        own: registry.own_stats(&u.name),
         config: u.clone(),
         backends,
     }

@@ -69,24 +69,6 @@ pub(super) fn pick<C: Candidate>(
             return Some(i);
         }
     }
-    let w_of = |i: usize| backends[i].weight().max(1);
-    let is_tied = |i: usize| {
-        ok(i)
-            && backends[i].state().in_flight() as u128 * bw as u128 == bl as u128 * w_of(i) as u128
-    };
-    // Many ties (typical of a large pool at moderate load: most backends idle): draw from the
-    // weighted order and keep the first tied draw. That is rejection sampling, so the choice is
-    // still weighted among the tied backends, and with at least half of them tied it takes two
-    // draws on average instead of a second pass over the pool.
-    if tied * 2 >= candidates {
-        let base = base.wrapping_add(SAMPLES);
-        if let Some(i) = (0..SAMPLES)
-            .filter_map(|d| order.sample(base.wrapping_add(d)))
-            .find(|&i| is_tied(i))
-        {
-            return Some(i);
-        }
-    }
     // Pass 2: weighted Weyl pick among the tied backends.
     let mut x = weyl(k, tied_weight);
     for (i, b) in backends.iter().enumerate().skip(first) {

@@ -75,6 +75,7 @@ impl Balancer {
     }
 
     /// Entries the weighted order keeps in memory.
+    #[cfg(test)]
     pub fn footprint(&self) -> usize {
         self.order.len()
     }

@@ -203,7 +203,7 @@ impl Metrics {
         let mut series: Vec<(&str, &str, &crate::state::stats::RequestStats)> =
             vec![("", "", &snapshot.no_route)];
         for up in &snapshot.upstreams {
-            series.push((up.name(), "", &up.own));
+            series.push((up.name(), "", &up.state.own));
             for b in &up.backends {
                 series.push((up.name(), &b.address, &b.state.stats));
             }

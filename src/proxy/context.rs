@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::snapshot::{Snapshot, Upstream};
 use crate::state::backend::InFlightGuard;
-use crate::state::outcome::FailureKind;
 
 /// Backends already tried by this request (small, inline for the common case).
 #[derive(Default, Debug)]
@@ -77,8 +76,6 @@ pub struct Ctx {
     pub(super) resend_pending: bool,
     pub(super) tried: Tried,
     pub(super) started: Instant,
-    /// What went wrong with the last attempt, for the error answer and metrics.
-    pub(super) failure: Option<FailureKind>,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
     pub(super) own_answer: bool,
     /// The client went away (reset, failed write, EOF) before a response head reached it.

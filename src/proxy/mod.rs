@@ -60,7 +60,6 @@ impl Proxy {
             ctx.attempts = ctx.attempts.saturating_sub(1);
         }
         if verdict.blame_backend {
-            ctx.failure = Some(failure.kind);
             if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
                 health::passive_failure(&self.shared, up, i, failure.kind);
             }
@@ -85,7 +84,6 @@ impl ProxyHttp for Proxy {
             resend_pending: false,
             tried: Tried::default(),
             started: Instant::now(),
-            failure: None,
             own_answer: false,
             client_gone: false,
             forward_path: None,
@@ -344,7 +342,7 @@ impl ProxyHttp for Proxy {
                 }
                 b.state.stats.record(code, elapsed);
             }
-            None => up.own.record(code, elapsed),
+            None => up.state.own.record(code, elapsed),
         }
         // Only now: a removed backend's series are dropped once nothing is in flight on it, so
         // its last answer must be counted first.

@@ -65,12 +65,14 @@ impl Position {
     }
 }
 
-/// Per-upstream state shared by every snapshot: the balancer position, and the lock that makes
-/// a passive ejection's `max_ejected_percent` check and the ejection itself one step.
+/// Per-upstream state shared by every snapshot: the balancer position, the lock that makes a
+/// passive ejection's `max_ejected_percent` check and the ejection itself one step, and the
+/// stats of lb's own answers for the upstream (`backend=""`).
 #[derive(Default, Debug)]
 pub struct UpstreamState {
     pub position: Position,
     pub ejection: Mutex<()>,
+    pub own: Arc<crate::state::stats::RequestStats>,
 }
 
 /// Shared, lock-free state of one backend.

@@ -43,8 +43,6 @@ pub struct Registry {
     upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
     /// Set once the first snapshot is built: backends that appear later slow-start.
     started: std::sync::atomic::AtomicBool,
-    /// Per-upstream stats of lb's own answers (`backend=""`); `""` = no route matched.
-    own: Mutex<HashMap<String, Arc<RequestStats>>>,
 }
 
 impl Registry {
@@ -84,7 +82,8 @@ impl Registry {
         self.started.store(true, Relaxed);
     }
 
-    /// The shared per-upstream state (balancer position, ejection lock).
+    /// The shared per-upstream state (balancer position, ejection lock, own-answer stats);
+    /// `""` holds the stats of requests no route matched.
     pub fn upstream(&self, name: &str) -> Arc<UpstreamState> {
         let mut map = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(name.to_string()).or_default().clone()
@@ -92,18 +91,14 @@ impl Registry {
 
     /// Stats of lb's own answers for `upstream` (kept across reloads).
     pub fn own_stats(&self, upstream: &str) -> Arc<RequestStats> {
-        let mut map = self.own.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(upstream.to_string()).or_default().clone()
+        self.upstream(upstream).own.clone()
     }
 
     /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer
     /// configured (`""`, no route, stays).
     pub fn retain_upstreams(&self, upstreams: &HashSet<String>) {
-        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
-        own.retain(|name, _| name.is_empty() || upstreams.contains(name));
-        drop(own);
         let mut state = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-        state.retain(|name, _| upstreams.contains(name));
+        state.retain(|name, _| name.is_empty() || upstreams.contains(name));
     }
 
     /// Drops every entry not in `keep`; returns the removed states (still referenced by in-flight
