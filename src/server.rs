@@ -81,7 +81,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     let mut proxy = Service::new(
         "lb proxy".to_string(),
         crate::edge::GuardedApp::new(
-            pingora_proxy::http_proxy(&server.configuration, Proxy::new(shared.clone())),
+            Proxy::new(shared.clone(), &server.configuration),
             shared.clone(),
         ),
     );

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use http::header;
+use pingora_core::protocols::http::ServerSession;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 use super::head::Reject;
 
@@ -19,14 +19,19 @@ pub fn body(status: u16, reason: &str) -> String {
 }
 
 /// Writes lb's own answer to a refused request and marks the connection for closing.
-pub(super) async fn answer(session: &mut Session, r: Reject) -> Result<()> {
+pub(super) async fn answer(session: &mut ServerSession, r: Reject) -> Result<()> {
     write(session, r.status, r.reason, true).await
 }
 
 /// Writes lb's own plain-text answer through a pingora session. The connection closes after it
 /// when `close` is set or when the request's body was not read (unread bytes would be taken for
 /// the next request); otherwise it stays open for the next request.
-pub async fn write(session: &mut Session, status: u16, reason: &str, close: bool) -> Result<()> {
+pub async fn write(
+    session: &mut ServerSession,
+    status: u16,
+    reason: &str,
+    close: bool,
+) -> Result<()> {
     let body = body(status, reason);
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -38,13 +43,13 @@ pub async fn write(session: &mut Session, status: u16, reason: &str, close: bool
         session.set_keepalive(None);
     }
     let head = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head).await?;
-    if !head {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-    }
-    Ok(())
+    session.write_response_header(Box::new(resp)).await?;
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    session.write_response_body(body, true).await
 }
 
 /// A complete raw HTTP/1.1 answer written by the connection layer itself.

@@ -1,12 +1,12 @@
-//! The request layer of the edge: the checks pingora-proxy's hooks run on each parsed request,
+//! The request layer of the edge: the checks the request path runs on each parsed request,
 //! and the small signal channel between the request and its connection ([`ConnCtl`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::IO;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_proxy::Session;
 
 use super::answer::answer;
 use super::conn::Guarded;
@@ -35,7 +35,7 @@ impl ConnCtl {
     }
 }
 
-/// Hardening state of one request, kept in the proxy's per-request context. Dropping it (the
+/// Hardening state of one request, kept in the request's context. Dropping it (the
 /// request is over, whichever way) starts the connection's clock for the next request head.
 #[derive(Default)]
 pub struct RequestState {
@@ -62,23 +62,23 @@ impl RequestState {
 }
 
 /// The [`ConnCtl`] of the connection `session` arrived on, when it is a [`Guarded`] one.
-pub(super) fn conn_ctl(session: &Session) -> Option<Arc<ConnCtl>> {
-    let stream = session.as_downstream().stream()?;
+pub(super) fn conn_ctl(session: &ServerSession) -> Option<Arc<ConnCtl>> {
+    let stream = session.stream()?;
     let io: &dyn IO = &**stream;
     io.as_any().downcast_ref::<Guarded>().map(|g| g.ctl.clone())
 }
 
 // ---------------------------------------------------------------------------------------------
-// Request layer: the proxy hooks call these
+// Request layer: the request path calls these
 // ---------------------------------------------------------------------------------------------
 
-/// The proxy's `early_request_filter`: validates the head pingora parsed and applies per-request
+/// Validates the head pingora parsed and applies per-request
 /// settings. On a refusal it has already answered (with `Connection: close`) and returns an
 /// `HTTPStatus` error so that pingora stops processing without forwarding anything. What a
 /// client's half-close does (`server.client_close`) is set when the request is routed.
 pub async fn early_request_filter(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ServerSession,
     state: &mut RequestState,
 ) -> Result<()> {
     let ctl = conn_ctl(session);
@@ -93,7 +93,7 @@ pub async fn early_request_filter(
             &snapshot.config.server.limits
         }
     };
-    let verdict = match session.as_downstream().as_http1() {
+    let verdict = match session.as_http1() {
         Some(h1) => check_head(&h1.get_headers_raw_bytes(), limits),
         None => Ok(HeadInfo::default()),
     };
@@ -111,9 +111,7 @@ pub async fn early_request_filter(
             // (lb's refusals, 502/504) still close it right after they are written. Not after
             // an upgrade request: bytes behind it may belong to the new protocol, so reading
             // them as HTTP could desynchronise; a refused upgrade closes the connection.
-            session
-                .as_downstream_mut()
-                .set_pipelining_enabled(!info.upgrade);
+            session.set_pipelining_enabled(!info.upgrade);
             state.count_body = info.chunked;
             state.max_body = max_body;
             Ok(())
@@ -123,7 +121,7 @@ pub async fn early_request_filter(
             tracing::debug!(
                 status = r.status,
                 reason = r.reason,
-                request = %session.as_downstream().request_summary(),
+                request = %session.request_summary(),
                 "request refused"
             );
             // Best effort: the client may be gone already.
@@ -133,12 +131,11 @@ pub async fn early_request_filter(
     }
 }
 
-/// The proxy's `request_body_filter`: counts chunked request bodies against
+/// Counts chunked request bodies against
 /// `server.max_body_bytes` (→ 413, connection closed). Tunnelled (upgraded) bytes are not counted.
 /// The count is the bytes read from the client, so a retry that replays a buffered body on
 /// another backend does not count them twice.
-pub fn request_body(session: &Session, state: &mut RequestState) -> Result<()> {
-    let downstream = session.as_downstream();
+pub fn request_body(downstream: &ServerSession, state: &mut RequestState) -> Result<()> {
     if !state.count_body || downstream.was_upgraded() {
         return Ok(());
     }

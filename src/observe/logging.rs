@@ -4,7 +4,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// pingora logs every failed request at error level; lb logs state changes once instead.
-pub const DEFAULT_FILTER: &str = "info,pingora_proxy=off,pingora_core=warn,pingora=warn";
+pub const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora=warn";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

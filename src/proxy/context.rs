@@ -1,5 +1,5 @@
-//! Per-request state: the context pingora-proxy carries through the hooks (snapshot, chosen
-//! backend, in-flight guard, attempts), the set of backends already tried, and the process-wide
+//! Per-request state: the context the request path carries from head to log line (snapshot,
+//! chosen backend, in-flight guard, attempts), the set of backends already tried, and the process-wide
 //! count of requests in progress (graceful stop waits for it).
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -36,7 +36,7 @@ impl Tried {
     }
 }
 
-/// Requests between `new_ctx` and the end of `Ctx` (used to finish a graceful stop early).
+/// Requests between `Ctx::new` and the end of `Ctx` (used to finish a graceful stop early).
 static ACTIVE: AtomicI64 = AtomicI64::new(0);
 
 /// Requests currently being handled by this process.
@@ -62,7 +62,10 @@ impl Drop for Active {
 
 /// Per-request context; dropping it releases the in-flight guard, whatever path the request took.
 pub struct Ctx {
+    /// The snapshot the request was routed with (set once the request reached routing).
     pub(super) snapshot: Option<Arc<Snapshot>>,
+    /// A route matched: `upstream` is its index in the snapshot.
+    pub(super) routed: bool,
     pub(super) upstream: usize,
     pub(super) backend: Option<usize>,
     pub(super) guard: Option<InFlightGuard>,
@@ -72,8 +75,6 @@ pub struct Ctx {
     pub(super) resends: u32,
     /// The current attempt already used its resend.
     pub(super) resent_this_attempt: bool,
-    /// The next `upstream_peer` call is that resend, not a new attempt.
-    pub(super) resend_pending: bool,
     pub(super) tried: Tried,
     pub(super) started: Instant,
     /// The final answer came from lb itself (502/504 after attempts), not from a backend.
@@ -91,8 +92,32 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    pub(super) fn new() -> Ctx {
+        Ctx {
+            snapshot: None,
+            routed: false,
+            upstream: 0,
+            backend: None,
+            guard: None,
+            attempts: 0,
+            resends: 0,
+            resent_this_attempt: false,
+            tried: Tried::default(),
+            started: Instant::now(),
+            own_answer: false,
+            client_gone: false,
+            forward_path: None,
+            _active: Active::new(),
+            hardening: Default::default(),
+        }
+    }
+
+    /// The upstream the request was routed to.
     pub(super) fn upstream(&self) -> Option<&Upstream> {
-        self.snapshot.as_ref().map(|s| &*s.upstreams[self.upstream])
+        match &self.snapshot {
+            Some(s) if self.routed => Some(&s.upstreams[self.upstream]),
+            _ => None,
+        }
     }
 }
 

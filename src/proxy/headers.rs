@@ -125,6 +125,69 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// Makes the client's head fit to forward (RFC 9110 §7.6.1): `Connection`, every field it names
+/// and the standard hop-by-hop fields are removed; a WebSocket upgrade (HTTP/1.1, `Upgrade:
+/// websocket`, `Connection: upgrade`) keeps exactly `Connection: Upgrade` and `Upgrade:
+/// websocket`, any other upgrade is not forwarded. A body without a length goes chunked.
+pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
+    let websocket = req.version == http::Version::HTTP_11
+        && has_token(req.headers.get_all(header::CONNECTION), "upgrade")
+        && has_token(req.headers.get_all(header::UPGRADE), "websocket");
+    let mut named = [const { None }; 8];
+    let mut more = Vec::new();
+    let mut n = 0;
+    for v in req.headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if let Ok(name) = http::HeaderName::from_bytes(t.as_bytes()) {
+                if n < named.len() {
+                    named[n] = Some(name);
+                    n += 1;
+                } else {
+                    more.push(name);
+                }
+            }
+        }
+    }
+    for name in named.into_iter().flatten().chain(more) {
+        req.remove_header(&name);
+    }
+    req.remove_header(&header::CONNECTION);
+    for name in HOP_BY_HOP_REQUEST {
+        req.remove_header(*name);
+    }
+    if websocket {
+        req.insert_header(header::CONNECTION, "Upgrade")?;
+        req.insert_header(header::UPGRADE, "websocket")?;
+    }
+    if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
+        req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    req.set_version(http::Version::HTTP_11);
+    Ok(())
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitively).
+fn has_token(values: http::header::GetAll<'_, http::HeaderValue>, token: &str) -> bool {
+    values.iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Hop-by-hop request fields besides `Connection` (and the ones it names).
+const HOP_BY_HOP_REQUEST: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
 /// Removes `Connection`, every header it names, and the standard hop-by-hop headers, keeping
 /// `Connection`/`Upgrade` on a `101 Switching Protocols`.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {

@@ -1,63 +1,82 @@
-//! The request path: a pingora-proxy [`ProxyHttp`] that routes each request to an upstream, picks a
-//! backend with the upstream's balancer, retries refused/timed-out connections on other backends,
-//! adds `X-Forwarded-*`, strips hop-by-hop response headers and answers errors itself
-//! (404 no route, 502 all attempts failed, 503 no usable backend, 504 backend read timeout).
+//! The request path, on pingora-core directly: [`Proxy`] is the listening service's
+//! `HttpServerApp`. For each request pingora's `ServerSession` has parsed (HTTP/1 now; the same
+//! session type carries HTTP/2 streams) it runs the edge checks, routes, picks a backend with the
+//! upstream's balancer, takes a pooled connection from pingora-core's `Connector`, forwards the
+//! exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
+//! answers errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
+//! backend read timeout).
 //!
-//! Everything a request needs comes from one `ArcSwap<Snapshot>` load in `request_filter`.
+//! The whole request is one straight-line `async fn` ([`Proxy::serve`]) over one per-request
+//! context ([`context::Ctx`]): one `ArcSwap<Snapshot>` load when the request is routed, no
+//! per-hook plumbing, no task or channel per request.
 //!
-//! Files: this one (the hooks, in the order pingora calls them), [`context`] (per-request
-//! state), [`retry`] (the retry decision, pure), [`headers`] (host, origin form, forwarding
-//! headers, hop-by-hop stripping). lb's own answers are built by [`crate::edge::answer`].
+//! Files: this one (reading the head, the request's course, the final answer and logging),
+//! [`forward`] (one attempt: request head, both bodies streamed at once, response head filter,
+//! upgrade tunnels), [`context`] (per-request state), [`retry`] (the retry decision, pure),
+//! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping). lb's own answers
+//! are built by [`crate::edge::answer`].
 
 pub mod context;
+pub mod forward;
 pub mod headers;
 pub mod retry;
+mod stop;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::upstreams::peer::Peer;
+use pingora_error::{Error, ErrorSource, ErrorType};
 
 use crate::config::{ClientClose, NormalizePath};
 use crate::edge::{answer, path};
-
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
-use crate::snapshot::Snapshot;
 use crate::state::backend::InFlightGuard;
 pub use context::active_requests;
-use context::{Active, Ctx, Tried};
-use headers::{request_host, set_forwarded, set_path, strip_hop_by_hop, to_origin_form};
+use context::Ctx;
+use headers::request_host;
 use retry::{Failure, Next, Stage};
 
-/// The lb proxy service.
+/// The lb proxy service: the app of every `server.listen` listener (behind
+/// [`crate::edge::GuardedApp`]).
 pub struct Proxy {
     shared: Arc<Shared>,
+    connector: Connector,
+    /// Wakes connections waiting for their next request when the service stops.
+    stop: stop::Stop,
 }
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Proxy { shared }
+    pub fn new(shared: Arc<Shared>, conf: &ServerConf) -> Self {
+        Proxy {
+            shared,
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            stop: stop::Stop::new(conf.threads),
+        }
     }
 
-    /// Applies the retry decision for a failed attempt to the request's context: a resend
-    /// repeats the attempt (same budget, backend not excluded); a backend's failure counts
-    /// against its passive health.
+    /// Applies the retry decision for a failed attempt: a resend repeats the attempt (same
+    /// budget, backend not excluded); a backend's failure counts against its passive health.
     fn after_failure(&self, ctx: &mut Ctx, failure: &Failure) -> Next {
         let verdict = retry::decide(failure);
         if verdict.next == Next::Resend {
             ctx.resent_this_attempt = true;
-            ctx.resend_pending = true;
             ctx.resends += 1;
             ctx.tried.pop();
             ctx.attempts = ctx.attempts.saturating_sub(1);
+        } else {
+            ctx.resent_this_attempt = false;
         }
         if verdict.blame_backend {
             if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
@@ -66,247 +85,249 @@ impl Proxy {
         }
         verdict.next
     }
-}
 
-#[async_trait]
-impl ProxyHttp for Proxy {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            snapshot: None,
-            upstream: 0,
-            backend: None,
-            guard: None,
-            attempts: 0,
-            resends: 0,
-            resent_this_attempt: false,
-            resend_pending: false,
-            tried: Tried::default(),
-            started: Instant::now(),
-            own_answer: false,
-            client_gone: false,
-            forward_path: None,
-            _active: Active::new(),
-            hardening: Default::default(),
+    /// One request, from its parsed head to its last byte. Returns whether the client connection
+    /// can carry another request.
+    async fn serve(&self, session: &mut ServerSession, ctx: &mut Ctx) -> bool {
+        if crate::edge::early_request_filter(&self.shared, session, &mut ctx.hardening)
+            .await
+            .is_err()
+        {
+            // Refused and answered (Connection: close) by the edge.
+            return false;
         }
+        if !self.route(session, ctx).await {
+            return session.response_written().is_some();
+        }
+        let e = match self.forward_with_retries(session, ctx).await {
+            Ok(reuse) => return reuse,
+            Err(e) => e,
+        };
+        self.fail(session, ctx, &e).await;
+        false
     }
 
-    /// Edge checks: refuses malformed, ambiguous or oversized request heads before
-    /// anything is routed or forwarded (`crate::edge::check_head`), answering 400/413/414/
-    /// 431/501 with `Connection: close`; sets the body idle timeout.
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        crate::edge::early_request_filter(&self.shared, session, &mut ctx.hardening).await
-    }
-
-    /// Edge checks: counts chunked request bodies against `server.max_body_bytes`.
-    async fn request_body_filter(
-        &self,
-        session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        crate::edge::request_body(session, &mut ctx.hardening)
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// Loads the snapshot (the request's only shared read), normalizes the path and routes the
+    /// request. Answers 400 (bad path), 404 (no route) or 503 (nothing usable) itself and returns
+    /// false then.
+    async fn route(&self, session: &mut ServerSession, ctx: &mut Ctx) -> bool {
         let snapshot = self.shared.snapshot.load_full();
+        let server = &snapshot.config.server;
         // A half-close after a complete request reads as EOF, like a full close. "finish"
         // delivers the answer (RFC 9112 §9.6; a full close shows when the write fails); "abort"
         // cancels the backend request at once. A reset or an EOF inside the request ends the
-        // request either way (pingora reports them as downstream errors).
-        let abort = snapshot.config.server.client_close == ClientClose::Abort;
-        session.set_abort_on_close(abort);
+        // request either way.
+        session.set_abort_on_close(server.client_close == ClientClose::Abort);
         let req = session.req_header();
-        let host = request_host(req);
-        let server = &snapshot.config.server;
+        let raw_path = req.uri.path();
         let path = match server.normalize_path {
-            NormalizePath::Off => Ok(Cow::Borrowed(req.uri.path())),
-            _ => path::normalize(req.uri.path(), server.merge_slashes),
+            NormalizePath::Off => Ok(Cow::Borrowed(raw_path)),
+            _ => path::normalize(raw_path, server.merge_slashes),
         };
-        let path = match path {
-            Ok(p) => p,
-            Err(e) => {
-                answer::write(session, 400, e.reason(), false).await?;
-                return Ok(true);
-            }
+        let refusal = match path {
+            Err(e) => Some((400, e.reason())),
+            Ok(path) => match snapshot.route_index(request_host(req), &path) {
+                None => Some((404, "no route matches this request")),
+                Some(index) => {
+                    ctx.upstream = index;
+                    ctx.routed = true;
+                    if let (NormalizePath::Forward, Cow::Owned(p)) = (server.normalize_path, path) {
+                        ctx.forward_path = Some(p);
+                    }
+                    None
+                }
+            },
         };
-        let Some(index) = snapshot.route_index(host, &path) else {
-            answer::write(session, 404, "no route matches this request", false).await?;
-            return Ok(true);
-        };
-        let upstream = &snapshot.upstreams[index];
-        let usable = upstream.backends.iter().any(|b| b.state.usable());
-        let msg =
-            (!usable).then(|| format!("upstream {:?} has no usable backend", upstream.name()));
-        if let (NormalizePath::Forward, Cow::Owned(p)) = (server.normalize_path, path) {
-            ctx.forward_path = Some(p);
-        }
-        ctx.upstream = index;
         ctx.snapshot = Some(snapshot);
-        if let Some(msg) = msg {
-            answer::write(session, 503, &msg, false).await?;
-            return Ok(true);
+        if let Some((code, reason)) = refusal {
+            let _ = answer::write(session, code, reason, false).await;
+            return false;
         }
-        Ok(false)
+        if !self.has_usable_backend(ctx) {
+            let name = ctx.upstream().map_or("", |u| u.name());
+            let msg = format!("upstream {name:?} has no usable backend");
+            let _ = answer::write(session, 503, &msg, false).await;
+            return false;
+        }
+        true
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        ctx.guard = None; // a retry releases the previous attempt's count first
-        if !std::mem::take(&mut ctx.resend_pending) {
-            ctx.resent_this_attempt = false;
+    /// Whether the routed upstream has a usable backend. A reload between loading the snapshot
+    /// and this check can leave the request's snapshot with only draining backends while the
+    /// live one has usable ones: the request moves to the live one then.
+    fn has_usable_backend(&self, ctx: &mut Ctx) -> bool {
+        let usable = |up: &crate::snapshot::Upstream| up.backends.iter().any(|b| b.state.usable());
+        let Some(up) = ctx.upstream() else {
+            return false;
+        };
+        if usable(up) {
+            return true;
         }
-        let mut snapshot = ctx
-            .snapshot
-            .clone()
-            .expect("request_filter sets the snapshot");
-        let mut picked = pick(&snapshot, ctx);
-        if picked.is_none() && ctx.attempts == 0 {
+        let live = self.shared.snapshot.load_full();
+        let snapshot = ctx.snapshot.as_ref().expect("routed");
+        if Arc::ptr_eq(&live, snapshot) {
+            return false;
+        }
+        match live.upstreams.iter().position(|u| u.name() == up.name()) {
+            Some(index) if usable(&live.upstreams[index]) => {
+                ctx.upstream = index;
+                ctx.snapshot = Some(live);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attempts until one succeeds or the retry rules stop. `Ok(reuse)`: the exchange completed.
+    async fn forward_with_retries(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+    ) -> Result<bool, Box<Error>> {
+        loop {
+            ctx.guard = None; // a retry releases the previous attempt's count first
+            let i = self.pick(ctx)?;
+            let snapshot = ctx.snapshot.as_deref().expect("routed");
+            let up = &snapshot.upstreams[ctx.upstream];
+            let backend = &up.backends[i];
+            ctx.tried.push(i);
+            ctx.attempts += 1;
+            ctx.backend = Some(i);
+            ctx.guard = Some(InFlightGuard::new(&backend.state));
+            let retries = up.config.retries;
+            let peer = &backend.peer;
+            let (conn, reused) = match self.connector.get_http_session(peer).await {
+                Ok(c) => c,
+                Err(mut e) => {
+                    e.as_up();
+                    let failure = Failure {
+                        stage: Stage::Connect,
+                        kind: FailureKind::of(&e),
+                        client_side: false,
+                        stale_connection: false,
+                        replayable: false,
+                        resent_this_attempt: ctx.resent_this_attempt,
+                        attempts: ctx.attempts,
+                        retries,
+                    };
+                    match self.after_failure(ctx, &failure) {
+                        Next::Stop => return Err(e),
+                        _ => continue,
+                    }
+                }
+            };
+            let trusted = forward::client_is_trusted(session, &snapshot.config.server);
+            let head = forward::upstream_head(session, ctx.forward_path.as_deref(), trusted);
+            let result = match conn {
+                ClientSession::H1(mut h1) => {
+                    let report = forward::Report {
+                        shared: &self.shared,
+                        upstream: up,
+                        backend: i,
+                    };
+                    let out =
+                        forward::h1(session, &mut h1, head, peer, report, &mut ctx.hardening).await;
+                    if out.upstream_reusable {
+                        self.connector
+                            .release_http_session(ClientSession::H1(h1), peer, peer.idle_timeout())
+                            .await;
+                    }
+                    out.result
+                }
+                other => {
+                    // Only HTTP/1 peers are configured: pingora-core's connector returns the
+                    // protocol the peer's options ask for.
+                    drop(other);
+                    Err(Error::explain(
+                        ErrorType::InternalError,
+                        "backend protocol not supported",
+                    ))
+                }
+            };
+            let mut e = match result {
+                Ok(reuse) => return Ok(reuse),
+                Err(e) => e,
+            };
+            let replayable = session.req_header().method.is_idempotent()
+                && !session.retry_buffer_truncated()
+                && session.response_written().is_none();
+            // pingora's own verdict: a failure on a reused pooled connection is worth a resend.
+            e.retry.decide_reuse(reused);
+            let failure = Failure {
+                stage: Stage::Exchange,
+                kind: FailureKind::of(&e),
+                client_side: *e.esource() == ErrorSource::Downstream,
+                stale_connection: e.retry(),
+                replayable,
+                resent_this_attempt: ctx.resent_this_attempt,
+                attempts: ctx.attempts,
+                retries,
+            };
+            if self.after_failure(ctx, &failure) == Next::Stop {
+                return Err(e);
+            }
+        }
+    }
+
+    /// The backend for the next attempt: one of the request's upstream this request has not
+    /// tried yet.
+    fn pick(&self, ctx: &mut Ctx) -> Result<usize, Box<Error>> {
+        let snapshot = ctx.snapshot.as_ref().expect("routed");
+        let up = &snapshot.upstreams[ctx.upstream];
+        if let Some(i) = up.balancer.pick(&up.backends, |i| ctx.tried.contains(i)) {
+            return Ok(i);
+        }
+        if ctx.attempts == 0 {
             // A reload between routing and this pick can leave the request's snapshot with only
             // draining backends while the live one has usable ones: serve it there.
             let live = self.shared.snapshot.load_full();
-            let name = snapshot.upstreams[ctx.upstream].name();
-            if let Some(index) = live.upstreams.iter().position(|u| u.name() == name) {
-                if !Arc::ptr_eq(&live, &snapshot) {
-                    ctx.upstream = index;
-                    ctx.snapshot = Some(live.clone());
-                    snapshot = live;
-                    picked = pick(&snapshot, ctx);
+            if !Arc::ptr_eq(&live, snapshot) {
+                let name = up.name();
+                if let Some(index) = live.upstreams.iter().position(|u| u.name() == name) {
+                    let up = &live.upstreams[index];
+                    if let Some(i) = up.balancer.pick(&up.backends, |i| ctx.tried.contains(i)) {
+                        ctx.upstream = index;
+                        ctx.snapshot = Some(live);
+                        return Ok(i);
+                    }
                 }
             }
         }
-        let Some(i) = picked else {
-            return Err(if ctx.attempts == 0 {
-                Error::explain(ErrorType::HTTPStatus(503), "no usable backend")
-            } else {
-                Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on")
-            });
-        };
-        let backend = &snapshot.upstreams[ctx.upstream].backends[i];
-        ctx.tried.push(i);
-        ctx.attempts += 1;
-        ctx.backend = Some(i);
-        ctx.guard = Some(InFlightGuard::new(&backend.state));
-        Ok(Box::new(backend.peer.clone()))
+        Err(if ctx.attempts == 0 {
+            Error::explain(ErrorType::HTTPStatus(503), "no usable backend")
+        } else {
+            Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on")
+        })
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        let kind = FailureKind::of(&e);
-        let failure = Failure {
-            stage: Stage::Connect,
-            kind,
-            client_side: false,
-            stale_connection: false,
-            replayable: false,
-            resent_this_attempt: ctx.resent_this_attempt,
-            attempts: ctx.attempts,
-            retries: ctx.upstream().map_or(0, |u| u.config.retries),
-        };
-        self.after_failure(ctx, &failure);
-        e.set_retry(retry::decide(&failure).next == Next::Retry);
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut Ctx,
-        client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
-            && session.response_written().is_none();
-        // pingora's own verdict: a failure on a reused pooled connection is worth a resend.
-        e.retry.decide_reuse(client_reused);
-        let failure = Failure {
-            stage: Stage::Exchange,
-            kind: FailureKind::of(&e),
-            client_side: *e.esource() == ErrorSource::Downstream,
-            stale_connection: e.retry(),
-            replayable,
-            resent_this_attempt: ctx.resent_this_attempt,
-            attempts: ctx.attempts,
-            retries: ctx.upstream().map_or(0, |u| u.config.retries),
-        };
-        let next = self.after_failure(ctx, &failure);
-        e.set_retry(next != Next::Stop);
-        e
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        // Every attempt starts from the client's request again.
-        to_origin_form(req)?;
-        if let Some(path) = &ctx.forward_path {
-            set_path(req, path)?;
-        }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = match (client, &ctx.snapshot) {
-            (Some(ip), Some(s)) => s
-                .config
-                .server
-                .trusted_proxies
-                .iter()
-                .any(|c| c.contains(ip)),
-            _ => false,
-        };
-        set_forwarded(req, client, trusted)
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        strip_hop_by_hop(resp);
-        if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
-            health::passive_response(&self.shared, up, i, resp.status.as_u16());
-        }
-        Ok(())
-    }
-
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    /// The request could not be proxied: answers with the error's status unless a response head
+    /// already went out or the client is gone.
+    async fn fail(&self, session: &mut ServerSession, ctx: &mut Ctx, e: &Error) {
         let code = error_status(e);
         // A client that left was waiting on the backend (if one was picked): its 499 counts
         // there, like NGINX's `$upstream_addr` on a 499. It is not a backend failure.
         ctx.client_gone = code == 0;
         // A backend that sent its response head and then failed answered the request itself.
         ctx.own_answer = session.response_written().is_none() && !ctx.client_gone;
-        if code > 0 {
-            let name = ctx
-                .upstream()
-                .map(|u| u.name().to_string())
-                .unwrap_or_default();
-            let msg = answer::body(code, &error_reason(code, &name, ctx.attempts, e));
+        tracing::debug!(
+            error = %e,
+            status = code,
+            attempts = ctx.attempts,
+            request = %session.request_summary(),
+            "request failed"
+        );
+        if code > 0 && session.response_written().is_none() {
+            let name = ctx.upstream().map_or("", |u| u.name());
+            let msg = answer::body(code, &error_reason(code, name, ctx.attempts, e));
             let _ = session
                 .respond_error_with_body(code, Bytes::from(msg))
                 .await;
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    /// Counts the request's outcome (per backend, or as lb's own answer) and writes its
+    /// access-log line.
+    fn log(&self, session: &ServerSession, ctx: &mut Ctx) {
         let elapsed = ctx.started.elapsed();
         // Once a response head was sent, that status is what the client got (also when it left
         // during the body, as NGINX logs it); before that, a client that left is a 499.
@@ -315,21 +336,21 @@ impl ProxyHttp for Proxy {
             None if ctx.client_gone => CLIENT_CLOSED_REQUEST,
             None => 0,
         };
-        let m = &self.shared.metrics;
         if let Some(log) = &self.shared.access_log {
             access_log(log, session, ctx, code, elapsed);
         }
         let Some(up) = ctx.upstream() else {
-            if let Some(s) = &ctx.snapshot {
-                s.no_route.record(code, elapsed);
-            } else {
-                self.shared.snapshot.load().no_route.record(code, elapsed);
+            match &ctx.snapshot {
+                Some(s) => s.no_route.record(code, elapsed),
+                None => self.shared.snapshot.load().no_route.record(code, elapsed),
             }
             return;
         };
         let resent = ctx.attempts.saturating_sub(1) + ctx.resends;
         if resent > 0 {
-            m.retries
+            self.shared
+                .metrics
+                .retries
                 .with_label_values(&[up.name()])
                 .inc_by(resent as u64);
         }
@@ -350,9 +371,69 @@ impl ProxyHttp for Proxy {
     }
 }
 
+#[async_trait]
+impl HttpServerApp for Proxy {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let read = tokio::select! {
+            // Biased: a request already buffered is served, not dropped.
+            biased;
+            r = session.read_request() => r,
+            _ = self.stop.wait() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    // pingora's parser refused the head: its bare 400 (the edge counts it).
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        // CONNECT changes the message framing; lb does not tunnel it.
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.respond_error(405).await;
+            session.shutdown().await;
+            return None;
+        }
+        if *shutdown.borrow() {
+            // Stopping: this is the connection's last request.
+            session.set_keepalive(None);
+        }
+        let mut ctx = Ctx::new();
+        let reuse = self.serve(&mut session, &mut ctx).await;
+        self.log(&session, &mut ctx);
+        let next = if reuse {
+            let settings = HttpPersistentSettings::for_session(&session);
+            session
+                .finish()
+                .await
+                .ok()
+                .flatten()
+                .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+        } else {
+            None
+        };
+        // After `finish` (which may still read the rest of the body): dropping the context tells
+        // the connection that the next bytes start a new request head.
+        drop(ctx);
+        next
+    }
+
+    async fn http_cleanup(&self) {
+        self.stop.fire();
+    }
+}
+
 fn access_log(
     log: &AccessLogger,
-    session: &Session,
+    session: &ServerSession,
     ctx: &Ctx,
     status: u16,
     duration: std::time::Duration,
@@ -372,16 +453,9 @@ fn access_log(
         backend,
         attempts: ctx.attempts,
         duration,
-        bytes_in: session.as_downstream().body_bytes_read(),
-        bytes_out: session.as_downstream().body_bytes_sent(),
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
     });
-}
-
-/// A backend of the request's upstream that this request has not tried yet.
-#[inline]
-fn pick(snapshot: &Snapshot, ctx: &Ctx) -> Option<usize> {
-    let up = &snapshot.upstreams[ctx.upstream];
-    up.balancer.pick(&up.backends, |i| ctx.tried.contains(i))
 }
 
 /// NGINX's non-standard status for a request whose client went away before the answer.
@@ -416,5 +490,29 @@ fn error_reason(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
         503 => format!("upstream {upstream:?} has no usable backend"),
         504 => format!("upstream {upstream:?} did not answer in time"),
         _ => e.etype().as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_statuses() {
+        let up = |t| {
+            let mut e = Error::new(t);
+            e.as_up();
+            e
+        };
+        let down = |t| {
+            let mut e = Error::new(t);
+            e.as_down();
+            e
+        };
+        assert_eq!(error_status(&up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(error_status(&up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(error_status(&down(ErrorType::ConnectionClosed)), 0);
+        assert_eq!(error_status(&down(ErrorType::ReadTimedout)), 408);
+        assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
     }
 }
