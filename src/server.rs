@@ -27,10 +27,11 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
-/// Read-ahead buffer per client connection. pingora's default (64 KiB, allocated up front) costs
-/// ~90 KiB of RSS per idle keep-alive connection; API requests fit in 4 KiB, and larger bodies are
-/// simply read in more steps.
-const CLIENT_READ_BUFFER: usize = 4096;
+/// Read-ahead buffer per client connection, allocated for the connection's whole life. pingora's
+/// default (64 KiB) costs ~90 KiB of RSS per idle keep-alive connection. The connection layer reads
+/// a request's first byte through it, which pulls a typical API request head in with the same
+/// system call; larger reads bypass it (pingora reads heads and bodies into its own buffers).
+const CLIENT_READ_BUFFER: usize = 1024;
 
 /// pingora's retry loop bound; lb enforces each upstream's own `retries` below it.
 const PINGORA_MAX_RETRIES: usize = 128;

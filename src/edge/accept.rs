@@ -1,13 +1,17 @@
 //! The listening app: every accepted connection is counted against `server.max_connections`
-//! (over the cap: a 503 and a lingering close) and wrapped in a [`Guarded`]
-//! stream before pingora reads a byte.
+//! (over the cap: a 503 and a lingering close) and wrapped in a [`Guarded`] stream before pingora
+//! reads a byte. It also runs the connection's keep-alive loop: between requests a connection holds
+//! no HTTP session and no buffer, only the guarded socket; the session for the next request is made
+//! when that request's first byte has arrived, and handed to the [`RequestApp`] (the proxy).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use bytes::BytesMut;
+use pingora_core::apps::{HttpPersistentSettings, ServerApp};
+use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::{Shutdown, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,8 +39,25 @@ impl Drop for ConnSlot {
     }
 }
 
-/// The proxy listener's app: pingora-proxy's `HttpProxy` (`inner`) behind the connection cap, with
-/// every stream wrapped in a [`Guarded`].
+/// What the connection layer runs for each request: the request path. It receives a session
+/// whose head is not read yet and returns the connection when it can carry another request.
+#[async_trait]
+pub trait RequestApp {
+    async fn request(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(ReusableHttpStream, HttpPersistentSettings)>;
+
+    /// Resolves when the service stops: connections waiting for a request close.
+    async fn stopped(&self);
+
+    /// The service stopped listening.
+    async fn cleanup(&self) {}
+}
+
+/// The proxy listener's app: the request path (`inner`) behind the connection cap, with every
+/// stream wrapped in a [`Guarded`].
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     pub(super) shared: Arc<Shared>,
@@ -53,8 +74,15 @@ impl<A> GuardedApp<A> {
     }
 }
 
+/// Initial capacity of a request head buffer (pingora's own initial size).
+const HEAD_BUFFER: usize = 4096;
+
+/// pingora's keep-alive timeout for a session; lb's own idle timeout (`server.keepalive_timeout`)
+/// is enforced by [`Guarded`].
+const SESSION_KEEPALIVE_SECS: u64 = 60;
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -71,13 +99,53 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             drop(slot);
             return None;
         }
-        // HTTP apps serve every request of the connection inside this call and return `None`.
-        ServerApp::process_new(
-            &self.inner,
-            Box::new(Guarded::new(stream, limits, slot)),
-            shutdown,
-        )
-        .await
+        let mut stream = Box::new(Guarded::new(stream, limits, slot));
+        let mut carried: Option<(HttpPersistentSettings, Option<BytesMut>)> = None;
+        loop {
+            // The next request's first bytes: already read with the previous request
+            // (pipelined), or waited for here, without a session or its buffers.
+            let prefix = match carried.as_mut().and_then(|c| c.1.take()) {
+                Some(p) => {
+                    if !stream.start_pipelined_head(&p) {
+                        // Refused: the read writes the refusal; dropping the stream lingers.
+                        let _ = stream.read(&mut [0u8; 1]).await;
+                        return None;
+                    }
+                    p
+                }
+                None => {
+                    let mut byte = [0u8; 1];
+                    let n = tokio::select! {
+                        biased;
+                        n = stream.read(&mut byte) => n.ok()?,
+                        _ = self.inner.stopped() => return None,
+                    };
+                    if n == 0 {
+                        return None;
+                    }
+                    // pingora parses into this buffer and reads the rest of the head after it.
+                    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+                    head.extend_from_slice(&byte);
+                    head
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if *shutdown.borrow() {
+                // Stopping: this is the connection's last request.
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(Some(SESSION_KEEPALIVE_SECS));
+            }
+            if let Some((settings, _)) = carried.take() {
+                settings.apply_to_session(&mut session);
+            }
+            session.set_pipelined_prefix(prefix);
+            let (reusable, settings) = self.inner.request(session, shutdown).await?;
+            let (next, prefix) = reusable.into_parts();
+            // Always the stream made above: the session hands back what it was given.
+            stream = next.into_any().downcast::<Guarded>().ok()?;
+            carried = Some((settings, prefix));
+        }
     }
 
     async fn cleanup(&self) {

@@ -124,6 +124,51 @@ impl Guarded {
         }
     }
 
+    /// Feeds bytes of a request head to the scan (the first ones start the head and its
+    /// deadline). A head over the limits returns the refusal's status and reason.
+    fn scan_head(&mut self, bytes: &[u8]) -> Option<(u16, &'static str)> {
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.head_started = Instant::now();
+            if !self.first {
+                let t = self.ctl.limits.header_timeout;
+                self.restart_timer(t);
+            }
+        }
+        if self.phase != Phase::Head {
+            return None;
+        }
+        match self.scan.feed(bytes, &self.ctl.limits) {
+            Scan::More => None,
+            Scan::Done => {
+                self.phase = Phase::HeadDone;
+                None
+            }
+            Scan::Refuse(status) => Some((
+                status,
+                if status == 414 {
+                    "request target longer than server.max_uri_bytes"
+                } else {
+                    "request head larger than server.max_header_bytes or server.max_headers"
+                },
+            )),
+        }
+    }
+
+    /// The next request's first bytes were read with the previous request (pipelining): they
+    /// start the next head here, held to the same limits and deadline. Returns false when the
+    /// head is refused; the refusal goes out on the next read.
+    pub(super) fn start_pipelined_head(&mut self, prefix: &[u8]) -> bool {
+        self.take_signal();
+        match self.scan_head(prefix) {
+            None => true,
+            Some((status, reason)) => {
+                self.refuse(status, reason);
+                false
+            }
+        }
+    }
+
     /// Starts writing lb's own answer; the connection is closed (lingering) afterwards.
     fn refuse(&mut self, status: u16, reason: &str) {
         let shared = self.slot.as_ref().map(|s| s.shared.clone());
@@ -221,31 +266,12 @@ impl AsyncRead for Guarded {
                 if n == 0 {
                     return Poll::Ready(Ok(()));
                 }
-                if this.phase == Phase::Idle {
-                    this.phase = Phase::Head;
-                    this.head_started = Instant::now();
-                    if !this.first {
-                        let t = this.ctl.limits.header_timeout;
-                        this.restart_timer(t);
-                    }
-                }
-                if this.phase == Phase::Head {
-                    let ctl = this.ctl.clone();
-                    match this.scan.feed(&buf.filled()[before..], &ctl.limits) {
-                        Scan::More => {}
-                        Scan::Done => this.phase = Phase::HeadDone,
-                        Scan::Refuse(status) => {
-                            // pingora never sees the oversized head.
-                            buf.set_filled(before);
-                            let reason = if status == 414 {
-                                "request target longer than server.max_uri_bytes"
-                            } else {
-                                "request head larger than server.max_header_bytes or server.max_headers"
-                            };
-                            this.refuse(status, reason);
-                            return this.poll_refusal(cx);
-                        }
-                    }
+                let bytes = &buf.filled()[before..];
+                if let Some((status, reason)) = this.scan_head(bytes) {
+                    // pingora never sees the oversized head.
+                    buf.set_filled(before);
+                    this.refuse(status, reason);
+                    return this.poll_refusal(cx);
                 }
                 Poll::Ready(Ok(()))
             }

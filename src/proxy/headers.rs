@@ -62,6 +62,9 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
     let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
     let host = req.headers.get(header::HOST).cloned();
     let chain = |req: &RequestHeader, name: &str| -> Option<String> {
+        if !trusted {
+            return None;
+        }
         let lines: Vec<&str> = req
             .headers
             .get_all(name)
@@ -70,7 +73,7 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect();
-        (trusted && !lines.is_empty()).then(|| lines.join(", "))
+        (!lines.is_empty()).then(|| lines.join(", "))
     };
     let xff = match chain(req, "x-forwarded-for") {
         Some(prev) => format!("{prev}, {ip}"),

@@ -1,6 +1,7 @@
-//! The request path, on pingora-core directly: [`Proxy`] is the listening service's
-//! `HttpServerApp`. For each request pingora's `ServerSession` has parsed (HTTP/1 now; the same
-//! session type carries HTTP/2 streams) it runs the edge checks, routes, picks a backend with the
+//! The request path, on pingora-core directly: [`Proxy`] is the [`RequestApp`] the connection
+//! layer ([`crate::edge::GuardedApp`]) hands every request to. For each request it reads the head
+//! into pingora-core's `ServerSession` (HTTP/1 now; the same session type carries HTTP/2 streams),
+//! runs the edge checks, routes, picks a backend with the
 //! upstream's balancer, takes a pooled connection from pingora-core's `Connector`, forwards the
 //! exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
 //! answers errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
@@ -27,18 +28,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::apps::HttpPersistentSettings;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::Peer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 use crate::config::{ClientClose, NormalizePath};
-use crate::edge::{answer, path};
+use crate::edge::{answer, path, RequestApp};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
@@ -372,19 +373,14 @@ impl Proxy {
 }
 
 #[async_trait]
-impl HttpServerApp for Proxy {
-    async fn process_new_http(
+impl RequestApp for Proxy {
+    async fn request(
         self: &Arc<Self>,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        let read = tokio::select! {
-            // Biased: a request already buffered is served, not dropped.
-            biased;
-            r = session.read_request() => r,
-            _ = self.stop.wait() => return None,
-        };
-        match read {
+    ) -> Option<(ReusableHttpStream, HttpPersistentSettings)> {
+        // The connection layer calls this once the request's first byte has arrived.
+        match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
@@ -411,12 +407,8 @@ impl HttpServerApp for Proxy {
         self.log(&session, &mut ctx);
         let next = if reuse {
             let settings = HttpPersistentSettings::for_session(&session);
-            session
-                .finish()
-                .await
-                .ok()
-                .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            let stream = session.finish().await.ok().flatten();
+            stream.map(|s| (s, settings))
         } else {
             None
         };
@@ -426,7 +418,11 @@ impl HttpServerApp for Proxy {
         next
     }
 
-    async fn http_cleanup(&self) {
+    async fn stopped(&self) {
+        self.stop.wait().await
+    }
+
+    async fn cleanup(&self) {
         self.stop.fire();
     }
 }
