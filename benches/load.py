@@ -998,13 +998,15 @@ def run_idle(
     for t in targets:
         if t.kind == "direct" or t.strategy != "rr":
             continue
-        print(f"[idle10k] {t.kind}: opening {args.idle_conns} connections ...", end=" ", flush=True)
+        # Another lb build (--compare-lb) is reported under its own label.
+        name = t.label.rsplit(" ", 1)[0] if t.binary else t.kind
+        print(f"[idle10k] {name}: opening {args.idle_conns} connections ...", end=" ", flush=True)
         try:
-            out[t.kind] = measure_idle(procs, t, backends, root, args.idle_conns, hold)
-            r = out[t.kind]
+            out[name] = measure_idle(procs, t, backends, root, args.idle_conns, hold)
+            r = out[name]
             print(f"{r['connections_ok']} ok, RSS {r['rss_idle_mib']:.1f} MiB", flush=True)
         except RuntimeError as e:
-            out[t.kind] = {"error": str(e)}
+            out[name] = {"error": str(e)}
             print(f"FAILED: {e}", flush=True)
     print_idle(out, args.idle_conns)
     return out

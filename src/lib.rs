@@ -10,8 +10,8 @@
 //!  server      start-up, pingora services, graceful stop, socket hand-over upgrade
 //!  admin       admin listener: /healthz /metrics /status /reload and the dashboard
 //!  reload      config reloads: file watch, SIGHUP, POST /reload; restart-only settings
-//!  proxy       the request path (pingora-proxy hooks): route, pick, retry, forward, answer
-//!  edge        client connections and request heads: limits, deadlines, refusals, paths
+//!  proxy       the request path (pingora-core): route, pick, retry, forward, answer
+//!  edge        client connections (keep-alive loop) and request heads: limits, refusals, paths
 //!  health      active checks, passive ejection, state-change announcements
 //!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
 //!  observe     Prometheus metrics, JSON access log, logging
@@ -29,21 +29,26 @@
 //!
 //! # One request
 //!
-//! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections` and
+//! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections`,
 //!    wraps the stream in an [`edge::conn::Guarded`] (header deadline, idle timeout, head-size
-//!    limits) before pingora parses a byte.
-//! 2. pingora-proxy parses the head and calls [`proxy::Proxy`]'s hooks. `early_request_filter`
-//!    runs [`edge::check_head`] (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
-//! 3. `request_filter` loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
+//!    limits) and runs the keep-alive loop: an idle connection holds no HTTP session and no
+//!    buffer; a request's first byte makes pingora-core's `ServerSession`, handed to the
+//!    request path ([`edge::RequestApp`]).
+//! 2. [`proxy::Proxy`] (pingora-core directly, no pingora-proxy) reads the head and runs one
+//!    straight-line `async fn`: [`edge::early_request_filter`] runs [`edge::check_head`]
+//!    (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
+//! 3. Routing loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
 //!    request), normalizes the path ([`edge::path`]) and routes it
 //!    ([`snapshot::Snapshot::route_index`]); no route → 404, no usable backend → 503.
-//! 4. `upstream_peer` picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
-//!    atomic position per upstream, in-flight counters per backend) and takes an RAII
-//!    [`state::backend::InFlightGuard`]. Failed attempts go to [`health::passive_failure`] and
-//!    are retried on other backends within `retries`.
-//! 5. The answer streams back with hop-by-hop headers stripped; `logging` records the outcome in
-//!    the backend's [`state::stats::RequestStats`] (rendered by [`observe::metrics`] at scrape
-//!    time) and the access log.
+//! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
+//!    atomic position per upstream, in-flight counters per backend), takes an RAII
+//!    [`state::backend::InFlightGuard`] and a pooled connection from pingora-core's connector.
+//!    [`proxy::forward`] streams both bodies in one `select!` loop on the request's task (101 →
+//!    byte tunnel). Failed attempts go to [`health::passive_failure`] and are retried on other
+//!    backends within `retries` ([`proxy::retry`]).
+//! 5. The answer streams back with hop-by-hop headers stripped; the outcome is recorded in the
+//!    backend's [`state::stats::RequestStats`] (rendered by [`observe::metrics`] at scrape time)
+//!    and the access log.
 //!
 //! # One reload
 //!

@@ -1,13 +1,14 @@
 //! The edge: lb answers malformed, oversized and slow requests itself and never forwards them.
 //!
-//! pingora's HTTP/1 server reads and parses the request head before any `ProxyHttp` hook runs, and
-//! it is loose (heads up to 1 MiB, `Transfer-Encoding` + `Content-Length` accepted with the length
+//! pingora-core's HTTP/1 server parses the request head before the request path sees it, and it
+//! is loose (heads up to 1 MiB, `Transfer-Encoding` + `Content-Length` accepted with the length
 //! dropped, no total deadline for the head, idle keep-alive connections never timed out, no
 //! connection cap). So the defences sit in two layers:
 //!
-//! 1. **Connection layer.** [`GuardedApp`] is the listening service's app: it wraps pingora-proxy's
-//!    `HttpProxy` and every accepted stream in a [`Guarded`](conn::Guarded) IO before pingora reads a byte. It
-//!    enforces what no hook can see:
+//! 1. **Connection layer.** [`GuardedApp`] is the listening service's app: it wraps every accepted
+//!    stream in a [`Guarded`](conn::Guarded) IO before pingora reads a byte, and runs the
+//!    connection's keep-alive loop, handing each request to a [`RequestApp`] (the proxy). It
+//!    enforces what the request path cannot see:
 //!    - `server.max_connections`: connections over the cap get a `503` and are closed; established
 //!      connections are not touched.
 //!    - `server.header_timeout`: a total deadline for the request head, counted from accept for
@@ -20,7 +21,7 @@
 //!    Whenever lb closes a connection that may still carry unread request bytes, the close
 //!    *lingers* (reads and discards for a bounded time, as NGINX's `lingering_close`) so that the
 //!    answer is not destroyed by the TCP reset the kernel sends for unread data.
-//! 2. **Request layer.** [`early_request_filter`] (called from the proxy's hook of that name) checks
+//! 2. **Request layer.** [`early_request_filter`] (called by the request path first) checks
 //!    the raw head pingora parsed with [`check_head`] — framing (`Content-Length`,
 //!    `Transfer-Encoding`), header syntax, `Host`, limits — and answers `400`/`413`/`414`/`431`/`501`
 //!    with `Connection: close`. It also sets the per-request body idle timeout
@@ -30,9 +31,9 @@
 //! Some malformed heads never reach the request layer: pingora's parser answers them itself with
 //! its own bare `400` (control characters, obs-fold, a space before the colon, differing
 //! `Content-Length`s, `Transfer-Encoding` on HTTP/1.0 or not ending in `chunked`) or `405`
-//! (CONNECT). The connection layer sees that answer go out before any hook ran, counts it in
+//! (CONNECT). The connection layer sees that answer go out before the request path ran, counts it in
 //! `lb_requests_total` like lb's own refusals, and lingers on close. Refusals of the connection
-//! layer (408/414/431/503) never reach the proxy's `logging` hook, so they are counted here too
+//! layer (408/414/431/503) never reach the request path's logging, so they are counted here too
 //! but have no access-log line.
 //!
 //! The two layers talk through a small [`ConnCtl`] shared by the connection and the request
@@ -41,7 +42,7 @@
 //!
 //! Files: [`head`] (the pure request-head checks and the incremental head scan), [`conn`] (the
 //! guarded client stream), [`accept`] (the listening app: connection cap, shedding, lingering
-//! close), [`request`] (the request-layer hooks and the connection/request signalling),
+//! close), [`request`] (the request-layer checks and the connection/request signalling),
 //! [`answer`] (lb's own answers, for both layers and for the proxy).
 
 pub mod accept;
