@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Problem};
-use crate::runtime::{LoadedConfig, ReloadResult, Shared};
+use crate::runtime::{admin_cert, LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
 use crate::state::backend::Health;
 use crate::state::registry::BackendKey;
@@ -77,6 +77,10 @@ impl Shared {
             }
             Ok(new) => {
                 let hash = text.as_deref().map(hash_text).unwrap_or_default();
+                result.warnings = new.warning_lines(&self.config_path);
+                for w in &result.warnings {
+                    tracing::warn!(trigger, "{w}");
+                }
                 self.apply(new, &mut result);
                 *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
                     hash,
@@ -111,6 +115,8 @@ impl Shared {
         result.removed = diff(&old_keys, &new_keys);
         let freed = self.release_unchecked(&new);
         let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
+        // Before the snapshot: a request that sees the new config's token also sees its certificate.
+        self.admin_cert.store(admin_cert(&new));
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         self.registry.retain_upstreams(&upstreams);
@@ -237,7 +243,14 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("server.log", o.log != n.log),
         ("server.access_log", o.access_log != n.access_log),
-        ("admin.listen", old.admin != new.admin),
+        (
+            "admin.listen",
+            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+        ),
+        (
+            "admin.tls",
+            matches!((&old.admin, &new.admin), (Some(o), Some(n)) if o.tls.is_some() != n.tls.is_some()),
+        ),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
@@ -256,7 +269,17 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
     n.log = o.log.clone();
     n.access_log = o.access_log.clone();
-    new.admin = old.admin.clone();
+    // The admin listener's address and whether it speaks TLS are fixed at start; its token,
+    // public paths, allow-list and certificate apply at once.
+    match (&old.admin, &mut new.admin) {
+        (Some(o), Some(n)) => {
+            n.listen = o.listen;
+            if o.tls.is_some() != n.tls.is_some() {
+                n.tls = o.tls.clone();
+            }
+        }
+        (o, n) => *n = o.clone(),
+    }
 }
 
 /// The config hash shown in `/status`: FNV-1a of the file's text.
