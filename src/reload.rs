@@ -341,6 +341,98 @@ mod tests {
         assert_eq!(shared.registry.own_stats("web").count(), 0);
     }
 
+    /// A self-signed certificate for `localhost` written to `dir`; returns (cert, key) paths.
+    fn write_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn admin_text(token: &std::path::Path, extra: &str) -> String {
+        format!(
+            "{BASE}[admin]\nlisten = \"127.0.0.1:9\"\ntoken_file = \"{}\"\n{extra}\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n",
+            token.display()
+        )
+    }
+
+    #[test]
+    fn admin_token_and_rules_apply_on_reload_switching_tls_needs_a_restart() {
+        let dir = std::env::temp_dir().join(format!("lb-unit-admin-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("admin.token");
+        std::fs::write(&token, "first-token-0123456789\n").unwrap();
+        let (path, shared) = load("admin", &admin_text(&token, ""));
+        let (cert, key) = write_cert(&dir, "a");
+        std::fs::write(&token, "second-token-0123456789\n").unwrap();
+        let tls = format!(
+            "allow = [\"10.0.0.0/8\"]\n[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&path, admin_text(&token, &tls)).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        assert_eq!(result.needs_restart, vec!["admin.tls"]);
+        let admin = shared.snapshot.load().config.admin.clone().unwrap();
+        assert_eq!(admin.token.unwrap().secret(), b"second-token-0123456789");
+        assert_eq!(admin.allow.unwrap().len(), 1);
+        assert!(admin.tls.is_none(), "the listener still speaks plain HTTP");
+        assert!(shared.admin_cert.current().is_none());
+    }
+
+    #[test]
+    fn a_reload_swaps_the_admin_certificate() {
+        let dir =
+            std::env::temp_dir().join(format!("lb-unit-admin-tls-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("admin.token");
+        std::fs::write(&token, "first-token-0123456789\n").unwrap();
+        let (cert, key) = write_cert(&dir, "a");
+        let tls = |c: &PathBuf, k: &PathBuf| {
+            admin_text(
+                &token,
+                &format!(
+                    "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+                    c.display(),
+                    k.display()
+                ),
+            )
+        };
+        let (path, shared) = load("admin-tls", &tls(&cert, &key));
+        let first = shared.admin_cert.current().unwrap();
+        let (cert2, key2) = write_cert(&dir, "b");
+        std::fs::write(&path, tls(&cert2, &key2)).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        assert!(
+            result.needs_restart.is_empty(),
+            "{:?}",
+            result.needs_restart
+        );
+        let second = shared.admin_cert.current().unwrap();
+        assert_ne!(first.cert, second.cert);
+        // A broken replacement fails the reload and keeps the certificate.
+        std::fs::write(&cert2, "not a certificate").unwrap();
+        std::fs::write(&path, tls(&cert2, &key2) + "\n").unwrap();
+        let result = shared.reload("test");
+        assert!(!result.ok);
+        assert!(
+            result.problems[0].contains("admin.tls.cert"),
+            "{:?}",
+            result.problems
+        );
+        assert_eq!(shared.admin_cert.current().unwrap().cert, second.cert);
+    }
+
     /// File-watch, SIGHUP and `POST /reload` reloads race while the file changes: the reload
     /// triggered after the last write must leave the last written text applied.
     #[test]
