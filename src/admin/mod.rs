@@ -234,6 +234,8 @@ fn reply(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8
         .header("content-type", content_type)
         .header("content-length", body.len())
         .header("cache-control", "no-store")
+        // Refusals echo the request's Origin: never let a browser sniff text into HTML.
+        .header("x-content-type-options", "nosniff")
         .body(body)
         .unwrap_or_default()
 }

@@ -413,6 +413,19 @@ fn check_reports_admin_problems_with_key_paths() {
         "{warning}"
     );
     assert!(out.contains("configuration OK"), "{out}");
+    // Public paths that are no endpoint, or that open reloads to anyone: warnings.
+    let (ok, out) = check_config(&format!(
+        "{head}[admin]\nlisten = \"127.0.0.1:9090\"\npublic = [\"/statuz\", \"/reload\"]\n"
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("lb.toml: admin.public[0]: warning: \"/statuz\" is not an admin endpoint"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lb.toml: admin.public[1]: warning: \"/reload\" is public"),
+        "{out}"
+    );
     // With a token it is fine.
     let file = token_file(&dir, TOKEN);
     let (ok, out) = check_config(&format!(
