@@ -11,6 +11,7 @@ import sys
 
 LAYERS = [
     ["util"],
+    ["tls"],
     ["config"],
     ["state"],
     ["balance"],

@@ -42,7 +42,17 @@ ensure_browser() {
   return 0
 }
 
+# curl: integration tests use it as the real HTTP(S) client (edge cases, the admin listener over TLS).
+ensure_curl() {
+  have curl && return 0
+  echo "setup: installing curl (the tests' HTTP client)..." >&2
+  apt_install curl ca-certificates && return 0
+  echo "setup: curl is missing and could not be installed; run: sudo apt-get install -y curl" >&2
+  return 0
+}
+
 ensure_cmake
 if [ "${LB_SETUP_BROWSER:-}" = 1 ]; then
   ensure_browser
+  ensure_curl
 fi

@@ -19,6 +19,7 @@
 //!  balance     backend choice: the weighted order, round_robin, least_connections
 //!  state       per-backend state (health, in-flight, counters), the registry, stats
 //!  config      file structs → validated runtime types, every problem with its key path
+//!  tls         certificate files loaded and checked; the swappable certificate of a listener
 //!  util        clocks, hashing
 //! ```
 //!
@@ -84,4 +85,5 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod util;

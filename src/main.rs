@@ -43,7 +43,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let warnings = config.warning_lines(&cli.config);
     if cli.check {
+        for w in &warnings {
+            eprintln!("{w}");
+        }
         print!("{}", config.summary());
         println!("{}: configuration OK", cli.config.display());
         return ExitCode::SUCCESS;
@@ -55,6 +59,9 @@ fn main() -> ExitCode {
         }
     }
     lb::observe::logging::init(cli.log_format, config.server.log.as_deref());
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let hash = lb::reload::hash_text(&text);
     let opts = lb::server::RunOptions {
         upgrade: cli.upgrade,

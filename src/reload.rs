@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Problem};
-use crate::runtime::{LoadedConfig, ReloadResult, Shared};
+use crate::runtime::{admin_cert, LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
 use crate::state::backend::Health;
 use crate::state::registry::BackendKey;
@@ -77,6 +77,10 @@ impl Shared {
             }
             Ok(new) => {
                 let hash = text.as_deref().map(hash_text).unwrap_or_default();
+                result.warnings = new.warning_lines(&self.config_path);
+                for w in &result.warnings {
+                    tracing::warn!(trigger, "{w}");
+                }
                 self.apply(new, &mut result);
                 *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
                     hash,
@@ -111,6 +115,8 @@ impl Shared {
         result.removed = diff(&old_keys, &new_keys);
         let freed = self.release_unchecked(&new);
         let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
+        // Before the snapshot: a request that sees the new config's token also sees its certificate.
+        self.admin_cert.store(admin_cert(&new));
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         self.registry.retain_upstreams(&upstreams);
@@ -237,7 +243,14 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("server.log", o.log != n.log),
         ("server.access_log", o.access_log != n.access_log),
-        ("admin.listen", old.admin != new.admin),
+        (
+            "admin.listen",
+            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+        ),
+        (
+            "admin.tls",
+            matches!((&old.admin, &new.admin), (Some(o), Some(n)) if o.tls.is_some() != n.tls.is_some()),
+        ),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
@@ -256,7 +269,17 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
     n.log = o.log.clone();
     n.access_log = o.access_log.clone();
-    new.admin = old.admin.clone();
+    // The admin listener's address and whether it speaks TLS are fixed at start; its token,
+    // public paths, allow-list and certificate apply at once.
+    match (&old.admin, &mut new.admin) {
+        (Some(o), Some(n)) => {
+            n.listen = o.listen;
+            if o.tls.is_some() != n.tls.is_some() {
+                n.tls = o.tls.clone();
+            }
+        }
+        (o, n) => *n = o.clone(),
+    }
 }
 
 /// The config hash shown in `/status`: FNV-1a of the file's text.
@@ -316,6 +339,98 @@ mod tests {
         std::fs::write(&path, &with).unwrap();
         assert!(shared.reload("test").ok);
         assert_eq!(shared.registry.own_stats("web").count(), 0);
+    }
+
+    /// A self-signed certificate for `localhost` written to `dir`; returns (cert, key) paths.
+    fn write_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn admin_text(token: &std::path::Path, extra: &str) -> String {
+        format!(
+            "{BASE}[admin]\nlisten = \"127.0.0.1:9\"\ntoken_file = \"{}\"\n{extra}\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n",
+            token.display()
+        )
+    }
+
+    #[test]
+    fn admin_token_and_rules_apply_on_reload_switching_tls_needs_a_restart() {
+        let dir = std::env::temp_dir().join(format!("lb-unit-admin-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("admin.token");
+        std::fs::write(&token, "first-token-0123456789\n").unwrap();
+        let (path, shared) = load("admin", &admin_text(&token, ""));
+        let (cert, key) = write_cert(&dir, "a");
+        std::fs::write(&token, "second-token-0123456789\n").unwrap();
+        let tls = format!(
+            "allow = [\"10.0.0.0/8\"]\n[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&path, admin_text(&token, &tls)).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        assert_eq!(result.needs_restart, vec!["admin.tls"]);
+        let admin = shared.snapshot.load().config.admin.clone().unwrap();
+        assert_eq!(admin.token.unwrap().secret(), b"second-token-0123456789");
+        assert_eq!(admin.allow.unwrap().len(), 1);
+        assert!(admin.tls.is_none(), "the listener still speaks plain HTTP");
+        assert!(shared.admin_cert.current().is_none());
+    }
+
+    #[test]
+    fn a_reload_swaps_the_admin_certificate() {
+        let dir =
+            std::env::temp_dir().join(format!("lb-unit-admin-tls-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("admin.token");
+        std::fs::write(&token, "first-token-0123456789\n").unwrap();
+        let (cert, key) = write_cert(&dir, "a");
+        let tls = |c: &PathBuf, k: &PathBuf| {
+            admin_text(
+                &token,
+                &format!(
+                    "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+                    c.display(),
+                    k.display()
+                ),
+            )
+        };
+        let (path, shared) = load("admin-tls", &tls(&cert, &key));
+        let first = shared.admin_cert.current().unwrap();
+        let (cert2, key2) = write_cert(&dir, "b");
+        std::fs::write(&path, tls(&cert2, &key2)).unwrap();
+        let result = shared.reload("test");
+        assert!(result.ok, "{:?}", result.problems);
+        assert!(
+            result.needs_restart.is_empty(),
+            "{:?}",
+            result.needs_restart
+        );
+        let second = shared.admin_cert.current().unwrap();
+        assert_ne!(first.cert, second.cert);
+        // A broken replacement fails the reload and keeps the certificate.
+        std::fs::write(&cert2, "not a certificate").unwrap();
+        std::fs::write(&path, tls(&cert2, &key2) + "\n").unwrap();
+        let result = shared.reload("test");
+        assert!(!result.ok);
+        assert!(
+            result.problems[0].contains("admin.tls.cert"),
+            "{:?}",
+            result.problems
+        );
+        assert_eq!(shared.admin_cert.current().unwrap().cert, second.cert);
     }
 
     /// File-watch, SIGHUP and `POST /reload` reloads race while the file changes: the reload

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use pingora_core::tls::sign::CertifiedKey;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -16,6 +17,7 @@ use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::state::registry::{Draining, Registry};
+use crate::tls::Resolver;
 use crate::util::time::unix_ms;
 
 /// How many timeline events `/status` and the dashboard keep.
@@ -37,6 +39,8 @@ pub struct ReloadResult {
     pub time_ms: u64,
     pub trigger: String,
     pub problems: Vec<String>,
+    /// Warnings about the new file (as `--check` prints them), when it was applied.
+    pub warnings: Vec<String>,
     /// Settings that changed in the file but only take effect after a restart.
     pub needs_restart: Vec<String>,
     pub added: Vec<String>,
@@ -75,6 +79,8 @@ pub struct Shared {
     pub access_log: Option<AccessLogger>,
     /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
     pub draining: Mutex<Vec<Draining>>,
+    /// The certificate the admin listener presents (`[admin.tls]`); a reload swaps it.
+    pub admin_cert: Arc<Resolver>,
 }
 
 impl Shared {
@@ -82,6 +88,7 @@ impl Shared {
     pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
         let registry = Registry::default();
         let access_log = AccessLogger::start(&config.server.access_log);
+        let admin_cert = Arc::new(Resolver::new(admin_cert(&config)));
         let snapshot = Snapshot::build(Arc::new(config), &registry);
         registry.finish_startup();
         Arc::new(Shared {
@@ -101,6 +108,7 @@ impl Shared {
             metrics: Metrics::new(),
             access_log,
             draining: Mutex::new(Vec::new()),
+            admin_cert,
         })
     }
 
@@ -155,4 +163,10 @@ impl Shared {
     pub fn config_grace(&self) -> Duration {
         self.snapshot.load().config.server.grace_period
     }
+}
+
+/// The admin listener's certificate in `config`, if it serves HTTPS.
+pub fn admin_cert(config: &Config) -> Option<Arc<CertifiedKey>> {
+    let tls = config.admin.as_ref()?.tls.as_ref()?;
+    Some(tls.key.clone())
 }

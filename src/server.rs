@@ -13,7 +13,6 @@ use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
-use crate::admin::Admin;
 use crate::config::Config;
 use crate::health;
 use crate::proxy::Proxy;
@@ -94,10 +93,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     }
     server.add_service(proxy);
     if let Some(admin) = &config.admin {
-        let mut svc = Service::new("lb admin".to_string(), Admin::new(shared.clone()));
-        svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
-        svc.add_tcp(&admin.listen.to_string());
-        server.add_service(svc);
+        server.add_service(crate::admin::service(shared.clone(), admin));
     }
     server.add_service(background_service(
         "lb health",

@@ -1,38 +1,135 @@
 //! The admin listener: `GET /healthz` (liveness), `GET /metrics` (Prometheus), `GET /status` (JSON),
 //! `POST /reload` (re-read the config file; JSON answer with the problems on failure) and `GET /`
-//! (the live dashboard, embedded in the binary).
+//! (the live dashboard, embedded in the binary). Every request passes [`access::check`] first
+//! (allow-list, cross-site writes, bearer token), with the settings of the current snapshot, so a
+//! reload rotates the token and changes the rules at once. Over HTTPS (`[admin.tls]`) the
+//! certificate comes from [`Shared::admin_cert`], which a reload swaps.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
 use serde_json::Value;
 
+use crate::config::{AdminSettings, ADMIN_PATHS};
 use crate::runtime::Shared;
 
+pub mod access;
 pub mod status;
+
+use access::{Refusal, RefusalLog};
 
 /// The dashboard page (self-contained: no external assets).
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// The `path` label of requests for anything but [`ADMIN_PATHS`] (bounded cardinality).
+const OTHER_PATH: &str = "other";
+
 pub struct Admin {
     shared: Arc<Shared>,
+    refusals: RefusalLog,
 }
 
 impl Admin {
+    /// Also creates every `lb_admin_requests_total` series of the known paths, so they exist at 0
+    /// from the first scrape.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Admin { shared }
+        for path in ADMIN_PATHS.iter().chain([&OTHER_PATH]) {
+            for result in access::RESULTS {
+                shared
+                    .metrics
+                    .admin_requests
+                    .with_label_values(&[path, result]);
+            }
+        }
+        Admin {
+            shared,
+            refusals: RefusalLog::default(),
+        }
     }
+}
+
+/// The admin service on `settings.listen`: plain HTTP, or HTTPS presenting the certificate held
+/// by `shared.admin_cert` (read at each handshake, so reloads swap it).
+pub fn service(shared: Arc<Shared>, settings: &AdminSettings) -> Service<Admin> {
+    let resolver = shared.admin_cert.clone();
+    let mut svc = Service::new("lb admin".to_string(), Admin::new(shared));
+    svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
+    let addr = settings.listen.to_string();
+    if settings.tls.is_some() {
+        // Empty paths: the resolver supplies the certificate, rustls never reads files here.
+        match TlsSettings::intermediate("", "") {
+            Ok(mut tls) => {
+                tls.set_cert_resolver(resolver);
+                svc.add_tls_with_settings(&addr, None, tls);
+            }
+            Err(e) => tracing::error!("admin listener: cannot set up TLS: {e}"),
+        }
+    } else {
+        svc.add_tcp(&addr);
+    }
+    svc
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        match (method.as_str(), path.as_str()) {
+        let label = ADMIN_PATHS
+            .iter()
+            .find(|p| **p == path)
+            .copied()
+            .unwrap_or(OTHER_PATH);
+        let snap = self.shared.snapshot.load();
+        let decision = match &snap.config.admin {
+            Some(settings) => access::check(settings, &request(session, &path)),
+            None => Ok(()),
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        drop(snap);
+        let result = match &decision {
+            Ok(()) => access::ALLOWED,
+            Err(r) => r.result(),
+        };
+        self.shared
+            .metrics
+            .admin_requests
+            .with_label_values(&[label, result])
+            .inc();
+        match decision {
+            Ok(()) => self.route(session, &path).await,
+            Err(refusal) => {
+                if let Some(suppressed) = self.refusals.should_log(client, Instant::now()) {
+                    let client = client.map_or("-".to_string(), |ip| ip.to_string());
+                    tracing::warn!(
+                        client,
+                        path,
+                        result,
+                        suppressed,
+                        "admin request refused: {}",
+                        why(&refusal)
+                    );
+                }
+                // The body of a refused request is never read: close instead of draining it.
+                session.set_keepalive(None);
+                refusal_reply(&refusal)
+            }
+        }
+    }
+}
+
+impl Admin {
+    async fn route(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        match (method.as_str(), path) {
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ("GET", "/metrics") => {
                 let body = self.shared.render_metrics();
@@ -61,7 +158,7 @@ impl ServeHttp for Admin {
                 "text/html; charset=utf-8",
                 DASHBOARD.as_bytes().to_vec(),
             ),
-            (_, "/healthz" | "/metrics" | "/status" | "/reload" | "/") => reply(
+            (_, p) if ADMIN_PATHS.contains(&p) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
@@ -71,12 +168,74 @@ impl ServeHttp for Admin {
     }
 }
 
+/// What [`access::check`] needs from the request.
+fn request<'a>(session: &'a ServerSession, path: &'a str) -> access::Request<'a> {
+    let header = |name: &str| session.get_header(name).map(|v| v.as_bytes());
+    access::Request {
+        method: session.req_header().method.as_str(),
+        path,
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        local: session.server_addr().and_then(|a| a.as_inet()).copied(),
+        authorization: header("authorization"),
+        origin: header("origin"),
+        sec_fetch_site: header("sec-fetch-site"),
+        host: header("host"),
+    }
+}
+
+/// The reason logged for a refusal (never the token).
+fn why(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Forbidden => "client not in admin.allow".into(),
+        Refusal::CrossSite(how) => format!("cross-site write ({how})"),
+        Refusal::NoToken => "no bearer token".into(),
+        Refusal::WrongToken => "wrong bearer token".into(),
+    }
+}
+
+fn refusal_reply(refusal: &Refusal) -> Response<Vec<u8>> {
+    let (code, challenge, body) = match refusal {
+        Refusal::Forbidden => (
+            StatusCode::FORBIDDEN,
+            None,
+            "forbidden: this client's address is not in admin.allow\n".to_string(),
+        ),
+        Refusal::CrossSite(how) => (
+            StatusCode::FORBIDDEN,
+            None,
+            format!("forbidden: cross-site write refused ({how})\n"),
+        ),
+        Refusal::NoToken => (
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer realm=\"lb admin\""),
+            "unauthorized: send the admin token as `Authorization: Bearer TOKEN`\n".to_string(),
+        ),
+        Refusal::WrongToken => (
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer realm=\"lb admin\", error=\"invalid_token\""),
+            "unauthorized: wrong admin token\n".to_string(),
+        ),
+    };
+    let mut r = reply(code, "text/plain", body.into_bytes());
+    if let Some(challenge) = challenge {
+        if let Ok(v) = http::HeaderValue::from_str(challenge) {
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
 fn reply(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(code)
         .header("content-type", content_type)
         .header("content-length", body.len())
         .header("cache-control", "no-store")
+        // Refusals echo the request's Origin: never let a browser sniff text into HTML.
+        .header("x-content-type-options", "nosniff")
         .body(body)
         .unwrap_or_default()
 }

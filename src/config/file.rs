@@ -33,6 +33,18 @@ pub struct ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub listen: String,
+    pub token_file: Option<String>,
+    pub public: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
+    pub tls: Option<CertFile>,
+}
+
+/// A certificate and its key (`[admin.tls]`; later the entries of `server.tls.certificates`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
+pub use validate::ADMIN_PATHS;
 
 /// Default `server.grace_period`: how long a SIGTERM'd lb lets in-flight requests finish.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -69,6 +70,9 @@ pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
 
+/// Default `admin.public`: the paths the admin listener serves without the token.
+pub const DEFAULT_ADMIN_PUBLIC: &[&str] = &["/healthz"];
+
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -78,6 +82,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// In file order; [`crate::proxy`] sorts them for matching.
     pub routes: Vec<RouteConfig>,
+    /// Things worth fixing that do not stop lb (`--check` prints them as `FILE: KEY: warning: ...`).
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +154,38 @@ pub enum AccessLog {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// `admin.token_file`, read when the config is loaded (so a reload rotates it).
+    pub token: Option<AdminToken>,
+    /// Paths served without the token.
+    pub public: Vec<String>,
+    /// Client networks allowed at all; `None`: any client.
+    pub allow: Option<Vec<Cidr>>,
+    /// `[admin.tls]`: serve the admin listener over HTTPS with this certificate.
+    pub tls: Option<crate::tls::Certificate>,
+}
+
+/// The admin bearer token and the file it was read from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub file: PathBuf,
+    secret: String,
+}
+
+impl AdminToken {
+    pub fn new(file: PathBuf, secret: String) -> AdminToken {
+        AdminToken { file, secret }
+    }
+
+    /// The token itself: compare it in constant time, never log it.
+    pub fn secret(&self) -> &[u8] {
+        self.secret.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdminToken({}, <redacted>)", self.file.display())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +310,35 @@ fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
     a[full] & mask == b[full] & mask
 }
 
+impl AdminSettings {
+    /// One line for `lb --check`: address, scheme and what protects it.
+    pub fn summary(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let token = match &self.token {
+            Some(t) => format!("token from {}", t.file.display()),
+            None => "no token".to_string(),
+        };
+        let allow = match &self.allow {
+            Some(nets) => {
+                let nets: Vec<String> = nets.iter().map(Cidr::to_string).collect();
+                format!("allow {}", nets.join(", "))
+            }
+            None => "any client".to_string(),
+        };
+        format!(
+            "{scheme}://{} ({token}, public {}, {allow})",
+            self.listen,
+            self.public.join(" ")
+        )
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// One thing wrong with a config file, located by key path (and line/column for syntax errors).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
@@ -344,6 +411,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 }
 
 impl Config {
+    /// Each warning as `FILE: KEY: warning: MESSAGE`.
+    pub fn warning_lines(&self, file: &Path) -> Vec<String> {
+        let file = file.display();
+        self.warnings
+            .iter()
+            .map(|w| format!("{file}: {}: warning: {}", w.path, w.message))
+            .collect()
+    }
+
     /// The short human summary printed by `lb --check`.
     pub fn summary(&self) -> String {
         use std::fmt::Write;
@@ -351,7 +427,7 @@ impl Config {
         let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(s, "listeners: {}", listen.join(", "));
         if let Some(admin) = &self.admin {
-            let _ = writeln!(s, "admin: {}", admin.listen);
+            let _ = writeln!(s, "admin: {}", admin.summary());
         }
         let _ = writeln!(s, "threads: {}", self.server.threads);
         for u in &self.upstreams {

@@ -12,7 +12,10 @@ use toml::Value;
 use super::file::*;
 use super::*;
 
+mod admin;
 mod upstream;
+
+pub use admin::ADMIN_PATHS;
 
 /// Largest accepted backend weight.
 pub const MAX_WEIGHT: i64 = 10_000;
@@ -26,7 +29,10 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut c = Checker::default();
     let config = c.config(table);
     match config {
-        Some(config) if c.problems.is_empty() => Ok(config),
+        Some(config) if c.problems.is_empty() => Ok(Config {
+            warnings: c.warnings,
+            ..config
+        }),
         _ => Err(c.problems),
     }
 }
@@ -50,6 +56,7 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
     /// Listening addresses seen so far, with their key paths.
     listeners: Vec<(String, SocketAddr)>,
 }
@@ -58,6 +65,13 @@ impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            path: path.to_string(),
             message: message.into(),
         });
     }
@@ -123,11 +137,7 @@ impl Checker {
         let admin = table
             .remove("admin")
             .and_then(|v| self.decode::<AdminFile>("admin", v))
-            .and_then(|a| {
-                let listen = self.socket_addr("admin.listen", &a.listen)?;
-                self.listener("admin.listen".into(), listen);
-                Some(AdminSettings { listen })
-            });
+            .and_then(|a| self.admin(a));
         let upstreams = self.upstreams(table.remove("upstreams"));
         let routes = self.routes(table.remove("routes"), &upstreams);
         if upstreams.len() > 1 && routes.is_empty() && self.problems.is_empty() {
@@ -141,6 +151,7 @@ impl Checker {
             admin,
             upstreams,
             routes,
+            warnings: Vec::new(),
         })
     }
 
@@ -446,4 +457,55 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
             .ok_or_else(|| format!("invalid prefix length in {text:?} (0..={max})"))?,
     };
     Ok(Cidr { addr, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Cidr {
+        parse_cidr(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        let c = cidr("10.0.0.0/8");
+        assert_eq!((c.addr.to_string(), c.prefix), ("10.0.0.0".into(), 8));
+        assert_eq!(cidr("127.0.0.1").prefix, 32, "a bare address is one host");
+        assert_eq!(cidr("::1").prefix, 128);
+        assert_eq!(cidr("fd00::/8").prefix, 8);
+        assert_eq!(cidr("0.0.0.0/0").prefix, 0);
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "localhost",
+            "10.0.0.0/x",
+            "",
+            "/8",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(cidr("127.0.0.0/8").contains(ip("127.0.0.2")));
+        assert!(cidr("127.0.0.1/32").contains(ip("127.0.0.1")));
+        assert!(!cidr("127.0.0.1/32").contains(ip("127.0.0.2")));
+        assert!(cidr("10.1.0.0/20").contains(ip("10.1.15.255")));
+        assert!(!cidr("10.1.0.0/20").contains(ip("10.1.16.0")));
+        assert!(cidr("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(
+            !cidr("0.0.0.0/0").contains(ip("::1")),
+            "families do not mix"
+        );
+        assert!(
+            cidr("127.0.0.0/8").contains(ip("::ffff:127.0.0.1")),
+            "an IPv4-mapped client is its IPv4 address"
+        );
+        assert!(cidr("fd00::/8").contains(ip("fd12::1")));
+        assert!(!cidr("fd00::/8").contains(ip("fe80::1")));
+    }
 }

@@ -34,6 +34,9 @@ pub struct Metrics {
     last_reload_success: Gauge,
     pub downstream_connections: IntGauge,
     access_log_dropped: prometheus::IntCounter,
+    /// Admin listener requests by path and access decision; the admin listener creates the
+    /// series of its known paths at start.
+    pub admin_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -82,6 +85,11 @@ impl Metrics {
         for result in CHECK_RESULTS {
             reloads.with_label_values(&[result]);
         }
+        let admin_requests = counter(
+            "lb_admin_requests_total",
+            "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site)",
+            &["path", "result"],
+        );
         let backend_up = gauge(
             "lb_backend_up",
             "1 if the backend takes traffic (ejected or checking count as 0)",
@@ -128,6 +136,7 @@ impl Metrics {
             last_reload_success,
             downstream_connections,
             access_log_dropped,
+            admin_requests,
         }
     }
 

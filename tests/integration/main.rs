@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_security;
 mod balance_correctness;
 mod check;
 mod client_close;

@@ -155,6 +155,15 @@ impl Lb {
         std::fs::write(&config, &text).unwrap();
         let header = text[..text.find("\n\n[admin]").unwrap()].to_string()
             + &format!("\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
+        let lb = Lb::spawn(dir, port, admin_port, header);
+        lb.wait_ready();
+        lb
+    }
+
+    /// Starts lb on the config file already written to `dir/lb.toml`, whose proxy listens on
+    /// 127.0.0.1:`port` and admin listener on `admin_port`, without waiting for it.
+    pub fn spawn(dir: PathBuf, port: u16, admin_port: u16, header: String) -> Lb {
+        let config = dir.join("lb.toml");
         let log = dir.join("lb.log");
         let child = Command::new(LB)
             .arg("--config")
@@ -166,7 +175,7 @@ impl Lb {
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .expect("spawn lb");
-        let lb = Lb {
+        Lb {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
             dir,
@@ -174,9 +183,7 @@ impl Lb {
             proc: Proc { child },
             log,
             header,
-        };
-        lb.wait_ready();
-        lb
+        }
     }
 
     pub fn wait_ready(&self) {
