@@ -4,7 +4,11 @@
 
 use std::net::IpAddr;
 
-use http::header;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
 use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -59,9 +63,21 @@ pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
 /// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
 /// headers is replaced by lb's own values, never passed through.
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
-    let ip = client.map(|ip| ip.to_string()).unwrap_or_default();
+    // The client's address, formatted once on the stack and shared by two headers.
+    let mut ip_buf = [0u8; 64];
+    let ip: &str = match client {
+        Some(ip) => {
+            let mut w = &mut ip_buf[..];
+            let _ = write!(w, "{ip}");
+            let n = 64 - w.len();
+            std::str::from_utf8(&ip_buf[..n]).unwrap_or_default()
+        }
+        None => "",
+    };
+    let ip_value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip.as_bytes()))
+        .map_err(|e| Error::because(ErrorType::InternalError, "client address", e))?;
     let host = req.headers.get(header::HOST).cloned();
-    let chain = |req: &RequestHeader, name: &str| -> Option<String> {
+    let chain = |req: &RequestHeader, name: &HeaderName| -> Option<String> {
         if !trusted {
             return None;
         }
@@ -75,44 +91,56 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
             .collect();
         (!lines.is_empty()).then(|| lines.join(", "))
     };
-    let xff = match chain(req, "x-forwarded-for") {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
-    };
-    req.insert_header("x-forwarded-for", xff)?;
+    match chain(req, &X_FORWARDED_FOR) {
+        Some(prev) => req.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?,
+        None => req.insert_header("x-forwarded-for", ip_value.clone())?,
+    }
     let element = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
-    let forwarded = match chain(req, "forwarded") {
+    let forwarded = match chain(req, &header::FORWARDED) {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
     };
-    req.insert_header("forwarded", forwarded)?;
-    if !(trusted && req.headers.contains_key("x-real-ip")) {
-        req.insert_header("x-real-ip", ip)?;
+    req.insert_header(header::FORWARDED, forwarded)?;
+    if !(trusted && req.headers.contains_key(&X_REAL_IP)) {
+        req.insert_header("x-real-ip", ip_value)?;
     }
-    if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
-        req.insert_header("x-forwarded-proto", "http")?;
+    if !(trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
+        req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
     }
-    if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+    if !(trusted && req.headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
             Some(host) => req.insert_header("x-forwarded-host", host)?,
             None => {
-                req.remove_header("x-forwarded-host");
+                req.remove_header(&X_FORWARDED_HOST);
             }
         }
     }
     Ok(())
 }
 
-/// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`, built in
+/// one allocation.
 fn forwarded_element(client: Option<IpAddr>, host: Option<&str>) -> String {
-    let mut e = match client {
-        Some(IpAddr::V4(v4)) => format!("for={v4}"),
-        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
-        None => "for=unknown".to_string(),
+    let mut e = String::with_capacity(64 + host.map_or(0, str::len));
+    let _ = match client {
+        Some(IpAddr::V4(v4)) => write!(e, "for={v4}"),
+        Some(IpAddr::V6(v6)) => write!(e, "for=\"[{v6}]\""),
+        None => write!(e, "for=unknown"),
     };
     if let Some(h) = host {
-        let quoted = h.replace('\\', "\\\\").replace('"', "\\\"");
-        e.push_str(&format!(";host=\"{quoted}\""));
+        e.push_str(";host=\"");
+        for c in h.chars() {
+            if c == '\\' || c == '"' {
+                e.push('\\');
+            }
+            e.push(c);
+        }
+        e.push('"');
     }
     e.push_str(";proto=http");
     e
@@ -195,17 +223,30 @@ const HOP_BY_HOP_REQUEST: &[&str] = &[
 /// `Connection`/`Upgrade` on a `101 Switching Protocols`.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let upgrade = resp.status.as_u16() == 101;
-    let named: Vec<String> = resp
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !(t.is_empty() || upgrade && t == "upgrade"))
-        .collect();
-    for name in &named {
-        resp.remove_header(name.as_str());
+    // Names listed in `Connection`: a few, parsed on the stack.
+    let mut named: [Option<HeaderName>; 8] = Default::default();
+    let mut more = Vec::new();
+    let mut n = 0;
+    for v in resp.headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',').map(str::trim) {
+            if t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            // Standard names (`keep-alive`, `close` is no header) parse without allocating.
+            let Ok(name) = HeaderName::from_bytes(t.as_bytes()) else {
+                continue;
+            };
+            if n < named.len() {
+                named[n] = Some(name);
+                n += 1;
+            } else {
+                more.push(name);
+            }
+        }
+    }
+    for name in named.into_iter().flatten().chain(more) {
+        resp.remove_header(&name);
     }
     if upgrade {
         resp.remove_header("keep-alive");

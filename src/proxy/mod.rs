@@ -20,6 +20,7 @@
 pub mod context;
 pub mod forward;
 pub mod headers;
+mod pool;
 pub mod retry;
 mod stop;
 
@@ -29,9 +30,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::apps::HttpPersistentSettings;
-use pingora_core::connectors::http::Connector;
-use pingora_core::connectors::ConnectorOptions;
-use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::connectors::{ConnectorOptions, TransportConnector};
+use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
@@ -44,6 +44,7 @@ use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
 use crate::state::backend::InFlightGuard;
+use crate::util::time::process_ms_at;
 pub use context::active_requests;
 use context::Ctx;
 use headers::request_host;
@@ -53,7 +54,8 @@ use retry::{Failure, Next, Stage};
 /// [`crate::edge::GuardedApp`]).
 pub struct Proxy {
     shared: Arc<Shared>,
-    connector: Connector,
+    /// Opens backend connections (idle ones are kept in [`pool`]).
+    connector: TransportConnector,
     /// Wakes connections waiting for their next request when the service stops.
     stop: stop::Stop,
 }
@@ -62,7 +64,7 @@ impl Proxy {
     pub fn new(shared: Arc<Shared>, conf: &ServerConf) -> Self {
         Proxy {
             shared,
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
             stop: stop::Stop::new(conf.threads),
         }
     }
@@ -197,8 +199,21 @@ impl Proxy {
             ctx.guard = Some(InFlightGuard::new(&backend.state));
             let retries = up.config.retries;
             let peer = &backend.peer;
-            let (conn, reused) = match self.connector.get_http_session(peer).await {
-                Ok(c) => c,
+            let Some(&addr) = peer.address().as_inet() else {
+                // Backends are IP addresses (names are resolved when the config loads).
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "backend is not an IP",
+                ));
+            };
+            let idle_ms = up.config.idle_timeout.as_millis() as u64;
+            let now_ms = process_ms_at(ctx.started);
+            let (stream, reused) = match pool::take(addr, now_ms, idle_ms) {
+                Some(s) => (Ok(s), true),
+                None => (self.connector.new_stream(peer).await, false),
+            };
+            let mut h1 = match stream {
+                Ok(s) => H1Upstream::new_with_options(s, peer),
                 Err(mut e) => {
                     e.as_up();
                     let failure = Failure {
@@ -219,32 +234,20 @@ impl Proxy {
             };
             let trusted = forward::client_is_trusted(session, &snapshot.config.server);
             let head = forward::upstream_head(session, ctx.forward_path.as_deref(), trusted);
-            let result = match conn {
-                ClientSession::H1(mut h1) => {
-                    let report = forward::Report {
-                        shared: &self.shared,
-                        upstream: up,
-                        backend: i,
-                    };
-                    let out =
-                        forward::h1(session, &mut h1, head, peer, report, &mut ctx.hardening).await;
-                    if out.upstream_reusable {
-                        self.connector
-                            .release_http_session(ClientSession::H1(h1), peer, peer.idle_timeout())
-                            .await;
-                    }
-                    out.result
-                }
-                other => {
-                    // Only HTTP/1 peers are configured: pingora-core's connector returns the
-                    // protocol the peer's options ask for.
-                    drop(other);
-                    Err(Error::explain(
-                        ErrorType::InternalError,
-                        "backend protocol not supported",
-                    ))
-                }
+            let report = forward::Report {
+                shared: &self.shared,
+                upstream: up,
+                backend: i,
             };
+            let out = forward::h1(session, &mut h1, head, peer, report, &mut ctx.hardening).await;
+            if out.upstream_reusable {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    let cap = snapshot.config.server.upstream_keepalive_pool_size;
+                    pool::put(addr, stream, now_ms, cap, idle_ms);
+                }
+            }
+            let result = out.result;
             let mut e = match result {
                 Ok(reuse) => return Ok(reuse),
                 Err(e) => e,

@@ -1,0 +1,168 @@
+//! Idle backend connections, kept per worker thread (lb's workers never share a task, so a
+//! connection is only ever used by the thread that pools it): taking and returning one is a
+//! thread-local `Vec` push/pop, with no lock, no hashing of the peer and no watcher task per
+//! request (pingora-core's pool does all three).
+//!
+//! Like NGINX's upstream keepalive, a pooled connection is checked when it is taken, without a
+//! system call unless the backend sent something: a connection the backend closed (or wrote to
+//! out of turn) reads as ready and is dropped. Connections idle longer than the upstream's
+//! `idle_timeout` are dropped when met, and by a sweep every [`SWEEP_EVERY`] returns, so the pool
+//! of a backend that is gone empties within that time.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use pingora_core::protocols::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Returns between two sweeps of expired connections.
+const SWEEP_EVERY: u32 = 1024;
+
+struct Idle {
+    stream: Stream,
+    /// `crate::util::time::process_ms` when it was returned.
+    since_ms: u64,
+}
+
+#[derive(Default)]
+struct Pool {
+    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    total: usize,
+    returns: u32,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::default();
+}
+
+/// A usable idle connection to `addr`, most recently returned first.
+pub(super) fn take(addr: SocketAddr, now_ms: u64, idle_timeout_ms: u64) -> Option<Stream> {
+    POOL.with_borrow_mut(|p| {
+        let list = p.by_addr.get_mut(&addr)?;
+        while let Some(mut idle) = list.pop() {
+            p.total -= 1;
+            if now_ms.saturating_sub(idle.since_ms) < idle_timeout_ms && quiet(&mut idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps `stream` for the next request to `addr`, unless the worker already holds `cap` idle
+/// connections.
+pub(super) fn put(addr: SocketAddr, stream: Stream, now_ms: u64, cap: usize, idle_timeout_ms: u64) {
+    POOL.with_borrow_mut(|p| {
+        p.returns = p.returns.wrapping_add(1);
+        if p.returns % SWEEP_EVERY == 0 || p.total >= cap {
+            sweep(p, now_ms, idle_timeout_ms);
+        }
+        if p.total >= cap {
+            return;
+        }
+        p.total += 1;
+        p.by_addr.entry(addr).or_default().push(Idle {
+            stream,
+            since_ms: now_ms,
+        });
+    })
+}
+
+/// Drops expired connections (oldest first in each list) and empty lists.
+fn sweep(p: &mut Pool, now_ms: u64, idle_timeout_ms: u64) {
+    let mut dropped = 0;
+    p.by_addr.retain(|_, list| {
+        let keep_from = list
+            .iter()
+            .position(|i| now_ms.saturating_sub(i.since_ms) < idle_timeout_ms)
+            .unwrap_or(list.len());
+        dropped += keep_from;
+        list.drain(..keep_from);
+        !list.is_empty()
+    });
+    p.total -= dropped;
+}
+
+/// Whether nothing arrived on an idle connection: no data, no end of stream, no error. Reads
+/// without blocking; tokio answers from its readiness state without a system call unless the
+/// socket became readable.
+fn quiet(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (Stream, TcpStream, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (Box::new(L4Stream::from(c)), s, addr)
+    }
+
+    #[tokio::test]
+    async fn reuses_quiet_connections_and_drops_closed_or_expired_ones() {
+        let (a, _server_a, addr) = pair().await;
+        put(addr, a, 1_000, 8, 60_000);
+        assert!(
+            take(addr, 2_000, 60_000).is_some(),
+            "a quiet connection is reused"
+        );
+        assert!(take(addr, 2_000, 60_000).is_none(), "taken once");
+
+        let (mut b, mut server_b, addr) = pair().await;
+        assert!(quiet(&mut b));
+        server_b.shutdown().await.unwrap();
+        drop(server_b);
+        // Poll (bounded) until the close has reached the socket.
+        let mut closed = false;
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if !quiet(&mut b) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the close was never seen");
+        put(addr, b, 1_000, 8, 60_000);
+        assert!(
+            take(addr, 2_000, 60_000).is_none(),
+            "a closed connection is not reused"
+        );
+
+        let (c, _server_c, addr) = pair().await;
+        put(addr, c, 1_000, 8, 500);
+        assert!(
+            take(addr, 1_600, 500).is_none(),
+            "idle longer than idle_timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn holds_at_most_cap_connections() {
+        let mut servers = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let (s, server, addr) = pair().await;
+            servers.push(server);
+            addrs.push(addr);
+            put(addr, s, 1_000, 2, 60_000);
+        }
+        let kept = addrs
+            .iter()
+            .filter(|a| take(**a, 1_001, 60_000).is_some())
+            .count();
+        assert_eq!(kept, 2);
+    }
+}
