@@ -129,10 +129,11 @@ impl Guarded {
     fn scan_head(&mut self, bytes: &[u8]) -> Option<(u16, &'static str)> {
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
-            self.head_started = Instant::now();
+            let now = Instant::now();
+            self.head_started = now;
             if !self.first {
-                let t = self.ctl.limits.header_timeout;
-                self.restart_timer(t);
+                let deadline = now + self.ctl.limits.header_timeout;
+                self.timer.as_mut().reset(deadline.into());
             }
         }
         if self.phase != Phase::Head {

@@ -332,7 +332,9 @@ impl Proxy {
     /// Counts the request's outcome (per backend, or as lb's own answer) and writes its
     /// access-log line.
     fn log(&self, session: &ServerSession, ctx: &mut Ctx) {
-        let elapsed = ctx.started.elapsed();
+        // The request's second and last clock read (the first is `Ctx::new`).
+        let end = std::time::Instant::now();
+        let elapsed = end.saturating_duration_since(ctx.started);
         // Once a response head was sent, that status is what the client got (also when it left
         // during the body, as NGINX logs it); before that, a client that left is a 499.
         let code = match session.response_written() {
@@ -363,7 +365,7 @@ impl Proxy {
                 let b = &up.backends[i];
                 // The backend did not answer a client that left: no latency sample.
                 if code != CLIENT_CLOSED_REQUEST {
-                    b.state.record_latency(elapsed);
+                    b.state.record_latency(elapsed, process_ms_at(end));
                 }
                 b.state.stats.record(code, elapsed);
             }

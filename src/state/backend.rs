@@ -196,8 +196,10 @@ impl BackendState {
     }
 
     /// Records a finished request's duration for the rolling p50/p99.
-    pub fn record_latency(&self, d: Duration) {
-        self.latency.record(d.as_micros() as u64, process_ms());
+    /// Records one answer's latency; `now_ms` is [`process_ms`] at its end (the caller's clock
+    /// read, not another one).
+    pub fn record_latency(&self, d: Duration, now_ms: u64) {
+        self.latency.record(d.as_micros() as u64, now_ms);
     }
 
     /// Rolling (p50, p99) in milliseconds over the last ~10 s.
