@@ -53,7 +53,9 @@ pub(super) fn take(addr: SocketAddr, now_ms: u64, idle_timeout_ms: u64) -> Optio
 }
 
 /// Keeps `stream` for the next request to `addr`, unless the worker already holds `cap` idle
-/// connections.
+/// connections. `now_ms` is the start of the request that used it (the request path reads the
+/// clock only at its start and end), so its idle time is counted conservatively: a connection
+/// that carried a request longer than `idle_timeout` is not kept.
 pub(super) fn put(addr: SocketAddr, stream: Stream, now_ms: u64, cap: usize, idle_timeout_ms: u64) {
     POOL.with_borrow_mut(|p| {
         p.returns = p.returns.wrapping_add(1);
