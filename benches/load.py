@@ -18,6 +18,8 @@ Variants:
   close         3 backends, wrk -c10 with `Connection: close` (a new client connection per request)
   backends1000  an upstream of 1,000 addresses (127.0.0.{1..250} x 4 ports, served by 4
                 sample-backends listening on 0.0.0.0), wrk -c50 keep-alive
+  keepalive2w   as keepalive, with two proxy workers on both CPUs (not in the default set): does
+                CPU per request hold when the workers share state?
   idle10k       10,000 idle keep-alive client connections (each made one request), then the
                 proxy's RSS is read
 
@@ -126,12 +128,16 @@ class Variant:
     close: bool = False
     big_pool: bool = False
     direct: bool = True  # include the direct-to-backend baseline
+    workers: int = 1  # proxy workers (lb threads, nginx worker_processes, haproxy nbthread)
 
 
 VARIANTS = [
     Variant("keepalive", 50),
     Variant("close", 10, close=True),
     Variant("backends1000", 50, big_pool=True, direct=False),  # direct = the keepalive baseline
+    # Two workers on both CPUs (sharing them with wrk and the backends): whether CPU per request
+    # holds when workers share state (lb's per-backend counters, NGINX's shared upstream zone is off).
+    Variant("keepalive2w", 50, direct=False, workers=2),
 ]
 
 
@@ -447,13 +453,13 @@ def start_backend(procs: Processes, log: Path, listen: str, name: str) -> subpro
     return procs.start(argv, log, cpu=LOAD_CPU)
 
 
-def lb_config(port: int, strategy: str, backends: list[str]) -> str:
+def lb_config(port: int, strategy: str, backends: list[str], workers: int = 1) -> str:
     strat = {"rr": "round_robin", "lc": "least_connections"}[strategy]
     addrs = ",\n  ".join(f'"{a}"' for a in backends)
     return (
         "[server]\n"
         f'listen = ["127.0.0.1:{port}"]\n'
-        "threads = 1\n"
+        f"threads = {workers}\n"
         f"max_connections = {fd_limit() - 100}\n"
         "\n[upstreams.bench]\n"
         f'strategy = "{strat}"\n'
@@ -461,7 +467,7 @@ def lb_config(port: int, strategy: str, backends: list[str]) -> str:
     )
 
 
-def nginx_config(d: Path, port: int, strategy: str, backends: list[str]) -> str:
+def nginx_config(d: Path, port: int, strategy: str, backends: list[str], workers: int = 1) -> str:
     keepalive = NGINX_KEEPALIVE_BIG if len(backends) > BACKENDS else NGINX_KEEPALIVE
     servers = "\n".join(f"    server {a};" for a in backends)
     balance = "    least_conn;\n" if strategy == "lc" else ""
@@ -469,7 +475,7 @@ def nginx_config(d: Path, port: int, strategy: str, backends: list[str]) -> str:
     temps = "\n".join(
         f"  {k}_temp_path {d}/tmp_{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    return f"""{user}worker_processes 1;
+    return f"""{user}worker_processes {workers};
 worker_rlimit_nofile {fd_limit()};
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
@@ -496,14 +502,14 @@ http {{
 """
 
 
-def haproxy_config(port: int, strategy: str, backends: list[str]) -> str:
+def haproxy_config(port: int, strategy: str, backends: list[str], workers: int = 1) -> str:
     balance = {"rr": "roundrobin", "lc": "leastconn"}[strategy]
     servers = "\n".join(f"  server s{i} {a}" for i, a in enumerate(backends))
     # haproxy wants 2 descriptors per connection and refuses to start when it cannot get them,
     # unless told `no strict-limits`; idle client connections need only one each.
     maxconn = fd_limit() * 3 // 4
     return f"""global
-  nbthread 1
+  nbthread {workers}
   ulimit-n {fd_limit()}
   maxconn {maxconn}
   no strict-limits
@@ -530,28 +536,29 @@ backend be
 
 
 def start_proxy(
-    procs: Processes, target: Target, backends: list[str], root: Path, tag: str
+    procs: Processes, target: Target, backends: list[str], root: Path, tag: str, workers: int = 1
 ) -> tuple[subprocess.Popen, int, Path]:
-    """Writes the target's config into a fresh directory and starts it on CPU 1."""
+    """Writes the target's config into a fresh directory and starts it: one worker alone on
+    CPU 1, or several workers on every CPU."""
     d = Path(tempfile.mkdtemp(prefix=f"{target.kind}-{tag}-", dir=root))
     (d / "logs").mkdir()  # nginx opens <prefix>/logs/error.log before reading its config
     port = free_port()
     log = d / "out.log"
     if target.kind == "lb":
         cfg = d / "lb.toml"
-        cfg.write_text(lb_config(port, target.strategy, backends))
+        cfg.write_text(lb_config(port, target.strategy, backends, workers))
         argv = [target.binary or str(LB_BIN), "--config", str(cfg)]
     elif target.kind == "nginx":
         cfg = d / "nginx.conf"
-        cfg.write_text(nginx_config(d, port, target.strategy, backends))
+        cfg.write_text(nginx_config(d, port, target.strategy, backends, workers))
         argv = [tool("nginx"), "-p", str(d), "-c", str(cfg), "-g", "daemon off;"]
     elif target.kind == "haproxy":
         cfg = d / "haproxy.cfg"
-        cfg.write_text(haproxy_config(port, target.strategy, backends))
+        cfg.write_text(haproxy_config(port, target.strategy, backends, workers))
         argv = [tool("haproxy"), "-f", str(cfg), "-db"]
     else:
         raise ValueError(target.kind)
-    p = procs.start(argv, log, cpu=PROXY_CPU)
+    p = procs.start(argv, log, cpu=PROXY_CPU if workers == 1 else f"0-{os.cpu_count() - 1}")
     wait_http_ok(port, p, log)
     return p, port, log
 
@@ -600,7 +607,7 @@ def measure(
         if target.kind == "direct":
             port = int(backends.small[0].split(":")[1])
         else:
-            proxy, port, log = start_proxy(procs, target, pool, root, tag)
+            proxy, port, log = start_proxy(procs, target, pool, root, tag, variant.workers)
         if args.warmup:
             run_wrk(port, variant, args.warmup, args.lua)
         ours = [p.pid for p in backends.procs] + ([proxy.pid] if proxy else [])
@@ -812,7 +819,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="keepalive,close,backends1000,idle10k",
-        help="comma-separated subset of keepalive,close,backends1000,idle10k",
+        help="comma-separated subset of keepalive,close,backends1000,idle10k,keepalive2w "
+        "(keepalive2w, two proxy workers, is not in the default set)",
     )
     p.add_argument("--only", default="", help="comma-separated proxy kinds to run (direct,lb,nginx,haproxy)")
     p.add_argument(
