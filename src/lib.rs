@@ -43,7 +43,8 @@
 //!    ([`snapshot::Snapshot::route_index`]); no route → 404, no usable backend → 503.
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend), takes an RAII
-//!    [`state::backend::InFlightGuard`] and a pooled connection from pingora-core's connector.
+//!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
+//!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
 //!    [`proxy::forward`] streams both bodies in one `select!` loop on the request's task (101 →
 //!    byte tunnel). Failed attempts go to [`health::passive_failure`] and are retried on other
 //!    backends within `retries` ([`proxy::retry`]).
@@ -70,6 +71,7 @@
 //!   own answers.
 //! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
 //!   the last reload result, metrics and the access log writer.
+//! - Per worker thread: idle backend connections (`proxy::pool`), thread-local, keyed by address.
 //! - Per request: the proxy's context (snapshot, chosen backend, in-flight guard, attempts).
 #![forbid(unsafe_code)]
 

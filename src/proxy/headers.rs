@@ -164,23 +164,7 @@ pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result
     let websocket = req.version == http::Version::HTTP_11
         && has_token(req.headers.get_all(header::CONNECTION), "upgrade")
         && has_token(req.headers.get_all(header::UPGRADE), "websocket");
-    let mut named = [const { None }; 8];
-    let mut more = Vec::new();
-    let mut n = 0;
-    for v in req.headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else { continue };
-        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if let Ok(name) = http::HeaderName::from_bytes(t.as_bytes()) {
-                if n < named.len() {
-                    named[n] = Some(name);
-                    n += 1;
-                } else {
-                    more.push(name);
-                }
-            }
-        }
-    }
-    for name in named.into_iter().flatten().chain(more) {
+    for name in connection_named(&req.headers, false) {
         req.remove_header(&name);
     }
     req.remove_header(&header::CONNECTION);
@@ -196,6 +180,34 @@ pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result
     }
     req.set_version(http::Version::HTTP_11);
     Ok(())
+}
+
+/// The fields a message's `Connection` header names (hop-by-hop, RFC 9110 §7.6.1), `upgrade`
+/// left out when `keep_upgrade`. A few names, kept on the stack; standard names parse without
+/// allocating.
+fn connection_named(
+    headers: &http::HeaderMap,
+    keep_upgrade: bool,
+) -> impl Iterator<Item = HeaderName> {
+    let mut named: [Option<HeaderName>; 8] = Default::default();
+    let mut more = Vec::new();
+    let mut n = 0;
+    let tokens = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !(t.is_empty() || keep_upgrade && t.eq_ignore_ascii_case("upgrade")));
+    for name in tokens.filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()) {
+        if n < named.len() {
+            named[n] = Some(name);
+            n += 1;
+        } else {
+            more.push(name);
+        }
+    }
+    named.into_iter().flatten().chain(more)
 }
 
 /// Whether a comma-separated header lists `token` (case-insensitively).
@@ -223,29 +235,7 @@ const HOP_BY_HOP_REQUEST: &[&str] = &[
 /// `Connection`/`Upgrade` on a `101 Switching Protocols`.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let upgrade = resp.status.as_u16() == 101;
-    // Names listed in `Connection`: a few, parsed on the stack.
-    let mut named: [Option<HeaderName>; 8] = Default::default();
-    let mut more = Vec::new();
-    let mut n = 0;
-    for v in resp.headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else { continue };
-        for t in v.split(',').map(str::trim) {
-            if t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade") {
-                continue;
-            }
-            // Standard names (`keep-alive`, `close` is no header) parse without allocating.
-            let Ok(name) = HeaderName::from_bytes(t.as_bytes()) else {
-                continue;
-            };
-            if n < named.len() {
-                named[n] = Some(name);
-                n += 1;
-            } else {
-                more.push(name);
-            }
-        }
-    }
-    for name in named.into_iter().flatten().chain(more) {
+    for name in connection_named(&resp.headers, upgrade) {
         resp.remove_header(&name);
     }
     if upgrade {
@@ -274,6 +264,47 @@ mod tests {
         assert!(r.headers.get("x-secret").is_none());
         assert!(r.headers.get("keep-alive").is_none());
         assert!(r.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn request_loses_hop_by_hop_fields_and_keeps_a_websocket_upgrade() {
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("connection", "keep-alive, X-Secret")
+            .unwrap();
+        r.append_header("connection", "Upgrade").unwrap();
+        r.append_header("upgrade", "websocket").unwrap();
+        r.append_header("x-secret", "1").unwrap();
+        r.append_header("te", "trailers").unwrap();
+        r.append_header("proxy-authorization", "Basic x").unwrap();
+        r.append_header("x-kept", "1").unwrap();
+        prepare_request(&mut r, true).unwrap();
+        let get = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("connection").as_deref(), Some("Upgrade"));
+        assert_eq!(get("upgrade").as_deref(), Some("websocket"));
+        assert_eq!(get("transfer-encoding").as_deref(), Some("chunked"));
+        assert_eq!(get("x-kept").as_deref(), Some("1"));
+        for gone in ["x-secret", "te", "proxy-authorization", "keep-alive"] {
+            assert_eq!(get(gone), None, "{gone}");
+        }
+        // Any other upgrade is not forwarded; a body with a length keeps it.
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("connection", "upgrade").unwrap();
+        r.append_header("upgrade", "h2c").unwrap();
+        r.append_header("content-length", "3").unwrap();
+        prepare_request(&mut r, true).unwrap();
+        assert!(r.headers.get("connection").is_none() && r.headers.get("upgrade").is_none());
+        assert!(r.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn response_keeps_upgrade_fields_on_101_only() {
+        let mut r = ResponseHeader::build(101, None).unwrap();
+        r.append_header("connection", "Upgrade, X-Secret").unwrap();
+        r.append_header("upgrade", "websocket").unwrap();
+        r.append_header("x-secret", "1").unwrap();
+        strip_hop_by_hop(&mut r);
+        assert!(r.headers.get("connection").is_some() && r.headers.get("upgrade").is_some());
+        assert!(r.headers.get("x-secret").is_none());
     }
 
     #[test]

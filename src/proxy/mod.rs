@@ -1,28 +1,29 @@
 //! The request path, on pingora-core directly: [`Proxy`] is the [`RequestApp`] the connection
 //! layer ([`crate::edge::GuardedApp`]) hands every request to. For each request it reads the head
 //! into pingora-core's `ServerSession` (HTTP/1 now; the same session type carries HTTP/2 streams),
-//! runs the edge checks, routes, picks a backend with the
-//! upstream's balancer, takes a pooled connection from pingora-core's `Connector`, forwards the
-//! exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
+//! runs the edge checks, routes, picks a backend with the upstream's balancer, takes an idle
+//! backend connection from [`pool`] (or opens one with pingora-core's `TransportConnector`),
+//! forwards the exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
 //! answers errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
 //! backend read timeout).
 //!
-//! The whole request is one straight-line `async fn` ([`Proxy::serve`]) over one per-request
+//! The whole request is one straight-line `async fn` (`Proxy::serve`) over one per-request
 //! context ([`context::Ctx`]): one `ArcSwap<Snapshot>` load when the request is routed, no
 //! per-hook plumbing, no task or channel per request.
 //!
 //! Files: this one (reading the head, the request's course, the final answer and logging),
 //! [`forward`] (one attempt: request head, both bodies streamed at once, response head filter,
 //! upgrade tunnels), [`context`] (per-request state), [`retry`] (the retry decision, pure),
-//! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping). lb's own answers
-//! are built by [`crate::edge::answer`].
+//! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`pool`] (idle
+//! backend connections per worker thread), [`stop`] (waking idle connections when the service
+//! stops). lb's own answers are built by [`crate::edge::answer`].
 
 pub mod context;
 pub mod forward;
 pub mod headers;
-mod pool;
+pub mod pool;
 pub mod retry;
-mod stop;
+pub mod stop;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::edge::{answer, path, RequestApp};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
+use crate::snapshot::Upstream;
 use crate::state::backend::InFlightGuard;
 use crate::util::time::process_ms_at;
 pub use context::active_requests;
@@ -155,30 +157,31 @@ impl Proxy {
         true
     }
 
-    /// Whether the routed upstream has a usable backend. A reload between loading the snapshot
-    /// and this check can leave the request's snapshot with only draining backends while the
-    /// live one has usable ones: the request moves to the live one then.
+    /// Whether the routed upstream has a usable backend (else the live snapshot's, see
+    /// [`Proxy::on_live_snapshot`]).
     fn has_usable_backend(&self, ctx: &mut Ctx) -> bool {
-        let usable = |up: &crate::snapshot::Upstream| up.backends.iter().any(|b| b.state.usable());
-        let Some(up) = ctx.upstream() else {
-            return false;
-        };
-        if usable(up) {
-            return true;
-        }
+        let usable = |up: &Upstream| up.backends.iter().any(|b| b.state.usable());
+        ctx.upstream().is_some_and(usable)
+            || self
+                .on_live_snapshot(ctx, |up| usable(up).then_some(()))
+                .is_some()
+    }
+
+    /// A reload between loading the request's snapshot and using it can leave that snapshot with
+    /// only draining backends while the live one has usable ones: `f` is asked of the live
+    /// snapshot's upstream of the same name, and when it answers, the request moves there.
+    fn on_live_snapshot<T>(&self, ctx: &mut Ctx, f: impl Fn(&Upstream) -> Option<T>) -> Option<T> {
         let live = self.shared.snapshot.load_full();
-        let snapshot = ctx.snapshot.as_ref().expect("routed");
+        let snapshot = ctx.snapshot.as_ref()?;
         if Arc::ptr_eq(&live, snapshot) {
-            return false;
+            return None;
         }
-        match live.upstreams.iter().position(|u| u.name() == up.name()) {
-            Some(index) if usable(&live.upstreams[index]) => {
-                ctx.upstream = index;
-                ctx.snapshot = Some(live);
-                true
-            }
-            _ => false,
-        }
+        let name = ctx.upstream()?.name();
+        let index = live.upstreams.iter().position(|u| u.name() == name)?;
+        let found = f(&live.upstreams[index])?;
+        ctx.upstream = index;
+        ctx.snapshot = Some(live);
+        Some(found)
     }
 
     /// Attempts until one succeeds or the retry rules stop. `Ok(reuse)`: the exchange completed.
@@ -282,19 +285,10 @@ impl Proxy {
             return Ok(i);
         }
         if ctx.attempts == 0 {
-            // A reload between routing and this pick can leave the request's snapshot with only
-            // draining backends while the live one has usable ones: serve it there.
-            let live = self.shared.snapshot.load_full();
-            if !Arc::ptr_eq(&live, snapshot) {
-                let name = up.name();
-                if let Some(index) = live.upstreams.iter().position(|u| u.name() == name) {
-                    let up = &live.upstreams[index];
-                    if let Some(i) = up.balancer.pick(&up.backends, |i| ctx.tried.contains(i)) {
-                        ctx.upstream = index;
-                        ctx.snapshot = Some(live);
-                        return Ok(i);
-                    }
-                }
+            // Nothing tried yet, so nothing to exclude there.
+            let live = self.on_live_snapshot(ctx, |up| up.balancer.pick(&up.backends, |_| false));
+            if let Some(i) = live {
+                return Ok(i);
             }
         }
         Err(if ctx.attempts == 0 {

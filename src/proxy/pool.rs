@@ -6,7 +6,7 @@
 //! Like NGINX's upstream keepalive, a pooled connection is checked when it is taken, without a
 //! system call unless the backend sent something: a connection the backend closed (or wrote to
 //! out of turn) reads as ready and is dropped. Connections idle longer than the upstream's
-//! `idle_timeout` are dropped when met, and by a sweep every [`SWEEP_EVERY`] returns, so the pool
+//! `idle_timeout` are dropped when met, and by a sweep every `SWEEP_EVERY` returns, so the pool
 //! of a backend that is gone empties within that time.
 
 use std::cell::RefCell;

@@ -27,8 +27,14 @@ pub fn unix_ms() -> u64 {
 
 /// The UTC calendar date of a Unix time, as `YYYY-MM-DD` (for messages about certificates).
 pub fn utc_date(unix_secs: i64) -> String {
-    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-    let z = unix_secs.div_euclid(86_400) + 719_468;
+    let (year, month, day) = civil_date(unix_secs.div_euclid(86_400));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// (year, month, day) of a count of days since 1970-01-01, proleptic Gregorian calendar (Howard
+/// Hinnant's days-to-civil algorithm: no date library needed).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -36,8 +42,7 @@ pub fn utc_date(unix_secs: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
