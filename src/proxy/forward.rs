@@ -58,6 +58,8 @@ pub(super) fn upstream_head(
 ) -> Result<Box<RequestHeader>> {
     let has_body = !session.is_body_empty();
     let mut req = Box::new(session.req_header().clone());
+    // Room for the fields lb adds, so that they do not regrow the cloned map one by one.
+    req.reserve(6);
     to_origin_form(&mut req)?;
     if let Some(path) = forward_path {
         set_path(&mut req, path)?;
@@ -125,6 +127,8 @@ pub(super) async fn h1(
                     HttpTask::Header(mut resp, end) => {
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
+                        // Room for `Date` and `Connection`, which the client session sets.
+                        resp.reserve(2);
                         if status >= 200 {
                             health::passive_response(
                                 report.shared,

@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use bytes::Bytes;
@@ -63,17 +62,9 @@ pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
 /// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
 /// headers is replaced by lb's own values, never passed through.
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
-    // The client's address, formatted once on the stack and shared by two headers.
+    // The client's address, formatted once on the stack and shared by three headers.
     let mut ip_buf = [0u8; 64];
-    let ip: &str = match client {
-        Some(ip) => {
-            let mut w = &mut ip_buf[..];
-            let _ = write!(w, "{ip}");
-            let n = 64 - w.len();
-            std::str::from_utf8(&ip_buf[..n]).unwrap_or_default()
-        }
-        None => "",
-    };
+    let ip = client.map_or("", |ip| format_ip(ip, &mut ip_buf));
     let ip_value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(ip.as_bytes()))
         .map_err(|e| Error::because(ErrorType::InternalError, "client address", e))?;
     let host = req.headers.get(header::HOST).cloned();
@@ -92,24 +83,32 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
         (!lines.is_empty()).then(|| lines.join(", "))
     };
     match chain(req, &X_FORWARDED_FOR) {
-        Some(prev) => req.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?,
-        None => req.insert_header("x-forwarded-for", ip_value.clone())?,
+        Some(prev) => req.insert_header_name(
+            &X_FORWARDED_FOR,
+            "x-forwarded-for",
+            value(format!("{prev}, {ip}"))?,
+        ),
+        None => req.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", ip_value.clone()),
     }
-    let element = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
+    let element = forwarded_element(client, ip, host.as_ref().and_then(|h| h.to_str().ok()));
     let forwarded = match chain(req, &header::FORWARDED) {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
     };
-    req.insert_header(header::FORWARDED, forwarded)?;
+    req.insert_header_name(&header::FORWARDED, "forwarded", value(forwarded)?);
     if !(trusted && req.headers.contains_key(&X_REAL_IP)) {
-        req.insert_header("x-real-ip", ip_value)?;
+        req.insert_header_name(&X_REAL_IP, "x-real-ip", ip_value);
     }
     if !(trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
-        req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        req.insert_header_name(
+            &X_FORWARDED_PROTO,
+            "x-forwarded-proto",
+            HeaderValue::from_static("http"),
+        );
     }
     if !(trusted && req.headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
-            Some(host) => req.insert_header("x-forwarded-host", host)?,
+            Some(host) => req.insert_header_name(&X_FORWARDED_HOST, "x-forwarded-host", host),
             None => {
                 req.remove_header(&X_FORWARDED_HOST);
             }
@@ -118,20 +117,67 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
     Ok(())
 }
 
+/// A value lb built (from the client's own bytes, so it may be refused).
+fn value(v: String) -> Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(v))
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "forwarding header", e))
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Formats an address into `buf` without the formatting machinery for IPv4 (the common case: four
+/// octets, digit by digit); IPv6 goes through `Display`.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{v6}");
+            64 - w.len()
+        }
+    };
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
 /// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`, built in
 /// one allocation.
-fn forwarded_element(client: Option<IpAddr>, host: Option<&str>) -> String {
+/// `ip` is `client` already formatted.
+fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>) -> String {
     let mut e = String::with_capacity(64 + host.map_or(0, str::len));
-    let _ = match client {
-        Some(IpAddr::V4(v4)) => write!(e, "for={v4}"),
-        Some(IpAddr::V6(v6)) => write!(e, "for=\"[{v6}]\""),
-        None => write!(e, "for=unknown"),
-    };
+    match client {
+        Some(IpAddr::V4(_)) => {
+            e.push_str("for=");
+            e.push_str(ip);
+        }
+        Some(IpAddr::V6(_)) => {
+            e.push_str("for=\"[");
+            e.push_str(ip);
+            e.push_str("]\"");
+        }
+        None => e.push_str("for=unknown"),
+    }
     if let Some(h) = host {
         e.push_str(";host=\"");
         for c in h.chars() {
@@ -161,25 +207,69 @@ const HOP_BY_HOP: &[&str] = &[
 /// websocket`, `Connection: upgrade`) keeps exactly `Connection: Upgrade` and `Upgrade:
 /// websocket`, any other upgrade is not forwarded. A body without a length goes chunked.
 pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
-    let websocket = req.version == http::Version::HTTP_11
-        && has_token(req.headers.get_all(header::CONNECTION), "upgrade")
-        && has_token(req.headers.get_all(header::UPGRADE), "websocket");
-    for name in connection_named(&req.headers, false) {
-        req.remove_header(&name);
-    }
-    req.remove_header(&header::CONNECTION);
-    for name in HOP_BY_HOP_REQUEST {
-        req.remove_header(*name);
+    let hops = Hops::scan(&req.headers, HOP_BY_HOP_REQUEST);
+    let mut websocket = false;
+    if hops.connection || hops.listed {
+        websocket = req.version == http::Version::HTTP_11
+            && hops.connection
+            && hops.upgrade
+            && has_token(req.headers.get_all(header::CONNECTION), "upgrade")
+            && has_token(req.headers.get_all(header::UPGRADE), "websocket");
+        if hops.connection {
+            for name in connection_named(&req.headers, false) {
+                req.remove_header(&name);
+            }
+            req.remove_header(&header::CONNECTION);
+        }
+        if hops.listed {
+            for name in HOP_BY_HOP_REQUEST {
+                req.remove_header(*name);
+            }
+        }
     }
     if websocket {
         req.insert_header(header::CONNECTION, "Upgrade")?;
         req.insert_header(header::UPGRADE, "websocket")?;
     }
-    if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
+    // `Connection` may have named `Content-Length`: look again only then.
+    let has_length = if hops.connection {
+        req.headers.contains_key(header::CONTENT_LENGTH)
+    } else {
+        hops.content_length
+    };
+    if has_body && !has_length {
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
     req.set_version(http::Version::HTTP_11);
     Ok(())
+}
+
+/// Which hop-by-hop fields a head carries, found in one pass over its field names. Most heads
+/// carry none, and then nothing is looked up or removed.
+#[derive(Default)]
+struct Hops {
+    connection: bool,
+    upgrade: bool,
+    /// A field in the list given to [`Hops::scan`].
+    listed: bool,
+    content_length: bool,
+}
+
+impl Hops {
+    fn scan(headers: &http::HeaderMap, listed: &[&str]) -> Hops {
+        let mut hops = Hops::default();
+        for name in headers.keys() {
+            if *name == header::CONNECTION {
+                hops.connection = true;
+            } else if *name == header::CONTENT_LENGTH {
+                hops.content_length = true;
+            } else {
+                hops.upgrade |= *name == header::UPGRADE;
+                hops.listed |= listed.contains(&name.as_str());
+            }
+        }
+        hops
+    }
 }
 
 /// The fields a message's `Connection` header names (hop-by-hop, RFC 9110 §7.6.1), `upgrade`
@@ -234,6 +324,10 @@ const HOP_BY_HOP_REQUEST: &[&str] = &[
 /// Removes `Connection`, every header it names, and the standard hop-by-hop headers, keeping
 /// `Connection`/`Upgrade` on a `101 Switching Protocols`.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    let hops = Hops::scan(&resp.headers, HOP_BY_HOP);
+    if !(hops.connection || hops.listed) {
+        return;
+    }
     let upgrade = resp.status.as_u16() == 101;
     for name in connection_named(&resp.headers, upgrade) {
         resp.remove_header(&name);
@@ -369,5 +463,57 @@ mod tests {
         assert_eq!(r.headers.get("x-real-ip").unwrap(), "1.1.1.1");
         let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
         assert_eq!(fwd, ["for=1.1.1.1, for=2.2.2.2, for=10.0.0.1;proto=http"]);
+    }
+
+    #[test]
+    fn addresses_format_like_display() {
+        let mut buf = [0u8; 64];
+        for ip in [
+            "0.0.0.0",
+            "10.0.9.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(format_ip(ip, &mut buf), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn forwarding_fields_reach_the_wire_with_the_parsed_head() {
+        let mut r = RequestHeader::build("GET", b"/", Some(2)).unwrap();
+        r.append_header("Host", "h").unwrap();
+        r.reserve(6);
+        set_forwarded(&mut r, Some("192.0.2.7".parse().unwrap()), false).unwrap();
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        for line in [
+            "Host: h\r\n",
+            "x-forwarded-for: 192.0.2.7\r\n",
+            "x-real-ip: 192.0.2.7\r\n",
+            "forwarded: for=192.0.2.7;host=\"h\";proto=http\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-host: h\r\n",
+        ] {
+            assert!(wire.contains(line), "{line:?} in {wire:?}");
+        }
+    }
+
+    #[test]
+    fn a_length_named_by_connection_goes_and_the_body_is_chunked() {
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("connection", "content-length").unwrap();
+        r.append_header("content-length", "3").unwrap();
+        prepare_request(&mut r, true).unwrap();
+        assert!(r.headers.get("content-length").is_none());
+        assert_eq!(r.headers.get("transfer-encoding").unwrap(), "chunked");
+        // Nothing hop-by-hop: nothing changes but the version.
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("x-a", "1").unwrap();
+        prepare_request(&mut r, false).unwrap();
+        assert_eq!(r.headers.len(), 1);
     }
 }
