@@ -42,7 +42,8 @@ ensure_browser() {
   return 0
 }
 
-# curl: integration tests use it as the real HTTP(S) client (edge cases, the admin listener over TLS).
+# curl: integration tests use it as the real HTTP(S) client (edge cases, HTTPS and HTTP/2, the admin
+# listener over TLS).
 ensure_curl() {
   have curl && return 0
   echo "setup: installing curl (the tests' HTTP client)..." >&2
@@ -51,8 +52,18 @@ ensure_curl() {
   return 0
 }
 
+# h2load (nghttp2-client): the HTTP/2 load client of the TLS and h2c tests.
+ensure_h2load() {
+  have h2load && return 0
+  echo "setup: installing nghttp2-client (h2load, the tests' HTTP/2 load client)..." >&2
+  apt_install nghttp2-client && return 0
+  echo "setup: h2load is missing and could not be installed; run: sudo apt-get install -y nghttp2-client" >&2
+  return 0
+}
+
 ensure_cmake
 if [ "${LB_SETUP_BROWSER:-}" = 1 ]; then
   ensure_browser
   ensure_curl
+  ensure_h2load
 fi

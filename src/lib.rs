@@ -11,7 +11,8 @@
 //!  admin       admin listener: /healthz /metrics /status /reload and the dashboard
 //!  reload      config reloads: file watch, SIGHUP, POST /reload; restart-only settings
 //!  proxy       the request path (pingora-core): route, pick, retry, forward, answer
-//!  edge        client connections (keep-alive loop) and request heads: limits, refusals, paths
+//!  edge        client connections (HTTP/1 keep-alive loop, HTTP/2 and h2c) and request heads:
+//!              limits, refusals, paths
 //!  health      active checks, passive ejection, state-change announcements
 //!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
 //!  observe     Prometheus metrics, JSON access log, logging
@@ -19,7 +20,7 @@
 //!  balance     backend choice: the weighted order, round_robin, least_connections
 //!  state       per-backend state (health, in-flight, counters), the registry, stats
 //!  config      file structs → validated runtime types, every problem with its key path
-//!  tls         certificate files loaded and checked; the swappable certificate of a listener
+//!  tls         certificate files loaded and checked; swappable certificates (one, or chosen by SNI)
 //!  util        clocks, hashing
 //! ```
 //!
@@ -30,11 +31,15 @@
 //!
 //! # One request
 //!
-//! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections`,
-//!    wraps the stream in an [`edge::conn::Guarded`] (header deadline, idle timeout, head-size
-//!    limits) and runs the keep-alive loop: an idle connection holds no HTTP session and no
-//!    buffer; a request's first byte makes pingora-core's `ServerSession`, handed to the
-//!    request path ([`edge::RequestApp`]).
+//! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections`.
+//!    HTTPS listeners (`[server.tls]`) have finished the handshake by then, with the certificate
+//!    [`tls::SniResolver`] chose. An HTTP/2 connection (ALPN `h2`, or the h2c preface on a plain
+//!    listener with `server.h2c`) runs pingora-core's HTTP/2 accept loop, each stream a
+//!    `ServerSession` on a task of its own. An HTTP/1 connection is wrapped in an
+//!    [`edge::conn::Guarded`] (header deadline, idle timeout, head-size limits) and runs the
+//!    keep-alive loop: an idle connection holds no HTTP session and no buffer; a request's first
+//!    byte makes pingora-core's `ServerSession`. Either way the session goes to the request path
+//!    ([`edge::RequestApp`]).
 //! 2. [`proxy::Proxy`] (pingora-core directly, no pingora-proxy) reads the head and runs one
 //!    straight-line `async fn`: [`edge::early_request_filter`] runs [`edge::check_head`]
 //!    (framing, syntax, limits: lb answers 400/413/414/431/501 itself).

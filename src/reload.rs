@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Problem};
-use crate::runtime::{admin_cert, LoadedConfig, ReloadResult, Shared};
+use crate::runtime::{admin_cert, files_hash, server_certs, LoadedConfig, ReloadResult, Shared};
 use crate::snapshot::Snapshot;
 use crate::state::backend::Health;
 use crate::state::registry::BackendKey;
@@ -24,15 +24,20 @@ impl Shared {
     pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
         let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(&self.config_path).ok()?;
-        let current = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).hash;
+        let current = {
+            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            (loaded.hash, loaded.files)
+        };
         let last_failed = self
             .last_reload
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|r| (r.ok, r.text_hash));
+            .map(|r| (r.ok, (r.text_hash, r.files_hash)));
         let h = hash_text(&text);
-        if h == current || last_failed == Some((false, h)) {
+        // Certificates and keys renewed in place change no config text.
+        let files = files_hash(&self.snapshot.load().config);
+        if (h, files) == current || last_failed == Some((false, (h, files))) {
             return None;
         }
         Some(self.reload_locked(trigger))
@@ -61,6 +66,10 @@ impl Shared {
             time_ms: unix_ms(),
             ..Default::default()
         };
+        result.files_hash = match &parsed {
+            Ok(new) => files_hash(new),
+            Err(_) => files_hash(&self.snapshot.load().config),
+        };
         match parsed {
             Err(problems) => {
                 let file = self.config_path.display();
@@ -84,6 +93,7 @@ impl Shared {
                 self.apply(new, &mut result);
                 *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
                     hash,
+                    files: result.files_hash,
                     loaded_at_ms: unix_ms(),
                 };
                 result.ok = true;
@@ -117,6 +127,7 @@ impl Shared {
         let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
         // Before the snapshot: a request that sees the new config's token also sees its certificate.
         self.admin_cert.store(admin_cert(&new));
+        self.server_certs.store(server_certs(&new));
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         self.registry.retain_upstreams(&upstreams);
@@ -199,7 +210,25 @@ pub async fn watch_file(shared: Arc<Shared>) {
         tracing::warn!(dir = %dir.display(), "cannot watch the config directory ({e}); use SIGHUP or POST /reload");
         return;
     }
-    while rx.recv().await.is_some() {
+    let mut watched = vec![dir];
+    loop {
+        // Certificates, keys and the token file may live elsewhere; a reload may move them.
+        for file in shared.snapshot.load().config.watched_files() {
+            let Some(d) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+                continue;
+            };
+            if !watched.iter().any(|w| w == d) {
+                match watcher.watch(d, RecursiveMode::NonRecursive) {
+                    Ok(()) => watched.push(d.to_owned()),
+                    Err(e) => {
+                        tracing::warn!(dir = %d.display(), "cannot watch ({e}); changes to {} need SIGHUP or POST /reload", file.display())
+                    }
+                }
+            }
+        }
+        if rx.recv().await.is_none() {
+            break;
+        }
         // Debounce: wait until no event arrived for DEBOUNCE.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
         let s = shared.clone();
@@ -243,6 +272,16 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("server.log", o.log != n.log),
         ("server.access_log", o.access_log != n.access_log),
+        ("server.h2c", o.h2c != n.h2c),
+        ("server.tls.listen", tls_listen(o) != tls_listen(n)),
+        (
+            "server.tls.http2",
+            o.tls.as_ref().map(|t| t.http2) != n.tls.as_ref().map(|t| t.http2),
+        ),
+        (
+            "server.tls.min_version",
+            o.tls.as_ref().map(|t| t.min_version) != n.tls.as_ref().map(|t| t.min_version),
+        ),
         (
             "admin.listen",
             old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
@@ -258,6 +297,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     .collect()
 }
 
+/// The HTTPS listeners of `server` (none without `[server.tls]`).
+fn tls_listen(server: &crate::config::ServerSettings) -> &[std::net::SocketAddr] {
+    server.tls.as_ref().map_or(&[], |t| &t.listen)
+}
+
 /// Carries the running values of restart-only settings into `new`, so the live config (and
 /// everything that reads it) only ever shows what is applied.
 fn keep_restart_only(old: &Config, new: &mut Config) {
@@ -269,6 +313,17 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
     n.log = o.log.clone();
     n.access_log = o.access_log.clone();
+    n.h2c = o.h2c;
+    // HTTPS listeners and their protocol settings are fixed at start; certificates apply at once.
+    // Adding or removing `[server.tls]` needs a restart: the running one stays.
+    match (&o.tls, &mut n.tls) {
+        (Some(o), Some(n)) => {
+            n.listen = o.listen.clone();
+            n.http2 = o.http2;
+            n.min_version = o.min_version;
+        }
+        (o, n) => *n = o.clone(),
+    }
     // The admin listener's address and whether it speaks TLS are fixed at start; its token,
     // public paths, allow-list and certificate apply at once.
     match (&old.admin, &mut new.admin) {

@@ -17,7 +17,7 @@ use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::state::registry::{Draining, Registry};
-use crate::tls::Resolver;
+use crate::tls::{CertSet, Resolver, SniResolver};
 use crate::util::time::unix_ms;
 
 /// How many timeline events `/status` and the dashboard keep.
@@ -48,12 +48,17 @@ pub struct ReloadResult {
     pub duration_ms: f64,
     #[serde(skip)]
     pub text_hash: u64,
+    /// [`files_hash`] of the files the attempt read.
+    #[serde(skip)]
+    pub files_hash: u64,
 }
 
 /// The config file as loaded: its text's hash and when it was loaded (shown in `/status`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadedConfig {
     pub hash: u64,
+    /// [`files_hash`] of the certificates, keys and token file it was loaded with.
+    pub files: u64,
     pub loaded_at_ms: u64,
 }
 
@@ -81,6 +86,9 @@ pub struct Shared {
     pub draining: Mutex<Vec<Draining>>,
     /// The certificate the admin listener presents (`[admin.tls]`); a reload swaps it.
     pub admin_cert: Arc<Resolver>,
+    /// The certificates the HTTPS listeners choose from by SNI (`server.tls.certificates`); a
+    /// reload swaps them.
+    pub server_certs: Arc<SniResolver>,
 }
 
 impl Shared {
@@ -89,6 +97,8 @@ impl Shared {
         let registry = Registry::default();
         let access_log = AccessLogger::start(&config.server.access_log);
         let admin_cert = Arc::new(Resolver::new(admin_cert(&config)));
+        let server_certs = Arc::new(SniResolver::new(server_certs(&config)));
+        let files = files_hash(&config);
         let snapshot = Snapshot::build(Arc::new(config), &registry);
         registry.finish_startup();
         Arc::new(Shared {
@@ -97,6 +107,7 @@ impl Shared {
             config_path: path.to_owned(),
             loaded: Mutex::new(LoadedConfig {
                 hash: text_hash,
+                files,
                 loaded_at_ms: unix_ms(),
             }),
             rebuild: Mutex::new(()),
@@ -109,6 +120,7 @@ impl Shared {
             access_log,
             draining: Mutex::new(Vec::new()),
             admin_cert,
+            server_certs,
         })
     }
 
@@ -163,6 +175,30 @@ impl Shared {
     pub fn config_grace(&self) -> Duration {
         self.snapshot.load().config.server.grace_period
     }
+}
+
+/// A hash of the contents of `config`'s [`Config::watched_files`] (an unreadable file counts
+/// as its error), so that the file watcher reloads when a certificate is renewed in place.
+pub fn files_hash(config: &Config) -> u64 {
+    let mut all = Vec::new();
+    for path in config.watched_files() {
+        all.extend_from_slice(path.as_os_str().as_encoded_bytes());
+        match std::fs::read(path) {
+            Ok(bytes) => all.extend_from_slice(&bytes),
+            Err(e) => all.extend_from_slice(e.to_string().as_bytes()),
+        }
+        all.push(0);
+    }
+    crate::util::hash::fnv1a64(&all)
+}
+
+/// The HTTPS listeners' certificates in `config` (none without `[server.tls]`).
+pub fn server_certs(config: &Config) -> CertSet {
+    config
+        .server
+        .tls
+        .as_ref()
+        .map_or_else(CertSet::default, |t| CertSet::new(&t.certificates))
 }
 
 /// The admin listener's certificate in `config`, if it serves HTTPS.

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use std::net::SocketAddr;
+
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
-use crate::config::Config;
+use crate::config::{Config, ServerTls, TlsVersion};
 use crate::health;
 use crate::proxy::Proxy;
 use crate::reload;
@@ -41,6 +45,12 @@ const PINGORA_MAX_RETRIES: usize = 128;
 pub fn check_listeners(config: &Config) -> Result<(), String> {
     let server = config.server.listen.iter().enumerate();
     let server = server.map(|(i, a)| (format!("server.listen[{i}]"), *a));
+    let tls = config
+        .server
+        .tls
+        .iter()
+        .flat_map(|t| t.listen.iter().enumerate());
+    let server = server.chain(tls.map(|(i, a)| (format!("server.tls.listen[{i}]"), *a)));
     let admin = config
         .admin
         .iter()
@@ -86,10 +96,15 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         ),
     );
     for addr in &config.server.listen {
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER)),
-        );
+        proxy.add_listener(listener(addr));
+    }
+    if let Some(tls) = &config.server.tls {
+        for addr in &tls.listen {
+            match tls_settings(&shared, tls) {
+                Ok(settings) => proxy.add_listener(listener(addr).tls(settings)),
+                Err(e) => tracing::error!(%addr, "cannot set up TLS: {e}"),
+            }
+        }
     }
     server.add_service(proxy);
     if let Some(admin) = &config.admin {
@@ -114,6 +129,34 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
 
 /// What every exit path does last: write out the access log and remove the pid file (unless it
 /// already names the process that took over the sockets).
+/// A client listener on `addr`: a small read-ahead buffer (see [`CLIENT_READ_BUFFER`]); an IPv6
+/// address takes IPv6 only, so `0.0.0.0:443` and `[::]:443` can both be listed, as in NGINX.
+fn listener(addr: &SocketAddr) -> ListenerConfig {
+    let mut l = ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER));
+    if addr.is_ipv6() {
+        let mut options = TcpSocketOptions::default();
+        options.ipv6_only = Some(true);
+        l = l.tcp_socket_options(options);
+    }
+    l
+}
+
+/// The TLS side of an HTTPS listener: certificates chosen by SNI from `shared.server_certs`
+/// (swapped by reloads), ALPN `h2` + `http/1.1` (or `http/1.1` alone), TLS 1.2+ or 1.3 only.
+fn tls_settings(shared: &Shared, tls: &ServerTls) -> pingora_error::Result<TlsSettings> {
+    // Empty paths: the resolver supplies the certificate, rustls never reads files here.
+    let mut settings = TlsSettings::intermediate("", "")?;
+    settings.set_cert_resolver(shared.server_certs.clone());
+    if tls.http2 {
+        settings.enable_h2();
+    } else {
+        settings.set_alpn(ALPN::H1);
+    }
+    settings.set_tls13_only(tls.min_version == TlsVersion::V1_3);
+    Ok(settings)
+}
+
 fn before_exit(shared: &Shared, pid_file: &str) {
     if let Some(log) = &shared.access_log {
         if !log.flush(crate::observe::access_log::FLUSH_TIMEOUT) {

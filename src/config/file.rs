@@ -27,6 +27,19 @@ pub struct ServerFile {
     pub normalize_path: Option<String>,
     pub merge_slashes: Option<bool>,
     pub client_close: Option<String>,
+    pub h2c: Option<bool>,
+    pub tls: Option<ServerTlsFile>,
+}
+
+/// `[server.tls]`: HTTPS listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFile {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    pub certificates: Option<Vec<CertFile>>,
+    pub http2: Option<bool>,
+    pub min_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,7 +52,7 @@ pub struct AdminFile {
     pub tls: Option<CertFile>,
 }
 
-/// A certificate and its key (`[admin.tls]`; later the entries of `server.tls.certificates`).
+/// A certificate and its key (`[admin.tls]`, the entries of `server.tls.certificates`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertFile {

@@ -86,6 +86,24 @@ pub struct Config {
     pub warnings: Vec<Problem>,
 }
 
+impl Config {
+    /// Files besides the config file that a reload reads again: certificates and keys
+    /// (`server.tls`, `admin.tls`) and the admin token. The file watcher follows them too.
+    pub fn watched_files(&self) -> Vec<&std::path::Path> {
+        let mut files = Vec::new();
+        let certs = self.server.tls.iter().flat_map(|t| t.certificates.iter());
+        let admin_cert = self.admin.iter().filter_map(|a| a.tls.as_ref());
+        for c in certs.chain(admin_cert) {
+            files.push(c.cert_path.as_path());
+            files.push(c.key_path.as_path());
+        }
+        if let Some(t) = self.admin.as_ref().and_then(|a| a.token.as_ref()) {
+            files.push(t.file.as_path());
+        }
+        files
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
@@ -106,6 +124,29 @@ pub struct ServerSettings {
     pub merge_slashes: bool,
     /// What a client's half-close (EOF after a complete request) does to its request.
     pub client_close: ClientClose,
+    /// Plain listeners also take HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
+    /// `[server.tls]`: HTTPS listeners and their certificates.
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`. The listeners, `http2` and `min_version` are fixed at start; the certificates
+/// are re-read on every reload and swapped for new handshakes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTls {
+    pub listen: Vec<SocketAddr>,
+    /// Chosen by SNI from each certificate's names; the first is the default.
+    pub certificates: Vec<crate::tls::Certificate>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`).
+    pub http2: bool,
+    pub min_version: TlsVersion,
+}
+
+/// `server.tls.min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
 }
 
 /// `server.client_close`: what lb does when a client sends EOF after a complete request while

@@ -13,6 +13,7 @@ use super::file::*;
 use super::*;
 
 mod admin;
+mod tls;
 mod upstream;
 
 pub use admin::ADMIN_PATHS;
@@ -156,8 +157,12 @@ impl Checker {
     }
 
     fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {
-        if s.listen.is_empty() {
-            self.problem("server.listen", "at least one listener is required");
+        let tls_listens = s.tls.as_ref().is_some_and(|t| !t.listen.is_empty());
+        if s.listen.is_empty() && !tls_listens {
+            self.problem(
+                "server.listen",
+                "at least one listener is required (here or in server.tls.listen)",
+            );
         }
         let mut listen = Vec::new();
         for (i, l) in s.listen.iter().enumerate() {
@@ -267,6 +272,8 @@ impl Checker {
             normalize_path: self.normalize_path(s.normalize_path.as_deref()),
             merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
             client_close: self.client_close(s.client_close.as_deref()),
+            h2c: s.h2c.unwrap_or(false),
+            tls: s.tls.and_then(|t| self.server_tls(t)),
         })
     }
 

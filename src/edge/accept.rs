@@ -11,13 +11,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, ServerApp};
+use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
-use pingora_core::protocols::{Shutdown, Stream};
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{Digest, Shutdown, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::answer::raw_answer;
 use super::conn::Guarded;
+use crate::config::Limits;
 use crate::runtime::Shared;
 
 /// How long lb keeps reading (and discarding) from a connection it closes after refusing a request.
@@ -99,6 +102,20 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             drop(slot);
             return None;
         }
+        let (stream, h2) = match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => (stream, true),
+            _ if stream.get_ssl_digest().is_none()
+                && self.shared.snapshot.load().config.server.h2c =>
+            {
+                h2c_preface(stream, limits.header_timeout).await?
+            }
+            _ => (stream, false),
+        };
+        if h2 {
+            self.serve_h2(stream, &limits, shutdown).await;
+            drop(slot);
+            return None;
+        }
         let mut stream = Box::new(Guarded::new(stream, limits, slot));
         let mut carried: Option<(HttpPersistentSettings, Option<BytesMut>)> = None;
         loop {
@@ -151,6 +168,93 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await;
     }
+}
+
+impl<A: RequestApp + Send + Sync + 'static> GuardedApp<A> {
+    /// An HTTP/2 connection (ALPN `h2`, or h2c with prior knowledge): pingora-core's HTTP/2
+    /// accept loop (graceful shutdown by GOAWAY, idle timeout), each stream a request of its own
+    /// on a task of its own, through the same [`RequestApp`] as HTTP/1 requests.
+    async fn serve_h2(&self, stream: Stream, limits: &Limits, shutdown: &ShutdownWatch) {
+        let digest = Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let conn = match v2::server::handshake(stream, Some(h2_options(limits))).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("HTTP/2 handshake failed: {e}");
+                return;
+            }
+        };
+        let app = self.inner.clone();
+        let stop = shutdown.clone();
+        v2::server::accept_downstream_sessions(
+            conn,
+            digest,
+            shutdown.clone(),
+            Some(limits.keepalive_timeout),
+            |h2_stream, guard| {
+                let (app, stop) = (app.clone(), stop.clone());
+                tokio::spawn(async move {
+                    // Held while the stream is served: the idle timeout sees a busy connection.
+                    let _guard = guard;
+                    app.request(ServerSession::new_http2(h2_stream), &stop)
+                        .await;
+                });
+            },
+        )
+        .await;
+    }
+}
+
+/// Most streams an HTTP/2 client may have open at once on one connection (NGINX's
+/// `http2_max_concurrent_streams` default).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// HTTP/2 settings from lb's request limits: the header list is bounded like an HTTP/1 head,
+/// and a client may have [`H2_MAX_CONCURRENT_STREAMS`] streams open. The h2 crate's limits on
+/// streams reset before they are accepted and on CONTINUATION frames stay on.
+fn h2_options(limits: &Limits) -> v2::server::H2Options {
+    let mut o = v2::server::default_h2_options();
+    o.max_header_list_size(limits.max_header_bytes as u32);
+    o.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    o
+}
+
+/// The HTTP/2 client preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// On a plain listener with `server.h2c`: whether the connection starts with the HTTP/2
+/// preface. Reads only until the bytes differ from it (one read for any HTTP/1 request) and
+/// puts what it read back, so either protocol reads the connection from its first byte. A
+/// connection that sends nothing within `header_timeout` is closed (`None`).
+async fn h2c_preface(stream: Stream, header_timeout: Duration) -> Option<(Stream, bool)> {
+    if !stream.as_any().is::<L4Stream>() {
+        return Some((stream, false));
+    }
+    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let read = async {
+        while n < buf.len() && buf[..n] == H2_PREFACE[..n] {
+            match l4.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(k) => n += k,
+            }
+        }
+        true
+    };
+    if !tokio::time::timeout(header_timeout, read)
+        .await
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    let h2 = buf[..] == H2_PREFACE[..];
+    l4.rewind(&buf[..n]);
+    Some((l4, h2))
 }
 
 /// Refuses a connection over `server.max_connections`: a 503, then a short lingering close.

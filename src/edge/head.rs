@@ -27,6 +27,47 @@ pub struct HeadInfo {
     pub upgrade: bool,
 }
 
+/// The checks of [`check_head`] that apply to an HTTP/2 request, whose framing and syntax the
+/// HTTP/2 layer has checked already (and whose header list it bounds by
+/// `server.max_header_bytes`): target length, field count, a `Content-Length` within
+/// `max_body_bytes`. A body without a length is counted as it arrives (`chunked` in the answer).
+pub fn check_h2_head(
+    path_and_query: &str,
+    headers: &http::HeaderMap,
+    limits: &Limits,
+) -> std::result::Result<HeadInfo, Reject> {
+    if path_and_query.len() > limits.max_uri_bytes {
+        return Err(reject(
+            414,
+            "request target longer than server.max_uri_bytes",
+        ));
+    }
+    if headers.len() > limits.max_headers {
+        return Err(reject(431, "more header fields than server.max_headers"));
+    }
+    let mut info = HeadInfo::default();
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => info.chunked = true,
+        (Some(v), None) => {
+            let n = std::str::from_utf8(v.as_bytes())
+                .ok()
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or(reject(400, "invalid Content-Length"))?;
+            if n > limits.max_body_bytes {
+                return Err(reject(
+                    413,
+                    "request body larger than server.max_body_bytes",
+                ));
+            }
+            info.content_length = Some(n);
+        }
+        (Some(_), Some(_)) => return Err(reject(400, "more than one Content-Length")),
+    }
+    Ok(info)
+}
+
 /// Transfer codings lb knows (and refuses with 400 unless the value is exactly `chunked`);
 /// anything else is an unknown coding (501), as NGINX does.
 pub(super) const KNOWN_CODINGS: &[&str] = &[

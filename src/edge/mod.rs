@@ -36,13 +36,21 @@
 //! layer (408/414/431/503) never reach the request path's logging, so they are counted here too
 //! but have no access-log line.
 //!
+//! HTTP/2 connections (ALPN `h2` on HTTPS listeners, the h2c preface on plain ones with
+//! `server.h2c`) skip the HTTP/1 connection layer: the HTTP/2 layer frames requests itself and
+//! bounds them with settings taken from the same limits (header list size =
+//! `server.max_header_bytes`, 128 concurrent streams, the h2 crate's caps on streams reset before
+//! they are accepted and on CONTINUATION frames; idle connections close after
+//! `server.keepalive_timeout`). [`early_request_filter`] applies the checks that still mean
+//! something there ([`head::check_h2_head`]: target length, field count, `Content-Length`).
+//!
 //! The two layers talk through a small [`ConnCtl`] shared by the connection and the request
 //! context: the request layer tells the connection when the head was accepted (the header
 //! deadline stops) and when the request is over (the next head's clock starts).
 //!
 //! Files: [`head`] (the pure request-head checks and the incremental head scan), [`conn`] (the
 //! guarded client stream), [`accept`] (the listening app: connection cap, shedding, lingering
-//! close), [`request`] (the request-layer checks and the connection/request signalling),
+//! close, the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks and the connection/request signalling),
 //! [`answer`] (lb's own answers, for both layers and for the proxy).
 
 pub mod accept;

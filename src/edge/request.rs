@@ -10,7 +10,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use super::answer::answer;
 use super::conn::Guarded;
-use super::head::{check_head, HeadInfo};
+use super::head::{check_h2_head, check_head};
 use crate::config::Limits;
 use crate::runtime::Shared;
 
@@ -95,7 +95,11 @@ pub async fn early_request_filter(
     };
     let verdict = match session.as_http1() {
         Some(h1) => check_head(&h1.get_headers_raw_bytes(), limits),
-        None => Ok(HeadInfo::default()),
+        None => {
+            let req = session.req_header();
+            let target = req.uri.path_and_query().map_or("", |p| p.as_str());
+            check_h2_head(target, &req.headers, limits)
+        }
     };
     let (body_timeout, max_body) = (limits.body_timeout, limits.max_body_bytes);
     state.conn = ctl;

@@ -14,7 +14,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::RequestHeader;
 
-use super::headers::{prepare_request, set_forwarded, set_path, strip_hop_by_hop, to_origin_form};
+use super::headers::{
+    authority_to_host, prepare_request, set_forwarded, set_path, strip_hop_by_hop, to_origin_form,
+};
 use crate::config::ServerSettings;
 use crate::edge::RequestState;
 use crate::health;
@@ -61,6 +63,9 @@ pub(super) fn upstream_head(
     // Room for the fields lb adds, so that they do not regrow the cloned map one by one.
     req.reserve(6);
     to_origin_form(&mut req)?;
+    if req.version == http::Version::HTTP_2 {
+        authority_to_host(&mut req)?;
+    }
     if let Some(path) = forward_path {
         set_path(&mut req, path)?;
     }
@@ -68,7 +73,8 @@ pub(super) fn upstream_head(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    set_forwarded(&mut req, client, trusted)?;
+    let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    set_forwarded(&mut req, client, trusted, https)?;
     prepare_request(&mut req, has_body)?;
     Ok(req)
 }

@@ -42,6 +42,18 @@ pub(super) fn to_origin_form(req: &mut RequestHeader) -> Result<()> {
     Ok(())
 }
 
+/// An HTTP/2 request carries its host as `:authority` (in the URI), which an HTTP/1 backend
+/// needs as `Host` (RFC 9113 §8.3.1); a `Host` the client sent as well is kept.
+pub(super) fn authority_to_host(req: &mut RequestHeader) -> Result<()> {
+    if req.headers.contains_key(header::HOST) {
+        return Ok(());
+    }
+    let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) else {
+        return Ok(());
+    };
+    req.insert_header(header::HOST, authority)
+}
+
 /// Replaces the request's path, keeping its query as sent.
 pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
     let mut path = path.to_string();
@@ -61,7 +73,13 @@ pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
 /// in `server.trusted_proxies` the chains are extended (every `X-Forwarded-For` / `Forwarded`
 /// line, joined) and its `X-Real-IP`/`-Proto`/`-Host` kept; from anyone else every one of these
 /// headers is replaced by lb's own values, never passed through.
-pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> Result<()> {
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    trusted: bool,
+    https: bool,
+) -> Result<()> {
+    let proto = if https { "https" } else { "http" };
     // The client's address, formatted once on the stack and shared by three headers.
     let mut ip_buf = [0u8; 64];
     let ip = client.map_or("", |ip| format_ip(ip, &mut ip_buf));
@@ -90,7 +108,12 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
         ),
         None => req.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", ip_value.clone()),
     }
-    let element = forwarded_element(client, ip, host.as_ref().and_then(|h| h.to_str().ok()));
+    let element = forwarded_element(
+        client,
+        ip,
+        host.as_ref().and_then(|h| h.to_str().ok()),
+        proto,
+    );
     let forwarded = match chain(req, &header::FORWARDED) {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
@@ -103,7 +126,7 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, trusted: b
         req.insert_header_name(
             &X_FORWARDED_PROTO,
             "x-forwarded-proto",
-            HeaderValue::from_static("http"),
+            HeaderValue::from_static(proto),
         );
     }
     if !(trusted && req.headers.contains_key(&X_FORWARDED_HOST)) {
@@ -164,7 +187,7 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
 /// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`, built in
 /// one allocation.
 /// `ip` is `client` already formatted.
-fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>) -> String {
+fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>, proto: &str) -> String {
     let mut e = String::with_capacity(64 + host.map_or(0, str::len));
     match client {
         Some(IpAddr::V4(_)) => {
@@ -188,7 +211,8 @@ fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>) -> St
         }
         e.push('"');
     }
-    e.push_str(";proto=http");
+    e.push_str(";proto=");
+    e.push_str(proto);
     e
 }
 
@@ -406,12 +430,12 @@ mod tests {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         r.insert_header("host", "api.example").unwrap();
         r.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
-        set_forwarded(&mut r, Some("10.1.2.3".parse().unwrap()), false).unwrap();
+        set_forwarded(&mut r, Some("10.1.2.3".parse().unwrap()), false, false).unwrap();
         assert_eq!(r.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(r.headers.get("x-forwarded-host").unwrap(), "api.example");
         let mut r2 = RequestHeader::build("GET", b"/", None).unwrap();
         r2.insert_header("x-forwarded-for", "1.1.1.1").unwrap();
-        set_forwarded(&mut r2, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        set_forwarded(&mut r2, Some("10.0.0.1".parse().unwrap()), true, false).unwrap();
         assert_eq!(
             r2.headers.get("x-forwarded-for").unwrap(),
             "1.1.1.1, 10.0.0.1"
@@ -439,7 +463,7 @@ mod tests {
         r.append_header("x-real-ip", "6.6.6.6").unwrap();
         r.append_header("forwarded", "for=6.6.6.6").unwrap();
         r.append_header("forwarded", "for=7.7.7.7").unwrap();
-        set_forwarded(&mut r, Some("2001:db8::1".parse().unwrap()), false).unwrap();
+        set_forwarded(&mut r, Some("2001:db8::1".parse().unwrap()), false, false).unwrap();
         assert_eq!(r.headers.get("x-real-ip").unwrap(), "2001:db8::1");
         let fwd: Vec<_> = r.headers.get_all("forwarded").iter().collect();
         assert_eq!(
@@ -457,7 +481,7 @@ mod tests {
         r.append_header("x-real-ip", "1.1.1.1").unwrap();
         r.append_header("forwarded", "for=1.1.1.1").unwrap();
         r.append_header("forwarded", "for=2.2.2.2").unwrap();
-        set_forwarded(&mut r, Some("10.0.0.1".parse().unwrap()), true).unwrap();
+        set_forwarded(&mut r, Some("10.0.0.1".parse().unwrap()), true, false).unwrap();
         let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
         assert_eq!(r.headers.get("x-real-ip").unwrap(), "1.1.1.1");
@@ -486,7 +510,7 @@ mod tests {
         let mut r = RequestHeader::build("GET", b"/", Some(2)).unwrap();
         r.append_header("Host", "h").unwrap();
         r.reserve(6);
-        set_forwarded(&mut r, Some("192.0.2.7".parse().unwrap()), false).unwrap();
+        set_forwarded(&mut r, Some("192.0.2.7".parse().unwrap()), false, false).unwrap();
         let mut wire = Vec::new();
         r.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).unwrap();

@@ -23,10 +23,7 @@ fn token_file(dir: &Path, token: &str) -> PathBuf {
 }
 
 fn rewrite(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    write_file(path, text);
 }
 
 /// lb with one backend; `admin` goes into `[admin]` (after `listen`).
@@ -435,47 +432,6 @@ fn check_reports_admin_problems_with_key_paths() {
     assert!(ok, "{out}");
     assert!(!out.contains("warning"), "{out}");
     assert!(out.contains("token from"), "the summary says so: {out}");
-}
-
-/// A test certificate authority and leaf certificates signed by it, written as PEM files.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "lb test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// A certificate for `localhost` and `127.0.0.1` with common name `cn`, valid until `days`
-    /// from now (negative: expired); written to `cert`/`key`.
-    fn leaf(&self, cn: &str, days: i64, cert: &Path, key: &Path) {
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(30);
-        params.not_after = now + time::Duration::days(days);
-        let signed = params.signed_by(&leaf_key, &self.cert, &self.key).unwrap();
-        rewrite(cert, &signed.pem());
-        rewrite(key, &leaf_key.serialize_pem());
-    }
-
-    fn write(&self, path: &Path) {
-        std::fs::write(path, self.cert.pem()).unwrap();
-    }
 }
 
 /// lb with its admin listener on `admin_ip` (any port) and `admin` in `[admin]`; returns once

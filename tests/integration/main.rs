@@ -14,3 +14,4 @@ mod health;
 mod observe;
 mod ops_correctness;
 mod reload;
+mod tls;

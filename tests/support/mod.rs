@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -678,4 +678,59 @@ pub fn raw_backend(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> RawBa
         }
     });
     RawBackend { addr, conns }
+}
+
+/// A test certificate authority and leaf certificates signed by it, written as PEM files.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lb test CA");
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1` with common name `cn`, valid until `days`
+    /// from now (negative: expired); written to `cert`/`key`.
+    pub fn leaf(&self, cn: &str, days: i64, cert: &Path, key: &Path) {
+        self.leaf_for(&["localhost", "127.0.0.1"], cn, days, cert, key);
+    }
+
+    /// [`Ca::leaf`] for the subject alternative names `names`.
+    pub fn leaf_for(&self, names: &[&str], cn: &str, days: i64, cert: &Path, key: &Path) {
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now + time::Duration::days(days);
+        let signed = params.signed_by(&leaf_key, &self.cert, &self.key).unwrap();
+        write_file(cert, &signed.pem());
+        write_file(key, &leaf_key.serialize_pem());
+    }
+
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.cert.pem()).unwrap();
+    }
+}
+
+/// Writes `text` to `path` (mode 0600) through a temporary file and a rename, as editors and
+/// certificate tools do, so a watcher never reads a half-written file.
+pub fn write_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

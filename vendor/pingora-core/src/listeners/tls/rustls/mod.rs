@@ -38,6 +38,8 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    /// lb patch: accept TLS 1.3 only.
+    tls13_only: bool,
 }
 
 pub struct Acceptor {
@@ -58,8 +60,12 @@ impl TlsSettings {
         // rustls 0.23+ requires an explicit CryptoProvider.
         pingora_rustls::install_default_crypto_provider();
 
-        let builder =
-            ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13]);
+        let versions = if self.tls13_only {
+            &[&version::TLS13][..]
+        } else {
+            &[&version::TLS12, &version::TLS13][..]
+        };
+        let builder = ServerConfig::builder_with_protocol_versions(versions);
         let builder = if let Some(verifier) = self.client_cert_verifier {
             builder.with_client_cert_verifier(verifier)
         } else {
@@ -108,6 +114,11 @@ impl TlsSettings {
     /// This effectively sets the ALPN to prefer HTTP/2 with HTTP/1.1 allowed
     pub fn enable_h2(&mut self) {
         self.set_alpn(ALPN::H2H1);
+    }
+
+    /// Accept TLS 1.3 only (the default is TLS 1.2 and 1.3). An lb patch.
+    pub fn set_tls13_only(&mut self, only: bool) {
+        self.tls13_only = only;
     }
 
     pub fn set_alpn(&mut self, alpn: ALPN) {
@@ -200,6 +211,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            tls13_only: false,
         })
     }
 
@@ -220,6 +232,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            tls13_only: false,
         })
     }
 }

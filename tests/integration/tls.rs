@@ -1,0 +1,418 @@
+//! HTTPS and HTTP/2 on the client side, with clients lb did not write: curl (HTTP/1.1 and
+//! HTTP/2 over TLS, h2c with prior knowledge) and h2load. Certificates are chosen by SNI and
+//! swapped without a restart.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// lb with a plain listener (`h2c` on) and an HTTPS listener, two certificates (`api.test` first,
+/// then `*.other.test`), and two upstreams routed by host.
+struct Tls {
+    lb: Lb,
+    _backends: (Backend, Backend),
+    dir: PathBuf,
+    ca: Ca,
+    cacert: String,
+    tls_port: u16,
+}
+
+impl Tls {
+    fn start(tls_extra: &str) -> Tls {
+        let dir = temp_dir("tls");
+        let ca = Ca::new();
+        let cacert = dir.join("ca.pem");
+        ca.write(&cacert);
+        ca.leaf_for(
+            &["api.test"],
+            "api one",
+            90,
+            &dir.join("api.pem"),
+            &dir.join("api.key"),
+        );
+        ca.leaf_for(
+            &["*.other.test"],
+            "other",
+            90,
+            &dir.join("other.pem"),
+            &dir.join("other.key"),
+        );
+        let (a, b) = (Backend::start("a"), Backend::start("b"));
+        let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+        let header = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\nh2c = true\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\""
+        );
+        let d = dir.display();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\nh2c = true\n\
+             [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n{tls_extra}\n\
+             certificates = [\n  {{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }},\n  {{ cert = \"{d}/other.pem\", key = \"{d}/other.key\" }},\n]\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
+             [upstreams.api]\nbackends = [\"{}\"]\n[upstreams.other]\nbackends = [\"{}\"]\n\n\
+             [[routes]]\nhost = \"x.other.test\"\nupstream = \"other\"\n[[routes]]\nupstream = \"api\"\n",
+            a.addr, b.addr
+        );
+        std::fs::write(dir.join("lb.toml"), text).unwrap();
+        let lb = Lb::spawn(dir.clone(), port, admin_port, header);
+        lb.wait_ready();
+        Tls {
+            lb,
+            _backends: (a, b),
+            dir,
+            ca,
+            cacert: cacert.display().to_string(),
+            tls_port,
+        }
+    }
+
+    /// `https://NAME:PORT/PATH` resolved to 127.0.0.1 (so SNI is NAME), verified against the CA.
+    fn https(&self, name: &str, path: &str, args: &[&str]) -> Curl {
+        let resolve = format!("{name}:{}:127.0.0.1", self.tls_port);
+        let url = format!("https://{name}:{}{path}", self.tls_port);
+        let mut all = vec!["--cacert", &self.cacert, "--resolve", &resolve];
+        all.extend_from_slice(args);
+        curl(&url, &all)
+    }
+
+    /// The subject of the certificate a new handshake for `name` gets.
+    fn subject(&self, name: &str) -> String {
+        let c = self.https(name, "/", &["-v"]);
+        assert_eq!(c.code, 200, "{}", c.err);
+        c.err
+            .lines()
+            .find_map(|l| l.split_once("subject: ").map(|(_, s)| s.to_string()))
+            .unwrap_or_else(|| panic!("no subject in curl -v output:\n{}", c.err))
+    }
+}
+
+/// What curl reported: status, HTTP version (`1.1`, `2`), body, stderr.
+struct Curl {
+    code: u16,
+    version: String,
+    body: String,
+    err: String,
+}
+
+fn curl(url: &str, args: &[&str]) -> Curl {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let mut tail = tail.split(' ');
+    Curl {
+        code: tail.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+        version: tail.next().unwrap_or("").to_string(),
+        body: body.to_string(),
+        err: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// h2load's `N succeeded, M failed` and the count of 2xx answers.
+fn h2load(url: &str, requests: usize) -> (usize, usize, usize, String) {
+    let out = Command::new("h2load")
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-c",
+            "4",
+            "-m",
+            "10",
+            "-T",
+            "10",
+            url,
+        ])
+        .output()
+        .expect("h2load runs (scripts/setup.sh installs nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let num = |line: &str, after: &str| -> usize {
+        line.split(after)
+            .nth(1)
+            .and_then(|r| r.trim().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    let requests_line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("no summary from h2load:\n{text}"));
+    let status_line = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap_or("");
+    (
+        num(requests_line, "started,").min(num(requests_line, "done,")),
+        num(requests_line, "errored,"),
+        num(status_line, "status codes:"),
+        text,
+    )
+}
+
+#[test]
+fn https_with_certificates_by_sni_http1_and_http2() {
+    let t = Tls::start("");
+    // SNI picks the certificate: exact name, wildcard, and the first one for anything else.
+    assert!(t.subject("api.test").contains("api one"));
+    assert!(t.subject("x.other.test").contains("other"));
+    let c = t.https("unknown.test", "/", &["-k", "-v"]);
+    assert_eq!(c.code, 200, "{}", c.err);
+    assert!(
+        c.err.contains("api one"),
+        "the first certificate is the default"
+    );
+
+    // ALPN: HTTP/2 by default, HTTP/1.1 when asked; routing by :authority as by Host.
+    let h2 = t.https("x.other.test", "/echo", &["--http2"]);
+    assert_eq!((h2.code, h2.version.as_str()), (200, "2"), "{}", h2.err);
+    assert!(h2.body.contains("\"backend\":\"b\""), "{}", h2.body);
+    let h1 = t.https("api.test", "/echo", &["--http1.1"]);
+    assert_eq!((h1.code, h1.version.as_str()), (200, "1.1"), "{}", h1.err);
+    assert!(h1.body.contains("\"backend\":\"a\""), "{}", h1.body);
+    for body in [&h2.body, &h1.body] {
+        // The backend (HTTP/1.1) is told the client spoke HTTPS.
+        assert!(body.contains("[\"x-forwarded-proto\",\"https\"]"), "{body}");
+        assert!(body.contains("proto=https"), "{body}");
+        assert!(body.contains("\"version\":\"HTTP/1.1\""), "{body}");
+    }
+    // :authority became Host for the HTTP/1.1 backend.
+    let lower = h2.body.to_ascii_lowercase();
+    assert!(lower.contains("[\"host\",\"x.other.test:"), "{}", h2.body);
+
+    // A POST body over HTTP/2 reaches the backend (no length: streamed, chunked upstream).
+    let post = t.https(
+        "api.test",
+        "/echo",
+        &["--http2", "--data-binary", "0123456789"],
+    );
+    assert_eq!(post.code, 200, "{}", post.err);
+    assert!(post.body.contains("\"body_bytes\":10"), "{}", post.body);
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = curl(&format!("http://127.0.0.1:{}/", t.tls_port), &[]);
+    assert_ne!(plain.code, 200);
+
+    // h2load, many streams over few connections.
+    let url = format!("https://127.0.0.1:{}/", t.tls_port);
+    let (done, errored, ok, text) = h2load(&url, 2000);
+    assert_eq!((done, errored, ok), (2000, 0, 2000), "{text}");
+}
+
+#[test]
+fn h2c_with_prior_knowledge_and_http1_on_one_plain_listener() {
+    let t = Tls::start("");
+    let url = format!("http://{}/echo", t.lb.addr);
+    let h2 = curl(&url, &["--http2-prior-knowledge"]);
+    assert_eq!((h2.code, h2.version.as_str()), (200, "2"), "{}", h2.err);
+    assert!(
+        h2.body.contains("[\"x-forwarded-proto\",\"http\"]"),
+        "{}",
+        h2.body
+    );
+    let h1 = curl(&url, &[]);
+    assert_eq!((h1.code, h1.version.as_str()), (200, "1.1"), "{}", h1.err);
+
+    // A request shorter than the HTTP/2 preface is answered at once: telling the protocols
+    // apart never waits for bytes that will not come.
+    let mut c = Conn::open(t.lb.addr).unwrap();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    std::io::Write::write_all(c.stream(), b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let r = c.read_response(false).expect("answered within 2 s");
+    assert_eq!(r.status, 200);
+
+    let (done, errored, ok, text) = h2load(&format!("http://{}/", t.lb.addr), 2000);
+    assert_eq!((done, errored, ok), (2000, 0, 2000), "{text}");
+}
+
+#[test]
+fn certificates_swap_without_restart_and_without_failed_requests() {
+    let t = Tls::start("");
+    assert!(t.subject("api.test").contains("api one"));
+
+    // New connections (one handshake each) keep coming while the certificate changes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+        let (cacert, port) = (t.cacert.clone(), t.tls_port);
+        std::thread::spawn(move || {
+            let resolve = format!("api.test:{port}:127.0.0.1");
+            let url = format!("https://api.test:{port}/");
+            let mut errors = Vec::new();
+            for _ in 0..2000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let c = curl(&url, &["--cacert", &cacert, "--resolve", &resolve]);
+                done.fetch_add(1, Ordering::Relaxed);
+                if c.code != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("{} {}", c.code, c.err));
+                }
+            }
+            errors
+        })
+    };
+    let seen = |n: usize| {
+        wait_for("requests during the swap", Duration::from_secs(20), || {
+            (done.load(Ordering::Relaxed) >= n).then_some(())
+        })
+    };
+    seen(5);
+
+    // Renewed in place (write and rename): the file watcher reloads, no signal needed.
+    let api = (t.dir.join("api.pem"), t.dir.join("api.key"));
+    t.ca.leaf_for(&["api.test"], "api two", 60, &api.0, &api.1);
+    wait_for("the renewed certificate", Duration::from_secs(10), || {
+        t.subject("api.test").contains("api two").then_some(())
+    });
+    let after = done.load(Ordering::Relaxed);
+    seen(after + 5);
+
+    // An expired replacement is refused with its key path; the running certificate stays.
+    t.ca.leaf_for(&["api.test"], "api expired", -1, &api.0, &api.1);
+    let (code, body) = t.lb.reload();
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("server.tls.certificates[0].cert: the certificate expired on"),
+        "{body}"
+    );
+    assert!(t.subject("api.test").contains("api two"));
+    // A good one applies (SIGHUP, or the watcher if it is first).
+    t.ca.leaf_for(&["api.test"], "api three", 60, &api.0, &api.1);
+    t.lb.proc.signal("-HUP");
+    wait_for(
+        "the certificate after SIGHUP",
+        Duration::from_secs(10),
+        || t.subject("api.test").contains("api three").then_some(()),
+    );
+    let after = done.load(Ordering::Relaxed);
+    seen(after + 5);
+
+    stop.store(true, Ordering::Relaxed);
+    let errors = client.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "failed requests during the swaps: {errors:?}"
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn tls_1_3_only_refuses_tls_1_2() {
+    let t = Tls::start("min_version = \"1.3\"\nhttp2 = false");
+    let ok = t.https("api.test", "/", &["--tlsv1.3"]);
+    assert_eq!((ok.code, ok.version.as_str()), (200, "1.1"), "{}", ok.err);
+    let old = t.https("api.test", "/", &["--tls-max", "1.2"]);
+    assert_eq!(old.code, 0, "TLS 1.2 must fail the handshake: {}", old.err);
+    // http2 = false: ALPN offers HTTP/1.1 only, so curl's HTTP/2 request falls back.
+    let h = t.https("api.test", "/", &["--http2"]);
+    assert_eq!((h.code, h.version.as_str()), (200, "1.1"), "{}", h.err);
+}
+
+fn tls_config(server_tls: &str, listen: &str) -> String {
+    format!(
+        "[server]\nlisten = [{listen}]\n[server.tls]\n{server_tls}\n[upstreams.api]\nbackends = [\"127.0.0.1:9\"]\n"
+    )
+}
+
+#[test]
+fn check_reports_tls_problems_with_key_paths() {
+    let dir = temp_dir("tls-check");
+    let ca = Ca::new();
+    let d = dir.display();
+    ca.leaf_for(&["a.test"], "a", 90, &dir.join("a.pem"), &dir.join("a.key"));
+    ca.leaf_for(
+        &["a.test", "b.test"],
+        "ab",
+        90,
+        &dir.join("ab.pem"),
+        &dir.join("ab.key"),
+    );
+    ca.leaf_for(
+        &["old.test"],
+        "old",
+        -2,
+        &dir.join("old.pem"),
+        &dir.join("old.key"),
+    );
+    ca.leaf_for(
+        &["soon.test"],
+        "soon",
+        5,
+        &dir.join("soon.pem"),
+        &dir.join("soon.key"),
+    );
+
+    // TLS only (no plain listener) is fine; a name covered twice and a certificate expiring
+    // soon are warnings.
+    let good = tls_config(
+        &format!(
+            "listen = [\"127.0.0.1:8443\", \"[::1]:8443\"]\ncertificates = [{{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }}, {{ cert = \"{d}/ab.pem\", key = \"{d}/ab.key\" }}, {{ cert = \"{d}/soon.pem\", key = \"{d}/soon.key\" }}]"
+        ),
+        "",
+    );
+    let (ok, out) = check_config(&good);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("server.tls.certificates[1].cert: warning: a.test is also covered by server.tls.certificates[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("server.tls.certificates[2].cert: warning: ") && out.contains("expires"),
+        "{out}"
+    );
+
+    // Errors, all named: an expired certificate, an unreadable key, an unknown version, and
+    // (separately) an empty certificate list and no listener at all.
+    let bad = tls_config(
+        &format!(
+            "listen = [\"127.0.0.1:8443\"]\nmin_version = \"1.1\"\ncertificates = [{{ cert = \"{d}/old.pem\", key = \"{d}/old.key\" }}, {{ cert = \"{d}/a.pem\", key = \"{d}/missing.key\" }}]"
+        ),
+        "\"127.0.0.1:8080\"",
+    );
+    let (ok, out) = check_config(&bad);
+    assert!(!ok, "{out}");
+    for want in [
+        "server.tls.certificates[0].cert: the certificate expired on",
+        "server.tls.certificates[1].key: cannot read",
+        "server.tls.min_version: unknown TLS version \"1.1\"",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (ok, out) = check_config(&tls_config(
+        "listen = [\"127.0.0.1:8443\"]\ncertificates = []",
+        "",
+    ));
+    assert!(!ok);
+    assert!(
+        out.contains("server.tls.certificates: at least one certificate is required"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("server.listen:"),
+        "TLS listeners count as listeners: {out}"
+    );
+    let (ok, out) =
+        check_config("[server]\nlisten = []\n[upstreams.api]\nbackends = [\"127.0.0.1:9\"]\n");
+    assert!(!ok);
+    assert!(
+        out.contains("server.listen: at least one listener is required"),
+        "{out}"
+    );
+}
