@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{host_of, BackendConfig, Config, Protocol, UpstreamConfig};
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::registry::Registry;
 
@@ -21,6 +21,10 @@ pub struct Backend {
     pub effective: u64,
     /// Built once per snapshot so requests only clone it.
     pub peer: HttpPeer,
+    /// Identifies the backend's connections in the idle pools: its upstream (which fixes how lb
+    /// connects: protocol, TLS, CA) and pingora's `reuse_hash` of the peer (address, server name,
+    /// verification). Connections are never shared between upstreams, as in NGINX.
+    pub pool_key: u64,
     pub state: Arc<BackendState>,
 }
 
@@ -165,11 +169,13 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
             let full = weight as u64 * WEIGHT_SCALE;
             let ramp = state.ramp(u.passive.slow_start);
             let effective = ((full as f64 * ramp).round() as u64).clamp(1, full);
+            let peer = make_peer(u, b);
             Backend {
                 address: b.address.clone(),
                 weight,
                 effective,
-                peer: make_peer(u, b.addr),
+                pool_key: pool_key(&u.name, &peer),
+                peer,
                 state,
             }
         })
@@ -185,13 +191,43 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
     }
 }
 
-fn make_peer(u: &UpstreamConfig, addr: std::net::SocketAddr) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, false, String::new());
+fn pool_key(upstream: &str, peer: &HttpPeer) -> u64 {
+    let mut bytes = upstream.as_bytes().to_vec();
+    bytes.extend_from_slice(&peer.reuse_hash().to_le_bytes());
+    crate::util::hash::fnv1a64(&bytes)
+}
+
+/// Most streams lb opens at once on one HTTP/2 backend connection (pingora's default is 1).
+pub const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+fn make_peer(u: &UpstreamConfig, b: &BackendConfig) -> HttpPeer {
+    let (tls, sni) = match &u.tls {
+        None => (false, String::new()),
+        Some(t) => {
+            let sni = t
+                .sni
+                .clone()
+                .or_else(|| host_of(&b.address).map(str::to_owned))
+                .unwrap_or_default();
+            (true, sni)
+        }
+    };
+    let mut peer = HttpPeer::new(b.addr, tls, sni);
     let o = &mut peer.options;
     o.connection_timeout = Some(u.connect_timeout);
     o.read_timeout = Some(u.read_timeout);
     o.write_timeout = Some(u.write_timeout);
     o.idle_timeout = Some(u.idle_timeout);
+    if let Some(t) = &u.tls {
+        o.verify_cert = t.verify;
+        o.verify_hostname = t.verify;
+        o.ca = t.ca.as_ref().map(|c| c.parsed.clone());
+    }
+    if u.protocol == Protocol::Http2 {
+        // With TLS, ALPN offers h2 only; without, prior knowledge.
+        o.set_http_version(2, 2);
+        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
     peer
 }
 

@@ -74,6 +74,17 @@ pub struct UpstreamFile {
     pub retries: Option<i64>,
     pub health_check: Option<toml::Value>,
     pub passive: Option<toml::Value>,
+    pub protocol: Option<String>,
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+/// `[upstreams.X.tls]`: TLS to the backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +102,7 @@ pub struct HealthCheckFile {
     pub path: Option<String>,
     pub expected_status: Option<toml::Value>,
     pub host: Option<String>,
+    pub service: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub healthy_threshold: Option<i64>,

@@ -256,6 +256,28 @@ pub struct UpstreamConfig {
     pub retries: u32,
     pub health_check: Option<HealthCheckConfig>,
     pub passive: PassiveConfig,
+    /// What lb speaks to the backends.
+    pub protocol: Protocol,
+    /// `[upstreams.X.tls]`: TLS to the backends (absent: cleartext).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstreams.X.protocol`: the backend leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2: ALPN `h2` with TLS, prior knowledge (h2c) without.
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The server name sent and verified; `None`: each backend's host name (none for an IP
+    /// address, and then nothing is verified, as NGINX does).
+    pub sni: Option<String>,
+    /// `None`: the system's roots.
+    pub ca: Option<crate::tls::CaCerts>,
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,6 +293,8 @@ pub struct BackendConfig {
 pub enum CheckKind {
     Http,
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2, `SERVING` passes.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +304,8 @@ pub struct HealthCheckConfig {
     /// Inclusive range of passing status codes.
     pub expected_status: (u16, u16),
     pub host: Option<String>,
+    /// The service name a `grpc` check asks about (empty: the server as a whole).
+    pub service: String,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -504,4 +530,11 @@ impl Config {
         }
         s
     }
+}
+
+/// The host name of a backend address (`name:port`), `None` for an IP address.
+pub fn host_of(address: &str) -> Option<&str> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_err().then_some(host)
 }

@@ -84,6 +84,8 @@ pub struct Ctx {
     /// The normalized path to forward instead of the client's (`server.normalize_path =
     /// "forward"` and the path was not already normal).
     pub(super) forward_path: Option<String>,
+    /// A gRPC call ([`super::grpc::is_grpc`]): lb's own answers speak gRPC.
+    pub(super) grpc: bool,
     pub(super) _active: Active,
     // --- edge checks (see `crate::edge`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -107,6 +109,7 @@ impl Ctx {
             own_answer: false,
             client_gone: false,
             forward_path: None,
+            grpc: false,
             _active: Active::new(),
             hardening: Default::default(),
         }

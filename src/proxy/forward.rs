@@ -9,10 +9,11 @@
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
+use pingora_core::protocols::http::v2::client::Http2Session as H2Upstream;
 use pingora_core::protocols::http::{HttpTask, ServerSession};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers::{
     authority_to_host, prepare_request, set_forwarded, set_path, strip_hop_by_hop, to_origin_form,
@@ -57,6 +58,7 @@ pub(super) fn upstream_head(
     session: &mut ServerSession,
     forward_path: Option<&str>,
     trusted: bool,
+    h2_backend: bool,
 ) -> Result<Box<RequestHeader>> {
     let has_body = !session.is_body_empty();
     let mut req = Box::new(session.req_header().clone());
@@ -75,7 +77,7 @@ pub(super) fn upstream_head(
         .map(|a| a.ip());
     let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     set_forwarded(&mut req, client, trusted, https)?;
-    prepare_request(&mut req, has_body)?;
+    prepare_request(&mut req, has_body, h2_backend)?;
     Ok(req)
 }
 
@@ -84,6 +86,24 @@ pub(super) struct Report<'a> {
     pub shared: &'a std::sync::Arc<Shared>,
     pub upstream: &'a Upstream,
     pub backend: usize,
+}
+
+/// What the exchange loops do with a read of the client's side: `None` when the request was
+/// already complete (then the read only returns when the client goes away), else the body
+/// piece, counted against the edge's limits, and whether it ends the request.
+fn client_piece(
+    session: &mut ServerSession,
+    edge: &mut RequestState,
+    read: Result<Option<Bytes>>,
+    req_done: bool,
+) -> Result<Option<(Option<Bytes>, bool)>> {
+    let body = read.map_err(|e| e.into_down())?;
+    if req_done {
+        return Ok(None);
+    }
+    crate::edge::request_body(session, edge)?;
+    let end = body.is_none() || session.is_body_done();
+    Ok(Some((body, end)))
 }
 
 /// Forwards the request over an HTTP/1 backend connection and the response back.
@@ -185,18 +205,11 @@ pub(super) async fn h1(
                 }
             }
             body = session.read_body_or_idle(req_done) => {
-                // With the request complete this only returns when the client goes away.
-                let body = match body {
-                    Ok(b) => b,
-                    Err(e) => return Attempt::failed(e.into_down()),
+                let (body, end) = match client_piece(session, edge, body, req_done) {
+                    Ok(Some(piece)) => piece,
+                    Ok(None) => continue,
+                    Err(e) => return Attempt::failed(e),
                 };
-                if req_done {
-                    continue;
-                }
-                if let Err(e) = crate::edge::request_body(session, edge) {
-                    return Attempt::failed(e);
-                }
-                let end = body.is_none() || session.is_body_done();
                 if upgraded {
                     up.maybe_upgrade_body_writer();
                 }
@@ -231,5 +244,159 @@ pub(super) async fn h1(
     Attempt {
         result: Ok(true),
         upstream_reusable: upstream_reusable && !upgraded,
+    }
+}
+
+/// The next piece of an HTTP/2 backend's response.
+enum Part {
+    Head(Box<ResponseHeader>),
+    Body(Bytes),
+    /// The response ended, with trailers (gRPC's `grpc-status`) or without.
+    End(Option<Box<http::HeaderMap>>),
+}
+
+/// Where the reading of an HTTP/2 response stands.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    Head,
+    Body,
+    Done,
+}
+
+/// Reads the next [`Part`]. Cancel-safe (the `select!` in [`h2`] drops it when the client's
+/// side is ready first): nothing is consumed until a part is complete.
+async fn next_part(up: &mut H2Upstream, reading: &mut Reading) -> Result<Part> {
+    match *reading {
+        Reading::Head => {
+            up.read_response_header().await?;
+            *reading = Reading::Body;
+            let head = up.response_header().cloned().ok_or_else(|| {
+                Error::explain(pingora_error::ErrorType::H2Error, "no response head")
+            })?;
+            Ok(Part::Head(Box::new(head)))
+        }
+        Reading::Body => match up.read_response_body().await? {
+            Some(data) => Ok(Part::Body(data)),
+            None => {
+                let trailers = up.read_trailers().await?;
+                *reading = Reading::Done;
+                Ok(Part::End(trailers.map(Box::new)))
+            }
+        },
+        Reading::Done => Ok(Part::End(None)),
+    }
+}
+
+/// Forwards the request as one stream on an HTTP/2 backend connection and the response back,
+/// trailers included (they reach HTTP/2 clients; HTTP/1 has no trailers here, so lb keeps gRPC
+/// off HTTP/1 clients). Both directions flow at once, as gRPC's streaming calls need.
+pub(super) async fn h2(
+    session: &mut ServerSession,
+    up: &mut H2Upstream,
+    head: Result<Box<RequestHeader>>,
+    peer: &HttpPeer,
+    report: Report<'_>,
+    edge: &mut RequestState,
+) -> Attempt {
+    up.read_timeout = peer.options.read_timeout;
+    up.write_timeout = peer.options.write_timeout;
+    let head = match head {
+        Ok(h) => h,
+        Err(e) => return Attempt::failed(e.into_in()),
+    };
+    let mut req_done = session.is_body_done();
+    let replay = session.get_retry_buffer();
+    if let Err(e) = up.write_request_header(head, req_done && replay.is_none()) {
+        return Attempt::failed(e.into_up());
+    }
+    // A retry replays what the client sent so far (buffered by the first attempt).
+    if let Some(sent) = replay {
+        if let Err(e) = up.write_request_body(sent, req_done).await {
+            return Attempt::failed(e.into_up());
+        }
+    }
+    session.enable_retry_buffering();
+
+    let mut reading = Reading::Head;
+    let mut resp_done = false;
+    while !(req_done && resp_done) {
+        tokio::select! {
+            biased;
+            part = next_part(up, &mut reading), if !resp_done => {
+                let part = match part {
+                    Ok(p) => p,
+                    Err(e) => return Attempt::failed(e.into_up()),
+                };
+                let written = match part {
+                    Part::Head(mut resp) => {
+                        let status = resp.status.as_u16();
+                        strip_hop_by_hop(&mut resp);
+                        resp.reserve(2);
+                        if status >= 200 {
+                            health::passive_response(
+                                report.shared,
+                                report.upstream,
+                                report.backend,
+                                status,
+                            );
+                        }
+                        if up.response_finished() {
+                            // A head that ends the response (gRPC's trailers-only answers)
+                            // stays one: on HTTP/2 the head carries the end of the stream.
+                            reading = Reading::Done;
+                            resp_done = true;
+                            match session {
+                                ServerSession::H2(h2) => h2.write_response_header(resp, true),
+                                _ => match session.write_response_header(resp).await {
+                                    Ok(()) => session.write_response_body(Bytes::new(), true).await,
+                                    e => e,
+                                },
+                            }
+                        } else {
+                            session.write_response_header(resp).await
+                        }
+                    }
+                    Part::Body(data) => session.write_response_body(data, false).await,
+                    Part::End(trailers) => {
+                        resp_done = true;
+                        match trailers {
+                            Some(t) => session.write_response_trailers(*t).await,
+                            None => session.write_response_body(Bytes::new(), true).await,
+                        }
+                    }
+                };
+                if let Err(e) = written {
+                    return Attempt::failed(e.into_down());
+                }
+                // An answer before the whole request: the request side ends with it.
+                if resp_done && !req_done && session.is_body_done() {
+                    req_done = true;
+                }
+            }
+            body = session.read_body_or_idle(req_done) => {
+                let (body, end) = match client_piece(session, edge, body, req_done) {
+                    Ok(Some(piece)) => piece,
+                    Ok(None) => continue,
+                    Err(e) => return Attempt::failed(e),
+                };
+                let sent = match body {
+                    Some(b) if !b.is_empty() => up.write_request_body(b, end).await,
+                    _ if end => up.finish_request_body(),
+                    _ => Ok(()),
+                };
+                if let Err(e) = sent {
+                    if !resp_done {
+                        return Attempt::failed(e.into_up());
+                    }
+                    req_done = true;
+                    continue;
+                }
+                req_done = end;
+            }
+        }
+    }
+    Attempt {
+        result: Ok(true),
+        upstream_reusable: true,
     }
 }

@@ -229,11 +229,20 @@ const HOP_BY_HOP: &[&str] = &[
 /// Makes the client's head fit to forward (RFC 9110 §7.6.1): `Connection`, every field it names
 /// and the standard hop-by-hop fields are removed; a WebSocket upgrade (HTTP/1.1, `Upgrade:
 /// websocket`, `Connection: upgrade`) keeps exactly `Connection: Upgrade` and `Upgrade:
-/// websocket`, any other upgrade is not forwarded. A body without a length goes chunked.
-pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
+/// websocket`, any other upgrade is not forwarded. A body without a length goes chunked. For an
+/// HTTP/2 backend (`h2_backend`) `TE: trailers` stays, upgrades go, and nothing is chunked.
+pub(super) fn prepare_request(
+    req: &mut RequestHeader,
+    has_body: bool,
+    h2_backend: bool,
+) -> Result<()> {
     let hops = Hops::scan(&req.headers, HOP_BY_HOP_REQUEST);
     let mut websocket = false;
+    let mut te_trailers = false;
     if hops.connection || hops.listed {
+        // `TE: trailers` is the one hop-by-hop field HTTP/2 keeps (RFC 9113 §8.2.2); gRPC
+        // servers refuse requests without it.
+        te_trailers = h2_backend && has_token(req.headers.get_all(header::TE), "trailers");
         websocket = req.version == http::Version::HTTP_11
             && hops.connection
             && hops.upgrade
@@ -251,9 +260,16 @@ pub(super) fn prepare_request(req: &mut RequestHeader, has_body: bool) -> Result
             }
         }
     }
-    if websocket {
+    if websocket && !h2_backend {
         req.insert_header(header::CONNECTION, "Upgrade")?;
         req.insert_header(header::UPGRADE, "websocket")?;
+    }
+    if te_trailers {
+        req.insert_header(header::TE, "trailers")?;
+    }
+    if h2_backend {
+        // HTTP/2 frames the body itself.
+        return Ok(());
     }
     // `Connection` may have named `Content-Length`: look again only then.
     let has_length = if hops.connection {
@@ -395,7 +411,7 @@ mod tests {
         r.append_header("te", "trailers").unwrap();
         r.append_header("proxy-authorization", "Basic x").unwrap();
         r.append_header("x-kept", "1").unwrap();
-        prepare_request(&mut r, true).unwrap();
+        prepare_request(&mut r, true, false).unwrap();
         let get = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(get("connection").as_deref(), Some("Upgrade"));
         assert_eq!(get("upgrade").as_deref(), Some("websocket"));
@@ -409,7 +425,7 @@ mod tests {
         r.append_header("connection", "upgrade").unwrap();
         r.append_header("upgrade", "h2c").unwrap();
         r.append_header("content-length", "3").unwrap();
-        prepare_request(&mut r, true).unwrap();
+        prepare_request(&mut r, true, false).unwrap();
         assert!(r.headers.get("connection").is_none() && r.headers.get("upgrade").is_none());
         assert!(r.headers.get("transfer-encoding").is_none());
     }
@@ -531,13 +547,13 @@ mod tests {
         let mut r = RequestHeader::build("POST", b"/", None).unwrap();
         r.append_header("connection", "content-length").unwrap();
         r.append_header("content-length", "3").unwrap();
-        prepare_request(&mut r, true).unwrap();
+        prepare_request(&mut r, true, false).unwrap();
         assert!(r.headers.get("content-length").is_none());
         assert_eq!(r.headers.get("transfer-encoding").unwrap(), "chunked");
         // Nothing hop-by-hop: nothing changes but the version.
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         r.append_header("x-a", "1").unwrap();
-        prepare_request(&mut r, false).unwrap();
+        prepare_request(&mut r, false, false).unwrap();
         assert_eq!(r.headers.len(), 1);
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod context;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod pool;
 pub mod retry;
@@ -31,26 +32,36 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::apps::HttpPersistentSettings;
+use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::upstreams::peer::Peer;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
-use crate::config::{ClientClose, NormalizePath};
+use crate::config::{ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
+use crate::snapshot::H2_STREAMS_PER_CONNECTION;
 use crate::state::backend::InFlightGuard;
 use crate::util::time::process_ms_at;
 pub use context::active_requests;
 use context::Ctx;
 use headers::request_host;
 use retry::{Failure, Next, Stage};
+
+/// A backend connection for one attempt: an HTTP/1 connection of its own, or a stream of a
+/// shared HTTP/2 connection.
+enum Upstream2 {
+    H1(H1Upstream),
+    H2(pingora_core::protocols::http::v2::client::Http2Session),
+}
 
 /// The lb proxy service: the app of every `server.listen` listener (behind
 /// [`crate::edge::GuardedApp`]).
@@ -101,15 +112,48 @@ impl Proxy {
             // Refused and answered (Connection: close) by the edge.
             return false;
         }
+        ctx.grpc = grpc::is_grpc(session.req_header());
+        if ctx.grpc && session.as_http1().is_some() {
+            let msg = "gRPC needs HTTP/2 (HTTPS with ALPN h2, or h2c with server.h2c = true); \
+                       this request came over HTTP/1.1";
+            let _ = answer::write(session, 426, msg, false).await;
+            return false;
+        }
         if !self.route(session, ctx).await {
             return session.response_written().is_some();
         }
-        let e = match self.forward_with_retries(session, ctx).await {
+        let deadline = if ctx.grpc {
+            grpc::deadline(session.req_header())
+        } else {
+            None
+        };
+        let forwarded = match deadline {
+            None => self.forward_with_retries(session, ctx).await,
+            Some(d) => {
+                let call = self.forward_with_retries(session, ctx);
+                tokio::time::timeout(d, call).await.unwrap_or_else(|_| {
+                    let mut e =
+                        Error::explain(ErrorType::ReadTimedout, "the call's grpc-timeout ran out");
+                    e.as_up();
+                    Err(e)
+                })
+            }
+        };
+        let e = match forwarded {
             Ok(reuse) => return reuse,
             Err(e) => e,
         };
         self.fail(session, ctx, &e).await;
         false
+    }
+
+    /// lb's own answer: plain text, or gRPC's trailers-only status for a gRPC call.
+    async fn refuse(&self, session: &mut ServerSession, ctx: &Ctx, code: u16, reason: &str) {
+        let _ = if ctx.grpc {
+            grpc::answer(session, grpc::status_for(code), reason).await
+        } else {
+            answer::write(session, code, reason, false).await
+        };
     }
 
     /// Loads the snapshot (the request's only shared read), normalizes the path and routes the
@@ -145,13 +189,23 @@ impl Proxy {
         };
         ctx.snapshot = Some(snapshot);
         if let Some((code, reason)) = refusal {
-            let _ = answer::write(session, code, reason, false).await;
+            self.refuse(session, ctx, code, reason).await;
             return false;
         }
         if !self.has_usable_backend(ctx) {
             let name = ctx.upstream().map_or("", |u| u.name());
             let msg = format!("upstream {name:?} has no usable backend");
-            let _ = answer::write(session, 503, &msg, false).await;
+            self.refuse(session, ctx, 503, &msg).await;
+            return false;
+        }
+        let up = ctx.upstream().map(|u| (u.name(), u.config.protocol));
+        if let (true, Some((name, Protocol::Http1))) = (ctx.grpc, up) {
+            // HTTP/1 would drop the call's trailers, and with them its status.
+            let msg = format!(
+                "upstream {name:?} speaks HTTP/1.1 to its backends; gRPC needs protocol = \"http2\""
+            );
+            ctx.own_answer = true;
+            self.refuse(session, ctx, 503, &msg).await;
             return false;
         }
         true
@@ -202,21 +256,35 @@ impl Proxy {
             ctx.guard = Some(InFlightGuard::new(&backend.state));
             let retries = up.config.retries;
             let peer = &backend.peer;
-            let Some(&addr) = peer.address().as_inet() else {
-                // Backends are IP addresses (names are resolved when the config loads).
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "backend is not an IP",
-                ));
-            };
             let idle_ms = up.config.idle_timeout.as_millis() as u64;
             let now_ms = process_ms_at(ctx.started);
-            let (stream, reused) = match pool::take(addr, now_ms, idle_ms) {
-                Some(s) => (Ok(s), true),
-                None => (self.connector.new_stream(peer).await, false),
+            let trusted = forward::client_is_trusted(session, &snapshot.config.server);
+            let report = forward::Report {
+                shared: &self.shared,
+                upstream: up,
+                backend: i,
             };
-            let mut h1 = match stream {
-                Ok(s) => H1Upstream::new_with_options(s, peer),
+            let h2_backend = up.config.protocol == Protocol::Http2;
+            let head =
+                forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, h2_backend);
+            let key = backend.pool_key;
+            let connected = if h2_backend {
+                match pool::h2::stream(key, now_ms, idle_ms).await {
+                    Some(s) => Ok((Upstream2::H2(s), true)),
+                    None => self.connect_h2(peer, key, now_ms).await,
+                }
+            } else {
+                match pool::take(key, now_ms, idle_ms) {
+                    Some(s) => Ok((Upstream2::H1(H1Upstream::new_with_options(s, peer)), true)),
+                    None => self
+                        .connector
+                        .new_stream(peer)
+                        .await
+                        .map(|s| (Upstream2::H1(H1Upstream::new_with_options(s, peer)), false)),
+                }
+            };
+            let (conn, reused) = match connected {
+                Ok(c) => c,
                 Err(mut e) => {
                     e.as_up();
                     let failure = Failure {
@@ -235,21 +303,23 @@ impl Proxy {
                     }
                 }
             };
-            let trusted = forward::client_is_trusted(session, &snapshot.config.server);
-            let head = forward::upstream_head(session, ctx.forward_path.as_deref(), trusted);
-            let report = forward::Report {
-                shared: &self.shared,
-                upstream: up,
-                backend: i,
-            };
-            let out = forward::h1(session, &mut h1, head, peer, report, &mut ctx.hardening).await;
-            if out.upstream_reusable {
-                h1.respect_keepalive();
-                if let Some(stream) = h1.reuse().await {
-                    let cap = snapshot.config.server.upstream_keepalive_pool_size;
-                    pool::put(addr, stream, now_ms, cap, idle_ms);
+            let edge = &mut ctx.hardening;
+            let out = match conn {
+                Upstream2::H1(mut h1) => {
+                    let out = forward::h1(session, &mut h1, head, peer, report, edge).await;
+                    if out.upstream_reusable {
+                        h1.respect_keepalive();
+                        if let Some(stream) = h1.reuse().await {
+                            let cap = snapshot.config.server.upstream_keepalive_pool_size;
+                            pool::put(key, stream, now_ms, cap, idle_ms);
+                        }
+                    }
+                    out
                 }
-            }
+                Upstream2::H2(mut h2) => {
+                    forward::h2(session, &mut h2, head, peer, report, edge).await
+                }
+            };
             let result = out.result;
             let mut e = match result {
                 Ok(reuse) => return Ok(reuse),
@@ -273,6 +343,35 @@ impl Proxy {
             if self.after_failure(ctx, &failure) == Next::Stop {
                 return Err(e);
             }
+        }
+    }
+
+    /// A new HTTP/2 connection to `peer` (TLS with ALPN `h2`, or h2c with prior knowledge),
+    /// kept in the worker's pool, and a first stream on it.
+    async fn connect_h2(
+        &self,
+        peer: &HttpPeer,
+        key: u64,
+        now_ms: u64,
+    ) -> Result<(Upstream2, bool), Box<Error>> {
+        let stream = self.connector.new_stream(peer).await?;
+        if peer.is_tls() && stream.selected_alpn_proto() != Some(ALPN::H2) {
+            return Err(Error::explain(
+                ErrorType::HandshakeError,
+                "the backend did not agree to HTTP/2 (ALPN h2)",
+            ));
+        }
+        let mut settings = H2HandshakeSettings::new();
+        settings.max_streams = H2_STREAMS_PER_CONNECTION;
+        let conn = v2::handshake(stream, settings).await?;
+        let first = conn.spawn_stream().await?;
+        pool::h2::keep(key, conn, now_ms);
+        match first {
+            Some(s) => Ok((Upstream2::H2(s), false)),
+            None => Err(Error::explain(
+                ErrorType::H2Error,
+                "a new HTTP/2 connection refused its first stream",
+            )),
         }
     }
 
@@ -314,9 +413,20 @@ impl Proxy {
             request = %session.request_summary(),
             "request failed"
         );
-        if code > 0 && session.response_written().is_none() {
-            let name = ctx.upstream().map_or("", |u| u.name());
-            let msg = answer::body(code, &error_reason(code, name, ctx.attempts, e));
+        if code == 0 {
+            return;
+        }
+        let name = ctx.upstream().map_or("", |u| u.name());
+        let reason = error_reason(code, name, ctx.attempts, e);
+        if ctx.grpc {
+            // Before the response head: trailers-only; after it: the call's trailers.
+            let status = grpc::status_for(code);
+            let _ = match session.response_written() {
+                None => grpc::answer(session, status, &reason).await,
+                Some(_) => grpc::end(session, status, &reason).await,
+            };
+        } else if session.response_written().is_none() {
+            let msg = answer::body(code, &reason);
             let _ = session
                 .respond_error_with_body(code, Bytes::from(msg))
                 .await;
@@ -404,6 +514,12 @@ impl RequestApp for Proxy {
         let mut ctx = Ctx::new();
         let reuse = self.serve(&mut session, &mut ctx).await;
         self.log(&session, &mut ctx);
+        if matches!(session, ServerSession::H2(_)) && !session.is_body_done() {
+            // Answered before the client finished sending (lb's own answers, an early response):
+            // read the rest, briefly, so that the stream ends cleanly rather than with a reset
+            // the client may take for a failed call.
+            let _ = tokio::time::timeout(H2_BODY_DRAIN, session.drain_request_body()).await;
+        }
         let next = if reuse {
             let settings = HttpPersistentSettings::for_session(&session);
             let stream = session.finish().await.ok().flatten();
@@ -452,6 +568,9 @@ fn access_log(
         bytes_out: session.body_bytes_sent(),
     });
 }
+
+/// How long an HTTP/2 request's unread body is read (and discarded) after its answer.
+const H2_BODY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// NGINX's non-standard status for a request whose client went away before the answer.
 const CLIENT_CLOSED_REQUEST: u16 = 499;

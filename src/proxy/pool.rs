@@ -1,7 +1,11 @@
 //! Idle backend connections, kept per worker thread (lb's workers never share a task, so a
 //! connection is only ever used by the thread that pools it): taking and returning one is a
-//! thread-local `Vec` push/pop, with no lock, no hashing of the peer and no watcher task per
-//! request (pingora-core's pool does all three).
+//! thread-local `Vec` push/pop under the backend's pool key (computed once per snapshot), with no
+//! lock and no watcher task per request (pingora-core's pool has both).
+//!
+//! HTTP/2 backend connections carry many requests at once, so they are not taken out: [`h2`]
+//! keeps each worker's open connections per backend and hands out streams on the first one with
+//! room, opening another when all are full.
 //!
 //! Like NGINX's upstream keepalive, a pooled connection is checked when it is taken, without a
 //! system call unless the backend sent something: a connection the backend closed (or wrote to
@@ -11,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -29,7 +32,8 @@ struct Idle {
 
 #[derive(Default)]
 struct Pool {
-    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    /// By [`crate::snapshot::Backend::pool_key`].
+    by_key: HashMap<u64, Vec<Idle>>,
     total: usize,
     returns: u32,
 }
@@ -38,10 +42,10 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::default();
 }
 
-/// A usable idle connection to `addr`, most recently returned first.
-pub(super) fn take(addr: SocketAddr, now_ms: u64, idle_timeout_ms: u64) -> Option<Stream> {
+/// A usable idle connection to the backend `key`, most recently returned first.
+pub(super) fn take(key: u64, now_ms: u64, idle_timeout_ms: u64) -> Option<Stream> {
     POOL.with_borrow_mut(|p| {
-        let list = p.by_addr.get_mut(&addr)?;
+        let list = p.by_key.get_mut(&key)?;
         while let Some(mut idle) = list.pop() {
             p.total -= 1;
             if now_ms.saturating_sub(idle.since_ms) < idle_timeout_ms && quiet(&mut idle.stream) {
@@ -52,11 +56,11 @@ pub(super) fn take(addr: SocketAddr, now_ms: u64, idle_timeout_ms: u64) -> Optio
     })
 }
 
-/// Keeps `stream` for the next request to `addr`, unless the worker already holds `cap` idle
+/// Keeps `stream` for the next request to the backend `key`, unless the worker already holds `cap` idle
 /// connections. `now_ms` is the start of the request that used it (the request path reads the
 /// clock only at its start and end), so its idle time is counted conservatively: a connection
 /// that carried a request longer than `idle_timeout` is not kept.
-pub(super) fn put(addr: SocketAddr, stream: Stream, now_ms: u64, cap: usize, idle_timeout_ms: u64) {
+pub(super) fn put(key: u64, stream: Stream, now_ms: u64, cap: usize, idle_timeout_ms: u64) {
     POOL.with_borrow_mut(|p| {
         p.returns = p.returns.wrapping_add(1);
         if p.returns % SWEEP_EVERY == 0 || p.total >= cap {
@@ -66,7 +70,7 @@ pub(super) fn put(addr: SocketAddr, stream: Stream, now_ms: u64, cap: usize, idl
             return;
         }
         p.total += 1;
-        p.by_addr.entry(addr).or_default().push(Idle {
+        p.by_key.entry(key).or_default().push(Idle {
             stream,
             since_ms: now_ms,
         });
@@ -76,7 +80,7 @@ pub(super) fn put(addr: SocketAddr, stream: Stream, now_ms: u64, cap: usize, idl
 /// Drops expired connections (oldest first in each list) and empty lists.
 fn sweep(p: &mut Pool, now_ms: u64, idle_timeout_ms: u64) {
     let mut dropped = 0;
-    p.by_addr.retain(|_, list| {
+    p.by_key.retain(|_, list| {
         let keep_from = list
             .iter()
             .position(|i| now_ms.saturating_sub(i.since_ms) < idle_timeout_ms)
@@ -98,6 +102,67 @@ fn quiet(stream: &mut Stream) -> bool {
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
 }
 
+/// The worker's HTTP/2 backend connections.
+pub(super) mod h2 {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pingora_core::connectors::http::v2::ConnectionRef;
+    use pingora_core::protocols::http::v2::client::Http2Session;
+
+    struct Open {
+        conn: ConnectionRef,
+        /// `crate::util::time::process_ms` of the last stream opened on it.
+        used_ms: u64,
+    }
+
+    thread_local! {
+        static CONNS: RefCell<HashMap<u64, Vec<Open>>> = RefCell::default();
+    }
+
+    /// A new stream on an open connection to the backend `key` that has room for one.
+    /// Connections that closed, are closing, or sat without streams for `idle_timeout_ms` are
+    /// let go on the way (the last reference closes them).
+    pub(in crate::proxy) async fn stream(
+        key: u64,
+        now_ms: u64,
+        idle_timeout_ms: u64,
+    ) -> Option<Http2Session> {
+        loop {
+            let conn = CONNS.with_borrow_mut(|m| {
+                let list = m.get_mut(&key)?;
+                list.retain(|o| {
+                    let idle =
+                        o.conn.is_idle() && now_ms.saturating_sub(o.used_ms) >= idle_timeout_ms;
+                    !(o.conn.is_closed() || o.conn.is_shutting_down() || idle)
+                });
+                let open = list.iter_mut().find(|o| o.conn.more_streams_allowed())?;
+                open.used_ms = now_ms;
+                Some(open.conn.clone())
+            })?;
+            match conn.spawn_stream().await {
+                Ok(Some(s)) => return Some(s),
+                // Full meanwhile, or closing: the next one.
+                Ok(None) => continue,
+                Err(_) => {
+                    conn.mark_shutdown();
+                    continue;
+                }
+            }
+        }
+    }
+
+    /// Keeps `conn` (just opened) for the backend `key`'s next requests.
+    pub(in crate::proxy) fn keep(key: u64, conn: ConnectionRef, now_ms: u64) {
+        CONNS.with_borrow_mut(|m| {
+            m.entry(key).or_default().push(Open {
+                conn,
+                used_ms: now_ms,
+            })
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,12 +170,13 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair() -> (Stream, TcpStream, SocketAddr) {
+    /// A connection, its server side, and a pool key of its own.
+    async fn pair() -> (Stream, TcpStream, u64) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let c = TcpStream::connect(addr).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
-        (Box::new(L4Stream::from(c)), s, addr)
+        (Box::new(L4Stream::from(c)), s, addr.port() as u64)
     }
 
     #[tokio::test]

@@ -166,6 +166,63 @@ fn validity_issues(not_before: i64, not_after: i64, now: i64) -> Option<CertIssu
     })
 }
 
+/// Certificate authorities a backend's certificate is verified against (`upstreams.X.tls.ca_file`),
+/// in the form pingora's connector takes them.
+#[derive(Clone)]
+pub struct CaCerts {
+    pub path: PathBuf,
+    ders: Vec<Vec<u8>>,
+    pub parsed: Arc<pingora_core::protocols::tls::CaType>,
+}
+
+impl fmt::Debug for CaCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaCerts")
+            .field("path", &self.path)
+            .field("certificates", &self.ders.len())
+            .finish()
+    }
+}
+
+/// Same file, same certificates.
+impl PartialEq for CaCerts {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.ders == other.ders
+    }
+}
+
+impl CaCerts {
+    /// Reads every PEM certificate in `path`; each must parse as X.509.
+    pub fn load(path: &Path) -> Result<CaCerts, String> {
+        let chain = read_chain(path)?;
+        let mut ders = Vec::new();
+        for (i, der) in chain.iter().enumerate() {
+            if let Err(e) = X509Certificate::from_der(der) {
+                return Err(format!(
+                    "certificate {} in {} does not parse: {e}",
+                    i + 1,
+                    path.display()
+                ));
+            }
+            ders.push(der.to_vec());
+        }
+        let parsed = ders
+            .iter()
+            .map(|d| {
+                pingora_core::utils::tls::WrappedX509::new(
+                    d.clone(),
+                    pingora_core::utils::tls::parse_x509,
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok(CaCerts {
+            path: path.to_owned(),
+            ders,
+            parsed: Arc::from(parsed.into_boxed_slice()),
+        })
+    }
+}
+
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&pem)

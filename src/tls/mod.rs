@@ -13,6 +13,6 @@ pub mod cert;
 pub mod resolver;
 pub mod sni;
 
-pub use cert::{CertIssue, CertPart, Certificate, EXPIRY_WARNING};
+pub use cert::{CaCerts, CertIssue, CertPart, Certificate, EXPIRY_WARNING};
 pub use resolver::Resolver;
 pub use sni::{CertSet, SniResolver};

@@ -323,32 +323,33 @@ fn token_rotation_by_reload() {
     let file = token_file(&dir, TOKEN);
     let (lb, _b) = start(&format!("token_file = \"{}\"", file.display()));
     assert_eq!(call(&lb, "GET", "/status", Some(TOKEN)).status, 200);
-    rewrite(&file, &format!("{OTHER_TOKEN}\n"));
-    // Still the old one until a reload reads the file again.
-    assert_eq!(call(&lb, "GET", "/status", Some(TOKEN)).status, 200);
-    let r = call(&lb, "POST", "/reload", Some(TOKEN));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(call(&lb, "GET", "/status", Some(TOKEN)).status, 401);
-    assert_eq!(call(&lb, "GET", "/status", Some(OTHER_TOKEN)).status, 200);
+    let rotated = |new: &str, old: &str| {
+        wait_for("the rotated token", Duration::from_secs(10), || {
+            (call(&lb, "GET", "/status", Some(new)).status == 200).then_some(())
+        });
+        assert_eq!(call(&lb, "GET", "/status", Some(old)).status, 401);
+    };
 
-    // SIGHUP reloads read it too.
+    // The file watcher follows the token file (like the config file and certificates).
+    rewrite(&file, &format!("{OTHER_TOKEN}\n"));
+    rotated(OTHER_TOKEN, TOKEN);
+    // POST /reload and SIGHUP read it again too.
     rewrite(&file, &format!("{TOKEN}\n"));
+    let r = call(&lb, "POST", "/reload", Some(OTHER_TOKEN));
+    assert!(matches!(r.status, 200 | 401), "{}", r.text());
+    rotated(TOKEN, OTHER_TOKEN);
+    rewrite(&file, &format!("{OTHER_TOKEN}\n"));
     lb.proc.signal("-HUP");
-    wait_for(
-        "the token rotated by SIGHUP",
-        Duration::from_secs(10),
-        || (call(&lb, "GET", "/status", Some(TOKEN)).status == 200).then_some(()),
-    );
-    assert_eq!(call(&lb, "GET", "/status", Some(OTHER_TOKEN)).status, 401);
+    rotated(OTHER_TOKEN, TOKEN);
 
     // An emptied file is a failed reload that keeps the running token.
     rewrite(&file, "\n");
-    let r = call(&lb, "POST", "/reload", Some(TOKEN));
+    let r = call(&lb, "POST", "/reload", Some(OTHER_TOKEN));
     assert_eq!(r.status, 422, "{}", r.text());
     let problems = r.json()["problems"].to_string();
     assert!(problems.contains("admin.token_file"), "{problems}");
     assert!(problems.contains("is empty"), "{problems}");
-    assert_eq!(call(&lb, "GET", "/status", Some(TOKEN)).status, 200);
+    assert_eq!(call(&lb, "GET", "/status", Some(OTHER_TOKEN)).status, 200);
 }
 
 #[test]

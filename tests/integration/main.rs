@@ -9,6 +9,7 @@ mod client_close;
 mod core;
 mod dashboard;
 mod edge_correctness;
+mod grpc;
 mod hardening;
 mod health;
 mod observe;

@@ -77,6 +77,16 @@ impl Checker {
                 self.passive(&ppath, file)
             }
         };
+        let protocol = self.protocol(path, u.protocol.as_deref());
+        let tls = u.tls.and_then(|t| self.upstream_tls(path, t, &backends));
+        if let Some(h) = &health_check {
+            if h.kind == CheckKind::Grpc && protocol != Protocol::Http2 {
+                self.problem(
+                    join(path, "health_check.type"),
+                    "\"grpc\" checks need protocol = \"http2\" (gRPC runs on HTTP/2)",
+                );
+            }
+        }
         Some(UpstreamConfig {
             name,
             strategy,
@@ -114,6 +124,70 @@ impl Checker {
             ) as u32,
             health_check,
             passive,
+            protocol,
+            tls,
+        })
+    }
+
+    fn protocol(&mut self, path: &str, value: Option<&str>) -> Protocol {
+        match value {
+            None | Some("http1") => Protocol::Http1,
+            Some("http2") => Protocol::Http2,
+            Some(other) => {
+                self.problem(
+                    join(path, "protocol"),
+                    format!("unknown protocol {other:?} (expected \"http1\" or \"http2\")"),
+                );
+                Protocol::Http1
+            }
+        }
+    }
+
+    fn upstream_tls(
+        &mut self,
+        path: &str,
+        t: UpstreamTlsFile,
+        backends: &[BackendConfig],
+    ) -> Option<UpstreamTls> {
+        let tpath = join(path, "tls");
+        let verify = t.verify.unwrap_or(true);
+        if !verify {
+            self.warning(
+                &join(&tpath, "verify"),
+                "backend certificates are not verified: anyone on the path to the backends can \
+                 impersonate them",
+            );
+        }
+        if let Some(sni) = &t.sni {
+            if sni.is_empty() || sni.parse::<std::net::IpAddr>().is_ok() {
+                self.problem(join(&tpath, "sni"), "must be a host name");
+            }
+        } else if verify {
+            if let Some(b) = backends.iter().find(|b| host_of(&b.address).is_none()) {
+                self.warning(
+                    &join(&tpath, "sni"),
+                    format!(
+                        "not set and backend {:?} is an IP address: no server name is sent and \
+                         its certificate is not verified (set sni to the name it has)",
+                        b.address
+                    ),
+                );
+            }
+        }
+        let ca = match t.ca_file.as_deref() {
+            None => None,
+            Some(f) => match crate::tls::CaCerts::load(std::path::Path::new(f)) {
+                Ok(ca) => Some(ca),
+                Err(m) => {
+                    self.problem(join(&tpath, "ca_file"), m);
+                    return None;
+                }
+            },
+        };
+        Some(UpstreamTls {
+            sni: t.sni,
+            ca,
+            verify,
         })
     }
 
@@ -159,10 +233,13 @@ impl Checker {
         let kind = match h.kind.as_deref() {
             None | Some("http") => CheckKind::Http,
             Some("tcp") => CheckKind::Tcp,
+            Some("grpc") => CheckKind::Grpc,
             Some(other) => {
                 self.problem(
                     join(path, "type"),
-                    format!("unknown check type {other:?} (expected \"http\" or \"tcp\")"),
+                    format!(
+                        "unknown check type {other:?} (expected \"http\", \"tcp\" or \"grpc\")"
+                    ),
                 );
                 CheckKind::Http
             }
@@ -194,6 +271,7 @@ impl Checker {
             path: check_path,
             expected_status,
             host: h.host,
+            service: h.service.unwrap_or_default(),
             interval,
             timeout,
             healthy_threshold: self.int(

@@ -1,0 +1,301 @@
+//! gRPC end to end through lb with Python grpcio on both sides (tests/grpc/peer.py: a client and
+//! a server lb did not write): unary, server-streaming and bidirectional calls, an error status
+//! passed through, deadlines; lb's own answers in gRPC's terms (checked with curl); HTTP/2 to the
+//! backends in cleartext (h2c) and over TLS with a private CA.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The test virtualenv's Python (scripts/setup.sh creates it with grpcio).
+fn python() -> PathBuf {
+    let venv = std::env::var_os("LB_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup.sh (or scripts/test.sh), which installs grpcio there",
+        py.display()
+    );
+    py
+}
+
+fn peer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/peer.py")
+}
+
+/// A grpcio server named `name` (its answers start with `name:`), killed on drop.
+struct GrpcServer {
+    addr: String,
+    child: Child,
+}
+
+impl GrpcServer {
+    fn start(name: &str, tls: Option<(&Path, &Path)>) -> GrpcServer {
+        let port = free_port();
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script())
+            .args(["server", "--port", &port.to_string(), "--name", name]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the grpcio server");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("the grpcio server", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
+        });
+        GrpcServer { addr, child }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one client case (see peer.py) against `target`; returns its JSON line.
+fn call(target: &str, case: &str, tls: Option<(&str, &str)>) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(peer_script()).args(["client", "--target", target]);
+    if let Some((ca, authority)) = tls {
+        cmd.args(["--ca", ca, "--authority", authority]);
+    }
+    let out = cmd.arg(case).output().expect("run the grpcio client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{case}: no JSON from the client ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// lb with h2c on its plain listener, an HTTPS listener (`api.test`), and `upstreams` after.
+fn start_lb(dir: &Path, upstreams: &str) -> (Lb, u16) {
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let d = dir.display();
+    let header = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\nh2c = true\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\""
+    );
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\nh2c = true\n\
+         [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         certificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{upstreams}\n"
+    );
+    std::fs::write(dir.join("lb.toml"), text).unwrap();
+    let lb = Lb::spawn(dir.to_owned(), port, admin_port, header);
+    lb.wait_ready();
+    (lb, tls_port)
+}
+
+fn setup(tag: &str) -> (PathBuf, Ca, String) {
+    let dir = temp_dir(tag);
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    ca.leaf_for(
+        &["api.test"],
+        "api",
+        30,
+        &dir.join("api.pem"),
+        &dir.join("api.key"),
+    );
+    (dir, ca, cacert.display().to_string())
+}
+
+/// [`call`] over h2c with `:authority` `authority`.
+fn call_as(target: &str, case: &str, authority: &str) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(peer_script())
+        .args(["client", "--target", target, "--authority", authority, case])
+        .output()
+        .expect("run the grpcio client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{case}: {e}: {text}"))
+}
+
+fn code(v: &serde_json::Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn grpc_calls_pass_through_over_h2c_and_tls() {
+    let (dir, _ca, cacert) = setup("grpc");
+    let (g1, g2) = (GrpcServer::start("g1", None), GrpcServer::start("g2", None));
+    let upstreams = format!(
+        "[upstreams.grpc]\nprotocol = \"http2\"\nbackends = [\"{}\", \"{}\"]\n",
+        g1.addr, g2.addr
+    );
+    let (lb, tls_port) = start_lb(&dir, &upstreams);
+    let plain = lb.addr.to_string();
+    let tls_target = format!("127.0.0.1:{tls_port}");
+    let tls = Some((cacert.as_str(), "api.test"));
+
+    for (target, tls) in [(plain.as_str(), None), (tls_target.as_str(), tls)] {
+        let r = call(target, "unary", tls);
+        assert_eq!(r["ok"], true, "{r}");
+        assert!(r["reply"].as_str().unwrap().ends_with(":hello"), "{r}");
+        let r = call(target, "stream", tls);
+        assert_eq!(r["replies"].as_array().map(Vec::len), Some(5), "{r}");
+        // Bidirectional: every answer arrived before the next message was sent.
+        let r = call(target, "chat", tls);
+        let replies: Vec<&str> = r["replies"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(replies.len(), 5, "{r}");
+        assert!(replies[4].ends_with(":m4"), "{r}");
+        // The backend's error status and message arrive intact (trailers-only answer).
+        let r = call(target, "fail", tls);
+        assert_eq!(code(&r), "INVALID_ARGUMENT", "{r}");
+        assert_eq!(r["details"], "bad request from the test: x", "{r}");
+        let r = call(target, "deadline", tls);
+        assert_eq!(code(&r), "DEADLINE_EXCEEDED", "{r}");
+    }
+    // Calls spread over both backends, on shared HTTP/2 connections.
+    let r = call(&plain, "many", None);
+    assert_eq!(r["count"], 200, "{r}");
+    assert_eq!(r["backends"], serde_json::json!(["g1", "g2"]), "{r}");
+}
+
+/// curl's view of a unary gRPC call (`body` framed as one message): its status line and headers
+/// (a trailers-only answer has `grpc-status` there). `host` sets `:authority`/`Host`.
+fn curl_grpc(url: &str, path: &str, host: Option<&str>, body: &[u8], http2: bool) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("lb-grpc-body-{}-{n}", std::process::id()));
+    let mut framed = vec![0u8, 0, 0, 0, body.len() as u8];
+    framed.extend_from_slice(body);
+    std::fs::write(&file, framed).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--max-time", "10"]);
+    if http2 {
+        cmd.arg("--http2-prior-knowledge");
+    }
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("host: {h}")]);
+    }
+    let out = cmd
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{url}{path}"))
+        .output()
+        .expect("curl runs");
+    let _ = std::fs::remove_file(&file);
+    format!(
+        "{}{}(curl: {})",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    )
+}
+
+#[test]
+fn lb_answers_grpc_calls_in_grpc_terms() {
+    let (dir, _ca, _cacert) = setup("grpc-own");
+    let g = GrpcServer::start("g", None);
+    // Port 9 (discard): nothing listens there, so connecting is refused at once.
+    let dead = "127.0.0.1:9";
+    let upstreams = format!(
+        "[upstreams.slow]\nprotocol = \"http2\"\nread_timeout = \"300ms\"\nbackends = [\"{}\"]\n\
+         [upstreams.gone]\nprotocol = \"http2\"\nretries = 0\nbackends = [\"{dead}\"]\n\
+         [upstreams.h1]\nbackends = [\"{}\"]\n\
+         [[routes]]\nhost = \"gone.test\"\nupstream = \"gone\"\n\
+         [[routes]]\npath_prefix = \"/h1/\"\nupstream = \"h1\"\n\
+         [[routes]]\nupstream = \"slow\"\n",
+        g.addr, g.addr
+    );
+    let (lb, _) = start_lb(&dir, &upstreams);
+    let url = format!("http://{}", lb.addr);
+
+    // lb's read_timeout ran out: DEADLINE_EXCEEDED, as HTTP 200 + application/grpc.
+    let out = curl_grpc(&url, "/lb.test.LoadTest/Slow", None, b"3000", true);
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(out.contains("content-type: application/grpc"), "{out}");
+    assert!(out.contains("grpc-status: 4\r\n"), "{out}");
+    assert!(out.contains("did not answer in time"), "{out}");
+
+    // Nothing to connect to: UNAVAILABLE (curl, and grpcio's own reading of it).
+    let out = curl_grpc(
+        &url,
+        "/lb.test.LoadTest/Process",
+        Some("gone.test"),
+        b"x",
+        true,
+    );
+    assert!(out.contains("grpc-status: 14\r\n"), "{out}");
+    let r = call_as(&lb.addr.to_string(), "unavailable", "gone.test");
+    assert_eq!(code(&r), "UNAVAILABLE", "{r}");
+
+    // A gRPC call routed to an HTTP/1 upstream would lose its trailers: refused, UNAVAILABLE.
+    let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true);
+    assert!(out.contains("grpc-status: 14\r\n"), "{out}");
+    assert!(out.contains("gRPC needs protocol = \"http2\""), "{out}");
+
+    // gRPC over HTTP/1.1 gets a clear refusal.
+    let out = curl_grpc(&url, "/lb.test.LoadTest/Process", None, b"x", false);
+    assert!(out.starts_with("HTTP/1.1 426"), "{out}");
+    assert!(out.contains("gRPC needs HTTP/2"), "{out}");
+}
+
+#[test]
+fn http2_to_backends_over_tls_verified_against_a_private_ca() {
+    let (dir, ca, cacert) = setup("grpc-tls");
+    ca.leaf_for(
+        &["grpc.internal"],
+        "grpc backend",
+        30,
+        &dir.join("g.pem"),
+        &dir.join("g.key"),
+    );
+    let g = GrpcServer::start("secure", Some((&dir.join("g.pem"), &dir.join("g.key"))));
+    let other = Ca::new();
+    let other_pem = dir.join("other-ca.pem");
+    other.write(&other_pem);
+    let upstreams = format!(
+        "[upstreams.good]\nprotocol = \"http2\"\nbackends = [\"{a}\"]\n[upstreams.good.tls]\nsni = \"grpc.internal\"\nca_file = \"{cacert}\"\n\
+         [upstreams.wrong]\nprotocol = \"http2\"\nretries = 0\nbackends = [\"{a}\"]\n[upstreams.wrong.tls]\nsni = \"grpc.internal\"\nca_file = \"{o}\"\n\
+         [upstreams.unverified]\nprotocol = \"http2\"\nbackends = [\"{a}\"]\n[upstreams.unverified.tls]\nsni = \"grpc.internal\"\nca_file = \"{o}\"\nverify = false\n\
+         [[routes]]\nhost = \"wrong.test\"\nupstream = \"wrong\"\n\
+         [[routes]]\nhost = \"unverified.test\"\nupstream = \"unverified\"\n\
+         [[routes]]\nupstream = \"good\"\n",
+        a = g.addr,
+        o = other_pem.display()
+    );
+    let (lb, tls_port) = start_lb(&dir, &upstreams);
+    let log = lb.log_text();
+    assert!(
+        log.contains(
+            "upstreams.unverified.tls.verify: warning: backend certificates are not verified"
+        ),
+        "{log}"
+    );
+    let target = format!("127.0.0.1:{tls_port}");
+    let r = call(&target, "unary", Some((&cacert, "api.test")));
+    assert_eq!(r["reply"], "secure:hello", "{r}");
+    let r = call(&target, "chat", Some((&cacert, "api.test")));
+    assert_eq!(r["replies"].as_array().map(Vec::len), Some(5), "{r}");
+
+    // A backend certificate the configured CA did not sign: no connection, UNAVAILABLE.
+    let url = format!("http://{}", lb.addr);
+    let path = "/lb.test.LoadTest/Process";
+    let out = curl_grpc(&url, path, Some("wrong.test"), b"x", true);
+    assert!(out.contains("grpc-status: 14\r\n"), "{out}");
+    // verify = false accepts it (and was warned about).
+    let out = curl_grpc(&url, path, Some("unverified.test"), b"x", true);
+    assert!(out.contains("HTTP/2 200"), "{out}");
+    assert!(!out.contains("grpc-status: 14"), "{out}");
+}
