@@ -1,16 +1,25 @@
-//! Active health checks: one task per checked backend, an HTTP `GET` (or a TCP connect) every
-//! `interval` with jitter, bounded by `timeout`; `healthy_threshold` passes bring a backend up,
+//! Active health checks: one task per checked backend, an HTTP `GET` (over HTTP/1.1 or HTTP/2 as
+//! the upstream speaks, with its TLS), a TCP connect, or gRPC's `grpc.health.v1.Health/Check`
+//! every `interval` with jitter, bounded by `timeout`; `healthy_threshold` passes bring a backend up,
 //! `unhealthy_threshold` failures take it down. At start-up one round runs before lb takes traffic.
 
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_http::RequestHeader;
 use tokio::net::TcpStream;
 
 use super::announce;
-use crate::config::{CheckKind, HealthCheckConfig};
+use crate::config::{CheckKind, HealthCheckConfig, Protocol};
 use crate::runtime::Shared;
 use crate::state::backend::{BackendState, Health};
 use crate::state::registry::BackendKey;
@@ -18,47 +27,197 @@ use crate::state::registry::BackendKey;
 /// Result of one active check.
 pub type CheckResult = Result<(), String>;
 
-/// Runs one check against `addr`, bounded by the check's timeout.
-pub async fn check_once(hc: &HealthCheckConfig, addr: std::net::SocketAddr) -> CheckResult {
-    match tokio::time::timeout(hc.timeout, probe(hc, addr)).await {
+/// Runs one check against the backend `peer` (TLS and server name as the upstream connects),
+/// bounded by the check's timeout. `h2`: the upstream speaks HTTP/2 (`protocol = "http2"`).
+pub async fn check_once(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult {
+    match tokio::time::timeout(hc.timeout, probe(hc, peer, h2)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {:?}", hc.timeout)),
     }
 }
 
-async fn probe(hc: &HealthCheckConfig, addr: std::net::SocketAddr) -> CheckResult {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| io_reason(&e))?;
+/// Opens the checks' backend connections, TLS included.
+static CONNECTOR: LazyLock<TransportConnector> = LazyLock::new(|| TransportConnector::new(None));
+
+async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult {
     if hc.kind == CheckKind::Tcp {
+        let addr = peer
+            .address()
+            .as_inet()
+            .copied()
+            .ok_or("not an IP backend")?;
+        TcpStream::connect(addr).await.map_err(|e| io_reason(&e))?;
         return Ok(());
     }
-    let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n",
-        hc.path
-    );
-    stream
-        .write_all(req.as_bytes())
+    let stream = CONNECTOR
+        .new_stream(peer)
         .await
-        .map_err(|e| io_reason(&e))?;
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        let r = stream
-            .read(&mut buf[n..])
-            .await
-            .map_err(|e| io_reason(&e))?;
-        if r == 0 {
-            return Err("connection closed before a status line".into());
+        .map_err(|e| e.to_string())?;
+    let host = hc
+        .host
+        .clone()
+        .unwrap_or_else(|| peer.address().to_string());
+    let mut req = match hc.kind {
+        CheckKind::Grpc => {
+            let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
+                .map_err(|e| e.to_string())?;
+            r.insert_header("content-type", "application/grpc")
+                .and_then(|_| r.insert_header("te", "trailers"))
+                .map_err(|e| e.to_string())?;
+            r
         }
-        n += r;
+        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| e.to_string())?,
+    };
+    req.insert_header("host", host)
+        .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
+        .map_err(|e| e.to_string())?;
+    if !h2 {
+        return http1_status(stream, peer, req, hc.expected_status).await;
     }
-    let line = String::from_utf8_lossy(&buf[..n]);
-    let code: u16 = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "invalid HTTP status line".to_string())?;
-    let (lo, hi) = hc.expected_status;
+    if peer.is_tls() && stream.selected_alpn_proto() != Some(ALPN::H2) {
+        return Err("the backend did not agree to HTTP/2 (ALPN h2)".into());
+    }
+    let mut settings = H2HandshakeSettings::new();
+    settings.max_streams = 1;
+    let conn = v2::handshake(stream, settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut s = conn
+        .spawn_stream()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no HTTP/2 stream")?;
+    if hc.kind != CheckKind::Grpc {
+        s.write_request_header(Box::new(req), true)
+            .map_err(|e| e.to_string())?;
+        s.read_response_header().await.map_err(|e| e.to_string())?;
+        let code = s.response_header().map_or(0, |r| r.status.as_u16());
+        return status_in(code, hc.expected_status);
+    }
+    s.write_request_header(Box::new(req), false)
+        .map_err(|e| e.to_string())?;
+    s.write_request_body(grpc_health_request(&hc.service), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.read_response_header().await.map_err(|e| e.to_string())?;
+    let head = s.response_header().cloned().ok_or("no response head")?;
+    if head.status.as_u16() != 200 {
+        return Err(format!("HTTP status {}", head.status.as_u16()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = s.read_response_body().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() > 1024 {
+            return Err("health answer too long".into());
+        }
+    }
+    // The call's status: in the trailers, or in the head of a trailers-only answer.
+    let trailers = s.read_trailers().await.map_err(|e| e.to_string())?;
+    let fields = trailers.as_ref().unwrap_or(&head.headers);
+    let status = fields.get("grpc-status").and_then(|v| v.to_str().ok());
+    if status != Some("0") {
+        let message = fields
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return Err(format!(
+            "grpc-status {} {message}",
+            status.unwrap_or("missing")
+        ));
+    }
+    match grpc_serving_status(&body) {
+        Some(1) => Ok(()),
+        Some(2) => Err("NOT_SERVING".into()),
+        Some(3) => Err("SERVICE_UNKNOWN".into()),
+        other => Err(format!("status {}", other.unwrap_or(0))),
+    }
+}
+
+/// `grpc.health.v1.Health/Check`.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// One gRPC message: `HealthCheckRequest { string service = 1; }` behind the 5-byte frame
+/// prefix (not compressed, length).
+fn grpc_health_request(service: &str) -> Bytes {
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    Bytes::from(framed)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// `HealthCheckResponse { ServingStatus status = 1; }` from one framed message: the status
+/// (0 when absent, as protobuf defaults), `None` when the bytes are not such a message.
+fn grpc_serving_status(framed: &[u8]) -> Option<u64> {
+    let (&flag, rest) = framed.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    if flag != 0 {
+        return None; // compressed: lb asked for none
+    }
+    let mut msg = rest.get(4..4 + len)?;
+    let mut status = 0;
+    while let Some((&tag, after)) = msg.split_first() {
+        let (value, after) = varint(after)?;
+        match (tag >> 3, tag & 7) {
+            (1, 0) => status = value,
+            (_, 0) => {}
+            (_, 2) => {
+                msg = after.get(value as usize..)?;
+                continue;
+            }
+            _ => return None,
+        }
+        msg = after;
+    }
+    Some(status)
+}
+
+fn varint(mut bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        bytes = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some((v, bytes));
+        }
+    }
+    None
+}
+
+/// An HTTP/1.1 check over `stream`: the status of the answer to `req`.
+async fn http1_status(
+    stream: pingora_core::protocols::Stream,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    expected: (u16, u16),
+) -> CheckResult {
+    let mut s = H1Session::new_with_options(stream, peer);
+    let mut req = req;
+    req.insert_header("connection", "close")
+        .map_err(|e| e.to_string())?;
+    s.write_request_header(Box::new(req))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.read_response().await.map_err(|e| e.to_string())?;
+    let code = s.resp_header().map_or(0, |r| r.status.as_u16());
+    status_in(code, expected)
+}
+
+fn status_in(code: u16, (lo, hi): (u16, u16)) -> CheckResult {
     if (lo..=hi).contains(&code) {
         Ok(())
     } else {
@@ -137,12 +296,13 @@ pub async fn initial_round(shared: &Shared) {
         let Some(hc) = up.config.health_check.clone() else {
             continue;
         };
-        for (i, b) in up.backends.iter().enumerate() {
-            let (hc, addr) = (hc.clone(), up.config.backends[i].addr);
+        for b in &up.backends {
+            let (hc, peer) = (hc.clone(), b.peer.clone());
+            let h2 = up.config.protocol == Protocol::Http2;
             let (name, address, state) =
                 (up.name().to_string(), b.address.clone(), b.state.clone());
             tasks.push(async move {
-                let r = check_once(&hc, addr).await;
+                let r = check_once(&hc, &peer, h2).await;
                 (name, address, state, hc, r)
             });
         }
@@ -208,7 +368,7 @@ pub async fn supervise(shared: Arc<Shared>) {
 async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
     let mut first = true;
     loop {
-        let (hc, addr, state) = {
+        let (hc, peer, h2, state) = {
             let snap = shared.snapshot.load();
             let Some(up) = snap.upstream(upstream) else {
                 return;
@@ -219,7 +379,13 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
             let Some(i) = up.backends.iter().position(|b| b.address == address) else {
                 return;
             };
-            (hc, up.config.backends[i].addr, up.backends[i].state.clone())
+            let h2 = up.config.protocol == Protocol::Http2;
+            (
+                hc,
+                up.backends[i].peer.clone(),
+                h2,
+                up.backends[i].state.clone(),
+            )
         };
         // Spread checks over the interval instead of hitting every backend at once.
         let wait = if first && state.state() == Health::Checking {
@@ -231,7 +397,7 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
         };
         first = false;
         tokio::time::sleep(wait).await;
-        let r = check_once(&hc, addr).await;
+        let r = check_once(&hc, &peer, h2).await;
         if is_current(shared, upstream, address, &state) {
             apply_check(shared, upstream, address, &hc, &state, r);
         }
@@ -254,6 +420,27 @@ fn is_current(shared: &Shared, upstream: &str, address: &str, state: &Arc<Backen
 mod tests {
     use super::super::testing::shared;
     use super::*;
+
+    #[test]
+    fn grpc_health_messages() {
+        // HealthCheckRequest { service: "" } is an empty message; with a name, field 1.
+        assert_eq!(&grpc_health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(&grpc_health_request("api")[..], b"\0\0\0\0\x05\x0a\x03api");
+        // HealthCheckResponse: SERVING, NOT_SERVING, absent (UNKNOWN), unknown fields skipped.
+        assert_eq!(grpc_serving_status(b"\0\0\0\0\x02\x08\x01"), Some(1));
+        assert_eq!(grpc_serving_status(b"\0\0\0\0\x02\x08\x02"), Some(2));
+        assert_eq!(grpc_serving_status(b"\0\0\0\0\0"), Some(0));
+        assert_eq!(
+            grpc_serving_status(b"\0\0\0\0\x06\x12\x02hi\x08\x01"),
+            Some(1)
+        );
+        assert_eq!(
+            grpc_serving_status(b"\x01\0\0\0\x02\x08\x01"),
+            None,
+            "compressed"
+        );
+        assert_eq!(grpc_serving_status(b"\0\0\0\0\x09\x08"), None, "truncated");
+    }
 
     #[tokio::test]
     async fn check_result_for_a_replaced_backend_is_dropped() {

@@ -14,7 +14,7 @@ Methods work on raw bytes (identity serializers), so no .proto or protoc is need
   peer.py server --port P --name N [--cert F --key F]
   peer.py client --target HOST:PORT [--ca F] [--authority NAME] CASE
       prints one JSON line: {"ok": ..., ...} per CASE (unary, stream, chat, fail, deadline,
-      unavailable, many)
+      unavailable, many, down)
 """
 
 import argparse
@@ -146,6 +146,8 @@ def client(args):
                     state["got"].append(r.decode())
                     cond.notify_all()
             out["replies"] = state["got"]
+        elif args.case == "down":
+            uu("Down")(b"", timeout=10)
         elif args.case == "fail":
             expect_error(out, lambda: uu("Fail")(b"x", timeout=10))
         elif args.case == "deadline":

@@ -267,6 +267,7 @@ fn http2_to_backends_over_tls_verified_against_a_private_ca() {
     other.write(&other_pem);
     let upstreams = format!(
         "[upstreams.good]\nprotocol = \"http2\"\nbackends = [\"{a}\"]\n[upstreams.good.tls]\nsni = \"grpc.internal\"\nca_file = \"{cacert}\"\n\
+         [upstreams.good.health_check]\ntype = \"grpc\"\ninterval = \"200ms\"\n\
          [upstreams.wrong]\nprotocol = \"http2\"\nretries = 0\nbackends = [\"{a}\"]\n[upstreams.wrong.tls]\nsni = \"grpc.internal\"\nca_file = \"{o}\"\n\
          [upstreams.unverified]\nprotocol = \"http2\"\nbackends = [\"{a}\"]\n[upstreams.unverified.tls]\nsni = \"grpc.internal\"\nca_file = \"{o}\"\nverify = false\n\
          [[routes]]\nhost = \"wrong.test\"\nupstream = \"wrong\"\n\
@@ -283,6 +284,8 @@ fn http2_to_backends_over_tls_verified_against_a_private_ca() {
         ),
         "{log}"
     );
+    // gRPC health checks over TLS and HTTP/2 keep it up.
+    assert_eq!(lb.backend_state("good", &g.addr), "up");
     let target = format!("127.0.0.1:{tls_port}");
     let r = call(&target, "unary", Some((&cacert, "api.test")));
     assert_eq!(r["reply"], "secure:hello", "{r}");
@@ -298,4 +301,70 @@ fn http2_to_backends_over_tls_verified_against_a_private_ca() {
     let out = curl_grpc(&url, path, Some("unverified.test"), b"x", true);
     assert!(out.contains("HTTP/2 200"), "{out}");
     assert!(!out.contains("grpc-status: 14"), "{out}");
+}
+
+#[test]
+fn grpc_health_checks_take_a_not_serving_backend_out() {
+    let (dir, _ca, _cacert) = setup("grpc-health");
+    let (g1, g2) = (GrpcServer::start("g1", None), GrpcServer::start("g2", None));
+    let upstreams = format!(
+        "[upstreams.grpc]\nprotocol = \"http2\"\nbackends = [\"{}\", \"{}\"]\n\
+         [upstreams.grpc.health_check]\ntype = \"grpc\"\ninterval = \"200ms\"\nunhealthy_threshold = 1\n",
+        g1.addr, g2.addr
+    );
+    let (lb, _) = start_lb(&dir, &upstreams);
+    assert_eq!(lb.backend_state("grpc", &g1.addr), "up");
+    assert_eq!(lb.backend_state("grpc", &g2.addr), "up");
+    // g1 reports NOT_SERVING from now on (its own health service, asked directly).
+    assert_eq!(call(&g1.addr, "down", None)["ok"], true);
+    wait_for("g1 down", Duration::from_secs(10), || {
+        (lb.backend_state("grpc", &g1.addr) == "down").then_some(())
+    });
+    let r = call(&lb.addr.to_string(), "many", None);
+    assert_eq!(r["backends"], serde_json::json!(["g2"]), "{r}");
+    assert_eq!(lb.backend_state("grpc", &g2.addr), "up");
+}
+
+#[test]
+fn check_reports_backend_protocol_problems_with_key_paths() {
+    let dir = temp_dir("grpc-check");
+    let bad_ca = dir.join("not-a-ca.pem");
+    std::fs::write(&bad_ca, "hello").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n\
+         [upstreams.a]\nprotocol = \"http3\"\nbackends = [\"127.0.0.1:9\"]\n\
+         [upstreams.b]\nbackends = [\"127.0.0.1:9\"]\n[upstreams.b.health_check]\ntype = \"grpc\"\n\
+         [upstreams.c]\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:9\"]\n[upstreams.c.tls]\nca_file = \"{}\"\n\
+         [upstreams.d]\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:9\"]\n[upstreams.d.tls]\nca_file = \"{}/missing.pem\"\nsni = \"10.0.0.1\"\n",
+        bad_ca.display(),
+        dir.display()
+    );
+    let (ok, out) = check_config(&text);
+    assert!(!ok, "{out}");
+    for want in [
+        "upstreams.a.protocol: unknown protocol \"http3\"",
+        "upstreams.b.health_check.type: \"grpc\" checks need protocol = \"http2\"",
+        "upstreams.c.tls.ca_file: no certificate in",
+        "upstreams.d.tls.ca_file: cannot read",
+        "upstreams.d.tls.sni: must be a host name",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    // verify = false, and an IP backend without sni, are warnings.
+    let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\
+         [upstreams.e]\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:9\"]\n[upstreams.e.tls]\nverify = false\n\
+         [upstreams.f]\nbackends = [\"127.0.0.1:9\"]\n[upstreams.f.tls]\n\
+         [[routes]]\nupstream = \"e\"\n";
+    let (ok, out) = check_config(text);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("upstreams.e.tls.verify: warning: backend certificates are not verified"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "upstreams.f.tls.sni: warning: not set and backend \"127.0.0.1:9\" is an IP address"
+        ),
+        "{out}"
+    );
 }
