@@ -42,15 +42,20 @@ impl Drop for ConnSlot {
     }
 }
 
+/// How a request ended, for the connection it came on.
+pub struct Served {
+    /// The connection, when it can carry another request (HTTP/1).
+    pub next: Option<(ReusableHttpStream, HttpPersistentSettings)>,
+    /// The client left before its answer was complete (a reset HTTP/2 stream, a closed
+    /// connection).
+    pub abandoned: bool,
+}
+
 /// What the connection layer runs for each request: the request path. It receives a session
-/// whose head is not read yet and returns the connection when it can carry another request.
+/// whose head is not read yet.
 #[async_trait]
 pub trait RequestApp {
-    async fn request(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<(ReusableHttpStream, HttpPersistentSettings)>;
+    async fn request(self: &Arc<Self>, session: ServerSession, shutdown: &ShutdownWatch) -> Served;
 
     /// Resolves when the service stops: connections waiting for a request close.
     async fn stopped(&self);
@@ -157,7 +162,7 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 settings.apply_to_session(&mut session);
             }
             session.set_pipelined_prefix(prefix);
-            let (reusable, settings) = self.inner.request(session, shutdown).await?;
+            let (reusable, settings) = self.inner.request(session, shutdown).await.next?;
             let (next, prefix) = reusable.into_parts();
             // Always the stream made above: the session hands back what it was given.
             stream = next.into_any().downcast::<Guarded>().ok()?;
@@ -175,37 +180,91 @@ impl<A: RequestApp + Send + Sync + 'static> GuardedApp<A> {
     /// accept loop (graceful shutdown by GOAWAY, idle timeout), each stream a request of its own
     /// on a task of its own, through the same [`RequestApp`] as HTTP/1 requests.
     async fn serve_h2(&self, stream: Stream, limits: &Limits, shutdown: &ShutdownWatch) {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
         let digest = Arc::new(Digest {
             ssl_digest: stream.get_ssl_digest(),
             timing_digest: stream.get_timing_digest(),
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
-        let conn = match v2::server::handshake(stream, Some(h2_options(limits))).await {
-            Ok(c) => c,
-            Err(e) => {
+        // The client's preface and settings are its "head": bounded by the header deadline.
+        let handshake = v2::server::handshake(stream, Some(h2_options(limits)));
+        let conn = match tokio::time::timeout(limits.header_timeout, handshake).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 tracing::debug!("HTTP/2 handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("HTTP/2 handshake not done within server.header_timeout");
                 return;
             }
         };
         let app = self.inner.clone();
         let stop = shutdown.clone();
-        v2::server::accept_downstream_sessions(
+        let resets = Arc::new(ResetCount::default());
+        let count = resets.clone();
+        let accept = v2::server::accept_downstream_sessions(
             conn,
             digest,
             shutdown.clone(),
             Some(limits.keepalive_timeout),
             |h2_stream, guard| {
-                let (app, stop) = (app.clone(), stop.clone());
+                let (app, stop, count) = (app.clone(), stop.clone(), count.clone());
                 tokio::spawn(async move {
                     // Held while the stream is served: the idle timeout sees a busy connection.
                     let _guard = guard;
-                    app.request(ServerSession::new_http2(h2_stream), &stop)
+                    let served = app
+                        .request(ServerSession::new_http2(h2_stream), &stop)
                         .await;
+                    count.record(served.abandoned);
                 });
             },
-        )
-        .await;
+        );
+        tokio::select! {
+            _ = accept => {}
+            _ = resets.flood.notified() => {
+                // Dropping the connection's accept loop closes it; its streams end with it.
+                tracing::warn!(
+                    client = ?client,
+                    resets = resets.abandoned.load(Ordering::Relaxed),
+                    streams = resets.streams.load(Ordering::Relaxed),
+                    "HTTP/2 client abandons most of its streams (rapid reset): connection closed"
+                );
+            }
+        }
+    }
+}
+
+/// Streams of one HTTP/2 connection, and how many of them the client abandoned (reset before
+/// the answer was complete). A client that opens streams only to reset them makes lb start work
+/// (a backend request) for nothing; the h2 crate already cuts off clients that reset streams
+/// before lb has accepted them (after 20, with `GOAWAY ENHANCE_YOUR_CALM`), this catches the
+/// paced variant that waits for each stream to be accepted: [`H2_ABANDON_LIMIT`] abandoned
+/// streams, most of the connection's, close it.
+#[derive(Default)]
+struct ResetCount {
+    streams: std::sync::atomic::AtomicU32,
+    abandoned: std::sync::atomic::AtomicU32,
+    flood: tokio::sync::Notify,
+}
+
+/// Abandoned streams after which an HTTP/2 connection is closed when they are most of its
+/// streams.
+pub const H2_ABANDON_LIMIT: u32 = 100;
+
+impl ResetCount {
+    fn record(&self, abandoned: bool) {
+        let streams = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        if !abandoned {
+            return;
+        }
+        let n = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= H2_ABANDON_LIMIT && n * 2 >= streams {
+            self.flood.notify_one();
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub mod conn;
 pub mod head;
 pub mod request;
 
-pub use accept::{GuardedApp, RequestApp};
+pub use accept::{GuardedApp, RequestApp, Served};
 pub use head::{check_head, HeadInfo, Reject};
 pub use request::{early_request_filter, request_body, ConnCtl, RequestState};
 pub mod path;

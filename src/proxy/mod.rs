@@ -35,7 +35,7 @@ use pingora_core::apps::HttpPersistentSettings;
 use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
-use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
@@ -43,7 +43,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 use crate::config::{ClientClose, NormalizePath, Protocol};
-use crate::edge::{answer, path, RequestApp};
+use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
@@ -487,25 +487,29 @@ impl RequestApp for Proxy {
         self: &Arc<Self>,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<(ReusableHttpStream, HttpPersistentSettings)> {
+    ) -> Served {
+        let closed = Served {
+            next: None,
+            abandoned: false,
+        };
         // The connection layer calls this once the request's first byte has arrived.
         match session.read_request().await {
             Ok(true) => {}
-            Ok(false) => return None,
+            Ok(false) => return closed,
             Err(e) => {
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
                     // pingora's parser refused the head: its bare 400 (the edge counts it).
                     let _ = session.respond_error(400).await;
                 }
                 session.shutdown().await;
-                return None;
+                return closed;
             }
         }
         // CONNECT changes the message framing; lb does not tunnel it.
         if session.req_header().method == http::Method::CONNECT {
             let _ = session.respond_error(405).await;
             session.shutdown().await;
-            return None;
+            return closed;
         }
         if *shutdown.borrow() {
             // Stopping: this is the connection's last request.
@@ -527,10 +531,11 @@ impl RequestApp for Proxy {
         } else {
             None
         };
+        let abandoned = ctx.client_gone;
         // After `finish` (which may still read the rest of the body): dropping the context tells
         // the connection that the next bytes start a new request head.
         drop(ctx);
-        next
+        Served { next, abandoned }
     }
 
     async fn stopped(&self) {
@@ -584,7 +589,8 @@ fn error_status(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
+                // An HTTP/2 stream the client reset is as gone as a closed connection.
+                WriteError | ReadError | ConnectionClosed | H2Error => 0,
                 ReadTimedout => 408,
                 _ => 400,
             },
@@ -626,6 +632,7 @@ mod tests {
         assert_eq!(error_status(&up(ErrorType::ReadTimedout)), 504);
         assert_eq!(error_status(&up(ErrorType::ConnectRefused)), 502);
         assert_eq!(error_status(&down(ErrorType::ConnectionClosed)), 0);
+        assert_eq!(error_status(&down(ErrorType::H2Error)), 0);
         assert_eq!(error_status(&down(ErrorType::ReadTimedout)), 408);
         assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
     }

@@ -416,3 +416,70 @@ fn check_reports_tls_problems_with_key_paths() {
         "{out}"
     );
 }
+
+/// The test virtualenv's Python (scripts/setup.sh installs the `h2` library there).
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("LB_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    venv.join("bin/python")
+}
+
+/// tests/h2/rapid_reset.py against `addr`: `streams` opened and reset, `pause_ms` between the
+/// two; returns (streams sent before the connection closed, whether it closed).
+fn rapid_reset(addr: std::net::SocketAddr, streams: usize, pause_ms: u64) -> (u64, bool, String) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/rapid_reset.py");
+    let out = Command::new(venv_python())
+        .arg(script)
+        .args([
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            streams.to_string(),
+            pause_ms.to_string(),
+        ])
+        .output()
+        .expect("run tests/h2/rapid_reset.py (scripts/setup.sh installs its h2 library)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    (v["sent"].as_u64().unwrap(), v["closed"] == true, text)
+}
+
+#[test]
+fn http2_rapid_reset_floods_are_cut_off_while_other_clients_are_served() {
+    // A backend that takes a while, so every stream lb starts costs something.
+    let b = Backend::start_with("slow", &["--delay", "20ms"]);
+    let lb = Lb::start_with(
+        &format!("[upstreams.api]\nbackends = [\"{}\"]\n", b.addr),
+        "h2c = true",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = {
+        let (stop, url) = (stop.clone(), format!("http://{}/", lb.addr));
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            while !stop.load(Ordering::Relaxed) && codes.len() < 500 {
+                codes.push(curl(&url, &["--http2-prior-knowledge"]).code);
+            }
+            codes
+        })
+    };
+
+    // Streams reset as fast as they are opened: the h2 layer sends GOAWAY within a few hundred.
+    let (sent, closed, text) = rapid_reset(lb.addr, 20_000, 0);
+    assert!(closed && sent < 2_000, "{text}");
+    // Paced so that lb accepts (and forwards) each stream before its reset: lb closes the
+    // connection once most of its streams were abandoned.
+    let (sent, closed, text) = rapid_reset(lb.addr, 2_000, 5);
+    assert!(closed && sent <= 200, "{text}");
+    let log = lb.log_text();
+    assert!(log.contains("(rapid reset): connection closed"), "{log}");
+    // A client that cancels some requests is not cut off.
+    let (sent, closed, text) = rapid_reset(lb.addr, 40, 5);
+    assert!(!closed && sent == 40, "{text}");
+
+    stop.store(true, Ordering::Relaxed);
+    let codes = served.join().unwrap();
+    assert!(!codes.is_empty());
+    assert!(codes.iter().all(|c| *c == 200), "other clients: {codes:?}");
+}
