@@ -22,6 +22,11 @@ Variants:
                 CPU per request hold when the workers share state?
   idle10k       10,000 idle keep-alive client connections (each made one request), then the
                 proxy's RSS is read
+  tls           HTTPS keep-alive, wrk -c50 (not in the default set, nor the next two; round robin
+                only; one ECDSA P-256 certificate made for the run, the same for every proxy)
+  tlsnew        HTTPS with `Connection: close`, wrk -c10: a full handshake per request
+  h2            HTTP/2 over TLS, h2load -c50 -m10 (h2load reports no percentiles: its mean
+                request time is shown instead)
 
 Per run: requests/s, p50/p99/p99.9 latency (wrk Lua `done` hook), errors (status >= 400 plus
 socket errors), proxy CPU-µs per request (utime+stime of the proxy's process tree from
@@ -52,6 +57,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -129,6 +135,9 @@ class Variant:
     big_pool: bool = False
     direct: bool = True  # include the direct-to-backend baseline
     workers: int = 1  # proxy workers (lb threads, nginx worker_processes, haproxy nbthread)
+    proto: str = "http"  # http | https (wrk over TLS) | h2 (h2load over TLS, ALPN h2)
+    streams: int = 1  # h2: concurrent streams per connection (h2load -m)
+    rr_only: bool = False  # round robin only (TLS and HTTP/2 do not depend on the strategy)
 
 
 VARIANTS = [
@@ -138,6 +147,11 @@ VARIANTS = [
     # Two workers on both CPUs (sharing them with wrk and the backends): whether CPU per request
     # holds when workers share state (lb's per-backend counters, NGINX's shared upstream zone is off).
     Variant("keepalive2w", 50, direct=False, workers=2),
+    # TLS (an ECDSA P-256 certificate made for the run, the same for every proxy): keep-alive,
+    # a full handshake per request (wrk does not resume sessions), and HTTP/2 (h2load).
+    Variant("tls", 50, direct=False, proto="https", rr_only=True),
+    Variant("tlsnew", 10, close=True, direct=False, proto="https", rr_only=True),
+    Variant("h2", 50, direct=False, proto="h2", streams=10, rr_only=True),
 ]
 
 
@@ -348,7 +362,7 @@ def build() -> None:
 
 def ensure_tools() -> dict[str, str]:
     """Installs what is missing; returns {tool: reason} for each tool that is unavailable."""
-    wanted = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy"}
+    wanted = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy", "h2load": "nghttp2-client"}
     missing = [pkg for tool, pkg in wanted.items() if not shutil.which(tool, path=_sbin_path())]
     if not missing:
         return {}
@@ -536,31 +550,77 @@ backend be
 
 
 def start_proxy(
-    procs: Processes, target: Target, backends: list[str], root: Path, tag: str, workers: int = 1
+    procs: Processes,
+    target: Target,
+    backends: list[str],
+    root: Path,
+    tag: str,
+    workers: int = 1,
+    tls: Path | None = None,
 ) -> tuple[subprocess.Popen, int, Path]:
     """Writes the target's config into a fresh directory and starts it: one worker alone on
-    CPU 1, or several workers on every CPU."""
+    CPU 1, or several workers on every CPU. With `tls` (a directory holding cert.pem, key.pem
+    and both in combined.pem) the proxy also listens for HTTPS (ALPN h2 and http/1.1), and that
+    port is the one returned."""
     d = Path(tempfile.mkdtemp(prefix=f"{target.kind}-{tag}-", dir=root))
     (d / "logs").mkdir()  # nginx opens <prefix>/logs/error.log before reading its config
     port = free_port()
+    tls_port = free_port() if tls else None
     log = d / "out.log"
     if target.kind == "lb":
         cfg = d / "lb.toml"
-        cfg.write_text(lb_config(port, target.strategy, backends, workers))
+        text = lb_config(port, target.strategy, backends, workers)
+        if tls:
+            text = text.replace(
+                "\n[upstreams.bench]",
+                f'\n[server.tls]\nlisten = ["127.0.0.1:{tls_port}"]\n'
+                f'certificates = [{{ cert = "{tls}/cert.pem", key = "{tls}/key.pem" }}]\n'
+                "\n[upstreams.bench]",
+            )
+        cfg.write_text(text)
         argv = [target.binary or str(LB_BIN), "--config", str(cfg)]
     elif target.kind == "nginx":
         cfg = d / "nginx.conf"
-        cfg.write_text(nginx_config(d, port, target.strategy, backends, workers))
+        text = nginx_config(d, port, target.strategy, backends, workers)
+        if tls:
+            text = text.replace(
+                f"    listen 127.0.0.1:{port} backlog=4096;\n",
+                f"    listen 127.0.0.1:{port} backlog=4096;\n"
+                f"    listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;\n"
+                f"    ssl_certificate {tls}/cert.pem;\n    ssl_certificate_key {tls}/key.pem;\n",
+            )
+        cfg.write_text(text)
         argv = [tool("nginx"), "-p", str(d), "-c", str(cfg), "-g", "daemon off;"]
     elif target.kind == "haproxy":
         cfg = d / "haproxy.cfg"
-        cfg.write_text(haproxy_config(port, target.strategy, backends, workers))
+        text = haproxy_config(port, target.strategy, backends, workers)
+        if tls:
+            text = text.replace(
+                f"  bind 127.0.0.1:{port}\n",
+                f"  bind 127.0.0.1:{port}\n"
+                f"  bind 127.0.0.1:{tls_port} ssl crt {tls}/combined.pem alpn h2,http/1.1\n",
+            )
+        cfg.write_text(text)
         argv = [tool("haproxy"), "-f", str(cfg), "-db"]
     else:
         raise ValueError(target.kind)
     p = procs.start(argv, log, cpu=PROXY_CPU if workers == 1 else f"0-{os.cpu_count() - 1}")
     wait_http_ok(port, p, log)
-    return p, port, log
+    return p, tls_port or port, log
+
+
+def make_certificate(root: Path) -> Path:
+    """An ECDSA P-256 certificate for 127.0.0.1 (openssl), shared by every proxy in the run."""
+    d = root / "tls"
+    d.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
+         "-subj", "/CN=bench", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    (d / "combined.pem").write_text((d / "cert.pem").read_text() + (d / "key.pem").read_text())
+    return d
 
 
 # ---- wrk ----------------------------------------------------------------------------------------
@@ -583,12 +643,49 @@ def run_wrk(port: int, variant: Variant, seconds: int, script: Path) -> dict:
     ]
     if variant.close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/")
+    scheme = "https" if variant.proto == "https" else "http"
+    argv.append(f"{scheme}://127.0.0.1:{port}/")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     for line in r.stdout.splitlines():
         if line.startswith("WRKJSON "):
             return json.loads(line[len("WRKJSON ") :])
     raise RuntimeError(f"wrk printed no result (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+
+def run_h2load(port: int, variant: Variant, seconds: int) -> dict:
+    """h2load over TLS (ALPN h2): `variant.connections` connections, `variant.streams` streams
+    each, for `seconds`. Returns the same keys as the wrk script (h2load has no percentiles:
+    its mean request time stands in for p50, p99/p99.9 are not known)."""
+    argv = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{variant.connections}"]
+    argv += [f"-m{variant.streams}", f"-D{seconds}", f"https://127.0.0.1:{port}/"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    out = r.stdout
+
+    def num(pattern: str) -> float:
+        m = re.search(pattern, out)
+        if not m:
+            raise RuntimeError(f"h2load output lacks {pattern!r} (exit {r.returncode}):\n{out}\n{r.stderr}")
+        return float(m.group(1))
+
+    done = int(num(r"requests: \d+ total, \d+ started, (\d+) done"))
+    failed = int(num(r"(\d+) failed"))
+    errored = int(num(r"(\d+) errored"))
+    ok2xx = int(num(r"status codes: (\d+) 2xx"))
+    secs = num(r"finished in ([\d.]+)s")
+    mean = num(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(?:us|ms)")
+    unit_ms = re.search(r"time for request:\s+\S+\s+\S+\s+[\d.]+ms", out) is not None
+    return {
+        "requests": done,
+        "duration_us": secs * 1e6,
+        "p50_us": mean * (1000 if unit_ms else 1),
+        "p99_us": None,
+        "p999_us": None,
+        "err_connect": 0,
+        "err_read": errored,
+        "err_write": 0,
+        "err_status": done - ok2xx + failed - errored,
+        "err_timeout": 0,
+    }
 
 
 def measure(
@@ -607,12 +704,20 @@ def measure(
         if target.kind == "direct":
             port = int(backends.small[0].split(":")[1])
         else:
-            proxy, port, log = start_proxy(procs, target, pool, root, tag, variant.workers)
+            tls = args.tls if variant.proto != "http" else None
+            proxy, port, log = start_proxy(procs, target, pool, root, tag, variant.workers, tls)
+        load = run_h2load if variant.proto == "h2" else None
+
+        def run(seconds: int) -> dict:
+            if load is not None:
+                return load(port, variant, seconds)
+            return run_wrk(port, variant, seconds, args.lua)
+
         if args.warmup:
-            run_wrk(port, variant, args.warmup, args.lua)
+            run(args.warmup)
         ours = [p.pid for p in backends.procs] + ([proxy.pid] if proxy else [])
         cpu0, foreign0 = cpu_seconds(proxy.pid) if proxy else 0.0, foreign_cpu_seconds(ours)
-        w = run_wrk(port, variant, args.duration, args.lua)
+        w = run(args.duration)
         cpu1, foreign1 = cpu_seconds(proxy.pid) if proxy else 0.0, foreign_cpu_seconds(ours)
         if proxy is not None and proxy.poll() is not None:
             raise RuntimeError(f"{target.label} exited during the run; log {log}:\n{tail(log)}")
@@ -626,8 +731,8 @@ def measure(
     return {
         "rps": requests / (w["duration_us"] / 1e6),
         "p50_ms": w["p50_us"] / 1000,
-        "p99_ms": w["p99_us"] / 1000,
-        "p999_ms": w["p999_us"] / 1000,
+        "p99_ms": w["p99_us"] / 1000 if w["p99_us"] is not None else None,
+        "p999_ms": w["p999_us"] / 1000 if w["p999_us"] is not None else None,
         "errors": errors,
         "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / requests if proxy and requests else None,
         "peak_rss_mib": hwm / 1024 if proxy else None,
@@ -819,8 +924,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="keepalive,close,backends1000,idle10k",
-        help="comma-separated subset of keepalive,close,backends1000,idle10k,keepalive2w "
-        "(keepalive2w, two proxy workers, is not in the default set)",
+        help="comma-separated subset of keepalive,close,backends1000,idle10k,keepalive2w,tls,"
+        "tlsnew,h2 (keepalive2w, two proxy workers, and the TLS/HTTP/2 ones are not in the "
+        "default set)",
     )
     p.add_argument("--only", default="", help="comma-separated proxy kinds to run (direct,lb,nginx,haproxy)")
     p.add_argument(
@@ -901,6 +1007,9 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="lb-load-"))
     args.lua = root / "report.lua"
     args.lua.write_text(WRK_LUA)
+    args.tls = make_certificate(root) if any(v.proto != "http" for v in variants) else None
+    if any(v.proto == "h2" for v in variants) and not shutil.which("h2load"):
+        sys.exit("h2load is needed for the h2 variant: apt-get install -y nghttp2-client")
     results: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
@@ -950,6 +1059,8 @@ def run_variant(
         for t in targets:
             if len(failures.get(t.label, [])) >= MAX_FAILURES or (t.kind == "direct" and not v.direct):
                 continue
+            if v.rr_only and t.strategy == "lc":
+                continue
             print(f"[{v.name} round {rnd + 1}/{args.rounds}] {t.label} ...", end=" ", flush=True)
             try:
                 r = measure_guarded(procs, t, v, backends, root, args, f"{v.name}-{rnd}", noise)
@@ -959,8 +1070,9 @@ def run_variant(
                 continue
             runs[t.label].append(r)
             cpu = f" {r['cpu_us_per_req']:.1f} µs/req" if r["cpu_us_per_req"] is not None else ""
+            p99 = f"p99 {r['p99_ms']:.2f} ms" if r["p99_ms"] is not None else f"mean {r['p50_ms']:.2f} ms"
             print(
-                f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms errors {r['errors']}{cpu} "
+                f"{r['rps']:.0f} req/s {p99} errors {r['errors']}{cpu} "
                 f"(other CPU {r['foreign_cpu_pct']:.0f}%)",
                 flush=True,
             )

@@ -388,7 +388,11 @@ mod tests {
         let with = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n[upstreams.web]\nbackends = [\"127.0.0.1:3\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n");
         let without = format!("{BASE}[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n");
         let (path, shared) = load("own", &with);
-        shared.registry.own_stats("web").record(502, Duration::ZERO);
+        let http1 = crate::state::stats::ClientProtocol::Http1;
+        shared
+            .registry
+            .own_stats("web")
+            .record(502, Duration::ZERO, http1);
         std::fs::write(&path, &without).unwrap();
         assert!(shared.reload("test").ok);
         std::fs::write(&path, &with).unwrap();

@@ -156,7 +156,9 @@ impl Shared {
     }
     /// Counts an answer lb gave before any routing (`lb_requests_total{upstream="",backend=""}`).
     pub fn record_own_answer(&self, code: u16, elapsed: Duration) {
-        self.snapshot.load().no_route.record(code, elapsed);
+        // The connection layer's own answers are to HTTP/1 clients (HTTP/2 frames requests itself).
+        let http1 = crate::state::stats::ClientProtocol::Http1;
+        self.snapshot.load().no_route.record(code, elapsed, http1);
     }
 
     /// The Prometheus page: current backends, and removed ones while requests remain on them.

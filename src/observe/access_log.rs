@@ -46,6 +46,10 @@ pub struct Entry<'a> {
     pub duration: Duration,
     pub bytes_in: usize,
     pub bytes_out: usize,
+    /// The client's protocol: `http1` or `http2`.
+    pub protocol: &'static str,
+    /// The `grpc-status` of a gRPC call.
+    pub grpc_status: Option<u8>,
 }
 
 impl AccessLogger {
@@ -153,14 +157,19 @@ pub fn format_entry(e: &Entry, now: SystemTime) -> String {
     json_str(&mut s, e.upstream);
     s.push_str(",\"backend\":");
     json_str(&mut s, e.backend);
-    let _ = writeln!(
+    let _ = write!(
         s,
-        ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{}}}",
+        ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"protocol\":\"{}\"",
         e.attempts,
         e.duration.as_secs_f64() * 1e3,
         e.bytes_in,
-        e.bytes_out
+        e.bytes_out,
+        e.protocol
     );
+    if let Some(g) = e.grpc_status {
+        let _ = write!(s, ",\"grpc_status\":{g}");
+    }
+    s.push_str("}\n");
     s
 }
 
@@ -217,6 +226,8 @@ mod tests {
             duration: Duration::ZERO,
             bytes_in: 0,
             bytes_out: 0,
+            protocol: "http1",
+            grpc_status: None,
         };
         for _ in 0..100 {
             log.log(&e);
@@ -246,6 +257,8 @@ mod tests {
             duration: Duration::from_micros(1500),
             bytes_in: 0,
             bytes_out: 22,
+            protocol: "http1",
+            grpc_status: None,
         };
         let line = format_entry(&e, UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -258,6 +271,18 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["path"], "/x?y=1");
+        assert_eq!(v["protocol"], "http1");
+        assert!(v.get("grpc_status").is_none());
         assert!(line.ends_with('\n'));
+        let grpc = Entry {
+            protocol: "http2",
+            grpc_status: Some(14),
+            ..e
+        };
+        let v3: serde_json::Value = serde_json::from_str(&format_entry(&grpc, UNIX_EPOCH)).unwrap();
+        assert_eq!(
+            (v3["protocol"].as_str(), v3["grpc_status"].as_u64()),
+            (Some("http2"), Some(14))
+        );
     }
 }

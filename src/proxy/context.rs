@@ -86,6 +86,8 @@ pub struct Ctx {
     pub(super) forward_path: Option<String>,
     /// A gRPC call ([`super::grpc::is_grpc`]): lb's own answers speak gRPC.
     pub(super) grpc: bool,
+    /// The `grpc-status` the call ended with (the backend's, or lb's own answer's).
+    pub(super) grpc_status: Option<u8>,
     pub(super) _active: Active,
     // --- edge checks (see `crate::edge`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -110,6 +112,7 @@ impl Ctx {
             client_gone: false,
             forward_path: None,
             grpc: false,
+            grpc_status: None,
             _active: Active::new(),
             hardening: Default::default(),
         }

@@ -31,6 +31,8 @@ pub(super) struct Attempt {
     pub result: Result<bool>,
     /// The backend connection can go back to the pool.
     pub upstream_reusable: bool,
+    /// The `grpc-status` the backend ended a gRPC call with (HTTP/2 backends).
+    pub grpc_status: Option<u8>,
 }
 
 impl Attempt {
@@ -38,6 +40,7 @@ impl Attempt {
         Attempt {
             result: Err(e),
             upstream_reusable: false,
+            grpc_status: None,
         }
     }
 }
@@ -244,7 +247,13 @@ pub(super) async fn h1(
     Attempt {
         result: Ok(true),
         upstream_reusable: upstream_reusable && !upgraded,
+        grpc_status: None,
     }
+}
+
+/// `grpc-status` from a response's head or trailers.
+fn status_field(fields: &http::HeaderMap) -> Option<u8> {
+    fields.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// The next piece of an HTTP/2 backend's response.
@@ -319,6 +328,7 @@ pub(super) async fn h2(
 
     let mut reading = Reading::Head;
     let mut resp_done = false;
+    let mut grpc_status = None;
     while !(req_done && resp_done) {
         tokio::select! {
             biased;
@@ -343,6 +353,7 @@ pub(super) async fn h2(
                         if up.response_finished() {
                             // A head that ends the response (gRPC's trailers-only answers)
                             // stays one: on HTTP/2 the head carries the end of the stream.
+                            grpc_status = status_field(&resp.headers);
                             reading = Reading::Done;
                             resp_done = true;
                             match session {
@@ -360,7 +371,10 @@ pub(super) async fn h2(
                     Part::End(trailers) => {
                         resp_done = true;
                         match trailers {
-                            Some(t) => session.write_response_trailers(*t).await,
+                            Some(t) => {
+                                grpc_status = status_field(&t);
+                                session.write_response_trailers(*t).await
+                            }
                             None => session.write_response_body(Bytes::new(), true).await,
                         }
                     }
@@ -398,5 +412,6 @@ pub(super) async fn h2(
     Attempt {
         result: Ok(true),
         upstream_reusable: true,
+        grpc_status,
     }
 }

@@ -47,9 +47,11 @@ use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
+use crate::snapshot::Snapshot;
 use crate::snapshot::Upstream;
 use crate::snapshot::H2_STREAMS_PER_CONNECTION;
 use crate::state::backend::InFlightGuard;
+use crate::state::stats::ClientProtocol;
 use crate::util::time::process_ms_at;
 pub use context::active_requests;
 use context::Ctx;
@@ -148,9 +150,11 @@ impl Proxy {
     }
 
     /// lb's own answer: plain text, or gRPC's trailers-only status for a gRPC call.
-    async fn refuse(&self, session: &mut ServerSession, ctx: &Ctx, code: u16, reason: &str) {
+    async fn refuse(&self, session: &mut ServerSession, ctx: &mut Ctx, code: u16, reason: &str) {
         let _ = if ctx.grpc {
-            grpc::answer(session, grpc::status_for(code), reason).await
+            let status = grpc::status_for(code);
+            ctx.grpc_status = Some(status);
+            grpc::answer(session, status, reason).await
         } else {
             answer::write(session, code, reason, false).await
         };
@@ -320,6 +324,7 @@ impl Proxy {
                     forward::h2(session, &mut h2, head, peer, report, edge).await
                 }
             };
+            ctx.grpc_status = out.grpc_status;
             let result = out.result;
             let mut e = match result {
                 Ok(reuse) => return Ok(reuse),
@@ -421,6 +426,7 @@ impl Proxy {
         if ctx.grpc {
             // Before the response head: trailers-only; after it: the call's trailers.
             let status = grpc::status_for(code);
+            ctx.grpc_status = Some(status);
             let _ = match session.response_written() {
                 None => grpc::answer(session, status, &reason).await,
                 Some(_) => grpc::end(session, status, &reason).await,
@@ -446,13 +452,23 @@ impl Proxy {
             None if ctx.client_gone => CLIENT_CLOSED_REQUEST,
             None => 0,
         };
+        let protocol = match session {
+            ServerSession::H2(_) => ClientProtocol::Http2,
+            _ => ClientProtocol::Http1,
+        };
         if let Some(log) = &self.shared.access_log {
-            access_log(log, session, ctx, code, elapsed);
+            access_log(log, session, ctx, code, elapsed, protocol);
         }
         let Some(up) = ctx.upstream() else {
+            let stats = |s: &Snapshot| {
+                s.no_route.record(code, elapsed, protocol);
+                if let Some(g) = ctx.grpc_status {
+                    s.no_route.record_grpc(g);
+                }
+            };
             match &ctx.snapshot {
-                Some(s) => s.no_route.record(code, elapsed),
-                None => self.shared.snapshot.load().no_route.record(code, elapsed),
+                Some(s) => stats(s),
+                None => stats(&self.shared.snapshot.load()),
             }
             return;
         };
@@ -471,9 +487,17 @@ impl Proxy {
                 if code != CLIENT_CLOSED_REQUEST {
                     b.state.record_latency(elapsed, process_ms_at(end));
                 }
-                b.state.stats.record(code, elapsed);
+                b.state.stats.record(code, elapsed, protocol);
+                if let Some(g) = ctx.grpc_status {
+                    b.state.stats.record_grpc(g);
+                }
             }
-            None => up.state.own.record(code, elapsed),
+            None => {
+                up.state.own.record(code, elapsed, protocol);
+                if let Some(g) = ctx.grpc_status {
+                    up.state.own.record_grpc(g);
+                }
+            }
         }
         // Only now: a removed backend's series are dropped once nothing is in flight on it, so
         // its last answer must be counted first.
@@ -553,6 +577,7 @@ fn access_log(
     ctx: &Ctx,
     status: u16,
     duration: std::time::Duration,
+    protocol: ClientProtocol,
 ) {
     let req = session.req_header();
     let up = ctx.upstream();
@@ -571,6 +596,8 @@ fn access_log(
         duration,
         bytes_in: session.body_bytes_read(),
         bytes_out: session.body_bytes_sent(),
+        protocol: protocol.label(),
+        grpc_status: ctx.grpc_status,
     });
 }
 

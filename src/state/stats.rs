@@ -1,4 +1,5 @@
-//! Lock-free request counters behind `lb_requests_total` and `lb_request_duration_seconds`.
+//! Lock-free request counters behind `lb_requests_total` (by status code and the client's
+//! protocol), `lb_grpc_requests_total` (by `grpc-status`) and `lb_request_duration_seconds`.
 //!
 //! The request path does a few relaxed atomic adds on the backend's own [`RequestStats`] (which
 //! lives in the per-backend state and so survives reloads) instead of a label lookup in a
@@ -16,11 +17,32 @@ const COMMON: [u16; 20] = [
     504,
 ];
 
+/// The protocol the client spoke (`protocol` in metrics and the access log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientProtocol {
+    Http1 = 0,
+    Http2 = 1,
+}
+
+impl ClientProtocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientProtocol::Http1 => "http1",
+            ClientProtocol::Http2 => "http2",
+        }
+    }
+}
+
+/// gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED); others are counted as 2 (UNKNOWN).
+const GRPC_STATUSES: usize = 17;
+
 /// Counters and a latency histogram for one (upstream, backend) pair.
 #[derive(Debug, Default)]
 pub struct RequestStats {
-    codes: [AtomicU64; COMMON.len()],
-    other: Mutex<Vec<(u16, u64)>>,
+    /// By client protocol, then status code.
+    codes: [[AtomicU64; COMMON.len()]; 2],
+    other: Mutex<Vec<(ClientProtocol, u16, u64)>>,
+    grpc: [AtomicU64; GRPC_STATUSES],
     buckets: [AtomicU64; DURATION_BUCKETS_LEN],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -38,16 +60,19 @@ const _: () = assert!(DURATION_BUCKETS.len() == DURATION_BUCKETS_LEN);
 impl RequestStats {
     /// Counts one answered request.
     #[inline]
-    pub fn record(&self, code: u16, elapsed: Duration) {
+    pub fn record(&self, code: u16, elapsed: Duration, protocol: ClientProtocol) {
         match COMMON.iter().position(|c| *c == code) {
             Some(i) => {
-                self.codes[i].fetch_add(1, Relaxed);
+                self.codes[protocol as usize][i].fetch_add(1, Relaxed);
             }
             None => {
                 let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-                match other.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, n)) => *n += 1,
-                    None => other.push((code, 1)),
+                match other
+                    .iter_mut()
+                    .find(|(p, c, _)| *p == protocol && *c == code)
+                {
+                    Some((_, _, n)) => *n += 1,
+                    None => other.push((protocol, code, 1)),
                 }
             }
         }
@@ -59,13 +84,33 @@ impl RequestStats {
         self.sum_nanos.fetch_add(elapsed.as_nanos() as u64, Relaxed);
     }
 
-    /// (code, count) for every code seen.
-    pub fn codes(&self) -> Vec<(u16, u64)> {
-        let mut v: Vec<(u16, u64)> = COMMON
+    /// Counts the `grpc-status` a gRPC call ended with.
+    pub fn record_grpc(&self, status: u8) {
+        let i = usize::from(status);
+        self.grpc[if i < GRPC_STATUSES { i } else { 2 }].fetch_add(1, Relaxed);
+    }
+
+    /// (grpc-status, count) for every status seen.
+    pub fn grpc_statuses(&self) -> Vec<(u8, u64)> {
+        (0..GRPC_STATUSES as u8)
+            .zip(self.grpc.iter().map(|n| n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// (protocol, code, count) for every code seen.
+    pub fn codes(&self) -> Vec<(ClientProtocol, u16, u64)> {
+        let protocols = [ClientProtocol::Http1, ClientProtocol::Http2];
+        let mut v: Vec<(ClientProtocol, u16, u64)> = protocols
             .iter()
             .zip(self.codes.iter())
-            .map(|(c, n)| (*c, n.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
+            .flat_map(|(p, codes)| {
+                COMMON
+                    .iter()
+                    .zip(codes.iter())
+                    .map(move |(c, n)| (*p, *c, n.load(Relaxed)))
+            })
+            .filter(|(_, _, n)| *n > 0)
             .collect();
         v.extend(
             self.other
@@ -94,15 +139,31 @@ fn esc(v: &str) -> String {
 pub fn render(out: &mut String, series: &[(&str, &str, &RequestStats)]) {
     let _ = writeln!(
         out,
-        "# HELP lb_requests_total Requests answered, by upstream, backend and status code"
+        "# HELP lb_requests_total Requests answered, by upstream, backend, status code and the \
+         client's protocol"
     );
     let _ = writeln!(out, "# TYPE lb_requests_total counter");
     for (up, be, s) in series {
         let (up, be) = (esc(up), esc(be));
-        for (code, n) in s.codes() {
+        for (protocol, code, n) in s.codes() {
+            let protocol = protocol.label();
             let _ = writeln!(
                 out,
-                "lb_requests_total{{backend=\"{be}\",code=\"{code}\",upstream=\"{up}\"}} {n}"
+                "lb_requests_total{{backend=\"{be}\",code=\"{code}\",protocol=\"{protocol}\",upstream=\"{up}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_grpc_requests_total gRPC calls answered, by upstream, backend and grpc-status"
+    );
+    let _ = writeln!(out, "# TYPE lb_grpc_requests_total counter");
+    for (up, be, s) in series {
+        let (up, be) = (esc(up), esc(be));
+        for (status, n) in s.grpc_statuses() {
+            let _ = writeln!(
+                out,
+                "lb_grpc_requests_total{{backend=\"{be}\",grpc_status=\"{status}\",upstream=\"{up}\"}} {n}"
             );
         }
     }
@@ -139,19 +200,33 @@ mod tests {
 
     #[test]
     fn counts_codes_and_buckets() {
+        use ClientProtocol::*;
         let s = RequestStats::default();
-        s.record(200, Duration::from_micros(50));
-        s.record(200, Duration::from_millis(3));
-        s.record(418, Duration::from_secs(60));
-        assert_eq!(s.codes(), vec![(200, 2), (418, 1)]);
+        s.record(200, Duration::from_micros(50), Http1);
+        s.record(200, Duration::from_millis(3), Http1);
+        s.record(200, Duration::from_millis(3), Http2);
+        s.record(418, Duration::from_secs(60), Http2);
+        s.record_grpc(0);
+        s.record_grpc(14);
+        s.record_grpc(14);
+        s.record_grpc(99);
+        assert_eq!(
+            s.codes(),
+            vec![(Http1, 200, 2), (Http2, 200, 1), (Http2, 418, 1)]
+        );
+        assert_eq!(s.grpc_statuses(), vec![(0, 1), (2, 1), (14, 2)]);
         let mut out = String::new();
         render(&mut out, &[("api", "127.0.0.1:1", &s)]);
-        assert!(out.contains(
-            "lb_requests_total{backend=\"127.0.0.1:1\",code=\"200\",upstream=\"api\"} 2"
-        ));
+        for line in [
+            "lb_requests_total{backend=\"127.0.0.1:1\",code=\"200\",protocol=\"http1\",upstream=\"api\"} 2",
+            "lb_requests_total{backend=\"127.0.0.1:1\",code=\"418\",protocol=\"http2\",upstream=\"api\"} 1",
+            "lb_grpc_requests_total{backend=\"127.0.0.1:1\",grpc_status=\"14\",upstream=\"api\"} 2",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
         assert!(out.contains("le=\"0.0001\"} 1"));
-        assert!(out.contains("le=\"0.005\"} 2"));
-        assert!(out.contains("le=\"30\"} 2"));
-        assert!(out.contains("le=\"+Inf\"} 3"));
+        assert!(out.contains("le=\"0.005\"} 3"));
+        assert!(out.contains("le=\"30\"} 3"));
+        assert!(out.contains("le=\"+Inf\"} 4"));
     }
 }

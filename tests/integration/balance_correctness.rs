@@ -207,7 +207,7 @@ fn mid_body_failure_counts_against_the_backend() {
     // The backend sends a 200 head, then dies mid-body: the client sees an aborted response.
     assert!(c.send("GET", "/fault/close-mid-body", &[], b"").is_err());
     let want = format!(
-        "lb_requests_total{{backend=\"{}\",code=\"200\",upstream=\"api\"}} 1",
+        "lb_requests_total{{backend=\"{}\",code=\"200\",protocol=\"http1\",upstream=\"api\"}} 1",
         a.addr
     );
     let m = wait_for("the request to be counted", Duration::from_secs(5), || {

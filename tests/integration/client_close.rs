@@ -64,7 +64,7 @@ impl Setup {
 
     fn requests_total(&self, code: u16) -> u64 {
         let series = format!(
-            "lb_requests_total{{backend=\"{}\",code=\"{code}\",upstream=\"api\"}} ",
+            "lb_requests_total{{backend=\"{}\",code=\"{code}\",protocol=\"http1\",upstream=\"api\"}} ",
             self.backend.addr
         );
         self.lb

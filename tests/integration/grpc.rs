@@ -164,6 +164,18 @@ fn grpc_calls_pass_through_over_h2c_and_tls() {
         let r = call(target, "deadline", tls);
         assert_eq!(code(&r), "DEADLINE_EXCEEDED", "{r}");
     }
+    // The backends' own statuses are counted per backend: OK, and INVALID_ARGUMENT (3) twice.
+    let m = lb.metrics();
+    let count = |addr: &str, status: &str| -> u64 {
+        let prefix =
+            format!("lb_grpc_requests_total{{backend=\"{addr}\",grpc_status=\"{status}\",");
+        m.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(count(&g1.addr, "0") > 0 && count(&g2.addr, "0") > 0, "{m}");
+    assert_eq!(count(&g1.addr, "3") + count(&g2.addr, "3"), 2, "{m}");
     // Calls spread over both backends, on shared HTTP/2 connections.
     let r = call(&plain, "many", None);
     assert_eq!(r["count"], 200, "{r}");
@@ -244,6 +256,19 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true);
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
     assert!(out.contains("gRPC needs protocol = \"http2\""), "{out}");
+
+    // Counted by the client's protocol and the call's grpc-status (lb's own and the backend's).
+    let m = lb.metrics();
+    let has = |prefix: &str| m.lines().any(|l| l.starts_with(prefix));
+    assert!(
+        has("lb_grpc_requests_total{backend=\"\",grpc_status=\"14\",upstream=\"gone\"}"),
+        "{m}"
+    );
+    assert!(
+        has("lb_grpc_requests_total{backend=\"\",grpc_status=\"4\",upstream=\"slow\"}"),
+        "{m}"
+    );
+    assert!(m.contains("protocol=\"http2\""), "{m}");
 
     // gRPC over HTTP/1.1 gets a clear refusal.
     let out = curl_grpc(&url, "/lb.test.LoadTest/Process", None, b"x", false);

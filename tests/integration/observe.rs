@@ -107,7 +107,7 @@ upstream = "down"
     let (a, b) = (a.addr.to_string(), b.addr.to_string());
     let req = |up: &str, be: &str, code: u16| {
         m.get(&format!(
-            "lb_requests_total{{backend=\"{be}\",code=\"{code}\",upstream=\"{up}\"}}"
+            "lb_requests_total{{backend=\"{be}\",code=\"{code}\",protocol=\"http1\",upstream=\"{up}\"}}"
         ))
         .copied()
     };
@@ -255,6 +255,8 @@ fn access_log_lines() {
     assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
     assert!(first["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(first["protocol"], "http1");
+    assert!(first.get("grpc_status").is_none());
     let second: serde_json::Value = serde_json::from_str(lines.lines().nth(1).unwrap()).unwrap();
     assert_eq!(second["status"], 404);
 }

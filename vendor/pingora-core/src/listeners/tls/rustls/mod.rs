@@ -40,6 +40,10 @@ pub struct TlsSettings {
     offload_threadpool: Option<(usize, usize)>,
     /// lb patch: accept TLS 1.3 only.
     tls13_only: bool,
+    /// lb patch: the crypto provider (cipher suites, key exchange groups) instead of the
+    /// process default, and whether the server's cipher suite order wins over the client's.
+    provider: Option<Arc<pingora_rustls::CryptoProvider>>,
+    ignore_client_order: bool,
 }
 
 pub struct Acceptor {
@@ -65,7 +69,12 @@ impl TlsSettings {
         } else {
             &[&version::TLS12, &version::TLS13][..]
         };
-        let builder = ServerConfig::builder_with_protocol_versions(versions);
+        let builder = match self.provider {
+            Some(provider) => ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)
+                .expect("the provider supports the protocol versions"),
+            None => ServerConfig::builder_with_protocol_versions(versions),
+        };
         let builder = if let Some(verifier) = self.client_cert_verifier {
             builder.with_client_cert_verifier(verifier)
         } else {
@@ -100,6 +109,7 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        config.ignore_client_order = self.ignore_client_order;
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -114,6 +124,18 @@ impl TlsSettings {
     /// This effectively sets the ALPN to prefer HTTP/2 with HTTP/1.1 allowed
     pub fn enable_h2(&mut self) {
         self.set_alpn(ALPN::H2H1);
+    }
+
+    /// Use `provider` (cipher suites in its order, key exchange groups) and, with
+    /// `server_order`, choose the cipher suite by the server's order rather than the client's.
+    /// An lb patch.
+    pub fn set_crypto_provider(
+        &mut self,
+        provider: Arc<pingora_rustls::CryptoProvider>,
+        server_order: bool,
+    ) {
+        self.provider = Some(provider);
+        self.ignore_client_order = server_order;
     }
 
     /// Accept TLS 1.3 only (the default is TLS 1.2 and 1.3). An lb patch.
@@ -212,6 +234,8 @@ impl TlsSettings {
             callbacks: None,
             offload_threadpool: None,
             tls13_only: false,
+            provider: None,
+            ignore_client_order: false,
         })
     }
 
@@ -233,6 +257,8 @@ impl TlsSettings {
             callbacks: Some(callbacks),
             offload_threadpool: None,
             tls13_only: false,
+            provider: None,
+            ignore_client_order: false,
         })
     }
 }
