@@ -168,9 +168,11 @@ fn tls_settings(shared: &Shared, tls: &ServerTls) -> pingora_error::Result<TlsSe
 /// profile lists first.
 fn aes128_first() -> Option<Arc<CryptoProvider>> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| !s.suite().as_str().is_some_and(|n| n.contains("AES_128_GCM")));
+    provider.cipher_suites.sort_by_key(|s| {
+        !s.suite()
+            .as_str()
+            .is_some_and(|n| n.contains("AES_128_GCM"))
+    });
     Some(Arc::new(provider))
 }
 

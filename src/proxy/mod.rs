@@ -2,7 +2,8 @@
 //! layer ([`crate::edge::GuardedApp`]) hands every request to. For each request it reads the head
 //! into pingora-core's `ServerSession` (HTTP/1 now; the same session type carries HTTP/2 streams),
 //! runs the edge checks, routes, picks a backend with the upstream's balancer, takes an idle
-//! backend connection from [`pool`] (or opens one with pingora-core's `TransportConnector`),
+//! backend connection from [`pool`] (or opens one with pingora-core's `TransportConnector`; an
+//! HTTP/2 upstream gets a stream on a pooled HTTP/2 connection),
 //! forwards the exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
 //! answers errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
 //! backend read timeout).
@@ -12,8 +13,9 @@
 //! per-hook plumbing, no task or channel per request.
 //!
 //! Files: this one (reading the head, the request's course, the final answer and logging),
-//! [`forward`] (one attempt: request head, both bodies streamed at once, response head filter,
-//! upgrade tunnels), [`context`] (per-request state), [`retry`] (the retry decision, pure),
+//! [`forward`] (one attempt on an HTTP/1 connection or an HTTP/2 stream: request head, both
+//! bodies streamed at once, response head filter, trailers, upgrade tunnels), [`grpc`] (gRPC
+//! calls: deadlines and lb's own answers as `grpc-status`), [`context`] (per-request state), [`retry`] (the retry decision, pure),
 //! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`pool`] (idle
 //! backend connections per worker thread), [`stop`] (waking idle connections when the service
 //! stops). lb's own answers are built by [`crate::edge::answer`].

@@ -22,6 +22,16 @@ import h2.connection
 import h2.events
 
 
+def absorb(conn, data):
+    """Feeds what the server sent to the h2 state machine: (closed, goaway)."""
+    if not data:
+        return True, False
+    for ev in conn.receive_data(data):
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            return True, True
+    return False, False
+
+
 def main():
     host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     pause = float(sys.argv[4]) / 1000 if len(sys.argv) > 4 else 0.0
@@ -51,13 +61,7 @@ def main():
                 s.setblocking(False)
             sent += 1
             try:
-                data = s.recv(65536)
-                if not data:
-                    closed = True
-                    break
-                for ev in conn.receive_data(data):
-                    if isinstance(ev, h2.events.ConnectionTerminated):
-                        goaway = closed = True
+                closed, goaway = absorb(conn, s.recv(65536))
                 if closed:
                     break
             except BlockingIOError:
@@ -69,16 +73,8 @@ def main():
         s.setblocking(True)
         s.settimeout(3)
         try:
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    closed = True
-                    break
-                for ev in conn.receive_data(data):
-                    if isinstance(ev, h2.events.ConnectionTerminated):
-                        goaway = closed = True
-                if closed:
-                    break
+            while not closed:
+                closed, goaway = absorb(conn, s.recv(65536))
         except (socket.timeout, ConnectionResetError, h2.exceptions.ProtocolError) as e:
             closed = closed or not isinstance(e, socket.timeout)
     print(json.dumps({"sent": sent, "closed": closed, "goaway": goaway,

@@ -9,18 +9,8 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The test virtualenv's Python (scripts/setup.sh creates it with grpcio).
 fn python() -> PathBuf {
-    let venv = std::env::var_os("LB_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup.sh (or scripts/test.sh), which installs grpcio there",
-        py.display()
-    );
-    py
+    venv_python()
 }
 
 fn peer_script() -> PathBuf {

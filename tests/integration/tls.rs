@@ -417,14 +417,6 @@ fn check_reports_tls_problems_with_key_paths() {
     );
 }
 
-/// The test virtualenv's Python (scripts/setup.sh installs the `h2` library there).
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("LB_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
-    venv.join("bin/python")
-}
-
 /// tests/h2/rapid_reset.py against `addr`: `streams` opened and reset, `pause_ms` between the
 /// two; returns (streams sent before the connection closed, whether it closed).
 fn rapid_reset(addr: std::net::SocketAddr, streams: usize, pause_ms: u64) -> (u64, bool, String) {
@@ -482,4 +474,41 @@ fn http2_rapid_reset_floods_are_cut_off_while_other_clients_are_served() {
     let codes = served.join().unwrap();
     assert!(!codes.is_empty());
     assert!(codes.iter().all(|c| *c == 200), "other clients: {codes:?}");
+}
+
+#[test]
+fn https_to_http1_backends_verified_against_a_private_ca() {
+    let dir = temp_dir("tls-backend");
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    let (cert, key) = (dir.join("b.pem"), dir.join("b.key"));
+    ca.leaf_for(&["backend.internal"], "backend", 30, &cert, &key);
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let b = Backend::start_with("secure", &["--tls-cert", &c, "--tls-key", &k]);
+    let other = Ca::new();
+    let other_pem = dir.join("other.pem");
+    other.write(&other_pem);
+    let body = format!(
+        "[upstreams.good]\nbackends = [\"{a}\"]\n[upstreams.good.tls]\nsni = \"backend.internal\"\nca_file = \"{ca}\"\n\
+         [upstreams.good.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\n\
+         [upstreams.wrong]\nretries = 0\nbackends = [\"{a}\"]\n[upstreams.wrong.tls]\nsni = \"backend.internal\"\nca_file = \"{o}\"\n\
+         [[routes]]\npath_prefix = \"/wrong/\"\nupstream = \"wrong\"\n[[routes]]\nupstream = \"good\"\n",
+        a = b.addr,
+        ca = cacert.display(),
+        o = other_pem.display()
+    );
+    let lb = Lb::start(&body);
+    // The HTTP health check speaks TLS to it too.
+    assert_eq!(lb.backend_state("good", &b.addr.to_string()), "up");
+    let r = lb.get("/echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "secure");
+    // More requests over the pooled TLS connections.
+    for _ in 0..20 {
+        assert_eq!(lb.get("/").status, 200);
+    }
+    // A certificate the configured CA did not sign: the connection fails, 502.
+    let r = lb.get("/wrong/x");
+    assert_eq!(r.status, 502, "{}", r.text());
 }

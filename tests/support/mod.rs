@@ -734,3 +734,18 @@ pub fn write_file(path: &Path, text: &str) {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// The Python of the test virtualenv (`target/test-venv`, or `$LB_TEST_VENV`), where
+/// scripts/setup.sh installs grpcio and h2; a clear failure when it is missing.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("LB_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup.sh (or scripts/test.sh), which installs the test's Python packages there",
+        py.display()
+    );
+    py
+}

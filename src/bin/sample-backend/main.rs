@@ -7,7 +7,11 @@
 //! `Expect: 100-continue`, `Connection: close` and HTTP/1.0 (always closed).
 //! Malformed requests get 400, heads over 64 KiB get 431; both then close.
 //!
-//! Usage: `sample-backend --listen ADDR --name NAME [--delay DURATION] [--threads N]`
+//! Usage: `sample-backend --listen ADDR --name NAME [--delay DURATION] [--threads N]
+//! [--tls-cert PEM --tls-key PEM]`
+//!
+//! With `--tls-cert`/`--tls-key` it speaks HTTPS (HTTP/1.1 over TLS 1.2/1.3, ALPN `http/1.1`),
+//! the certificate loaded and checked by lb's own `tls` module.
 //!
 //! Every response carries `x-backend: NAME`. Endpoints (any method unless noted):
 //! - `/` → 200 `{"backend":NAME}`; `--delay` applies
@@ -67,6 +71,12 @@ struct Args {
     /// Number of tokio worker threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -84,15 +94,47 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A TLS acceptor for `cert`/`key`, or the problems found in them.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pingora_core::tls::TlsAcceptor, String> {
+    let now = lb::util::time::unix_ms() as i64 / 1000;
+    let (loaded, issues) = lb::tls::Certificate::load(cert, key, now);
+    let Some(loaded) = loaded else {
+        let all: Vec<String> = issues.into_iter().map(|i| i.message).collect();
+        return Err(all.join("; "));
+    };
+    pingora_core::tls::install_default_crypto_provider();
+    let resolver = std::sync::Arc::new(lb::tls::Resolver::new(Some(loaded.key)));
+    let mut config = pingora_core::tls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(pingora_core::tls::TlsAcceptor::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => match tls_acceptor(c, k) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("sample-backend: --tls-cert/--tls-key: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let res = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(args.threads))
         .enable_all()
         .build()
         .and_then(|rt| {
             let state = State::new(args.name, args.delay);
-            let res = rt.block_on(server::run(&args.listen, state));
+            let res = rt.block_on(server::run(&args.listen, state, tls));
             rt.shutdown_timeout(Duration::from_millis(100));
             res
         });

@@ -1,18 +1,19 @@
 //! The listener: binds, prints the ready line, accepts TCP connections and spawns a [`Conn`] per
-//! socket until SIGTERM or SIGINT. Another transport (TLS) plugs in here: accept, wrap the
-//! stream, hand it to the same connection loop.
+//! socket until SIGTERM or SIGINT. With TLS the accepted stream is wrapped (handshake on the
+//! connection's own task) and handed to the same connection loop.
 
 use std::io::{self, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora_core::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::conn::Conn;
 use crate::response::State;
 
 /// Binds `listen`, prints the ready line tests wait for, and serves until SIGTERM or SIGINT.
-pub async fn run(listen: &str, state: State) -> io::Result<()> {
+pub async fn run(listen: &str, state: State, tls: Option<TlsAcceptor>) -> io::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {listen}: {e}")))?;
@@ -21,7 +22,7 @@ pub async fn run(listen: &str, state: State) -> io::Result<()> {
     println!("sample-backend {} listening on {addr}", state.name);
     io::stdout().flush()?;
     tokio::select! {
-        res = accept_loop(listener, state) => res,
+        res = accept_loop(listener, state, tls) => res,
         res = shutdown_signal() => res,
     }
 }
@@ -37,13 +38,26 @@ async fn shutdown_signal() -> io::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) -> io::Result<()> {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+) -> io::Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
-                tokio::spawn(async move { Conn::new(stream).run(&state).await });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => Conn::new(stream).run(&state).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => Conn::new(stream).run(&state).await,
+                            Err(_) => Ok(()), // a failed handshake: nothing to answer
+                        },
+                    }
+                });
             }
             Err(e) => {
                 // Typically EMFILE under overload: back off instead of spinning.
