@@ -52,7 +52,8 @@
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
 //!    [`proxy::forward`] streams both bodies in one `select!` loop on the request's task (101 →
 //!    byte tunnel; on an HTTP/2 backend, one stream of a pooled connection, trailers included;
-//!    gRPC calls get lb's own failures as `grpc-status`, [`proxy::grpc`]). Failed attempts go to [`health::passive_failure`] and are retried on other
+//!    gRPC calls get lb's own failures as `grpc-status`, [`proxy::grpc`]). Failed attempts go
+//!    to [`health::passive_failure`] and are retried on other
 //!    backends within `retries` ([`proxy::retry`]).
 //! 5. The answer streams back with hop-by-hop headers stripped; the outcome is recorded in the
 //!    backend's [`state::stats::RequestStats`] (rendered by [`observe::metrics`] at scrape time)

@@ -23,6 +23,7 @@ use crate::config::{CheckKind, HealthCheckConfig, Protocol};
 use crate::runtime::Shared;
 use crate::state::backend::{BackendState, Health};
 use crate::state::registry::BackendKey;
+use crate::util::proto::{put_varint, varint};
 
 /// Result of one active check.
 pub type CheckResult = Result<(), String>;
@@ -151,14 +152,6 @@ fn grpc_health_request(service: &str) -> Bytes {
     Bytes::from(framed)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// `HealthCheckResponse { ServingStatus status = 1; }` from one framed message: the status
 /// (0 when absent, as protobuf defaults), `None` when the bytes are not such a message.
 fn grpc_serving_status(framed: &[u8]) -> Option<u64> {
@@ -183,19 +176,6 @@ fn grpc_serving_status(framed: &[u8]) -> Option<u64> {
         msg = after;
     }
     Some(status)
-}
-
-fn varint(mut bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first()?;
-        bytes = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some((v, bytes));
-        }
-    }
-    None
 }
 
 /// An HTTP/1.1 check over `stream`: the status of the answer to `req`.

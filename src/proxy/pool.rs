@@ -3,7 +3,7 @@
 //! thread-local `Vec` push/pop under the backend's pool key (computed once per snapshot), with no
 //! lock and no watcher task per request (pingora-core's pool has both).
 //!
-//! HTTP/2 backend connections carry many requests at once, so they are not taken out: [`h2`]
+//! HTTP/2 backend connections carry many requests at once, so they are not taken out: `h2`
 //! keeps each worker's open connections per backend and hands out streams on the first one with
 //! room, opening another when all are full.
 //!

@@ -1,5 +1,6 @@
-//! Small leaf helpers every layer may use: clocks ([`time`]) and hashing ([`hash`]). Nothing here
-//! knows about lb's config or state.
+//! Small leaf helpers every layer may use: clocks ([`time`]), hashing ([`hash`]) and protobuf
+//! varints ([`proto`]). Nothing here knows about lb's config or state.
 
 pub mod hash;
+pub mod proto;
 pub mod time;

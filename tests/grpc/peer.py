@@ -14,7 +14,8 @@ Methods work on raw bytes (identity serializers), so no .proto or protoc is need
   peer.py server --port P --name N [--cert F --key F]
   peer.py client --target HOST:PORT [--ca F] [--authority NAME] CASE
       prints one JSON line: {"ok": ..., ...} per CASE (unary, stream, chat, fail, deadline,
-      unavailable, many, down)
+      unavailable, many, down; sb-unary, sb-stream, sb-chat, sb-health against sample-backend's
+      lb.LoadTest API)
 """
 
 import argparse
@@ -104,6 +105,47 @@ def code_of(e):
     return {"code": e.code().name, "details": e.details()}
 
 
+def reply_fields(msg):
+    """Decodes lb.LoadTestReply { string backend = 1; uint64 bytes = 2; string checksum = 3 }."""
+    out, i = {}, 0
+    while i < len(msg):
+        key = msg[i]
+        i += 1
+        value, shift = 0, 0
+        while True:
+            b = msg[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        if key & 7 == 2:
+            out[key >> 3] = msg[i : i + value].decode()
+            i += value
+        else:
+            out[key >> 3] = value
+    return {"backend": out.get(1), "bytes": out.get(2), "checksum": out.get(3)}
+
+
+def sample_backend(ch, case):
+    """Calls lb's sample-backend gRPC API (src/bin/sample-backend/loadtest.proto)."""
+    svc = "/lb.LoadTest/"
+    if case == "unary":
+        r = ch.unary_unary(svc + "Process", ident, ident)(b"\x0a\x05hello", timeout=10)
+        return {"reply": reply_fields(r)}
+    if case == "stream":
+        call = ch.unary_stream(svc + "ProcessStream", ident, ident)
+        return {"replies": [reply_fields(r) for r in call(b"\x08\x03\x12\x02hi", timeout=10)]}
+    if case == "chat":
+        call = ch.stream_stream(svc + "Chat", ident, ident)
+        msgs = (b"\x0a" + bytes([len(p)]) + p for p in (b"a", b"bb", b"ccc"))
+        return {"replies": [reply_fields(r) for r in call(msgs, timeout=10)]}
+    if case == "health":
+        r = ch.unary_unary("/grpc.health.v1.Health/Check", ident, ident)(b"", timeout=10)
+        return {"serving": r == b"\x08\x01"}
+    raise SystemExit(f"unknown sample-backend case {case}")
+
+
 def expect_error(out, call):
     """Records the status of a call that must fail (ok = false when it succeeds)."""
     try:
@@ -146,6 +188,8 @@ def client(args):
                     state["got"].append(r.decode())
                     cond.notify_all()
             out["replies"] = state["got"]
+        elif args.case.startswith("sb-"):
+            out.update(sample_backend(ch, args.case[3:]))
         elif args.case == "down":
             uu("Down")(b"", timeout=10)
         elif args.case == "fail":

@@ -383,3 +383,55 @@ fn check_reports_backend_protocol_problems_with_key_paths() {
         "{out}"
     );
 }
+
+#[test]
+fn sample_backend_speaks_grpc_over_h2c_behind_lb() {
+    let (dir, _ca, _cacert) = setup("grpc-sample");
+    let (sb1, sb2) = (
+        Backend::start_with("sb1", &["--h2c"]),
+        Backend::start_with("sb2", &["--h2c"]),
+    );
+    let upstreams = format!(
+        "[upstreams.grpc]\nprotocol = \"http2\"\nbackends = [\"{}\", \"{}\"]\n\
+         [upstreams.grpc.health_check]\ntype = \"grpc\"\ninterval = \"200ms\"\nunhealthy_threshold = 1\n",
+        sb1.addr, sb2.addr
+    );
+    let (lb, _) = start_lb(&dir, &upstreams);
+    let target = lb.addr.to_string();
+    let r = call(&target, "sb-unary", None);
+    let reply = &r["reply"];
+    assert_eq!(reply["bytes"], 5, "{r}");
+    // FNV-1a 64 of "hello", as POST /loadTest reports it.
+    assert_eq!(reply["checksum"], "a430d84680aabd0b", "{r}");
+    let r = call(&target, "sb-stream", None);
+    assert_eq!(r["replies"].as_array().map(Vec::len), Some(3), "{r}");
+    let r = call(&target, "sb-chat", None);
+    let sizes: Vec<u64> = r["replies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .filter_map(|v| v["bytes"].as_u64())
+        .collect();
+    assert_eq!(sizes, [1, 2, 3], "{r}");
+    // Its health follows /healthz: flipped over HTTP/2 by curl, seen by lb's gRPC check.
+    assert_eq!(
+        call(&sb1.addr.to_string(), "sb-health", None)["serving"],
+        true
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-X", "POST"])
+        .arg(format!("http://{}/control/health/down", sb1.addr))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"healthy\":false"));
+    assert_eq!(
+        call(&sb1.addr.to_string(), "sb-health", None)["serving"],
+        false
+    );
+    wait_for("sb1 down", Duration::from_secs(10), || {
+        (lb.backend_state("grpc", &sb1.addr.to_string()) == "down").then_some(())
+    });
+    for _ in 0..4 {
+        assert_eq!(call(&target, "sb-unary", None)["reply"]["backend"], "sb2");
+    }
+}

@@ -8,10 +8,14 @@
 //! Malformed requests get 400, heads over 64 KiB get 431; both then close.
 //!
 //! Usage: `sample-backend --listen ADDR --name NAME [--delay DURATION] [--threads N]
-//! [--tls-cert PEM --tls-key PEM]`
+//! [--tls-cert PEM --tls-key PEM] [--h2c]`
 //!
-//! With `--tls-cert`/`--tls-key` it speaks HTTPS (HTTP/1.1 over TLS 1.2/1.3, ALPN `http/1.1`),
-//! the certificate loaded and checked by lb's own `tls` module.
+//! With `--tls-cert`/`--tls-key` it speaks HTTPS: HTTP/2 or HTTP/1.1 by ALPN, over TLS 1.2/1.3,
+//! the certificate loaded and checked by lb's own `tls` module. `--h2c` makes a plain listener
+//! speak cleartext HTTP/2 (prior knowledge) instead of HTTP/1.1. Over HTTP/2 the same endpoints
+//! answer, and gRPC calls reach the `lb.LoadTest` service (`loadtest.proto`: unary `Process`,
+//! server-streaming `ProcessStream`, bidirectional `Chat`) and `grpc.health.v1.Health/Check`,
+//! which `POST /control/health/down` flips to `NOT_SERVING` ([`h2srv`]).
 //!
 //! Every response carries `x-backend: NAME`. Endpoints (any method unless noted):
 //! - `/` → 200 `{"backend":NAME}`; `--delay` applies
@@ -37,6 +41,7 @@
 mod conn;
 mod control;
 mod faults;
+mod h2srv;
 mod head;
 mod response;
 mod routes;
@@ -77,6 +82,9 @@ struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Speak cleartext HTTP/2 (prior knowledge) instead of HTTP/1.1 on a plain listener.
+    #[arg(long, conflicts_with = "tls_cert")]
+    h2c: bool,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -110,7 +118,7 @@ fn tls_acceptor(
     let mut config = pingora_core::tls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(pingora_core::tls::TlsAcceptor::from(std::sync::Arc::new(
         config,
     )))
@@ -134,7 +142,12 @@ fn main() -> ExitCode {
         .build()
         .and_then(|rt| {
             let state = State::new(args.name, args.delay);
-            let res = rt.block_on(server::run(&args.listen, state, tls));
+            let transport = match tls {
+                Some(t) => server::Transport::Tls(t),
+                None if args.h2c => server::Transport::H2c,
+                None => server::Transport::Plain,
+            };
+            let res = rt.block_on(server::run(&args.listen, state, transport));
             rt.shutdown_timeout(Duration::from_millis(100));
             res
         });

@@ -10,10 +10,22 @@ use pingora_core::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::conn::Conn;
+use crate::h2srv;
 use crate::response::State;
 
 /// Binds `listen`, prints the ready line tests wait for, and serves until SIGTERM or SIGINT.
-pub async fn run(listen: &str, state: State, tls: Option<TlsAcceptor>) -> io::Result<()> {
+/// What a connection speaks.
+#[derive(Clone)]
+pub enum Transport {
+    /// HTTP/1.1.
+    Plain,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+    /// TLS, then HTTP/2 or HTTP/1.1 by ALPN.
+    Tls(TlsAcceptor),
+}
+
+pub async fn run(listen: &str, state: State, transport: Transport) -> io::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {listen}: {e}")))?;
@@ -22,7 +34,7 @@ pub async fn run(listen: &str, state: State, tls: Option<TlsAcceptor>) -> io::Re
     println!("sample-backend {} listening on {addr}", state.name);
     io::stdout().flush()?;
     tokio::select! {
-        res = accept_loop(listener, state, tls) => res,
+        res = accept_loop(listener, state, transport) => res,
         res = shutdown_signal() => res,
     }
 }
@@ -41,21 +53,31 @@ async fn shutdown_signal() -> io::Result<()> {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<State>,
-    tls: Option<TlsAcceptor>,
+    transport: Transport,
 ) -> io::Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
-                let tls = tls.clone();
+                let transport = transport.clone();
                 tokio::spawn(async move {
-                    match tls {
-                        None => Conn::new(stream).run(&state).await,
-                        Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => Conn::new(stream).run(&state).await,
-                            Err(_) => Ok(()), // a failed handshake: nothing to answer
-                        },
+                    match transport {
+                        Transport::Plain => {
+                            let _ = Conn::new(stream).run(&state).await;
+                        }
+                        Transport::H2c => h2srv::serve(stream, state).await,
+                        Transport::Tls(tls) => {
+                            // A failed handshake has nothing to answer.
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                h2srv::serve(stream, state).await;
+                            } else {
+                                let _ = Conn::new(stream).run(&state).await;
+                            }
+                        }
                     }
                 });
             }
