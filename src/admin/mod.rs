@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::services::listening::Service;
 use serde_json::Value;
@@ -61,17 +62,27 @@ pub fn service(shared: Arc<Shared>, settings: &AdminSettings) -> Service<Admin> 
     let mut svc = Service::new("lb admin".to_string(), Admin::new(shared));
     svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
     let addr = settings.listen.to_string();
+    // IPv6 listeners are v6-only, like the proxy's (see `config::listeners`); the option is for
+    // IPv6 sockets only.
+    let options = settings.listen.is_ipv6().then(|| {
+        let mut o = TcpSocketOptions::default();
+        o.ipv6_only = Some(true);
+        o
+    });
     if settings.tls.is_some() {
         // Empty paths: the resolver supplies the certificate, rustls never reads files here.
         match TlsSettings::intermediate("", "") {
             Ok(mut tls) => {
                 tls.set_cert_resolver(resolver);
-                svc.add_tls_with_settings(&addr, None, tls);
+                svc.add_tls_with_settings(&addr, options, tls);
             }
             Err(e) => tracing::error!("admin listener: cannot set up TLS: {e}"),
         }
     } else {
-        svc.add_tcp(&addr);
+        match options {
+            Some(o) => svc.add_tcp_with_settings(&addr, o),
+            None => svc.add_tcp(&addr),
+        }
     }
     svc
 }

@@ -1,15 +1,17 @@
 //! When two listening addresses would collide. Kept in one place: the answer depends on socket
-//! options lb sets (today an IPv6 wildcard listener is dual-stack, i.e. not `IPV6_V6ONLY`).
+//! options lb sets (IPv6 listeners are `IPV6_V6ONLY`, as NGINX's, so `[::]:443` and
+//! `0.0.0.0:443` can both be listed).
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Whether an IPv6 wildcard listener (`[::]`) also accepts IPv4 connections. True today: lb
-/// leaves `IPV6_V6ONLY` at the Linux default (off), so `[::]:80` takes `0.0.0.0:80` as well.
-pub const V6_WILDCARD_IS_DUAL_STACK: bool = true;
+/// Whether an IPv6 wildcard listener (`[::]`) also accepts IPv4 connections. False: lb sets
+/// `IPV6_V6ONLY` on every IPv6 listener (proxy, HTTPS and admin), so `[::]:80` leaves
+/// `0.0.0.0:80` free.
+pub const V6_WILDCARD_IS_DUAL_STACK: bool = false;
 
 /// True when `a` and `b` cannot both be bound: the same port and the same IP, or one of them is
-/// a wildcard covering the other (`0.0.0.0` covers every IPv4 address, `[::]` every IPv6 one and,
-/// while dual-stack, every IPv4 one too). Port 0 (any free port) never collides.
+/// a wildcard covering the other (`0.0.0.0` covers every IPv4 address, `[::]` every IPv6 one,
+/// and IPv4 ones too if it were dual-stack). Port 0 (any free port) never collides.
 pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
@@ -49,8 +51,6 @@ mod tests {
         assert!(o("0.0.0.0:80", "127.0.0.1:80"));
         assert!(o("0.0.0.0:80", "0.0.0.0:80"));
         assert!(o("[::]:80", "[::1]:80"));
-        assert!(o("[::]:80", "0.0.0.0:80"));
-        assert!(o("[::]:80", "10.0.0.1:80"));
         assert!(o("[::ffff:127.0.0.1]:80", "127.0.0.1:80"));
     }
 
@@ -61,5 +61,8 @@ mod tests {
         assert!(!o("0.0.0.0:80", "[::1]:80"));
         assert!(!o("[::1]:80", "127.0.0.1:80"));
         assert!(!o("127.0.0.1:0", "127.0.0.1:0"));
+        // IPv6 listeners are v6-only: the two wildcards side by side, as in NGINX.
+        assert!(!o("[::]:80", "0.0.0.0:80"));
+        assert!(!o("[::]:80", "10.0.0.1:80"));
     }
 }

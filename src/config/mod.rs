@@ -492,7 +492,23 @@ impl Config {
         use std::fmt::Write;
         let mut s = String::new();
         let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
-        let _ = writeln!(s, "listeners: {}", listen.join(", "));
+        let h2c = if self.server.h2c { " (h2c too)" } else { "" };
+        let _ = writeln!(s, "listeners: {}{h2c}", listen.join(", "));
+        if let Some(tls) = &self.server.tls {
+            let listen: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
+            let names: Vec<String> = tls.certificates.iter().map(|c| c.names.join(" ")).collect();
+            let alpn = if tls.http2 {
+                "h2, http/1.1"
+            } else {
+                "http/1.1"
+            };
+            let _ = writeln!(
+                s,
+                "https listeners: {} ({alpn}; certificates: {})",
+                listen.join(", "),
+                names.join(" | ")
+            );
+        }
         if let Some(admin) = &self.admin {
             let _ = writeln!(s, "admin: {}", admin.summary());
         }

@@ -111,8 +111,8 @@ fn overlapping_listeners_are_check_errors() {
             "server.listen[1]: overlaps server.listen[0] (127.0.0.1:8080)",
         ),
         (
-            "listen = [\"0.0.0.0:8080\", \"[::]:8080\"]\n",
-            "server.listen[1]: overlaps server.listen[0] (0.0.0.0:8080)",
+            "listen = [\"[::1]:8080\", \"[::]:8080\"]\n",
+            "server.listen[1]: overlaps server.listen[0] ([::1]:8080)",
         ),
         (
             "listen = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]\n",
@@ -127,6 +127,11 @@ fn overlapping_listeners_are_check_errors() {
     let (ok, out) = check_config(&format!(
         "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.2:8080\", \"[::1]:8080\"]\n\
          [admin]\nlisten = \"127.0.0.1:9090\"\n{up}"
+    ));
+    assert!(ok, "{out}");
+    // IPv6 listeners are v6-only: both wildcards on one port, as in NGINX.
+    let (ok, out) = check_config(&format!(
+        "[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8080\"]\n{up}"
     ));
     assert!(ok, "{out}");
 }

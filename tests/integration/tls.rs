@@ -363,12 +363,14 @@ fn check_reports_tls_problems_with_key_paths() {
     // soon are warnings.
     let good = tls_config(
         &format!(
-            "listen = [\"127.0.0.1:8443\", \"[::1]:8443\"]\ncertificates = [{{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }}, {{ cert = \"{d}/ab.pem\", key = \"{d}/ab.key\" }}, {{ cert = \"{d}/soon.pem\", key = \"{d}/soon.key\" }}]"
+            "listen = [\"0.0.0.0:8443\", \"[::]:8443\"]\ncertificates = [{{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }}, {{ cert = \"{d}/ab.pem\", key = \"{d}/ab.key\" }}, {{ cert = \"{d}/soon.pem\", key = \"{d}/soon.key\" }}]"
         ),
         "",
     );
     let (ok, out) = check_config(&good);
     assert!(ok, "{out}");
+    // IPv6 listeners are v6-only, so both wildcards can be listed, as in NGINX.
+    assert!(out.contains("https listeners: 0.0.0.0:8443, [::]:8443 (h2, http/1.1; certificates: a.test | a.test b.test | soon.test)"), "{out}");
     assert!(
         out.contains("server.tls.certificates[1].cert: warning: a.test is also covered by server.tls.certificates[0]"),
         "{out}"
