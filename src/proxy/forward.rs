@@ -342,6 +342,10 @@ pub(super) async fn h2(
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
                         resp.reserve(2);
+                        if !matches!(session, ServerSession::H2(_)) {
+                            // An HTTP/1 client gets an HTTP/1.1 status line.
+                            resp.set_version(http::Version::HTTP_11);
+                        }
                         if status >= 200 {
                             health::passive_response(
                                 report.shared,

@@ -413,6 +413,10 @@ fn sample_backend_speaks_grpc_over_h2c_behind_lb() {
         .filter_map(|v| v["bytes"].as_u64())
         .collect();
     assert_eq!(sizes, [1, 2, 3], "{r}");
+    // Plain HTTP/1.1 clients reach the same HTTP/2 backends (any combination of legs).
+    let r = lb.get("/echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"backend\":\"sb"), "{}", r.text());
     // Its health follows /healthz: flipped over HTTP/2 by curl, seen by lb's gRPC check.
     assert_eq!(
         call(&sb1.addr.to_string(), "sb-health", None)["serving"],
