@@ -21,7 +21,7 @@
 //!  state       per-backend state (health, in-flight, counters), the registry, stats
 //!  config      file structs → validated runtime types, every problem with its key path
 //!  tls         certificate files loaded and checked; swappable certificates (one, or chosen by SNI)
-//!  util        clocks, hashing
+//!  util        clocks, hashing, protobuf varints
 //! ```
 //!
 //! Reports that go up the stack at run time (a failed attempt ejecting a backend, an answer
