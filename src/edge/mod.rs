@@ -50,8 +50,8 @@
 //!
 //! Files: [`head`] (the pure request-head checks and the incremental head scan), [`conn`] (the
 //! guarded client stream), [`accept`] (the listening app: connection cap, shedding, lingering
-//! close, the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks and the connection/request signalling),
-//! [`answer`] (lb's own answers, for both layers and for the proxy).
+//! close, the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks and
+//! the connection/request signalling), [`answer`] (lb's own answers, for both layers and for the proxy).
 
 pub mod accept;
 pub mod answer;

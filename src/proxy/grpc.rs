@@ -22,14 +22,17 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// A gRPC request: `content-type: application/grpc` or `application/grpc+FORMAT` (gRPC-Web,
-/// which carries its trailers in the body, is plain HTTP to lb).
+/// A gRPC request: a `POST` with `content-type: application/grpc` or `application/grpc+FORMAT`
+/// (gRPC-Web, which carries its trailers in the body, is plain HTTP to lb). Other methods cost
+/// no header lookup.
 pub fn is_grpc(req: &RequestHeader) -> bool {
-    req.headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("application/grpc"))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+    req.method == http::Method::POST
+        && req
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("application/grpc"))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
 }
 
 /// The call's deadline from `grpc-timeout` (`1..=99999999` and a unit `H M S m u n`); `None`
@@ -129,6 +132,10 @@ mod tests {
         assert!(is_grpc(&req(&[("content-type", "application/grpc+proto")])));
         assert!(!is_grpc(&req(&[("content-type", "application/grpc-web")])));
         assert!(!is_grpc(&req(&[("content-type", "application/json")])));
+        let mut get = RequestHeader::build("GET", b"/pkg.Svc/Call", None).unwrap();
+        get.append_header("content-type", "application/grpc")
+            .unwrap();
+        assert!(!is_grpc(&get), "gRPC calls are POSTs");
         let d = |v| deadline(&req(&[("grpc-timeout", v)]));
         assert_eq!(d("250m"), Some(Duration::from_millis(250)));
         assert_eq!(d("2S"), Some(Duration::from_secs(2)));

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn python() -> PathBuf {
-    venv_python()
-}
-
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/peer.py")
 }
@@ -26,7 +22,7 @@ struct GrpcServer {
 impl GrpcServer {
     fn start(name: &str, tls: Option<(&Path, &Path)>) -> GrpcServer {
         let port = free_port();
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(venv_python());
         cmd.arg(peer_script())
             .args(["server", "--port", &port.to_string(), "--name", name]);
         if let Some((cert, key)) = tls {
@@ -54,7 +50,7 @@ impl Drop for GrpcServer {
 
 /// Runs one client case (see peer.py) against `target`; returns its JSON line.
 fn call(target: &str, case: &str, tls: Option<(&str, &str)>) -> serde_json::Value {
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(venv_python());
     cmd.arg(peer_script()).args(["client", "--target", target]);
     if let Some((ca, authority)) = tls {
         cmd.args(["--ca", ca, "--authority", authority]);
@@ -105,7 +101,7 @@ fn setup(tag: &str) -> (PathBuf, Ca, String) {
 
 /// [`call`] over h2c with `:authority` `authority`.
 fn call_as(target: &str, case: &str, authority: &str) -> serde_json::Value {
-    let out = Command::new(python())
+    let out = Command::new(venv_python())
         .arg(peer_script())
         .args(["client", "--target", target, "--authority", authority, case])
         .output()
@@ -174,7 +170,14 @@ fn grpc_calls_pass_through_over_h2c_and_tls() {
 
 /// curl's view of a unary gRPC call (`body` framed as one message): its status line and headers
 /// (a trailers-only answer has `grpc-status` there). `host` sets `:authority`/`Host`.
-fn curl_grpc(url: &str, path: &str, host: Option<&str>, body: &[u8], http2: bool) -> String {
+fn curl_grpc(
+    url: &str,
+    path: &str,
+    host: Option<&str>,
+    body: &[u8],
+    http2: bool,
+    headers: &[&str],
+) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let file = std::env::temp_dir().join(format!("lb-grpc-body-{}-{n}", std::process::id()));
@@ -188,6 +191,9 @@ fn curl_grpc(url: &str, path: &str, host: Option<&str>, body: &[u8], http2: bool
     }
     if let Some(h) = host {
         cmd.args(["-H", &format!("host: {h}")]);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
     }
     let out = cmd
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
@@ -224,7 +230,7 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     let url = format!("http://{}", lb.addr);
 
     // lb's read_timeout ran out: DEADLINE_EXCEEDED, as HTTP 200 + application/grpc.
-    let out = curl_grpc(&url, "/lb.test.LoadTest/Slow", None, b"3000", true);
+    let out = curl_grpc(&url, "/lb.test.LoadTest/Slow", None, b"3000", true, &[]);
     assert!(out.starts_with("HTTP/2 200"), "{out}");
     assert!(out.contains("content-type: application/grpc"), "{out}");
     assert!(out.contains("grpc-status: 4\r\n"), "{out}");
@@ -237,13 +243,14 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
         Some("gone.test"),
         b"x",
         true,
+        &[],
     );
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
     let r = call_as(&lb.addr.to_string(), "unavailable", "gone.test");
     assert_eq!(code(&r), "UNAVAILABLE", "{r}");
 
     // A gRPC call routed to an HTTP/1 upstream would lose its trailers: refused, UNAVAILABLE.
-    let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true);
+    let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true, &[]);
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
     assert!(out.contains("gRPC needs protocol = \"http2\""), "{out}");
 
@@ -261,7 +268,7 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     assert!(m.contains("protocol=\"http2\""), "{m}");
 
     // gRPC over HTTP/1.1 gets a clear refusal.
-    let out = curl_grpc(&url, "/lb.test.LoadTest/Process", None, b"x", false);
+    let out = curl_grpc(&url, "/lb.test.LoadTest/Process", None, b"x", false, &[]);
     assert!(out.starts_with("HTTP/1.1 426"), "{out}");
     assert!(out.contains("gRPC needs HTTP/2"), "{out}");
 }
@@ -310,10 +317,10 @@ fn http2_to_backends_over_tls_verified_against_a_private_ca() {
     // A backend certificate the configured CA did not sign: no connection, UNAVAILABLE.
     let url = format!("http://{}", lb.addr);
     let path = "/lb.test.LoadTest/Process";
-    let out = curl_grpc(&url, path, Some("wrong.test"), b"x", true);
+    let out = curl_grpc(&url, path, Some("wrong.test"), b"x", true, &[]);
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
     // verify = false accepts it (and was warned about).
-    let out = curl_grpc(&url, path, Some("unverified.test"), b"x", true);
+    let out = curl_grpc(&url, path, Some("unverified.test"), b"x", true, &[]);
     assert!(out.contains("HTTP/2 200"), "{out}");
     assert!(!out.contains("grpc-status: 14"), "{out}");
 }
@@ -438,4 +445,36 @@ fn sample_backend_speaks_grpc_over_h2c_behind_lb() {
     for _ in 0..4 {
         assert_eq!(call(&target, "sb-unary", None)["reply"]["backend"], "sb2");
     }
+}
+
+#[test]
+fn lb_enforces_the_calls_grpc_timeout_on_backends_that_do_not() {
+    let (dir, _ca, _cacert) = setup("grpc-deadline");
+    // sample-backend ignores grpc-timeout and answers Process after 2 s.
+    let sb = Backend::start_with("late", &["--h2c", "--delay", "2s"]);
+    let upstreams = format!(
+        "[upstreams.grpc]\nprotocol = \"http2\"\nbackends = [\"{}\"]\n",
+        sb.addr
+    );
+    let (lb, _) = start_lb(&dir, &upstreams);
+    let url = format!("http://{}", lb.addr);
+    let path = "/lb.LoadTest/Process";
+    // Without a deadline the call completes, late (lb's read_timeout is 30 s).
+    let t = std::time::Instant::now();
+    let out = curl_grpc(&url, path, None, b"\x0a\x01x", true, &[]);
+    assert!(out.contains("grpc-status: 0"), "{out}");
+    assert!(t.elapsed() >= Duration::from_secs(2));
+    // With grpc-timeout: 300m lb ends it at 300 ms with DEADLINE_EXCEEDED.
+    let t = std::time::Instant::now();
+    let out = curl_grpc(
+        &url,
+        path,
+        None,
+        b"\x0a\x01x",
+        true,
+        &["grpc-timeout: 300m"],
+    );
+    let took = t.elapsed();
+    assert!(out.contains("grpc-status: 4\r\n"), "{out}");
+    assert!(took < Duration::from_millis(1500), "{took:?}: {out}");
 }

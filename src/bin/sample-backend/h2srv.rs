@@ -159,6 +159,9 @@ mod grpc {
         let status = match path.as_str() {
             "/lb.LoadTest/Process" => match messages.next(&mut body).await {
                 Some(m) => {
+                    // `--delay` applies, as to `POST /loadTest` (and no `grpc-timeout` is
+                    // honoured: the caller's deadline is lb's to enforce).
+                    tokio::time::sleep(st.delay).await;
                     let _ = out.send_data(frame(&reply(st, payload(&m))), false);
                     0
                 }

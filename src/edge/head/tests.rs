@@ -300,3 +300,45 @@ proptest! {
         prop_assert_eq!(check_head(bad.as_bytes(), &limits()).map(|_| ()).unwrap_err().status, 400, "{:?}", bad);
     }
 }
+
+#[test]
+fn http2_heads_are_checked_for_target_fields_and_length() {
+    let l = Limits {
+        max_uri_bytes: 16,
+        max_headers: 2,
+        max_body_bytes: 100,
+        ..limits()
+    };
+    let fields = |pairs: &[(&'static str, &'static str)]| {
+        let mut m = http::HeaderMap::new();
+        for (n, v) in pairs {
+            m.append(*n, http::HeaderValue::from_static(v));
+        }
+        m
+    };
+    let ok = check_h2_head("/a", &fields(&[("content-length", "5")]), &l).unwrap();
+    assert_eq!((ok.content_length, ok.chunked), (Some(5), false));
+    // No length: the body is counted as it arrives.
+    assert!(check_h2_head("/a", &fields(&[]), &l).unwrap().chunked);
+    let status = |r: Result<HeadInfo, Reject>| r.unwrap_err().status;
+    assert_eq!(
+        status(check_h2_head("/a-target-longer-than-16", &fields(&[]), &l)),
+        414
+    );
+    let many = fields(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    assert_eq!(status(check_h2_head("/a", &many, &l)), 431);
+    assert_eq!(
+        status(check_h2_head(
+            "/a",
+            &fields(&[("content-length", "101")]),
+            &l
+        )),
+        413
+    );
+    assert_eq!(
+        status(check_h2_head("/a", &fields(&[("content-length", "x")]), &l)),
+        400
+    );
+    let two = fields(&[("content-length", "1"), ("content-length", "1")]);
+    assert_eq!(status(check_h2_head("/a", &two, &l)), 400);
+}
