@@ -18,7 +18,7 @@ LAYERS = [
     ["snapshot"],
     ["observe"],
     ["runtime"],
-    ["health"],
+    ["health", "discovery"],
     ["edge"],
     ["proxy"],
     ["reload"],

@@ -66,6 +66,14 @@ ensure_h2load() {
 # (tests/h2/rapid_reset.py).
 LB_TEST_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
 export LB_TEST_VENV
+ensure_dnsmasq() {
+  # A real DNS server for the discovery tests (tests/integration/discovery.rs).
+  command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] && return 0
+  echo "setup: installing dnsmasq-base (DNS server for the discovery tests)..." >&2
+  apt_install dnsmasq-base || echo "setup: could not install dnsmasq-base; run: sudo apt-get install -y dnsmasq-base" >&2
+  return 0
+}
+
 ensure_test_venv() {
   "$LB_TEST_VENV/bin/python" -c "import grpc, h2" >/dev/null 2>&1 && return 0
   echo "setup: creating $LB_TEST_VENV with grpcio and h2 (test clients and servers)..." >&2
@@ -84,5 +92,6 @@ if [ "${LB_SETUP_BROWSER:-}" = 1 ]; then
   ensure_browser
   ensure_curl
   ensure_h2load
+  ensure_dnsmasq
   ensure_test_venv
 fi

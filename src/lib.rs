@@ -14,6 +14,7 @@
 //!  edge        client connections (HTTP/1 keep-alive loop, HTTP/2 and h2c) and request heads:
 //!              limits, refusals, paths
 //!  health      active checks, passive ejection, state-change announcements
+//!  discovery   DNS discovery: `resolve = true` names and SRV entries followed (hickory-resolver)
 //!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
 //!  observe     Prometheus metrics, JSON access log, logging
 //!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
@@ -70,6 +71,8 @@
 //!
 //! # Where state lives
 //!
+//! - Per discovered entry (`resolve = true`, `srv`), keyed by (upstream, entry): the addresses
+//!   DNS gave ([`state::discovery`]), each of which is then a backend keyed by (upstream, ip:port).
 //! - Per backend, keyed by (upstream, address): [`state::backend::BackendState`] in an `Arc` in
 //!   the registry — health, in-flight count, passive-failure run, ejection, slow-start clock,
 //!   request stats and latency window. Snapshots hold clones of the `Arc`.
@@ -85,6 +88,7 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod edge;
 pub mod health;
 pub mod observe;

@@ -128,6 +128,12 @@ impl Shared {
         // Before the snapshot: a request that sees the new config's token also sees its certificate.
         self.admin_cert.store(admin_cert(&new));
         self.server_certs.store(server_certs(&new));
+        let discovered = |u: &str, e: &str| {
+            new.upstreams
+                .iter()
+                .any(|c| c.name == u && c.backends.iter().any(|b| b.address == e))
+        };
+        self.registry.discovered.retain(discovered);
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         self.registry.retain_upstreams(&upstreams);
@@ -135,14 +141,7 @@ impl Shared {
             tracing::info!("{msg}");
             self.event("backend", msg);
         }
-        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        // Re-added backends have fresh state in the registry; finished ones need no listing.
-        draining.retain(|(k, s)| s.in_flight() > 0 && !new_keys.contains(k));
-        for (key, gone) in self.registry.retain(&new_keys) {
-            gone.set_draining();
-            draining.push((key, gone));
-        }
-        drop(draining);
+        self.retire_missing();
         let msg = format!(
             "config reloaded ({}): {} backend(s) added, {} removed{}",
             result.trigger,

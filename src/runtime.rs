@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::state::registry::{Draining, Registry};
+use crate::state::registry::{BackendKey, Draining, Registry};
 use crate::tls::{CertSet, Resolver, SniResolver};
 use crate::util::time::unix_ms;
 
@@ -131,6 +131,40 @@ impl Shared {
         let config = self.snapshot.load().config.clone();
         self.snapshot
             .store(Arc::new(Snapshot::build(config, &self.registry)));
+    }
+
+    /// Backends in the registry that the live snapshot no longer has (removed by a reload, or
+    /// an address DNS no longer gives) become draining: never picked again, listed until their
+    /// last request ends. Call with the rebuild lock held, after storing the snapshot.
+    pub fn retire_missing(&self) {
+        let snap = self.snapshot.load();
+        let keys: std::collections::HashSet<BackendKey> = snap
+            .upstreams
+            .iter()
+            .flat_map(|u| {
+                u.backends
+                    .iter()
+                    .map(move |b| BackendKey::new(u.name(), &b.address))
+            })
+            .collect();
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        // Re-added backends have fresh state in the registry; finished ones need no listing.
+        draining.retain(|(k, s)| s.in_flight() > 0 && !keys.contains(k));
+        for (key, gone) in self.registry.retain(&keys) {
+            gone.set_draining();
+            draining.push((key, gone));
+        }
+    }
+
+    /// Rebuilds the snapshot and retires what it no longer has ([`retire_missing`]).
+    ///
+    /// [`retire_missing`]: Self::retire_missing
+    pub fn rebuild_and_retire(&self) {
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.snapshot.load().config.clone();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(config, &self.registry)));
+        self.retire_missing();
     }
 
     /// Records a timeline event (and logs nothing: callers log with their own level).

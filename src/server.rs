@@ -71,7 +71,11 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(health::initial_round(&shared)),
+        Ok(rt) => rt.block_on(async {
+            // Discovered addresses first, so that the checks' round covers them too.
+            crate::discovery::initial_round(&shared).await;
+            health::initial_round(&shared).await
+        }),
         Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
     }
     let conf = server_conf(&config, path);
@@ -233,6 +237,7 @@ impl BackgroundService for Background {
         let work = async {
             tokio::join!(
                 health::supervise(s.clone()),
+                crate::discovery::supervise(s.clone()),
                 reload::watch_file(s.clone()),
                 reload::on_sighup(s.clone()),
             )

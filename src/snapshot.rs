@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
@@ -33,6 +34,8 @@ pub struct Backend {
     pub backup: bool,
     pub down: bool,
     pub max_conns: u32,
+    /// For an address DNS discovery found: the entry it came from (`name:port`, SRV name).
+    pub name: Option<Arc<str>>,
 }
 
 impl Candidate for Backend {
@@ -306,18 +309,78 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// What a snapshot backend is made from: a configured address, or one DNS discovery found.
+struct Spec<'a> {
+    address: Cow<'a, str>,
+    addr: SocketAddr,
+    /// The server name for TLS (a host name, else none).
+    host: Option<&'a str>,
+    weight: u32,
+    backup: bool,
+    /// The discovered entry (`name:port` or the SRV name) the address came from.
+    name: Option<Arc<str>>,
+}
+
 fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
     let initial = if u.health_check.is_some() {
         Health::Checking
     } else {
         Health::Up
     };
-    let backends: Vec<Backend> = u
-        .backends
-        .iter()
-        .map(|b| {
-            let state = registry.get_or_insert(&u.name, &b.address, initial);
-            let weight = b.weight.get();
+    let mut found = Vec::new();
+    for b in u.backends.iter().filter(|b| b.discovery.is_some()) {
+        found.push(
+            registry
+                .discovered
+                .get(&u.name, &b.address)
+                .unwrap_or_default(),
+        );
+    }
+    let mut found = found.iter();
+    let mut specs: Vec<(&BackendConfig, Spec)> = Vec::with_capacity(u.backends.len());
+    for b in &u.backends {
+        if b.discovery.is_none() {
+            let spec = Spec {
+                address: Cow::Borrowed(&b.address),
+                addr: b.addr,
+                host: host_of(&b.address),
+                weight: b.weight.get(),
+                backup: b.backup,
+                name: None,
+            };
+            specs.push((b, spec));
+            continue;
+        }
+        let Some(resolved) = found.next() else {
+            continue;
+        };
+        let name: Arc<str> = b.address.as_str().into();
+        for f in resolved.backends() {
+            let address = f.addr.to_string();
+            // An address listed twice (statically, or by two names) is one backend.
+            if specs.iter().any(|(_, s)| s.address == address)
+                || u.backends
+                    .iter()
+                    .any(|c| c.discovery.is_none() && c.address == address)
+            {
+                continue;
+            }
+            let spec = Spec {
+                address: Cow::Owned(address),
+                addr: f.addr,
+                host: Some(f.host.as_str()),
+                weight: f.weight.max(1),
+                backup: b.backup || f.backup,
+                name: Some(name.clone()),
+            };
+            specs.push((b, spec));
+        }
+    }
+    let backends: Vec<Backend> = specs
+        .into_iter()
+        .map(|(b, spec)| {
+            let state = registry.get_or_insert(&u.name, &spec.address, initial);
+            let weight = spec.weight;
             let full = weight as u64 * WEIGHT_SCALE;
             // Slow start would move keys between backends: hash strategies do without (NGINX).
             let ramp = if u.strategy.is_hash() {
@@ -326,17 +389,18 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
                 state.ramp(u.passive.slow_start)
             };
             let effective = ((full as f64 * ramp).round() as u64).clamp(1, full);
-            let peer = make_peer(u, b);
+            let peer = make_peer(u, spec.addr, spec.host);
             Backend {
-                address: b.address.clone(),
+                address: spec.address.into_owned(),
                 weight,
                 effective,
                 pool_key: pool_key(&u.name, &peer),
                 peer,
                 state,
-                backup: b.backup,
+                backup: spec.backup,
                 down: b.down,
                 max_conns: b.max_conns,
+                name: spec.name,
             }
         })
         .collect();
@@ -358,19 +422,19 @@ fn pool_key(upstream: &str, peer: &HttpPeer) -> u64 {
 /// Most streams lb opens at once on one HTTP/2 backend connection (pingora's default is 1).
 pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
-fn make_peer(u: &UpstreamConfig, b: &BackendConfig) -> HttpPeer {
+fn make_peer(u: &UpstreamConfig, addr: SocketAddr, host: Option<&str>) -> HttpPeer {
     let (tls, sni) = match &u.tls {
         None => (false, String::new()),
         Some(t) => {
             let sni = t
                 .sni
                 .clone()
-                .or_else(|| host_of(&b.address).map(str::to_owned))
+                .or_else(|| host.map(|h| h.trim_end_matches('.').to_owned()))
                 .unwrap_or_default();
             (true, sni)
         }
     };
-    let mut peer = HttpPeer::new(b.addr, tls, sni);
+    let mut peer = HttpPeer::new(addr, tls, sni);
     let o = &mut peer.options;
     o.connection_timeout = Some(u.connect_timeout);
     o.read_timeout = Some(u.read_timeout);

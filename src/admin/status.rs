@@ -29,6 +29,7 @@ pub fn status(shared: &Shared) -> Value {
                     "effective_weight": if b.state.usable() { b.effective_weight() } else { 0.0 },
                     "state": if b.down { "down (config)" } else { b.state.status() },
                     "backup": b.backup,
+                    "name": b.name.as_deref(),
                     "max_conns": b.max_conns,
                     "in_flight": b.state.in_flight(),
                     "requests": b.state.attempts(),
@@ -57,9 +58,37 @@ pub fn status(shared: &Shared) -> Value {
             }));
         }
         drop(draining);
+        // DNS-discovered entries: their addresses, last resolution time and result.
+        let discovery: Vec<Value> = up
+            .config
+            .backends
+            .iter()
+            .filter(|b| b.discovery.is_some())
+            .map(|b| {
+                let r = shared
+                    .registry
+                    .discovered
+                    .get(up.name(), &b.address)
+                    .unwrap_or_default();
+                let list = |v: &[crate::state::discovery::Found]| -> Vec<String> {
+                    v.iter().map(|f| f.addr.to_string()).collect()
+                };
+                json!({
+                    "name": b.address,
+                    "resolved_at_ms": r.resolved_at_ms,
+                    "result": r.result,
+                    "addresses": list(&r.current),
+                    "retiring": list(&r.retiring),
+                })
+            })
+            .collect();
         upstreams.insert(
             up.name().to_string(),
-            json!({ "strategy": up.config.strategy.as_str(), "backends": backends }),
+            json!({
+                "strategy": up.config.strategy.as_str(),
+                "backends": backends,
+                "discovery": discovery,
+            }),
         );
     }
     json!({

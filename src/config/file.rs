@@ -78,6 +78,16 @@ pub struct UpstreamFile {
     pub tls: Option<UpstreamTlsFile>,
     pub hash_key: Option<String>,
     pub host_header: Option<String>,
+    pub resolve_interval: Option<String>,
+}
+
+/// `[resolver]`: the DNS servers discovery asks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[upstreams.X.tls]`: TLS to the backends.

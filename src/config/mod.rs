@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
-pub use validate::ADMIN_PATHS;
+pub use validate::{ADMIN_PATHS, MAX_WEIGHT};
 
 /// Default `server.grace_period`: how long a SIGTERM'd lb lets in-flight requests finish.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -70,6 +70,11 @@ pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
 
+/// Default `upstreams.*.resolve_interval`: the longest gap between resolutions of a name.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `resolver.timeout`.
+pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Default `admin.public`: the paths the admin listener serves without the token.
 pub const DEFAULT_ADMIN_PUBLIC: &[&str] = &["/healthz"];
 
@@ -80,8 +85,10 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// Sorted by name.
     pub upstreams: Vec<UpstreamConfig>,
-    /// In file order; [`crate::proxy`] sorts them for matching.
+    /// In file order; [`crate::snapshot`] groups them for matching.
     pub routes: Vec<RouteConfig>,
+    /// `[resolver]`: DNS servers for discovery (`None`: the system's, from resolv.conf).
+    pub resolver: Option<ResolverConfig>,
     /// Things worth fixing that do not stop lb (`--check` prints them as `FILE: KEY: warning: ...`).
     pub warnings: Vec<Problem>,
 }
@@ -323,6 +330,24 @@ pub struct UpstreamConfig {
     /// What `consistent_hash` hashes (`None` for other strategies).
     pub hash_key: Option<HashKey>,
     pub host_header: HostHeader,
+    /// How often discovered names are resolved again at the least (their TTL may say sooner).
+    pub resolve_interval: Duration,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+/// A backend entry whose addresses come from DNS, followed while lb runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `resolve = true`: every A/AAAA answer for `host` is a backend on `port`.
+    Name { host: String, port: u16 },
+    /// `srv = "_service._proto.name"`: targets, ports, weights and priorities from SRV.
+    Srv { name: String },
 }
 
 /// `upstreams.X.protocol`: the backend leg.
@@ -345,10 +370,14 @@ pub struct UpstreamTls {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    /// As written in the file (`host:port` or `ip:port`); the identity used across reloads.
+    /// As written in the file (`host:port`, `ip:port`, or the SRV name); the identity used
+    /// across reloads.
     pub address: String,
-    /// Resolved when the config was loaded.
+    /// Resolved when the config was loaded (unspecified for `discovery` entries, whose
+    /// addresses come from [`crate::state::discovery`]).
     pub addr: SocketAddr,
+    /// `resolve = true` or `srv`: the addresses follow DNS.
+    pub discovery: Option<Discovery>,
     pub weight: NonZeroU32,
     /// Used only when no primary backend is usable (or all are at `max_conns`).
     pub backup: bool,

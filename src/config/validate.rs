@@ -22,7 +22,7 @@ pub use admin::ADMIN_PATHS;
 
 /// Largest accepted backend weight.
 pub const MAX_WEIGHT: i64 = 10_000;
-const TOP_LEVEL_KEYS: &[&str] = &["server", "admin", "upstreams", "routes"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "admin", "upstreams", "routes", "resolver"];
 
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
@@ -126,9 +126,9 @@ impl Checker {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 self.problems.push(Problem {
                     path: key.clone(),
-                    message:
-                        "unknown key (expected one of `server`, `admin`, `upstreams`, `routes`)"
-                            .into(),
+                    message: "unknown key (expected one of `server`, `admin`, `upstreams`, \
+                              `routes`, `resolver`)"
+                        .into(),
                 });
             }
         }
@@ -141,6 +141,10 @@ impl Checker {
             .remove("admin")
             .and_then(|v| self.decode::<AdminFile>("admin", v))
             .and_then(|a| self.admin(a));
+        let resolver = table
+            .remove("resolver")
+            .and_then(|v| self.decode::<ResolverFile>("resolver", v))
+            .map(|r| self.resolver(r));
         let upstreams = self.upstreams(table.remove("upstreams"));
         let routes = self.routes(table.remove("routes"), &upstreams);
         if upstreams.len() > 1 && routes.is_empty() && self.problems.is_empty() {
@@ -154,8 +158,42 @@ impl Checker {
             admin,
             upstreams,
             routes,
+            resolver,
             warnings: Vec::new(),
         })
+    }
+
+    fn resolver(&mut self, r: ResolverFile) -> ResolverConfig {
+        let mut nameservers = Vec::new();
+        for (i, n) in r.nameservers.iter().enumerate() {
+            let parsed = n
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+            match parsed {
+                Some(a) => nameservers.push(a),
+                None => self.problem(
+                    format!("resolver.nameservers[{i}]"),
+                    format!("{n:?} is not an IP address with an optional port (\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")"),
+                ),
+            }
+        }
+        if r.nameservers.is_empty() {
+            self.problem(
+                "resolver.nameservers",
+                "must list at least one server (leave [resolver] out to use resolv.conf)",
+            );
+        }
+        let timeout = self.duration(
+            "resolver.timeout",
+            r.timeout.as_deref(),
+            DEFAULT_RESOLVER_TIMEOUT,
+            false,
+        );
+        ResolverConfig {
+            nameservers,
+            timeout,
+        }
     }
 
     fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {

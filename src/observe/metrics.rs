@@ -37,6 +37,7 @@ pub struct Metrics {
     /// Admin listener requests by path and access decision; the admin listener creates the
     /// series of its known paths at start.
     pub admin_requests: IntCounterVec,
+    dns_resolutions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -90,15 +91,21 @@ impl Metrics {
             "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site)",
             &["path", "result"],
         );
+        let dns_resolutions = counter(
+            "lb_dns_resolutions_total",
+            "DNS resolutions of discovered backend entries by result (ok, nxdomain, nodata, error)",
+            &["upstream", "name", "result"],
+        );
+        // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
         let backend_up = gauge(
             "lb_backend_up",
             "1 if the backend takes traffic (ejected or checking count as 0)",
-            &["upstream", "backend"],
+            &["upstream", "backend", "name"],
         );
         let backend_in_flight = gauge(
             "lb_backend_in_flight",
             "Requests in flight to the backend",
-            &["upstream", "backend"],
+            &["upstream", "backend", "name"],
         );
         let build = gauge("lb_build_info", "Build information", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -137,6 +144,7 @@ impl Metrics {
             downstream_connections,
             access_log_dropped,
             admin_requests,
+            dns_resolutions,
         }
     }
 
@@ -161,6 +169,13 @@ impl Metrics {
             self.last_reload_success
                 .set(crate::util::time::unix_ms() as f64 / 1000.0);
         }
+    }
+
+    /// Counts one resolution of a discovered entry.
+    pub fn dns_resolution(&self, upstream: &str, name: &str, result: &str) {
+        self.dns_resolutions
+            .with_label_values(&[upstream, name, result])
+            .inc();
     }
 
     /// The Prometheus text page, with state gauges refreshed from `snapshot`. `draining` lists
@@ -190,7 +205,11 @@ impl Metrics {
         self.backend_in_flight.reset();
         for up in &snapshot.upstreams {
             for b in &up.backends {
-                let labels = [up.name(), b.address.as_str()];
+                let labels = [
+                    up.name(),
+                    b.address.as_str(),
+                    b.name.as_deref().unwrap_or(""),
+                ];
                 self.backend_up
                     .with_label_values(&labels)
                     .set((b.state.state() == Health::Up) as i64);
@@ -200,7 +219,7 @@ impl Metrics {
             }
         }
         for (key, state) in draining {
-            let labels = [key.upstream.as_str(), key.address.as_str()];
+            let labels = [key.upstream.as_str(), key.address.as_str(), ""];
             self.backend_up.with_label_values(&labels).set(0);
             self.backend_in_flight
                 .with_label_values(&labels)

@@ -10,8 +10,8 @@ use super::backend::{BackendState, Health, UpstreamState};
 use super::stats::RequestStats;
 use crate::util::time::process_ms;
 
-/// A backend's identity: the upstream it belongs to and its address as written in the config.
-/// (DNS discovery will add the name the address was resolved from.)
+/// A backend's identity: the upstream it belongs to and its address (as written in the config;
+/// `ip:port` for an address DNS discovery found, whose name the snapshot's backend carries).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
     pub upstream: String,
@@ -43,6 +43,8 @@ pub struct Registry {
     upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
     /// Set once the first snapshot is built: backends that appear later slow-start.
     started: std::sync::atomic::AtomicBool,
+    /// The addresses of DNS-discovered backend entries.
+    pub discovered: super::discovery::Discovered,
 }
 
 impl Registry {

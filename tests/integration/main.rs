@@ -8,6 +8,7 @@ mod check;
 mod client_close;
 mod core;
 mod dashboard;
+mod discovery;
 mod edge_correctness;
 mod grpc;
 mod hardening;

@@ -140,14 +140,14 @@ upstream = "down"
     assert_eq!(m.get(&format!("lb_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\",upstream=\"dead\"}}")), Some(&3.0));
     assert_eq!(
         m.get(&format!(
-            "lb_backend_up{{backend=\"{}\",upstream=\"down\"}}",
+            "lb_backend_up{{backend=\"{}\",name=\"\",upstream=\"down\"}}",
             sick.addr
         )),
         Some(&0.0)
     );
     assert_eq!(
         m.get(&format!(
-            "lb_backend_up{{backend=\"{a}\",upstream=\"api\"}}"
+            "lb_backend_up{{backend=\"{a}\",name=\"\",upstream=\"api\"}}"
         )),
         Some(&1.0)
     );

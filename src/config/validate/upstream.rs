@@ -159,6 +159,19 @@ impl Checker {
             tls,
             hash_key,
             host_header,
+            resolve_interval: {
+                let key = join(path, "resolve_interval");
+                let d = self.duration(
+                    &key,
+                    u.resolve_interval.as_deref(),
+                    DEFAULT_RESOLVE_INTERVAL,
+                    false,
+                );
+                if d < Duration::from_secs(1) {
+                    self.problem(key, "must be at least 1s");
+                }
+                d
+            },
         })
     }
 
@@ -292,15 +305,10 @@ impl Checker {
                 return None;
             }
         };
-        let address = match (t.address, t.srv) {
-            (Some(a), None) => a,
-            (None, Some(_)) => {
-                self.problem(
-                    join(path, "srv"),
-                    "DNS SRV discovery is not available in this build",
-                );
-                return None;
-            }
+        let resolve = t.resolve.unwrap_or(false);
+        let (address, srv) = match (t.address, t.srv) {
+            (Some(a), None) => (a, false),
+            (None, Some(s)) => (s, true),
             (Some(_), Some(_)) => {
                 self.problem(path, "has both address and srv: give exactly one");
                 return None;
@@ -310,11 +318,26 @@ impl Checker {
                 return None;
             }
         };
-        if t.resolve == Some(true) {
-            self.problem(
-                join(path, "resolve"),
-                "DNS re-resolution is not available in this build",
-            );
+        if srv {
+            if t.weight.is_some() {
+                self.problem(
+                    join(path, "weight"),
+                    "not with srv: SRV records supply the weights",
+                );
+            }
+            if t.resolve.is_some() {
+                self.problem(
+                    join(path, "resolve"),
+                    "not with srv: SRV targets are always followed",
+                );
+            }
+            if !is_srv_name(&address) {
+                self.problem(
+                    join(path, "srv"),
+                    format!("{address:?} is not an SRV name of the form \"_service._proto.name\""),
+                );
+                return None;
+            }
         }
         let weight = match t.weight {
             Some(w) if w < 1 => {
@@ -339,10 +362,43 @@ impl Checker {
                 "a backend is a backup or down, not both",
             );
         }
-        let addr = self.resolve(&join(path, "address"), &address);
+        let discovery = if srv {
+            Some(Discovery::Srv {
+                name: address.clone(),
+            })
+        } else if resolve {
+            let literal = host_of(&address).is_none();
+            match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some((h, Ok(port))) if !h.is_empty() && !literal => Some(Discovery::Name {
+                    host: h.to_string(),
+                    port,
+                }),
+                _ if literal && address.parse::<SocketAddr>().is_ok() => {
+                    self.warning(
+                        &join(path, "resolve"),
+                        format!("{address:?} is an IP address: there is nothing to resolve"),
+                    );
+                    None
+                }
+                _ => {
+                    self.problem(
+                        join(path, "address"),
+                        format!("invalid address {address:?} (expected host:port)"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let addr = match discovery {
+            Some(_) => Some(SocketAddr::from(([0, 0, 0, 0], 0))),
+            None => self.resolve(&join(path, "address"), &address),
+        };
         Some(BackendConfig {
             address,
             addr: addr?,
+            discovery,
             weight: weight?,
             backup,
             down,
@@ -481,4 +537,21 @@ impl Checker {
             ),
         }
     }
+}
+
+/// `_service._proto.name`: two underscore labels, then at least one more label.
+fn is_srv_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    labels.len() >= 3
+        && labels[0].len() > 1
+        && labels[0].starts_with('_')
+        && labels[1].len() > 1
+        && labels[1].starts_with('_')
+        && labels.iter().all(|l| label_ok(l))
 }

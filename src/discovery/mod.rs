@@ -1,0 +1,328 @@
+//! DNS discovery: backend entries with `resolve = true` (every A/AAAA answer is a backend) or
+//! `srv = "_service._proto.name"` (targets, ports, weights, priorities) are followed while lb
+//! runs, with hickory-resolver (asynchronous; no worker thread ever blocks on DNS).
+//!
+//! One task per `(upstream, entry)` ([`supervise`]) resolves the name when its TTL runs out and at
+//! least every `resolve_interval` (never more often than once a second), and writes what it found
+//! to the registry's [`Discovered`](crate::state::discovery::Discovered) store; a rebuilt snapshot
+//! makes each address a backend with its own state, keyed by `(upstream, ip:port)`.
+//!
+//! * **Make before break.** A new address is usable at once without active checks, after its
+//!   first passing check with them. An address DNS no longer gives drains (no new requests, the
+//!   ones in flight finish) — with active checks only once one of the name's current addresses
+//!   is usable, so a complete change of addresses costs no request.
+//! * **Failures keep the last good set** (stale on error); the task retries with backoff and logs
+//!   once per change of result. NXDOMAIN, or NODATA for both A and AAAA, removes the addresses
+//!   after the negative TTL (RFC 2308: the SOA's, else `resolve_interval`); NODATA for one family
+//!   alone clears only that family.
+//! * **Start-up** resolves every entry once ([`initial_round`]), bounded by the resolver timeout;
+//!   an entry that does not resolve yet has no addresses (its upstream answers 503 until one
+//!   appears) and lb starts anyway.
+
+mod resolve;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Discovery, UpstreamConfig};
+use crate::runtime::Shared;
+use crate::state::discovery::Found;
+use crate::util::time::unix_ms;
+use resolve::{Answer, Family};
+
+/// Never resolve a name more often than this.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a name with retiring addresses looks for a usable new one.
+const RETIRE_POLL: Duration = Duration::from_millis(200);
+
+/// One round of resolutions of every discovered entry, before lb takes traffic.
+pub async fn initial_round(shared: &Shared) {
+    let snap = shared.snapshot.load_full();
+    let resolver = match resolve::resolver(snap.config.resolver.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("DNS discovery: cannot set up the resolver: {e}");
+            return;
+        }
+    };
+    let mut work = Vec::new();
+    for u in &snap.config.upstreams {
+        for b in &u.backends {
+            if let Some(d) = &b.discovery {
+                let (r, u, entry, d, w) = (
+                    resolver.clone(),
+                    u.clone(),
+                    b.address.clone(),
+                    d.clone(),
+                    b.weight.get(),
+                );
+                work.push(tokio::spawn(async move {
+                    let answer = resolve::lookup(&r, &d, w).await;
+                    (u, entry, answer)
+                }));
+            }
+        }
+    }
+    if work.is_empty() {
+        return;
+    }
+    for w in work {
+        if let Ok((u, entry, answer)) = w.await {
+            let mut follow = Follow::default();
+            follow.apply(shared, &u, &entry, answer, true);
+        }
+    }
+    shared.rebuild_and_retire();
+}
+
+/// Keeps one resolving task per discovered entry of the live config.
+pub async fn supervise(shared: Arc<Shared>) {
+    let mut tasks: HashMap<(String, String), tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let snap = shared.snapshot.load_full();
+        let mut wanted = HashSet::new();
+        for u in &snap.config.upstreams {
+            for b in u.backends.iter().filter(|b| b.discovery.is_some()) {
+                let key = (u.name.clone(), b.address.clone());
+                wanted.insert(key.clone());
+                tasks.entry(key.clone()).or_insert_with(|| {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { follow(&shared, &key.0, &key.1).await })
+                });
+            }
+        }
+        tasks.retain(|key, task| {
+            let keep = wanted.contains(key) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(1), shared.changed.notified()).await;
+    }
+}
+
+/// What one entry's task remembers between resolutions.
+#[derive(Default)]
+struct Follow {
+    /// Consecutive failed resolutions (for the backoff).
+    failures: u32,
+    /// When NXDOMAIN / NODATA started; the addresses go once the negative TTL has passed.
+    gone_since: Option<(Instant, Duration)>,
+    /// The last result logged, to log once per change.
+    last_result: String,
+}
+
+/// Resolves one entry for as long as it is configured.
+async fn follow(shared: &Shared, upstream: &str, entry: &str) {
+    let mut state = Follow::default();
+    loop {
+        let snap = shared.snapshot.load_full();
+        let Some(u) = snap.config.upstreams.iter().find(|u| u.name == upstream) else {
+            return;
+        };
+        let Some(b) = u.backends.iter().find(|b| b.address == entry) else {
+            return;
+        };
+        let Some(d) = b.discovery.clone() else {
+            return;
+        };
+        let resolver = match resolve::resolver(snap.config.resolver.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("DNS discovery: cannot set up the resolver: {e}");
+                tokio::time::sleep(u.resolve_interval).await;
+                continue;
+            }
+        };
+        let answer = resolve::lookup(&resolver, &d, b.weight.get()).await;
+        let u = u.clone();
+        drop(snap);
+        let next = state.apply(shared, &u, entry, answer, false);
+        // Until the entry's retiring addresses are gone, look for a usable new one often.
+        let wake = Instant::now() + next;
+        while Instant::now() < wake {
+            let left = wake.saturating_duration_since(Instant::now());
+            if retire_if_ready(shared, &u, entry) {
+                tokio::time::sleep(left).await;
+                break;
+            }
+            tokio::time::sleep(left.min(RETIRE_POLL)).await;
+        }
+    }
+}
+
+impl Follow {
+    /// Applies one answer to the entry's addresses; returns when to resolve again.
+    fn apply(
+        &mut self,
+        shared: &Shared,
+        u: &UpstreamConfig,
+        entry: &str,
+        answer: Answer,
+        startup: bool,
+    ) -> Duration {
+        let interval = u.resolve_interval;
+        let now = Instant::now();
+        let result = answer.result_label();
+        shared
+            .metrics
+            .dns_resolution(&u.name, entry, result.metric());
+        let checked = u.health_check.is_some();
+        let (change, next) = shared.registry.discovered.update(&u.name, entry, |r| {
+            r.resolved_at_ms = unix_ms();
+            r.result = result.text();
+            let before: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
+            let next = match answer {
+                Answer::Found { v4, v6, ttl } => {
+                    self.failures = 0;
+                    self.gone_since = None;
+                    let keep_family = |f: &Found, fam: &Family| match fam {
+                        Family::Keep => Some(f.clone()),
+                        _ => None,
+                    };
+                    let mut current: Vec<Found> = Vec::new();
+                    for (fam, is_v4) in [(&v4, true), (&v6, false)] {
+                        match fam {
+                            Family::Set(found) => current.extend(found.iter().cloned()),
+                            Family::Keep => current.extend(
+                                r.current
+                                    .iter()
+                                    .filter(|f| f.addr.is_ipv4() == is_v4)
+                                    .filter_map(|f| keep_family(f, fam)),
+                            ),
+                            Family::Clear => {}
+                        }
+                    }
+                    replace(r, current, checked && !startup);
+                    ttl.clamp(MIN_INTERVAL, interval)
+                }
+                Answer::Gone { negative_ttl, .. } => {
+                    self.failures = 0;
+                    let wait = negative_ttl.unwrap_or(interval);
+                    let (since, wait) = *self.gone_since.get_or_insert((now, wait));
+                    let left = (since + wait).saturating_duration_since(now);
+                    if left.is_zero() || startup {
+                        replace(r, Vec::new(), false);
+                        interval
+                    } else {
+                        left.clamp(MIN_INTERVAL, interval)
+                    }
+                }
+                Answer::Failed(_) => {
+                    // Stale on error: the last good set stays.
+                    self.failures += 1;
+                    let backoff = MIN_INTERVAL * 2u32.saturating_pow(self.failures - 1);
+                    backoff.min(interval)
+                }
+            };
+            let after: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
+            let added: Vec<String> = after
+                .iter()
+                .filter(|a| !before.contains(a))
+                .map(|a| format!("+{a}"))
+                .collect();
+            let removed: Vec<String> = before
+                .iter()
+                .filter(|a| !after.contains(a))
+                .map(|a| format!("-{a}"))
+                .collect();
+            let change = [added, removed].concat();
+            (change, next)
+        });
+        let text = result.text();
+        if text != self.last_result {
+            match &result {
+                resolve::ResultLabel::Ok => {
+                    tracing::info!(upstream = u.name, name = entry, "DNS: resolves again")
+                }
+                _ => tracing::warn!(upstream = u.name, name = entry, "DNS: {text}"),
+            }
+            if !startup || !matches!(result, resolve::ResultLabel::Ok) {
+                shared.event("dns", format!("{}/{entry}: {text}", u.name));
+            }
+            self.last_result = text;
+        }
+        if !change.is_empty() {
+            let msg = format!("{}/{entry}: {}", u.name, change.join(" "));
+            tracing::info!("DNS: {msg}");
+            shared.event("dns", msg);
+            if !startup {
+                shared.rebuild_and_retire();
+                shared.changed.notify_waiters();
+            }
+        }
+        next
+    }
+}
+
+/// Sets an entry's current addresses. Addresses that left become retiring when `make_before_break`
+/// (active checks: they serve until a current address passes one), else they go at once.
+fn replace(
+    r: &mut crate::state::discovery::Resolved,
+    current: Vec<Found>,
+    make_before_break: bool,
+) {
+    let left: Vec<Found> = r
+        .current
+        .iter()
+        .filter(|f| !current.iter().any(|c| c.addr == f.addr))
+        .cloned()
+        .collect();
+    r.retiring
+        .retain(|f| !current.iter().any(|c| c.addr == f.addr));
+    if make_before_break && !current.is_empty() {
+        for f in left {
+            if !r.retiring.iter().any(|x| x.addr == f.addr) {
+                r.retiring.push(f);
+            }
+        }
+    } else {
+        r.retiring.clear();
+    }
+    r.current = current;
+}
+
+/// Drops the entry's retiring addresses once one of its current addresses is usable; true when
+/// nothing is retiring (any more).
+fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
+    let Some(r) = shared.registry.discovered.get(&u.name, entry) else {
+        return true;
+    };
+    if r.retiring.is_empty() {
+        return true;
+    }
+    let snap = shared.snapshot.load();
+    let usable_now = snap.upstream(&u.name).is_some_and(|up| {
+        up.backends
+            .iter()
+            .any(|b| b.available() && r.current.iter().any(|f| f.addr.to_string() == b.address))
+    });
+    if !usable_now {
+        return false;
+    }
+    let gone = shared
+        .registry
+        .discovered
+        .update(&u.name, entry, |r| std::mem::take(&mut r.retiring));
+    let list: Vec<String> = gone.iter().map(|f| format!("-{}", f.addr)).collect();
+    let msg = format!(
+        "{}/{entry}: a new address is usable; retiring {}",
+        u.name,
+        list.join(" ")
+    );
+    tracing::info!("DNS: {msg}");
+    shared.event("dns", msg);
+    shared.rebuild_and_retire();
+    true
+}
+
+/// For `--check`-style summaries: how an entry is followed.
+pub fn describe(d: &Discovery) -> String {
+    match d {
+        Discovery::Name { host, port } => format!("A/AAAA {host} port {port}"),
+        Discovery::Srv { name } => format!("SRV {name}"),
+    }
+}

@@ -1,0 +1,274 @@
+//! The DNS side of discovery: the hickory resolver (from `[resolver]`, else resolv.conf; no
+//! cache, so every resolution asks the server) and one lookup of an entry, classified the way
+//! [`super`] acts on it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig as Servers};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{ResolveError, TokioResolver};
+
+use crate::config::{Discovery, ResolverConfig};
+use crate::state::discovery::Found;
+
+/// One address family's answer.
+#[derive(Debug)]
+pub enum Family {
+    Set(Vec<Found>),
+    /// NODATA for this family while the other has addresses: none of this family.
+    Clear,
+    /// This family failed: keep what it had.
+    Keep,
+}
+
+/// One resolution of an entry.
+#[derive(Debug)]
+pub enum Answer {
+    Found {
+        v4: Family,
+        v6: Family,
+        ttl: Duration,
+    },
+    /// NXDOMAIN, or NODATA for both families (or no SRV record).
+    Gone {
+        nxdomain: bool,
+        negative_ttl: Option<Duration>,
+    },
+    /// Timeout, refused, unreachable server...: keep the last good set.
+    Failed(String),
+}
+
+/// The `result` label of `lb_dns_resolutions_total` and the `/status` text.
+pub enum ResultLabel {
+    Ok,
+    NxDomain,
+    NoData,
+    Error(String),
+}
+
+impl ResultLabel {
+    pub fn metric(&self) -> &'static str {
+        match self {
+            ResultLabel::Ok => "ok",
+            ResultLabel::NxDomain => "nxdomain",
+            ResultLabel::NoData => "nodata",
+            ResultLabel::Error(_) => "error",
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            ResultLabel::Error(e) => format!("error: {e}"),
+            other => other.metric().to_string(),
+        }
+    }
+}
+
+impl Answer {
+    pub fn result_label(&self) -> ResultLabel {
+        match self {
+            Answer::Found { .. } => ResultLabel::Ok,
+            Answer::Gone { nxdomain: true, .. } => ResultLabel::NxDomain,
+            Answer::Gone { .. } => ResultLabel::NoData,
+            Answer::Failed(e) => ResultLabel::Error(e.clone()),
+        }
+    }
+}
+
+type Cached = (Option<ResolverConfig>, Arc<TokioResolver>);
+static RESOLVER: Mutex<Option<Cached>> = Mutex::new(None);
+
+/// The resolver for `config` (made again when `[resolver]` changes).
+pub fn resolver(config: Option<&ResolverConfig>) -> Result<Arc<TokioResolver>, String> {
+    let mut slot = RESOLVER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((c, r)) = slot.as_ref() {
+        if c.as_ref() == config {
+            return Ok(r.clone());
+        }
+    }
+    let mut builder = match config {
+        None => TokioResolver::builder_tokio().map_err(|e| e.to_string())?,
+        Some(c) => {
+            let mut servers = Servers::new();
+            for ns in &c.nameservers {
+                servers.add_name_server(NameServerConfig::new(*ns, Protocol::Udp));
+                servers.add_name_server(NameServerConfig::new(*ns, Protocol::Tcp));
+            }
+            TokioResolver::builder_with_config(servers, TokioConnectionProvider::default())
+        }
+    };
+    let opts = builder.options_mut();
+    // lb decides when to ask again (TTL, resolve_interval): every lookup goes to the server.
+    opts.cache_size = 0;
+    opts.attempts = 1;
+    if let Some(c) = config {
+        opts.timeout = c.timeout;
+    }
+    let r = Arc::new(builder.build());
+    *slot = Some((config.cloned(), r.clone()));
+    Ok(r)
+}
+
+/// One resolution of `d`; `weight` is the entry's own (names; SRV records bring theirs).
+pub async fn lookup(r: &TokioResolver, d: &Discovery, weight: u32) -> Answer {
+    match d {
+        Discovery::Name { host, port } => name(r, host, *port, weight, false).await,
+        Discovery::Srv { name: srv } => {
+            let records = match r.srv_lookup(fqdn(srv)).await {
+                Ok(l) => l,
+                Err(e) => return failure(&e),
+            };
+            let ttl = records
+                .as_lookup()
+                .valid_until()
+                .saturating_duration_since(Instant::now());
+            let lowest = records.iter().map(|s| s.priority()).min().unwrap_or(0);
+            let mut v4 = Vec::new();
+            let mut v6 = Vec::new();
+            let mut ttl = ttl;
+            for s in records.iter() {
+                let target = s.target().to_utf8();
+                // SRV weight w is lb weight 10·w (0 → 1: the smallest share, never none).
+                let w = if s.weight() == 0 {
+                    1
+                } else {
+                    (s.weight() as u32 * 10).min(crate::config::MAX_WEIGHT as u32)
+                };
+                match name(r, &target, s.port(), w, s.priority() != lowest).await {
+                    Answer::Found {
+                        v4: a,
+                        v6: b,
+                        ttl: t,
+                    } => {
+                        ttl = ttl.min(t);
+                        for (fam, out) in [(a, &mut v4), (b, &mut v6)] {
+                            if let Family::Set(found) = fam {
+                                out.extend(found);
+                            }
+                        }
+                    }
+                    Answer::Failed(e) => return Answer::Failed(format!("{target}: {e}")),
+                    Answer::Gone { .. } => {}
+                }
+            }
+            if v4.is_empty() && v6.is_empty() {
+                return Answer::Gone {
+                    nxdomain: false,
+                    negative_ttl: None,
+                };
+            }
+            Answer::Found {
+                v4: Family::Set(v4),
+                v6: Family::Set(v6),
+                ttl,
+            }
+        }
+    }
+}
+
+/// A and AAAA for `host`, at once.
+async fn name(r: &TokioResolver, host: &str, port: u16, weight: u32, backup: bool) -> Answer {
+    let name = fqdn(host);
+    let (a, aaaa) = tokio::join!(r.ipv4_lookup(name.clone()), r.ipv6_lookup(name));
+    let found = |ips: Vec<IpAddr>| -> Vec<Found> {
+        ips.into_iter()
+            .map(|ip| Found {
+                addr: SocketAddr::new(ip, port),
+                host: host.trim_end_matches('.').to_string(),
+                weight,
+                backup,
+            })
+            .collect()
+    };
+    let now = Instant::now();
+    let a = a.map(|l| {
+        let ttl = l.valid_until().saturating_duration_since(now);
+        (found(l.iter().map(|ip| IpAddr::V4(ip.0)).collect()), ttl)
+    });
+    let aaaa = aaaa.map(|l| {
+        let ttl = l.valid_until().saturating_duration_since(now);
+        (found(l.iter().map(|ip| IpAddr::V6(ip.0)).collect()), ttl)
+    });
+    match (a, aaaa) {
+        (Ok((v4, t4)), Ok((v6, t6))) => Answer::Found {
+            v4: Family::Set(v4),
+            v6: Family::Set(v6),
+            ttl: t4.min(t6),
+        },
+        (Ok((set, ttl)), Err(e)) | (Err(e), Ok((set, ttl))) => {
+            let v4_ok = set.first().is_none_or(|f| f.addr.is_ipv4());
+            if e.is_nx_domain() {
+                return gone(&e);
+            }
+            // NODATA for one family clears only that family; a failure keeps it.
+            let other = if e.is_no_records_found() {
+                Family::Clear
+            } else {
+                Family::Keep
+            };
+            let (v4, v6) = if v4_ok {
+                (Family::Set(set), other)
+            } else {
+                (other, Family::Set(set))
+            };
+            Answer::Found { v4, v6, ttl }
+        }
+        (Err(e4), Err(e6)) => {
+            if e4.is_nx_domain() {
+                gone(&e4)
+            } else if e6.is_nx_domain() {
+                gone(&e6)
+            } else if e4.is_no_records_found() && e6.is_no_records_found() {
+                let (g4, g6) = (negative_ttl(&e4), negative_ttl(&e6));
+                Answer::Gone {
+                    nxdomain: false,
+                    negative_ttl: match (g4, g6) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                }
+            } else if !e4.is_no_records_found() {
+                failure(&e4)
+            } else {
+                failure(&e6)
+            }
+        }
+    }
+}
+
+/// Names are absolute: no search domains are tried.
+fn fqdn(host: &str) -> String {
+    if host.ends_with('.') {
+        host.to_string()
+    } else {
+        format!("{host}.")
+    }
+}
+
+fn gone(e: &ResolveError) -> Answer {
+    Answer::Gone {
+        nxdomain: e.is_nx_domain(),
+        negative_ttl: negative_ttl(e),
+    }
+}
+
+fn failure(e: &ResolveError) -> Answer {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        return gone(e);
+    }
+    Answer::Failed(e.to_string())
+}
+
+/// RFC 2308's negative TTL (hickory: min of the SOA's TTL and MINIMUM), when an SOA came back.
+fn negative_ttl(e: &ResolveError) -> Option<Duration> {
+    match e.proto()?.kind() {
+        ProtoErrorKind::NoRecordsFound { negative_ttl, .. } => {
+            negative_ttl.map(|s| Duration::from_secs(s as u64))
+        }
+        _ => None,
+    }
+}
