@@ -1,4 +1,4 @@
-//! Micro-benchmarks of backend choice: `Balancer::pick` for both strategies and the round-robin
+//! Micro-benchmarks of backend choice: `Balancer::pick` for each unkeyed strategy and the round-robin
 //! schedule build (`smooth_schedule`).
 //!
 //! Groups (all times are per pick unless noted):
@@ -30,9 +30,11 @@ use lb::config::Strategy;
 use lb::state::backend::{BackendState, Health, InFlightGuard, UpstreamState};
 
 const SIZES: [usize; 4] = [2, 100, 1_000, 10_000];
-const STRATEGIES: [(Strategy, &str); 2] = [
+const STRATEGIES: [(Strategy, &str); 4] = [
     (Strategy::RoundRobin, "rr"),
     (Strategy::LeastConnections, "lc"),
+    (Strategy::Random, "random"),
+    (Strategy::TwoChoices, "two"),
 ];
 const CONTENDING_THREADS: usize = 4;
 
@@ -61,14 +63,7 @@ fn pool(n: usize) -> Vec<Backend> {
 }
 
 fn balancer(strategy: Strategy, backends: &[Backend]) -> Balancer {
-    let weights: Vec<u64> = backends.iter().map(|b| b.weight()).collect();
-    let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
-    Balancer::new(
-        strategy,
-        &weights,
-        &usable,
-        Arc::new(UpstreamState::default()),
-    )
+    Balancer::new(strategy, backends, Arc::new(UpstreamState::default()))
 }
 
 #[inline]

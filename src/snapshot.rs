@@ -3,12 +3,16 @@
 //! it in whole, so no request ever sees half of one and half of another. Per-backend state comes from
 //! the [`Registry`] and is shared with older snapshots.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
-use crate::config::{host_of, BackendConfig, Config, Protocol, UpstreamConfig};
+use crate::config::{
+    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, UpstreamConfig,
+};
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::registry::Registry;
 
@@ -26,6 +30,9 @@ pub struct Backend {
     /// verification). Connections are never shared between upstreams, as in NGINX.
     pub pool_key: u64,
     pub state: Arc<BackendState>,
+    pub backup: bool,
+    pub down: bool,
+    pub max_conns: u32,
 }
 
 impl Candidate for Backend {
@@ -35,12 +42,30 @@ impl Candidate for Backend {
     fn weight(&self) -> u64 {
         self.effective
     }
+    fn backup(&self) -> bool {
+        self.backup
+    }
+    fn down(&self) -> bool {
+        self.down
+    }
+    fn max_conns(&self) -> u64 {
+        self.max_conns as u64
+    }
+    fn name(&self) -> &str {
+        &self.address
+    }
 }
 
 impl Backend {
     /// Weight after slow start, as shown in `/status` (fractional while ramping).
     pub fn effective_weight(&self) -> f64 {
         self.effective as f64 / WEIGHT_SCALE as f64
+    }
+
+    /// Usable and not configured `down` (its `max_conns` aside).
+    #[inline]
+    pub fn available(&self) -> bool {
+        !self.down && self.state.usable()
     }
 }
 
@@ -65,21 +90,176 @@ impl Upstream {
             .iter()
             .any(|b| b.effective < b.weight as u64 * WEIGHT_SCALE && b.state.usable())
     }
+
+    /// Whether some backend could take a request now, `max_conns` aside.
+    pub fn has_available(&self) -> bool {
+        self.backends.iter().any(Backend::available)
+    }
+
+    /// Whether every backend that could take a request is at its `max_conns`.
+    pub fn saturated(&self) -> bool {
+        let mut available = self.backends.iter().filter(|b| b.available()).peekable();
+        available.peek().is_some() && available.all(crate::balance::at_limit)
+    }
 }
 
-/// A compiled route: exact host (or any) and path prefix → upstream index.
+/// Where a request goes: the upstream and, for a `replace_prefix` route, the matched prefix's
+/// length and its replacement in the forwarded path.
 #[derive(Debug)]
-struct Route {
-    host: Option<String>,
-    prefix: String,
-    upstream: usize,
+pub struct Route {
+    pub upstream: usize,
+    pub replace: Option<(usize, Box<str>)>,
+}
+
+/// The routes of one host group, in NGINX's matching order (see [`Router`]).
+#[derive(Debug, Default)]
+struct Group {
+    exact: Vec<(Box<str>, Route)>,
+    /// Longest first (file order among equal lengths); `true`: `skip_regex`.
+    prefixes: Vec<(Box<str>, bool, Route)>,
+    /// File order.
+    regexes: Vec<(PathRegex, Route)>,
+}
+
+impl Group {
+    /// Exact path; else the longest prefix if it has `skip_regex`; else the first regex that
+    /// matches; else the longest prefix (`ngx_http_core_find_location`).
+    #[inline]
+    fn find(&self, path: &str) -> Option<&Route> {
+        if let Some((_, r)) = self.exact.iter().find(|(p, _)| **p == *path) {
+            return Some(r);
+        }
+        let longest = self.prefixes.iter().find(|(p, ..)| path.starts_with(&**p));
+        if let Some((_, true, r)) = longest {
+            return Some(r);
+        }
+        if let Some((_, r)) = self.regexes.iter().find(|(re, _)| re.is_match(path)) {
+            return Some(r);
+        }
+        longest.map(|(_, _, r)| r)
+    }
+}
+
+/// NGINX's routing model: the request's host (port and a trailing dot ignored, any case) picks
+/// a group — exact name, else the longest wildcard (`*.example.com`: subdomains only;
+/// `.example.com`: the name and its subdomains; `*.` first at equal length), else the routes
+/// without `host` — and the group's routes match the path ([`Group::find`]).
+#[derive(Debug, Default)]
+struct Router {
+    hosts: HashMap<Box<str>, Group>,
+    /// (suffix with its leading dot, `*.` form), longest suffix first.
+    wildcards: Vec<(Box<str>, bool, Group)>,
+    default: Group,
+}
+
+impl Router {
+    fn build(config: &Config) -> Router {
+        let mut router = Router::default();
+        let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
+        if config.routes.is_empty() && !config.upstreams.is_empty() {
+            let all = Route {
+                upstream: 0,
+                replace: None,
+            };
+            router.default.prefixes.push(("/".into(), false, all));
+        }
+        for r in &config.routes {
+            let Some(upstream) = index(&r.upstream) else {
+                continue;
+            };
+            let group = match r.host.as_deref() {
+                None => &mut router.default,
+                Some(h) => match h
+                    .strip_prefix('*')
+                    .or_else(|| h.starts_with('.').then_some(h))
+                {
+                    Some(suffix) => {
+                        let star = h.starts_with('*');
+                        let at = router
+                            .wildcards
+                            .iter()
+                            .position(|(s, st, _)| **s == *suffix && *st == star);
+                        let at = at.unwrap_or_else(|| {
+                            router
+                                .wildcards
+                                .push((suffix.into(), star, Group::default()));
+                            router.wildcards.len() - 1
+                        });
+                        &mut router.wildcards[at].2
+                    }
+                    None => router.hosts.entry(h.into()).or_default(),
+                },
+            };
+            match &r.path {
+                PathMatch::Exact(p) => group.exact.push((
+                    p.as_str().into(),
+                    Route {
+                        upstream,
+                        replace: None,
+                    },
+                )),
+                PathMatch::Prefix(p) => {
+                    let replace = r
+                        .replace_prefix
+                        .as_deref()
+                        .map(|with| (p.len(), Box::<str>::from(with)));
+                    let route = Route { upstream, replace };
+                    group
+                        .prefixes
+                        .push((p.as_str().into(), r.skip_regex, route));
+                }
+                PathMatch::Regex(re) => group.regexes.push((
+                    re.clone(),
+                    Route {
+                        upstream,
+                        replace: None,
+                    },
+                )),
+            }
+        }
+        let sort = |g: &mut Group| g.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        sort(&mut router.default);
+        router.hosts.values_mut().for_each(sort);
+        for (_, _, g) in &mut router.wildcards {
+            sort(g);
+        }
+        router
+            .wildcards
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(b.1.cmp(&a.1)));
+        router
+    }
+
+    #[inline]
+    fn group(&self, host: Option<&str>) -> &Group {
+        let Some(host) = host else {
+            return &self.default;
+        };
+        if self.hosts.is_empty() && self.wildcards.is_empty() {
+            return &self.default;
+        }
+        let host = strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let lower: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        if let Some(g) = self.hosts.get(&*lower) {
+            return g;
+        }
+        let wild = self.wildcards.iter().find(|(suffix, star, _)| {
+            lower.ends_with(&**suffix) && (lower.len() > suffix.len() || !star)
+                || (!star && *lower == suffix[1..])
+        });
+        wild.map_or(&self.default, |(_, _, g)| g)
+    }
 }
 
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
-    routes: Vec<Route>,
+    router: Router,
     /// lb's 404s for requests no route matched.
     pub no_route: Arc<crate::state::stats::RequestStats>,
 }
@@ -92,51 +272,23 @@ impl Snapshot {
             .iter()
             .map(|u| Arc::new(build_upstream(u, registry)))
             .collect();
-        let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
-        let mut routes: Vec<Route> = config
-            .routes
-            .iter()
-            .filter_map(|r| {
-                Some(Route {
-                    host: r.host.clone(),
-                    prefix: r.path_prefix.clone(),
-                    upstream: index(&r.upstream)?,
-                })
-            })
-            .collect();
-        // Longest prefix first; at equal length a host-specific route beats a wildcard one.
-        routes.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
         Snapshot {
+            router: Router::build(&config),
             config,
             upstreams,
-            routes,
             no_route: registry.own_stats(""),
         }
     }
 
-    /// Index into `upstreams` of the upstream for a request.
+    /// The route for a request: its host (`Host` or `:authority`) and normalized path.
     #[inline]
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.router.group(host).find(path)
+    }
+
+    /// Index into `upstreams` of the upstream for a request.
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        if self.routes.is_empty() {
-            return (!self.upstreams.is_empty()).then_some(0);
-        }
-        let host = host.map(strip_port);
-        self.routes
-            .iter()
-            .find(|r| {
-                path.starts_with(r.prefix.as_str())
-                    && match (&r.host, host) {
-                        (None, _) => true,
-                        (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
-                        (Some(_), None) => false,
-                    }
-            })
-            .map(|r| r.upstream)
+        self.route(host, path).map(|r| r.upstream)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -167,7 +319,12 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
             let state = registry.get_or_insert(&u.name, &b.address, initial);
             let weight = b.weight.get();
             let full = weight as u64 * WEIGHT_SCALE;
-            let ramp = state.ramp(u.passive.slow_start);
+            // Slow start would move keys between backends: hash strategies do without (NGINX).
+            let ramp = if u.strategy.is_hash() {
+                1.0
+            } else {
+                state.ramp(u.passive.slow_start)
+            };
             let effective = ((full as f64 * ramp).round() as u64).clamp(1, full);
             let peer = make_peer(u, b);
             Backend {
@@ -177,14 +334,15 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
                 pool_key: pool_key(&u.name, &peer),
                 peer,
                 state,
+                backup: b.backup,
+                down: b.down,
+                max_conns: b.max_conns,
             }
         })
         .collect();
-    let weights: Vec<u64> = backends.iter().map(|b| b.effective).collect();
-    let usable: Vec<bool> = backends.iter().map(|b| b.state.usable()).collect();
     let state = registry.upstream(&u.name);
     Upstream {
-        balancer: Balancer::new(u.strategy, &weights, &usable, state.clone()),
+        balancer: Balancer::new(u.strategy, &backends, state.clone()),
         state,
         config: u.clone(),
         backends,
@@ -271,7 +429,131 @@ mod tests {
         assert_eq!(name(None, "/"), Some("a".into()));
         assert_eq!(name(None, "/api/v1"), Some("b".into()));
         assert_eq!(name(Some("x.example:8080"), "/api/v1"), Some("c".into()));
-        assert_eq!(name(Some("X.EXAMPLE"), "/other"), Some("a".into()));
+        // The host picked x.example's group, which has no route for /other (NGINX: 404).
+        assert_eq!(name(Some("X.EXAMPLE"), "/other"), None);
+        assert_eq!(name(Some("y.example"), "/other"), Some("a".into()));
+    }
+
+    /// NGINX's order: host group (exact, longest wildcard, default), then exact path, longest
+    /// prefix with `^~`, first regex in file order, longest prefix.
+    #[test]
+    fn nginx_routing_model() {
+        let mut text = String::from("[server]\nlisten = [\"127.0.0.1:1\"]\n");
+        for (i, u) in [
+            "exact", "pre", "skip", "re1", "re2", "star", "dot", "deep", "def", "exh",
+        ]
+        .iter()
+        .enumerate()
+        {
+            text += &format!("[upstreams.{u}]\nbackends = [\"127.0.0.1:{}\"]\n", i + 10);
+        }
+        text += r#"
+            [[routes]]
+            path_exact = "/login"
+            upstream = "exact"
+            [[routes]]
+            path_prefix = "/static/"
+            upstream = "pre"
+            [[routes]]
+            path_prefix = "/static/img/"
+            skip_regex = true
+            upstream = "skip"
+            [[routes]]
+            path_regex = "\\.(png|jpg)$"
+            upstream = "re1"
+            [[routes]]
+            path_regex = "(?i)\\.PNG$"
+            upstream = "re2"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "def"
+            [[routes]]
+            host = "*.example.com"
+            upstream = "star"
+            [[routes]]
+            host = ".example.com"
+            upstream = "dot"
+            [[routes]]
+            host = "*.deep.example.com"
+            upstream = "deep"
+            [[routes]]
+            host = "www.example.com"
+            path_exact = "/"
+            upstream = "exh"
+        "#;
+        let s = snap(&text);
+        let name = |h: Option<&str>, p: &str| {
+            s.route_index(h, p)
+                .map_or("404".to_string(), |i| s.upstreams[i].name().to_string())
+        };
+        assert_eq!(name(None, "/login"), "exact");
+        assert_eq!(name(None, "/login/x"), "def");
+        assert_eq!(name(None, "/static/a.css"), "pre");
+        assert_eq!(
+            name(None, "/static/a.png"),
+            "re1",
+            "a regex beats a plain prefix"
+        );
+        assert_eq!(name(None, "/static/A.PNG"), "re2");
+        assert_eq!(
+            name(None, "/static/img/a.png"),
+            "skip",
+            "^~ stops before regexes"
+        );
+        assert_eq!(name(None, "/x.jpg"), "re1");
+        assert_eq!(
+            name(Some("www.example.com"), "/"),
+            "exh",
+            "exact host first"
+        );
+        assert_eq!(
+            name(Some("www.example.com"), "/x"),
+            "404",
+            "the group has no /x"
+        );
+        assert_eq!(
+            name(Some("a.example.com"), "/x"),
+            "star",
+            "*. before . at equal length"
+        );
+        assert_eq!(
+            name(Some("example.com"), "/x"),
+            "dot",
+            ".example.com covers the name"
+        );
+        assert_eq!(
+            name(Some("a.deep.example.com."), "/"),
+            "deep",
+            "longest wildcard"
+        );
+        assert_eq!(name(Some("A.Deep.Example.COM:443"), "/"), "deep");
+        assert_eq!(
+            name(Some("example.org"), "/x"),
+            "def",
+            "unknown hosts: default group"
+        );
+        assert_eq!(name(None, "/x"), "def");
+    }
+
+    #[test]
+    fn replace_prefix_is_reported_with_the_route() {
+        let s = snap(
+            r#"
+            [server]
+            listen = ["127.0.0.1:1"]
+            [upstreams.a]
+            backends = ["127.0.0.1:2"]
+            [[routes]]
+            path_prefix = "/api/"
+            replace_prefix = "/v2/"
+            upstream = "a"
+            "#,
+        );
+        let r = s.route(None, "/api/users").unwrap();
+        assert_eq!(
+            r.replace.as_ref().map(|(n, w)| (*n, &**w)),
+            Some((5, "/v2/"))
+        );
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct UpstreamFile {
     pub passive: Option<toml::Value>,
     pub protocol: Option<String>,
     pub tls: Option<UpstreamTlsFile>,
+    pub hash_key: Option<String>,
+    pub host_header: Option<String>,
 }
 
 /// `[upstreams.X.tls]`: TLS to the backends.
@@ -90,8 +92,13 @@ pub struct UpstreamTlsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTable {
-    pub address: String,
+    pub address: Option<String>,
+    pub srv: Option<String>,
     pub weight: Option<i64>,
+    pub backup: Option<bool>,
+    pub down: Option<bool>,
+    pub max_conns: Option<i64>,
+    pub resolve: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,5 +132,9 @@ pub struct PassiveFile {
 pub struct RouteFile {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub path_regex: Option<String>,
+    pub skip_regex: Option<bool>,
+    pub replace_prefix: Option<String>,
     pub upstream: String,
 }

@@ -229,19 +229,79 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+/// `upstreams.X.strategy`: how a backend is chosen (see [`crate::balance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     RoundRobin,
     LeastConnections,
+    /// Weighted random.
+    Random,
+    /// Two weighted random picks; the one with fewer requests in flight per weight wins (NGINX
+    /// `random two least_conn`, Envoy's LEAST_REQUEST).
+    TwoChoices,
+    /// NGINX's `ip_hash`: the first three octets of an IPv4 client, the whole IPv6 address.
+    IpHash,
+    /// NGINX's `hash KEY consistent` (ketama points over the backends' written names).
+    ConsistentHash,
 }
 
 impl Strategy {
+    pub const NAMES: &'static str = "\"round_robin\", \"least_connections\", \"random\", \
+                                     \"two_choices\", \"ip_hash\" or \"consistent_hash\"";
+
+    pub fn parse(name: &str) -> Option<Strategy> {
+        Some(match name {
+            "round_robin" => Strategy::RoundRobin,
+            "least_connections" => Strategy::LeastConnections,
+            "random" => Strategy::Random,
+            "two_choices" => Strategy::TwoChoices,
+            "ip_hash" => Strategy::IpHash,
+            "consistent_hash" => Strategy::ConsistentHash,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::RoundRobin => "round_robin",
             Strategy::LeastConnections => "least_connections",
+            Strategy::Random => "random",
+            Strategy::TwoChoices => "two_choices",
+            Strategy::IpHash => "ip_hash",
+            Strategy::ConsistentHash => "consistent_hash",
         }
     }
+
+    /// Hash strategies keep a client (or key) on one backend: no slow start, no backups.
+    pub fn is_hash(self) -> bool {
+        matches!(self, Strategy::IpHash | Strategy::ConsistentHash)
+    }
+}
+
+/// `upstreams.X.hash_key`: what `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address as text (NGINX `$remote_addr`).
+    ClientIp,
+    /// The request target as sent, query included (NGINX `$request_uri`).
+    Uri,
+    /// The normalized path, no query (NGINX `$uri`).
+    Path,
+    /// A request header's value (lower-cased name); empty when absent.
+    Header(String),
+    /// A cookie's value; empty when absent.
+    Cookie(String),
+}
+
+/// `upstreams.X.host_header`: the `Host` the backends get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's `Host` (or `:authority`), lb's default.
+    Client,
+    /// The upstream's name (NGINX's default, `$proxy_host`).
+    Upstream,
+    /// This value.
+    Literal(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +320,9 @@ pub struct UpstreamConfig {
     pub protocol: Protocol,
     /// `[upstreams.X.tls]`: TLS to the backends (absent: cleartext).
     pub tls: Option<UpstreamTls>,
+    /// What `consistent_hash` hashes (`None` for other strategies).
+    pub hash_key: Option<HashKey>,
+    pub host_header: HostHeader,
 }
 
 /// `upstreams.X.protocol`: the backend leg.
@@ -287,6 +350,12 @@ pub struct BackendConfig {
     /// Resolved when the config was loaded.
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
+    /// Used only when no primary backend is usable (or all are at `max_conns`).
+    pub backup: bool,
+    /// Never picked (kept in the config, e.g. for a hash ring's stability).
+    pub down: bool,
+    /// Most requests in flight at once; 0: no limit.
+    pub max_conns: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,12 +404,61 @@ impl Default for PassiveConfig {
     }
 }
 
+/// One `[[routes]]` entry. Matching follows NGINX (see [`crate::snapshot`]): the host picks a
+/// group of routes, then exact path, longest prefix (`skip_regex` stops there), first regex,
+/// longest prefix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
-    /// Lower-cased exact host (no port); `None` matches any host.
+    /// Lower-cased: `example.com`, `*.example.com` or `.example.com`; `None`: the default group.
     pub host: Option<String>,
-    pub path_prefix: String,
+    pub path: PathMatch,
+    /// A prefix route that, as the longest matching prefix, wins without trying regexes (`^~`).
+    pub skip_regex: bool,
+    /// The matched prefix is replaced by this in the forwarded path (prefix routes only).
+    pub replace_prefix: Option<String>,
     pub upstream: String,
+}
+
+/// How a route matches the (normalized) path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(PathRegex),
+}
+
+impl PathMatch {
+    /// `path_exact=/x`, `path_prefix=/x` or `path_regex=...`, for summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            PathMatch::Exact(p) => format!("path_exact={p}"),
+            PathMatch::Prefix(p) => format!("path_prefix={p}"),
+            PathMatch::Regex(r) => format!("path_regex={}", r.pattern()),
+        }
+    }
+}
+
+/// A compiled `path_regex` (compared by its pattern).
+#[derive(Debug, Clone)]
+pub struct PathRegex(regex::Regex);
+
+impl PathRegex {
+    pub fn new(pattern: &str) -> Result<PathRegex, regex::Error> {
+        regex::Regex::new(pattern).map(PathRegex)
+    }
+    pub fn pattern(&self) -> &str {
+        self.0.as_str()
+    }
+    #[inline]
+    pub fn is_match(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern() == other.pattern()
+    }
 }
 
 /// An IPv4/IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
@@ -529,18 +647,35 @@ impl Config {
                 }
             );
             for b in &u.backends {
-                let _ = writeln!(s, "  {} ({}) weight {}", b.address, b.addr, b.weight);
+                let mut flags = String::new();
+                if b.backup {
+                    flags.push_str(" backup");
+                }
+                if b.down {
+                    flags.push_str(" down");
+                }
+                if b.max_conns > 0 {
+                    let _ = write!(flags, " max_conns {}", b.max_conns);
+                }
+                let _ = writeln!(s, "  {} ({}) weight {}{flags}", b.address, b.addr, b.weight);
             }
         }
         if self.routes.is_empty() {
             let _ = writeln!(s, "routes: all traffic -> {}", self.upstreams[0].name);
         }
         for r in &self.routes {
+            let mut extra = String::new();
+            if r.skip_regex {
+                extra.push_str(" skip_regex");
+            }
+            if let Some(p) = &r.replace_prefix {
+                let _ = write!(extra, " replace_prefix={p}");
+            }
             let _ = writeln!(
                 s,
-                "route host={} path_prefix={} -> {}",
-                r.host.as_deref().unwrap_or("*"),
-                r.path_prefix,
+                "route host={} {}{extra} -> {}",
+                r.host.as_deref().unwrap_or("(default)"),
+                r.path.describe(),
                 r.upstream
             );
         }

@@ -13,6 +13,8 @@ use super::file::*;
 use super::*;
 
 mod admin;
+#[cfg(test)]
+mod balancing_tests;
 mod tls;
 mod upstream;
 
@@ -324,10 +326,6 @@ impl Checker {
             let Some(r) = self.decode::<RouteFile>(&path, v) else {
                 continue;
             };
-            let prefix = r.path_prefix.unwrap_or_else(|| "/".to_string());
-            if !prefix.starts_with('/') {
-                self.problem(join(&path, "path_prefix"), "must start with '/'");
-            }
             if !upstreams.iter().any(|u| u.name == r.upstream) {
                 let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
                 self.problem(
@@ -339,26 +337,109 @@ impl Checker {
                     ),
                 );
             }
-            let host = r.host.map(|h| h.to_ascii_lowercase());
-            if host.as_deref() == Some("") {
+            let host = r.host.as_deref().map(str::to_ascii_lowercase);
+            if let Some(h) = &host {
+                if let Err(m) = check_route_host(h) {
+                    self.problem(join(&path, "host"), m);
+                }
+            }
+            let Some(matcher) = self.path_match(&path, &r) else {
+                continue;
+            };
+            let skip_regex = r.skip_regex.unwrap_or(false);
+            let is_prefix = matches!(matcher, PathMatch::Prefix(_));
+            if skip_regex && !is_prefix {
                 self.problem(
-                    join(&path, "host"),
-                    "must not be empty (leave it out to match any host)",
+                    join(&path, "skip_regex"),
+                    "only applies to path_prefix routes (NGINX `^~`)",
                 );
             }
-            if !seen.insert((host.clone(), prefix.clone())) {
+            if let Some(rp) = &r.replace_prefix {
+                if !is_prefix {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
+                         inside regex and exact locations too)",
+                    );
+                } else if !rp.starts_with('/') {
+                    self.problem(join(&path, "replace_prefix"), "must start with '/'");
+                } else if http::uri::PathAndQuery::try_from(rp.as_str()).is_err()
+                    || rp.contains('?')
+                {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "must be a valid path (no query, no spaces)",
+                    );
+                }
+            }
+            let key = (host.clone(), matcher.describe());
+            if !seen.insert(key) {
                 self.problem(
                     &path,
-                    "duplicate route: same host and path_prefix as an earlier route",
+                    format!(
+                        "duplicate route: same host and {} as an earlier route",
+                        matcher.describe()
+                    ),
                 );
             }
             out.push(RouteConfig {
                 host,
-                path_prefix: prefix,
+                path: matcher,
+                skip_regex,
+                replace_prefix: r.replace_prefix,
                 upstream: r.upstream,
             });
         }
         out
+    }
+
+    /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
+    fn path_match(&mut self, path: &str, r: &RouteFile) -> Option<PathMatch> {
+        let given = [
+            ("path_exact", &r.path_exact),
+            ("path_prefix", &r.path_prefix),
+            ("path_regex", &r.path_regex),
+        ];
+        let set: Vec<&str> = given
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if set.len() > 1 {
+            self.problem(
+                join(path, set[1]),
+                format!(
+                    "give one of path_exact, path_prefix and path_regex (also {})",
+                    set[0]
+                ),
+            );
+            return None;
+        }
+        for (key, value) in &given[..2] {
+            if value.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                self.problem(join(path, key), "must start with '/'");
+            }
+        }
+        if let Some(p) = &r.path_exact {
+            return Some(PathMatch::Exact(p.clone()));
+        }
+        if let Some(re) = &r.path_regex {
+            return match PathRegex::new(re) {
+                Ok(re) => Some(PathMatch::Regex(re)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or("").trim();
+                    self.problem(
+                        join(path, "path_regex"),
+                        format!("invalid regular expression {re:?}: {last}"),
+                    );
+                    None
+                }
+            };
+        }
+        Some(PathMatch::Prefix(
+            r.path_prefix.clone().unwrap_or_else(|| "/".to_string()),
+        ))
     }
 
     fn int(&mut self, path: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> i64 {
@@ -438,6 +519,37 @@ impl Checker {
             }
         }
     }
+}
+
+/// A route's `host`: a name, `*.name` (any subdomain) or `.name` (the name and its subdomains).
+fn check_route_host(h: &str) -> Result<(), String> {
+    let name = h
+        .strip_prefix("*.")
+        .or_else(|| h.strip_prefix('.'))
+        .unwrap_or(h);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if h.is_empty() {
+        return Err("must not be empty (leave it out for the default group)".into());
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "{h:?}: a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\")"
+        ));
+    }
+    if name.parse::<std::net::Ipv6Addr>().is_ok()
+        || name.split('.').all(label_ok) && name.len() <= 253
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{h:?} is not a host name (\"example.com\", \"*.example.com\" or \".example.com\"; \
+         no port)"
+    ))
 }
 
 fn join(path: &str, key: &str) -> String {

@@ -50,7 +50,7 @@ pub fn announce(
     shared.rebuild();
     let snap = shared.snapshot.load();
     if let Some(u) = snap.upstream(upstream) {
-        let usable = u.backends.iter().filter(|b| b.state.usable()).count();
+        let usable = u.backends.iter().filter(|b| b.available()).count();
         let checking = u
             .backends
             .iter()

@@ -84,6 +84,8 @@ pub struct Ctx {
     /// The normalized path to forward instead of the client's (`server.normalize_path =
     /// "forward"` and the path was not already normal).
     pub(super) forward_path: Option<String>,
+    /// The normalized path when it differs from the request's and `consistent_hash` hashes it.
+    pub(super) key_path: Option<String>,
     /// A gRPC call ([`super::grpc::is_grpc`]): lb's own answers speak gRPC.
     pub(super) grpc: bool,
     /// The `grpc-status` the call ended with (the backend's, or lb's own answer's).
@@ -111,6 +113,7 @@ impl Ctx {
             own_answer: false,
             client_gone: false,
             forward_path: None,
+            key_path: None,
             grpc: false,
             grpc_status: None,
             _active: Active::new(),

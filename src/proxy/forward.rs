@@ -16,9 +16,10 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers::{
-    authority_to_host, prepare_request, set_forwarded, set_path, strip_hop_by_hop, to_origin_form,
+    authority_to_host, prepare_request, set_forwarded, set_host, set_path, strip_hop_by_hop,
+    to_origin_form,
 };
-use crate::config::ServerSettings;
+use crate::config::{HostHeader, ServerSettings};
 use crate::edge::RequestState;
 use crate::health;
 use crate::runtime::Shared;
@@ -61,8 +62,9 @@ pub(super) fn upstream_head(
     session: &mut ServerSession,
     forward_path: Option<&str>,
     trusted: bool,
-    h2_backend: bool,
+    upstream: &crate::config::UpstreamConfig,
 ) -> Result<Box<RequestHeader>> {
+    let h2_backend = upstream.protocol == crate::config::Protocol::Http2;
     let has_body = !session.is_body_empty();
     let mut req = Box::new(session.req_header().clone());
     // Room for the fields lb adds, so that they do not regrow the cloned map one by one.
@@ -74,12 +76,19 @@ pub(super) fn upstream_head(
     if let Some(path) = forward_path {
         set_path(&mut req, path)?;
     }
+
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     set_forwarded(&mut req, client, trusted, https)?;
+    // After set_forwarded: `X-Forwarded-Host` is the client's host either way.
+    match &upstream.host_header {
+        HostHeader::Client => {}
+        HostHeader::Upstream => set_host(&mut req, &upstream.name)?,
+        HostHeader::Literal(host) => set_host(&mut req, host)?,
+    }
     prepare_request(&mut req, has_body, h2_backend)?;
     Ok(req)
 }

@@ -54,6 +54,18 @@ pub(super) fn authority_to_host(req: &mut RequestHeader) -> Result<()> {
     req.insert_header(header::HOST, authority)
 }
 
+/// Sets the `Host` the backend gets (`upstreams.X.host_header`). A target with an authority
+/// (HTTP/2 clients) loses it, so that the new `Host` is also the backend's `:authority`.
+pub(super) fn set_host(req: &mut RequestHeader, host: &str) -> Result<()> {
+    if req.uri.authority().is_some() {
+        let origin = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = http::Uri::try_from(origin)
+            .map_err(|e| Error::because(ErrorType::InternalError, "origin form", e))?;
+        req.set_uri(uri);
+    }
+    req.insert_header(header::HOST, host)
+}
+
 /// Replaces the request's path, keeping its query as sent.
 pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
     let mut path = path.to_string();
@@ -153,7 +165,7 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Formats an address into `buf` without the formatting machinery for IPv4 (the common case: four
 /// octets, digit by digit); IPv6 goes through `Display`.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+pub(super) fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
     let n = match ip {
         IpAddr::V4(v4) => {
             let mut n = 0;

@@ -181,12 +181,25 @@ impl Proxy {
         };
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
-            Ok(path) => match snapshot.route_index(request_host(req), &path) {
+            Ok(path) => match snapshot.route(request_host(req), &path) {
                 None => Some((404, "no route matches this request")),
-                Some(index) => {
-                    ctx.upstream = index;
+                Some(route) => {
+                    ctx.upstream = route.upstream;
                     ctx.routed = true;
-                    if let (NormalizePath::Forward, Cow::Owned(p)) = (server.normalize_path, path) {
+                    let by_path = snapshot.upstreams[route.upstream].config.hash_key
+                        == Some(crate::config::HashKey::Path);
+                    if let (true, Cow::Owned(p)) = (by_path, &path) {
+                        ctx.key_path = Some(p.clone());
+                    }
+                    if let Some((len, with)) = &route.replace {
+                        // As `proxy_pass http://up/new/`: the normalized path, prefix replaced.
+                        let mut p = String::with_capacity(with.len() + path.len() - len);
+                        p.push_str(with);
+                        p.push_str(&path[*len..]);
+                        ctx.forward_path = Some(p);
+                    } else if let (NormalizePath::Forward, Cow::Owned(p)) =
+                        (server.normalize_path, path)
+                    {
                         ctx.forward_path = Some(p);
                     }
                     None
@@ -220,7 +233,7 @@ impl Proxy {
     /// Whether the routed upstream has a usable backend (else the live snapshot's, see
     /// [`Proxy::on_live_snapshot`]).
     fn has_usable_backend(&self, ctx: &mut Ctx) -> bool {
-        let usable = |up: &Upstream| up.backends.iter().any(|b| b.state.usable());
+        let usable = |up: &Upstream| up.has_available();
         ctx.upstream().is_some_and(usable)
             || self
                 .on_live_snapshot(ctx, |up| usable(up).then_some(()))
@@ -252,7 +265,7 @@ impl Proxy {
     ) -> Result<bool, Box<Error>> {
         loop {
             ctx.guard = None; // a retry releases the previous attempt's count first
-            let i = self.pick(ctx)?;
+            let i = self.pick(session, ctx)?;
             let snapshot = ctx.snapshot.as_deref().expect("routed");
             let up = &snapshot.upstreams[ctx.upstream];
             let backend = &up.backends[i];
@@ -272,7 +285,7 @@ impl Proxy {
             };
             let h2_backend = up.config.protocol == Protocol::Http2;
             let head =
-                forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, h2_backend);
+                forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, &up.config);
             let key = backend.pool_key;
             let connected = if h2_backend {
                 match pool::h2::stream(key, now_ms, idle_ms).await {
@@ -384,20 +397,35 @@ impl Proxy {
 
     /// The backend for the next attempt: one of the request's upstream this request has not
     /// tried yet.
-    fn pick(&self, ctx: &mut Ctx) -> Result<usize, Box<Error>> {
+    fn pick(&self, session: &ServerSession, ctx: &mut Ctx) -> Result<usize, Box<Error>> {
         let snapshot = ctx.snapshot.as_ref().expect("routed");
         let up = &snapshot.upstreams[ctx.upstream];
-        if let Some(i) = up.balancer.pick(&up.backends, |i| ctx.tried.contains(i)) {
+        let mut buf: KeyBuf = [0; 64];
+        let key = if up.balancer.keyed() {
+            hash_key(session, ctx, up, &mut buf)
+        } else {
+            &[]
+        };
+        if let Some(i) = up
+            .balancer
+            .pick_keyed(&up.backends, |i| ctx.tried.contains(i), key)
+        {
             return Ok(i);
         }
+        let saturated = up.saturated();
         if ctx.attempts == 0 {
             // Nothing tried yet, so nothing to exclude there.
-            let live = self.on_live_snapshot(ctx, |up| up.balancer.pick(&up.backends, |_| false));
+            let key = key.to_vec();
+            let live = self.on_live_snapshot(ctx, |up| {
+                up.balancer.pick_keyed(&up.backends, |_| false, &key)
+            });
             if let Some(i) = live {
                 return Ok(i);
             }
         }
-        Err(if ctx.attempts == 0 {
+        Err(if saturated && ctx.attempts == 0 {
+            Error::explain(ErrorType::HTTPStatus(503), AT_MAX_CONNS)
+        } else if ctx.attempts == 0 {
             Error::explain(ErrorType::HTTPStatus(503), "no usable backend")
         } else {
             Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on")
@@ -603,6 +631,68 @@ fn access_log(
     });
 }
 
+/// Why a pick found nothing although backends are usable (lb answers 503 with this reason).
+const AT_MAX_CONNS: &str = "every usable backend is at its max_conns";
+
+/// Room on the stack for a hash key made by lb (a client address).
+type KeyBuf = [u8; 64];
+
+/// The bytes a hash strategy hashes for this request (empty: none, round-robin instead).
+fn hash_key<'a>(
+    session: &'a ServerSession,
+    ctx: &'a Ctx,
+    up: &Upstream,
+    buf: &'a mut KeyBuf,
+) -> &'a [u8] {
+    use crate::config::{HashKey, Strategy};
+    let client = || {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    };
+    if up.config.strategy == Strategy::IpHash {
+        let Some(ip) = client() else { return &[] };
+        let mut octets = [0u8; 16];
+        let key = crate::balance::hash::ip_key(ip, &mut octets);
+        let n = key.len();
+        buf[..n].copy_from_slice(key);
+        return &buf[..n];
+    }
+    let req = session.req_header();
+    match up.config.hash_key.as_ref() {
+        None => &[],
+        Some(HashKey::ClientIp) => {
+            let Some(ip) = client() else { return &[] };
+            headers::format_ip(ip, buf).as_bytes()
+        }
+        Some(HashKey::Uri) => req.raw_path(),
+        Some(HashKey::Path) => ctx
+            .key_path
+            .as_deref()
+            .map_or(req.uri.path().as_bytes(), str::as_bytes),
+        Some(HashKey::Header(name)) => req
+            .headers
+            .get(name.as_str())
+            .map_or(&[][..], |v| v.as_bytes()),
+        Some(HashKey::Cookie(name)) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .find_map(|v| cookie(v.as_bytes(), name.as_bytes()))
+            .unwrap_or(&[]),
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header line.
+fn cookie<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    line.split(|b| *b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+    })
+}
+
 /// How long an HTTP/2 request's unread body is read (and discarded) after its answer.
 const H2_BODY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -636,6 +726,13 @@ fn error_reason(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
             if attempts == 1 { "" } else { "s" },
             e.etype().as_str()
         ),
+        503 if e
+            .context
+            .as_ref()
+            .is_some_and(|c| c.as_str() == AT_MAX_CONNS) =>
+        {
+            format!("upstream {upstream:?}: every usable backend is at its max_conns")
+        }
         503 => format!("upstream {upstream:?} has no usable backend"),
         504 => format!("upstream {upstream:?} did not answer in time"),
         _ => e.etype().as_str().to_string(),

@@ -68,11 +68,22 @@ impl Position {
 /// Per-upstream state shared by every snapshot: the balancer position, the lock that makes a
 /// passive ejection's `max_ejected_percent` check and the ejection itself one step, and the
 /// stats of lb's own answers for the upstream (`backend=""`).
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct UpstreamState {
     pub position: Position,
     pub ejection: Mutex<()>,
     pub own: Arc<crate::state::stats::RequestStats>,
+    /// A structure a higher layer derives from the upstream's backends and keeps across
+    /// rebuilds while they stay the same (the consistent-hash ring), checked by fingerprint.
+    pub derived: Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for UpstreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamState")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared, lock-free state of one backend.

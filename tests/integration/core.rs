@@ -168,18 +168,26 @@ upstream = "other"
     );
     let lb = Lb::start(&body);
     let get = |host: &str, path: &str| request(lb.addr, "GET", path, &[("Host", host)], b"");
+    // NGINX's model: the host picks a group (here www.example.com's, other.example.com's, or
+    // the routes without host), then the longest prefix within it.
     assert_eq!(get("www.example.com", "/index").backend(), "web");
-    assert_eq!(get("www.example.com", "/api/x").backend(), "api");
+    assert_eq!(get("www.example.com", "/api/x").backend(), "web");
     assert_eq!(get("anything", "/api/v2/users").backend(), "v2");
+    assert_eq!(get("anything", "/api/users").backend(), "api");
     assert_eq!(get("other.example.com:8080", "/api/x").backend(), "other");
     assert_eq!(
-        get("other.example.com", "/api/v2/x").backend(),
-        "v2",
-        "longer prefix wins"
+        get("OTHER.example.com", "/api/v2/x").backend(),
+        "other",
+        "the host's group only"
     );
-    let miss = get("nobody.example.com", "/index");
-    assert_eq!(miss.status, 404);
+    let miss = get("other.example.com", "/index");
+    assert_eq!(
+        miss.status, 404,
+        "other.example.com's group has no route for /index"
+    );
     assert!(miss.backend().is_empty());
+    let miss = get("nobody.example.com", "/index");
+    assert_eq!(miss.status, 404, "nor has the default group");
 }
 
 #[test]

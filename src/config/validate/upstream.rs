@@ -37,14 +37,27 @@ impl Checker {
 
     fn upstream(&mut self, path: &str, name: String, u: UpstreamFile) -> Option<UpstreamConfig> {
         let strategy = match u.strategy.as_deref() {
-            None | Some("round_robin") => Strategy::RoundRobin,
-            Some("least_connections") => Strategy::LeastConnections,
-            Some(other) => {
+            None => Strategy::RoundRobin,
+            Some(name) => Strategy::parse(name).unwrap_or_else(|| {
                 self.problem(
                     join(path, "strategy"),
-                    format!("unknown strategy {other:?} (expected \"round_robin\" or \"least_connections\")"),
+                    format!("unknown strategy {name:?} (expected {})", Strategy::NAMES),
                 );
                 Strategy::RoundRobin
+            }),
+        };
+        let hash_key = self.hash_key(path, strategy, u.hash_key.as_deref());
+        let host_header = match u.host_header.as_deref() {
+            None | Some("client") => HostHeader::Client,
+            Some("upstream") => HostHeader::Upstream,
+            Some(literal) => {
+                if literal.is_empty() || http::HeaderValue::from_str(literal).is_err() {
+                    self.problem(
+                        join(path, "host_header"),
+                        "must be \"client\", \"upstream\" or a host name (a valid header value)",
+                    );
+                }
+                HostHeader::Literal(literal.to_string())
             }
         };
         if u.backends.is_empty() {
@@ -54,6 +67,18 @@ impl Checker {
         for (i, v) in u.backends.into_iter().enumerate() {
             let bpath = format!("{path}.backends[{i}]");
             if let Some(b) = self.backend(&bpath, v) {
+                if b.backup
+                    && !matches!(strategy, Strategy::RoundRobin | Strategy::LeastConnections)
+                {
+                    self.problem(
+                        join(&bpath, "backup"),
+                        format!(
+                            "backups need strategy \"round_robin\" or \"least_connections\" \
+                             (not {:?}, as in NGINX)",
+                            strategy.as_str()
+                        ),
+                    );
+                }
                 if let Some(j) = backends.iter().position(|o| o.address == b.address) {
                     self.problem(
                         join(&bpath, "address"),
@@ -63,6 +88,12 @@ impl Checker {
                     backends.push(b);
                 }
             }
+        }
+        if !backends.is_empty() && backends.iter().all(|b| b.backup || b.down) {
+            self.problem(
+                join(path, "backends"),
+                "every backend is a backup or down: at least one must take traffic",
+            );
         }
         let health_check = u.health_check.and_then(|v| {
             let hpath = join(path, "health_check");
@@ -126,7 +157,57 @@ impl Checker {
             passive,
             protocol,
             tls,
+            hash_key,
+            host_header,
         })
+    }
+
+    fn hash_key(&mut self, path: &str, strategy: Strategy, value: Option<&str>) -> Option<HashKey> {
+        let kpath = join(path, "hash_key");
+        let Some(value) = value else {
+            if strategy == Strategy::ConsistentHash {
+                self.problem(
+                    kpath,
+                    "required with strategy \"consistent_hash\" (\"client_ip\", \"uri\", \
+                     \"path\", \"header:NAME\" or \"cookie:NAME\")",
+                );
+            }
+            return None;
+        };
+        if strategy != Strategy::ConsistentHash {
+            self.problem(
+                &kpath,
+                format!(
+                    "only used with strategy \"consistent_hash\" (this upstream's is {:?})",
+                    strategy.as_str()
+                ),
+            );
+        }
+        let token = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        let key = match value {
+            "client_ip" => Some(HashKey::ClientIp),
+            "uri" => Some(HashKey::Uri),
+            "path" => Some(HashKey::Path),
+            _ => match value.split_once(':') {
+                Some(("header", n)) if token(n) => Some(HashKey::Header(n.to_ascii_lowercase())),
+                Some(("cookie", n)) if token(n) => Some(HashKey::Cookie(n.to_string())),
+                _ => None,
+            },
+        };
+        if key.is_none() {
+            self.problem(
+                kpath,
+                format!(
+                    "unknown hash key {value:?} (expected \"client_ip\", \"uri\", \"path\", \
+                     \"header:NAME\" or \"cookie:NAME\")"
+                ),
+            );
+        }
+        key.filter(|_| strategy == Strategy::ConsistentHash)
     }
 
     fn protocol(&mut self, path: &str, value: Option<&str>) -> Protocol {
@@ -192,21 +273,50 @@ impl Checker {
     }
 
     fn backend(&mut self, path: &str, v: Value) -> Option<BackendConfig> {
-        let (address, weight) = match v {
-            Value::String(s) => (s, None),
-            v @ Value::Table(_) => {
-                let t = self.decode::<BackendTable>(path, v)?;
-                (t.address, t.weight)
-            }
+        let t = match v {
+            Value::String(s) => BackendTable {
+                address: Some(s),
+                srv: None,
+                weight: None,
+                backup: None,
+                down: None,
+                max_conns: None,
+                resolve: None,
+            },
+            v @ Value::Table(_) => self.decode::<BackendTable>(path, v)?,
             _ => {
                 self.problem(
                     path,
-                    "expected \"host:port\" or { address = \"host:port\", weight = N }",
+                    "expected \"host:port\" or { address = \"host:port\", weight = N, ... }",
                 );
                 return None;
             }
         };
-        let weight = match weight {
+        let address = match (t.address, t.srv) {
+            (Some(a), None) => a,
+            (None, Some(_)) => {
+                self.problem(
+                    join(path, "srv"),
+                    "DNS SRV discovery is not available in this build",
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.problem(path, "has both address and srv: give exactly one");
+                return None;
+            }
+            (None, None) => {
+                self.problem(path, "needs address (\"host:port\") or srv");
+                return None;
+            }
+        };
+        if t.resolve == Some(true) {
+            self.problem(
+                join(path, "resolve"),
+                "DNS re-resolution is not available in this build",
+            );
+        }
+        let weight = match t.weight {
             Some(w) if w < 1 => {
                 self.problem(join(path, "weight"), "must be at least 1");
                 None
@@ -221,11 +331,22 @@ impl Checker {
             Some(w) => NonZeroU32::new(w as u32),
             None => NonZeroU32::new(1),
         };
+        let max_conns = self.int(&join(path, "max_conns"), t.max_conns, 0, 1_000_000, 0) as u32;
+        let (backup, down) = (t.backup.unwrap_or(false), t.down.unwrap_or(false));
+        if backup && down {
+            self.problem(
+                join(path, "down"),
+                "a backend is a backup or down, not both",
+            );
+        }
         let addr = self.resolve(&join(path, "address"), &address);
         Some(BackendConfig {
             address,
             addr: addr?,
             weight: weight?,
+            backup,
+            down,
+            max_conns,
         })
     }
 
