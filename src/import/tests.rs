@@ -442,3 +442,25 @@ fn an_import_passes_config_validation() {
     assert_eq!(api.passive.max_ejected_percent, 100);
     assert_eq!(config.server.upstream_keepalive_pool_size, 32);
 }
+
+/// With the keys main added (strategies, hash_key, host_header, backend flags, NGINX's routing
+/// model), an import that uses them all passes [`crate::config::parse`].
+#[test]
+fn an_import_with_the_nginx_keys_passes_config_validation() {
+    let o = one(
+        "valid-nginx-keys",
+        "http {\n upstream api { hash $request_uri consistent; server 127.0.0.1:9001; server 127.0.0.1:9002 down; }\n\
+         upstream web { server 127.0.0.1:9101 max_conns=5; server 127.0.0.1:9102 backup; }\n\
+         upstream ip { ip_hash; server 127.0.0.1:9201; server 127.0.0.1:9202; }\n\
+         upstream two { random two least_conn; server 127.0.0.1:9301; server 127.0.0.1:9302; }\n\
+         server { listen 127.0.0.1:18081 default_server; server_name api.example *.api.example .web.example;\n\
+           location = /exact { proxy_pass http://api; }\n\
+           location ^~ /static/ { proxy_set_header Host static.internal; proxy_pass http://web; }\n\
+           location ~* \\.(png|jpg)$ { proxy_pass http://ip; }\n\
+           location /v1/ { proxy_pass http://two/v2/; }\n\
+           location / { proxy_pass http://127.0.0.1:9401; } }\n}\n",
+    );
+    let config = crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+    assert_eq!(config.upstreams.len(), 5);
+    assert_eq!(config.routes.len(), 5 * 4);
+}
