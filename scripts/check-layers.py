@@ -13,6 +13,7 @@ LAYERS = [
     ["util"],
     ["tls"],
     ["config"],
+    ["import"],
     ["state"],
     ["balance"],
     ["snapshot"],

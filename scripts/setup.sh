@@ -61,9 +61,10 @@ ensure_h2load() {
   return 0
 }
 
-# Python grpcio and h2 in a virtualenv under target/ (never the system's Python): the gRPC server
-# and client of the gRPC tests (tests/grpc/peer.py) and the HTTP/2 rapid-reset client
-# (tests/h2/rapid_reset.py).
+# Python grpcio, h2 and crossplane in a virtualenv under target/ (never the system's Python): the
+# gRPC server and client of the gRPC tests (tests/grpc/peer.py), the HTTP/2 rapid-reset client
+# (tests/h2/rapid_reset.py) and NGINX's reference config parser, the oracle of the import-nginx
+# parser test (tests/integration/import_nginx.rs).
 LB_TEST_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
 export LB_TEST_VENV
 ensure_dnsmasq() {
@@ -75,15 +76,15 @@ ensure_dnsmasq() {
 }
 
 ensure_test_venv() {
-  "$LB_TEST_VENV/bin/python" -c "import grpc, h2" >/dev/null 2>&1 && return 0
-  echo "setup: creating $LB_TEST_VENV with grpcio and h2 (test clients and servers)..." >&2
+  "$LB_TEST_VENV/bin/python" -c "import grpc, h2, crossplane" >/dev/null 2>&1 && return 0
+  echo "setup: creating $LB_TEST_VENV with grpcio, h2 and crossplane (test clients, servers, oracle)..." >&2
   if [ ! -x "$LB_TEST_VENV/bin/pip" ] && ! python3 -m venv "$LB_TEST_VENV" >/dev/null 2>&1; then
     rm -rf "$LB_TEST_VENV"
     apt_install python3-venv || true
     python3 -m venv "$LB_TEST_VENV" || { echo "setup: cannot create a Python virtualenv; run: sudo apt-get install -y python3-venv" >&2; return 0; }
   fi
-  "$LB_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio>=1.60,<2" "h2>=4.1,<5" \
-    || echo "setup: pip could not install grpcio and h2 into $LB_TEST_VENV" >&2
+  "$LB_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio>=1.60,<2" "h2>=4.1,<5" "crossplane>=0.5,<1" \
+    || echo "setup: pip could not install grpcio, h2 and crossplane into $LB_TEST_VENV" >&2
   return 0
 }
 

@@ -20,6 +20,7 @@
 //!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
 //!  balance     backend choice: the weighted order, round_robin, least_connections
 //!  state       per-backend state (health, in-flight, counters), the registry, stats
+//!  import      `lb import-nginx`: NGINX config → lb TOML, with notes on what was left behind
 //!  config      file structs → validated runtime types, every problem with its key path
 //!  tls         certificate files loaded and checked; swappable certificates (one, or chosen by SNI)
 //!  util        clocks, hashing, protobuf varints
@@ -91,6 +92,7 @@ pub mod config;
 pub mod discovery;
 pub mod edge;
 pub mod health;
+pub mod import;
 pub mod observe;
 pub mod proxy;
 pub mod reload;

@@ -1,8 +1,9 @@
-//! `lb` — wires the CLI to the library: parse flags, load and validate the config, run.
-use std::path::PathBuf;
+//! `lb` — wires the CLI to the library: parse flags, load and validate the config, run; or
+//! `lb import-nginx`, which translates an NGINX config.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use lb::observe::logging::LogFormat;
 
 #[global_allocator]
@@ -10,11 +11,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A load balancer and reverse proxy for HTTP APIs, built on pingora.
 #[derive(Parser, Debug)]
-#[command(name = "lb", version, about)]
+#[command(
+    name = "lb",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Path to the TOML config file.
-    #[arg(short, long, value_name = "PATH")]
-    config: PathBuf,
+    #[arg(short, long, value_name = "PATH", required = true)]
+    config: Option<PathBuf>,
     /// Validate the config, print a summary and exit (non-zero on any problem).
     #[arg(short = 't', long)]
     check: bool,
@@ -26,10 +35,71 @@ struct Cli {
     log_format: LogFormat,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Translate an NGINX config (its http context and what it includes) into an lb config;
+    /// every directive not carried over is listed on stderr.
+    ImportNginx {
+        /// The NGINX config: nginx.conf, or a file of the http context.
+        path: PathBuf,
+        /// Write the lb config to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print PATH's parse tree alone (includes not followed) as crossplane's JSON.
+        #[arg(long, hide = true)]
+        dump_tree: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let text = std::fs::read_to_string(&cli.config).unwrap_or_default();
-    let config = match lb::config::load(&cli.config) {
+    let Some(config_path) = cli.config.clone() else {
+        let Some(Command::ImportNginx {
+            path,
+            output,
+            dump_tree,
+        }) = cli.command
+        else {
+            unreachable!("clap requires --config without a subcommand");
+        };
+        return import_nginx(&path, output.as_deref(), dump_tree);
+    };
+    run(cli, &config_path)
+}
+
+/// `lb import-nginx`: the TOML to stdout or `output`, the notes to stderr; 1 and one line when
+/// nothing was written.
+fn import_nginx(path: &Path, output: Option<&Path>, dump_tree: bool) -> ExitCode {
+    let result = if dump_tree {
+        lb::import::dump_tree(path).map(|json| (json + "\n", Vec::new()))
+    } else {
+        lb::import::import(path).map(|i| (i.toml, i.notes))
+    };
+    let (text, notes) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lb import-nginx: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match output {
+        Some(file) => {
+            if let Err(e) = std::fs::write(file, &text) {
+                eprintln!("lb import-nginx: cannot write {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{text}"),
+    }
+    for n in notes {
+        eprintln!("{n}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(cli: Cli, config_path: &Path) -> ExitCode {
+    let text = std::fs::read_to_string(config_path).unwrap_or_default();
+    let config = match lb::config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             for line in e.lines() {
@@ -37,19 +107,19 @@ fn main() -> ExitCode {
             }
             eprintln!(
                 "{}: configuration invalid ({} problem(s))",
-                cli.config.display(),
+                config_path.display(),
                 e.problems.len()
             );
             return ExitCode::FAILURE;
         }
     };
-    let warnings = config.warning_lines(&cli.config);
+    let warnings = config.warning_lines(config_path);
     if cli.check {
         for w in &warnings {
             eprintln!("{w}");
         }
         print!("{}", config.summary());
-        println!("{}: configuration OK", cli.config.display());
+        println!("{}: configuration OK", config_path.display());
         return ExitCode::SUCCESS;
     }
     if !cli.upgrade {
@@ -66,5 +136,5 @@ fn main() -> ExitCode {
     let opts = lb::server::RunOptions {
         upgrade: cli.upgrade,
     };
-    lb::server::run(config, &cli.config, hash, opts)
+    lb::server::run(config, config_path, hash, opts)
 }

@@ -13,6 +13,7 @@ mod edge_correctness;
 mod grpc;
 mod hardening;
 mod health;
+mod import_nginx;
 mod observe;
 mod ops_correctness;
 mod reload;

@@ -1,0 +1,221 @@
+//! [`Import`] → lb's TOML, written by hand so every table and backend carries a comment naming
+//! the NGINX line it came from. Keys that equal lb's defaults (`strategy = "round_robin"`,
+//! `host_header = "client"`) are left out.
+
+use std::fmt::Write;
+
+use super::model::*;
+
+/// The TOML text of `import`.
+pub fn toml(import: &Import) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Imported from {} by `lb import-nginx`: read the notes it printed, then `lb --check`.",
+        import.source
+    );
+    server(&mut s, import);
+    for u in &import.upstreams {
+        upstream(&mut s, u);
+    }
+    for r in &import.routes {
+        route(&mut s, r);
+    }
+    s
+}
+
+fn server(s: &mut String, import: &Import) {
+    let _ = writeln!(s, "\n[server]");
+    if !import.listen.is_empty() || import.tls_listen.is_empty() {
+        listen(s, &import.listen);
+    }
+    if let Some(k) = &import.keepalive {
+        let _ = writeln!(
+            s,
+            "upstream_keepalive_pool_size = {}  # {}: keepalive (summed over upstreams)",
+            k.value, k.loc
+        );
+    }
+    if import.tls_listen.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n[server.tls]");
+    listen(s, &import.tls_listen);
+    let _ = writeln!(s, "certificates = [");
+    for c in &import.certificates {
+        let _ = writeln!(
+            s,
+            "  {{ cert = {}, key = {} }},  # {}",
+            string(&c.cert),
+            string(&c.key),
+            c.loc
+        );
+    }
+    let _ = writeln!(s, "]");
+    if let Some(loc) = &import.http2 {
+        let _ = writeln!(s, "http2 = true  # {loc}");
+    }
+}
+
+fn listen(s: &mut String, list: &[At<String>]) {
+    let _ = writeln!(s, "listen = [");
+    for l in list {
+        let _ = writeln!(s, "  {},  # {}: listen", string(&l.value), l.loc);
+    }
+    let _ = writeln!(s, "]");
+}
+
+fn upstream(s: &mut String, u: &Upstream) {
+    let key = format!("upstreams.{}", key(&u.name));
+    let _ = writeln!(s, "\n# {}: {}\n[{key}]", u.loc, u.label);
+    if let Some(strategy) = u.strategy {
+        let _ = writeln!(s, "strategy = {}", string(strategy));
+    }
+    if let Some(k) = &u.hash_key {
+        let _ = writeln!(s, "hash_key = {}", string(k));
+    }
+    let settings = u.settings.clone().unwrap_or_default();
+    if let Some(h) = settings
+        .host_header
+        .filter(|h| h.value != HostHeader::Client)
+    {
+        let _ = writeln!(
+            s,
+            "host_header = {}  # {}",
+            string(h.value.as_toml()),
+            h.loc
+        );
+    }
+    let _ = writeln!(s, "backends = [");
+    for b in &u.backends {
+        let _ = writeln!(s, "  {},  # {}", backend(b), b.loc);
+    }
+    let _ = writeln!(s, "]");
+    for (k, v) in [
+        ("connect_timeout", &settings.connect_timeout),
+        ("read_timeout", &settings.read_timeout),
+        ("write_timeout", &settings.write_timeout),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}  # {}", string(&v.value), v.loc);
+        }
+    }
+    if let Some(r) = &settings.retries {
+        let _ = writeln!(s, "retries = {}  # {}", r.value, r.loc);
+    }
+    let p = &u.passive;
+    let _ = writeln!(s, "# {}\n[{key}.passive]", p.why);
+    let _ = writeln!(s, "consecutive_failures = {}", p.consecutive_failures);
+    if let Some(t) = &p.fail_timeout {
+        let t = string(t);
+        let _ = writeln!(
+            s,
+            "ejection_time = {t}\nmax_ejection_time = {t}\nmax_ejected_percent = 100"
+        );
+    }
+    if let Some(t) = &p.slow_start {
+        let _ = writeln!(s, "slow_start = {}", string(t));
+    }
+    if u.tls {
+        let _ = writeln!(
+            s,
+            "# proxy_pass https://: NGINX neither sends SNI nor verifies the backend by default\n[{key}.tls]\nverify = false"
+        );
+    }
+}
+
+/// A backend as a plain string, or an inline table when it has settings.
+fn backend(b: &Backend) -> String {
+    let mut fields = Vec::new();
+    if let Some(w) = b.weight {
+        fields.push(format!("weight = {w}"));
+    }
+    if let Some(m) = b.max_conns {
+        fields.push(format!("max_conns = {m}"));
+    }
+    for (flag, name) in [
+        (b.backup, "backup"),
+        (b.down, "down"),
+        (b.resolve, "resolve"),
+    ] {
+        if flag {
+            fields.push(format!("{name} = true"));
+        }
+    }
+    if fields.is_empty() {
+        return string(&b.address);
+    }
+    format!(
+        "{{ address = {}, {} }}",
+        string(&b.address),
+        fields.join(", ")
+    )
+}
+
+fn route(s: &mut String, r: &Route) {
+    let _ = writeln!(s, "\n# {}: {}\n[[routes]]", r.loc, r.label);
+    if let Some(h) = &r.host {
+        let _ = writeln!(s, "host = {}", string(h));
+    }
+    let (k, v) = match &r.path {
+        PathMatch::Exact(p) => ("path_exact", p),
+        PathMatch::Prefix(p) => ("path_prefix", p),
+        PathMatch::Regex(p) => ("path_regex", p),
+    };
+    let _ = writeln!(s, "{k} = {}", string(v));
+    if r.skip_regex {
+        let _ = writeln!(s, "skip_regex = true");
+    }
+    if let Some(p) = &r.replace_prefix {
+        let _ = writeln!(s, "replace_prefix = {}", string(p));
+    }
+    let _ = writeln!(s, "upstream = {}", string(&r.upstream));
+}
+
+/// A TOML basic string.
+pub fn string(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A table key: bare when TOML allows it, quoted otherwise.
+pub fn key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        k.to_string()
+    } else {
+        string(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_keys_are_valid_toml() {
+        assert_eq!(string("a\"b\\c\n"), r#""a\"b\\c\n""#);
+        assert_eq!(key("api-v2_x"), "api-v2_x");
+        assert_eq!(key("api.example.com"), "\"api.example.com\"");
+        let doc = format!("[upstreams.{}]\nx = {}\n", key("a.b c"), string("\u{1}é\\"));
+        let t: toml::Table = doc.parse().unwrap();
+        assert_eq!(t["upstreams"]["a.b c"]["x"].as_str(), Some("\u{1}é\\"));
+    }
+}

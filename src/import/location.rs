@@ -1,0 +1,539 @@
+//! `location` blocks → routes, and the proxy settings (`proxy_set_header`, timeouts,
+//! `proxy_next_upstream`) that `http`, `server` and outer locations pass down to them.
+//!
+//! NGINX inherits a scalar setting unless the inner level sets it, and the `proxy_set_header`
+//! list only when the inner level has none of its own; `proxy_pass` itself is never inherited, so
+//! a nested location without one serves files and is skipped like any such location. lb keeps
+//! timeouts, retries and the Host header per upstream: the first location proxying to an
+//! upstream sets them, later ones that disagree get a note.
+
+use super::model::*;
+use super::tree::{Directive, Loc};
+use super::upstream::with_port;
+
+/// The proxy settings in effect at one level.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// From `proxy_set_header Host ...`; `None`: NGINX's default (`$proxy_host`).
+    host: Option<At<HostHeader>>,
+    /// The `proxy_set_header` lines seen so far are inherited (the next one starts a new list).
+    headers_inherited: bool,
+    connect: Option<At<String>>,
+    read: Option<At<String>>,
+    send: Option<At<String>>,
+    next_upstream_off: Option<At<bool>>,
+    tries: Option<At<u32>>,
+}
+
+/// `proxy_set_header` lines that say what lb does anyway.
+const FORWARDING: &[(&str, &[&str])] = &[
+    ("x-real-ip", &["$remote_addr"]),
+    ("x-forwarded-for", &["$proxy_add_x_forwarded_for"]),
+    ("x-forwarded-proto", &["$scheme"]),
+    ("x-forwarded-host", &["$host"]),
+    ("upgrade", &["$http_upgrade"]),
+    ("connection", &["upgrade", "$connection_upgrade", ""]),
+];
+
+impl Settings {
+    /// The directives [`Settings::take`] handles.
+    pub fn owns(name: &str) -> bool {
+        matches!(
+            name,
+            "proxy_set_header"
+                | "proxy_connect_timeout"
+                | "proxy_read_timeout"
+                | "proxy_send_timeout"
+                | "proxy_next_upstream"
+                | "proxy_next_upstream_tries"
+                | "proxy_http_version"
+        )
+    }
+
+    /// The settings an inner level starts from.
+    pub fn child(&self) -> Settings {
+        Settings {
+            headers_inherited: true,
+            ..self.clone()
+        }
+    }
+
+    /// Applies `d` if it is a proxy setting (noting what lb does not do); `false` otherwise.
+    pub fn take(&mut self, d: &Directive, notes: &mut Notes) -> bool {
+        if !Self::owns(&d.name) {
+            return false;
+        }
+        let arg = d.args.first().map(String::as_str).unwrap_or_default();
+        let time = |notes: &mut Notes| {
+            let t = duration(arg);
+            if t.is_none() {
+                notes.add(&d.loc, &d.name, format!("{arg:?} is not a time, ignored"));
+            }
+            t.map(|value| At {
+                value,
+                loc: d.loc.clone(),
+            })
+        };
+        match d.name.as_str() {
+            "proxy_set_header" => self.header(d, notes),
+            "proxy_connect_timeout" => self.connect = time(notes).or(self.connect.take()),
+            "proxy_read_timeout" => self.read = time(notes).or(self.read.take()),
+            "proxy_send_timeout" => self.send = time(notes).or(self.send.take()),
+            "proxy_next_upstream" => self.next_upstream(d, notes),
+            "proxy_next_upstream_tries" => match arg.parse() {
+                Ok(n) => {
+                    self.tries = Some(At {
+                        value: n,
+                        loc: d.loc.clone(),
+                    })
+                }
+                Err(_) => notes.add(&d.loc, &d.name, format!("{arg:?} is not a number, ignored")),
+            },
+            // lb speaks HTTP/1.1 to backends (or HTTP/2 when told), with keep-alive.
+            _ => {}
+        }
+        true
+    }
+
+    fn header(&mut self, d: &Directive, notes: &mut Notes) {
+        if self.headers_inherited {
+            self.headers_inherited = false;
+            self.host = None;
+        }
+        let (Some(name), Some(value)) = (d.args.first(), d.args.get(1)) else {
+            notes.add(
+                &d.loc,
+                "proxy_set_header",
+                "expects a name and a value, ignored",
+            );
+            return;
+        };
+        let lower = name.to_ascii_lowercase();
+        if lower == "host" {
+            let host = match value.as_str() {
+                "$host" | "$http_host" => Some(HostHeader::Client),
+                "$proxy_host" => Some(HostHeader::Upstream),
+                v if !v.contains('$') && !v.is_empty() => Some(HostHeader::Literal(v.to_string())),
+                _ => None,
+            };
+            match host {
+                Some(value) => {
+                    self.host = Some(At {
+                        value,
+                        loc: d.loc.clone(),
+                    })
+                }
+                None => notes.add(
+                    &d.loc,
+                    format!("proxy_set_header Host {value}"),
+                    "lb sends the client's Host, the upstream's name or a fixed value; not supported, ignored",
+                ),
+            }
+            return;
+        }
+        let known = FORWARDING
+            .iter()
+            .any(|(n, values)| *n == lower && values.contains(&value.as_str()));
+        if !known {
+            notes.add(&d.loc, format!("proxy_set_header {name}"), NOT_SUPPORTED);
+        }
+    }
+
+    fn next_upstream(&mut self, d: &Directive, notes: &mut Notes) {
+        let off = d.args.iter().any(|a| a == "off");
+        self.next_upstream_off = Some(At {
+            value: off,
+            loc: d.loc.clone(),
+        });
+        let other: Vec<&str> = d
+            .args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !matches!(*a, "error" | "timeout" | "off"))
+            .collect();
+        if !other.is_empty() {
+            let msg = format!(
+                "{}: lb retries failed connections (and idempotent requests a backend dropped), not answers; these conditions are ignored",
+                other.join(" ")
+            );
+            notes.add(&d.loc, "proxy_next_upstream", msg);
+        }
+    }
+
+    /// What a location with these settings asks of its upstream.
+    fn use_settings(&self) -> UseSettings {
+        let retries = match (&self.next_upstream_off, &self.tries) {
+            (Some(off), _) if off.value => Some(At {
+                value: 0,
+                loc: off.loc.clone(),
+            }),
+            (_, Some(t)) if t.value > 0 => Some(At {
+                value: t.value - 1,
+                loc: t.loc.clone(),
+            }),
+            _ => None,
+        };
+        UseSettings {
+            host_header: self.host.clone(),
+            connect_timeout: self.connect.clone(),
+            read_timeout: self.read.clone(),
+            write_timeout: self.send.clone(),
+            retries,
+        }
+    }
+}
+
+/// A location that proxies, not yet bound to an upstream.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub loc: Loc,
+    /// As written after `location`: `= /x`, `^~ /static/`, `~* \.php$`.
+    pub label: String,
+    pub path: PathMatch,
+    pub skip_regex: bool,
+    pub replace_prefix: Option<String>,
+    /// `https://` in `proxy_pass`.
+    pub https: bool,
+    /// The `proxy_pass` host (and port) as written: an upstream name or an address.
+    pub target: String,
+    pub settings: UseSettings,
+}
+
+/// Maps a `location` block and those nested in it (each its own route) into `out`.
+pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes: &mut Notes) {
+    let label = d.args.join(" ");
+    let Some((path, skip_regex)) = path_match(d, notes) else {
+        return;
+    };
+    let mut settings = parent.child();
+    for c in d.children() {
+        settings.take(c, notes);
+    }
+    let mut pass = None;
+    let mut nested = Vec::new();
+    for c in d.children() {
+        match c.name.as_str() {
+            "proxy_pass" => pass = Some(c),
+            "location" => location(c, &settings, &mut nested, notes),
+            n if Settings::owns(n) => {}
+            _ => notes.unsupported(c),
+        }
+    }
+    match pass {
+        None => notes.add(
+            &d.loc,
+            format!("location {label}"),
+            "no proxy_pass (lb only proxies), skipped",
+        ),
+        Some(p) => {
+            if let Some((https, target, uri)) = proxy_pass(p, notes) {
+                let replace_prefix = uri.and_then(|uri| match &path {
+                    PathMatch::Prefix(_) => Some(uri),
+                    PathMatch::Exact(x) => {
+                        let msg = format!("URI part {uri}: lb replaces path prefixes only, so {x} goes to the backend unchanged");
+                        notes.add(&p.loc, "proxy_pass", msg);
+                        None
+                    }
+                    PathMatch::Regex(_) => {
+                        let msg = format!("URI part {uri} in a regex location (NGINX refuses it), ignored");
+                        notes.add(&p.loc, "proxy_pass", msg);
+                        None
+                    }
+                });
+                out.push(Location {
+                    loc: d.loc.clone(),
+                    label,
+                    path,
+                    skip_regex,
+                    replace_prefix,
+                    https,
+                    target,
+                    settings: settings.use_settings(),
+                });
+            }
+        }
+    }
+    out.extend(nested);
+}
+
+/// `location [=|^~|~|~*] PATH`: the match and whether it stops regex matching.
+fn path_match(d: &Directive, notes: &mut Notes) -> Option<(PathMatch, bool)> {
+    let label = d.args.join(" ");
+    let (modifier, path) = match d.args.as_slice() {
+        [m, p] => (m.as_str(), p.clone()),
+        [one] => match ["=", "^~", "~*", "~"].iter().find(|m| one.starts_with(**m)) {
+            Some(m) if one.len() > m.len() => (*m, one[m.len()..].to_string()),
+            _ => ("", one.clone()),
+        },
+        _ => {
+            notes.add(&d.loc, "location", "expects a path, skipped");
+            return None;
+        }
+    };
+    let skip = |why: String, notes: &mut Notes| {
+        notes.add(
+            &d.loc,
+            format!("location {label}"),
+            format!("{why}, skipped"),
+        );
+        None
+    };
+    match modifier {
+        "=" => Some((PathMatch::Exact(path), false)),
+        "^~" => Some((PathMatch::Prefix(path), true)),
+        "" if path.starts_with('@') => skip("named locations are not supported".into(), notes),
+        "" if path.starts_with('/') => Some((PathMatch::Prefix(path), false)),
+        "~" | "~*" => {
+            let re = if modifier == "~*" {
+                format!("(?i){path}")
+            } else {
+                path
+            };
+            match regex_problem(&re) {
+                Some(why) => skip(why, notes),
+                None => Some((PathMatch::Regex(re), false)),
+            }
+        }
+        _ => skip(format!("unknown modifier or path {label:?}"), notes),
+    }
+}
+
+/// Why lb's regex engine (Rust's `regex`: no backtracking) cannot take an NGINX (PCRE) regex.
+pub fn regex_problem(re: &str) -> Option<String> {
+    for (needle, what) in [
+        ("(?=", "lookahead"),
+        ("(?!", "negative lookahead"),
+        ("(?<=", "lookbehind"),
+        ("(?<!", "negative lookbehind"),
+        ("(?>", "atomic group"),
+    ] {
+        if re.contains(needle) {
+            return Some(format!(
+                "PCRE {what} {needle} is not supported by lb's regex engine"
+            ));
+        }
+    }
+    let mut chars = re.chars().peekable();
+    let mut class = false;
+    let mut prev = ' ';
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if n.is_ascii_digit() && n != '0' && !class {
+                        return Some(format!(
+                            "backreference \\{n} is not supported by lb's regex engine"
+                        ));
+                    }
+                }
+                prev = 'x';
+                continue;
+            }
+            '[' if !class => class = true,
+            ']' if class => class = false,
+            '+' if !class && matches!(prev, '*' | '+' | '?' | '}') => {
+                return Some(format!(
+                    "possessive quantifier {prev}+ is not supported by lb's regex engine"
+                ));
+            }
+            _ => {}
+        }
+        // `a++` is possessive, `a+++` is not a thing: a quantifier's own `+` ends the run.
+        prev = if !class && c == '+' && matches!(prev, '*' | '+' | '?' | '}') {
+            ' '
+        } else {
+            c
+        };
+    }
+    regex::Regex::new(re).err().map(|e| {
+        format!(
+            "regex not accepted by lb: {}",
+            e.to_string().replace('\n', " ")
+        )
+    })
+}
+
+/// `proxy_pass http[s]://TARGET[/URI]` → (https, target, URI part); `None` (noted) otherwise.
+fn proxy_pass(d: &Directive, notes: &mut Notes) -> Option<(bool, String, Option<String>)> {
+    let url = d.args.first().map(String::as_str).unwrap_or_default();
+    let skip = |why: &str, notes: &mut Notes| {
+        notes.add(
+            &d.loc,
+            "proxy_pass",
+            format!("{url}: {why}, location skipped"),
+        );
+        None
+    };
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return skip("only http:// and https:// are supported", notes),
+    };
+    if url.contains('$') {
+        return skip("variables are not supported", notes);
+    }
+    if rest.starts_with("unix:") {
+        return skip("unix sockets are not supported", notes);
+    }
+    let (target, uri) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+        None => (rest, None),
+    };
+    if target.is_empty() {
+        return skip("no host", notes);
+    }
+    Some((https, target.to_string(), uri))
+}
+
+/// The upstream a location proxies to (made for a direct address when needed), with the
+/// location's settings applied; `None` when its upstream was skipped.
+pub fn bind(l: &Location, upstreams: &mut Vec<Upstream>, notes: &mut Notes) -> Option<String> {
+    let host = target_host(&l.target);
+    let named = upstreams
+        .iter()
+        .position(|u| u.label.starts_with("upstream ") && u.name.eq_ignore_ascii_case(host));
+    let (i, default_host) = match named {
+        Some(i) => (i, HostHeader::Upstream),
+        None => {
+            let i = direct(l, upstreams);
+            (i, HostHeader::Literal(l.target.clone()))
+        }
+    };
+    let up = &mut upstreams[i];
+    if l.https && !up.tls {
+        if up.settings.is_some() {
+            let msg = format!(
+                "https to {}, which other locations reach over http: lb uses TLS for all of them",
+                up.name
+            );
+            notes.add(&l.loc, "proxy_pass", msg);
+        }
+        up.tls = true;
+    }
+    let mut s = l.settings.clone();
+    s.host_header.get_or_insert(At {
+        value: default_host,
+        loc: l.loc.clone(),
+    });
+    apply(up, s, &l.loc, notes);
+    Some(up.name.clone())
+}
+
+/// The host of a `proxy_pass` target (`api:8080` → `api`), which names an `upstream` block
+/// whatever the port.
+pub fn target_host(target: &str) -> &str {
+    match target.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => target,
+    }
+}
+
+/// The implicit upstream of a `proxy_pass` to an address (one per address).
+fn direct(l: &Location, upstreams: &mut Vec<Upstream>) -> usize {
+    let address = with_port(&l.target, if l.https { 443 } else { 80 });
+    let name: String = address
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let name = format!("direct_{}", name.trim_matches('_'));
+    if let Some(i) = upstreams.iter().position(|u| u.name == name) {
+        return i;
+    }
+    upstreams.push(Upstream {
+        name,
+        loc: l.loc.clone(),
+        label: format!(
+            "proxy_pass {}://{}",
+            if l.https { "https" } else { "http" },
+            l.target
+        ),
+        strategy: None,
+        hash_key: None,
+        backends: vec![Backend::new(address, l.loc.clone())],
+        passive: Passive {
+            consecutive_failures: 0,
+            fail_timeout: None,
+            slow_start: None,
+            why: "one server: NGINX never marks it failed, so lb does not eject it".to_string(),
+        },
+        tls: l.https,
+        settings: None,
+    });
+    upstreams.len() - 1
+}
+
+/// Gives `up` a location's settings: the first location's win, differences are noted.
+fn apply(up: &mut Upstream, s: UseSettings, at: &Loc, notes: &mut Notes) {
+    let Some(have) = &up.settings else {
+        up.settings = Some(s);
+        return;
+    };
+    let name = &up.name;
+    let differ = |key: &str,
+                  directive: &str,
+                  have: &Option<At<String>>,
+                  want: &Option<At<String>>,
+                  notes: &mut Notes| {
+        let show = |v: &Option<At<String>>| match v {
+            Some(a) => format!("{:?} (from {})", a.value, a.loc),
+            None => "lb's default".to_string(),
+        };
+        if have.as_ref().map(|a| &a.value) != want.as_ref().map(|a| &a.value) {
+            let loc = want.as_ref().map_or(at, |w| &w.loc);
+            let msg = format!(
+                "lb has one {key} per upstream: {name} keeps {} rather than {}",
+                show(have),
+                show(want)
+            );
+            notes.add(loc, directive, msg);
+        }
+    };
+    let text = |v: &Option<At<String>>| v.clone();
+    let host = |v: &Option<At<HostHeader>>| {
+        v.as_ref().map(|a| At {
+            value: a.value.as_toml().to_string(),
+            loc: a.loc.clone(),
+        })
+    };
+    let retries = |v: &Option<At<u32>>| {
+        v.as_ref().map(|a| At {
+            value: a.value.to_string(),
+            loc: a.loc.clone(),
+        })
+    };
+    let pairs = [
+        (
+            "host_header",
+            "proxy_set_header Host",
+            host(&have.host_header),
+            host(&s.host_header),
+        ),
+        (
+            "connect_timeout",
+            "proxy_connect_timeout",
+            text(&have.connect_timeout),
+            text(&s.connect_timeout),
+        ),
+        (
+            "read_timeout",
+            "proxy_read_timeout",
+            text(&have.read_timeout),
+            text(&s.read_timeout),
+        ),
+        (
+            "write_timeout",
+            "proxy_send_timeout",
+            text(&have.write_timeout),
+            text(&s.write_timeout),
+        ),
+        (
+            "retries",
+            "proxy_next_upstream",
+            retries(&have.retries),
+            retries(&s.retries),
+        ),
+    ];
+    for (key, directive, have, want) in &pairs {
+        differ(key, directive, have, want, notes);
+    }
+}

@@ -1,0 +1,89 @@
+//! `lb import-nginx`: an NGINX config → an lb TOML config, and a note for everything left behind.
+//!
+//! The pipeline, one file per step:
+//!
+//! ```text
+//!  nginx.conf ──lex──▶ tokens ──tree──▶ directives and blocks, includes spliced in
+//!             ──map (upstream, location)──▶ Import: lb's settings + the NGINX line of each
+//!             ──emit──▶ TOML text with `# file:line` comments
+//! ```
+//!
+//! - [`lex`] tokenizes as NGINX's `ngx_conf_read_token` does (quotes, escapes, `${var}`,
+//!   comments); errors carry line and column.
+//! - [`tree`] builds the directive tree and follows `include` (globs, the conf directory first,
+//!   cycles refused).
+//! - [`map`] takes the `http` context (`events`, `stream`, `mail` are skipped with a note):
+//!   `upstream` blocks ([`upstream`]), `server` blocks (listeners, names, certificates) and their
+//!   locations ([`location`]) become upstreams and routes. Every directive it does not carry over
+//!   becomes a [`model::Note`]: `nginx.conf:42: proxy_cache: not supported, ignored`.
+//! - [`emit`] writes the TOML.
+//!
+//! The parser is checked against crossplane, NGINX's reference parser in Python, on real configs
+//! (tests/integration/import_nginx.rs); [`dump_tree`] is what that test compares.
+
+pub mod emit;
+pub mod lex;
+pub mod location;
+pub mod map;
+pub mod model;
+pub mod tree;
+pub mod upstream;
+
+use std::path::Path;
+
+pub use model::{Import, Note};
+pub use tree::TreeError;
+
+/// What an import produced: the TOML and the notes for stderr.
+#[derive(Debug)]
+pub struct Imported {
+    pub toml: String,
+    pub notes: Vec<Note>,
+}
+
+/// Reads the NGINX config at `path` (and what it includes) and translates it. `Err` is one line:
+/// a syntax error (`file:line:column: ...`), an unreadable file, an include cycle, or a config
+/// with nothing lb can serve.
+pub fn import(path: &Path) -> Result<Imported, String> {
+    let tree = tree::load(path).map_err(|e| e.0)?;
+    let conf_dir = path.parent().unwrap_or(Path::new(""));
+    let conf_dir = std::fs::canonicalize(if conf_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        conf_dir
+    })
+    .unwrap_or_else(|_| conf_dir.to_path_buf());
+    let mut notes = model::Notes::default();
+    let source = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut import =
+        map::map(&tree, &conf_dir, &mut notes).map_err(|e| format!("{}: {e}", path.display()))?;
+    import.source = source;
+    // A file included in several places repeats its notes word for word: once is enough.
+    let mut seen = std::collections::HashSet::new();
+    let notes = notes
+        .0
+        .into_iter()
+        .filter(|n| seen.insert(n.to_string()))
+        .collect();
+    Ok(Imported {
+        toml: emit::toml(&import),
+        notes,
+    })
+}
+
+/// One file's directives (includes not followed) as crossplane's JSON `parsed` list: how the
+/// parser is compared with NGINX's reference parser.
+pub fn dump_tree(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let shown = path.display().to_string();
+    let tree = tree::parse(&text, &shown).map_err(|e| e.0)?;
+    let json: Vec<serde_json::Value> = tree.iter().map(tree::Directive::to_json).collect();
+    Ok(serde_json::Value::Array(json).to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! What an import produces: lb's settings, each with the NGINX lines it came from, and the notes
+//! about everything that was not carried over.
+
+use std::fmt;
+
+use super::tree::Loc;
+
+/// One stderr line: `FILE:LINE: NAME: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub loc: Loc,
+    pub name: String,
+    pub message: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.loc, self.name, self.message)
+    }
+}
+
+/// The notes of one import, in the order they were found.
+#[derive(Debug, Default)]
+pub struct Notes(pub Vec<Note>);
+
+/// The message of a directive lb has no equivalent for.
+pub const NOT_SUPPORTED: &str = "not supported, ignored";
+
+impl Notes {
+    pub fn add(&mut self, loc: &Loc, name: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Note {
+            loc: loc.clone(),
+            name: name.into(),
+            message: message.into(),
+        });
+    }
+
+    /// `NAME: not supported, ignored`, marked when the directive does not matter to a proxy.
+    pub fn unsupported(&mut self, d: &super::tree::Directive) {
+        let message = if HARMLESS.contains(&d.name.as_str()) {
+            format!("{NOT_SUPPORTED} (no effect on proxying)")
+        } else {
+            NOT_SUPPORTED.to_string()
+        };
+        self.add(&d.loc, &d.name, message);
+    }
+}
+
+/// Directives whose absence changes nothing about what a proxy forwards where.
+const HARMLESS: &[&str] = &[
+    "access_log",
+    "charset",
+    "charset_types",
+    "daemon",
+    "default_type",
+    "error_log",
+    "index",
+    "load_module",
+    "lock_file",
+    "log_format",
+    "master_process",
+    "open_file_cache",
+    "open_file_cache_errors",
+    "open_file_cache_min_uses",
+    "open_file_cache_valid",
+    "pcre_jit",
+    "pid",
+    "root",
+    "sendfile",
+    "server_names_hash_bucket_size",
+    "server_names_hash_max_size",
+    "server_tokens",
+    "tcp_nodelay",
+    "tcp_nopush",
+    "types",
+    "types_hash_bucket_size",
+    "types_hash_max_size",
+    "user",
+    "variables_hash_bucket_size",
+    "variables_hash_max_size",
+    "worker_connections",
+    "worker_cpu_affinity",
+    "worker_priority",
+    "worker_processes",
+    "worker_rlimit_nofile",
+    "worker_shutdown_timeout",
+    "zone",
+];
+
+/// A value and the line that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+/// The imported config.
+#[derive(Debug, Default)]
+pub struct Import {
+    /// The main file as shown in comments.
+    pub source: String,
+    /// Plain listeners (`server.listen`).
+    pub listen: Vec<At<String>>,
+    /// HTTPS listeners (`server.tls.listen`).
+    pub tls_listen: Vec<At<String>>,
+    pub certificates: Vec<Certificate>,
+    pub http2: Option<Loc>,
+    /// `server.upstream_keepalive_pool_size` and the `keepalive` lines it sums.
+    pub keepalive: Option<At<usize>>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert: String,
+    pub key: String,
+    pub loc: Loc,
+}
+
+/// `upstreams.NAME.host_header`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's Host (`proxy_set_header Host $host`); lb's default.
+    Client,
+    /// The upstream's name, NGINX's default `$proxy_host`.
+    Upstream,
+    Literal(String),
+}
+
+impl HostHeader {
+    pub fn as_toml(&self) -> &str {
+        match self {
+            HostHeader::Client => "client",
+            HostHeader::Upstream => "upstream",
+            HostHeader::Literal(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: String,
+    pub weight: Option<u32>,
+    pub max_conns: Option<u32>,
+    pub backup: bool,
+    pub down: bool,
+    pub resolve: bool,
+    pub loc: Loc,
+}
+
+impl Backend {
+    pub fn new(address: String, loc: Loc) -> Backend {
+        Backend {
+            address,
+            weight: None,
+            max_conns: None,
+            backup: false,
+            down: false,
+            resolve: false,
+            loc,
+        }
+    }
+}
+
+/// `[upstreams.NAME.passive]`; `None` durations when ejection is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    pub consecutive_failures: u32,
+    /// NGINX's `fail_timeout` (both `ejection_time` and `max_ejection_time`).
+    pub fail_timeout: Option<String>,
+    pub slow_start: Option<String>,
+    /// Why these values (a comment above the table).
+    pub why: String,
+}
+
+/// The settings that locations give an upstream (lb keeps them per upstream).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UseSettings {
+    pub host_header: Option<At<HostHeader>>,
+    pub connect_timeout: Option<At<String>>,
+    pub read_timeout: Option<At<String>>,
+    pub write_timeout: Option<At<String>>,
+    pub retries: Option<At<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub loc: Loc,
+    /// What made it, for the comment: `upstream api`, `proxy_pass http://10.0.0.1:8080`.
+    pub label: String,
+    pub strategy: Option<&'static str>,
+    pub hash_key: Option<String>,
+    pub backends: Vec<Backend>,
+    pub passive: Passive,
+    /// `proxy_pass https://...`.
+    pub tls: bool,
+    /// Set by the first location that proxies here.
+    pub settings: Option<UseSettings>,
+}
+
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path: PathMatch,
+    pub skip_regex: bool,
+    pub replace_prefix: Option<String>,
+    pub upstream: String,
+    pub loc: Loc,
+    /// For the comment: `server example.com, location /api/`.
+    pub label: String,
+}
+
+/// NGINX's time syntax (`30`, `500ms`, `1m30s`, `2d`) as one of lb's durations, `None` when
+/// it is not a time.
+pub fn duration(text: &str) -> Option<String> {
+    let mut ms: u64 = 0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = [
+            ("ms", 1),
+            ("s", 1000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+            ("w", 604_800_000),
+            ("M", 2_592_000_000),
+            ("y", 31_536_000_000),
+        ]
+        .iter()
+        .find(|(u, _)| rest.starts_with(u))
+        .map(|(u, scale)| (*scale, u.len()))
+        .unwrap_or((1000, 0));
+        if len == 0 && !rest.is_empty() {
+            return None;
+        }
+        ms = ms.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[len..];
+    }
+    Some(match ms {
+        0 => "0s".to_string(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_times_become_lb_durations() {
+        assert_eq!(duration("30").as_deref(), Some("30s"));
+        assert_eq!(duration("500ms").as_deref(), Some("500ms"));
+        assert_eq!(duration("1m30s").as_deref(), Some("90s"));
+        assert_eq!(duration("120s").as_deref(), Some("2m"));
+        assert_eq!(duration("1d").as_deref(), Some("24h"));
+        assert_eq!(duration("0").as_deref(), Some("0s"));
+        assert_eq!(duration("1x"), None);
+        assert_eq!(duration("s"), None);
+        assert_eq!(duration(""), None);
+    }
+}

@@ -1,0 +1,466 @@
+//! The import end to end on NGINX text: the TOML it writes (read back with the `toml` crate)
+//! and the notes, one mapping rule per test.
+
+use std::path::PathBuf;
+
+use toml::{Table, Value};
+
+use super::import;
+
+struct Out {
+    toml: Table,
+    text: String,
+    notes: Vec<String>,
+    dir: PathBuf,
+}
+
+/// Imports `nginx.conf` (the first file) with the other files beside it.
+fn run(tag: &str, files: &[(&str, &str)]) -> Out {
+    let dir = std::env::temp_dir().join(format!("lb-import-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let out = import(&dir.join(files[0].0)).unwrap_or_else(|e| panic!("{tag}: {e}"));
+    let toml = out
+        .toml
+        .parse::<Table>()
+        .unwrap_or_else(|e| panic!("{tag}: not TOML: {e}\n{}", out.toml));
+    let notes = out.notes.iter().map(|n| n.to_string()).collect();
+    Out {
+        toml,
+        text: out.toml,
+        notes,
+        dir,
+    }
+}
+
+fn one(tag: &str, text: &str) -> Out {
+    run(tag, &[("nginx.conf", text)])
+}
+
+impl Out {
+    fn up(&self, name: &str) -> &Value {
+        &self.toml["upstreams"][name]
+    }
+
+    fn routes(&self) -> Vec<&Value> {
+        match self.toml.get("routes") {
+            Some(Value::Array(a)) => a.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn route_summary(&self) -> Vec<String> {
+        self.routes()
+            .iter()
+            .map(|r| {
+                let t = r.as_table().unwrap();
+                let mut keys: Vec<String> = t
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => format!("{k}={s}"),
+                        v => format!("{k}={v}"),
+                    })
+                    .collect();
+                keys.sort();
+                keys.join(" ")
+            })
+            .collect()
+    }
+
+    fn has_note(&self, needle: &str) -> bool {
+        self.notes.iter().any(|n| n.contains(needle))
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const API: &str = "upstream api { server 10.0.0.1:8080; server 10.0.0.2:8080; }\n";
+
+#[test]
+fn upstream_backends_strategy_and_passive() {
+    let o = one(
+        "upstream",
+        "http {\n upstream api {\n  least_conn;\n  server 10.0.0.1 weight=3 max_fails=2 fail_timeout=30s;\n  server backend.internal:9000 resolve max_fails=2 fail_timeout=30s;\n  server 10.0.0.3 backup down max_conns=5 max_fails=2 fail_timeout=30s;\n  keepalive 16;\n }\n upstream two { server 10.0.0.9; server 10.0.0.8; keepalive 8; }\n server { listen 80; location / { proxy_pass http://api; } }\n}\n",
+    );
+    let up = o.up("api");
+    assert_eq!(up["strategy"].as_str(), Some("least_connections"));
+    let b = up["backends"].as_array().unwrap();
+    assert_eq!(b[0]["address"].as_str(), Some("10.0.0.1:80"));
+    assert_eq!(b[0]["weight"].as_integer(), Some(3));
+    assert_eq!(b[1]["address"].as_str(), Some("backend.internal:9000"));
+    assert_eq!(b[1]["resolve"].as_bool(), Some(true));
+    assert_eq!(b[2]["backup"].as_bool(), Some(true));
+    assert_eq!(b[2]["down"].as_bool(), Some(true));
+    assert_eq!(b[2]["max_conns"].as_integer(), Some(5));
+    let p = &up["passive"];
+    assert_eq!(p["consecutive_failures"].as_integer(), Some(2));
+    assert_eq!(p["ejection_time"].as_str(), Some("30s"));
+    assert_eq!(p["max_ejection_time"].as_str(), Some("30s"));
+    assert_eq!(p["max_ejected_percent"].as_integer(), Some(100));
+    assert_eq!(
+        o.toml["server"]["upstream_keepalive_pool_size"].as_integer(),
+        Some(24)
+    );
+    assert!(o.has_note("nginx.conf:7: keepalive: 16 idle connections per NGINX worker"));
+    assert!(o
+        .text
+        .contains("# nginx.conf:2: upstream api\n[upstreams.api]"));
+    assert!(o
+        .text
+        .contains("\"10.0.0.1:80\", weight = 3 },  # nginx.conf:4"));
+}
+
+#[test]
+fn listeners_are_the_union_and_ssl_ones_are_https() {
+    let o = run(
+        "listen",
+        &[
+            (
+                "nginx.conf",
+                "http {\n upstream api { server 10.0.0.1; }\n ssl_certificate certs/a.pem;\n ssl_certificate_key certs/a.key;\n server { listen 80; listen [::]:80; listen 443 ssl http2; listen [::]:443 ssl; server_name a.example; location / { proxy_pass http://api; } }\n server { listen 127.0.0.1:8080 default_server reuseport; listen 8443 ssl; server_name b.example; ssl_certificate /etc/b.pem; ssl_certificate_key /etc/b.key; location / { proxy_pass http://api; } }\n server { listen unix:/run/x.sock; location / { proxy_pass http://api; } }\n}\n",
+            ),
+        ],
+    );
+    let s = &o.toml["server"];
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        list(&s["listen"]),
+        ["0.0.0.0:80", "[::]:80", "127.0.0.1:8080"]
+    );
+    assert_eq!(
+        list(&s["tls"]["listen"]),
+        ["0.0.0.0:443", "[::]:443", "0.0.0.0:8443"]
+    );
+    assert_eq!(s["tls"]["http2"].as_bool(), Some(true));
+    let certs = s["tls"]["certificates"].as_array().unwrap();
+    // The default server's certificate comes first (lb's default certificate).
+    assert_eq!(certs[0]["cert"].as_str(), Some("/etc/b.pem"));
+    let dir = std::fs::canonicalize(&o.dir).unwrap();
+    assert_eq!(
+        certs[1]["cert"].as_str().map(PathBuf::from),
+        Some(dir.join("certs/a.pem"))
+    );
+    assert!(o.has_note("listen: parameter reuseport: not supported, ignored"));
+    assert!(o.has_note("listen: unix:/run/x.sock: lb listens on IP addresses"));
+}
+
+#[test]
+fn a_server_without_listen_listens_on_80() {
+    let o = one(
+        "listen80",
+        &format!("{API}server {{ location / {{ proxy_pass http://api; }} }}"),
+    );
+    assert_eq!(o.toml["server"]["listen"][0].as_str(), Some("0.0.0.0:80"));
+}
+
+#[test]
+fn server_names_and_the_default_server() {
+    let o = one(
+        "names",
+        &format!(
+            "{API}server {{ listen 80; server_name Example.com *.example.com .example.org ~^(www)\\.x$ _ \"\"; location /a/ {{ proxy_pass http://api; }} }}\n\
+             server {{ listen 80 default_server; server_name other.example; location /b/ {{ proxy_pass http://api; }} }}\n"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "host=example.com path_prefix=/a/ upstream=api",
+            "host=*.example.com path_prefix=/a/ upstream=api",
+            "host=.example.org path_prefix=/a/ upstream=api",
+            "host=other.example path_prefix=/b/ upstream=api",
+            "path_prefix=/b/ upstream=api",
+        ]
+    );
+    assert!(o.has_note("server_name: ~^(www)\\.x$: regex names are not supported, skipped"));
+}
+
+#[test]
+fn without_default_server_the_first_server_is_the_default() {
+    let o = one(
+        "firstdefault",
+        &format!(
+            "{API}server {{ server_name a.example; location / {{ proxy_pass http://api; }} }}\n\
+             server {{ server_name b.example; location / {{ proxy_pass http://api; }} }}\n"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "host=a.example path_prefix=/ upstream=api",
+            "path_prefix=/ upstream=api",
+            "host=b.example path_prefix=/ upstream=api",
+        ]
+    );
+}
+
+#[test]
+fn location_kinds() {
+    let o = one(
+        "locations",
+        &format!(
+            "{API}server {{\n location = /exact {{ proxy_pass http://api; }}\n location /p/ {{ proxy_pass http://api; }}\n \
+             location ^~ /static/ {{ proxy_pass http://api; }}\n location ~ \\.php$ {{ proxy_pass http://api; }}\n \
+             location ~* \\.(gif|jpg)$ {{ proxy_pass http://api; }}\n location ~ ^/(?!admin) {{ proxy_pass http://api; }}\n \
+             location ~ (a)\\1 {{ proxy_pass http://api; }}\n location =/tight {{ proxy_pass http://api; }}\n \
+             location @named {{ proxy_pass http://api; }}\n}}\n"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "path_exact=/exact upstream=api",
+            "path_prefix=/p/ upstream=api",
+            "path_prefix=/static/ skip_regex=true upstream=api",
+            "path_regex=\\.php$ upstream=api",
+            "path_regex=(?i)\\.(gif|jpg)$ upstream=api",
+            "path_exact=/tight upstream=api",
+        ]
+    );
+    assert!(o.has_note("nginx.conf:8: location ~ ^/(?!admin): PCRE negative lookahead"));
+    assert!(o.has_note("nginx.conf:9: location ~ (a)\\1: backreference \\1"));
+    assert!(o.has_note("location @named: named locations are not supported, skipped"));
+}
+
+#[test]
+fn nested_locations_are_routes_of_their_own() {
+    let o = one(
+        "nested",
+        &format!(
+            "{API}upstream img {{ server 10.0.1.1; }}\nserver {{ location /app/ {{ proxy_read_timeout 5s; proxy_pass http://api; \
+             location ~ \\.png$ {{ proxy_pass http://img; }} location /app/static/ {{ root /srv; }} }} }}\n"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "path_prefix=/app/ upstream=api",
+            "path_regex=\\.png$ upstream=img",
+        ]
+    );
+    // The inner location inherits proxy_read_timeout.
+    assert_eq!(o.up("img")["read_timeout"].as_str(), Some("5s"));
+    assert!(o.has_note("location /app/static/: no proxy_pass (lb only proxies), skipped"));
+    assert!(o.has_note("root: not supported, ignored (no effect on proxying)"));
+}
+
+#[test]
+fn proxy_pass_to_an_address_makes_an_implicit_upstream() {
+    let o = one(
+        "direct",
+        "server { location / { proxy_pass http://127.0.0.1:8080; } location /b/ { proxy_pass http://127.0.0.1:8080/; } location /c/ { proxy_pass http://backend.local; } }",
+    );
+    let up = o.up("direct_127_0_0_1_8080");
+    assert_eq!(up["backends"][0].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(up["host_header"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(up["passive"]["consecutive_failures"].as_integer(), Some(0));
+    let other = o.up("direct_backend_local_80");
+    assert_eq!(other["host_header"].as_str(), Some("backend.local"));
+    assert_eq!(
+        o.route_summary(),
+        [
+            "path_prefix=/ upstream=direct_127_0_0_1_8080",
+            "path_prefix=/b/ replace_prefix=/ upstream=direct_127_0_0_1_8080",
+            "path_prefix=/c/ upstream=direct_backend_local_80",
+        ]
+    );
+}
+
+#[test]
+fn proxy_pass_uri_parts() {
+    let o = one(
+        "uri",
+        &format!(
+            "{API}server {{ location /api/ {{ proxy_pass http://api/v2/; }} location ~ ^/x {{ proxy_pass http://api/y; }} \
+             location = /e {{ proxy_pass http://api/f; }} location /v/ {{ proxy_pass http://$host; }} }}"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "path_prefix=/api/ replace_prefix=/v2/ upstream=api",
+            "path_regex=^/x upstream=api",
+            "path_exact=/e upstream=api",
+        ]
+    );
+    assert!(o.has_note("proxy_pass: URI part /y in a regex location (NGINX refuses it), ignored"));
+    assert!(o.has_note("proxy_pass: URI part /f: lb replaces path prefixes only"));
+    assert!(o.has_note("proxy_pass: http://$host: variables are not supported, location skipped"));
+}
+
+#[test]
+fn host_header_follows_proxy_set_header() {
+    let o = one(
+        "host",
+        "upstream a { server 10.0.0.1; }\nupstream b { server 10.0.0.2; }\nupstream c { server 10.0.0.3; }\n\
+         server { location /a/ { proxy_pass http://a; }\n location /b/ { proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_http_version 1.1; proxy_pass http://b; }\n \
+         location /c/ { proxy_set_header Host api.internal; proxy_set_header X-Custom 1; proxy_pass http://c; }\n location /b2/ { proxy_pass http://b; } }\n",
+    );
+    assert_eq!(o.up("a")["host_header"].as_str(), Some("upstream"));
+    assert_eq!(o.up("b").get("host_header"), None, "client is lb's default");
+    assert_eq!(o.up("c")["host_header"].as_str(), Some("api.internal"));
+    assert_eq!(
+        o.notes,
+        [
+            "nginx.conf:6: proxy_set_header X-Custom: not supported, ignored",
+            "nginx.conf:7: proxy_set_header Host: lb has one host_header per upstream: b keeps \"client\" (from nginx.conf:5) rather than \"upstream\" (from nginx.conf:7)",
+        ]
+    );
+}
+
+#[test]
+fn proxy_set_header_lists_are_inherited_only_when_a_level_has_none() {
+    let o = one(
+        "inherit",
+        "http { proxy_set_header Host $host; upstream a { server 10.0.0.1; } upstream b { server 10.0.0.2; }\n\
+         server { location /a/ { proxy_pass http://a; } location /b/ { proxy_set_header X-Real-IP $remote_addr; proxy_pass http://b; } } }",
+    );
+    assert_eq!(o.up("a").get("host_header"), None);
+    assert_eq!(o.up("b")["host_header"].as_str(), Some("upstream"));
+}
+
+#[test]
+fn timeouts_and_retries_per_upstream() {
+    let o = one(
+        "timeouts",
+        &format!(
+            "{API}server {{ proxy_connect_timeout 3; location /a/ {{ proxy_read_timeout 1m; proxy_send_timeout 90s; proxy_next_upstream error timeout http_502; proxy_next_upstream_tries 3; proxy_next_upstream_timeout 10s; proxy_pass http://api; }}\n\
+             location /b/ {{ proxy_read_timeout 2m; proxy_pass http://api; }} }}\n\
+             upstream off {{ server 10.0.0.5; }}\nserver {{ server_name o.example; location / {{ proxy_next_upstream off; proxy_pass http://off; }} }}\n"
+        ),
+    );
+    let up = o.up("api");
+    assert_eq!(up["connect_timeout"].as_str(), Some("3s"));
+    assert_eq!(up["read_timeout"].as_str(), Some("1m"));
+    assert_eq!(up["write_timeout"].as_str(), Some("90s"));
+    assert_eq!(up["retries"].as_integer(), Some(2));
+    assert_eq!(o.up("off")["retries"].as_integer(), Some(0));
+    assert!(o.has_note("nginx.conf:2: proxy_next_upstream_timeout: not supported, ignored"));
+    assert!(o.has_note("proxy_next_upstream: http_502: lb retries failed connections"));
+    assert!(o.has_note(
+        "nginx.conf:3: proxy_read_timeout: lb has one read_timeout per upstream: api keeps \"1m\""
+    ));
+}
+
+#[test]
+fn contexts_and_unsupported_directives_are_listed_one_per_line() {
+    let o = run(
+        "contexts",
+        &[
+            (
+                "nginx.conf",
+                "user nginx;\nworker_processes auto;\nevents { worker_connections 1024; }\nstream { server { listen 53; } }\nhttp {\n  include mime.types;\n  sendfile on;\n  proxy_cache_path /c keys_zone=c:1m;\n  include conf.d/*.conf;\n}\n",
+            ),
+            ("mime.types", "types { text/html html; }\n"),
+            (
+                "conf.d/site.conf",
+                "upstream api { server 10.0.0.1; zone api 64k; }\nserver {\n  location / {\n    proxy_cache c;\n    proxy_pass http://api;\n  }\n}\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        o.notes,
+        [
+            "nginx.conf:1: user: not supported, ignored (no effect on proxying)",
+            "nginx.conf:2: worker_processes: not supported, ignored (no effect on proxying)",
+            "nginx.conf:3: events: context skipped (lb imports the http context only)",
+            "nginx.conf:4: stream: context skipped (lb imports the http context only)",
+            "mime.types:1: types: not supported, ignored (no effect on proxying)",
+            "nginx.conf:7: sendfile: not supported, ignored (no effect on proxying)",
+            "nginx.conf:8: proxy_cache_path: not supported, ignored",
+            "conf.d/site.conf:1: zone: not supported, ignored (no effect on proxying)",
+            "conf.d/site.conf:4: proxy_cache: not supported, ignored",
+        ]
+    );
+    assert!(o
+        .text
+        .contains("# conf.d/site.conf:3: default server, location /\n[[routes]]"));
+}
+
+#[test]
+fn a_snippet_of_the_http_context_imports_on_its_own() {
+    let o = one(
+        "snippet",
+        &format!("{API}server {{ listen 8080; location / {{ proxy_pass http://api; }} }}"),
+    );
+    assert_eq!(o.toml["server"]["listen"][0].as_str(), Some("0.0.0.0:8080"));
+    assert!(o.notes.is_empty(), "{:?}", o.notes);
+}
+
+#[test]
+fn routes_to_a_skipped_upstream_are_not_emitted() {
+    let o = one(
+        "skipped",
+        &format!("{API}upstream sock {{ server unix:/run/app.sock; }}\nserver {{ location /s/ {{ proxy_pass http://sock; }} location / {{ proxy_pass http://api; }} }}"),
+    );
+    assert!(o.has_note("upstream: sock: no server lb can use, skipped"));
+    assert!(o.has_note("location /s/: upstream sock was skipped, so is this location"));
+    assert_eq!(o.route_summary(), ["path_prefix=/ upstream=api"]);
+}
+
+#[test]
+fn nothing_to_import_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("lb-import-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("nginx.conf"), "http { server { root /srv; } }").unwrap();
+    let e = import(&dir.join("nginx.conf")).unwrap_err();
+    assert!(e.contains("nothing to import"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An import using only keys `lb --check` accepts today passes [`crate::config::parse`].
+#[test]
+fn an_import_passes_config_validation() {
+    let o = one(
+        "valid",
+        "events {}\nhttp {\n upstream api { server 127.0.0.1:9001 weight=2; server 127.0.0.1:9002 max_fails=3 fail_timeout=5s; server 127.0.0.1:9003 max_fails=3 fail_timeout=5s; keepalive 32; }\n\
+         upstream web { least_conn; server 127.0.0.1:9101; server 127.0.0.1:9102; }\n\
+         proxy_set_header Host $host;\n\
+         server { listen 127.0.0.1:18080 default_server; server_name api.example; location / { proxy_pass http://api; } location /web/ { proxy_connect_timeout 2s; proxy_read_timeout 30s; proxy_next_upstream_tries 2; proxy_pass http://web; } }\n\
+         server { listen 127.0.0.1:18080; server_name www.example; location / { proxy_pass http://web; } }\n}\n",
+    );
+    let config = crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(config.routes.len(), 5);
+    let api = config.upstreams.iter().find(|u| u.name == "api").unwrap();
+    assert_eq!(api.passive.consecutive_failures, 3);
+    assert_eq!(api.passive.max_ejected_percent, 100);
+    assert_eq!(config.server.upstream_keepalive_pool_size, 32);
+}
+
+/// With the keys main added (strategies, hash_key, host_header, backend flags, NGINX's routing
+/// model), an import that uses them all passes [`crate::config::parse`].
+#[test]
+fn an_import_with_the_nginx_keys_passes_config_validation() {
+    let o = one(
+        "valid-nginx-keys",
+        "http {\n upstream api { hash $request_uri consistent; server 127.0.0.1:9001; server 127.0.0.1:9002 down; }\n\
+         upstream web { server 127.0.0.1:9101 max_conns=5; server 127.0.0.1:9102 backup; }\n\
+         upstream ip { ip_hash; server 127.0.0.1:9201; server 127.0.0.1:9202; }\n\
+         upstream two { random two least_conn; server 127.0.0.1:9301; server 127.0.0.1:9302; }\n\
+         server { listen 127.0.0.1:18081 default_server; server_name api.example *.api.example .web.example;\n\
+           location = /exact { proxy_pass http://api; }\n\
+           location ^~ /static/ { proxy_set_header Host static.internal; proxy_pass http://web; }\n\
+           location ~* \\.(png|jpg)$ { proxy_pass http://ip; }\n\
+           location /v1/ { proxy_pass http://two/v2/; }\n\
+           location / { proxy_pass http://127.0.0.1:9401; } }\n}\n",
+    );
+    let config = crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+    assert_eq!(config.upstreams.len(), 5);
+    assert_eq!(config.routes.len(), 5 * 4);
+}
