@@ -153,7 +153,7 @@ upstream = "down"
     );
     assert_eq!(
         m.get(&format!(
-            "lb_backend_in_flight{{backend=\"{a}\",upstream=\"api\"}}"
+            "lb_backend_in_flight{{backend=\"{a}\",name=\"\",upstream=\"api\"}}"
         )),
         Some(&0.0)
     );
