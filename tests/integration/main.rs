@@ -12,6 +12,7 @@ mod edge_correctness;
 mod grpc;
 mod hardening;
 mod health;
+mod nginx_diff;
 mod observe;
 mod ops_correctness;
 mod reload;
