@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building lb: cmake (pingora's zlib-ng needs it), and with
-# LB_SETUP_BROWSER=1 headless Chromium + chromedriver (the dashboard test drives a real browser).
+# LB_SETUP_BROWSER=1 what the tests run against: headless Chromium + chromedriver (the dashboard
+# test drives a real browser), curl, h2load, NGINX (the differential tests' oracle) and a Python
+# virtualenv with grpcio and h2.
 # Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 
@@ -61,20 +63,33 @@ ensure_h2load() {
   return 0
 }
 
-# Python grpcio, h2 and crossplane in a virtualenv under target/ (never the system's Python): the
-# gRPC server and client of the gRPC tests (tests/grpc/peer.py), the HTTP/2 rapid-reset client
-# (tests/h2/rapid_reset.py) and NGINX's reference config parser, the oracle of the import-nginx
-# parser test (tests/integration/import_nginx.rs).
-LB_TEST_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
-export LB_TEST_VENV
+# NGINX: the oracle of the differential tests (tests/integration/nginx_diff.rs), run from a temp dir
+# by the tests themselves. Debian's package starts a system nginx on port 80 when that port is free
+# (and skips it when not); the tests neither need nor touch it, so only the binary counts.
+ensure_nginx() {
+  local nginx="${LB_NGINX:-/usr/sbin/nginx}"
+  [ -x "$nginx" ] && return 0
+  echo "setup: installing nginx (the oracle of the NGINX differential tests)..." >&2
+  apt_install nginx || apt_install nginx-light || true
+  [ -x "$nginx" ] && return 0
+  echo "setup: nginx is missing and could not be installed; run: sudo apt-get install -y nginx" >&2
+  return 0
+}
+
+# dnsmasq: a real DNS server for the discovery tests (tests/integration/discovery.rs).
 ensure_dnsmasq() {
-  # A real DNS server for the discovery tests (tests/integration/discovery.rs).
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] && return 0
   echo "setup: installing dnsmasq-base (DNS server for the discovery tests)..." >&2
   apt_install dnsmasq-base || echo "setup: could not install dnsmasq-base; run: sudo apt-get install -y dnsmasq-base" >&2
   return 0
 }
 
+# Python grpcio, h2 and crossplane in a virtualenv under target/ (never the system's Python): the
+# gRPC server and client of the gRPC tests (tests/grpc/peer.py), the HTTP/2 rapid-reset client
+# (tests/h2/rapid_reset.py) and NGINX's reference config parser, the oracle of the import-nginx
+# parser test (tests/integration/import_nginx.rs).
+LB_TEST_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
+export LB_TEST_VENV
 ensure_test_venv() {
   "$LB_TEST_VENV/bin/python" -c "import grpc, h2, crossplane" >/dev/null 2>&1 && return 0
   echo "setup: creating $LB_TEST_VENV with grpcio, h2 and crossplane (test clients, servers, oracle)..." >&2
@@ -94,5 +109,6 @@ if [ "${LB_SETUP_BROWSER:-}" = 1 ]; then
   ensure_curl
   ensure_h2load
   ensure_dnsmasq
+  ensure_nginx
   ensure_test_venv
 fi

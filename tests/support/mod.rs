@@ -307,6 +307,16 @@ impl Conn {
         })
     }
 
+    /// A connection already made (e.g. from a chosen source address).
+    pub fn from_stream(s: TcpStream) -> std::io::Result<Conn> {
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(s),
+            used: false,
+        })
+    }
+
     pub fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }

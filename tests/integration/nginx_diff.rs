@@ -1,0 +1,794 @@
+//! Differential tests: real NGINX is the oracle. Each case is an NGINX `http {}` body and the
+//! equivalent `lb.toml` body; both proxies run in front of the same `sample-backend` processes,
+//! get the same requests, and must agree on which backend answered each one, the target it
+//! received and its `Host` header (for the random strategies: on the set of backends used).
+//!
+//! The lb side is written by hand for now. When `lb import-nginx` lands, [`Case::lb`] should come
+//! from importing [`Case::nginx`] (keeping the hand-written text as the importer's expected
+//! output), so these tests check the importer and the runtime together.
+//!
+//! NGINX runs as one process (`master_process off`, one worker's worth of state), so its
+//! round-robin and least_conn sequences for sequential requests are deterministic. Skipped with a
+//! message when NGINX is missing, unless `LB_REQUIRE_BROWSER=1` (`scripts/test.sh`, after
+//! `scripts/setup.sh` installed it), which makes a missing NGINX a failure.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The NGINX binary (`LB_NGINX` overrides), or `None` after a loud skip message.
+fn nginx_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os("LB_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"));
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let required = std::env::var("LB_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: LB_REQUIRE_BROWSER=1 but NGINX is not installed at {} (the oracle of the \
+         nginx_diff tests); install it with `apt-get install -y nginx` (scripts/setup.sh \
+         does this) or set LB_NGINX",
+        bin.display()
+    );
+    eprintln!(
+        "\n*** SKIPPED {test}: NGINX is not installed at {} (set LB_NGINX, or run scripts/test.sh, \
+         which installs it and sets LB_REQUIRE_BROWSER=1).\n",
+        bin.display()
+    );
+    None
+}
+
+/// A running NGINX (one process, no daemon) with its config and temp files in a temp dir;
+/// SIGTERM on drop.
+struct Nginx {
+    addr: SocketAddr,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    /// Starts NGINX with `http_body` inside `http {}`; `%LISTEN%` becomes its loopback address.
+    fn start(bin: &PathBuf, http_body: &str) -> Nginx {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = temp_dir("nginx");
+        std::fs::create_dir_all(dir.join("html")).unwrap();
+        let d = dir.display();
+        let body = http_body.replace("%LISTEN%", &addr.to_string());
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {d}/client_body;\nproxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+             root {d}/html;\nproxy_http_version 1.1;\n{body}\n}}\n"
+        );
+        let file = dir.join("nginx.conf");
+        std::fs::write(&file, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn nginx");
+        let mut n = Nginx { addr, dir, child };
+        wait_for("NGINX to listen", Duration::from_secs(10), || {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                panic!(
+                    "NGINX exited ({status}) at start:\n{}{}",
+                    std::fs::read_to_string(n.dir.join("stderr.log")).unwrap_or_default(),
+                    std::fs::read_to_string(n.dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(n.addr).ok().map(|_| ())
+        });
+        n.child.try_wait().unwrap();
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One configuration in both languages. `%A%`, `%B%`, … stand for the backends' addresses (as
+/// `127.0.0.1:PORT`, written the same in both, which `hash … consistent` depends on).
+struct Case {
+    /// The body of NGINX's `http {}`; servers listen on `%LISTEN%`.
+    nginx: String,
+    /// lb.toml without `[server]`/`[admin]`. TODO: `lb import-nginx` of `nginx` once it exists.
+    lb: String,
+}
+
+impl Case {
+    fn new(nginx: &str, lb: &str, backends: &[&Backend]) -> Case {
+        let fill = |t: &str| {
+            backends
+                .iter()
+                .enumerate()
+                .fold(t.to_string(), |t, (i, b)| {
+                    t.replace(
+                        &format!("%{}%", (b'A' + i as u8) as char),
+                        &b.addr.to_string(),
+                    )
+                })
+        };
+        Case {
+            nginx: fill(nginx),
+            lb: fill(lb),
+        }
+    }
+}
+
+/// NGINX and lb, each running one [`Case`].
+struct Pair {
+    nginx: Nginx,
+    lb: Lb,
+}
+
+impl Pair {
+    fn start(bin: &PathBuf, case: &Case) -> Pair {
+        Pair {
+            nginx: Nginx::start(bin, &case.nginx),
+            lb: Lb::start(&case.lb),
+        }
+    }
+
+    /// Sends `reqs` to NGINX, then to lb, and asserts they agree on every answer.
+    fn agree(&self, what: &str, reqs: &[Req]) -> Vec<Seen> {
+        let n = run(self.nginx.addr, reqs);
+        let l = run(self.lb.addr, reqs);
+        assert_same(what, reqs, &n, &l);
+        n
+    }
+}
+
+/// A request of a corpus: target, `Host` (default `localhost`), source address.
+#[derive(Debug, Clone)]
+struct Req {
+    target: String,
+    host: Option<String>,
+    from: Option<IpAddr>,
+}
+
+fn get(target: impl Into<String>) -> Req {
+    Req {
+        target: target.into(),
+        host: None,
+        from: None,
+    }
+}
+
+fn get_host(target: impl Into<String>, host: &str) -> Req {
+    Req {
+        host: Some(host.to_string()),
+        ..get(target)
+    }
+}
+
+/// What a proxy's answer says: status, the backend, and (from sample-backend's `/echo` JSON) the
+/// target and `Host` the backend received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    backend: String,
+    path: String,
+    host: String,
+}
+
+fn send(addr: SocketAddr, req: &Req) -> Seen {
+    let conn = match req.from {
+        None => Conn::open(addr),
+        Some(src) => {
+            use socket2::{Domain, Socket, Type};
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::new(src, 0).into())
+                .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+            s.connect_timeout(&addr.into(), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect from {src} to {addr}: {e}"));
+            Conn::from_stream(s.into())
+        }
+    };
+    let headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    let r = conn
+        .and_then(|mut c| c.send("GET", &req.target, &headers, b""))
+        .unwrap_or_else(|e| panic!("GET {} to {addr}: {e}", req.target));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let host = json["headers"].as_array().and_then(|h| {
+        h.iter()
+            .find(|p| {
+                p[0].as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+            })
+            .and_then(|p| p[1].as_str())
+    });
+    Seen {
+        status: r.status,
+        backend: r.backend(),
+        path: json["path"].as_str().unwrap_or("").to_string(),
+        host: host.unwrap_or("").to_string(),
+    }
+}
+
+/// Sends the requests one after the other, each on a new connection.
+fn run(addr: SocketAddr, reqs: &[Req]) -> Vec<Seen> {
+    reqs.iter().map(|r| send(addr, r)).collect()
+}
+
+/// Fails listing every request on which NGINX and lb disagree.
+fn assert_same(what: &str, reqs: &[Req], nginx: &[Seen], lb: &[Seen]) {
+    let diffs: Vec<String> = reqs
+        .iter()
+        .zip(nginx.iter().zip(lb))
+        .enumerate()
+        .filter(|(_, (_, (n, l)))| n != l)
+        .map(|(i, (r, (n, l)))| {
+            format!(
+                "  #{i} GET {} (Host {:?}, from {:?}):\n    nginx {n:?}\n    lb    {l:?}",
+                r.target, r.host, r.from
+            )
+        })
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{what}: lb disagrees with NGINX on {} of {} requests:\n{}",
+        diffs.len(),
+        reqs.len(),
+        diffs.join("\n")
+    );
+}
+
+fn backends(names: &[&str]) -> Vec<Backend> {
+    names.iter().map(|n| Backend::start(n)).collect()
+}
+
+fn distinct(seen: &[Seen]) -> BTreeSet<String> {
+    seen.iter().map(|s| s.backend.clone()).collect()
+}
+
+#[test]
+fn nginx_diff_weighted_round_robin() {
+    let Some(bin) = nginx_or_skip("nginx_diff_weighted_round_robin") else {
+        return;
+    };
+    let b = backends(&["a", "b", "c"]);
+    let case = Case::new(
+        "upstream up { server %A% weight=3; server %B%; server %C% weight=2; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           host_header = "upstream"
+           backends = [{ address = "%A%", weight = 3 }, "%B%", { address = "%C%", weight = 2 }]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let mut reqs: Vec<Req> = (0..30).map(|i| get(format!("/echo/rr/{i}"))).collect();
+    reqs.push(get("/other"));
+    let seen = p.agree("weights 3,1,2", &reqs);
+    let a = seen.iter().filter(|s| s.backend == "a").count();
+    assert_eq!((a, distinct(&seen).len()), (15, 4), "{seen:?}"); // a, b, c and the 404
+}
+
+#[test]
+fn nginx_diff_least_conn_sequential() {
+    let Some(bin) = nginx_or_skip("nginx_diff_least_conn_sequential") else {
+        return;
+    };
+    let b = backends(&["a", "b", "c"]);
+    let case = Case::new(
+        "upstream up { least_conn; server %A%; server %B% weight=2; server %C%; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           strategy = "least_connections"
+           host_header = "upstream"
+           backends = ["%A%", { address = "%B%", weight = 2 }, "%C%"]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let reqs: Vec<Req> = (0..24).map(|i| get(format!("/echo/lc/{i}"))).collect();
+    let seen = p.agree("least_conn, sequential", &reqs);
+    assert_eq!(distinct(&seen).len(), 3);
+}
+
+fn hash_case(b: &[&Backend]) -> Case {
+    let servers: String = (0..b.len())
+        .map(|i| format!("server %{}%; ", (b'A' + i as u8) as char))
+        .collect();
+    let list: Vec<String> = (0..b.len())
+        .map(|i| format!("\"%{}%\"", (b'A' + i as u8) as char))
+        .collect();
+    Case::new(
+        &format!(
+            "upstream up {{ hash $request_uri consistent; {servers}}}
+             server {{ listen %LISTEN%; location /echo/ {{ proxy_pass http://up; }} }}"
+        ),
+        &format!(
+            "[upstreams.up]
+             strategy = \"consistent_hash\"
+             hash_key = \"uri\"
+             host_header = \"upstream\"
+             backends = [{}]
+             [[routes]]
+             path_prefix = \"/echo/\"
+             upstream = \"up\"",
+            list.join(", ")
+        ),
+        b,
+    )
+}
+
+#[test]
+fn nginx_diff_consistent_hash_by_request_uri() {
+    let Some(bin) = nginx_or_skip("nginx_diff_consistent_hash_by_request_uri") else {
+        return;
+    };
+    let b = backends(&["a", "b", "c", "d", "e"]);
+    let reqs: Vec<Req> = (0..200)
+        .map(|i| match i % 4 {
+            0 => get(format!("/echo/item/{i}")),
+            1 => get(format!("/echo/item/{i}?page={}", i % 7)),
+            2 => get(format!("/echo/user/{}/cart", i * 7919)),
+            _ => get(format!("/echo/%7Eitem/{i}")),
+        })
+        .collect();
+    let all: Vec<&Backend> = b.iter().collect();
+    let before = {
+        let p = Pair::start(&bin, &hash_case(&all));
+        let seen = p.agree("hash $request_uri consistent over 5", &reqs);
+        assert_eq!(distinct(&seen).len(), 5, "every backend has keys");
+        seen
+    };
+    // Without c: both must move exactly c's keys, to the same backends.
+    let fewer: Vec<&Backend> = b.iter().filter(|x| x.name != "c").collect();
+    let p = Pair::start(&bin, &hash_case(&fewer));
+    let after = p.agree("hash $request_uri consistent over 4", &reqs);
+    for (x, y) in before.iter().zip(&after) {
+        assert!(x.backend == "c" || x.backend == y.backend, "{x:?} → {y:?}");
+    }
+}
+
+#[test]
+fn nginx_diff_ip_hash_by_client_address() {
+    let Some(bin) = nginx_or_skip("nginx_diff_ip_hash_by_client_address") else {
+        return;
+    };
+    let b = backends(&["a", "b", "c", "d", "e"]);
+    let case = Case::new(
+        "upstream up { ip_hash; server %A% weight=2; server %B%; server %C%; server %D%; server %E% down; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           strategy = "ip_hash"
+           host_header = "upstream"
+           backends = [{ address = "%A%", weight = 2 }, "%B%", "%C%", "%D%", { address = "%E%", down = true }]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    // 127.0.X.1 and 127.0.X.77 share their first three octets, so their backend.
+    let reqs: Vec<Req> = (1..=40u8)
+        .flat_map(|x| {
+            [1u8, 77].map(|last| Req {
+                from: Some(IpAddr::from([127, 0, x, last])),
+                ..get(format!("/echo/ip/{x}/{last}"))
+            })
+        })
+        .collect();
+    let seen = p.agree("ip_hash over 127.0.X.1 clients", &reqs);
+    let used = distinct(&seen);
+    assert!(used.len() >= 4 && !used.contains("e"), "{used:?}");
+    for pair in seen.chunks(2) {
+        assert_eq!(pair[0].backend, pair[1].backend, "same /24, same backend");
+    }
+}
+
+#[test]
+fn nginx_diff_backup_and_down() {
+    let Some(bin) = nginx_or_skip("nginx_diff_backup_and_down") else {
+        return;
+    };
+    let mut b = backends(&["a", "b", "c", "d"]);
+    let case = Case::new(
+        "upstream up { server %A%; server %B%; server %C% backup; server %D% down; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           host_header = "upstream"
+           backends = ["%A%", "%B%", { address = "%C%", backup = true }, { address = "%D%", down = true }]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let reqs: Vec<Req> = (0..12).map(|i| get(format!("/echo/bk/{i}"))).collect();
+    let seen = p.agree("primaries up", &reqs);
+    assert_eq!(distinct(&seen), ["a", "b"].map(String::from).into());
+    // Both primaries gone: the backup answers everything (after the failed attempts).
+    b[0].kill();
+    b[1].kill();
+    let seen = p.agree("primaries killed", &reqs);
+    assert!(seen.iter().all(|s| s.backend == "c" && s.status == 200));
+}
+
+#[test]
+fn nginx_diff_random_strategies_use_the_same_backends() {
+    let Some(bin) = nginx_or_skip("nginx_diff_random_strategies_use_the_same_backends") else {
+        return;
+    };
+    let b = backends(&["a", "b", "c", "d"]);
+    let case = Case::new(
+        "upstream r { random; server %A%; server %B%; server %C%; server %D% down; }
+         upstream t { random two least_conn; server %A%; server %B%; server %C%; server %D% down; }
+         server { listen %LISTEN%;
+           location /echo/random/ { proxy_pass http://r; }
+           location /echo/two/ { proxy_pass http://t; } }",
+        r#"[upstreams.r]
+           strategy = "random"
+           host_header = "upstream"
+           backends = ["%A%", "%B%", "%C%", { address = "%D%", down = true }]
+           [upstreams.t]
+           strategy = "two_choices"
+           host_header = "upstream"
+           backends = ["%A%", "%B%", "%C%", { address = "%D%", down = true }]
+           [[routes]]
+           path_prefix = "/echo/random/"
+           upstream = "r"
+           [[routes]]
+           path_prefix = "/echo/two/"
+           upstream = "t""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    for prefix in ["/echo/random/", "/echo/two/"] {
+        // 60 draws over 3 backends miss one with probability 3·(2/3)^60 ≈ 10^-10.
+        let reqs: Vec<Req> = (0..60).map(|i| get(format!("{prefix}{i}"))).collect();
+        let (n, l) = (run(p.nginx.addr, &reqs), run(p.lb.addr, &reqs));
+        assert_eq!(distinct(&n), distinct(&l), "{prefix}");
+        assert_eq!(distinct(&l), ["a", "b", "c"].map(String::from).into());
+        // What a backend received does not depend on which one it was.
+        let what = |s: &[Seen]| -> Vec<(u16, String, String)> {
+            s.iter()
+                .map(|s| (s.status, s.path.clone(), s.host.clone()))
+                .collect()
+        };
+        assert_eq!(what(&n), what(&l), "{prefix}");
+    }
+}
+
+#[test]
+fn nginx_diff_location_matching_order() {
+    let Some(bin) = nginx_or_skip("nginx_diff_location_matching_order") else {
+        return;
+    };
+    let b = backends(&["exact", "pre", "skip", "re1", "re2", "echo"]);
+    let case = Case::new(
+        r"upstream u_exact { server %A%; } upstream u_pre { server %B%; }
+          upstream u_skip { server %C%; } upstream u_re1 { server %D%; }
+          upstream u_re2 { server %E%; } upstream u_echo { server %F%; }
+          server { listen %LISTEN%;
+            location /echo/ { proxy_pass http://u_echo; }
+            location = /echo/exact { proxy_pass http://u_exact; }
+            location /echo/static/ { proxy_pass http://u_pre; }
+            location ^~ /echo/static/img/ { proxy_pass http://u_skip; }
+            location ~ \.png$ { proxy_pass http://u_re1; }
+            location ~* \.(png|jpe?g)$ { proxy_pass http://u_re2; }
+            location /echo/static/img/deep/ { proxy_pass http://u_pre; }
+          }",
+        r#"[upstreams.u_exact]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.u_pre]
+           host_header = "upstream"
+           backends = ["%B%"]
+           [upstreams.u_skip]
+           host_header = "upstream"
+           backends = ["%C%"]
+           [upstreams.u_re1]
+           host_header = "upstream"
+           backends = ["%D%"]
+           [upstreams.u_re2]
+           host_header = "upstream"
+           backends = ["%E%"]
+           [upstreams.u_echo]
+           host_header = "upstream"
+           backends = ["%F%"]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "u_echo"
+           [[routes]]
+           path_exact = "/echo/exact"
+           upstream = "u_exact"
+           [[routes]]
+           path_prefix = "/echo/static/"
+           upstream = "u_pre"
+           [[routes]]
+           path_prefix = "/echo/static/img/"
+           skip_regex = true
+           upstream = "u_skip"
+           [[routes]]
+           path_regex = '\.png$'
+           upstream = "u_re1"
+           [[routes]]
+           path_regex = '(?i)\.(png|jpe?g)$'
+           upstream = "u_re2"
+           [[routes]]
+           path_prefix = "/echo/static/img/deep/"
+           upstream = "u_pre""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let reqs: Vec<Req> = [
+        "/echo/exact",
+        "/echo/exact/",
+        "/echo/exact?x=1",
+        "/echo/exactly",
+        "/echo/static/a.css",
+        "/echo/static/a.png",
+        "/echo/static/a.png?v=2",
+        "/echo/static/A.PNG",
+        "/echo/static/a.jpeg",
+        "/echo/a.png",
+        "/echo/static/img/a.png",
+        "/echo/static/img/deep/a.png",
+        "/echo/static/img/deep/a.css",
+        "/echo/STATIC/a.css",
+        "/echo/static/%61.png",
+        "/echo/static/../exact",
+        "/echo//static/a.css",
+        "/echo/",
+        "/other",
+        "/other.png",
+    ]
+    .into_iter()
+    .map(get)
+    .collect();
+    let seen = p.agree("location order", &reqs);
+    assert!(distinct(&seen).len() >= 6, "{seen:?}");
+    // Known difference: NGINX answers a prefix location's name without its trailing slash with a
+    // 301 to it when that location proxies (`auto_redirect`: before any regex, unless an `=`
+    // location has the name). lb has no such redirect: 404 here, and `/echo/static/img` goes to
+    // the shorter `/echo/static/` route. Checked so a fix moves these into the corpus above.
+    for (target, lb_status) in [("/echo", 404), ("/echo/static/img", 200)] {
+        let (n, l) = (
+            send(p.nginx.addr, &get(target)),
+            send(p.lb.addr, &get(target)),
+        );
+        assert_eq!(
+            (n.status, l.status),
+            (301, lb_status),
+            "{target}: {n:?} {l:?}"
+        );
+    }
+}
+
+#[test]
+fn nginx_diff_server_name_routing() {
+    let Some(bin) = nginx_or_skip("nginx_diff_server_name_routing") else {
+        return;
+    };
+    let b = backends(&["first", "def", "exact", "star", "dot", "deep"]);
+    let case = Case::new(
+        "upstream u_first { server %A%; } upstream u_def { server %B%; }
+         upstream u_exact { server %C%; } upstream u_star { server %D%; }
+         upstream u_dot { server %E%; } upstream u_deep { server %F%; }
+         server { listen %LISTEN%; server_name first.test; location /echo/ { proxy_pass http://u_first; } }
+         server { listen %LISTEN% default_server; server_name _; location /echo/ { proxy_pass http://u_def; } }
+         server { listen %LISTEN%; server_name www.example.com; location /echo/www/ { proxy_pass http://u_exact; } }
+         server { listen %LISTEN%; server_name *.example.com; location /echo/ { proxy_pass http://u_star; } }
+         server { listen %LISTEN%; server_name .example.org; location /echo/ { proxy_pass http://u_dot; } }
+         server { listen %LISTEN%; server_name *.deep.example.com; location /echo/ { proxy_pass http://u_deep; } }",
+        r#"[upstreams.u_first]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.u_def]
+           host_header = "upstream"
+           backends = ["%B%"]
+           [upstreams.u_exact]
+           host_header = "upstream"
+           backends = ["%C%"]
+           [upstreams.u_star]
+           host_header = "upstream"
+           backends = ["%D%"]
+           [upstreams.u_dot]
+           host_header = "upstream"
+           backends = ["%E%"]
+           [upstreams.u_deep]
+           host_header = "upstream"
+           backends = ["%F%"]
+           [[routes]]
+           host = "first.test"
+           path_prefix = "/echo/"
+           upstream = "u_first"
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "u_def"
+           [[routes]]
+           host = "www.example.com"
+           path_prefix = "/echo/www/"
+           upstream = "u_exact"
+           [[routes]]
+           host = "*.example.com"
+           path_prefix = "/echo/"
+           upstream = "u_star"
+           [[routes]]
+           host = ".example.org"
+           path_prefix = "/echo/"
+           upstream = "u_dot"
+           [[routes]]
+           host = "*.deep.example.com"
+           path_prefix = "/echo/"
+           upstream = "u_deep""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let hosts = [
+        "first.test",
+        "www.example.com",
+        "WWW.Example.COM",
+        "www.example.com:8080",
+        "www.example.com.",
+        "a.example.com",
+        "a.b.example.com",
+        "example.com",
+        "example.org",
+        "x.example.org",
+        "a.deep.example.com",
+        "deep.example.com",
+        "unknown.net",
+        "127.0.0.1",
+    ];
+    let reqs: Vec<Req> = hosts
+        .iter()
+        .flat_map(|h| [get_host("/echo/www/x", h), get_host("/echo/y", h)])
+        .collect();
+    let seen = p.agree("server_name", &reqs);
+    assert!(distinct(&seen).len() >= 7, "{seen:?}"); // six backends and a 404
+}
+
+#[test]
+fn nginx_diff_proxy_pass_with_uri_replaces_the_prefix() {
+    let Some(bin) = nginx_or_skip("nginx_diff_proxy_pass_with_uri_replaces_the_prefix") else {
+        return;
+    };
+    let b = backends(&["v2", "plain"]);
+    let case = Case::new(
+        "upstream up { server %A%; } upstream plain { server %B%; }
+         server { listen %LISTEN%;
+           location /api/ { proxy_pass http://up/echo/v2/; }
+           location /echo/ { proxy_pass http://plain; } }",
+        r#"[upstreams.up]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.plain]
+           host_header = "upstream"
+           backends = ["%B%"]
+           [[routes]]
+           path_prefix = "/api/"
+           replace_prefix = "/echo/v2/"
+           upstream = "up"
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "plain""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let reqs: Vec<Req> = [
+        "/api/users",
+        "/api/users?id=7&q=a%20b",
+        "/api/",
+        "/api/a/../b",
+        "/api//x",
+        "/api/a%20b",
+        "/api/%7Euser",
+        "/api/a%3Fb",
+        "/echo/kept/%7E/as/sent?x",
+    ]
+    .into_iter()
+    .map(get)
+    .collect();
+    p.agree("proxy_pass with a URI", &reqs);
+    // Known difference: NGINX decodes `%2F` before replacing the prefix and sends a `/`; lb's
+    // RFC 3986 normalization keeps the encoded slash (it is not an unreserved character).
+    let (n, l) = (
+        send(p.nginx.addr, &get("/api/a%2Fb")),
+        send(p.lb.addr, &get("/api/a%2Fb")),
+    );
+    assert_eq!((&*n.path, &*l.path), ("/echo/v2/a/b", "/echo/v2/a%2Fb"));
+}
+
+#[test]
+fn nginx_diff_host_header_sent_to_backends() {
+    let Some(bin) = nginx_or_skip("nginx_diff_host_header_sent_to_backends") else {
+        return;
+    };
+    let b = backends(&["dflt", "host", "http_host", "literal"]);
+    let case = Case::new(
+        "upstream backend_up { server %A%; } upstream u_host { server %B%; }
+         upstream u_http_host { server %C%; } upstream u_literal { server %D%; }
+         server { listen %LISTEN%;
+           location /echo/default/ { proxy_pass http://backend_up; }
+           location /echo/host/ { proxy_set_header Host $host; proxy_pass http://u_host; }
+           location /echo/http_host/ { proxy_set_header Host $http_host; proxy_pass http://u_http_host; }
+           location /echo/literal/ { proxy_set_header Host api.internal:8080; proxy_pass http://u_literal; } }",
+        r#"[upstreams.backend_up]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.u_host]
+           host_header = "client"
+           backends = ["%B%"]
+           [upstreams.u_http_host]
+           backends = ["%C%"]
+           [upstreams.u_literal]
+           host_header = "api.internal:8080"
+           backends = ["%D%"]
+           [[routes]]
+           path_prefix = "/echo/default/"
+           upstream = "backend_up"
+           [[routes]]
+           path_prefix = "/echo/host/"
+           upstream = "u_host"
+           [[routes]]
+           path_prefix = "/echo/http_host/"
+           upstream = "u_http_host"
+           [[routes]]
+           path_prefix = "/echo/literal/"
+           upstream = "u_literal""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let mut reqs = Vec::new();
+    for host in [
+        "example.com",
+        "api.example.com",
+        "Example.COM:8080",
+        "x.example.com.",
+    ] {
+        for loc in ["default", "http_host", "literal"] {
+            reqs.push(get_host(format!("/echo/{loc}/x"), host));
+        }
+    }
+    // `$host` is the client's host lower-cased, without port or trailing dot; lb's "client"
+    // passes the header as sent (`$http_host`), so the two agree only on hosts already in that
+    // form.
+    for host in ["example.com", "api.example.com"] {
+        reqs.push(get_host("/echo/host/x", host));
+    }
+    let seen = p.agree("Host header", &reqs);
+    assert_eq!(seen[0].host, "backend_up", "NGINX's default is $proxy_host");
+    // Known difference, checked so that a change shows up here.
+    let r = get_host("/echo/host/x", "Example.COM:8080");
+    let (n, l) = (send(p.nginx.addr, &r), send(p.lb.addr, &r));
+    assert_eq!((&*n.host, &*l.host), ("example.com", "Example.COM:8080"));
+}
