@@ -3,9 +3,9 @@
 //! get the same requests, and must agree on which backend answered each one, the target it
 //! received and its `Host` header (for the random strategies: on the set of backends used).
 //!
-//! The lb side is written by hand for now. When `lb import-nginx` lands, [`Case::lb`] should come
-//! from importing [`Case::nginx`] (keeping the hand-written text as the importer's expected
-//! output), so these tests check the importer and the runtime together.
+//! lb runs twice per case: on a hand-written config ([`Case::lb`]) and on `lb import-nginx` of
+//! NGINX's config ([`start_imported`]), so the importer and the runtime are checked together;
+//! both must give NGINX's answers (the corpora compared with [`Pair::agree`]).
 //!
 //! NGINX runs as one process (`master_process off`, one worker's worth of state), so its
 //! round-robin and least_conn sequences for sequential requests are deterministic. Skipped with a
@@ -122,7 +122,7 @@ impl Drop for Nginx {
 struct Case {
     /// The body of NGINX's `http {}`; servers listen on `%LISTEN%`.
     nginx: String,
-    /// lb.toml without `[server]`/`[admin]`. TODO: `lb import-nginx` of `nginx` once it exists.
+    /// lb.toml without `[server]`/`[admin]`, written by hand (the import runs as well).
     lb: String,
 }
 
@@ -146,25 +146,58 @@ impl Case {
     }
 }
 
-/// NGINX and lb, each running one [`Case`].
+/// NGINX and lb running one [`Case`]: lb twice, on the hand-written config and on what
+/// `lb import-nginx` made of NGINX's.
 struct Pair {
     nginx: Nginx,
     lb: Lb,
+    imported: Lb,
+}
+
+/// `lb import-nginx` of the running NGINX's config, started on lb's own test listeners (the
+/// imported `[server]` keys other than its listeners are kept).
+fn start_imported(nginx: &Nginx) -> Lb {
+    let out = Command::new(LB)
+        .arg("import-nginx")
+        .arg(nginx.dir.join("nginx.conf"))
+        .output()
+        .expect("run lb import-nginx");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut extra = String::new();
+    if let Some(toml::Value::Table(mut server)) = table.remove("server") {
+        server.remove("listen");
+        server.remove("tls");
+        for (k, v) in server {
+            extra.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    Lb::start_with(&toml::to_string(&table).unwrap(), &extra)
 }
 
 impl Pair {
     fn start(bin: &PathBuf, case: &Case) -> Pair {
+        let nginx = Nginx::start(bin, &case.nginx);
+        let imported = start_imported(&nginx);
         Pair {
-            nginx: Nginx::start(bin, &case.nginx),
+            nginx,
             lb: Lb::start(&case.lb),
+            imported,
         }
     }
 
-    /// Sends `reqs` to NGINX, then to lb, and asserts they agree on every answer.
+    /// Sends `reqs` to NGINX, then to both lbs, and asserts they agree on every answer.
     fn agree(&self, what: &str, reqs: &[Req]) -> Vec<Seen> {
         let n = run(self.nginx.addr, reqs);
         let l = run(self.lb.addr, reqs);
         assert_same(what, reqs, &n, &l);
+        let i = run(self.imported.addr, reqs);
+        assert_same(&format!("{what} (imported)"), reqs, &n, &i);
         n
     }
 }
