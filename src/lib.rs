@@ -46,10 +46,13 @@
 //!    straight-line `async fn`: [`edge::early_request_filter`] runs [`edge::check_head`]
 //!    (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
 //! 3. Routing loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
-//!    request), normalizes the path ([`edge::path`]) and routes it
-//!    ([`snapshot::Snapshot::route_index`]); no route → 404, no usable backend → 503.
+//!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
+//!    ([`snapshot::Snapshot::route`]: host group, then exact path, prefix, regex; a
+//!    `replace_prefix` rewrites the forwarded path); no route → 404, no usable backend → 503.
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
-//!    atomic position per upstream, in-flight counters per backend), takes an RAII
+//!    atomic position per upstream, in-flight counters per backend; primaries before backups,
+//!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
+//!    NGINX does), takes an RAII
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
 //!    [`proxy::forward`] streams both bodies in one `select!` loop on the request's task (101 →
