@@ -13,6 +13,7 @@ use super::file::*;
 use super::*;
 
 mod admin;
+mod analytics;
 #[cfg(test)]
 mod balancing_tests;
 mod tls;
@@ -22,7 +23,14 @@ pub use admin::ADMIN_PATHS;
 
 /// Largest accepted backend weight.
 pub const MAX_WEIGHT: i64 = 10_000;
-const TOP_LEVEL_KEYS: &[&str] = &["server", "admin", "upstreams", "routes", "resolver"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "upstreams",
+    "routes",
+    "resolver",
+    "analytics",
+];
 
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
@@ -127,7 +135,7 @@ impl Checker {
                 self.problems.push(Problem {
                     path: key.clone(),
                     message: "unknown key (expected one of `server`, `admin`, `upstreams`, \
-                              `routes`, `resolver`)"
+                              `routes`, `resolver`, `analytics`)"
                         .into(),
                 });
             }
@@ -145,6 +153,11 @@ impl Checker {
             .remove("resolver")
             .and_then(|v| self.decode::<ResolverFile>("resolver", v))
             .map(|r| self.resolver(r));
+        let analytics = table
+            .remove("analytics")
+            .and_then(|v| self.decode::<AnalyticsFile>("analytics", v))
+            .map(|a| self.analytics(a))
+            .unwrap_or_default();
         let upstreams = self.upstreams(table.remove("upstreams"));
         let routes = self.routes(table.remove("routes"), &upstreams);
         if upstreams.len() > 1 && routes.is_empty() && self.problems.is_empty() {
@@ -159,6 +172,7 @@ impl Checker {
             upstreams,
             routes,
             resolver,
+            analytics,
             warnings: Vec::new(),
         })
     }
