@@ -15,6 +15,7 @@
 //!              limits, refusals, paths
 //!  health      active checks, passive ejection, state-change announcements
 //!  discovery   DNS discovery: `resolve = true` names and SRV entries followed (hickory-resolver)
+//!  history     the per-second history: sampler, /history JSON and CSV, the /report page
 //!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
 //!  observe     Prometheus metrics, JSON access log, logging
 //!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
@@ -95,6 +96,7 @@ pub mod config;
 pub mod discovery;
 pub mod edge;
 pub mod health;
+pub mod history;
 pub mod import;
 pub mod observe;
 pub mod proxy;

@@ -66,6 +66,8 @@ pub struct LoadedConfig {
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Registry,
+    /// Per-second samples of every backend and upstream (`analytics.history`).
+    pub history: crate::state::history::History,
     pub config_path: PathBuf,
     pub loaded: Mutex<LoadedConfig>,
     /// Serialises snapshot rebuilds (never taken by requests).
@@ -104,6 +106,7 @@ impl Shared {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
+            history: Default::default(),
             config_path: path.to_owned(),
             loaded: Mutex::new(LoadedConfig {
                 hash: text_hash,

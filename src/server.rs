@@ -238,6 +238,7 @@ impl BackgroundService for Background {
             tokio::join!(
                 health::supervise(s.clone()),
                 crate::discovery::supervise(s.clone()),
+                crate::history::run(s.clone()),
                 reload::watch_file(s.clone()),
                 reload::on_sighup(s.clone()),
             )

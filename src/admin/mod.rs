@@ -151,6 +151,33 @@ impl Admin {
                 )
             }
             ("GET", "/status") => json_reply(StatusCode::OK, &status::status(&self.shared)),
+            ("GET", "/history" | "/history.csv" | "/report") => {
+                let query = session.req_header().uri.query();
+                let w = match crate::history::query::window(query) {
+                    Ok(w) => w,
+                    Err(why) => {
+                        let body = format!("bad query: {why}\n").into_bytes();
+                        return reply(StatusCode::BAD_REQUEST, "text/plain", body);
+                    }
+                };
+                let shared = &self.shared;
+                match path {
+                    "/history" => json_reply(
+                        StatusCode::OK,
+                        &crate::history::query::history_json(shared, w),
+                    ),
+                    "/history.csv" => reply(
+                        StatusCode::OK,
+                        "text/csv; charset=utf-8",
+                        crate::history::query::history_csv(shared, w).into_bytes(),
+                    ),
+                    _ => reply(
+                        StatusCode::OK,
+                        "text/html; charset=utf-8",
+                        crate::history::report::report(shared, w).into_bytes(),
+                    ),
+                }
+            }
             ("POST", "/reload") => {
                 let _ = session.drain_request_body().await;
                 let shared = self.shared.clone();

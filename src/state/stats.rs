@@ -48,7 +48,8 @@ pub struct RequestStats {
     sum_nanos: AtomicU64,
 }
 
-const DURATION_BUCKETS_LEN: usize = 17;
+/// Number of latency buckets (one more, over the last bound, in [`Totals`]).
+pub const DURATION_BUCKETS_LEN: usize = 17;
 
 /// Latency buckets from 100 µs to 30 s.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -126,6 +127,30 @@ impl RequestStats {
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
     }
+
+    /// The running totals the history samples are differences of: answers by status class
+    /// (`[1xx, 2xx, 3xx, 4xx, 5xx]`) and the latency buckets (the last one: over 30 s).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (_, code, n) in self.codes() {
+            if let Some(slot) = t.classes.get_mut((code / 100) as usize - 1) {
+                *slot += n;
+            }
+        }
+        for (i, b) in self.buckets.iter().enumerate() {
+            t.buckets[i] = b.load(Relaxed);
+        }
+        let counted: u64 = t.buckets[..DURATION_BUCKETS_LEN].iter().sum();
+        t.buckets[DURATION_BUCKETS_LEN] = self.count().saturating_sub(counted);
+        t
+    }
+}
+
+/// Cumulative counts of one [`RequestStats`] (see [`RequestStats::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub classes: [u64; 5],
+    pub buckets: [u64; DURATION_BUCKETS_LEN + 1],
 }
 
 /// Escapes a Prometheus label value.

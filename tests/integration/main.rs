@@ -13,6 +13,7 @@ mod edge_correctness;
 mod grpc;
 mod hardening;
 mod health;
+mod history;
 mod import_nginx;
 mod nginx_diff;
 mod observe;

@@ -15,6 +15,9 @@ pub const ADMIN_PATHS: &[&str] = &[
     "/metrics",
     "/status",
     "/reload",
+    "/history",
+    "/history.csv",
+    "/report",
 ];
 
 /// A token shorter than this is a warning: it is guessable.

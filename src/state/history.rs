@@ -1,0 +1,412 @@
+//! The load-test history store: per-second samples of every backend (answers by status class, a
+//! latency histogram, requests in flight, state) and per-upstream totals, kept in memory for
+//! `analytics.history` (read by `crate::history`: `/history`, `/history.csv`, `/report`).
+//!
+//! Nothing is added to the request path: the sampler reads each backend's running totals
+//! ([`RequestStats::totals`](super::stats::RequestStats::totals)) once a second and
+//! [`History::tick`] stores the differences. Percentiles of any window come from the merged histograms of its
+//! samples, never from averaged percentiles.
+//!
+//! Memory is bounded: a sample is [`SAMPLE_BYTES`] bytes; per-upstream totals always stay at one
+//! second; when `backends × history` per-second samples would pass `history_max_memory`,
+//! per-backend samples cover 2, 3, … seconds each instead ([`Layout`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::config::AnalyticsConfig;
+use crate::state::stats::{Totals, DURATION_BUCKETS, DURATION_BUCKETS_LEN};
+
+/// Latency buckets of a sample (the last: over 30 s).
+pub const BUCKETS: usize = DURATION_BUCKETS_LEN + 1;
+
+/// One series' counts over `seconds` seconds from `t` (unix seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub t: u64,
+    pub seconds: u32,
+    /// Answers by class: 1xx..5xx.
+    pub classes: [u32; 5],
+    pub latency: [u32; BUCKETS],
+    /// Requests in flight at the end of the sample.
+    pub in_flight: u32,
+    /// [`crate::state::backend::Health`] as u8; 255: an upstream total.
+    pub state: u8,
+}
+
+/// Bytes one stored sample takes.
+pub const SAMPLE_BYTES: usize = std::mem::size_of::<Sample>();
+
+impl Sample {
+    pub fn requests(&self) -> u64 {
+        self.classes.iter().map(|&n| n as u64).sum()
+    }
+
+    fn add(&mut self, other: &Sample) {
+        for (a, b) in self.classes.iter_mut().zip(other.classes) {
+            *a = a.saturating_add(b);
+        }
+        for (a, b) in self.latency.iter_mut().zip(other.latency) {
+            *a = a.saturating_add(b);
+        }
+        self.in_flight = other.in_flight;
+        self.state = other.state;
+        self.seconds += other.seconds;
+    }
+}
+
+/// A latency histogram merged over any number of samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Histogram(pub [u64; BUCKETS]);
+
+impl Histogram {
+    pub fn add(&mut self, s: &Sample) {
+        for (a, b) in self.0.iter_mut().zip(s.latency) {
+            *a += b as u64;
+        }
+    }
+
+    /// The `q` quantile in milliseconds, linearly interpolated inside its bucket.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.0.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut seen = 0.0;
+        for (i, &n) in self.0.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let next = seen + n as f64;
+            if next >= rank {
+                let lo = if i == 0 { 0.0 } else { DURATION_BUCKETS[i - 1] };
+                let hi = DURATION_BUCKETS.get(i).copied().unwrap_or(lo * 2.0);
+                let f = ((rank - seen) / n as f64).clamp(0.0, 1.0);
+                return Some((lo + (hi - lo) * f) * 1000.0);
+            }
+            seen = next;
+        }
+        None
+    }
+}
+
+/// How the memory budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Seconds kept.
+    pub keep_s: u64,
+    /// Seconds per backend sample (1 unless the budget forces more).
+    pub backend_s: u64,
+}
+
+impl Layout {
+    pub fn new(a: &AnalyticsConfig, upstreams: usize, backends: usize) -> Layout {
+        let keep_s = a.history.as_secs();
+        let totals = (upstreams as u64) * keep_s * SAMPLE_BYTES as u64;
+        let left = a.history_max_memory.saturating_sub(totals).max(1);
+        let per_second = (backends as u64) * keep_s * SAMPLE_BYTES as u64;
+        Layout {
+            keep_s,
+            backend_s: per_second.div_ceil(left).max(1),
+        }
+    }
+
+    /// Bytes the history takes at most.
+    pub fn bytes(&self, upstreams: usize, backends: usize) -> u64 {
+        let samples =
+            upstreams as u64 * self.keep_s + backends as u64 * self.keep_s.div_ceil(self.backend_s);
+        samples * SAMPLE_BYTES as u64
+    }
+}
+
+/// One series: an upstream's totals (`backend` empty) or one backend's samples.
+#[derive(Debug, Default)]
+pub struct Series {
+    pub upstream: Arc<str>,
+    pub backend: Arc<str>,
+    /// The DNS entry a discovered backend came from.
+    pub name: Option<Arc<str>>,
+    pub samples: VecDeque<Sample>,
+    /// A backend sample being filled until it covers `Layout::backend_s` seconds.
+    open: Option<Sample>,
+    /// The running totals at the last tick.
+    last: Totals,
+}
+
+/// The stored history.
+#[derive(Debug, Default)]
+pub struct Store {
+    pub layout: Option<Layout>,
+    /// Keyed by (upstream, backend).
+    pub series: HashMap<(Arc<str>, Arc<str>), Series>,
+    /// Unix seconds of the first and last tick.
+    pub first_t: u64,
+    pub last_t: u64,
+    /// Running totals seen before a layout change, so that new series count on from them.
+    seen: HashMap<(Arc<str>, Arc<str>), Totals>,
+}
+
+/// The history, shared by the sampler and the admin listener.
+#[derive(Debug, Default)]
+pub struct History {
+    pub store: Mutex<Store>,
+}
+
+impl History {
+    /// One tick at unix second `t`: the differences since the last tick, per backend and per
+    /// upstream (`own`: lb's own answers for the upstream).
+    pub fn tick(&self, t: u64, layout: Layout, upstreams: &[TickUpstream]) {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if store.layout != Some(layout) {
+            // A new budget (reload): start over rather than mix resolutions, counting on from
+            // the running totals already seen.
+            let seen: HashMap<_, _> = store
+                .series
+                .drain()
+                .map(|(k, s)| {
+                    let last = s.last;
+                    (k, last)
+                })
+                .collect();
+            *store = Store {
+                layout: Some(layout),
+                seen,
+                ..Store::default()
+            };
+        }
+        if store.first_t == 0 {
+            store.first_t = t;
+        }
+        store.last_t = t;
+        let oldest = t.saturating_sub(layout.keep_s);
+        let mut live = std::collections::HashSet::new();
+        for up in upstreams {
+            let mut total = Sample {
+                t,
+                seconds: 1,
+                state: 255,
+                ..Sample::default()
+            };
+            let own = diff(&mut store, &up.name, "", None, &up.own, 0, 255);
+            absorb(&mut total, &own);
+            for b in &up.backends {
+                let s = diff(
+                    &mut store,
+                    &up.name,
+                    &b.address,
+                    b.name.clone(),
+                    &b.totals,
+                    b.in_flight,
+                    b.state,
+                );
+                absorb(&mut total, &s);
+                total.in_flight = total.in_flight.saturating_add(s.in_flight);
+                live.insert((up.name.clone(), b.address.clone()));
+                let series = store
+                    .series
+                    .get_mut(&(up.name.clone(), b.address.clone()))
+                    .expect("diff made it");
+                let open = series.open.get_or_insert(Sample {
+                    t,
+                    ..Sample::default()
+                });
+                open.add(&s);
+                if open.seconds as u64 >= layout.backend_s {
+                    let done = series.open.take().expect("open");
+                    series.samples.push_back(done);
+                }
+                trim(&mut series.samples, oldest);
+            }
+            total.state = 255;
+            let key = (up.name.clone(), Arc::<str>::from(""));
+            let series = store.series.get_mut(&key).expect("diff made it");
+            series.samples.push_back(total);
+            trim(&mut series.samples, oldest);
+            live.insert(key);
+        }
+        // Backends that left keep their samples until they age out.
+        store
+            .series
+            .retain(|k, s| live.contains(k) || s.samples.back().is_some_and(|x| x.t >= oldest));
+    }
+}
+
+/// Adds `s`'s answers and latencies to an upstream total.
+fn absorb(total: &mut Sample, s: &Sample) {
+    for (a, b) in total.classes.iter_mut().zip(s.classes) {
+        *a = a.saturating_add(b);
+    }
+    for (a, b) in total.latency.iter_mut().zip(s.latency) {
+        *a = a.saturating_add(b);
+    }
+}
+
+fn trim(samples: &mut VecDeque<Sample>, oldest: u64) {
+    while samples.front().is_some_and(|s| s.t < oldest) {
+        samples.pop_front();
+    }
+}
+
+/// The sample since the last tick of one series (created at its first tick, counted from then).
+fn diff(
+    store: &mut Store,
+    upstream: &Arc<str>,
+    backend: &str,
+    name: Option<Arc<str>>,
+    now: &Totals,
+    in_flight: u64,
+    state: u8,
+) -> Sample {
+    let key = (upstream.clone(), Arc::<str>::from(backend));
+    // A new series counts from zero (everything its backend answered so far), or on from the
+    // totals the previous layout had seen.
+    let last = store.seen.remove(&key).unwrap_or_default();
+    let series = store.series.entry(key.clone()).or_insert_with(|| Series {
+        upstream: upstream.clone(),
+        backend: key.1.clone(),
+        name: name.clone(),
+        last,
+        ..Series::default()
+    });
+    series.name = name;
+    let mut s = Sample {
+        seconds: 1,
+        in_flight: in_flight.min(u32::MAX as u64) as u32,
+        state,
+        ..Sample::default()
+    };
+    for i in 0..5 {
+        s.classes[i] = now.classes[i].saturating_sub(series.last.classes[i]) as u32;
+    }
+    for i in 0..BUCKETS {
+        s.latency[i] = now.buckets[i].saturating_sub(series.last.buckets[i]) as u32;
+    }
+    series.last = *now;
+    s
+}
+
+/// What the sampler reads of one upstream at a tick.
+pub struct TickUpstream {
+    pub name: Arc<str>,
+    pub own: Totals,
+    pub backends: Vec<TickBackend>,
+}
+
+pub struct TickBackend {
+    pub address: Arc<str>,
+    pub name: Option<Arc<str>>,
+    pub totals: Totals,
+    pub in_flight: u64,
+    pub state: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(ok: u64, e5: u64, bucket: usize) -> Totals {
+        let mut t = Totals::default();
+        t.classes[1] = ok;
+        t.classes[4] = e5;
+        t.buckets[bucket] = ok + e5;
+        t
+    }
+
+    fn tick(h: &History, t: u64, layout: Layout, a: Totals, b: Totals) {
+        let up = TickUpstream {
+            name: "api".into(),
+            own: Totals::default(),
+            backends: vec![
+                TickBackend {
+                    address: "a".into(),
+                    name: None,
+                    totals: a,
+                    in_flight: 0,
+                    state: 0,
+                },
+                TickBackend {
+                    address: "b".into(),
+                    name: None,
+                    totals: b,
+                    in_flight: 2,
+                    state: 0,
+                },
+            ],
+        };
+        h.tick(t, layout, &[up]);
+    }
+
+    #[test]
+    fn samples_are_differences_and_totals_add_up() {
+        let h = History::default();
+        let layout = Layout {
+            keep_s: 3,
+            backend_s: 1,
+        };
+        tick(&h, 100, layout, totals(10, 0, 3), totals(5, 1, 6));
+        tick(&h, 101, layout, totals(15, 0, 3), totals(5, 3, 6));
+        tick(&h, 102, layout, totals(20, 0, 3), totals(6, 3, 6));
+        let store = h.store.lock().unwrap();
+        let up = &store.series[&(Arc::from("api"), Arc::from(""))];
+        let reqs: Vec<u64> = up.samples.iter().map(Sample::requests).collect();
+        // Everything answered so far, then 5+2 and 5+1.
+        assert_eq!(reqs, vec![16, 7, 6]);
+        let b = &store.series[&(Arc::from("api"), Arc::from("b"))];
+        assert_eq!(b.samples[1].classes[4], 2);
+        assert_eq!(up.samples[2].in_flight, 2);
+        drop(store);
+        tick(&h, 104, layout, totals(20, 0, 3), totals(6, 3, 6));
+        let store = h.store.lock().unwrap();
+        let up = &store.series[&(Arc::from("api"), Arc::from(""))];
+        assert_eq!(up.samples.front().unwrap().t, 101, "older than 3 s dropped");
+    }
+
+    #[test]
+    fn coarse_backend_samples_under_a_small_budget() {
+        let a = AnalyticsConfig {
+            history: std::time::Duration::from_secs(3600),
+            history_max_memory: 64 << 20,
+            kafka: None,
+        };
+        let layout = Layout::new(&a, 10, 1000);
+        assert!(layout.backend_s > 1, "{layout:?}");
+        assert!(
+            layout.bytes(10, 1000) <= 64 << 20,
+            "{}",
+            layout.bytes(10, 1000)
+        );
+        let small = Layout::new(&a, 1, 10);
+        assert_eq!(small.backend_s, 1);
+        let h = History::default();
+        let layout = Layout {
+            keep_s: 100,
+            backend_s: 2,
+        };
+        for t in 0..6 {
+            tick(&h, 1000 + t, layout, totals(10 * t, 0, 3), totals(0, 0, 3));
+        }
+        let store = h.store.lock().unwrap();
+        let a = &store.series[&(Arc::from("api"), Arc::from("a"))];
+        assert_eq!(a.samples.len(), 3);
+        assert!(a.samples.iter().all(|s| s.seconds == 2));
+        assert_eq!(a.samples.iter().map(Sample::requests).sum::<u64>(), 50);
+    }
+
+    #[test]
+    fn quantiles_come_from_merged_histograms() {
+        let mut h = Histogram::default();
+        // 90 answers in (1 ms, 2.5 ms], 10 in (100 ms, 250 ms].
+        let mut fast = Sample::default();
+        fast.latency[4] = 90;
+        let mut slow = Sample::default();
+        slow.latency[10] = 10;
+        h.add(&fast);
+        h.add(&slow);
+        let p50 = h.quantile_ms(0.5).unwrap();
+        assert!((1.0..=2.5).contains(&p50), "{p50}");
+        let p99 = h.quantile_ms(0.99).unwrap();
+        assert!((100.0..=250.0).contains(&p99), "{p99}");
+        assert_eq!(Histogram::default().quantile_ms(0.5), None);
+    }
+}

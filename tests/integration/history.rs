@@ -1,0 +1,185 @@
+//! The per-second history (`GET /history`, `/history.csv`) and the `/report` page: counts add up
+//! exactly to the requests sent, bad parameters are a 400 saying why, and the report renders in
+//! headless Chromium.
+
+use std::time::{Duration, Instant};
+
+use crate::support::webdriver::{Browser, BrowserPaths};
+use crate::support::*;
+
+/// Requests the upstream totals of `/history` count (all samples).
+fn counted(lb: &Lb) -> (u64, serde_json::Value) {
+    let h = request(lb.admin, "GET", "/history", &[], b"").json();
+    let n = h["upstreams"]["api"]["samples"].as_array().map_or(0, |v| {
+        v.iter().map(|s| s["requests"].as_u64().unwrap_or(0)).sum()
+    });
+    (n, h)
+}
+
+#[test]
+fn history_counts_every_request_once() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[analytics]\nhistory = \"10m\"\n[upstreams.api]\nbackends = [\"{}\", \"{}\"]\n",
+        a.addr, b.addr
+    ));
+    // Spread over more than two seconds, some of them errors.
+    let start = Instant::now();
+    let (mut sent, mut errors) = (0u64, 0u64);
+    while start.elapsed() < Duration::from_millis(2500) {
+        let path = if sent % 10 == 0 { "/status/503" } else { "/" };
+        let r = lb.get(path);
+        sent += 1;
+        if r.status >= 500 {
+            errors += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(errors > 0);
+    let h = wait_for(
+        "the history to count every request",
+        Duration::from_secs(5),
+        || {
+            let (n, h) = counted(&lb);
+            (n == sent).then_some(h)
+        },
+    );
+    let up = &h["upstreams"]["api"];
+    assert!(up["samples"].as_array().unwrap().len() >= 2, "{up}");
+    assert_eq!(up["summary"]["requests"], sent);
+    assert_eq!(up["summary"]["errors_5xx"], errors);
+    let per_backend: u64 = ["a", "b"]
+        .iter()
+        .zip([&a, &b])
+        .map(|(_, be)| {
+            up["backends"][be.addr.to_string()]["summary"]["requests"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(per_backend, sent, "backends add up to the upstream");
+    let p99 = up["summary"]["p99_ms"].as_f64().unwrap();
+    assert!(p99 > 0.0 && p99 < 1000.0, "{p99}");
+
+    // A window: only the samples inside it.
+    let t = up["samples"][1]["t"].as_u64().unwrap();
+    let one = request(
+        lb.admin,
+        "GET",
+        &format!("/history?from={t}&to={t}"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(
+        one["upstreams"]["api"]["samples"].as_array().unwrap().len(),
+        1
+    );
+    let rfc = request(
+        lb.admin,
+        "GET",
+        "/history?from=2020-01-01T00:00:00Z",
+        &[],
+        b"",
+    );
+    assert_eq!(rfc.status, 200);
+
+    // CSV: a header and one line per sample; requests add up too.
+    let csv = request(lb.admin, "GET", "/history.csv", &[], b"");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (backend, requests) = (col("backend"), col("requests"));
+    let total: u64 = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[backend].is_empty())
+        .map(|f| f[requests].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, sent);
+
+    for bad in [
+        "/history?from=yesterday",
+        "/history?since=1",
+        "/history.csv?from=5&to=1",
+    ] {
+        let r = request(lb.admin, "GET", bad, &[], b"");
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.text().starts_with("bad query: "), "{bad}: {}", r.text());
+    }
+}
+
+#[test]
+fn history_off_keeps_nothing() {
+    let a = Backend::start("a");
+    let lb = Lb::start(&format!(
+        "[analytics]\nhistory = \"0s\"\n[upstreams.api]\nbackends = [\"{}\"]\n",
+        a.addr
+    ));
+    for _ in 0..20 {
+        assert_eq!(lb.get("/").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    let (n, h) = counted(&lb);
+    assert_eq!(n, 0, "{h}");
+}
+
+#[test]
+fn report_is_one_self_contained_page_and_renders() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"{}\", \"{}\"]\n[upstreams.api.health_check]\ninterval = \"300ms\"\n",
+        a.addr, b.addr
+    ));
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut down = false;
+    while start.elapsed() < Duration::from_millis(3000) {
+        assert_eq!(lb.get("/").status, 200);
+        sent += 1;
+        if !down && start.elapsed() > Duration::from_millis(1200) {
+            b.set_health(false); // an event on the time axis
+            down = true;
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    wait_for(
+        "the history to count every request",
+        Duration::from_secs(5),
+        || (counted(&lb).0 == sent).then_some(()),
+    );
+    let r = request(lb.admin, "GET", "/report", &[], b"");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    for external in ["<script", "<link", "@import", "url(", "https://"] {
+        assert!(!html.contains(external), "report references {external}");
+    }
+    assert_eq!(html.matches("<svg").count(), 3, "three charts");
+    assert!(html.contains(&format!("api/{}", a.addr)));
+    assert!(
+        html.contains("-&gt; down") || html.contains("down"),
+        "the event is listed"
+    );
+    let Some(paths) = BrowserPaths::require_or_skip("report_in_headless_chromium") else {
+        return;
+    };
+    let browser = Browser::start(&paths, &lb.dir.join("chromium"), 1280, 1000);
+    browser.goto(&format!("http://{}/report", lb.admin));
+    let rows = browser.eval("return document.querySelectorAll('#summary tbody tr').length");
+    assert_eq!(rows.as_u64(), Some(3), "upstream total and two backends");
+    let lines = browser.eval(
+        "return [...document.querySelectorAll('polyline.series')].filter(p => p.getTotalLength() > 50).length",
+    );
+    assert!(lines.as_u64().unwrap_or(0) >= 6, "drawn lines: {lines}");
+    let events = browser.eval("return document.querySelector('#events').innerText");
+    assert!(events.as_str().unwrap_or("").contains("down"), "{events}");
+    let shot = browser.screenshot(&lb.dir.join("report.png"));
+    assert!(shot.len() > 10_000, "screenshot of {} bytes", shot.len());
+    std::fs::copy(
+        lb.dir.join("report.png"),
+        std::env::temp_dir().join("lb-report-latest.png"),
+    )
+    .unwrap();
+}
