@@ -183,3 +183,55 @@ fn report_is_one_self_contained_page_and_renders() {
     )
     .unwrap();
 }
+
+#[test]
+fn dashboard_opened_mid_test_shows_the_test_so_far() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nbackends = [\"{}\", \"{}\"]\n[upstreams.api.health_check]\ninterval = \"300ms\"\n",
+        a.addr, b.addr
+    ));
+    let start = Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        assert_eq!(lb.get("/").status, 200);
+        sent += 1;
+        if sent == 50 {
+            b.set_health(false);
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    wait_for("b to be down", Duration::from_secs(5), || {
+        (lb.backend_state("api", &b.addr.to_string()) == "down").then_some(())
+    });
+    let Some(paths) = BrowserPaths::require_or_skip("dashboard_loads_history") else {
+        return;
+    };
+    let browser = Browser::start(&paths, &lb.dir.join("chromium"), 1280, 900);
+    browser.goto(&format!("http://{}/", lb.admin));
+    // Before the live polls could draw anything (they need two), the history is on the charts.
+    let points = wait_for("the history to load", Duration::from_secs(5), || {
+        let v = browser.eval("return +document.body.getAttribute('data-history-points') || 0");
+        v.as_u64().filter(|n| *n >= 3)
+    });
+    let polls = browser.eval("return +document.body.getAttribute('data-polls') || 0");
+    assert!(
+        polls.as_u64().unwrap_or(0) <= 2,
+        "{points} points after {polls} polls"
+    );
+    let drawn = browser.eval(
+        "return [...document.querySelectorAll('svg polyline')].filter(p => p.getTotalLength() > 20).length",
+    );
+    assert!(drawn.as_u64().unwrap_or(0) >= 1, "no line drawn: {drawn}");
+    let marks = wait_for("an event mark", Duration::from_secs(5), || {
+        let n = browser.eval("return document.querySelectorAll('line.ev-mark.ev-down').length");
+        n.as_u64().filter(|n| *n >= 1)
+    });
+    assert!(marks >= 1);
+    browser.screenshot(&lb.dir.join("dashboard-history.png"));
+    std::fs::copy(
+        lb.dir.join("dashboard-history.png"),
+        std::env::temp_dir().join("lb-dashboard-history-latest.png"),
+    )
+    .unwrap();
+}
