@@ -764,7 +764,12 @@ impl Config {
                 if b.max_conns > 0 {
                     let _ = write!(flags, " max_conns {}", b.max_conns);
                 }
-                let _ = writeln!(s, "  {} ({}) weight {}{flags}", b.address, b.addr, b.weight);
+                let resolved = match &b.discovery {
+                    None => b.addr.to_string(),
+                    Some(Discovery::Name { .. }) => "A/AAAA, followed".to_string(),
+                    Some(Discovery::Srv { .. }) => "SRV, followed".to_string(),
+                };
+                let _ = writeln!(s, "  {} ({resolved}) weight {}{flags}", b.address, b.weight);
             }
         }
         if self.routes.is_empty() {

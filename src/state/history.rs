@@ -419,7 +419,10 @@ mod size {
         assert_eq!(super::SAMPLE_BYTES, 112);
         let a = crate::config::AnalyticsConfig::default();
         let l = super::Layout::new(&a, 10, 1000);
-        assert_eq!(l.backend_s, 7, "1,000 backends × 1 h within 64 MiB: 7-second samples");
+        assert_eq!(
+            l.backend_s, 7,
+            "1,000 backends × 1 h within 64 MiB: 7-second samples"
+        );
         assert_eq!(super::Layout::new(&a, 10, 100).backend_s, 1);
     }
 }
