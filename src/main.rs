@@ -115,7 +115,10 @@ fn run(cli: Cli, config_path: &Path) -> ExitCode {
     };
     let warnings = config.warning_lines(config_path);
     if cli.check {
-        for w in &warnings {
+        for w in warnings
+            .iter()
+            .chain(&lb::discovery::check_names(&config, config_path))
+        {
             eprintln!("{w}");
         }
         print!("{}", config.summary());

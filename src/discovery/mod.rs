@@ -319,6 +319,53 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
     true
 }
 
+/// For `lb --check`: a warning line (`FILE: KEY: warning: ...`) for each discovered entry that
+/// does not resolve now through the configured resolver (lb starts anyway and keeps asking).
+/// Runs its own small runtime: for the check command only.
+pub fn check_names(config: &crate::config::Config, file: &std::path::Path) -> Vec<String> {
+    let entries: Vec<(String, &crate::config::BackendConfig)> = config
+        .upstreams
+        .iter()
+        .flat_map(|u| {
+            u.backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.discovery.is_some())
+                .map(move |(i, b)| (format!("upstreams.{}.backends[{i}]", u.name), b))
+        })
+        .collect();
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let resolver = match resolve::resolver(config.resolver.as_ref()) {
+            Ok(r) => r,
+            Err(e) => return vec![format!("{}: resolver: warning: {e}", file.display())],
+        };
+        let mut out = Vec::new();
+        for (key, b) in entries {
+            let d = b.discovery.as_ref().expect("filtered");
+            let answer = resolve::lookup(&resolver, d, 1).await;
+            if !matches!(answer, Answer::Found { .. }) {
+                out.push(format!(
+                    "{}: {key}: warning: {:?} does not resolve now ({}): lb starts anyway, and \
+                     the entry has no backends until it does",
+                    file.display(),
+                    b.address,
+                    answer.result_label().text()
+                ));
+            }
+        }
+        out
+    })
+}
+
 /// For `--check`-style summaries: how an entry is followed.
 pub fn describe(d: &Discovery) -> String {
     match d {

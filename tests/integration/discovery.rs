@@ -333,4 +333,10 @@ fn check_reports_discovery_problems() {
         ),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "upstreams.api.backends[1]: warning: \"no-such-name.invalid:80\" does not resolve now"
+        ),
+        "{out}"
+    );
 }
