@@ -114,6 +114,15 @@ pub struct Route {
     pub replace: Option<(usize, Box<str>)>,
 }
 
+/// What routing found for a request.
+#[derive(Debug)]
+pub enum Routed<'a> {
+    To(&'a Route),
+    /// The path is a `path_prefix` route's prefix without its trailing slash: lb answers 301 to
+    /// the path with the slash, as NGINX's `auto_redirect` does for proxied locations.
+    AddSlash,
+}
+
 /// The routes of one host group, in NGINX's matching order (see [`Router`]).
 #[derive(Debug, Default)]
 struct Group {
@@ -127,19 +136,26 @@ struct Group {
 impl Group {
     /// Exact path; else the longest prefix if it has `skip_regex`; else the first regex that
     /// matches; else the longest prefix (`ngx_http_core_find_location`).
+    ///
+    /// Before the prefixes, NGINX's `auto_redirect`: a path that is a prefix route's prefix minus
+    /// its trailing slash is redirected to it (an exact route of that path wins).
     #[inline]
-    fn find(&self, path: &str) -> Option<&Route> {
+    fn find(&self, path: &str) -> Option<Routed<'_>> {
         if let Some((_, r)) = self.exact.iter().find(|(p, _)| **p == *path) {
-            return Some(r);
+            return Some(Routed::To(r));
+        }
+        let slash = |p: &str| p.len() == path.len() + 1 && p.ends_with('/') && p.starts_with(path);
+        if self.prefixes.iter().any(|(p, ..)| slash(p)) {
+            return Some(Routed::AddSlash);
         }
         let longest = self.prefixes.iter().find(|(p, ..)| path.starts_with(&**p));
         if let Some((_, true, r)) = longest {
-            return Some(r);
+            return Some(Routed::To(r));
         }
         if let Some((_, r)) = self.regexes.iter().find(|(re, _)| re.is_match(path)) {
-            return Some(r);
+            return Some(Routed::To(r));
         }
-        longest.map(|(_, _, r)| r)
+        longest.map(|(_, _, r)| Routed::To(r))
     }
 }
 
@@ -285,13 +301,16 @@ impl Snapshot {
 
     /// The route for a request: its host (`Host` or `:authority`) and normalized path.
     #[inline]
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
         self.router.group(host).find(path)
     }
 
-    /// Index into `upstreams` of the upstream for a request.
+    /// Index into `upstreams` of the upstream for a request (`None` also for a redirect).
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        self.route(host, path).map(|r| r.upstream)
+        match self.route(host, path)? {
+            Routed::To(r) => Some(r.upstream),
+            Routed::AddSlash => None,
+        }
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -613,11 +632,14 @@ mod tests {
             upstream = "a"
             "#,
         );
-        let r = s.route(None, "/api/users").unwrap();
+        let Some(Routed::To(r)) = s.route(None, "/api/users") else {
+            panic!("no route")
+        };
         assert_eq!(
             r.replace.as_ref().map(|(n, w)| (*n, &**w)),
             Some((5, "/v2/"))
         );
+        assert!(matches!(s.route(None, "/api"), Some(Routed::AddSlash)));
     }
 
     #[test]

@@ -32,8 +32,27 @@ pub async fn write(
     reason: &str,
     close: bool,
 ) -> Result<()> {
+    write_with(session, status, reason, close, None).await
+}
+
+/// A 301 to `location` (lb's NGINX-style redirect to a prefix route's name with its slash).
+pub async fn redirect(session: &mut ServerSession, location: &str) -> Result<()> {
+    let reason = format!("see {location}");
+    write_with(session, 301, &reason, false, Some(location)).await
+}
+
+async fn write_with(
+    session: &mut ServerSession,
+    status: u16,
+    reason: &str,
+    close: bool,
+    location: Option<&str>,
+) -> Result<()> {
     let body = body(status, reason);
-    let mut resp = ResponseHeader::build(status, Some(3))?;
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    if let Some(l) = location {
+        resp.insert_header(header::LOCATION, l)?;
+    }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if close {

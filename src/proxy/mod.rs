@@ -49,9 +49,9 @@ use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind};
 use crate::observe::access_log::{AccessLogger, Entry};
 use crate::runtime::Shared;
-use crate::snapshot::Snapshot;
 use crate::snapshot::Upstream;
 use crate::snapshot::H2_STREAMS_PER_CONNECTION;
+use crate::snapshot::{Routed, Snapshot};
 use crate::state::backend::InFlightGuard;
 use crate::state::stats::ClientProtocol;
 use crate::util::time::process_ms_at;
@@ -183,7 +183,20 @@ impl Proxy {
             Err(e) => Some((400, e.reason())),
             Ok(path) => match snapshot.route(request_host(req), &path) {
                 None => Some((404, "no route matches this request")),
-                Some(route) => {
+                Some(Routed::AddSlash) => {
+                    // NGINX's answer for a proxied prefix location's name without its slash.
+                    let mut location = String::with_capacity(path.len() + 1);
+                    location.push_str(&path);
+                    location.push('/');
+                    if let Some(q) = req.uri.query() {
+                        location.push('?');
+                        location.push_str(q);
+                    }
+                    ctx.snapshot = Some(snapshot);
+                    let _ = answer::redirect(session, &location).await;
+                    return false;
+                }
+                Some(Routed::To(route)) => {
                     ctx.upstream = route.upstream;
                     ctx.routed = true;
                     let by_path = snapshot.upstreams[route.upstream].config.hash_key
