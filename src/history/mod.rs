@@ -43,6 +43,6 @@ pub async fn run(shared: Arc<Shared>) {
                     .collect(),
             })
             .collect();
-        shared.history.tick(next / 1000 - 1, layout, &ups);
+        let _seconds = shared.history.tick(next / 1000 - 1, layout, &ups);
     }
 }

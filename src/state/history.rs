@@ -156,7 +156,11 @@ pub struct History {
 impl History {
     /// One tick at unix second `t`: the differences since the last tick, per backend and per
     /// upstream (`own`: lb's own answers for the upstream).
-    pub fn tick(&self, t: u64, layout: Layout, upstreams: &[TickUpstream]) {
+    ///
+    /// Returns this second's sample of every backend (for the Kafka summary records), whatever
+    /// resolution the stored backend samples have.
+    pub fn tick(&self, t: u64, layout: Layout, upstreams: &[TickUpstream]) -> Vec<Second> {
+        let mut out = Vec::new();
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if store.layout != Some(layout) {
             // A new budget (reload): start over rather than mix resolutions, counting on from
@@ -202,6 +206,11 @@ impl History {
                 );
                 absorb(&mut total, &s);
                 total.in_flight = total.in_flight.saturating_add(s.in_flight);
+                out.push(Second {
+                    upstream: up.name.clone(),
+                    backend: b.address.clone(),
+                    sample: Sample { t, ..s },
+                });
                 live.insert((up.name.clone(), b.address.clone()));
                 let series = store
                     .series
@@ -229,6 +238,7 @@ impl History {
         store
             .series
             .retain(|k, s| live.contains(k) || s.samples.back().is_some_and(|x| x.t >= oldest));
+        out
     }
 }
 
@@ -284,6 +294,14 @@ fn diff(
     }
     series.last = *now;
     s
+}
+
+/// One backend's last second.
+#[derive(Debug, Clone)]
+pub struct Second {
+    pub upstream: Arc<str>,
+    pub backend: Arc<str>,
+    pub sample: Sample,
 }
 
 /// What the sampler reads of one upstream at a tick.
