@@ -19,7 +19,7 @@ LAYERS = [
     ["snapshot"],
     ["observe"],
     ["runtime"],
-    ["health", "discovery"],
+    ["health", "discovery", "analytics"],
     ["edge"],
     ["proxy"],
     ["reload"],

@@ -47,7 +47,7 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 use crate::config::{ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind};
-use crate::observe::access_log::{AccessLogger, Entry};
+use crate::observe::access_log::Entry;
 use crate::runtime::Shared;
 use crate::snapshot::Snapshot;
 use crate::snapshot::Upstream;
@@ -486,8 +486,8 @@ impl Proxy {
             ServerSession::H2(_) => ClientProtocol::Http2,
             _ => ClientProtocol::Http1,
         };
-        if let Some(log) = &self.shared.access_log {
-            access_log(log, session, ctx, code, elapsed, protocol);
+        if self.shared.access_log.is_some() || self.shared.stream.is_some() {
+            log_entry(&self.shared, session, ctx, code, elapsed, protocol);
         }
         let Some(up) = ctx.upstream() else {
             let stats = |s: &Snapshot| {
@@ -601,8 +601,9 @@ impl RequestApp for Proxy {
     }
 }
 
-fn access_log(
-    log: &AccessLogger,
+/// The access log line and the analytics stream's `request` record of one finished request.
+fn log_entry(
+    shared: &Shared,
     session: &ServerSession,
     ctx: &Ctx,
     status: u16,
@@ -615,7 +616,7 @@ fn access_log(
         (Some(up), Some(i)) if !ctx.own_answer => up.backends[i].address.as_str(),
         _ => "",
     };
-    log.log(&Entry {
+    let entry = Entry {
         client: session.client_addr().and_then(|a| a.as_inet()).copied(),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -628,7 +629,13 @@ fn access_log(
         bytes_out: session.body_bytes_sent(),
         protocol: protocol.label(),
         grpc_status: ctx.grpc_status,
-    });
+    };
+    if let Some(log) = &shared.access_log {
+        log.log(&entry);
+    }
+    if let Some(stream) = &shared.stream {
+        stream.request(&entry);
+    }
 }
 
 /// Why a pick found nothing although backends are usable (lb answers 503 with this reason).

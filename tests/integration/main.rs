@@ -14,6 +14,7 @@ mod grpc;
 mod hardening;
 mod health;
 mod import_nginx;
+mod kafka;
 mod nginx_diff;
 mod observe;
 mod ops_correctness;
