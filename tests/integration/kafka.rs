@@ -370,3 +370,42 @@ fn the_example_consumer_shows_summary_records() {
         "{text}"
     );
 }
+
+#[test]
+fn the_idempotent_producer_delivers_exactly_and_recovers_from_a_broker_that_forgot_it() {
+    let mut broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let a = Backend::start("a");
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1)]),
+        kafka_toml(
+            &broker.bootstrap(),
+            "[\"request\"]",
+            "acks = \"all\"\ncompression = \"lz4\""
+        )
+    ));
+    let (statuses, _) = load(lb.addr, "/echo/i", 2, 100);
+    assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
+    let records = broker.consume(TOPIC, "request", 200, 10);
+    assert_eq!(of_type(&records, "request").len(), 200);
+
+    // A memory-only broker comes back without the producer id it gave: the producer is replaced
+    // once records time out (analytics::kafka::MESSAGE_TIMEOUT, 10 s), then records flow again.
+    let traffic = Traffic::start(lb.addr, "/echo/j", 2);
+    broker.kill();
+    broker.restart();
+    broker.create_topic(TOPIC);
+    let sent = records_total(&lb, "sent").unwrap();
+    wait_for("records sent again", Duration::from_secs(20), || {
+        (records_total(&lb, "sent").unwrap() > sent + 50).then_some(())
+    });
+    let seen = traffic.stop();
+    assert!(
+        failures(&seen).is_empty(),
+        "{} failed requests",
+        failures(&seen).len()
+    );
+    let fresh = broker.consume(TOPIC, "request", 50, 10);
+    assert!(of_type(&fresh, "request").len() >= 50);
+}
