@@ -1,5 +1,6 @@
 //! The live state of a running lb: [`Shared`] holds the one `ArcSwap<Snapshot>` every request
-//! reads, the registry of per-backend state, the event timeline, the metrics and the access log.
+//! reads, the registry of per-backend state, the event timeline, the metrics, the access log and
+//! the analytics record stream (timeline events go to it too).
 //! It rebuilds the snapshot after health changes; config reloads (in [`crate::reload`]) swap in a
 //! new one.
 

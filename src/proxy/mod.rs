@@ -486,7 +486,8 @@ impl Proxy {
             ServerSession::H2(_) => ClientProtocol::Http2,
             _ => ClientProtocol::Http1,
         };
-        if self.shared.access_log.is_some() || self.shared.stream.is_some() {
+        let stream = self.shared.stream.as_ref();
+        if self.shared.access_log.is_some() || stream.is_some_and(|s| s.config.request_records) {
             log_entry(&self.shared, session, ctx, code, elapsed, protocol);
         }
         let Some(up) = ctx.upstream() else {
