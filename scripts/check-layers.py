@@ -19,7 +19,7 @@ LAYERS = [
     ["snapshot"],
     ["observe"],
     ["runtime"],
-    ["health", "discovery", "history"],
+    ["health", "discovery", "history", "analytics"],
     ["edge"],
     ["proxy"],
     ["reload"],

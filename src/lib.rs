@@ -16,8 +16,9 @@
 //!  health      active checks, passive ejection, state-change announcements
 //!  discovery   DNS discovery: `resolve = true` names and SRV entries followed (hickory-resolver)
 //!  history     the per-second history: sampler, /history JSON and CSV, the /report page
+//!  analytics   the Kafka producer of `[analytics.kafka]` (rdkafka), fed by observe's record stream
 //!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
-//!  observe     Prometheus metrics, JSON access log, logging
+//!  observe     Prometheus metrics, JSON access log, the analytics record stream, logging
 //!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
 //!  balance     backend choice: the weighted order, round_robin, least_connections
 //!  state       per-backend state (health, in-flight, counters), the registry, stats
@@ -91,6 +92,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analytics;
 pub mod balance;
 pub mod config;
 pub mod discovery;

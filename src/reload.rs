@@ -289,6 +289,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             "admin.tls",
             matches!((&old.admin, &new.admin), (Some(o), Some(n)) if o.tls.is_some() != n.tls.is_some()),
         ),
+        ("analytics.kafka", old.analytics.kafka != new.analytics.kafka),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
@@ -334,6 +335,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
         }
         (o, n) => *n = o.clone(),
     }
+    // The record stream and its producer are made at start.
+    new.analytics.kafka = old.analytics.kafka.clone();
 }
 
 /// The config hash shown in `/status`: FNV-1a of the file's text.

@@ -1,5 +1,6 @@
 //! The live state of a running lb: [`Shared`] holds the one `ArcSwap<Snapshot>` every request
-//! reads, the registry of per-backend state, the event timeline, the metrics and the access log.
+//! reads, the registry of per-backend state, the event timeline, the metrics, the access log and
+//! the analytics record stream (timeline events go to it too).
 //! It rebuilds the snapshot after health changes; config reloads (in [`crate::reload`]) swap in a
 //! new one.
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::Metrics;
+use crate::observe::stream::Stream;
 use crate::snapshot::Snapshot;
 use crate::state::registry::{BackendKey, Draining, Registry};
 use crate::tls::{CertSet, Resolver, SniResolver};
@@ -84,6 +86,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set at start-up from `server.access_log` (changing it needs a restart).
     pub access_log: Option<AccessLogger>,
+    /// The analytics record stream, from `[analytics.kafka]` at start-up (changing it needs a
+    /// restart); `None` without one.
+    pub stream: Option<Arc<Stream>>,
     /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
     pub draining: Mutex<Vec<Draining>>,
     /// The certificate the admin listener presents (`[admin.tls]`); a reload swaps it.
@@ -98,6 +103,15 @@ impl Shared {
     pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
         let registry = Registry::default();
         let access_log = AccessLogger::start(&config.server.access_log);
+        let metrics = Metrics::new();
+        let stream = config.analytics.kafka.clone().map(|k| {
+            let records = &metrics.analytics_records;
+            let (sent, dropped) = (
+                records.with_label_values(&["sent"]),
+                records.with_label_values(&["dropped"]),
+            );
+            Arc::new(Stream::new(k, sent, dropped))
+        });
         let admin_cert = Arc::new(Resolver::new(admin_cert(&config)));
         let server_certs = Arc::new(SniResolver::new(server_certs(&config)));
         let files = files_hash(&config);
@@ -119,8 +133,9 @@ impl Shared {
             events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
             changed: tokio::sync::Notify::new(),
             started: Instant::now(),
-            metrics: Metrics::new(),
+            metrics,
             access_log,
+            stream,
             draining: Mutex::new(Vec::new()),
             admin_cert,
             server_certs,
@@ -172,6 +187,21 @@ impl Shared {
 
     /// Records a timeline event (and logs nothing: callers log with their own level).
     pub fn event(&self, kind: &'static str, message: String) {
+        self.event_about(kind, message, None, None);
+    }
+
+    /// [`event`](Self::event) about an upstream, or one of its backends: the analytics stream's
+    /// record carries (and is keyed by) them.
+    pub fn event_about(
+        &self,
+        kind: &'static str,
+        message: String,
+        upstream: Option<&str>,
+        backend: Option<&str>,
+    ) {
+        if let Some(s) = &self.stream {
+            s.event(kind, &message, upstream, backend);
+        }
         let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if ev.len() == EVENT_CAPACITY {
             ev.pop_front();

@@ -223,8 +223,8 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
     }
 }
 
-/// Health supervisor (and, later, other housekeeping) on pingora's background runtime; the
-/// second field is the pid file to remove on exit.
+/// Health supervisor, DNS discovery, reload triggers and the analytics producer on pingora's
+/// background runtime; the second field is the pid file to remove on exit.
 struct Background(Arc<Shared>, String);
 
 #[async_trait]
@@ -241,12 +241,20 @@ impl BackgroundService for Background {
                 crate::history::run(s.clone()),
                 reload::watch_file(s.clone()),
                 reload::on_sighup(s.clone()),
+                analytics(s.clone()),
             )
         };
         tokio::select! {
             _ = work => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// The Kafka producer of `[analytics.kafka]` (nothing without one).
+async fn analytics(shared: Arc<Shared>) {
+    if let Some(stream) = shared.stream.clone() {
+        crate::analytics::kafka::run(stream).await;
     }
 }
 

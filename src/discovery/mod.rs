@@ -241,14 +241,15 @@ impl Follow {
                 _ => tracing::warn!(upstream = u.name, name = entry, "DNS: {text}"),
             }
             if !startup || !matches!(result, resolve::ResultLabel::Ok) {
-                shared.event("dns", format!("{}/{entry}: {text}", u.name));
+                let msg = format!("{}/{entry}: {text}", u.name);
+                shared.event_about("dns", msg, Some(&u.name), None);
             }
             self.last_result = text;
         }
         if !change.is_empty() {
             let msg = format!("{}/{entry}: {}", u.name, change.join(" "));
             tracing::info!("DNS: {msg}");
-            shared.event("dns", msg);
+            shared.event_about("dns", msg, Some(&u.name), None);
             if !startup {
                 shared.rebuild_and_retire();
                 shared.changed.notify_waiters();
@@ -314,7 +315,7 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
         list.join(" ")
     );
     tracing::info!("DNS: {msg}");
-    shared.event("dns", msg);
+    shared.event_about("dns", msg, Some(&u.name), None);
     shared.rebuild_and_retire();
     true
 }

@@ -46,7 +46,7 @@ pub fn announce(
             "backend state change"
         );
     }
-    shared.event("backend", msg);
+    shared.event_about("backend", msg, Some(upstream), Some(address));
     shared.rebuild();
     let snap = shared.snapshot.load();
     if let Some(u) = snap.upstream(upstream) {
@@ -60,9 +60,11 @@ pub fn announce(
                 upstream,
                 "no usable backend: requests get 503 until one recovers"
             );
-            shared.event("upstream", format!("{upstream}: no usable backend"));
+            let msg = format!("{upstream}: no usable backend");
+            shared.event_about("upstream", msg, Some(upstream), None);
         } else if to == Health::Up && usable == 1 {
-            shared.event("upstream", format!("{upstream}: serving again"));
+            let msg = format!("{upstream}: serving again");
+            shared.event_about("upstream", msg, Some(upstream), None);
         }
     }
 }

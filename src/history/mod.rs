@@ -7,23 +7,39 @@ pub mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::observe::stream::SummaryRecord;
 use crate::runtime::Shared;
-use crate::state::history::{Layout, TickBackend, TickUpstream};
+use crate::state::history::{Histogram, History, Layout, Second, TickBackend, TickUpstream};
 use crate::util::time::unix_ms;
 
 /// The sampler: once a second, on the second.
+///
+/// With `[analytics.kafka]` it also sends every backend's second as a `summary` record (even with
+/// `history = "0s"`, through a store that keeps nothing).
 pub async fn run(shared: Arc<Shared>) {
+    let scratch = History::default();
     loop {
         let now = unix_ms();
         let next = (now / 1000 + 1) * 1000;
         tokio::time::sleep(Duration::from_millis(next - now)).await;
         let snap = shared.snapshot.load_full();
         let a = &snap.config.analytics;
-        if a.history.is_zero() {
+        let stream = shared.stream.as_ref();
+        let keep = !a.history.is_zero();
+        if !keep && stream.is_none() {
             continue;
         }
         let backends: usize = snap.upstreams.iter().map(|u| u.backends.len()).sum();
-        let layout = Layout::new(a, snap.upstreams.len(), backends);
+        let (store, layout) = if keep {
+            let layout = Layout::new(a, snap.upstreams.len(), backends);
+            (&shared.history, layout)
+        } else {
+            let nothing = Layout {
+                keep_s: 0,
+                backend_s: 1,
+            };
+            (&scratch, nothing)
+        };
         let ups: Vec<TickUpstream> = snap
             .upstreams
             .iter()
@@ -43,6 +59,30 @@ pub async fn run(shared: Arc<Shared>) {
                     .collect(),
             })
             .collect();
-        let _seconds = shared.history.tick(next / 1000 - 1, layout, &ups);
+        let seconds = store.tick(next / 1000 - 1, layout, &ups);
+        if let Some(stream) = stream {
+            for s in seconds {
+                stream.summary(&summary_record(&s));
+            }
+        }
+    }
+}
+
+/// A backend's second as a Kafka `summary` record.
+fn summary_record(s: &Second) -> SummaryRecord {
+    let mut h = Histogram::default();
+    h.add(&s.sample);
+    SummaryRecord {
+        ts_ms: s.sample.t * 1000,
+        upstream: s.upstream.to_string(),
+        backend: s.backend.to_string(),
+        requests: s.sample.requests(),
+        errors_4xx: s.sample.classes[3] as u64,
+        errors_5xx: s.sample.classes[4] as u64,
+        p50_ms: h.quantile_ms(0.50),
+        p90_ms: h.quantile_ms(0.90),
+        p99_ms: h.quantile_ms(0.99),
+        in_flight: s.sample.in_flight as u64,
+        state: query::state_name(s.sample.state).to_string(),
     }
 }

@@ -174,7 +174,7 @@ pub fn format_entry(e: &Entry, now: SystemTime) -> String {
 }
 
 /// Appends `v` as a JSON string literal.
-fn json_str(out: &mut String, v: &str) {
+pub(crate) fn json_str(out: &mut String, v: &str) {
     use std::fmt::Write as _;
     out.push('"');
     for c in v.chars() {

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// series of its known paths at start.
     pub admin_requests: IntCounterVec,
     dns_resolutions: IntCounterVec,
+    /// `lb_analytics_records_total{result}`: its series exist only with `[analytics.kafka]`.
+    pub analytics_records: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,11 @@ impl Metrics {
             "DNS resolutions of discovered backend entries by result (ok, nxdomain, nodata, error)",
             &["upstream", "name", "result"],
         );
+        let analytics_records = counter(
+            "lb_analytics_records_total",
+            "Analytics stream records by result: sent (acknowledged as analytics.kafka.acks says) or dropped (queue full, broker away)",
+            &["result"],
+        );
         // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
         let backend_up = gauge(
             "lb_backend_up",
@@ -145,6 +152,7 @@ impl Metrics {
             access_log_dropped,
             admin_requests,
             dns_resolutions,
+            analytics_records,
         }
     }
 

