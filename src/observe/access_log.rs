@@ -139,24 +139,18 @@ impl AccessLogger {
     }
 }
 
-/// The JSON line for one request (ends with `\n`), written directly into one `String`.
-pub fn format_entry(e: &Entry, now: SystemTime) -> String {
+/// The request's fields as JSON members, each preceded by a comma (`,"method":…` up to
+/// `grpc_status`): shared by the access log line and the Kafka `request` record.
+pub fn request_fields(s: &mut String, e: &Entry) {
     use std::fmt::Write as _;
-    let mut s = String::with_capacity(256);
-    s.push_str("{\"time\":\"");
-    s.push_str(&rfc3339(now));
-    s.push_str("\",\"client\":\"");
-    if let Some(c) = e.client {
-        let _ = write!(s, "{c}");
-    }
-    s.push_str("\",\"method\":");
-    json_str(&mut s, e.method);
+    s.push_str(",\"method\":");
+    json_str(s, e.method);
     s.push_str(",\"path\":");
-    json_str(&mut s, e.path);
+    json_str(s, e.path);
     let _ = write!(s, ",\"status\":{},\"upstream\":", e.status);
-    json_str(&mut s, e.upstream);
+    json_str(s, e.upstream);
     s.push_str(",\"backend\":");
-    json_str(&mut s, e.backend);
+    json_str(s, e.backend);
     let _ = write!(
         s,
         ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"protocol\":\"{}\"",
@@ -169,6 +163,20 @@ pub fn format_entry(e: &Entry, now: SystemTime) -> String {
     if let Some(g) = e.grpc_status {
         let _ = write!(s, ",\"grpc_status\":{g}");
     }
+}
+
+/// The JSON line for one request (ends with `\n`), written directly into one `String`.
+pub fn format_entry(e: &Entry, now: SystemTime) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(256);
+    s.push_str("{\"time\":\"");
+    s.push_str(&rfc3339(now));
+    s.push_str("\",\"client\":\"");
+    if let Some(c) = e.client {
+        let _ = write!(s, "{c}");
+    }
+    s.push('"');
+    request_fields(&mut s, e);
     s.push_str("}\n");
     s
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 
-use super::access_log::{json_str, rfc3339, Entry};
+use super::access_log::{json_str, request_fields, rfc3339, Entry};
 use crate::config::KafkaConfig;
 
 /// The key of records that belong to no upstream.
@@ -149,23 +149,7 @@ fn field_str(s: &mut String, name: &str, v: &str) {
 /// bytes_in, bytes_out, protocol (and grpc_status for gRPC calls).
 pub fn request_record(e: &Entry, now: SystemTime) -> Record {
     let mut s = head("request", unix_ms(now), 320);
-    field_str(&mut s, "method", e.method);
-    field_str(&mut s, "path", e.path);
-    let _ = write!(s, ",\"status\":{}", e.status);
-    field_str(&mut s, "upstream", e.upstream);
-    field_str(&mut s, "backend", e.backend);
-    let _ = write!(
-        s,
-        ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"protocol\":\"{}\"",
-        e.attempts,
-        e.duration.as_secs_f64() * 1e3,
-        e.bytes_in,
-        e.bytes_out,
-        e.protocol
-    );
-    if let Some(g) = e.grpc_status {
-        let _ = write!(s, ",\"grpc_status\":{g}");
-    }
+    request_fields(&mut s, e);
     s.push('}');
     Record {
         key: key(e.upstream, e.backend),

@@ -42,13 +42,9 @@ impl Sample {
         self.classes.iter().map(|&n| n as u64).sum()
     }
 
+    /// Extends the sample by `other`, the next stretch of the same series.
     fn add(&mut self, other: &Sample) {
-        for (a, b) in self.classes.iter_mut().zip(other.classes) {
-            *a = a.saturating_add(b);
-        }
-        for (a, b) in self.latency.iter_mut().zip(other.latency) {
-            *a = a.saturating_add(b);
-        }
+        absorb(self, other);
         self.in_flight = other.in_flight;
         self.state = other.state;
         self.seconds += other.seconds;
