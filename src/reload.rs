@@ -137,9 +137,9 @@ impl Shared {
         let snapshot = Snapshot::build(Arc::new(new), &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         self.registry.retain_upstreams(&upstreams);
-        for msg in freed {
+        for (upstream, backend, msg) in freed {
             tracing::info!("{msg}");
-            self.event("backend", msg);
+            self.event_about("backend", msg, Some(&upstream), Some(&backend));
         }
         self.retire_missing();
         let msg = format!(
@@ -160,8 +160,8 @@ impl Shared {
 
     /// Backends that only an active check kept out (`down`, or `checking`) in upstreams that no
     /// longer have one: nothing would ever bring them back, so they serve again (passive ejection
-    /// still applies). Returns the messages for the timeline.
-    fn release_unchecked(&self, new: &Config) -> Vec<String> {
+    /// still applies). Returns (upstream, backend, message) per backend, for the timeline.
+    fn release_unchecked(&self, new: &Config) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for u in new.upstreams.iter().filter(|u| u.health_check.is_none()) {
             for b in &u.backends {
@@ -170,12 +170,13 @@ impl Shared {
                 };
                 for from in [Health::Down, Health::Checking] {
                     if state.state_cas(from, Health::Up).is_ok() {
-                        out.push(format!(
+                        let msg = format!(
                             "{}/{}: {} -> up (active health check removed)",
                             u.name,
                             b.address,
                             from.as_str()
-                        ));
+                        );
+                        out.push((u.name.clone(), b.address.clone(), msg));
                     }
                 }
             }

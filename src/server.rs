@@ -132,8 +132,6 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     std::process::exit(0)
 }
 
-/// What every exit path does last: write out the access log and remove the pid file (unless it
-/// already names the process that took over the sockets).
 /// A client listener on `addr`: a small read-ahead buffer (see [`CLIENT_READ_BUFFER`]); an IPv6
 /// address takes IPv6 only, so `0.0.0.0:443` and `[::]:443` can both be listed, as in NGINX.
 fn listener(addr: &SocketAddr) -> ListenerConfig {
@@ -180,10 +178,22 @@ fn aes128_first() -> Option<Arc<CryptoProvider>> {
     Some(Arc::new(provider))
 }
 
+/// What every exit path does last: write out the access log, send the analytics records still
+/// queued, and remove the pid file (unless it already names the process that took over the
+/// sockets).
 fn before_exit(shared: &Shared, pid_file: &str) {
     if let Some(log) = &shared.access_log {
         if !log.flush(crate::observe::access_log::FLUSH_TIMEOUT) {
             tracing::warn!("access log not fully written before exit");
+        }
+    }
+    if let Some(stream) = &shared.stream {
+        match stream.flush(crate::observe::stream::FLUSH_TIMEOUT) {
+            Some(0) | None => {}
+            Some(n) => tracing::warn!(
+                unsent = n,
+                "analytics: records not taken by Kafka before exit"
+            ),
         }
     }
     let ours =

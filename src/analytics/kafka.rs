@@ -18,11 +18,15 @@
 //!   dropped. Tried against a broker that restarted with nothing of its state (tansu, memory
 //!   only): librdkafka's idempotent producer reconnected but never got a record through again,
 //!   as the broker no longer knew its producer id; a new producer gets a new one.
+//! - When lb exits, [`Stream::flush`] moves what is still queued into librdkafka and waits up to
+//!   [`crate::observe::stream::FLUSH_TIMEOUT`] for the broker to take it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -37,8 +41,6 @@ use crate::util::time::process_ms;
 
 /// How often the queue is drained (a push never wakes the task).
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
-/// librdkafka's `linger.ms`: how long records wait to fill a batch.
-const LINGER_MS: &str = "5";
 /// librdkafka's `message.timeout.ms`: a record not acknowledged within this is dropped.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `reconnect.backoff.max.ms`: a returning broker is found within about this (its
@@ -51,45 +53,93 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 type Producer = ThreadedProducer<Counting>;
 
+/// What the producer task and the flush at exit share: lb's queue, the producer, and the
+/// record librdkafka had no room for yet.
+struct Sending {
+    rx: Receiver<Record>,
+    producer: Producer,
+    pending: Option<Record>,
+    topic: String,
+    dropped: IntCounter,
+}
+
+/// How a drain ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    /// lb's queue is empty.
+    Empty,
+    /// librdkafka's queue is full: the record waits in `pending`.
+    Full,
+    /// The queue's sending side is gone.
+    Closed,
+}
+
+fn lock(s: &Mutex<Sending>) -> MutexGuard<'_, Sending> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the producer until the queue's sending side is gone (never, in a running lb).
 pub async fn run(stream: Arc<Stream>) {
     let Some(rx) = stream.take_receiver() else {
         return;
     };
     let c = &stream.config;
-    tracing::info!(brokers = ?c.brokers, topic = c.topic, compression = c.compression.as_str(), acks = ?c.acks, "analytics: streaming records to Kafka");
-    let Some(mut producer) = start(&stream).await else {
+    tracing::info!(brokers = ?c.brokers, topic = c.topic, compression = c.compression.as_str(), acks = ?c.acks, linger = ?c.linger, "analytics: streaming records to Kafka");
+    let Some(producer) = start(&stream).await else {
         return;
     };
+    let sending = Arc::new(Mutex::new(Sending {
+        rx,
+        producer,
+        pending: None,
+        topic: c.topic.clone(),
+        dropped: stream.dropped.clone(),
+    }));
+    let flushing = sending.clone();
+    stream.set_flush(Box::new(move |timeout| flush(&flushing, timeout)));
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending = None;
     let mut replaced = None;
     loop {
         tick.tick().await;
-        let due = replaced.is_none_or(|t: std::time::Instant| t.elapsed() >= MESSAGE_TIMEOUT);
-        if due && producer.context().replace.load(Relaxed) {
-            replaced = Some(std::time::Instant::now());
+        let mut s = lock(&sending);
+        let due = replaced.is_none_or(|t: Instant| t.elapsed() >= MESSAGE_TIMEOUT);
+        if due && s.producer.context().replace.load(Relaxed) {
+            replaced = Some(Instant::now());
             tracing::warn!(
                 "analytics: replacing the Kafka producer (failed, or its records time out)"
             );
-            let old = std::mem::replace(
-                &mut producer,
-                match make(&stream) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!("analytics: cannot make a Kafka producer: {e}");
-                        return;
-                    }
-                },
-            );
+            let new = match make(&stream) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("analytics: cannot make a Kafka producer: {e}");
+                    return;
+                }
+            };
+            let old = std::mem::replace(&mut s.producer, new);
             // Dropping purges its queue (each purged record is reported, and counted, as dropped).
             tokio::task::spawn_blocking(move || drop(old));
         }
-        if !drain(&rx, &producer, &stream.config.topic, &stream, &mut pending) {
+        if drain(&mut s) == Drained::Closed {
             return;
         }
     }
+}
+
+/// Moves what lb still queues into librdkafka and waits, up to `timeout` in all, for the broker
+/// to take it. Returns how many records were left unsent.
+fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let mut s = lock(sending);
+    while drain(&mut s) == Drained::Full && Instant::now() < deadline {
+        // Room comes as librdkafka sends (its own thread serves the delivery reports).
+        let _ = s.producer.flush(Duration::from_millis(50));
+    }
+    let _ = s
+        .producer
+        .flush(deadline.saturating_duration_since(Instant::now()));
+    let queued = s.rx.try_iter().count() + usize::from(s.pending.is_some());
+    s.producer.in_flight_count().max(0) as u64 + queued as u64
 }
 
 /// Makes the producer and checks, without waiting long, that the brokers answer: an unreachable
@@ -129,27 +179,21 @@ async fn start(stream: &Arc<Stream>) -> Option<Producer> {
     Some(producer)
 }
 
-/// Moves queued records into librdkafka until the queue is empty or librdkafka's is full (then
-/// the record waits in `pending`). False when the queue's sending side is gone.
-fn drain(
-    rx: &Receiver<Record>,
-    producer: &Producer,
-    topic: &str,
-    stream: &Stream,
-    pending: &mut Option<Record>,
-) -> bool {
+/// Moves queued records into librdkafka until lb's queue is empty or librdkafka's is full.
+fn drain(s: &mut Sending) -> Drained {
     loop {
-        let r = match pending.take() {
+        let r = match s.pending.take() {
             Some(r) => r,
-            None => match rx.try_recv() {
+            None => match s.rx.try_recv() {
                 Ok(r) => r,
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return Drained::Empty,
+                Err(TryRecvError::Disconnected) => return Drained::Closed,
             },
         };
-        let sent = producer
+        let sent = s
+            .producer
             .send(
-                BaseRecord::to(topic)
+                BaseRecord::to(&s.topic)
                     .key(r.key.as_str())
                     .payload(r.value.as_str()),
             )
@@ -157,12 +201,14 @@ fn drain(
         match sent {
             Ok(()) => {}
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                *pending = Some(r);
-                return true;
+                s.pending = Some(r);
+                return Drained::Full;
             }
             Err(e) => {
-                stream.dropped.inc();
-                producer.context().warn(&format!("record not queued: {e}"));
+                s.dropped.inc();
+                s.producer
+                    .context()
+                    .warn(&format!("record not queued: {e}"));
             }
         }
     }
@@ -174,7 +220,7 @@ fn client_config(c: &KafkaConfig) -> ClientConfig {
     cfg.set("bootstrap.servers", c.brokers.join(","))
         .set("client.id", "lb")
         .set("compression.type", c.compression.as_str())
-        .set("linger.ms", LINGER_MS)
+        .set("linger.ms", c.linger.as_millis().to_string())
         .set(
             "message.timeout.ms",
             MESSAGE_TIMEOUT.as_millis().to_string(),
@@ -192,7 +238,8 @@ fn client_config(c: &KafkaConfig) -> ClientConfig {
 
 fn make(stream: &Arc<Stream>) -> Result<Producer, KafkaError> {
     let context = Counting {
-        stream: stream.clone(),
+        sent: stream.sent.clone(),
+        dropped: stream.dropped.clone(),
         replace: AtomicBool::new(false),
         idempotent: stream.config.acks == KafkaAcks::All,
         last_warn_ms: AtomicU64::new(0),
@@ -202,7 +249,8 @@ fn make(stream: &Arc<Stream>) -> Result<Producer, KafkaError> {
 
 /// Counts delivery reports and keeps librdkafka's logging to lb's (rate-limited) log.
 struct Counting {
-    stream: Arc<Stream>,
+    sent: IntCounter,
+    dropped: IntCounter,
     /// Set by a fatal error, or a timed-out record of the idempotent producer: the producer
     /// must be replaced.
     replace: AtomicBool,
@@ -254,9 +302,9 @@ impl ProducerContext for Counting {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => self.stream.sent.inc(),
+            Ok(_) => self.sent.inc(),
             Err((e, _)) => {
-                self.stream.dropped.inc();
+                self.dropped.inc();
                 let timed_out = e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
                 if self.idempotent && timed_out {
                     self.replace.store(true, Relaxed);
@@ -282,6 +330,7 @@ mod tests {
             compression: KafkaCompression::Zstd,
             acks,
             queue: 50,
+            linger: Duration::from_millis(7),
         }
     }
 

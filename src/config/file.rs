@@ -169,4 +169,5 @@ pub struct KafkaFile {
     pub compression: Option<String>,
     pub acks: Option<String>,
     pub queue: Option<i64>,
+    pub linger: Option<String>,
 }

@@ -344,6 +344,10 @@ pub const DEFAULT_HISTORY_MAX_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_KAFKA_TOPIC: &str = "load_metrics";
 /// Default `analytics.kafka.queue`: records buffered while the broker is slow or away.
 pub const DEFAULT_KAFKA_QUEUE: usize = 100_000;
+/// Default `analytics.kafka.linger`: how long a record may wait for others to fill its batch.
+pub const DEFAULT_KAFKA_LINGER: Duration = Duration::from_millis(5);
+/// The largest `analytics.kafka.linger` (a record unsent after 10 s is dropped).
+pub const MAX_KAFKA_LINGER: Duration = Duration::from_secs(5);
 
 /// `[analytics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +385,8 @@ pub struct KafkaConfig {
     pub acks: KafkaAcks,
     /// Records buffered while the broker is slow or away; beyond it they are dropped (counted).
     pub queue: usize,
+    /// librdkafka's `linger.ms`: how long a record waits for others to fill its batch.
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
@@ -25,6 +25,11 @@ use crate::config::KafkaConfig;
 
 /// The key of records that belong to no upstream.
 pub const PROCESS_KEY: &str = "lb";
+/// How long lb, exiting, waits for the broker to take the records still queued.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends what is queued and waits up to the given time; returns the records left unsent.
+pub type Flush = Box<dyn Fn(Duration) -> u64 + Send + Sync>;
 
 /// One Kafka message: key and JSON value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct Stream {
     pub sent: IntCounter,
     /// `lb_analytics_records_total{result="dropped"}`: queue full, or the broker never took it.
     pub dropped: IntCounter,
+    /// Set by the producer task once it runs.
+    flush: OnceLock<Flush>,
 }
 
 impl Stream {
@@ -74,7 +81,20 @@ impl Stream {
             rx: Mutex::new(Some(rx)),
             sent,
             dropped,
+            flush: OnceLock::new(),
         }
+    }
+
+    /// The producer task's way to send everything queued (see [`flush`](Self::flush)).
+    pub fn set_flush(&self, f: Flush) {
+        let _ = self.flush.set(f);
+    }
+
+    /// Sends what is still queued, waiting up to `timeout` for the broker to take it (lb calls
+    /// this as it exits). Returns how many records were left unsent; `None` when no producer
+    /// runs.
+    pub fn flush(&self, timeout: Duration) -> Option<u64> {
+        self.flush.get().map(|f| f(timeout))
     }
 
     /// The queue's receiving end, for the one producer task (`None` once taken).
@@ -228,6 +248,7 @@ mod tests {
             compression: KafkaCompression::Lz4,
             acks: KafkaAcks::Leader,
             queue,
+            linger: Duration::from_millis(5),
         }
     }
 

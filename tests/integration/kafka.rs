@@ -466,3 +466,60 @@ fn summary_records_add_up_to_the_requests_sent() {
         .collect();
     assert_eq!(per_backend.len(), 2, "one series per backend");
 }
+
+#[test]
+fn records_still_queued_at_exit_are_sent_and_reload_events_name_their_backend() {
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    // Records wait 3 s to fill a batch: lb exits before any would be sent on its own.
+    let stream = kafka_toml(
+        &broker.bootstrap(),
+        "[\"request\", \"event\"]",
+        "linger = \"3s\"",
+    );
+    let pool = backends_toml(&[(&a, 1), (&b, 1)]);
+    let mut lb = Lb::start(&format!(
+        "[upstreams.api]\n{pool}\n[upstreams.api.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_threshold = 1\n\n{stream}"
+    ));
+    let down = a.addr.to_string();
+    a.set_health(false);
+    wait_for("a down", Duration::from_secs(5), || {
+        (lb.backend_state("api", &down) == "down").then_some(())
+    });
+    // The active check goes: the backend it kept down serves again, an event about it.
+    lb.write_config(&format!("[upstreams.api]\n{pool}\n\n{stream}"));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(lb.backend_state("api", &down), "up");
+    const N: usize = 40;
+    let (statuses, _) = load(lb.addr, "/echo/exit", 2, N / 2);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+
+    lb.proc.signal("-TERM");
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    let records = broker.consume(TOPIC, "request", N, 10);
+    assert_eq!(
+        of_type(&records, "request").len(),
+        N,
+        "request records sent before exit"
+    );
+    let released = of_type(&records, "event")
+        .into_iter()
+        .find(|r| {
+            let m = r["value"]["message"].as_str().unwrap_or("");
+            m.contains("health check removed")
+        })
+        .unwrap_or_else(|| panic!("no release event in {records:#?}"));
+    assert_eq!(released["key"].as_str().unwrap(), format!("api/{down}"));
+    assert_eq!(
+        (
+            released["value"]["kind"].as_str(),
+            released["value"]["upstream"].as_str(),
+            released["value"]["backend"].as_str()
+        ),
+        (Some("backend"), Some("api"), Some(down.as_str()))
+    );
+}

@@ -125,6 +125,22 @@ impl Checker {
             100_000_000,
             DEFAULT_KAFKA_QUEUE as i64,
         ) as usize;
+        let linger_path = join(path, "linger");
+        let linger = self.duration(
+            &linger_path,
+            k.linger.as_deref(),
+            DEFAULT_KAFKA_LINGER,
+            true,
+        );
+        if linger > MAX_KAFKA_LINGER {
+            self.problem(
+                linger_path,
+                format!(
+                    "at most {}s (records must be sent before they time out)",
+                    MAX_KAFKA_LINGER.as_secs()
+                ),
+            );
+        }
         (self.problems.len() == before).then_some(KafkaConfig {
             brokers: k.brokers,
             topic,
@@ -134,6 +150,7 @@ impl Checker {
             compression,
             acks,
             queue,
+            linger,
         })
     }
 }
@@ -173,7 +190,7 @@ mod tests {
 
     #[test]
     fn analytics_defaults_and_values() {
-        let c = parse("[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n[analytics]\nhistory = \"10m\"\nhistory_max_memory = \"8MiB\"\n[analytics.kafka]\nbrokers = [\"127.0.0.1:9092\"]\nrecords = [\"request\", \"event\"]\ncompression = \"zstd\"\nacks = \"all\"\nqueue = 10\n").unwrap();
+        let c = parse("[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n[analytics]\nhistory = \"10m\"\nhistory_max_memory = \"8MiB\"\n[analytics.kafka]\nbrokers = [\"127.0.0.1:9092\"]\nrecords = [\"request\", \"event\"]\ncompression = \"zstd\"\nacks = \"all\"\nqueue = 10\nlinger = \"50ms\"\n").unwrap();
         let a = &c.analytics;
         assert_eq!(a.history, Duration::from_secs(600));
         assert_eq!(a.history_max_memory, 8 << 20);
@@ -184,6 +201,7 @@ mod tests {
             (k.compression, k.acks, k.queue),
             (KafkaCompression::Zstd, KafkaAcks::All, 10)
         );
+        assert_eq!(k.linger, Duration::from_millis(50));
         let d = parse(
             "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n",
         )
@@ -193,7 +211,7 @@ mod tests {
 
     #[test]
     fn every_bad_value_named() {
-        let p = problems("[analytics]\nhistory = \"-5s\"\nhistory_max_memory = \"lots\"\n[analytics.kafka]\nbrokers = [\"localhost\", \"kafka:x\"]\ntopic = \"bad topic!\"\nrecords = [\"request\", \"metrics\"]\ncompression = \"brotli\"\nacks = \"some\"\nqueue = 0\n");
+        let p = problems("[analytics]\nhistory = \"-5s\"\nhistory_max_memory = \"lots\"\n[analytics.kafka]\nbrokers = [\"localhost\", \"kafka:x\"]\ntopic = \"bad topic!\"\nrecords = [\"request\", \"metrics\"]\ncompression = \"brotli\"\nacks = \"some\"\nqueue = 0\nlinger = \"6s\"\n");
         for want in [
             "analytics.history:",
             "analytics.history_max_memory: expected a size",
@@ -204,13 +222,18 @@ mod tests {
             "analytics.kafka.compression: unknown compression \"brotli\"",
             "analytics.kafka.acks: unknown acks \"some\"",
             "analytics.kafka.queue: must be at least 1",
+            "analytics.kafka.linger: at most 5s",
         ] {
             assert!(
                 p.iter().any(|x| x.contains(want)),
                 "missing {want:?} in {p:#?}"
             );
         }
-        let p = problems("[analytics.kafka]\nbrokers = []\nrecords = []\n");
+        let p = problems("[analytics.kafka]\nbrokers = []\nrecords = []\nlinger = \"soon\"\n");
+        assert!(
+            p.iter().any(|x| x.starts_with("analytics.kafka.linger:")),
+            "{p:#?}"
+        );
         assert!(
             p.iter()
                 .any(|x| x.contains("analytics.kafka.brokers: must list")),
