@@ -909,11 +909,13 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict]:
     for name in others:
         for lb, other in (("lb rr", f"{name} rr"), ("lb lc", f"{name} lc")):
             if lb in summary and other in summary:
+                # --kafka-records: what the stream costs, the stream's lb over lb without one.
+                first, second = (other, lb) if name.startswith("kafka ") else (lb, other)
                 row = {}
                 for key in ("cpu_us_per_req", "p99_ms", "rps"):
-                    a, b = summary[lb].get(key), summary[other].get(key)
+                    a, b = summary[first].get(key), summary[second].get(key)
                     row[key] = a / b if a is not None and b else None
-                out[f"{lb} / {name}"] = row
+                out[f"{first} / {second}" if name.startswith("kafka ") else f"{lb} / {name}"] = row
     return out
 
 
@@ -974,9 +976,10 @@ def parse_args() -> argparse.Namespace:
         "--kafka-records",
         action="append",
         default=[],
-        metavar="KINDS",
+        metavar="KINDS[:SETTINGS]",
         help="also run lb rr with [analytics.kafka] records = KINDS ('request', 'summary', "
-        "'request+summary', ...) against a tansu broker; repeatable (ratios: lb rr / KINDS)",
+        "'request+summary', ...) against a tansu broker, plus SETTINGS (comma-separated TOML "
+        "lines of that table, e.g. 'request:linger=\"5ms\"'); repeatable (ratios: KINDS / lb rr)",
     )
     p.add_argument(
         "--compare-lb",
@@ -1044,13 +1047,14 @@ def main() -> int:
         kafka_procs = Processes()
         atexit.register(kafka_procs.stop_all)
         broker = start_kafka(kafka_procs, Path(tempfile.mkdtemp(prefix="lb-kafka-")))
-        for kinds in args.kafka_records:
+        for spec in args.kafka_records:
+            kinds, _, settings = spec.partition(":")
             records = ", ".join(f'"{k}"' for k in kinds.split("+"))
             toml = (
                 f'\n[analytics.kafka]\nbrokers = ["{broker}"]\ntopic = "load_metrics"\n'
-                f"records = [{records}]\n"
+                f"records = [{records}]\n" + "".join(f"{s}\n" for s in settings.split(",") if s)
             )
-            extra += [Target(f"{kinds} rr", "lb", "rr", extra=toml)]
+            extra += [Target(f"kafka {spec} rr", "lb", "rr", extra=toml)]
     targets = [t for t in TARGETS + extra if t.kind not in unavailable and (not only or t.kind in only)]
     variants = [v for v in VARIANTS if v.name in args.variants]
 

@@ -31,9 +31,7 @@ use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 
 use crate::config::{KafkaAcks, KafkaConfig};
 use crate::observe::stream::{Record, Stream};
@@ -51,7 +49,9 @@ const START_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most one warning per this while the broker stays unreachable.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-type Producer = ThreadedProducer<Counting>;
+/// Polled by the producer task on its own tick (no thread of its own: librdkafka's delivery
+/// reports and logs are served between drains, which spares a thread waking per batch).
+type Producer = Arc<BaseProducer<Counting>>;
 
 /// What the producer task and the flush at exit share: lb's queue, the producer, and the
 /// record librdkafka had no room for yet.
@@ -120,7 +120,10 @@ pub async fn run(stream: Arc<Stream>) {
             // Dropping purges its queue (each purged record is reported, and counted, as dropped).
             tokio::task::spawn_blocking(move || drop(old));
         }
-        if drain(&mut s) == Drained::Closed {
+        let drained = drain(&mut s);
+        // Delivery reports, errors and logs of what librdkafka has done since the last tick.
+        s.producer.poll(Duration::ZERO);
+        if drained == Drained::Closed {
             return;
         }
     }
@@ -132,7 +135,7 @@ fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
     let deadline = Instant::now() + timeout;
     let mut s = lock(sending);
     while drain(&mut s) == Drained::Full && Instant::now() < deadline {
-        // Room comes as librdkafka sends (its own thread serves the delivery reports).
+        // Room comes as librdkafka sends (flush serves the delivery reports).
         let _ = s.producer.flush(Duration::from_millis(50));
     }
     let _ = s
@@ -192,11 +195,7 @@ fn drain(s: &mut Sending) -> Drained {
         };
         let sent = s
             .producer
-            .send(
-                BaseRecord::to(&s.topic)
-                    .key(r.key.as_str())
-                    .payload(r.value.as_str()),
-            )
+            .send(BaseRecord::to(&s.topic).key(r.key()).payload(r.value()))
             .map_err(|(e, _)| e);
         match sent {
             Ok(()) => {}
@@ -244,7 +243,9 @@ fn make(stream: &Arc<Stream>) -> Result<Producer, KafkaError> {
         idempotent: stream.config.acks == KafkaAcks::All,
         last_warn_ms: AtomicU64::new(0),
     };
-    client_config(&stream.config).create_with_context(context)
+    client_config(&stream.config)
+        .create_with_context(context)
+        .map(Arc::new)
 }
 
 /// Counts delivery reports and keeps librdkafka's logging to lb's (rate-limited) log.

@@ -345,7 +345,9 @@ pub const DEFAULT_KAFKA_TOPIC: &str = "load_metrics";
 /// Default `analytics.kafka.queue`: records buffered while the broker is slow or away.
 pub const DEFAULT_KAFKA_QUEUE: usize = 100_000;
 /// Default `analytics.kafka.linger`: how long a record may wait for others to fill its batch.
-pub const DEFAULT_KAFKA_LINGER: Duration = Duration::from_millis(5);
+/// librdkafka's own default, 5 ms, cost twice the producer thread's CPU per record at 15k
+/// records/s (measured: 2.5 against 1.1 µs); 50 ms is still live for a dashboard.
+pub const DEFAULT_KAFKA_LINGER: Duration = Duration::from_millis(50);
 /// The largest `analytics.kafka.linger` (a record unsent after 10 s is dropped).
 pub const MAX_KAFKA_LINGER: Duration = Duration::from_secs(5);
 

@@ -151,11 +151,14 @@ pub fn request_fields(s: &mut String, e: &Entry) {
     json_str(s, e.upstream);
     s.push_str(",\"backend\":");
     json_str(s, e.backend);
+    // Milliseconds with three decimals, from whole microseconds (no float formatting).
+    let micros = (e.duration.as_nanos() + 500) / 1000;
     let _ = write!(
         s,
-        ",\"attempts\":{},\"duration_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"protocol\":\"{}\"",
+        ",\"attempts\":{},\"duration_ms\":{}.{:03},\"bytes_in\":{},\"bytes_out\":{},\"protocol\":\"{}\"",
         e.attempts,
-        e.duration.as_secs_f64() * 1e3,
+        micros / 1000,
+        micros % 1000,
         e.bytes_in,
         e.bytes_out,
         e.protocol
@@ -170,7 +173,7 @@ pub fn format_entry(e: &Entry, now: SystemTime) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(256);
     s.push_str("{\"time\":\"");
-    s.push_str(&rfc3339(now));
+    push_rfc3339(&mut s, now);
     s.push_str("\",\"client\":\"");
     if let Some(c) = e.client {
         let _ = write!(s, "{c}");
@@ -200,17 +203,36 @@ pub(crate) fn json_str(out: &mut String, v: &str) {
 
 /// `2026-11-27T23:08:25.123Z` without a date library.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    push_rfc3339(&mut s, t);
+    s
+}
+
+/// Appends [`rfc3339`]`(t)` to `s` (digit by digit: this runs once per logged request).
+pub fn push_rfc3339(s: &mut String, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = crate::util::time::civil_date(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let digits = |s: &mut String, v: u64, width: u32| {
+        for i in (0..width).rev() {
+            s.push(char::from(b'0' + (v / 10u64.pow(i) % 10) as u8));
+        }
+    };
+    digits(s, year.clamp(0, 9999) as u64, 4);
+    s.push('-');
+    digits(s, month as u64, 2);
+    s.push('-');
+    digits(s, day as u64, 2);
+    s.push('T');
+    digits(s, (rem / 3600) as u64, 2);
+    s.push(':');
+    digits(s, (rem / 60 % 60) as u64, 2);
+    s.push(':');
+    digits(s, (rem % 60) as u64, 2);
+    s.push('.');
+    digits(s, d.subsec_millis() as u64, 3);
+    s.push('Z');
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 
-use super::access_log::{json_str, request_fields, rfc3339, Entry};
+use super::access_log::{json_str, push_rfc3339, request_fields, Entry};
 use crate::config::KafkaConfig;
 
 /// The key of records that belong to no upstream.
@@ -31,11 +31,51 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sends what is queued and waits up to the given time; returns the records left unsent.
 pub type Flush = Box<dyn Fn(Duration) -> u64 + Send + Sync>;
 
-/// One Kafka message: key and JSON value.
+/// One Kafka message: key and JSON value, in one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub key: String,
-    pub value: String,
+    text: String,
+    key_len: usize,
+}
+
+impl Record {
+    /// `upstream/backend`, `upstream` or `lb`.
+    pub fn key(&self) -> &str {
+        &self.text[..self.key_len]
+    }
+
+    /// The JSON object.
+    pub fn value(&self) -> &str {
+        &self.text[self.key_len..]
+    }
+
+    /// Starts a record keyed by `upstream` and `backend` (either may be empty); its value comes
+    /// next: `{"metric_type":"…","ts":"…","ts_ms":…` (the object is left open).
+    fn start(
+        upstream: &str,
+        backend: &str,
+        metric_type: &str,
+        ts_ms: u64,
+        capacity: usize,
+    ) -> Record {
+        let mut text = String::with_capacity(upstream.len() + backend.len() + capacity);
+        match (upstream, backend) {
+            ("", _) => text.push_str(PROCESS_KEY),
+            (u, "") => text.push_str(u),
+            (u, b) => {
+                text.push_str(u);
+                text.push('/');
+                text.push_str(b);
+            }
+        }
+        let key_len = text.len();
+        text.push_str("{\"metric_type\":\"");
+        text.push_str(metric_type);
+        text.push_str("\",\"ts\":\"");
+        push_rfc3339(&mut text, UNIX_EPOCH + Duration::from_millis(ts_ms));
+        let _ = write!(text, "\",\"ts_ms\":{ts_ms}");
+        Record { text, key_len }
+    }
 }
 
 /// One backend's second, as the per-second history samples it (`metric_type = "summary"`).
@@ -134,47 +174,25 @@ impl Stream {
     }
 }
 
-/// The key of a record about `upstream` and `backend` (either may be empty).
-pub fn key(upstream: &str, backend: &str) -> String {
-    match (upstream, backend) {
-        ("", _) => PROCESS_KEY.to_string(),
-        (u, "") => u.to_string(),
-        (u, b) => format!("{u}/{b}"),
-    }
-}
-
-/// `{"metric_type":"…","ts":"…","ts_ms":…` (the object is left open).
-fn head(metric_type: &str, ts_ms: u64, capacity: usize) -> String {
-    let mut s = String::with_capacity(capacity);
-    let t = UNIX_EPOCH + Duration::from_millis(ts_ms);
-    let _ = write!(
-        s,
-        "{{\"metric_type\":\"{metric_type}\",\"ts\":\"{}\",\"ts_ms\":{ts_ms}",
-        rfc3339(t)
-    );
-    s
-}
-
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// `,"name":"value"`
 fn field_str(s: &mut String, name: &str, v: &str) {
-    let _ = write!(s, ",\"{name}\":");
+    s.push_str(",\"");
+    s.push_str(name);
+    s.push_str("\":");
     json_str(s, v);
 }
 
 /// A `request` record: method, path, status, upstream, backend, attempts, duration_ms,
 /// bytes_in, bytes_out, protocol (and grpc_status for gRPC calls).
 pub fn request_record(e: &Entry, now: SystemTime) -> Record {
-    let mut s = head("request", unix_ms(now), 320);
-    request_fields(&mut s, e);
-    s.push('}');
-    Record {
-        key: key(e.upstream, e.backend),
-        value: s,
-    }
+    let mut r = Record::start(e.upstream, e.backend, "request", unix_ms(now), 320);
+    request_fields(&mut r.text, e);
+    r.text.push('}');
+    r
 }
 
 /// An `event` record: kind, message, and upstream/backend when the event is about one.
@@ -185,28 +203,28 @@ pub fn event_record(
     backend: Option<&str>,
     now: SystemTime,
 ) -> Record {
-    let mut s = head("event", unix_ms(now), 128 + message.len());
-    field_str(&mut s, "kind", kind);
-    field_str(&mut s, "message", message);
+    let (u, b) = (upstream.unwrap_or(""), backend.unwrap_or(""));
+    let mut r = Record::start(u, b, "event", unix_ms(now), 160 + message.len());
+    let s = &mut r.text;
+    field_str(s, "kind", kind);
+    field_str(s, "message", message);
     if let Some(u) = upstream {
-        field_str(&mut s, "upstream", u);
+        field_str(s, "upstream", u);
     }
     if let Some(b) = backend {
-        field_str(&mut s, "backend", b);
+        field_str(s, "backend", b);
     }
     s.push('}');
-    Record {
-        key: key(upstream.unwrap_or(""), backend.unwrap_or("")),
-        value: s,
-    }
+    r
 }
 
 /// A `summary` record: the fields of [`SummaryRecord`]; percentiles are `null` for a second
 /// without samples.
 pub fn summary_record(r: &SummaryRecord) -> Record {
-    let mut s = head("summary", r.ts_ms, 320);
-    field_str(&mut s, "upstream", &r.upstream);
-    field_str(&mut s, "backend", &r.backend);
+    let mut rec = Record::start(&r.upstream, &r.backend, "summary", r.ts_ms, 320);
+    let s = &mut rec.text;
+    field_str(s, "upstream", &r.upstream);
+    field_str(s, "backend", &r.backend);
     let _ = write!(
         s,
         ",\"requests\":{},\"errors_4xx\":{},\"errors_5xx\":{}",
@@ -224,12 +242,9 @@ pub fn summary_record(r: &SummaryRecord) -> Record {
         .unwrap_or_default();
     }
     let _ = write!(s, ",\"in_flight\":{}", r.in_flight);
-    field_str(&mut s, "state", &r.state);
+    field_str(s, "state", &r.state);
     s.push('}');
-    Record {
-        key: key(&r.upstream, &r.backend),
-        value: s,
-    }
+    rec
 }
 
 #[cfg(test)]
@@ -280,14 +295,14 @@ mod tests {
     }
 
     fn json(r: &Record) -> Value {
-        serde_json::from_str(&r.value).unwrap()
+        serde_json::from_str(r.value()).unwrap()
     }
 
     #[test]
     fn request_record_fields_and_key() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_820_905_123);
         let r = request_record(&entry(), t);
-        assert_eq!(r.key, "api/127.0.0.1:9001");
+        assert_eq!(r.key(), "api/127.0.0.1:9001");
         let v = json(&r);
         assert_eq!(v["metric_type"], "request");
         assert_eq!(v["ts"], "2026-11-27T23:08:25.123Z");
@@ -311,14 +326,14 @@ mod tests {
             status: 404,
             ..entry()
         };
-        assert_eq!(request_record(&own, t).key, "lb");
+        assert_eq!(request_record(&own, t).key(), "lb");
     }
 
     #[test]
     fn event_record_fields_and_keys() {
         let t = UNIX_EPOCH;
         let r = event_record("backend", "api/b: up → down", Some("api"), Some("b"), t);
-        assert_eq!(r.key, "api/b");
+        assert_eq!(r.key(), "api/b");
         let v = json(&r);
         assert_eq!(
             (&v["metric_type"], &v["kind"], &v["message"]),
@@ -334,10 +349,10 @@ mod tests {
         );
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
         let up = event_record("upstream", "api: no usable backend", Some("api"), None, t);
-        assert_eq!(up.key, "api");
+        assert_eq!(up.key(), "api");
         assert!(json(&up).get("backend").is_none());
         let reload = event_record("reload", "config reloaded", None, None, t);
-        assert_eq!(reload.key, "lb");
+        assert_eq!(reload.key(), "lb");
         assert!(json(&reload).get("upstream").is_none());
     }
 
@@ -357,7 +372,7 @@ mod tests {
             state: "up".into(),
         };
         let r = summary_record(&s);
-        assert_eq!(r.key, "api/127.0.0.1:9001");
+        assert_eq!(r.key(), "api/127.0.0.1:9001");
         let v = json(&r);
         assert_eq!(v["metric_type"], "summary");
         assert_eq!(

@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn analytics_defaults_and_values() {
-        let c = parse("[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n[analytics]\nhistory = \"10m\"\nhistory_max_memory = \"8MiB\"\n[analytics.kafka]\nbrokers = [\"127.0.0.1:9092\"]\nrecords = [\"request\", \"event\"]\ncompression = \"zstd\"\nacks = \"all\"\nqueue = 10\nlinger = \"50ms\"\n").unwrap();
+        let c = parse("[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n[analytics]\nhistory = \"10m\"\nhistory_max_memory = \"8MiB\"\n[analytics.kafka]\nbrokers = [\"127.0.0.1:9092\"]\nrecords = [\"request\", \"event\"]\ncompression = \"zstd\"\nacks = \"all\"\nqueue = 10\nlinger = \"20ms\"\n").unwrap();
         let a = &c.analytics;
         assert_eq!(a.history, Duration::from_secs(600));
         assert_eq!(a.history_max_memory, 8 << 20);
@@ -201,7 +201,7 @@ mod tests {
             (k.compression, k.acks, k.queue),
             (KafkaCompression::Zstd, KafkaAcks::All, 10)
         );
-        assert_eq!(k.linger, Duration::from_millis(50));
+        assert_eq!(k.linger, Duration::from_millis(20));
         let d = parse(
             "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n",
         )
