@@ -305,8 +305,10 @@ pub enum HashKey {
 /// `upstreams.X.host_header`: the `Host` the backends get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostHeader {
-    /// The client's `Host` (or `:authority`), lb's default.
+    /// The client's `Host` (or `:authority`) as sent, lb's default (NGINX's `$http_host`).
     Client,
+    /// The client's host name: lower case, without port or trailing dot (NGINX's `$host`).
+    ClientHost,
     /// The upstream's name (NGINX's default, `$proxy_host`).
     Upstream,
     /// This value.

@@ -111,7 +111,8 @@ impl Settings {
         let lower = name.to_ascii_lowercase();
         if lower == "host" {
             let host = match value.as_str() {
-                "$host" | "$http_host" => Some(HostHeader::Client),
+                "$host" => Some(HostHeader::ClientHost),
+                "$http_host" => Some(HostHeader::Client),
                 "$proxy_host" => Some(HostHeader::Upstream),
                 v if !v.contains('$') && !v.is_empty() => Some(HostHeader::Literal(v.to_string())),
                 _ => None,

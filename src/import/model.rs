@@ -121,8 +121,10 @@ pub struct Certificate {
 /// `upstreams.NAME.host_header`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostHeader {
-    /// The client's Host (`proxy_set_header Host $host`); lb's default.
+    /// The client's Host as sent (`proxy_set_header Host $http_host`); lb's default.
     Client,
+    /// The client's host name, lower case without port (`proxy_set_header Host $host`).
+    ClientHost,
     /// The upstream's name, NGINX's default `$proxy_host`.
     Upstream,
     Literal(String),
@@ -132,6 +134,7 @@ impl HostHeader {
     pub fn as_toml(&self) -> &str {
         match self {
             HostHeader::Client => "client",
+            HostHeader::ClientHost => "client_host",
             HostHeader::Upstream => "upstream",
             HostHeader::Literal(s) => s,
         }

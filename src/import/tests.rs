@@ -312,13 +312,13 @@ fn host_header_follows_proxy_set_header() {
          location /c/ { proxy_set_header Host api.internal; proxy_set_header X-Custom 1; proxy_pass http://c; }\n location /b2/ { proxy_pass http://b; } }\n",
     );
     assert_eq!(o.up("a")["host_header"].as_str(), Some("upstream"));
-    assert_eq!(o.up("b").get("host_header"), None, "client is lb's default");
+    assert_eq!(o.up("b")["host_header"].as_str(), Some("client_host"));
     assert_eq!(o.up("c")["host_header"].as_str(), Some("api.internal"));
     assert_eq!(
         o.notes,
         [
             "nginx.conf:6: proxy_set_header X-Custom: not supported, ignored",
-            "nginx.conf:7: proxy_set_header Host: lb has one host_header per upstream: b keeps \"client\" (from nginx.conf:5) rather than \"upstream\" (from nginx.conf:7)",
+            "nginx.conf:7: proxy_set_header Host: lb has one host_header per upstream: b keeps \"client_host\" (from nginx.conf:5) rather than \"upstream\" (from nginx.conf:7)",
         ]
     );
 }
@@ -330,7 +330,7 @@ fn proxy_set_header_lists_are_inherited_only_when_a_level_has_none() {
         "http { proxy_set_header Host $host; upstream a { server 10.0.0.1; } upstream b { server 10.0.0.2; }\n\
          server { location /a/ { proxy_pass http://a; } location /b/ { proxy_set_header X-Real-IP $remote_addr; proxy_pass http://b; } } }",
     );
-    assert_eq!(o.up("a").get("host_header"), None);
+    assert_eq!(o.up("a")["host_header"].as_str(), Some("client_host"));
     assert_eq!(o.up("b")["host_header"].as_str(), Some("upstream"));
 }
 

@@ -16,8 +16,8 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers::{
-    authority_to_host, prepare_request, set_forwarded, set_host, set_path, strip_hop_by_hop,
-    to_origin_form,
+    authority_to_host, host_name_only, prepare_request, set_forwarded, set_host, set_path,
+    strip_hop_by_hop, to_origin_form,
 };
 use crate::config::{HostHeader, ServerSettings};
 use crate::edge::RequestState;
@@ -86,6 +86,7 @@ pub(super) fn upstream_head(
     // After set_forwarded: `X-Forwarded-Host` is the client's host either way.
     match &upstream.host_header {
         HostHeader::Client => {}
+        HostHeader::ClientHost => host_name_only(&mut req)?,
         HostHeader::Upstream => set_host(&mut req, &upstream.name)?,
         HostHeader::Literal(host) => set_host(&mut req, host)?,
     }

@@ -66,6 +66,30 @@ pub(super) fn set_host(req: &mut RequestHeader, host: &str) -> Result<()> {
     req.insert_header(header::HOST, host)
 }
 
+/// NGINX's `$host` as the `Host` (`host_header = "client_host"`): the client's host lower-cased,
+/// without port or trailing dot. Untouched when already in that form, or absent.
+pub(super) fn host_name_only(req: &mut RequestHeader) -> Result<()> {
+    let Some(sent) = req.headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let name = host_name(sent);
+    if name.len() == sent.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(());
+    }
+    let name = name.to_ascii_lowercase();
+    set_host(req, &name)
+}
+
+/// `host[:port]` without the port and a trailing dot (`[v6]:port` keeps its brackets).
+fn host_name(host: &str) -> &str {
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |i| &host[..=i])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.strip_suffix('.').unwrap_or(name)
+}
+
 /// Replaces the request's path, keeping its query as sent.
 pub(super) fn set_path(req: &mut RequestHeader, path: &str) -> Result<()> {
     let mut path = path.to_string();
@@ -397,6 +421,27 @@ pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_host_is_nginx_host() {
+        for (sent, want) in [
+            ("example.com", "example.com"),
+            ("Example.COM:8080", "example.com"),
+            ("x.example.com.", "x.example.com"),
+            ("X.Example.com.:80", "x.example.com"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("127.0.0.1:80", "127.0.0.1"),
+        ] {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            r.insert_header("host", sent).unwrap();
+            host_name_only(&mut r).unwrap();
+            assert_eq!(r.headers["host"], want, "{sent}");
+        }
+        let mut none = RequestHeader::build("GET", b"/", None).unwrap();
+        host_name_only(&mut none).unwrap();
+        assert!(none.headers.get("host").is_none());
+    }
 
     #[test]
     fn strips_connection_and_nominated() {

@@ -102,8 +102,9 @@ fn the_backend_entry() {
 
 #[test]
 fn host_header() {
-    let c = ok("[upstreams.a]\nhost_header = \"upstream\"\nbackends = [\"127.0.0.1:2\"]\n[upstreams.b]\nhost_header = \"api.internal:8080\"\nbackends = [\"127.0.0.1:3\"]\n[[routes]]\nupstream = \"a\"\n");
+    let c = ok("[upstreams.a]\nhost_header = \"upstream\"\nbackends = [\"127.0.0.1:2\"]\n[upstreams.b]\nhost_header = \"api.internal:8080\"\nbackends = [\"127.0.0.1:3\"]\n[upstreams.c]\nhost_header = \"client_host\"\nbackends = [\"127.0.0.1:4\"]\n[[routes]]\nupstream = \"a\"\n");
     assert_eq!(c.upstreams[0].host_header, HostHeader::Upstream);
+    assert_eq!(c.upstreams[2].host_header, HostHeader::ClientHost);
     assert_eq!(
         c.upstreams[1].host_header,
         HostHeader::Literal("api.internal:8080".into())

@@ -49,12 +49,14 @@ impl Checker {
         let hash_key = self.hash_key(path, strategy, u.hash_key.as_deref());
         let host_header = match u.host_header.as_deref() {
             None | Some("client") => HostHeader::Client,
+            Some("client_host") => HostHeader::ClientHost,
             Some("upstream") => HostHeader::Upstream,
             Some(literal) => {
                 if literal.is_empty() || http::HeaderValue::from_str(literal).is_err() {
                     self.problem(
                         join(path, "host_header"),
-                        "must be \"client\", \"upstream\" or a host name (a valid header value)",
+                        "must be \"client\", \"client_host\", \"upstream\" or a host name (a valid \
+                         header value)",
                     );
                 }
                 HostHeader::Literal(literal.to_string())
