@@ -160,14 +160,17 @@ impl Group {
 }
 
 /// NGINX's routing model: the request's host (port and a trailing dot ignored, any case) picks
-/// a group — exact name, else the longest wildcard (`*.example.com`: subdomains only;
-/// `.example.com`: the name and its subdomains; `*.` first at equal length), else the routes
-/// without `host` — and the group's routes match the path ([`Group::find`]).
+/// a group — exact name, else the longest leading wildcard (`*.example.com`: subdomains only;
+/// `.example.com`: the name and its subdomains; `*.` first at equal length), else the longest
+/// trailing wildcard (`www.example.*`), else the routes without `host` — and the group's routes
+/// match the path ([`Group::find`]).
 #[derive(Debug, Default)]
 struct Router {
     hosts: HashMap<Box<str>, Group>,
     /// (suffix with its leading dot, `*.` form), longest suffix first.
     wildcards: Vec<(Box<str>, bool, Group)>,
+    /// Trailing wildcards: the name before `*`, with its dot (`www.example.`), longest first.
+    trailing: Vec<(Box<str>, Group)>,
     default: Group,
 }
 
@@ -188,6 +191,15 @@ impl Router {
             };
             let group = match r.host.as_deref() {
                 None => &mut router.default,
+                Some(h) if h.ends_with(".*") => {
+                    let prefix = &h[..h.len() - 1];
+                    let at = router.trailing.iter().position(|(p, _)| **p == *prefix);
+                    let at = at.unwrap_or_else(|| {
+                        router.trailing.push((prefix.into(), Group::default()));
+                        router.trailing.len() - 1
+                    });
+                    &mut router.trailing[at].1
+                }
                 Some(h) => match h
                     .strip_prefix('*')
                     .or_else(|| h.starts_with('.').then_some(h))
@@ -242,6 +254,12 @@ impl Router {
         for (_, _, g) in &mut router.wildcards {
             sort(g);
         }
+        for (_, g) in &mut router.trailing {
+            sort(g);
+        }
+        router
+            .trailing
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         router
             .wildcards
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(b.1.cmp(&a.1)));
@@ -253,7 +271,7 @@ impl Router {
         let Some(host) = host else {
             return &self.default;
         };
-        if self.hosts.is_empty() && self.wildcards.is_empty() {
+        if self.hosts.is_empty() && self.wildcards.is_empty() && self.trailing.is_empty() {
             return &self.default;
         }
         let host = strip_port(host);
@@ -270,7 +288,14 @@ impl Router {
             lower.ends_with(&**suffix) && (lower.len() > suffix.len() || !star)
                 || (!star && *lower == suffix[1..])
         });
-        wild.map_or(&self.default, |(_, _, g)| g)
+        if let Some((_, _, g)) = wild {
+            return g;
+        }
+        let trailing = self
+            .trailing
+            .iter()
+            .find(|(prefix, _)| lower.starts_with(&**prefix) && lower.len() > prefix.len());
+        trailing.map_or(&self.default, |(_, g)| g)
     }
 }
 
@@ -616,6 +641,45 @@ mod tests {
             "unknown hosts: default group"
         );
         assert_eq!(name(None, "/x"), "def");
+    }
+
+    #[test]
+    fn trailing_wildcards_come_after_leading_ones() {
+        let mut text = String::from("[server]\nlisten = [\"127.0.0.1:1\"]\n");
+        let hosts = [
+            ("def", None),
+            ("trail", Some("www.example.*")),
+            ("longer", Some("www.example.co.*")),
+            ("lead", Some("*.example.com")),
+            ("exact", Some("www.example.org")),
+        ];
+        for (i, (name, _)) in hosts.iter().enumerate() {
+            text += &format!("[upstreams.{name}]\nbackends = [\"127.0.0.1:{}\"]\n", i + 2);
+        }
+        for (name, host) in hosts {
+            text += "[[routes]]\npath_prefix = \"/\"\n";
+            text += &format!("upstream = \"{name}\"\n");
+            if let Some(h) = host {
+                text += &format!("host = \"{h}\"\n");
+            }
+        }
+        let s = snap(&text);
+        let name = |h: &str| {
+            s.route_index(Some(h), "/")
+                .map_or("404".to_string(), |i| s.upstreams[i].name().to_string())
+        };
+        assert_eq!(name("www.example.net"), "trail");
+        assert_eq!(name("WWW.Example.IO:8080"), "trail");
+        assert_eq!(
+            name("www.example.co.uk"),
+            "longer",
+            "the longest trailing wildcard"
+        );
+        assert_eq!(name("www.example.com"), "lead", "leading wildcards first");
+        assert_eq!(name("www.example.org"), "exact");
+        assert_eq!(name("www.example"), "def", "something must follow the dot");
+        assert_eq!(name("www.example."), "def");
+        assert_eq!(name("ftp.example.net"), "def");
     }
 
     #[test]

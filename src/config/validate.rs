@@ -573,11 +573,13 @@ impl Checker {
     }
 }
 
-/// A route's `host`: a name, `*.name` (any subdomain) or `.name` (the name and its subdomains).
+/// A route's `host`: a name, `*.name` (any subdomain), `.name` (the name and its subdomains) or
+/// `name.*` (the name followed by any suffix).
 fn check_route_host(h: &str) -> Result<(), String> {
     let name = h
         .strip_prefix("*.")
         .or_else(|| h.strip_prefix('.'))
+        .or_else(|| h.strip_suffix(".*"))
         .unwrap_or(h);
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -590,7 +592,8 @@ fn check_route_host(h: &str) -> Result<(), String> {
     }
     if name.contains('*') {
         return Err(format!(
-            "{h:?}: a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\")"
+            "{h:?}: a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\") or a \
+             trailing \".*\" (e.g. \"www.example.*\")"
         ));
     }
     if name.parse::<std::net::Ipv6Addr>().is_ok()
@@ -599,8 +602,8 @@ fn check_route_host(h: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "{h:?} is not a host name (\"example.com\", \"*.example.com\" or \".example.com\"; \
-         no port)"
+        "{h:?} is not a host name (\"example.com\", \"*.example.com\", \".example.com\" or \
+         \"www.example.*\"; no port)"
     ))
 }
 

@@ -385,19 +385,20 @@ fn listen_addr(a: &str) -> Option<String> {
     full.parse::<SocketAddr>().ok().map(|s| s.to_string())
 }
 
-/// The names of a `server_name` lb can route on: exact, `*.suffix`, `.suffix`.
+/// The names of a `server_name` lb can route on: exact, `*.suffix`, `.suffix`, `prefix.*`.
 fn server_names(d: &Directive, notes: &mut Notes) -> Vec<String> {
     let mut out = Vec::new();
     for n in &d.args {
         let n = n.to_ascii_lowercase();
+        let trailing = n.strip_suffix(".*").is_some_and(|p| !p.contains('*'));
         let why = if n.is_empty() || n == "_" {
             continue;
         } else if n.starts_with('~') {
             "regex names are not supported"
         } else if n.contains('$') {
             "variables are not supported"
-        } else if n.chars().skip(1).any(|c| c == '*') {
-            "only leading wildcards (*.example.com) are supported"
+        } else if n.chars().skip(1).any(|c| c == '*') && !trailing {
+            "only leading (*.example.com) and trailing (www.example.*) wildcards are supported"
         } else {
             out.push(n);
             continue;

@@ -173,7 +173,7 @@ fn server_names_and_the_default_server() {
     let o = one(
         "names",
         &format!(
-            "{API}server {{ listen 80; server_name Example.com *.example.com .example.org ~^(www)\\.x$ _ \"\"; location /a/ {{ proxy_pass http://api; }} }}\n\
+            "{API}server {{ listen 80; server_name Example.com *.example.com .example.org www.example.* a.*.net ~^(www)\\.x$ _ \"\"; location /a/ {{ proxy_pass http://api; }} }}\n\
              server {{ listen 80 default_server; server_name other.example; location /b/ {{ proxy_pass http://api; }} }}\n"
         ),
     );
@@ -183,11 +183,13 @@ fn server_names_and_the_default_server() {
             "host=example.com path_prefix=/a/ upstream=api",
             "host=*.example.com path_prefix=/a/ upstream=api",
             "host=.example.org path_prefix=/a/ upstream=api",
+            "host=www.example.* path_prefix=/a/ upstream=api",
             "host=other.example path_prefix=/b/ upstream=api",
             "path_prefix=/b/ upstream=api",
         ]
     );
     assert!(o.has_note("server_name: ~^(www)\\.x$: regex names are not supported, skipped"));
+    assert!(o.has_note("server_name: a.*.net: only leading (*.example.com) and trailing (www.example.*) wildcards are supported, skipped"));
 }
 
 #[test]

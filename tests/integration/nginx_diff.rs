@@ -625,7 +625,7 @@ fn nginx_diff_server_name_routing() {
     let Some(bin) = nginx_or_skip("nginx_diff_server_name_routing") else {
         return;
     };
-    let b = backends(&["first", "def", "exact", "star", "dot", "deep"]);
+    let b = backends(&["first", "def", "exact", "star", "dot", "deep", "trail"]);
     let case = Case::new(
         "upstream u_first { server %A%; } upstream u_def { server %B%; }
          upstream u_exact { server %C%; } upstream u_star { server %D%; }
@@ -635,7 +635,9 @@ fn nginx_diff_server_name_routing() {
          server { listen %LISTEN%; server_name www.example.com; location /echo/www/ { proxy_pass http://u_exact; } }
          server { listen %LISTEN%; server_name *.example.com; location /echo/ { proxy_pass http://u_star; } }
          server { listen %LISTEN%; server_name .example.org; location /echo/ { proxy_pass http://u_dot; } }
-         server { listen %LISTEN%; server_name *.deep.example.com; location /echo/ { proxy_pass http://u_deep; } }",
+         server { listen %LISTEN%; server_name *.deep.example.com; location /echo/ { proxy_pass http://u_deep; } }
+         upstream u_trail { server %G%; }
+         server { listen %LISTEN%; server_name www.example.* api.example.com.*; location /echo/ { proxy_pass http://u_trail; } }",
         r#"[upstreams.u_first]
            host_header = "upstream"
            backends = ["%A%"]
@@ -676,7 +678,18 @@ fn nginx_diff_server_name_routing() {
            [[routes]]
            host = "*.deep.example.com"
            path_prefix = "/echo/"
-           upstream = "u_deep""#,
+           upstream = "u_deep"
+           [upstreams.u_trail]
+           host_header = "upstream"
+           backends = ["%G%"]
+           [[routes]]
+           host = "www.example.*"
+           path_prefix = "/echo/"
+           upstream = "u_trail"
+           [[routes]]
+           host = "api.example.com.*"
+           path_prefix = "/echo/"
+           upstream = "u_trail""#,
         &b.iter().collect::<Vec<_>>(),
     );
     let p = Pair::start(&bin, &case);
@@ -695,13 +708,19 @@ fn nginx_diff_server_name_routing() {
         "deep.example.com",
         "unknown.net",
         "127.0.0.1",
+        "www.example.net",
+        "WWW.Example.IO:8080",
+        "www.example.co.uk",
+        "www.example",
+        "api.example.com.evil.net",
+        "api.example.com",
     ];
     let reqs: Vec<Req> = hosts
         .iter()
         .flat_map(|h| [get_host("/echo/www/x", h), get_host("/echo/y", h)])
         .collect();
     let seen = p.agree("server_name", &reqs);
-    assert!(distinct(&seen).len() >= 7, "{seen:?}"); // six backends and a 404
+    assert!(distinct(&seen).len() >= 8, "{seen:?}"); // seven backends and a 404
 }
 
 #[test]

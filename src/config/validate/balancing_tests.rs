@@ -132,8 +132,12 @@ upstream = "a"
 [[routes]]
 path_regex = '(?i)\.php$'
 upstream = "a"
+[[routes]]
+host = "WWW.example.*"
+upstream = "a"
 "#);
     assert_eq!(c.routes[0].host.as_deref(), Some("*.example.com"));
+    assert_eq!(c.routes[3].host.as_deref(), Some("www.example.*"));
     assert!(matches!(&c.routes[0].path, PathMatch::Exact(p) if p == "/x"));
     assert!(c.routes[1].skip_regex);
     assert_eq!(c.routes[1].replace_prefix.as_deref(), Some("/v2/"));
@@ -173,6 +177,9 @@ upstream = "a"
 [[routes]]
 path_regex = '(?=look)ahead'
 upstream = "a"
+[[routes]]
+host = "*.example.*"
+upstream = "a"
 "#,
     );
     has(
@@ -202,4 +209,8 @@ upstream = "a"
     has(&p, "routes[6].replace_prefix: must start with '/'");
     has(&p, "routes[7].path_exact: must start with '/'");
     has(&p, "routes[8].path_regex: invalid regular expression");
+    has(
+        &p,
+        "routes[9].host: \"*.example.*\": a wildcard is only allowed as a leading",
+    );
 }
