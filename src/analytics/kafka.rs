@@ -19,7 +19,8 @@
 //!   only): librdkafka's idempotent producer reconnected but never got a record through again,
 //!   as the broker no longer knew its producer id; a new producer gets a new one.
 //! - When lb exits, [`Stream::flush`] moves what is still queued into librdkafka and waits up to
-//!   [`crate::observe::stream::FLUSH_TIMEOUT`] for the broker to take it.
+//!   [`crate::observe::stream::FLUSH_TIMEOUT`] for the broker to take it, or [`FLUSH_STALL`]
+//!   once the broker stops taking records (away: the exit is not held up for nothing).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -44,6 +45,10 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `reconnect.backoff.max.ms`: a returning broker is found within about this (its
 /// default, 10 s, loses more records after a broker restart).
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+/// The flush at exit waits in steps of this.
+const FLUSH_STEP: Duration = Duration::from_millis(100);
+/// The flush at exit gives up when the broker took nothing for this long.
+const FLUSH_STALL: Duration = Duration::from_secs(1);
 /// The start-up reachability check's budget.
 const START_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most one warning per this while the broker stays unreachable.
@@ -130,19 +135,27 @@ pub async fn run(stream: Arc<Stream>) {
 }
 
 /// Moves what lb still queues into librdkafka and waits, up to `timeout` in all, for the broker
-/// to take it. Returns how many records were left unsent.
+/// to take it; gives up sooner once nothing was taken for [`FLUSH_STALL`] (the broker is away:
+/// waiting longer would only delay the exit). Returns how many records were left unsent.
 fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
     let deadline = Instant::now() + timeout;
     let mut s = lock(sending);
-    while drain(&mut s) == Drained::Full && Instant::now() < deadline {
-        // Room comes as librdkafka sends (flush serves the delivery reports).
-        let _ = s.producer.flush(Duration::from_millis(50));
+    let (mut fewest, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let drained = drain(&mut s);
+        // Serves the delivery reports while it waits.
+        let flushed = s.producer.flush(FLUSH_STEP).is_ok();
+        let left = s.producer.in_flight_count().max(0) as u64 + u64::from(s.pending.is_some());
+        if flushed && drained == Drained::Empty || left == 0 {
+            return left + s.rx.try_iter().count() as u64;
+        }
+        if left < fewest {
+            (fewest, since) = (left, Instant::now());
+        }
+        if since.elapsed() >= FLUSH_STALL || Instant::now() >= deadline {
+            return left + s.rx.try_iter().count() as u64;
+        }
     }
-    let _ = s
-        .producer
-        .flush(deadline.saturating_duration_since(Instant::now()));
-    let queued = s.rx.try_iter().count() + usize::from(s.pending.is_some());
-    s.producer.in_flight_count().max(0) as u64 + queued as u64
 }
 
 /// Makes the producer and checks, without waiting long, that the brokers answer: an unreachable

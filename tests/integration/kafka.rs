@@ -270,7 +270,7 @@ fn request_and_event_records_reach_kafka_and_survive_a_broker_restart() {
 fn an_unreachable_broker_is_a_warning_and_a_stream_change_needs_a_restart() {
     let a = Backend::start("a");
     let nobody = format!("127.0.0.1:{}", free_port());
-    let lb = Lb::start(&format!(
+    let mut lb = Lb::start(&format!(
         "[upstreams.api]\n{}\n\n{}",
         backends_toml(&[(&a, 1)]),
         kafka_toml(&nobody, "[\"request\"]", "queue = 10")
@@ -299,6 +299,24 @@ fn an_unreachable_broker_is_a_warning_and_a_stream_change_needs_a_restart() {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(restart, ["analytics.kafka"], "{v}");
+
+    // Records still queued for a broker that is away do not hold up the exit for long (the
+    // flush gives up once nothing is taken for 1 s, not after its full 5 s).
+    let (statuses, _) = load(lb.addr, "/", 1, 5);
+    assert_eq!(statuses.get(&200), Some(&5), "{statuses:?}");
+    let stopped = std::time::Instant::now();
+    lb.proc.signal("-TERM");
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        stopped.elapsed()
+    );
+    assert!(lb
+        .log_text()
+        .contains("records not taken by Kafka before exit"));
 }
 
 #[test]
