@@ -45,6 +45,9 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `reconnect.backoff.max.ms`: a returning broker is found within about this (its
 /// default, 10 s, loses more records after a broker restart).
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+/// At most this many librdkafka events (one batch's delivery reports each) are served per tick:
+/// 6,400 a second, far more batches than a broker acknowledges.
+const EVENTS_PER_TICK: usize = 64;
 /// The flush at exit waits in steps of this.
 const FLUSH_STEP: Duration = Duration::from_millis(100);
 /// The flush at exit gives up when the broker took nothing for this long.
@@ -126,9 +129,21 @@ pub async fn run(stream: Arc<Stream>) {
             tokio::task::spawn_blocking(move || drop(old));
         }
         let drained = drain(&mut s);
-        // Delivery reports, errors and logs of what librdkafka has done since the last tick.
-        s.producer.poll(Duration::ZERO);
+        serve(&s.producer);
         if drained == Drained::Closed {
+            return;
+        }
+    }
+}
+
+/// Serves the delivery reports and errors librdkafka has ready, without waiting. One `poll`
+/// serves one event (a batch's reports), so it is called until the count of records librdkafka
+/// holds stops changing — a report served lowers it — up to [`EVENTS_PER_TICK`] times.
+fn serve(producer: &Producer) {
+    for _ in 0..EVENTS_PER_TICK {
+        let before = producer.in_flight_count();
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == before {
             return;
         }
     }

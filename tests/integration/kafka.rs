@@ -541,3 +541,30 @@ fn records_still_queued_at_exit_are_sent_and_reload_events_name_their_backend() 
         (Some("backend"), Some("api"), Some(down.as_str()))
     );
 }
+
+#[test]
+fn every_batch_report_is_served_when_records_are_not_batched() {
+    // linger 0: a produce request, and a delivery report event, per few records. Reports not
+    // served keep their records counted in librdkafka's queue (here 300): it would fill and drop.
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let a = Backend::start("a");
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&[(&a, 1)]),
+        kafka_toml(
+            &broker.bootstrap(),
+            "[\"request\"]",
+            "linger = \"0s\"\nqueue = 300"
+        )
+    ));
+    const N: usize = 3000;
+    let (statuses, _) = load(lb.addr, "/echo/nolinger", 4, N / 4);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+    wait_for("every record sent", Duration::from_secs(10), || {
+        (records_total(&lb, "sent").unwrap() >= N as u64).then_some(())
+    });
+    assert_eq!(records_total(&lb, "dropped"), Some(0));
+    let records = broker.consume(TOPIC, "request", N, 15);
+    assert_eq!(of_type(&records, "request").len(), N);
+}
