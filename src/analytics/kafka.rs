@@ -19,8 +19,10 @@
 //!   only): librdkafka's idempotent producer reconnected but never got a record through again,
 //!   as the broker no longer knew its producer id; a new producer gets a new one.
 //! - When lb exits, [`Stream::flush`] moves what is still queued into librdkafka and waits up to
-//!   [`crate::observe::stream::FLUSH_TIMEOUT`] for the broker to take it, or [`FLUSH_STALL`]
-//!   once the broker stops taking records (away: the exit is not held up for nothing).
+//!   [`crate::observe::stream::FLUSH_TIMEOUT`] plus `linger` for the broker to take it, or
+//!   [`FLUSH_STALL`] plus `linger` once no record is sent or dropped (the broker is away: the
+//!   exit is not held up for nothing). librdkafka still lets each record wait out `linger`:
+//!   rdkafka's `flush` asks it to send at once only for an instant.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -50,7 +52,7 @@ const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 const EVENTS_PER_TICK: usize = 64;
 /// The flush at exit waits in steps of this.
 const FLUSH_STEP: Duration = Duration::from_millis(100);
-/// The flush at exit gives up when the broker took nothing for this long.
+/// The flush at exit gives up when no record was sent or dropped for this long (after `linger`).
 const FLUSH_STALL: Duration = Duration::from_secs(1);
 /// The start-up reachability check's budget.
 const START_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -69,6 +71,8 @@ struct Sending {
     pending: Option<Record>,
     topic: String,
     dropped: IntCounter,
+    /// `linger`: a record may wait this long before librdkafka sends it.
+    linger: Duration,
 }
 
 /// How a drain ended.
@@ -93,18 +97,27 @@ pub async fn run(stream: Arc<Stream>) {
     };
     let c = &stream.config;
     tracing::info!(brokers = ?c.brokers, topic = c.topic, compression = c.compression.as_str(), acks = ?c.acks, linger = ?c.linger, "analytics: streaming records to Kafka");
-    let Some(producer) = start(&stream).await else {
-        return;
+    let producer = match make(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(
+                "analytics: cannot make a Kafka producer, no records will be sent: {e}"
+            );
+            return;
+        }
     };
     let sending = Arc::new(Mutex::new(Sending {
         rx,
-        producer,
+        producer: producer.clone(),
         pending: None,
         topic: c.topic.clone(),
         dropped: stream.dropped.clone(),
+        linger: c.linger,
     }));
+    // Before the reachability check, which can take seconds: an exit meanwhile still flushes.
     let flushing = sending.clone();
     stream.set_flush(Box::new(move |timeout| flush(&flushing, timeout)));
+    check_reachable(&stream, producer).await;
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replaced = None;
@@ -149,13 +162,17 @@ fn serve(producer: &Producer) {
     }
 }
 
-/// Moves what lb still queues into librdkafka and waits, up to `timeout` in all, for the broker
-/// to take it; gives up sooner once nothing was taken for [`FLUSH_STALL`] (the broker is away:
-/// waiting longer would only delay the exit). Returns how many records were left unsent.
+/// Moves what lb still queues into librdkafka and waits, up to `timeout` (plus `linger`, which
+/// records may still have to wait out) in all, for the broker to take it. Gives up sooner once
+/// no record was sent or dropped for [`FLUSH_STALL`] after `linger` (the broker is away: waiting
+/// longer would only delay the exit). Returns how many records were left unsent.
 fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
-    let deadline = Instant::now() + timeout;
     let mut s = lock(sending);
-    let (mut fewest, mut since) = (u64::MAX, Instant::now());
+    let started = Instant::now();
+    let deadline = started + timeout + s.linger;
+    let stall = FLUSH_STALL + s.linger;
+    let done = |s: &Sending| s.producer.context().sent.get() + s.dropped.get();
+    let (mut last, mut since) = (done(&s), started);
     loop {
         let drained = drain(&mut s);
         // Serves the delivery reports while it waits.
@@ -164,31 +181,21 @@ fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
         if flushed && drained == Drained::Empty || left == 0 {
             return left + s.rx.try_iter().count() as u64;
         }
-        if left < fewest {
-            (fewest, since) = (left, Instant::now());
+        if done(&s) > last {
+            (last, since) = (done(&s), Instant::now());
         }
-        if since.elapsed() >= FLUSH_STALL || Instant::now() >= deadline {
+        if since.elapsed() >= stall || Instant::now() >= deadline {
             return left + s.rx.try_iter().count() as u64;
         }
     }
 }
 
-/// Makes the producer and checks, without waiting long, that the brokers answer: an unreachable
-/// broker at start is a warning, records queue (and then drop) until it comes.
-async fn start(stream: &Arc<Stream>) -> Option<Producer> {
-    let producer = match make(stream) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(
-                "analytics: cannot make a Kafka producer, no records will be sent: {e}"
-            );
-            return None;
-        }
-    };
-    let client = producer.clone();
+/// Checks, without waiting long, that the brokers answer: an unreachable broker at start is a
+/// warning, records queue (and then drop) until it comes.
+async fn check_reachable(stream: &Arc<Stream>, producer: Producer) {
     let topic = stream.config.topic.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        client
+        producer
             .client()
             .fetch_metadata(Some(&topic), START_CHECK_TIMEOUT)
             .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
@@ -207,7 +214,6 @@ async fn start(stream: &Arc<Stream>) -> Option<Producer> {
         }
         Err(_) => {}
     }
-    Some(producer)
 }
 
 /// Moves queued records into librdkafka until lb's queue is empty or librdkafka's is full.

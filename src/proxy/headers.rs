@@ -85,7 +85,7 @@ fn host_name(host: &str) -> &str {
     let name = if host.starts_with('[') {
         host.find(']').map_or(host, |i| &host[..=i])
     } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+        host.split_once(':').map_or(host, |(h, _)| h)
     };
     name.strip_suffix('.').unwrap_or(name)
 }
