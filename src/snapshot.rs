@@ -274,8 +274,11 @@ impl Router {
         if self.hosts.is_empty() && self.wildcards.is_empty() && self.trailing.is_empty() {
             return &self.default;
         }
-        let host = strip_port(host);
-        let host = host.strip_suffix('.').unwrap_or(host);
+        let host = host_name(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let lower: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
@@ -343,14 +346,19 @@ impl Snapshot {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+/// A `Host` (or `:authority`) without its port and a trailing dot, as NGINX names the host
+/// (`[v6]:port` keeps its brackets). Routing matches it in any case; `host_header =
+/// "client_host"` sends it lower-cased.
+pub fn host_name(host: &str) -> &str {
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |i| &host[..=i])
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// What a snapshot backend is made from: a configured address, or one DNS discovery found.

@@ -70,7 +70,6 @@ struct Sending {
     producer: Producer,
     pending: Option<Record>,
     topic: String,
-    dropped: IntCounter,
     /// `linger`: a record may wait this long before librdkafka sends it.
     linger: Duration,
 }
@@ -111,7 +110,6 @@ pub async fn run(stream: Arc<Stream>) {
         producer: producer.clone(),
         pending: None,
         topic: c.topic.clone(),
-        dropped: stream.dropped.clone(),
         linger: c.linger,
     }));
     // Before the reachability check, which can take seconds: an exit meanwhile still flushes.
@@ -171,7 +169,10 @@ fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
     let started = Instant::now();
     let deadline = started + timeout + s.linger;
     let stall = FLUSH_STALL + s.linger;
-    let done = |s: &Sending| s.producer.context().sent.get() + s.dropped.get();
+    let done = |s: &Sending| {
+        let counted = s.producer.context();
+        counted.sent.get() + counted.dropped.get()
+    };
     let (mut last, mut since) = (done(&s), started);
     loop {
         let drained = drain(&mut s);
@@ -238,7 +239,7 @@ fn drain(s: &mut Sending) -> Drained {
                 return Drained::Full;
             }
             Err(e) => {
-                s.dropped.inc();
+                s.producer.context().dropped.inc();
                 s.producer
                     .context()
                     .warn(&format!("record not queued: {e}"));

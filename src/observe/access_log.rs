@@ -272,6 +272,8 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_820_905_123);
         assert_eq!(rfc3339(t), "2026-11-27T23:08:25.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_007); // a leap day
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.007Z");
     }
 
     #[test]
@@ -314,5 +316,19 @@ mod tests {
             (v3["protocol"].as_str(), v3["grpc_status"].as_u64()),
             (Some("http2"), Some(14))
         );
+        // duration_ms: three decimals from whole (rounded) microseconds.
+        for (nanos, text) in [
+            (1_005_000, "\"duration_ms\":1.005,"),
+            (999, "\"duration_ms\":0.001,"),
+            (499, "\"duration_ms\":0.000,"),
+            (12_345_678_900, "\"duration_ms\":12345.679,"),
+        ] {
+            let d = Entry {
+                duration: Duration::from_nanos(nanos),
+                ..e
+            };
+            let line = format_entry(&d, UNIX_EPOCH);
+            assert!(line.contains(text), "{nanos}: {line}");
+        }
     }
 }

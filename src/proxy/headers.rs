@@ -72,22 +72,12 @@ pub(super) fn host_name_only(req: &mut RequestHeader) -> Result<()> {
     let Some(sent) = req.headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
-    let name = host_name(sent);
+    let name = crate::snapshot::host_name(sent);
     if name.len() == sent.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
         return Ok(());
     }
     let name = name.to_ascii_lowercase();
     set_host(req, &name)
-}
-
-/// `host[:port]` without the port and a trailing dot (`[v6]:port` keeps its brackets).
-fn host_name(host: &str) -> &str {
-    let name = if host.starts_with('[') {
-        host.find(']').map_or(host, |i| &host[..=i])
-    } else {
-        host.split_once(':').map_or(host, |(h, _)| h)
-    };
-    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// Replaces the request's path, keeping its query as sent.

@@ -144,6 +144,16 @@ fn records_total(lb: &Lb, result: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().parse().unwrap()))
 }
 
+/// Upstream `api` over `pool` (weight 1 each) with `[analytics.kafka]` ([`kafka_toml`]).
+fn api_with_stream(pool: &[&Backend], bootstrap: &str, records: &str, extra: &str) -> String {
+    let pool: Vec<(&Backend, u32)> = pool.iter().map(|b| (*b, 1)).collect();
+    format!(
+        "[upstreams.api]\n{}\n\n{}",
+        backends_toml(&pool),
+        kafka_toml(bootstrap, records, extra)
+    )
+}
+
 fn kafka_toml(bootstrap: &str, records: &str, extra: &str) -> String {
     format!(
         "[analytics.kafka]\nbrokers = [\"{bootstrap}\"]\ntopic = \"{TOPIC}\"\nrecords = {records}\n{extra}\n"
@@ -270,10 +280,11 @@ fn request_and_event_records_reach_kafka_and_survive_a_broker_restart() {
 fn an_unreachable_broker_is_a_warning_and_a_stream_change_needs_a_restart() {
     let a = Backend::start("a");
     let nobody = format!("127.0.0.1:{}", free_port());
-    let mut lb = Lb::start(&format!(
-        "[upstreams.api]\n{}\n\n{}",
-        backends_toml(&[(&a, 1)]),
-        kafka_toml(&nobody, "[\"request\"]", "queue = 10")
+    let mut lb = Lb::start(&api_with_stream(
+        &[&a],
+        &nobody,
+        "[\"request\"]",
+        "queue = 10",
     ));
     let (statuses, _) = load(lb.addr, "/", 2, 25);
     assert_eq!(statuses.get(&200), Some(&50), "{statuses:?}");
@@ -285,10 +296,11 @@ fn an_unreachable_broker_is_a_warning_and_a_stream_change_needs_a_restart() {
     assert!(dropped >= 30, "dropped {dropped}");
     assert_eq!(records_total(&lb, "sent"), Some(0));
 
-    lb.write_config(&format!(
-        "[upstreams.api]\n{}\n\n{}",
-        backends_toml(&[(&a, 1)]),
-        kafka_toml(&nobody, "[\"request\", \"event\"]", "queue = 10")
+    lb.write_config(&api_with_stream(
+        &[&a],
+        &nobody,
+        "[\"request\", \"event\"]",
+        "queue = 10",
     ));
     let (code, v) = lb.reload();
     assert_eq!(code, 200, "{v}");
@@ -395,14 +407,11 @@ fn the_idempotent_producer_delivers_exactly_and_recovers_from_a_broker_that_forg
     let mut broker = Broker::start(free_port());
     broker.create_topic(TOPIC);
     let a = Backend::start("a");
-    let lb = Lb::start(&format!(
-        "[upstreams.api]\n{}\n\n{}",
-        backends_toml(&[(&a, 1)]),
-        kafka_toml(
-            &broker.bootstrap(),
-            "[\"request\"]",
-            "acks = \"all\"\ncompression = \"lz4\""
-        )
+    let lb = Lb::start(&api_with_stream(
+        &[&a],
+        &broker.bootstrap(),
+        "[\"request\"]",
+        "acks = \"all\"\ncompression = \"lz4\"",
     ));
     let (statuses, _) = load(lb.addr, "/echo/i", 2, 100);
     assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
@@ -434,10 +443,11 @@ fn summary_records_add_up_to_the_requests_sent() {
     let broker = Broker::start(free_port());
     broker.create_topic(TOPIC);
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let lb = Lb::start(&format!(
-        "[upstreams.api]\n{}\n\n{}",
-        backends_toml(&[(&a, 1), (&b, 1)]),
-        kafka_toml(&broker.bootstrap(), "[\"summary\"]", "acks = \"all\"")
+    let lb = Lb::start(&api_with_stream(
+        &[&a, &b],
+        &broker.bootstrap(),
+        "[\"summary\"]",
+        "acks = \"all\"",
     ));
     const N: usize = 400;
     let (statuses, _) = load(lb.addr, "/", 4, N / 4);
@@ -549,14 +559,11 @@ fn every_batch_report_is_served_when_records_are_not_batched() {
     let broker = Broker::start(free_port());
     broker.create_topic(TOPIC);
     let a = Backend::start("a");
-    let lb = Lb::start(&format!(
-        "[upstreams.api]\n{}\n\n{}",
-        backends_toml(&[(&a, 1)]),
-        kafka_toml(
-            &broker.bootstrap(),
-            "[\"request\"]",
-            "linger = \"0s\"\nqueue = 1000"
-        )
+    let lb = Lb::start(&api_with_stream(
+        &[&a],
+        &broker.bootstrap(),
+        "[\"request\"]",
+        "linger = \"0s\"\nqueue = 1000",
     ));
     const N: usize = 3000;
     let (statuses, _) = load(lb.addr, "/echo/nolinger", 4, N / 4);
