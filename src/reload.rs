@@ -351,8 +351,7 @@ mod tests {
 
     /// A config file in a fresh directory and the live state loaded from it.
     fn load(tag: &str, text: &str) -> (PathBuf, Arc<Shared>) {
-        let dir = std::env::temp_dir().join(format!("lb-unit-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::util::testdir::fresh(tag);
         let path = dir.join("lb.toml");
         std::fs::write(&path, text).unwrap();
         let config = config::parse(text).unwrap();
@@ -428,8 +427,7 @@ mod tests {
 
     #[test]
     fn admin_token_and_rules_apply_on_reload_switching_tls_needs_a_restart() {
-        let dir = std::env::temp_dir().join(format!("lb-unit-admin-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::util::testdir::fresh("admin-files");
         let token = dir.join("admin.token");
         std::fs::write(&token, "first-token-0123456789\n").unwrap();
         let (path, shared) = load("admin", &admin_text(&token, ""));
@@ -453,9 +451,7 @@ mod tests {
 
     #[test]
     fn a_reload_swaps_the_admin_certificate() {
-        let dir =
-            std::env::temp_dir().join(format!("lb-unit-admin-tls-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::util::testdir::fresh("admin-tls-files");
         let token = dir.join("admin.token");
         std::fs::write(&token, "first-token-0123456789\n").unwrap();
         let (cert, key) = write_cert(&dir, "a");

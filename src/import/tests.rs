@@ -16,9 +16,7 @@ struct Out {
 
 /// Imports `nginx.conf` (the first file) with the other files beside it.
 fn run(tag: &str, files: &[(&str, &str)]) -> Out {
-    let dir = std::env::temp_dir().join(format!("lb-import-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::testdir::fresh(&format!("import-{tag}"));
     for (name, text) in files {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -417,8 +415,7 @@ fn routes_to_a_skipped_upstream_are_not_emitted() {
 
 #[test]
 fn nothing_to_import_is_an_error() {
-    let dir = std::env::temp_dir().join(format!("lb-import-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::testdir::fresh("import-empty");
     std::fs::write(dir.join("nginx.conf"), "http { server { root /srv; } }").unwrap();
     let e = import(&dir.join("nginx.conf")).unwrap_err();
     assert!(e.contains("nothing to import"), "{e}");

@@ -356,8 +356,7 @@ mod tests {
     }
 
     fn temp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lb-import-tree-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let d = crate::util::testdir::fresh(&format!("import-tree-{tag}"));
         std::fs::create_dir_all(d.join("conf.d")).unwrap();
         d
     }

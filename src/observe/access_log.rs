@@ -241,8 +241,7 @@ mod tests {
 
     #[test]
     fn flush_writes_every_logged_line() {
-        let dir = std::env::temp_dir().join(format!("lb-unit-flush-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::util::testdir::fresh("flush");
         let path = dir.join("access.log");
         let log = AccessLogger::start(&AccessLog::File(path.clone())).unwrap();
         let e = Entry {

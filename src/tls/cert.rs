@@ -300,9 +300,7 @@ mod tests {
     }
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lb-unit-cert-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::util::testdir::fresh(&format!("cert-{tag}"))
     }
 
     const NOW: i64 = 1_800_000_000;

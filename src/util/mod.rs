@@ -1,6 +1,8 @@
 //! Small leaf helpers every layer may use: clocks ([`time`]), hashing ([`hash`]) and protobuf
-//! varints ([`proto`]). Nothing here knows about lb's config or state.
+//! varints ([`proto`]); for tests, fresh temporary directories (`testdir`). Nothing here knows about lb's config or state.
 
 pub mod hash;
 pub mod proto;
+#[cfg(test)]
+pub mod testdir;
 pub mod time;
