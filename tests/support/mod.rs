@@ -129,11 +129,18 @@ pub struct Lb {
 
 /// A fresh temporary directory for one test.
 pub fn temp_dir(tag: &str) -> PathBuf {
+    // The process id and a port alone can repeat across runs, and /tmp outlives them: add the
+    // time, and empty whatever is there.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let dir = std::env::temp_dir().join(format!(
-        "lb-test-{tag}-{}-{}",
+        "lb-test-{tag}-{}-{}-{nanos}",
         std::process::id(),
         free_port()
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
