@@ -241,17 +241,19 @@ struct Background(Arc<Shared>, String);
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let s = &self.0;
-        // Outlives the shutdown broadcast below, which arrives together with the signal.
+        // Outlive the shutdown broadcast below, which arrives together with the signal: the drain
+        // exits the process; until then, the requests finishing in the grace period are still
+        // sampled each second and their records still streamed (the exit flush sends the rest).
         tokio::spawn(drain_on_stop_signals(s.clone(), self.1.clone()));
+        tokio::spawn(crate::history::run(s.clone()));
+        tokio::spawn(analytics(s.clone()));
         // join!, not select!: one task ending (e.g. no file watcher available) must not stop the others.
         let work = async {
             tokio::join!(
                 health::supervise(s.clone()),
                 crate::discovery::supervise(s.clone()),
-                crate::history::run(s.clone()),
                 reload::watch_file(s.clone()),
                 reload::on_sighup(s.clone()),
-                analytics(s.clone()),
             )
         };
         tokio::select! {

@@ -26,7 +26,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
@@ -121,23 +121,32 @@ pub async fn run(stream: Arc<Stream>) {
     let mut replaced = None;
     loop {
         tick.tick().await;
-        let mut s = lock(&sending);
+        // Held by the flush at exit, which sends what is left: nothing to do (and no runtime
+        // thread blocked on it).
+        let mut s = match sending.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => continue,
+        };
         let due = replaced.is_none_or(|t: Instant| t.elapsed() >= MESSAGE_TIMEOUT);
         if due && s.producer.context().replace.load(Relaxed) {
             replaced = Some(Instant::now());
             tracing::warn!(
                 "analytics: replacing the Kafka producer (failed, or its records time out)"
             );
-            let new = match make(&stream) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!("analytics: cannot make a Kafka producer: {e}");
-                    return;
+            match make(&stream) {
+                Ok(new) => {
+                    let old = std::mem::replace(&mut s.producer, new);
+                    // Dropping purges its queue (each purged record is reported, and counted,
+                    // as dropped).
+                    tokio::task::spawn_blocking(move || drop(old));
                 }
-            };
-            let old = std::mem::replace(&mut s.producer, new);
-            // Dropping purges its queue (each purged record is reported, and counted, as dropped).
-            tokio::task::spawn_blocking(move || drop(old));
+                // The old producer goes on (its records still counted as they end), and the
+                // replacement is tried again after MESSAGE_TIMEOUT.
+                Err(e) => tracing::error!(
+                    "analytics: cannot make a Kafka producer, keeping the old one: {e}"
+                ),
+            }
         }
         let drained = drain(&mut s);
         serve(&s.producer);

@@ -575,3 +575,46 @@ fn every_batch_report_is_served_when_records_are_not_batched() {
     let records = broker.consume(TOPIC, "request", N, 15);
     assert_eq!(of_type(&records, "request").len(), N);
 }
+
+#[test]
+fn requests_finishing_during_a_graceful_stop_are_streamed_before_the_exit() {
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let a = Backend::start("a");
+    let mut lb = Lb::start_with(
+        &api_with_stream(&[&a], &broker.bootstrap(), "[\"request\"]", ""),
+        "grace_period = \"15s\"",
+    );
+    let addr = lb.addr;
+    let slow = |ms: u64| {
+        std::thread::spawn(move || try_request(addr, "GET", &format!("/delay/{ms}"), &[], b""))
+    };
+    // One request ends soon after the signal, the other holds the exit back for 8 s.
+    let (short, long) = (slow(500), slow(8000));
+    wait_for("requests in flight", Duration::from_secs(10), || {
+        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 2).then_some(())
+    });
+    lb.proc.signal("-TERM");
+    assert_eq!(short.join().unwrap().expect("short request").status, 200);
+    // Its record is sent while lb still drains, not held back until the exit flush.
+    let records = broker.consume(TOPIC, "request", 1, 5);
+    assert!(
+        lb.proc.child.try_wait().unwrap().is_none(),
+        "lb exited before the check (the long request should hold it 8 s)"
+    );
+    let paths: Vec<_> = of_type(&records, "request")
+        .iter()
+        .map(|r| r["value"]["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/delay/500"],
+        "records on the topic during the drain"
+    );
+    assert_eq!(long.join().unwrap().expect("long request").status, 200);
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    let records = broker.consume(TOPIC, "request", 2, 10);
+    assert_eq!(of_type(&records, "request").len(), 2, "{records:#?}");
+}

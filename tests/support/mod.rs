@@ -156,8 +156,14 @@ impl Lb {
         let (port, admin_port) = (free_port(), free_port());
         let dir = temp_dir("lb");
         let config = dir.join("lb.toml");
+        // A grace period of 3 s unless `server_extra` sets its own.
+        let grace = if server_extra.contains("grace_period") {
+            ""
+        } else {
+            "grace_period = \"3s\"\n"
+        };
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\n{grace}{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
         );
         std::fs::write(&config, &text).unwrap();
         let header = text[..text.find("\n\n[admin]").unwrap()].to_string()
