@@ -12,9 +12,10 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::{
-    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, UpstreamConfig,
+    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
+use crate::state::limit::Limiter;
 use crate::state::registry::Registry;
 
 /// One backend of one upstream, as of this snapshot.
@@ -80,6 +81,8 @@ pub struct Upstream {
     /// Shared with the upstream's other snapshots (balancer position, ejection lock, stats of
     /// lb's own answers).
     pub state: Arc<UpstreamState>,
+    /// Indexes into [`Snapshot::limits`] of its `rate_limits`.
+    pub limits: Box<[usize]>,
 }
 
 impl Upstream {
@@ -112,6 +115,9 @@ impl Upstream {
 pub struct Route {
     pub upstream: usize,
     pub replace: Option<(usize, Box<str>)>,
+    /// Indexes into [`Snapshot::limits`] of the route's own `rate_limits` (`None`: its
+    /// upstream's).
+    pub limits: Option<Box<[usize]>>,
 }
 
 /// What routing found for a request.
@@ -182,6 +188,7 @@ impl Router {
             let all = Route {
                 upstream: 0,
                 replace: None,
+                limits: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
@@ -189,6 +196,10 @@ impl Router {
             let Some(upstream) = index(&r.upstream) else {
                 continue;
             };
+            let limits = r
+                .rate_limits
+                .as_deref()
+                .map(|names| limit_indexes(config, names));
             let group = match r.host.as_deref() {
                 None => &mut router.default,
                 Some(h) if h.ends_with(".*") => {
@@ -227,6 +238,7 @@ impl Router {
                     Route {
                         upstream,
                         replace: None,
+                        limits,
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -234,7 +246,11 @@ impl Router {
                         .replace_prefix
                         .as_deref()
                         .map(|with| (p.len(), Box::<str>::from(with)));
-                    let route = Route { upstream, replace };
+                    let route = Route {
+                        upstream,
+                        replace,
+                        limits,
+                    };
                     group
                         .prefixes
                         .push((p.as_str().into(), r.skip_regex, route));
@@ -244,6 +260,7 @@ impl Router {
                     Route {
                         upstream,
                         replace: None,
+                        limits,
                     },
                 )),
             }
@@ -309,6 +326,23 @@ pub struct Snapshot {
     router: Router,
     /// lb's 404s for requests no route matched.
     pub no_route: Arc<crate::state::stats::RequestStats>,
+    /// `[rate_limits]`, in the config's order (by name).
+    pub limits: Vec<Limit>,
+}
+
+/// One `[rate_limits.NAME]`: its settings and its table of keys (kept across snapshots).
+#[derive(Debug)]
+pub struct Limit {
+    pub config: RateLimitConfig,
+    pub table: Arc<Limiter>,
+}
+
+/// Indexes into [`Snapshot::limits`] (the config's order) of `names`.
+fn limit_indexes(config: &Config, names: &[String]) -> Box<[usize]> {
+    names
+        .iter()
+        .filter_map(|n| config.rate_limits.iter().position(|l| l.name == *n))
+        .collect()
 }
 
 impl Snapshot {
@@ -317,13 +351,31 @@ impl Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(build_upstream(u, registry)))
+            .map(|u| Arc::new(build_upstream(u, registry, &config)))
+            .collect();
+        let all = &config.rate_limits;
+        let limits = all
+            .iter()
+            .map(|c| Limit {
+                config: c.clone(),
+                table: registry.limiter(c, all),
+            })
             .collect();
         Snapshot {
             router: Router::build(&config),
-            config,
             upstreams,
             no_route: registry.own_stats(""),
+            limits,
+            config,
+        }
+    }
+
+    /// The rate limits (indexes into [`Snapshot::limits`]) a request routed by `route` passes.
+    #[inline]
+    pub fn limits_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
+        match &route.limits {
+            Some(own) => own,
+            None => &self.upstreams[route.upstream].limits,
         }
     }
 
@@ -373,7 +425,7 @@ struct Spec<'a> {
     name: Option<Arc<str>>,
 }
 
-fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
+fn build_upstream(u: &UpstreamConfig, registry: &Registry, config: &Config) -> Upstream {
     let initial = if u.health_check.is_some() {
         Health::Checking
     } else {
@@ -462,6 +514,7 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
         state,
         config: u.clone(),
         backends,
+        limits: limit_indexes(config, &u.rate_limits),
     }
 }
 

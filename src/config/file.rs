@@ -79,6 +79,7 @@ pub struct UpstreamFile {
     pub hash_key: Option<String>,
     pub host_header: Option<String>,
     pub resolve_interval: Option<String>,
+    pub rate_limits: Option<Vec<String>>,
 }
 
 /// `[resolver]`: the DNS servers discovery asks.
@@ -146,7 +147,22 @@ pub struct RouteFile {
     pub path_regex: Option<String>,
     pub skip_regex: Option<bool>,
     pub replace_prefix: Option<String>,
+    pub rate_limits: Option<Vec<String>>,
     pub upstream: String,
+}
+
+/// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub key: Option<String>,
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
+    pub delay: Option<i64>,
+    pub nodelay: Option<bool>,
+    pub status: Option<i64>,
+    pub max_keys: Option<i64>,
+    pub dry_run: Option<bool>,
 }
 
 /// `[analytics]`: the per-second history and the Kafka stream.

@@ -16,6 +16,7 @@ mod admin;
 mod analytics;
 #[cfg(test)]
 mod balancing_tests;
+mod rate_limit;
 mod tls;
 mod upstream;
 
@@ -30,6 +31,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "resolver",
     "analytics",
+    "rate_limits",
 ];
 
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
@@ -67,6 +69,8 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// The names under `[rate_limits]` (checked first: upstreams and routes name them).
+    rate_limit_names: Vec<String>,
     warnings: Vec<Problem>,
     /// Listening addresses seen so far, with their key paths.
     listeners: Vec<(String, SocketAddr)>,
@@ -135,7 +139,7 @@ impl Checker {
                 self.problems.push(Problem {
                     path: key.clone(),
                     message: "unknown key (expected one of `server`, `admin`, `upstreams`, \
-                              `routes`, `resolver`, `analytics`)"
+                              `routes`, `resolver`, `analytics`, `rate_limits`)"
                         .into(),
                 });
             }
@@ -158,6 +162,8 @@ impl Checker {
             .and_then(|v| self.decode::<AnalyticsFile>("analytics", v))
             .map(|a| self.analytics(a))
             .unwrap_or_default();
+        // Before the upstreams and routes, which name them.
+        let rate_limits = self.rate_limits(table.remove("rate_limits"));
         let upstreams = self.upstreams(table.remove("upstreams"));
         let routes = self.routes(table.remove("routes"), &upstreams);
         if upstreams.len() > 1 && routes.is_empty() && self.problems.is_empty() {
@@ -173,6 +179,7 @@ impl Checker {
             routes,
             resolver,
             analytics,
+            rate_limits,
             warnings: Vec::new(),
         })
     }
@@ -439,6 +446,7 @@ impl Checker {
                 path: matcher,
                 skip_regex,
                 replace_prefix: r.replace_prefix,
+                rate_limits: self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits),
                 upstream: r.upstream,
             });
         }

@@ -248,6 +248,7 @@ impl Metrics {
             series.push((&key.upstream, &key.address, &state.stats));
         }
         crate::state::stats::render(&mut text, &series);
+        render_limits(&mut text, snapshot);
         text
     }
 
@@ -292,6 +293,51 @@ impl Metrics {
                 }
             }
         }
+    }
+}
+
+/// `lb_rate_limit_requests_total{limit, result}` and `lb_rate_limit_keys{limit}` of the
+/// configured `[rate_limits]` (counted by their tables, which reloads keep).
+fn render_limits(text: &mut String, snapshot: &Snapshot) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    if snapshot.limits.is_empty() {
+        return;
+    }
+    text.push_str(
+        "# HELP lb_rate_limit_requests_total Requests checked by a rate limit, by result (passed, \
+         delayed, rejected; with dry_run: delayed_dry_run, rejected_dry_run)\n\
+         # TYPE lb_rate_limit_requests_total counter\n",
+    );
+    for l in &snapshot.limits {
+        let c = &l.table.counts;
+        let results = [
+            ("passed", &c.passed),
+            ("delayed", &c.delayed),
+            ("rejected", &c.rejected),
+            ("delayed_dry_run", &c.delayed_dry_run),
+            ("rejected_dry_run", &c.rejected_dry_run),
+        ];
+        for (result, n) in results {
+            let _ = writeln!(
+                text,
+                "lb_rate_limit_requests_total{{limit=\"{}\",result=\"{result}\"}} {}",
+                l.config.name,
+                n.load(Relaxed)
+            );
+        }
+    }
+    text.push_str(
+        "# HELP lb_rate_limit_keys Keys a rate limit remembers now (at most its max_keys)\n\
+         # TYPE lb_rate_limit_keys gauge\n",
+    );
+    for l in &snapshot.limits {
+        let _ = writeln!(
+            text,
+            "lb_rate_limit_keys{{limit=\"{}\"}} {}",
+            l.config.name,
+            l.table.len()
+        );
     }
 }
 

@@ -16,7 +16,8 @@
 //! [`forward`] (one attempt on an HTTP/1 connection or an HTTP/2 stream: request head, both
 //! bodies streamed at once, response head filter, trailers, upgrade tunnels), [`grpc`] (gRPC
 //! calls: deadlines and lb's own answers as `grpc-status`), [`context`] (per-request state), [`retry`] (the retry decision, pure),
-//! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`pool`] (idle
+//! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`limit`] (request
+//! keys and the rate limits' verdict), [`pool`] (idle
 //! backend connections per worker thread), [`stop`] (waking idle connections when the service
 //! stops). lb's own answers are built by [`crate::edge::answer`].
 
@@ -24,6 +25,7 @@ pub mod context;
 pub mod forward;
 pub mod grpc;
 pub mod headers;
+pub mod limit;
 pub mod pool;
 pub mod retry;
 pub mod stop;
@@ -58,6 +60,7 @@ use crate::util::time::process_ms_at;
 pub use context::active_requests;
 use context::Ctx;
 use headers::request_host;
+use limit::{KeyBuf, Limited};
 use retry::{Failure, Next, Stage};
 
 /// A backend connection for one attempt: an HTTP/1 connection of its own, or a stream of a
@@ -179,6 +182,7 @@ impl Proxy {
             NormalizePath::Off => Ok(Cow::Borrowed(raw_path)),
             _ => path::normalize(raw_path, server.merge_slashes),
         };
+        let mut limited = Limited::Pass;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
             Ok(path) => match snapshot.route(request_host(req), &path) {
@@ -199,6 +203,7 @@ impl Proxy {
                 Some(Routed::To(route)) => {
                     ctx.upstream = route.upstream;
                     ctx.routed = true;
+                    limited = limit::check(session, &snapshot, route, &path);
                     let by_path = snapshot.upstreams[route.upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
                     if let (true, Cow::Owned(p)) = (by_path, &path) {
@@ -223,6 +228,19 @@ impl Proxy {
         if let Some((code, reason)) = refusal {
             self.refuse(session, ctx, code, reason).await;
             return false;
+        }
+        match limited {
+            Limited::Pass => {}
+            // NGINX's `limit_req` delay: the request waits its turn at the limit's rate.
+            Limited::Delay(d) => tokio::time::sleep(d).await,
+            Limited::Reject(i) => {
+                let snapshot = ctx.snapshot.clone().expect("routed");
+                let limit = &snapshot.limits[i].config;
+                let msg = format!("rate limit {:?} exceeded", limit.name);
+                ctx.own_answer = true;
+                self.refuse(session, ctx, limit.status, &msg).await;
+                return false;
+            }
         }
         if !self.has_usable_backend(ctx) {
             let name = ctx.upstream().map_or("", |u| u.name());
@@ -655,9 +673,6 @@ fn log_entry(
 /// Why a pick found nothing although backends are usable (lb answers 503 with this reason).
 const AT_MAX_CONNS: &str = "every usable backend is at its max_conns";
 
-/// Room on the stack for a hash key made by lb (a client address).
-type KeyBuf = [u8; 64];
-
 /// The bytes a hash strategy hashes for this request (empty: none, round-robin instead).
 fn hash_key<'a>(
     session: &'a ServerSession,
@@ -665,53 +680,24 @@ fn hash_key<'a>(
     up: &Upstream,
     buf: &'a mut KeyBuf,
 ) -> &'a [u8] {
-    use crate::config::{HashKey, Strategy};
-    let client = || {
-        session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-    };
-    if up.config.strategy == Strategy::IpHash {
-        let Some(ip) = client() else { return &[] };
+    if up.config.strategy == crate::config::Strategy::IpHash {
+        let Some(ip) = limit::client_ip(session) else {
+            return &[];
+        };
         let mut octets = [0u8; 16];
         let key = crate::balance::hash::ip_key(ip, &mut octets);
         let n = key.len();
         buf[..n].copy_from_slice(key);
         return &buf[..n];
     }
-    let req = session.req_header();
-    match up.config.hash_key.as_ref() {
-        None => &[],
-        Some(HashKey::ClientIp) => {
-            let Some(ip) = client() else { return &[] };
-            headers::format_ip(ip, buf).as_bytes()
-        }
-        Some(HashKey::Uri) => req.raw_path(),
-        Some(HashKey::Path) => ctx
-            .key_path
-            .as_deref()
-            .map_or(req.uri.path().as_bytes(), str::as_bytes),
-        Some(HashKey::Header(name)) => req
-            .headers
-            .get(name.as_str())
-            .map_or(&[][..], |v| v.as_bytes()),
-        Some(HashKey::Cookie(name)) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .find_map(|v| cookie(v.as_bytes(), name.as_bytes()))
-            .unwrap_or(&[]),
-    }
-}
-
-/// The value of cookie `name` in a `Cookie` header line.
-fn cookie<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    line.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
-    })
+    let Some(key) = up.config.hash_key.as_ref() else {
+        return &[];
+    };
+    let path = ctx
+        .key_path
+        .as_deref()
+        .unwrap_or(session.req_header().uri.path());
+    limit::request_key(session, key, path, buf)
 }
 
 /// How long an HTTP/2 request's unread body is read (and discarded) after its answer.

@@ -1,12 +1,14 @@
 //! Runtime state that outlives snapshots: per-backend health, load and counters
 //! ([`backend`]), the registry that keys it by upstream and address ([`registry`]), request
 //! statistics ([`stats`]), attempt outcomes ([`outcome`]), rolling latency windows ([`latency`])
-//! the addresses DNS discovery found ([`discovery`]) and the per-second history ([`history`]).
+//! the addresses DNS discovery found ([`discovery`]), the per-second history ([`history`]) and
+//! the rate limits' tables of keys ([`limit`]).
 
 pub mod backend;
 pub mod discovery;
 pub mod history;
 pub mod latency;
+pub mod limit;
 pub mod outcome;
 pub mod registry;
 pub mod stats;

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use super::backend::{BackendState, Health, UpstreamState};
+use super::limit::Limiter;
 use super::stats::RequestStats;
+use crate::config::RateLimitConfig;
 use crate::util::time::process_ms;
 
 /// A backend's identity: the upstream it belongs to and its address (as written in the config;
@@ -45,6 +47,8 @@ pub struct Registry {
     started: std::sync::atomic::AtomicBool,
     /// The addresses of DNS-discovered backend entries.
     pub discovered: super::discovery::Discovered,
+    /// `[rate_limits]` tables by name.
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
 impl Registry {
@@ -94,6 +98,22 @@ impl Registry {
     /// Stats of lb's own answers for `upstream` (kept across reloads).
     pub fn own_stats(&self, upstream: &str) -> Arc<RequestStats> {
         self.upstream(upstream).own.clone()
+    }
+
+    /// The table of keys of rate limit `c`: the existing one while the limit keeps its key and
+    /// `max_keys`, else a new one. Limits no longer in `keep` (every configured name) go.
+    pub fn limiter(&self, c: &RateLimitConfig, keep: &[RateLimitConfig]) -> Arc<Limiter> {
+        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, _| keep.iter().any(|k| k.name == *name));
+        let made_for = (c.key.clone(), c.max_keys);
+        match map.get(&c.name) {
+            Some(l) if l.made_for == made_for => l.clone(),
+            _ => {
+                let l = Arc::new(Limiter::new(c));
+                map.insert(c.name.clone(), l.clone());
+                l
+            }
+        }
     }
 
     /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer

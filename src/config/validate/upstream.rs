@@ -161,6 +161,9 @@ impl Checker {
             tls,
             hash_key,
             host_header,
+            rate_limits: self
+                .rate_limit_names(&join(path, "rate_limits"), u.rate_limits)
+                .unwrap_or_default(),
             resolve_interval: {
                 let key = join(path, "resolve_interval");
                 let d = self.duration(
@@ -198,28 +201,11 @@ impl Checker {
                 ),
             );
         }
-        let token = |n: &str| {
-            !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        };
-        let key = match value {
-            "client_ip" => Some(HashKey::ClientIp),
-            "uri" => Some(HashKey::Uri),
-            "path" => Some(HashKey::Path),
-            _ => match value.split_once(':') {
-                Some(("header", n)) if token(n) => Some(HashKey::Header(n.to_ascii_lowercase())),
-                Some(("cookie", n)) if token(n) => Some(HashKey::Cookie(n.to_string())),
-                _ => None,
-            },
-        };
+        let key = parse_key(value);
         if key.is_none() {
             self.problem(
                 kpath,
-                format!(
-                    "unknown hash key {value:?} (expected \"client_ip\", \"uri\", \"path\", \
-                     \"header:NAME\" or \"cookie:NAME\")"
-                ),
+                format!("unknown hash key {value:?} (expected {KEY_NAMES})"),
             );
         }
         key.filter(|_| strategy == Strategy::ConsistentHash)
@@ -556,4 +542,27 @@ fn is_srv_name(name: &str) -> bool {
         && labels[1].len() > 1
         && labels[1].starts_with('_')
         && labels.iter().all(|l| label_ok(l))
+}
+
+/// The forms of a request key (`hash_key`, `rate_limits.X.key`).
+pub(super) const KEY_NAMES: &str =
+    "\"client_ip\", \"uri\", \"path\", \"header:NAME\" or \"cookie:NAME\"";
+
+/// A request key: `client_ip`, `uri`, `path`, `header:NAME` or `cookie:NAME`.
+pub(super) fn parse_key(value: &str) -> Option<HashKey> {
+    let token = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match value {
+        "client_ip" => Some(HashKey::ClientIp),
+        "uri" => Some(HashKey::Uri),
+        "path" => Some(HashKey::Path),
+        _ => match value.split_once(':') {
+            Some(("header", n)) if token(n) => Some(HashKey::Header(n.to_ascii_lowercase())),
+            Some(("cookie", n)) if token(n) => Some(HashKey::Cookie(n.to_string())),
+            _ => None,
+        },
+    }
 }
