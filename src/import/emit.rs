@@ -18,10 +18,46 @@ pub fn toml(import: &Import) -> String {
     for u in &import.upstreams {
         upstream(&mut s, u);
     }
+    for l in &import.rate_limits {
+        rate_limit(&mut s, l);
+    }
     for r in &import.routes {
         route(&mut s, r);
     }
     s
+}
+
+fn rate_limit(s: &mut String, l: &super::limit::RateLimit) {
+    let z = &l.zone;
+    let _ = writeln!(
+        s,
+        "\n# {}: limit_req_zone{}\n[rate_limits.{}]",
+        z.loc,
+        match &l.set_by {
+            Some(at) => format!(", with the limit_req at {at}"),
+            None => " (no location uses it)".to_string(),
+        },
+        key(&z.name)
+    );
+    let _ = writeln!(s, "key = {}", string(&z.key));
+    let _ = writeln!(s, "rate = {}", string(&z.rate));
+    if l.burst > 0 {
+        let _ = writeln!(s, "burst = {}", l.burst);
+    }
+    match l.delay {
+        None => {
+            let _ = writeln!(s, "nodelay = true");
+        }
+        Some(0) => {}
+        Some(d) => {
+            let _ = writeln!(s, "delay = {d}");
+        }
+    }
+    let _ = writeln!(s, "status = {}", l.status);
+    let _ = writeln!(s, "max_keys = {}", z.max_keys);
+    if l.dry_run {
+        let _ = writeln!(s, "dry_run = true");
+    }
 }
 
 fn server(s: &mut String, import: &Import) {
@@ -168,6 +204,10 @@ fn route(s: &mut String, r: &Route) {
     }
     if let Some(p) = &r.replace_prefix {
         let _ = writeln!(s, "replace_prefix = {}", string(p));
+    }
+    if !r.rate_limits.is_empty() {
+        let names: Vec<String> = r.rate_limits.iter().map(|n| string(n)).collect();
+        let _ = writeln!(s, "rate_limits = [{}]", names.join(", "));
     }
     let _ = writeln!(s, "upstream = {}", string(&r.upstream));
 }

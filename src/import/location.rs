@@ -1,5 +1,5 @@
 //! `location` blocks → routes, and the proxy settings (`proxy_set_header`, timeouts,
-//! `proxy_next_upstream`) that `http`, `server` and outer locations pass down to them.
+//! `proxy_next_upstream`, `limit_req`) that `http`, `server` and outer locations pass down to them.
 //!
 //! NGINX inherits a scalar setting unless the inner level sets it, and the `proxy_set_header`
 //! list only when the inner level has none of its own; `proxy_pass` itself is never inherited, so
@@ -7,6 +7,7 @@
 //! timeouts, retries and the Host header per upstream: the first location proxying to an
 //! upstream sets them, later ones that disagree get a note.
 
+use super::limit::{LimitUse, Limits};
 use super::model::*;
 use super::tree::{Directive, Loc};
 use super::upstream::with_port;
@@ -23,6 +24,8 @@ pub struct Settings {
     send: Option<At<String>>,
     next_upstream_off: Option<At<bool>>,
     tries: Option<At<u32>>,
+    /// `limit_req` and its companions.
+    limits: Limits,
 }
 
 /// `proxy_set_header` lines that say what lb does anyway.
@@ -47,13 +50,14 @@ impl Settings {
                 | "proxy_next_upstream"
                 | "proxy_next_upstream_tries"
                 | "proxy_http_version"
-        )
+        ) || Limits::owns(name)
     }
 
     /// The settings an inner level starts from.
     pub fn child(&self) -> Settings {
         Settings {
             headers_inherited: true,
+            limits: self.limits.child(),
             ..self.clone()
         }
     }
@@ -62,6 +66,9 @@ impl Settings {
     pub fn take(&mut self, d: &Directive, notes: &mut Notes) -> bool {
         if !Self::owns(&d.name) {
             return false;
+        }
+        if self.limits.take(d, notes) {
+            return true;
         }
         let arg = d.args.first().map(String::as_str).unwrap_or_default();
         let time = |notes: &mut Notes| {
@@ -198,6 +205,8 @@ pub struct Location {
     /// The `proxy_pass` host (and port) as written: an upstream name or an address.
     pub target: String,
     pub settings: UseSettings,
+    /// Its `limit_req` lines (its own, else inherited).
+    pub limits: LimitUse,
 }
 
 /// Maps a `location` block and those nested in it (each its own route) into `out`.
@@ -250,6 +259,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
                     https,
                     target,
                     settings: settings.use_settings(),
+                    limits: settings.limits.now.clone(),
                 });
             }
         }

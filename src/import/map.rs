@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::limit::{self, RateLimit};
 use super::location::{self, Location, Settings};
 use super::model::*;
 use super::tree::{Directive, Loc};
@@ -65,6 +66,7 @@ pub fn map(tree: &[Directive], conf_dir: &Path, notes: &mut Notes) -> Result<Imp
         keepalive: Vec::new(),
         servers: Vec::new(),
         skipped: Vec::new(),
+        limits: Vec::new(),
     };
     m.http(&http, notes);
     m.finish(notes)
@@ -88,6 +90,8 @@ struct Mapper<'a> {
     servers: Vec<Server>,
     /// `upstream` blocks that could not be imported: locations proxying to them are skipped.
     skipped: Vec<String>,
+    /// `limit_req_zone` lines lb can carry, as rate limits (set by the routes using them).
+    limits: Vec<RateLimit>,
 }
 
 impl Mapper<'_> {
@@ -103,6 +107,16 @@ impl Mapper<'_> {
         for d in http {
             match d.name.as_str() {
                 "upstream" => self.upstream(d, notes),
+                "limit_req_zone" => {
+                    if let Some(z) = limit::zone(d, notes) {
+                        if self.limits.iter().any(|l| l.zone.name == z.name) {
+                            let msg = format!("zone {} defined twice, skipped", z.name);
+                            notes.add(&d.loc, "limit_req_zone", msg);
+                        } else {
+                            self.limits.push(RateLimit::new(z));
+                        }
+                    }
+                }
                 "server" => {
                     let s = self.server(d, &settings, &tls, notes);
                     self.servers.push(s);
@@ -203,6 +217,7 @@ impl Mapper<'_> {
             );
         }
         out.upstreams = self.upstreams;
+        out.rate_limits = self.limits;
         Ok(out)
     }
 
@@ -254,6 +269,7 @@ impl Mapper<'_> {
             let Some(name) = location::bind(l, &mut self.upstreams, notes) else {
                 continue;
             };
+            let rate_limits = self.rate_limits(l, notes);
             for host in &hosts {
                 let r = Route {
                     host: host.clone(),
@@ -261,6 +277,7 @@ impl Mapper<'_> {
                     skip_regex: l.skip_regex,
                     replace_prefix: l.replace_prefix.clone(),
                     upstream: name.clone(),
+                    rate_limits: rate_limits.clone(),
                     loc: l.loc.clone(),
                     label: match host {
                         Some(_) => format!("server {names}, location {}", l.label),
@@ -277,6 +294,29 @@ impl Mapper<'_> {
                 routes.push(r);
             }
         }
+    }
+
+    /// The zones of a location's `limit_req` lines (each use sets or checks the zone's limit).
+    fn rate_limits(&mut self, l: &location::Location, notes: &mut Notes) -> Vec<String> {
+        let mut names = Vec::new();
+        for r in &l.limits.reqs {
+            match self.limits.iter_mut().find(|z| z.zone.name == r.value.zone) {
+                Some(limit) => {
+                    limit.use_at(r, &l.limits, notes);
+                    if !names.contains(&r.value.zone) {
+                        names.push(r.value.zone.clone());
+                    }
+                }
+                None => {
+                    let msg = format!(
+                        "zone {} is not a limit_req_zone lb carries, ignored",
+                        r.value.zone
+                    );
+                    notes.add(&r.loc, "limit_req", msg);
+                }
+            }
+        }
+        names
     }
 
     /// The union of every server's listeners: `ssl` ones are HTTPS (for every server on that

@@ -14,7 +14,8 @@
 //!   cycles refused).
 //! - [`map`] takes the `http` context (`events`, `stream`, `mail` are skipped with a note):
 //!   `upstream` blocks ([`upstream`]), `server` blocks (listeners, names, certificates) and their
-//!   locations ([`location`]) become upstreams and routes. Every directive it does not carry over
+//!   locations ([`location`]) become upstreams and routes; `limit_req_zone`/`limit_req` become
+//!   rate limits ([`limit`]). Every directive it does not carry over
 //!   becomes a [`model::Note`]: `nginx.conf:42: proxy_cache: not supported, ignored`.
 //! - [`emit`] writes the TOML.
 //!
@@ -23,6 +24,7 @@
 
 pub mod emit;
 pub mod lex;
+pub mod limit;
 pub mod location;
 pub mod map;
 pub mod model;

@@ -109,6 +109,8 @@ pub struct Import {
     pub keepalive: Option<At<usize>>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// `[rate_limits]`: the zones routes use.
+    pub rate_limits: Vec<super::limit::RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +220,8 @@ pub struct Route {
     pub skip_regex: bool,
     pub replace_prefix: Option<String>,
     pub upstream: String,
+    /// The zones of its `limit_req` lines.
+    pub rate_limits: Vec<String>,
     pub loc: Loc,
     /// For the comment: `server example.com, location /api/`.
     pub label: String,

@@ -463,3 +463,40 @@ fn an_import_with_the_nginx_keys_passes_config_validation() {
     assert_eq!(config.upstreams.len(), 5);
     assert_eq!(config.routes.len(), 5 * 4);
 }
+
+#[test]
+fn limit_req_zones_and_their_inheritance() {
+    let o = one(
+        "limit-req",
+        "http {\n upstream api { server 10.0.0.1:8080; }\n limit_req_zone $binary_remote_addr zone=per_ip:10m rate=10r/s;\n limit_req_zone $http_x_api_key zone=keys:1m rate=30r/m;\n limit_req_zone $server_name zone=odd:1m rate=1r/s;\n limit_req_zone $uri zone=spare:64k rate=5r/s;\n limit_req zone=per_ip burst=20 nodelay;\n server {\n  listen 80;\n  limit_req_status 429;\n  location / { proxy_pass http://api; }\n  location /keys/ { limit_req zone=keys burst=5 delay=2; limit_req zone=per_ip burst=20 nodelay; proxy_pass http://api; }\n  location /odd/ { limit_req zone=odd; proxy_pass http://api; }\n  location /burst/ { limit_req zone=per_ip burst=3; proxy_pass http://api; }\n }\n}\n",
+    );
+    let l = &o.toml["rate_limits"];
+    let ip = &l["per_ip"];
+    assert_eq!(ip["key"].as_str(), Some("client_ip"));
+    assert_eq!(ip["rate"].as_str(), Some("10/s"));
+    assert_eq!(ip["burst"].as_integer(), Some(20));
+    assert_eq!(ip["nodelay"].as_bool(), Some(true));
+    assert_eq!(ip["status"].as_integer(), Some(429));
+    assert_eq!(ip["max_keys"].as_integer(), Some(10 << 20 >> 6));
+    let keys = &l["keys"];
+    assert_eq!(keys["key"].as_str(), Some("header:x-api-key"));
+    assert_eq!(keys["rate"].as_str(), Some("30/m"));
+    assert_eq!(
+        (keys["burst"].as_integer(), keys["delay"].as_integer()),
+        (Some(5), Some(2))
+    );
+    // Unused: NGINX's defaults.
+    assert_eq!(l["spare"]["status"].as_integer(), Some(503));
+    assert!(l.get("odd").is_none());
+    assert!(o.has_note("nginx.conf:5: limit_req_zone: key $server_name"));
+    assert!(o.has_note("nginx.conf:13: limit_req: zone odd is not a limit_req_zone lb carries"));
+    assert!(o.has_note("nginx.conf:14: limit_req: zone per_ip: lb keeps one burst"));
+    let limits = |i: usize| o.routes()[i].get("rate_limits").cloned();
+    let names = |v: &[&str]| Some(Value::Array(v.iter().map(|s| Value::from(*s)).collect()));
+    // `/` inherits http's line; `/keys/` has its own two; `/odd/` only an unknown zone.
+    assert_eq!(limits(0), names(&["per_ip"]));
+    assert_eq!(limits(1), names(&["keys", "per_ip"]));
+    assert_eq!(limits(2), None);
+    assert_eq!(limits(3), names(&["per_ip"]));
+    crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+}
