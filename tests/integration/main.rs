@@ -19,5 +19,6 @@ mod kafka;
 mod nginx_diff;
 mod observe;
 mod ops_correctness;
+mod rate_limit;
 mod reload;
 mod tls;

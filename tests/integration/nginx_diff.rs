@@ -835,3 +835,67 @@ fn nginx_diff_host_header_sent_to_backends() {
     );
     assert_eq!(seen[13].host, "x.example.com");
 }
+
+#[test]
+fn nginx_diff_limit_req_burst_keys_and_inheritance() {
+    let Some(bin) = nginx_or_skip("nginx_diff_limit_req_burst_keys_and_inheritance") else {
+        return;
+    };
+    let b = backends(&["a"]);
+    // 1 request a minute: within the test, only the burst decides (no leak to speak of).
+    let case = Case::new(
+        "upstream up { server %A%; }
+         limit_req_zone $binary_remote_addr zone=per_ip:1m rate=1r/m;
+         limit_req_zone $request_uri zone=per_uri:1m rate=1r/m;
+         server {
+           listen %LISTEN%;
+           limit_req zone=per_ip burst=3 nodelay;
+           limit_req_status 429;
+           location /echo/ { proxy_pass http://up; }
+           location /echo/uri/ { limit_req zone=per_uri; proxy_pass http://up; }
+         }",
+        r#"[upstreams.up]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [rate_limits.per_ip]
+           rate = "1/m"
+           burst = 3
+           nodelay = true
+           [rate_limits.per_uri]
+           key = "uri"
+           rate = "1/m"
+           [[routes]]
+           path_prefix = "/echo/"
+           rate_limits = ["per_ip"]
+           upstream = "up"
+           [[routes]]
+           path_prefix = "/echo/uri/"
+           rate_limits = ["per_uri"]
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let from = |last: u8, target: &str| Req {
+        from: Some(IpAddr::from([127, 0, 9, last])),
+        ..get(target)
+    };
+    let mut reqs = Vec::new();
+    // Client .1: its burst of 3 beyond the first, then refusals; client .2 has its own.
+    reqs.extend((0..6).map(|i| from(1, &format!("/echo/a/{i}"))));
+    reqs.extend((0..5).map(|i| from(2, &format!("/echo/b/{i}"))));
+    // `/echo/uri/` has its own limit_req (NGINX drops the server's there): per URI, no burst,
+    // and client .1's spent burst does not matter.
+    reqs.extend([
+        from(1, "/echo/uri/1"),
+        from(1, "/echo/uri/1"),
+        from(2, "/echo/uri/1"),
+        from(1, "/echo/uri/2"),
+        from(1, "/echo/uri/1?q"),
+    ]);
+    let seen = p.agree("limit_req", &reqs);
+    let codes: Vec<u16> = seen.iter().map(|s| s.status).collect();
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 429, 429, 200, 200, 200, 200, 429, 200, 429, 429, 200, 200]
+    );
+}
