@@ -51,6 +51,8 @@
 //!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
 //!    ([`snapshot::Snapshot::route`]: host group, then exact path, prefix, regex; a
 //!    `replace_prefix` rewrites the forwarded path); no route → 404, no usable backend → 503.
+//!    The route's (or its upstream's) rate limits then pass, delay or refuse it
+//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
@@ -85,6 +87,8 @@
 //! - Per upstream: [`state::backend::UpstreamState`] in the registry — the balancer position
 //!   (so a rebuild continues the round-robin sequence), the ejection lock and the stats of lb's
 //!   own answers.
+//! - Per rate limit, keyed by its name: the table of per-key buckets
+//!   ([`state::limit::Limiter`]) in the registry, kept while the limit's key and size stay.
 //! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
 //!   the last reload result, metrics and the access log writer.
 //! - Per worker thread: idle backend connections (`proxy::pool`), thread-local, keyed by address.
