@@ -113,7 +113,7 @@ class Target:
     kind: str  # direct | lb | nginx | haproxy
     strategy: str = ""  # rr | lc
     binary: str = ""  # lb only: another build to compare (default: this checkout's release build)
-    extra: str = ""  # lb only: TOML appended to its config (--kafka-records)
+    extra: str = ""  # lb only: TOML appended to its config (--kafka-records, --rate-limit)
 
 
 TARGETS = [
@@ -909,13 +909,15 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict]:
     for name in others:
         for lb, other in (("lb rr", f"{name} rr"), ("lb lc", f"{name} lc")):
             if lb in summary and other in summary:
-                # --kafka-records: what the stream costs, the stream's lb over lb without one.
-                first, second = (other, lb) if name.startswith("kafka ") else (lb, other)
+                # --kafka-records, --rate-limit: what the feature costs, lb with it over lb
+                # without it.
+                feature = name.startswith("kafka ") or name == "rate-limited"
+                first, second = (other, lb) if feature else (lb, other)
                 row = {}
                 for key in ("cpu_us_per_req", "p99_ms", "rps"):
                     a, b = summary[first].get(key), summary[second].get(key)
                     row[key] = a / b if a is not None and b else None
-                out[f"{first} / {second}" if name.startswith("kafka ") else f"{lb} / {name}"] = row
+                out[f"{first} / {second}" if feature else f"{lb} / {name}"] = row
     return out
 
 
@@ -980,6 +982,12 @@ def parse_args() -> argparse.Namespace:
         help="also run lb rr with [analytics.kafka] records = KINDS ('request', 'summary', "
         "'request+summary', ...) against a tansu broker, plus SETTINGS (comma-separated TOML "
         "lines of that table, e.g. 'request:linger=\"5ms\"'); repeatable (ratios: KINDS / lb rr)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        action="store_true",
+        help="also run lb rr with a [rate_limits] limit on every request (per client address, "
+        "a rate it never reaches: the cost of the check; ratio: rate-limited / lb rr)",
     )
     p.add_argument(
         "--compare-lb",
@@ -1055,6 +1063,12 @@ def main() -> int:
                 f"records = [{records}]\n" + "".join(f"{s}\n" for s in settings.split(",") if s)
             )
             extra += [Target(f"kafka {spec} rr", "lb", "rr", extra=toml)]
+    if args.rate_limit:
+        # Appended after the upstream's `backends`: the first line is still [upstreams.bench]'s.
+        toml = (
+            'rate_limits = ["bench"]\n\n[rate_limits.bench]\nrate = "10000000/s"\n'
+        )
+        extra += [Target("rate-limited rr", "lb", "rr", extra=toml)]
     targets = [t for t in TARGETS + extra if t.kind not in unavailable and (not only or t.kind in only)]
     variants = [v for v in VARIANTS if v.name in args.variants]
 
