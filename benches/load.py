@@ -1067,6 +1067,8 @@ def main() -> int:
         # Appended after the upstream's `backends`: the first line is still [upstreams.bench]'s.
         toml = (
             'rate_limits = ["bench"]\n\n[rate_limits.bench]\nrate = "10000000/s"\n'
+            # Without a burst, two requests of one client within 1/rate would be refused.
+            "burst = 1000000\nnodelay = true\n"
         )
         extra += [Target("rate-limited rr", "lb", "rr", extra=toml)]
     targets = [t for t in TARGETS + extra if t.kind not in unavailable and (not only or t.kind in only)]

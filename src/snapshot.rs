@@ -335,6 +335,8 @@ pub struct Snapshot {
 pub struct Limit {
     pub config: RateLimitConfig,
     pub table: Arc<Limiter>,
+    /// lb's answer beyond the burst: `rate limit "NAME" exceeded`.
+    pub refusal: Box<str>,
 }
 
 /// Indexes into [`Snapshot::limits`] (the config's order) of `names`.
@@ -358,9 +360,11 @@ impl Snapshot {
             .iter()
             .map(|c| Limit {
                 config: c.clone(),
-                table: registry.limiter(c, all),
+                table: registry.limiter(c),
+                refusal: format!("rate limit {:?} exceeded", c.name).into(),
             })
             .collect();
+        registry.retain_limiters(all);
         Snapshot {
             router: Router::build(&config),
             upstreams,

@@ -1,5 +1,6 @@
 //! `GET /status`: the running config (path, hash, load time, last reload), every upstream's
-//! backends with state, weights, load and latency, draining backends, and the event timeline.
+//! backends with state, weights, load and latency, draining backends, the rate limits with their
+//! counts, and the event timeline.
 
 use serde_json::{json, Value};
 
@@ -103,6 +104,31 @@ pub fn status(shared: &Shared) -> Value {
             &snap.config.server.listen.iter().map(|a| a.port()).collect::<Vec<_>>()
         ),
         "upstreams": upstreams,
+        "rate_limits": rate_limits(&snap),
         "events": shared.events(),
     })
+}
+
+/// `"rate_limits": {"NAME": {key, rate_per_s, burst, delay, status, dry_run, keys, passed,
+/// delayed, rejected, delayed_dry_run, rejected_dry_run}}`.
+fn rate_limits(snap: &crate::snapshot::Snapshot) -> Value {
+    let mut out = serde_json::Map::new();
+    for l in &snap.limits {
+        let c = &l.config;
+        let mut v = json!({
+            "key": c.key.describe(),
+            "rate_per_s": c.rate as f64 / 1000.0,
+            "burst": c.burst,
+            "delay": c.delay,
+            "status": c.status,
+            "dry_run": c.dry_run,
+            "keys": l.table.len(),
+        });
+        let results = crate::state::limit::RESULTS.iter().zip(l.table.counts());
+        for (result, n) in results {
+            v[*result] = n.into();
+        }
+        out.insert(c.name.clone(), v);
+    }
+    Value::Object(out)
 }

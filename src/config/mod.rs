@@ -304,6 +304,19 @@ pub enum HashKey {
     Cookie(String),
 }
 
+impl HashKey {
+    /// As written in the config: `client_ip`, `uri`, `path`, `header:NAME`, `cookie:NAME`.
+    pub fn describe(&self) -> String {
+        match self {
+            HashKey::ClientIp => "client_ip".to_string(),
+            HashKey::Uri => "uri".to_string(),
+            HashKey::Path => "path".to_string(),
+            HashKey::Header(h) => format!("header:{h}"),
+            HashKey::Cookie(c) => format!("cookie:{c}"),
+        }
+    }
+}
+
 /// `upstreams.X.host_header`: the `Host` the backends get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostHeader {

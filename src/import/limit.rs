@@ -14,7 +14,10 @@ use super::tree::{Directive, Loc};
 /// One `limit_req_zone` lb can carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
+    /// lb's name (NGINX's, with characters lb does not take in names made `_`).
     pub name: String,
+    /// NGINX's name, which `limit_req zone=` lines give.
+    pub nginx_name: String,
     /// lb's key: `client_ip`, `uri`, `path`, `header:NAME` or `cookie:NAME`.
     pub key: String,
     /// As lb writes it: `10/s`, `30/m`.
@@ -170,6 +173,7 @@ pub fn zone(d: &Directive, notes: &mut Notes) -> Option<Zone> {
             "needs zone=NAME:SIZE and rate=Nr/s or Nr/m".to_string(),
         );
     };
+    let nginx_name = name.clone();
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
     if !name.chars().all(plain) {
         let lb: String = name
@@ -180,10 +184,12 @@ pub fn zone(d: &Directive, notes: &mut Notes) -> Option<Zone> {
         notes.add(&d.loc, "limit_req_zone", msg);
         name = lb;
     }
-    // NGINX: "one megabyte zone can keep about 16 thousand 64-byte states".
-    let max_keys = size.map_or(16_000, |b| (b / 64).max(1));
+    // NGINX: "one megabyte zone can keep about 16 thousand 64-byte states" (lb takes at most
+    // 100 million keys).
+    let max_keys = size.map_or(16_000, |b| (b / 64).clamp(1, 100_000_000));
     Some(Zone {
         name,
+        nginx_name,
         key,
         rate,
         max_keys,
@@ -202,10 +208,10 @@ fn bytes(s: &str) -> Option<u64> {
     n.parse::<u64>().ok().map(|n| n * scale)
 }
 
-/// NGINX's `10r/s` → lb's `10/s`.
+/// NGINX's `10r/s` (`10r/m`, or `10`: per second) → lb's `10/s`; lb takes at most 10,000,000.
 fn lb_rate(r: &str) -> Option<String> {
-    let (n, unit) = r.split_once("r/")?;
-    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let (n, unit) = r.split_once("r/").unwrap_or((r, "s"));
+    let n: u64 = n.parse().ok().filter(|n| (1..=10_000_000).contains(n))?;
     matches!(unit, "s" | "m").then(|| format!("{n}/{unit}"))
 }
 
@@ -273,6 +279,7 @@ mod tests {
         assert_eq!(lb_rate("10r/s").as_deref(), Some("10/s"));
         assert_eq!(lb_rate("30r/m").as_deref(), Some("30/m"));
         assert_eq!(lb_rate("1r/h"), None);
+        assert_eq!(lb_rate("7").as_deref(), Some("7/s"));
         assert_eq!(bytes("10m"), Some(10 << 20));
         assert_eq!(bytes("64k"), Some(64 << 10));
     }

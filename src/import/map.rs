@@ -109,7 +109,11 @@ impl Mapper<'_> {
                 "upstream" => self.upstream(d, notes),
                 "limit_req_zone" => {
                     if let Some(z) = limit::zone(d, notes) {
-                        if self.limits.iter().any(|l| l.zone.name == z.name) {
+                        if self
+                            .limits
+                            .iter()
+                            .any(|l| l.zone.nginx_name == z.nginx_name)
+                        {
                             let msg = format!("zone {} defined twice, skipped", z.name);
                             notes.add(&d.loc, "limit_req_zone", msg);
                         } else {
@@ -300,11 +304,15 @@ impl Mapper<'_> {
     fn rate_limits(&mut self, l: &location::Location, notes: &mut Notes) -> Vec<String> {
         let mut names = Vec::new();
         for r in &l.limits.reqs {
-            match self.limits.iter_mut().find(|z| z.zone.name == r.value.zone) {
+            match self
+                .limits
+                .iter_mut()
+                .find(|z| z.zone.nginx_name == r.value.zone)
+            {
                 Some(limit) => {
                     limit.use_at(r, &l.limits, notes);
-                    if !names.contains(&r.value.zone) {
-                        names.push(r.value.zone.clone());
+                    if !names.contains(&limit.zone.name) {
+                        names.push(limit.zone.name.clone());
                     }
                 }
                 None => {

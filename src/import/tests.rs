@@ -468,7 +468,7 @@ fn an_import_with_the_nginx_keys_passes_config_validation() {
 fn limit_req_zones_and_their_inheritance() {
     let o = one(
         "limit-req",
-        "http {\n upstream api { server 10.0.0.1:8080; }\n limit_req_zone $binary_remote_addr zone=per_ip:10m rate=10r/s;\n limit_req_zone $http_x_api_key zone=keys:1m rate=30r/m;\n limit_req_zone $server_name zone=odd:1m rate=1r/s;\n limit_req_zone $uri zone=spare:64k rate=5r/s;\n limit_req zone=per_ip burst=20 nodelay;\n server {\n  listen 80;\n  limit_req_status 429;\n  location / { proxy_pass http://api; }\n  location /keys/ { limit_req zone=keys burst=5 delay=2; limit_req zone=per_ip burst=20 nodelay; proxy_pass http://api; }\n  location /odd/ { limit_req zone=odd; proxy_pass http://api; }\n  location /burst/ { limit_req zone=per_ip burst=3; proxy_pass http://api; }\n }\n}\n",
+        "http {\n upstream api { server 10.0.0.1:8080; }\n limit_req_zone $binary_remote_addr zone=per_ip:10m rate=10r/s;\n limit_req_zone $http_x_api_key zone=keys:1m rate=30r/m;\n limit_req_zone $server_name zone=odd:1m rate=1r/s;\n limit_req_zone $uri zone=spare:64k rate=5r/s;\n limit_req zone=per_ip burst=20 nodelay;\n server {\n  listen 80;\n  limit_req_status 429;\n  location / { proxy_pass http://api; }\n  location /keys/ { limit_req zone=keys burst=5 delay=2; limit_req zone=per_ip burst=20 nodelay; proxy_pass http://api; }\n  location /odd/ { limit_req zone=odd; proxy_pass http://api; }\n  location /burst/ { limit_req zone=per_ip burst=3; proxy_pass http://api; }\n  location /odd-name/ { limit_req zone=a/b; proxy_pass http://api; }\n }\n limit_req_zone $remote_addr zone=a/b:1m rate=2;\n}\n",
     );
     let l = &o.toml["rate_limits"];
     let ip = &l["per_ip"];
@@ -498,5 +498,9 @@ fn limit_req_zones_and_their_inheritance() {
     assert_eq!(limits(1), names(&["keys", "per_ip"]));
     assert_eq!(limits(2), None);
     assert_eq!(limits(3), names(&["per_ip"]));
+    // A zone name lb does not take is renamed, and still found by its NGINX name.
+    assert_eq!(limits(4), names(&["a_b"]));
+    assert_eq!(l["a_b"]["rate"].as_str(), Some("2/s"));
+    assert!(o.has_note("limit_req_zone: zone a/b: lb's rate limit is named a_b"));
     crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
 }

@@ -299,8 +299,8 @@ impl Metrics {
 /// `lb_rate_limit_requests_total{limit, result}` and `lb_rate_limit_keys{limit}` of the
 /// configured `[rate_limits]` (counted by their tables, which reloads keep).
 fn render_limits(text: &mut String, snapshot: &Snapshot) {
+    use crate::state::limit::RESULTS;
     use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
     if snapshot.limits.is_empty() {
         return;
     }
@@ -310,20 +310,12 @@ fn render_limits(text: &mut String, snapshot: &Snapshot) {
          # TYPE lb_rate_limit_requests_total counter\n",
     );
     for l in &snapshot.limits {
-        let c = &l.table.counts;
-        let results = [
-            ("passed", &c.passed),
-            ("delayed", &c.delayed),
-            ("rejected", &c.rejected),
-            ("delayed_dry_run", &c.delayed_dry_run),
-            ("rejected_dry_run", &c.rejected_dry_run),
-        ];
-        for (result, n) in results {
+        let counts = l.table.counts();
+        for (result, n) in RESULTS.iter().zip(counts) {
             let _ = writeln!(
                 text,
-                "lb_rate_limit_requests_total{{limit=\"{}\",result=\"{result}\"}} {}",
-                l.config.name,
-                n.load(Relaxed)
+                "lb_rate_limit_requests_total{{limit=\"{}\",result=\"{result}\"}} {n}",
+                l.config.name
             );
         }
     }

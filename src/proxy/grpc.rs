@@ -17,6 +17,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 pub const DEADLINE_EXCEEDED: u8 = 4;
 /// `UNAVAILABLE`.
 pub const UNAVAILABLE: u8 = 14;
+/// A quota ran out: lb's answer to a call over a rate limit (as Envoy's
+/// `rate_limited_as_resource_exhausted`).
+pub const RESOURCE_EXHAUSTED: u8 = 8;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");

@@ -4,7 +4,9 @@
 //! A request passes every limit of its route (or of its upstream, when the route names none).
 //! With several, each is asked first without counting the request, and the request is counted
 //! in all of them only if none refuses it (NGINX's `limit_req` does the same): a refused
-//! request costs no limit anything. The longest delay any of them asks for is served.
+//! request costs the other limits nothing (a dry-run limit that would refuse is counted as such,
+//! and the request goes on counted nowhere else, as NGINX's `limit_req_dry_run`). The longest
+//! delay any of them asks for is served.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::config::HashKey;
 use crate::snapshot::{Route, Snapshot};
-use crate::state::limit::Verdict;
+use crate::state::limit::{Mode, Verdict};
 
 /// Room on the stack for a key made by lb (a client address).
 pub type KeyBuf = [u8; 64];
@@ -28,8 +30,8 @@ pub enum Limited {
     Reject(usize),
 }
 
-/// The verdict of `route`'s rate limits on this request; `path` is its normalized path. Counts
-/// the verdict of each limit.
+/// The verdict of `route`'s rate limits on this request; `path` is its normalized path. Each
+/// limit counts its verdict.
 pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: &str) -> Limited {
     let ids = snapshot.limits_of(route);
     if ids.is_empty() {
@@ -37,35 +39,54 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     }
     let now = crate::util::time::process_ms();
     let mut buf: KeyBuf = [0; 64];
-    if ids.len() > 1 {
-        for &i in ids {
-            let l = &snapshot.limits[i];
-            let key = request_key(session, &l.config.key, path, &mut buf);
-            let refused = !key.is_empty()
-                && !l.config.dry_run
-                && l.table.check(&l.config, key, now, false) == Verdict::Reject;
-            if refused {
-                l.table.count(Verdict::Reject, false);
-                return Limited::Reject(i);
-            }
+    if let [i] = *ids {
+        // One limit: one lookup.
+        let l = &snapshot.limits[i];
+        let key = request_key(session, &l.config.key, path, &mut buf);
+        // An empty key (no such header or cookie) is not limited, as in NGINX.
+        if key.is_empty() {
+            return Limited::Pass;
         }
+        return match l.table.check(&l.config, key, now, Mode::Take) {
+            _ if l.config.dry_run => Limited::Pass,
+            Verdict::Pass => Limited::Pass,
+            Verdict::Delay(d) => Limited::Delay(d),
+            Verdict::Reject => Limited::Reject(i),
+        };
+    }
+    // Several: a first round only looks. If any limit refuses, the request is counted in none
+    // of them (NGINX's rule), and refused unless every limit that refuses is a dry run.
+    let (mut refused, mut refusing) = (None, false);
+    for &i in ids {
+        let l = &snapshot.limits[i];
+        let key = request_key(session, &l.config.key, path, &mut buf);
+        if key.is_empty() || l.table.check(&l.config, key, now, Mode::Peek) != Verdict::Reject {
+            continue;
+        }
+        refusing = true;
+        // Counts the refusal (the bucket can only have filled since the look).
+        l.table.check(&l.config, key, now, Mode::Take);
+        if !l.config.dry_run && refused.is_none() {
+            refused = Some(i);
+        }
+    }
+    if let Some(i) = refused {
+        return Limited::Reject(i);
+    }
+    if refusing {
+        return Limited::Pass;
     }
     let mut delay = Duration::ZERO;
     for &i in ids {
         let l = &snapshot.limits[i];
         let key = request_key(session, &l.config.key, path, &mut buf);
-        // An empty key (no such header or cookie) is not limited, as in NGINX.
         if key.is_empty() {
             continue;
         }
-        let v = l.table.check(&l.config, key, now, true);
-        l.table.count(v, l.config.dry_run);
-        match v {
-            _ if l.config.dry_run => {}
-            Verdict::Pass => {}
-            Verdict::Delay(d) => delay = delay.max(d),
-            // Only when another request of the key came in between the two rounds.
-            Verdict::Reject => return Limited::Reject(i),
+        if let Verdict::Delay(d) = l.table.check(&l.config, key, now, Mode::Force) {
+            if !l.config.dry_run {
+                delay = delay.max(d);
+            }
         }
     }
     if delay.is_zero() {
@@ -114,12 +135,15 @@ pub fn request_key<'a>(
     }
 }
 
-/// The value of cookie `name` in a `Cookie` header line.
+/// The value of cookie `name` (any case, as NGINX's `$cookie_NAME`) in a `Cookie` header line.
 fn cookie<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     line.split(|b| *b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|b| *b == b'=')?;
-        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+        pair[..eq]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name)
+            .then(|| pair[eq + 1..].trim_ascii())
     })
 }
 
@@ -133,5 +157,7 @@ mod tests {
         assert_eq!(cookie(line, b"session"), Some(&b"xyz"[..]));
         assert_eq!(cookie(line, b"b"), Some(&b""[..]));
         assert_eq!(cookie(line, b"c"), None);
+        // NGINX's `$cookie_NAME` matches the name in any case.
+        assert_eq!(cookie(line, b"SESSION"), Some(&b"xyz"[..]));
     }
 }

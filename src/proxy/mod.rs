@@ -235,10 +235,15 @@ impl Proxy {
             Limited::Delay(d) => tokio::time::sleep(d).await,
             Limited::Reject(i) => {
                 let snapshot = ctx.snapshot.clone().expect("routed");
-                let limit = &snapshot.limits[i].config;
-                let msg = format!("rate limit {:?} exceeded", limit.name);
+                let limit = &snapshot.limits[i];
                 ctx.own_answer = true;
-                self.refuse(session, ctx, limit.status, &msg).await;
+                if ctx.grpc {
+                    ctx.grpc_status = Some(grpc::RESOURCE_EXHAUSTED);
+                    let _ = grpc::answer(session, grpc::RESOURCE_EXHAUSTED, &limit.refusal).await;
+                } else {
+                    self.refuse(session, ctx, limit.config.status, &limit.refusal)
+                        .await;
+                }
                 return false;
             }
         }

@@ -8,13 +8,14 @@
 //! limit refuses the same requests.
 //!
 //! The table is split into [`SHARDS`] maps, each behind its own lock held for one lookup (no
-//! global lock). Keys are hashed with a per-table random key (SipHash), so a client cannot make
-//! its keys collide with another's. At most `max_keys` keys are kept: a full shard first forgets
-//! the keys whose excess has leaked away (they are as good as new), else its least recently seen.
+//! global lock); each shard also counts the verdicts given under its lock. Keys are hashed with
+//! a per-table random key (SipHash), so a client cannot make its keys collide with another's.
+//! About `max_keys` keys are kept (`max_keys / SHARDS` per shard, rounded up): a full shard
+//! forgets the keys whose excess has leaked away (they are as good as new), then its least
+//! recently seen, an eighth of the shard at a time.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ struct Node {
     excess: u64,
     /// When it was last updated (process milliseconds).
     last: u64,
+    /// When a request of this key was last seen, refused ones included (what eviction goes by,
+    /// as NGINX's LRU queue: a client kept refused is not forgotten first).
+    seen: u64,
 }
 
 /// Keys are already hashed: the maps use the hash as it is.
@@ -61,17 +65,33 @@ impl Hasher for Unhashed {
     }
 }
 
-type Shard = HashMap<u64, Node, BuildHasherDefault<Unhashed>>;
+/// One lock's worth of keys, and the verdicts counted under that lock (no counter shared by
+/// every request of a limit).
+#[derive(Default)]
+struct Shard {
+    nodes: HashMap<u64, Node, BuildHasherDefault<Unhashed>>,
+    counts: [u64; RESULTS.len()],
+}
 
-/// Requests counted by their verdict (`lb_rate_limit_requests_total{limit, result}`).
-#[derive(Debug, Default)]
-pub struct LimitCounts {
-    pub passed: AtomicU64,
-    pub delayed: AtomicU64,
-    pub rejected: AtomicU64,
-    /// `dry_run`: would have been delayed, or refused.
-    pub delayed_dry_run: AtomicU64,
-    pub rejected_dry_run: AtomicU64,
+/// The results counted, as `lb_rate_limit_requests_total{result}` names them.
+pub const RESULTS: [&str; 5] = [
+    "passed",
+    "delayed",
+    "rejected",
+    "delayed_dry_run",
+    "rejected_dry_run",
+];
+
+/// How [`Limiter::check`] treats the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only the verdict: nothing counted, nothing changed.
+    Peek,
+    /// Counted in the bucket unless refused; the verdict is counted.
+    Take,
+    /// Counted in the bucket even beyond the burst (a request every limit already let through,
+    /// NGINX's `ngx_http_limit_req_account`); counted as passed or delayed.
+    Force,
 }
 
 /// One `[rate_limits.NAME]`'s table of keys. Kept across reloads while the limit keeps its key
@@ -82,7 +102,6 @@ pub struct Limiter {
     per_shard: usize,
     /// The key and size the table was made for.
     pub made_for: (crate::config::HashKey, usize),
-    pub counts: LimitCounts,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -101,34 +120,50 @@ impl Limiter {
             hasher: RandomState::new(),
             per_shard: c.max_keys.div_ceil(SHARDS).max(1),
             made_for: (c.key.clone(), c.max_keys),
-            counts: LimitCounts::default(),
         }
     }
 
     /// Keys remembered now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).nodes.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The verdict of `c` on a request with `key` at `now` (process milliseconds). With
-    /// `commit`, a request that is not refused is counted in the key's bucket; without, nothing
-    /// changes (lb asks every limit of a request first, and counts it only if none refuses, as
-    /// NGINX does). The caller counts the verdict.
-    pub fn check(&self, c: &RateLimitConfig, key: &[u8], now: u64, commit: bool) -> Verdict {
+    /// Requests counted by result, in [`RESULTS`] order.
+    pub fn counts(&self) -> [u64; RESULTS.len()] {
+        let mut out = [0; RESULTS.len()];
+        for s in self.shards.iter() {
+            for (o, n) in out.iter_mut().zip(lock(s).counts) {
+                *o += n;
+            }
+        }
+        out
+    }
+
+    /// The verdict of `c` on a request with `key` at `now` (process milliseconds), counted in
+    /// the key's bucket and in the results as `mode` says. With several limits lb peeks at every
+    /// one first and forces the request into all of them only if none refuses it (NGINX does the
+    /// same), so a refused request costs no limit anything.
+    pub fn check(&self, c: &RateLimitConfig, key: &[u8], now: u64, mode: Mode) -> Verdict {
         let hash = self.hasher.hash_one(key);
-        let mut shard = lock(&self.shards[(hash >> 58) as usize % SHARDS]);
-        let excess = match shard.get_mut(&hash) {
+        // Not the top bits: hashbrown takes its tags from those.
+        let mut shard = lock(&self.shards[(hash >> 32) as usize % SHARDS]);
+        let shard = &mut *shard;
+        let excess = match shard.nodes.get_mut(&hash) {
             Some(node) => {
                 let ms = now.saturating_sub(node.last);
                 let excess = next_excess(node.excess, c.rate, ms);
-                if excess > c.burst * 1000 {
+                node.seen = node.seen.max(now);
+                if excess > c.burst * 1000 && mode != Mode::Force {
+                    if mode == Mode::Take {
+                        shard.counts[2 + 2 * usize::from(c.dry_run)] += 1;
+                    }
                     return Verdict::Reject;
                 }
-                if commit {
+                if mode != Mode::Peek {
                     node.excess = excess;
                     if ms > 0 {
                         node.last = now;
@@ -137,41 +172,35 @@ impl Limiter {
                 excess
             }
             None => {
-                if commit {
-                    if shard.len() >= self.per_shard {
-                        forget(&mut shard, c.rate, now);
+                if mode != Mode::Peek {
+                    if shard.nodes.len() >= self.per_shard {
+                        make_room(&mut shard.nodes, c.rate, now);
                     }
-                    shard.insert(
-                        hash,
-                        Node {
-                            excess: 0,
-                            last: now,
-                        },
-                    );
+                    let node = Node {
+                        excess: 0,
+                        last: now,
+                        seen: now,
+                    };
+                    shard.nodes.insert(hash, node);
                 }
                 0
             }
         };
-        drop(shard);
         let delay = c.delay * 1000;
-        if excess <= delay {
+        let v = if excess <= delay {
             Verdict::Pass
         } else {
             Verdict::Delay(Duration::from_millis((excess - delay) * 1000 / c.rate))
-        }
-    }
-
-    /// Counts a request's verdict.
-    pub fn count(&self, v: Verdict, dry_run: bool) {
-        let c = &self.counts;
-        let counter = match (v, dry_run) {
-            (Verdict::Pass, _) => &c.passed,
-            (Verdict::Delay(_), false) => &c.delayed,
-            (Verdict::Delay(_), true) => &c.delayed_dry_run,
-            (Verdict::Reject, false) => &c.rejected,
-            (Verdict::Reject, true) => &c.rejected_dry_run,
         };
-        counter.fetch_add(1, Relaxed);
+        if mode != Mode::Peek {
+            let i = match v {
+                Verdict::Pass => 0,
+                _ if c.dry_run => 3,
+                _ => 1,
+            };
+            shard.counts[i] += 1;
+        }
+        v
     }
 }
 
@@ -181,17 +210,23 @@ fn next_excess(excess: u64, rate: u64, ms: u64) -> u64 {
     (excess + 1000).saturating_sub(rate.saturating_mul(ms) / 1000)
 }
 
-/// Makes room in a full shard: drops every key whose excess has leaked away, else the least
-/// recently updated one.
-fn forget(shard: &mut Shard, rate: u64, now: u64) {
-    let before = shard.len();
-    // A key whose next request would start from no excess is as good as a new one.
-    shard.retain(|_, n| next_excess(n.excess, rate, now.saturating_sub(n.last)) > 0);
-    if shard.len() < before {
+/// Makes room in a full shard, for at least an eighth of it at once (so a table kept full by
+/// new keys scans it once per that many insertions, not once per key): every key whose excess
+/// has leaked away goes (its next request would start from nothing, as a new key does), then
+/// the least recently seen.
+fn make_room(nodes: &mut HashMap<u64, Node, BuildHasherDefault<Unhashed>>, rate: u64, now: u64) {
+    let want = nodes.len().div_ceil(8);
+    let before = nodes.len();
+    nodes.retain(|_, n| next_excess(n.excess, rate, now.saturating_sub(n.last)) > 0);
+    let freed = before - nodes.len();
+    if freed >= want {
         return;
     }
-    if let Some(oldest) = shard.iter().min_by_key(|(_, n)| n.last).map(|(k, _)| *k) {
-        shard.remove(&oldest);
+    let mut by_seen: Vec<(u64, u64)> = nodes.iter().map(|(k, n)| (n.seen, *k)).collect();
+    let n = want - freed;
+    by_seen.select_nth_unstable(n - 1);
+    for (_, k) in &by_seen[..n] {
+        nodes.remove(k);
     }
 }
 
@@ -218,7 +253,7 @@ mod tests {
     }
 
     fn take(l: &Limiter, c: &RateLimitConfig, key: &str, now: u64) -> Verdict {
-        l.check(c, key.as_bytes(), now, true)
+        l.check(c, key.as_bytes(), now, Mode::Take)
     }
 
     #[test]
@@ -258,22 +293,68 @@ mod tests {
     fn a_check_without_commit_changes_nothing() {
         let c = limit(1000, 0, 0, 100);
         let l = Limiter::new(&c);
-        assert_eq!(l.check(&c, b"k", 10, false), Verdict::Pass);
+        assert_eq!(l.check(&c, b"k", 10, Mode::Peek), Verdict::Pass);
         assert!(l.is_empty());
         assert_eq!(take(&l, &c, "k", 10), Verdict::Pass);
-        assert_eq!(l.check(&c, b"k", 10, false), Verdict::Reject);
+        assert_eq!(l.check(&c, b"k", 10, Mode::Peek), Verdict::Reject);
         assert_eq!(take(&l, &c, "k", 1010), Verdict::Pass);
     }
 
     #[test]
-    fn a_full_table_forgets_drained_keys_first_then_the_oldest() {
-        let c = limit(1000, 0, 0, SHARDS); // one key per shard
+    fn force_counts_beyond_the_burst_and_results_are_counted() {
+        let c = limit(1000, 0, 0, 100);
         let l = Limiter::new(&c);
-        for i in 0..2000 {
+        assert_eq!(take(&l, &c, "k", 10), Verdict::Pass);
+        assert_eq!(take(&l, &c, "k", 10), Verdict::Reject);
+        // Forced (every limit of the request let it through in the first round): counted.
+        let forced = l.check(&c, b"k", 10, Mode::Force);
+        assert_eq!(forced, Verdict::Delay(Duration::from_millis(1000)));
+        // The excess is now 1000: a second later it has leaked to where one more is refused.
+        assert_eq!(take(&l, &c, "k", 1010), Verdict::Reject);
+        assert_eq!(take(&l, &c, "k", 2010), Verdict::Pass);
+        assert_eq!(l.counts(), [2, 1, 2, 0, 0]);
+        let dry = RateLimitConfig {
+            dry_run: true,
+            ..c.clone()
+        };
+        let l = Limiter::new(&dry);
+        take(&l, &dry, "k", 10);
+        take(&l, &dry, "k", 10);
+        assert_eq!(l.counts(), [1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_full_table_stays_within_its_size() {
+        let c = limit(1000, 0, 0, 10 * SHARDS);
+        let l = Limiter::new(&c);
+        for i in 0..20_000 {
             take(&l, &c, &format!("k{i}"), 1);
         }
-        assert!(l.len() <= SHARDS, "{} keys", l.len());
-        assert_eq!(take(&l, &c, "x", 5000), Verdict::Pass);
-        assert_eq!(take(&l, &c, "x", 5000), Verdict::Reject);
+        assert!(l.len() <= 10 * SHARDS, "{} keys", l.len());
+        assert!(l.len() >= 7 * SHARDS, "{} keys", l.len());
+    }
+
+    #[test]
+    fn room_is_made_from_drained_keys_then_the_least_recently_seen() {
+        let node = |excess, last, seen| Node { excess, last, seen };
+        let mut nodes: HashMap<u64, Node, BuildHasherDefault<Unhashed>> = HashMap::default();
+        // At 1 request a second, at 10_000 ms: keys 0-3 busy, seen at 10_000 - key; keys 4-15
+        // busy but seen long ago (4 is the oldest), except 15 which was refused just now.
+        for k in 0..16u64 {
+            let seen = if k < 4 || k == 15 { 10_000 - k } else { k };
+            nodes.insert(k, node(5000, 9000, seen));
+        }
+        make_room(&mut nodes, 1000, 10_000);
+        // An eighth of 16: the two least recently seen go; refused-but-recent 15 stays.
+        let mut left: Vec<u64> = nodes.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        // Drained keys go first, all of them, and then nothing else is needed.
+        for k in 100..104u64 {
+            nodes.insert(k, node(0, 1000, 1000 + k));
+        }
+        make_room(&mut nodes, 1000, 10_000);
+        assert_eq!(nodes.len(), 14);
+        assert!(nodes.keys().all(|k| *k < 100));
     }
 }

@@ -101,10 +101,9 @@ impl Registry {
     }
 
     /// The table of keys of rate limit `c`: the existing one while the limit keeps its key and
-    /// `max_keys`, else a new one. Limits no longer in `keep` (every configured name) go.
-    pub fn limiter(&self, c: &RateLimitConfig, keep: &[RateLimitConfig]) -> Arc<Limiter> {
+    /// `max_keys`, else a new one.
+    pub fn limiter(&self, c: &RateLimitConfig) -> Arc<Limiter> {
         let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|name, _| keep.iter().any(|k| k.name == *name));
         let made_for = (c.key.clone(), c.max_keys);
         match map.get(&c.name) {
             Some(l) if l.made_for == made_for => l.clone(),
@@ -114,6 +113,13 @@ impl Registry {
                 l
             }
         }
+    }
+
+    /// Drops the tables of rate limits no longer configured (a limit added again later starts
+    /// empty).
+    pub fn retain_limiters(&self, keep: &[RateLimitConfig]) {
+        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, _| keep.iter().any(|k| k.name == *name));
     }
 
     /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer

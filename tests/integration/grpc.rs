@@ -222,8 +222,10 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
          [upstreams.gone]\nprotocol = \"http2\"\nretries = 0\nbackends = [\"{dead}\"]\n\
          [upstreams.h1]\nbackends = [\"{}\"]\n\
          [[routes]]\nhost = \"gone.test\"\nupstream = \"gone\"\n\
+         [[routes]]\nhost = \"limited.test\"\nrate_limits = [\"calls\"]\nupstream = \"slow\"\n\
          [[routes]]\npath_prefix = \"/h1/\"\nupstream = \"h1\"\n\
-         [[routes]]\nupstream = \"slow\"\n",
+         [[routes]]\nupstream = \"slow\"\n\
+         [rate_limits.calls]\nrate = \"1/m\"\n",
         g.addr, g.addr
     );
     let (lb, _) = start_lb(&dir, &upstreams);
@@ -248,6 +250,13 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
     let r = call_as(&lb.addr.to_string(), "unavailable", "gone.test");
     assert_eq!(code(&r), "UNAVAILABLE", "{r}");
+
+    // Over a rate limit: RESOURCE_EXHAUSTED (a quota ran out), not UNAVAILABLE.
+    let first = call_as(&lb.addr.to_string(), "unavailable", "limited.test");
+    assert_eq!(code(&first), "", "the first call passes: {first}");
+    let r = call_as(&lb.addr.to_string(), "unavailable", "limited.test");
+    assert_eq!(code(&r), "RESOURCE_EXHAUSTED", "{r}");
+    assert_eq!(r["details"], "rate limit \"calls\" exceeded", "{r}");
 
     // A gRPC call routed to an HTTP/1 upstream would lose its trailers: refused, UNAVAILABLE.
     let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true, &[]);

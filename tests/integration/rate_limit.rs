@@ -70,10 +70,21 @@ fn beyond_the_burst_each_client_gets_lbs_429_and_keeps_its_connection() {
     assert!(lb
         .metrics()
         .contains("lb_rate_limit_keys{limit=\"per_ip\"} 2"));
+    let status = &lb.status_json()["rate_limits"]["per_ip"];
+    assert_eq!(
+        (
+            &status["key"],
+            &status["burst"],
+            &status["keys"],
+            &status["rejected"]
+        ),
+        (&"client_ip".into(), &3.into(), &2.into(), &5.into()),
+        "{status}"
+    );
 }
 
 #[test]
-fn the_burst_is_delayed_to_the_rate_unless_nodelay() {
+fn the_burst_beyond_delay_waits_its_turn_at_the_rate() {
     let a = Backend::start("a");
     // 2/s: one request per 500 ms; 5 may wait, the first 2 of them without delay.
     let lb = Lb::start(&format!(
@@ -85,8 +96,6 @@ fn the_burst_is_delayed_to_the_rate_unless_nodelay() {
     let t = Instant::now();
     let handles: Vec<_> = (0..8)
         .map(|i| {
-            // Staggered by 5 ms so their order at lb is known.
-            std::thread::sleep(Duration::from_millis(5));
             std::thread::spawn(move || {
                 let r = request(addr, "GET", &format!("/echo/{i}"), &[], b"");
                 (r.status, t.elapsed())
@@ -94,14 +103,18 @@ fn the_burst_is_delayed_to_the_rate_unless_nodelay() {
         })
         .collect();
     let done: Vec<(u16, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let codes: Vec<u16> = done.iter().map(|d| d.0).collect();
-    assert_eq!(codes, [200, 200, 200, 200, 200, 200, 429, 429], "{done:?}");
-    // Requests 1-3 (excess 0 to 2) at once; 4, 5, 6 held about 500, 1000 and 1500 ms.
-    let ms = |i: usize| done[i].1.as_millis();
+    // Whatever order they arrived in: 1 + 5 served, 2 refused at once.
+    let mut served: Vec<Duration> = done.iter().filter(|d| d.0 == 200).map(|d| d.1).collect();
+    served.sort();
+    assert_eq!(served.len(), 6, "{done:?}");
+    assert_eq!(done.iter().filter(|d| d.0 == 429).count(), 2, "{done:?}");
+    // Excess 0 to 2 pass at once; 3, 4 and 5 are held about 500, 1000 and 1500 ms (less
+    // whatever leaked while the 8 connections were being opened).
+    let ms = |i: usize| served[i].as_millis();
     assert!(ms(2) < 450, "{done:?}");
-    assert!(ms(3) >= 400, "{done:?}");
+    assert!(ms(3) >= 300, "{done:?}");
     assert!(
-        ms(5) >= 1300,
+        ms(5) >= 1100,
         "the last of the burst waits its turn: {done:?}"
     );
     assert!(ms(5) < 5000, "{done:?}");
@@ -119,7 +132,8 @@ fn header_keys_routes_and_several_limits() {
          [upstreams.api]\n{}\nrate_limits = [\"watch\"]\n\n\
          [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n\n\
          [[routes]]\npath_prefix = \"/echo/keyed/\"\nrate_limits = [\"per_key\", \"site\"]\nupstream = \"api\"\n\n\
-         [[routes]]\npath_prefix = \"/echo/open/\"\nrate_limits = []\nupstream = \"api\"\n",
+         [[routes]]\npath_prefix = \"/echo/open/\"\nrate_limits = []\nupstream = \"api\"\n\n\
+         [[routes]]\npath_prefix = \"/echo/both/\"\nrate_limits = [\"watch\", \"per_key\"]\nupstream = \"api\"\n",
         backends_toml(&[(&a, 1)])
     ));
     let get = |path: &str, key: Option<&str>| {
@@ -144,12 +158,16 @@ fn header_keys_routes_and_several_limits() {
         assert_eq!(get("/echo/open/", Some("k1")), 200);
         assert_eq!(get("/", None), 200);
     }
+    // `watch` (dry run) would refuse this client now: as NGINX's limit_req_dry_run, the
+    // request goes on and is counted in no other limit, so key k9 is not spent by it.
+    assert_eq!(get("/echo/both/", Some("k9")), 200);
+    assert_eq!(get("/echo/both/", Some("k9")), 200);
     assert_eq!(counted(&lb, "per_key", "rejected"), 2);
     assert_eq!(counted(&lb, "per_key", "passed"), 2);
     assert_eq!(counted(&lb, "site", "passed"), 3);
     assert_eq!(counted(&lb, "site", "rejected"), 1);
     assert_eq!(counted(&lb, "watch", "passed"), 1);
-    assert_eq!(counted(&lb, "watch", "rejected_dry_run"), 3);
+    assert_eq!(counted(&lb, "watch", "rejected_dry_run"), 5);
     assert_eq!(counted(&lb, "watch", "rejected"), 0);
 }
 
