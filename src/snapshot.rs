@@ -11,8 +11,10 @@ use std::sync::Arc;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
+use crate::config::respond::Respond;
 use crate::config::{
-    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, UpstreamConfig,
+    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteTarget,
+    Scheme, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::limit::Limiter;
@@ -113,11 +115,20 @@ impl Upstream {
 /// length and its replacement in the forwarded path.
 #[derive(Debug)]
 pub struct Route {
-    pub upstream: usize,
+    pub target: Target,
     pub replace: Option<(usize, Box<str>)>,
     /// Indexes into [`Snapshot::limits`] of the route's own `rate_limits` (`None`: its
     /// upstream's).
     pub limits: Option<Box<[usize]>>,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug)]
+pub enum Target {
+    /// An index into [`Snapshot::upstreams`].
+    Upstream(usize),
+    /// lb answers (NGINX's `return`).
+    Respond(Respond),
 }
 
 /// What routing found for a request.
@@ -151,7 +162,8 @@ impl Group {
             return Some(Routed::To(r));
         }
         let slash = |p: &str| p.len() == path.len() + 1 && p.ends_with('/') && p.starts_with(path);
-        if self.prefixes.iter().any(|(p, ..)| slash(p)) {
+        let proxied = |r: &Route| matches!(r.target, Target::Upstream(_));
+        if self.prefixes.iter().any(|(p, _, r)| slash(p) && proxied(r)) {
             return Some(Routed::AddSlash);
         }
         let longest = self.prefixes.iter().find(|(p, ..)| path.starts_with(&**p));
@@ -181,20 +193,31 @@ struct Router {
 }
 
 impl Router {
-    fn build(config: &Config) -> Router {
+    /// The router of the plain listeners (`tls` false) or of the HTTPS ones: routes with a
+    /// `scheme` are only in that one.
+    fn build(config: &Config, tls: bool) -> Router {
         let mut router = Router::default();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
         if config.routes.is_empty() && !config.upstreams.is_empty() {
             let all = Route {
-                upstream: 0,
+                target: Target::Upstream(0),
                 replace: None,
                 limits: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
-        for r in &config.routes {
-            let Some(upstream) = index(&r.upstream) else {
-                continue;
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        for r in config
+            .routes
+            .iter()
+            .filter(|r| r.scheme.is_none_or(|s| s == scheme))
+        {
+            let upstream = match &r.target {
+                RouteTarget::Upstream(name) => match index(name) {
+                    Some(i) => Target::Upstream(i),
+                    None => continue,
+                },
+                RouteTarget::Respond(a) => Target::Respond(a.clone()),
             };
             let limits = r
                 .rate_limits
@@ -236,7 +259,7 @@ impl Router {
                 PathMatch::Exact(p) => group.exact.push((
                     p.as_str().into(),
                     Route {
-                        upstream,
+                        target: upstream,
                         replace: None,
                         limits,
                     },
@@ -247,7 +270,7 @@ impl Router {
                         .as_deref()
                         .map(|with| (p.len(), Box::<str>::from(with)));
                     let route = Route {
-                        upstream,
+                        target: upstream,
                         replace,
                         limits,
                     };
@@ -258,7 +281,7 @@ impl Router {
                 PathMatch::Regex(re) => group.regexes.push((
                     re.clone(),
                     Route {
-                        upstream,
+                        target: upstream,
                         replace: None,
                         limits,
                     },
@@ -323,7 +346,8 @@ impl Router {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
-    router: Router,
+    /// For the plain listeners and for the HTTPS ones (they differ by routes with a `scheme`).
+    routers: [Router; 2],
     /// lb's 404s for requests no route matched.
     pub no_route: Arc<crate::state::stats::RequestStats>,
     /// `[rate_limits]`, in the config's order (by name).
@@ -366,7 +390,7 @@ impl Snapshot {
             .collect();
         registry.retain_limiters(all);
         Snapshot {
-            router: Router::build(&config),
+            routers: [Router::build(&config, false), Router::build(&config, true)],
             upstreams,
             no_route: registry.own_stats(""),
             limits,
@@ -377,23 +401,34 @@ impl Snapshot {
     /// The rate limits (indexes into [`Snapshot::limits`]) a request routed by `route` passes.
     #[inline]
     pub fn limits_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
-        match &route.limits {
-            Some(own) => own,
-            None => &self.upstreams[route.upstream].limits,
+        match (&route.limits, &route.target) {
+            (Some(own), _) => own,
+            (None, Target::Upstream(i)) => &self.upstreams[*i].limits,
+            (None, Target::Respond(_)) => &[],
         }
     }
 
-    /// The route for a request: its host (`Host` or `:authority`) and normalized path.
+    /// The route for a request: over TLS or not, its host (`Host` or `:authority`) and
+    /// normalized path.
     #[inline]
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
-        self.router.group(host).find(path)
+    pub fn route_on(&self, tls: bool, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
+        self.routers[usize::from(tls)].group(host).find(path)
     }
 
-    /// Index into `upstreams` of the upstream for a request (`None` also for a redirect).
+    /// [`Snapshot::route_on`] for a plain listener.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
+        self.route_on(false, host, path)
+    }
+
+    /// Index into `upstreams` of the upstream for a plain request (`None` also for a redirect
+    /// or an answer from lb).
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
         match self.route(host, path)? {
-            Routed::To(r) => Some(r.upstream),
-            Routed::AddSlash => None,
+            Routed::To(Route {
+                target: Target::Upstream(i),
+                ..
+            }) => Some(*i),
+            _ => None,
         }
     }
 

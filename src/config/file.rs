@@ -148,7 +148,11 @@ pub struct RouteFile {
     pub skip_regex: Option<bool>,
     pub replace_prefix: Option<String>,
     pub rate_limits: Option<Vec<String>>,
-    pub upstream: String,
+    pub scheme: Option<String>,
+    pub upstream: Option<String>,
+    pub respond: Option<i64>,
+    pub body: Option<String>,
+    pub location: Option<String>,
 }
 
 /// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.

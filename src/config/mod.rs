@@ -6,6 +6,7 @@
 mod duration;
 mod file;
 pub mod listeners;
+pub mod respond;
 mod validate;
 
 use std::fmt;
@@ -580,7 +581,35 @@ pub struct RouteConfig {
     pub replace_prefix: Option<String>,
     /// The `[rate_limits]` of this route's requests (`None`: its upstream's).
     pub rate_limits: Option<Vec<String>>,
-    pub upstream: String,
+    /// Only requests that came over this (`None`: both).
+    pub scheme: Option<Scheme>,
+    pub target: RouteTarget,
+}
+
+/// `routes[i].scheme`: how the client reached lb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// What a route does with its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// `upstream = "NAME"`: proxies to it.
+    Upstream(String),
+    /// `respond = STATUS`: lb answers (NGINX's `return`).
+    Respond(respond::Respond),
+}
+
+impl RouteTarget {
+    /// The upstream's name, for a proxying route.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            RouteTarget::Upstream(u) => Some(u),
+            RouteTarget::Respond(_) => None,
+        }
+    }
 }
 
 /// How a route matches the (normalized) path.
@@ -840,12 +869,24 @@ impl Config {
             if let Some(p) = &r.replace_prefix {
                 let _ = write!(extra, " replace_prefix={p}");
             }
+            if let Some(scheme) = r.scheme {
+                let _ = write!(extra, " scheme={scheme:?}");
+            }
+            let target = match &r.target {
+                RouteTarget::Upstream(u) => u.clone(),
+                RouteTarget::Respond(a) => format!(
+                    "respond {}{}",
+                    a.status,
+                    a.location
+                        .as_ref()
+                        .map_or(String::new(), |l| format!(" {l}"))
+                ),
+            };
             let _ = writeln!(
                 s,
-                "route host={} {}{extra} -> {}",
+                "route host={} {}{extra} -> {target}",
                 r.host.as_deref().unwrap_or("(default)"),
                 r.path.describe(),
-                r.upstream
             );
         }
         s

@@ -1,7 +1,7 @@
 //! `file` structs → runtime [`Config`]. One check per rule; every problem is collected with its key
 //! path, nothing panics on bad input.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -379,23 +379,14 @@ impl Checker {
             }
         };
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen: Vec<(Option<String>, String, Option<Scheme>)> = Vec::new();
         for (i, v) in items.into_iter().enumerate() {
             let path = format!("routes[{i}]");
             let Some(r) = self.decode::<RouteFile>(&path, v) else {
                 continue;
             };
-            if !upstreams.iter().any(|u| u.name == r.upstream) {
-                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                self.problem(
-                    join(&path, "upstream"),
-                    format!(
-                        "unknown upstream {:?} (defined: {})",
-                        r.upstream,
-                        known.join(", ")
-                    ),
-                );
-            }
+            let target = self.route_target(&path, &r, upstreams);
+            let responds = r.respond.is_some() && r.upstream.is_none();
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
             if let Some(h) = &host {
                 if let Err(m) = check_route_host(h) {
@@ -414,7 +405,12 @@ impl Checker {
                 );
             }
             if let Some(rp) = &r.replace_prefix {
-                if !is_prefix {
+                if responds {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "only applies to routes with an upstream",
+                    );
+                } else if !is_prefix {
                     self.problem(
                         join(&path, "replace_prefix"),
                         "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
@@ -431,8 +427,24 @@ impl Checker {
                     );
                 }
             }
-            let key = (host.clone(), matcher.describe());
-            if !seen.insert(key) {
+            let scheme = match r.scheme.as_deref() {
+                None => None,
+                Some("http") => Some(Scheme::Http),
+                Some("https") => Some(Scheme::Https),
+                Some(other) => {
+                    self.problem(
+                        join(&path, "scheme"),
+                        format!("expected \"http\" or \"https\", got {other:?}"),
+                    );
+                    None
+                }
+            };
+            // A route for one scheme and one for the other do not clash.
+            let key = (host.clone(), matcher.describe(), scheme);
+            let clash = seen.iter().any(|(h, m, s)| {
+                *h == key.0 && *m == key.1 && (s.is_none() || key.2.is_none() || *s == key.2)
+            });
+            if clash {
                 self.problem(
                     &path,
                     format!(
@@ -441,19 +453,108 @@ impl Checker {
                     ),
                 );
             }
+            seen.push(key);
+            if r.rate_limits.is_some() && responds {
+                self.problem(
+                    join(&path, "rate_limits"),
+                    "only applies to routes with an upstream (as in NGINX, where `return` \
+                     answers before `limit_req`)",
+                );
+            }
+            let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
+            let Some(target) = target else {
+                continue;
+            };
             out.push(RouteConfig {
                 host,
                 path: matcher,
                 skip_regex,
                 replace_prefix: r.replace_prefix,
-                rate_limits: self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits),
-                upstream: r.upstream,
+                rate_limits,
+                scheme,
+                target,
             });
         }
         out
     }
 
     /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
+    /// `upstream`, or `respond` with its `body` or `location`: exactly one of the two.
+    fn route_target(
+        &mut self,
+        path: &str,
+        r: &RouteFile,
+        upstreams: &[UpstreamConfig],
+    ) -> Option<RouteTarget> {
+        let status = match (&r.upstream, r.respond) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    join(path, "respond"),
+                    "a route has `upstream` (proxy) or `respond` (lb answers), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.problem(
+                    join(path, "upstream"),
+                    "required (or `respond = STATUS` for an answer from lb itself)",
+                );
+                return None;
+            }
+            (Some(u), None) => {
+                for (key, v) in [("body", &r.body), ("location", &r.location)] {
+                    if v.is_some() {
+                        self.problem(join(path, key), "only with `respond`");
+                    }
+                }
+                if !upstreams.iter().any(|up| up.name == *u) {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    self.problem(
+                        join(path, "upstream"),
+                        format!("unknown upstream {u:?} (defined: {})", known.join(", ")),
+                    );
+                }
+                return Some(RouteTarget::Upstream(u.clone()));
+            }
+            (None, Some(s)) => s,
+        };
+        let before = self.problems.len();
+        if !(200..=599).contains(&status) {
+            self.problem(join(path, "respond"), "must be a status from 200 to 599");
+        }
+        let status = status.clamp(200, 599) as u16;
+        let mut template = |key: &str, text: &Option<String>| {
+            let t = text.as_deref().map(respond::Template::parse)?;
+            t.map_err(|m| self.problem(join(path, key), m)).ok()
+        };
+        let body = template("body", &r.body);
+        let location = template("location", &r.location);
+        if respond::is_redirect(status) {
+            if r.location.is_none() {
+                self.problem(
+                    join(path, "location"),
+                    format!("required with respond = {status} (where to)"),
+                );
+            }
+            if r.body.is_some() {
+                self.problem(
+                    join(path, "body"),
+                    "not with a redirect (lb writes a short one naming the location)",
+                );
+            }
+        } else if r.location.is_some() {
+            self.problem(
+                join(path, "location"),
+                "only with a redirect status (301, 302, 303, 307, 308)",
+            );
+        }
+        (self.problems.len() == before).then_some(RouteTarget::Respond(respond::Respond {
+            status,
+            body,
+            location,
+        }))
+    }
+
     fn path_match(&mut self, path: &str, r: &RouteFile) -> Option<PathMatch> {
         let given = [
             ("path_exact", &r.path_exact),

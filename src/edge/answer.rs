@@ -1,5 +1,5 @@
-//! lb's own answers (refusals and errors): one plain-text body format, written through a
-//! pingora session or as raw bytes by the connection layer.
+//! lb's own answers (refusals, errors, and the answers of `respond` routes): one plain-text body
+//! format, written through a pingora session or as raw bytes by the connection layer.
 
 use bytes::Bytes;
 use http::header;
@@ -32,23 +32,37 @@ pub async fn write(
     reason: &str,
     close: bool,
 ) -> Result<()> {
-    write_with(session, status, reason, close, None).await
+    write_with(session, status, body(status, reason), close, None).await
 }
 
 /// A 301 to `location` (lb's NGINX-style redirect to a prefix route's name with its slash).
 pub async fn redirect(session: &mut ServerSession, location: &str) -> Result<()> {
     let reason = format!("see {location}");
-    write_with(session, 301, &reason, false, Some(location)).await
+    write_with(session, 301, body(301, &reason), false, Some(location)).await
+}
+
+/// A route's own answer (`respond`): `status` with `body` as written, or a redirect to
+/// `location` with lb's short body naming it.
+pub async fn respond(
+    session: &mut ServerSession,
+    status: u16,
+    body_text: String,
+    location: Option<&str>,
+) -> Result<()> {
+    let text = match location {
+        Some(l) => body(status, &format!("see {l}")),
+        None => body_text,
+    };
+    write_with(session, status, text, false, location).await
 }
 
 async fn write_with(
     session: &mut ServerSession,
     status: u16,
-    reason: &str,
+    body: String,
     close: bool,
     location: Option<&str>,
 ) -> Result<()> {
-    let body = body(status, reason);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     if let Some(l) = location {
         resp.insert_header(header::LOCATION, l)?;

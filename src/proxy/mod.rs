@@ -17,7 +17,7 @@
 //! bodies streamed at once, response head filter, trailers, upgrade tunnels), [`grpc`] (gRPC
 //! calls: deadlines and lb's own answers as `grpc-status`), [`context`] (per-request state), [`retry`] (the retry decision, pure),
 //! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`limit`] (request
-//! keys and the rate limits' verdict), [`pool`] (idle
+//! keys and the rate limits' verdict), [`respond`] (the answers of `respond` routes), [`pool`] (idle
 //! backend connections per worker thread), [`stop`] (waking idle connections when the service
 //! stops). lb's own answers are built by [`crate::edge::answer`].
 
@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod headers;
 pub mod limit;
 pub mod pool;
+pub mod respond;
 pub mod retry;
 pub mod stop;
 
@@ -53,7 +54,7 @@ use crate::observe::access_log::Entry;
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
 use crate::snapshot::H2_STREAMS_PER_CONNECTION;
-use crate::snapshot::{Routed, Snapshot};
+use crate::snapshot::{Route, Routed, Snapshot, Target};
 use crate::state::backend::InFlightGuard;
 use crate::state::stats::ClientProtocol;
 use crate::util::time::process_ms_at;
@@ -176,6 +177,7 @@ impl Proxy {
         // cancels the backend request at once. A reset or an EOF inside the request ends the
         // request either way.
         session.set_abort_on_close(server.client_close == ClientClose::Abort);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         let raw_path = req.uri.path();
         let path = match server.normalize_path {
@@ -185,7 +187,7 @@ impl Proxy {
         let mut limited = Limited::Pass;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
-            Ok(path) => match snapshot.route(request_host(req), &path) {
+            Ok(path) => match snapshot.route_on(tls, request_host(req), &path) {
                 None => Some((404, "no route matches this request")),
                 Some(Routed::AddSlash) => {
                     // NGINX's answer for a proxied prefix location's name without its slash.
@@ -200,11 +202,25 @@ impl Proxy {
                     let _ = answer::redirect(session, &location).await;
                     return false;
                 }
-                Some(Routed::To(route)) => {
-                    ctx.upstream = route.upstream;
+                Some(Routed::To(Route {
+                    target: Target::Respond(a),
+                    ..
+                })) => {
+                    let (status, text, location) = respond::render(session, tls, a, &path);
+                    ctx.snapshot = Some(snapshot);
+                    let _ = answer::respond(session, status, text, location.as_deref()).await;
+                    return false;
+                }
+                Some(Routed::To(
+                    route @ Route {
+                        target: Target::Upstream(upstream),
+                        ..
+                    },
+                )) => {
+                    ctx.upstream = *upstream;
                     ctx.routed = true;
                     limited = limit::check(session, &snapshot, route, &path);
-                    let by_path = snapshot.upstreams[route.upstream].config.hash_key
+                    let by_path = snapshot.upstreams[*upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
                     if let (true, Cow::Owned(p)) = (by_path, &path) {
                         ctx.key_path = Some(p.clone());

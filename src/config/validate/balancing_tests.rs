@@ -214,3 +214,69 @@ upstream = "a"
         "routes[9].host: \"*.example.*\": a wildcard is only allowed as a leading",
     );
 }
+
+#[test]
+fn respond_routes_and_schemes() {
+    let c = ok("[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
+         [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n\
+         [[routes]]\nscheme = \"https\"\nupstream = \"api\"\n\
+         [[routes]]\npath_exact = \"/healthz\"\nrespond = 200\nbody = \"ok\\n\"\n");
+    let [redirect, proxied, health] = &c.routes[..] else {
+        panic!("{:?}", c.routes)
+    };
+    assert_eq!(redirect.scheme, Some(Scheme::Http));
+    let RouteTarget::Respond(r) = &redirect.target else {
+        panic!("{redirect:?}")
+    };
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.location.as_ref().unwrap().to_string(),
+        "https://${host}${request_uri}"
+    );
+    assert_eq!(proxied.target.upstream(), Some("api"));
+    let RouteTarget::Respond(h) = &health.target else {
+        panic!("{health:?}")
+    };
+    assert_eq!(
+        (h.status, h.body.as_ref().unwrap().to_string()),
+        (200, "ok\n".into())
+    );
+
+    let p = problems(
+        "[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n[rate_limits.r]\nrate = \"1/s\"\n\
+         [[routes]]\npath_prefix = \"/a/\"\nrespond = 301\nbody = \"x\"\n\
+         [[routes]]\npath_prefix = \"/b/\"\nrespond = 200\nlocation = \"/x\"\nreplace_prefix = \"/y/\"\n\
+         [[routes]]\npath_prefix = \"/c/\"\nrespond = 700\n\
+         [[routes]]\npath_prefix = \"/d/\"\nupstream = \"api\"\nrespond = 200\n\
+         [[routes]]\npath_prefix = \"/e/\"\n\
+         [[routes]]\npath_prefix = \"/f/\"\nrespond = 200\nbody = \"$hostname\"\nrate_limits = [\"r\"]\n\
+         [[routes]]\npath_prefix = \"/g/\"\nupstream = \"api\"\nbody = \"x\"\nscheme = \"ftp\"\n\
+         [[routes]]\npath_prefix = \"/h/\"\nscheme = \"http\"\nupstream = \"api\"\n\
+         [[routes]]\npath_prefix = \"/h/\"\nscheme = \"https\"\nupstream = \"api\"\n\
+         [[routes]]\npath_prefix = \"/h/\"\nupstream = \"api\"\n",
+    );
+    has(&p, "routes[0].location: required with respond = 301");
+    has(&p, "routes[0].body: not with a redirect");
+    has(&p, "routes[1].location: only with a redirect status");
+    has(
+        &p,
+        "routes[1].replace_prefix: only applies to routes with an upstream",
+    );
+    has(&p, "routes[2].respond: must be a status from 200 to 599");
+    has(
+        &p,
+        "routes[3].respond: a route has `upstream` (proxy) or `respond`",
+    );
+    has(&p, "routes[4].upstream: required (or `respond = STATUS`");
+    has(&p, "routes[5].body: unknown variable $hostname");
+    has(
+        &p,
+        "routes[5].rate_limits: only applies to routes with an upstream",
+    );
+    has(&p, "routes[6].body: only with `respond`");
+    has(&p, "routes[6].scheme: expected \"http\" or \"https\"");
+    // /h/ for http and for https do not clash; the one for both does.
+    has(&p, "routes[9]: duplicate route");
+    assert!(!p.iter().any(|l| l.contains("routes[8]")), "{p:#?}");
+    assert_eq!(p.len(), 12, "{p:#?}");
+}
