@@ -514,3 +514,81 @@ fn https_to_http1_backends_verified_against_a_private_ca() {
     let r = lb.get("/wrong/x");
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+#[test]
+fn plain_requests_redirect_to_https_and_lb_answers_respond_routes() {
+    let dir = temp_dir("tls-redirect");
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    ca.leaf_for(
+        &["api.test"],
+        "api",
+        90,
+        &dir.join("api.pem"),
+        &dir.join("api.key"),
+    );
+    let a = Backend::start("a");
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let header = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\""
+    );
+    let d = dir.display();
+    // NGINX's `server { listen 80; return 301 https://$host$request_uri; }` beside the HTTPS
+    // server, and a `location = /healthz { return 200 "ok"; }` on both.
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\
+         [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         certificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
+         [upstreams.api]\nbackends = [\"{}\"]\n\n\
+         [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host:{tls_port}$request_uri\"\n\
+         [[routes]]\nscheme = \"https\"\nupstream = \"api\"\n\
+         [[routes]]\npath_exact = \"/healthz\"\nrespond = 200\nbody = \"ok from $scheme\\n\"\n",
+        a.addr
+    );
+    std::fs::write(dir.join("lb.toml"), text).unwrap();
+    let lb = Lb::spawn(dir.clone(), port, admin_port, header);
+    lb.wait_ready();
+    let cacert = cacert.display().to_string();
+    let resolve = [
+        format!("api.test:{port}:127.0.0.1"),
+        format!("api.test:{tls_port}:127.0.0.1"),
+    ];
+    let args = |extra: &[&'static str]| {
+        let mut v: Vec<String> = vec!["--cacert".into(), cacert.clone()];
+        for r in &resolve {
+            v.extend(["--resolve".into(), r.clone()]);
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |url: &str, extra: &[&'static str]| {
+        let a = args(extra);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        curl(url, &refs)
+    };
+    // Plain: a 301 naming the HTTPS URL, query kept, host lower-cased without its port.
+    let plain = format!("http://API.test:{port}/echo/x?y=1");
+    let r = run(&plain, &["-D", "-"]);
+    assert_eq!(r.code, 301, "{} {}", r.body, r.err);
+    let want = format!("location: https://api.test:{tls_port}/echo/x?y=1");
+    assert!(r.body.to_ascii_lowercase().contains(&want), "{}", r.body);
+    // curl follows it to the HTTPS listener, which proxies.
+    let r = run(&plain, &["-L"]);
+    assert_eq!(r.code, 200, "{} {}", r.body, r.err);
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["path"], "/echo/x?y=1", "{echo}");
+    // /healthz is lb's own answer on both listeners, never a redirect.
+    let r = run(&format!("http://api.test:{port}/healthz"), &[]);
+    assert_eq!((r.code, r.body.as_str()), (200, "ok from http\n"));
+    let r = run(&format!("https://api.test:{tls_port}/healthz"), &[]);
+    assert_eq!((r.code, r.body.as_str()), (200, "ok from https\n"));
+    // Nothing reached the backend but the followed request.
+    let m = lb.metrics();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("lb_requests_total{") && l.contains("backend=\"127.0.0.1"))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(line.ends_with(" 1"), "{line}");
+}
