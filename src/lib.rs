@@ -50,7 +50,9 @@
 //! 3. Routing loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
 //!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
 //!    ([`snapshot::Snapshot::route`]: host group, then exact path, prefix, regex; a
-//!    `replace_prefix` rewrites the forwarded path); no route → 404, no usable backend → 503.
+//!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
+//!    each, as routes may name a `scheme`); no route → 404, no usable backend → 503; a
+//!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
 //!    The route's (or its upstream's) rate limits then pass, delay or refuse it
 //!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one

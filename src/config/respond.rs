@@ -114,7 +114,7 @@ impl Template {
     }
 
     /// The text with each variable replaced by `value(var)`.
-    pub fn render<'a>(&'a self, mut value: impl FnMut(Var, &mut String)) -> String {
+    pub fn render(&self, mut value: impl FnMut(Var, &mut String)) -> String {
         let mut out = String::new();
         for p in &self.0 {
             match p {

@@ -205,11 +205,27 @@ fn route(s: &mut String, r: &Route) {
     if let Some(p) = &r.replace_prefix {
         let _ = writeln!(s, "replace_prefix = {}", string(p));
     }
+    if let Some(scheme) = r.scheme {
+        let _ = writeln!(s, "scheme = {}", string(scheme));
+    }
     if !r.rate_limits.is_empty() {
         let names: Vec<String> = r.rate_limits.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "rate_limits = [{}]", names.join(", "));
     }
-    let _ = writeln!(s, "upstream = {}", string(&r.upstream));
+    match &r.respond {
+        None => {
+            let _ = writeln!(s, "upstream = {}", string(&r.upstream));
+        }
+        Some(a) => {
+            let _ = writeln!(s, "respond = {}", a.status);
+            if let Some(b) = &a.body {
+                let _ = writeln!(s, "body = {}", string(b));
+            }
+            if let Some(l) = &a.location {
+                let _ = writeln!(s, "location = {}", string(l));
+            }
+        }
+    }
 }
 
 /// A TOML basic string.

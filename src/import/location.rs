@@ -9,6 +9,7 @@
 
 use super::limit::{LimitUse, Limits};
 use super::model::*;
+use super::ret;
 use super::tree::{Directive, Loc};
 use super::upstream::with_port;
 
@@ -26,6 +27,8 @@ pub struct Settings {
     tries: Option<At<u32>>,
     /// `limit_req` and its companions.
     limits: Limits,
+    /// The server's first name (`$server_name` in `return`).
+    pub server_name: Option<String>,
 }
 
 /// `proxy_set_header` lines that say what lb does anyway.
@@ -207,6 +210,8 @@ pub struct Location {
     pub settings: UseSettings,
     /// Its `limit_req` lines (its own, else inherited).
     pub limits: LimitUse,
+    /// `return`: lb answers (no upstream; `target` is empty).
+    pub respond: Option<ret::Respond>,
 }
 
 /// Maps a `location` block and those nested in it (each its own route) into `out`.
@@ -220,14 +225,39 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
         settings.take(c, notes);
     }
     let mut pass = None;
+    let mut ret_line = None;
     let mut nested = Vec::new();
     for c in d.children() {
         match c.name.as_str() {
             "proxy_pass" => pass = Some(c),
+            "return" => ret_line = ret_line.or(Some(c)),
             "location" => location(c, &settings, &mut nested, notes),
             n if Settings::owns(n) => {}
             _ => notes.unsupported(c),
         }
+    }
+    if let Some(r) = ret_line {
+        // NGINX's rewrite phase: `return` answers before the content phase would proxy.
+        if let Some(p) = pass {
+            let msg = "return answers every request here first: never used";
+            notes.add(&p.loc, "proxy_pass", msg);
+        }
+        if let Some(respond) = ret::parse(r, settings.server_name.as_deref(), notes) {
+            out.push(Location {
+                loc: d.loc.clone(),
+                label,
+                path,
+                skip_regex,
+                replace_prefix: None,
+                https: false,
+                target: String::new(),
+                settings: settings.use_settings(),
+                limits: LimitUse::default(),
+                respond: Some(respond),
+            });
+        }
+        out.extend(nested);
+        return;
     }
     match pass {
         None => notes.add(
@@ -260,6 +290,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
                     target,
                     settings: settings.use_settings(),
                     limits: settings.limits.now.clone(),
+                    respond: None,
                 });
             }
         }

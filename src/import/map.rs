@@ -34,6 +34,8 @@ struct Server {
     http2: Option<Loc>,
     certs: Vec<Certificate>,
     locations: Vec<Location>,
+    /// A `return` of the server itself: it answers every request, locations unused.
+    ret: Option<(Loc, super::ret::Respond)>,
 }
 
 /// Maps a whole loaded tree. `conf_dir` is where relative certificate paths start (NGINX's conf
@@ -156,6 +158,11 @@ impl Mapper<'_> {
         notes: &mut Notes,
     ) -> Server {
         let mut settings = http.child();
+        settings.server_name = d
+            .children()
+            .iter()
+            .find(|c| c.name == "server_name")
+            .and_then(|c| c.args.first().cloned());
         let mut tls = TlsFiles::default();
         for c in d.children() {
             if !settings.take(c, notes) {
@@ -170,12 +177,17 @@ impl Mapper<'_> {
             http2: tls.http2.clone(),
             certs: Vec::new(),
             locations: Vec::new(),
+            ret: None,
         };
         for c in d.children() {
             match c.name.as_str() {
                 "listen" => s.listens.extend(listen(c, notes)),
                 "server_name" => s.names.extend(server_names(c, notes)),
                 "location" => location::location(c, &settings, &mut s.locations, notes),
+                "return" if s.ret.is_none() => {
+                    let name = settings.server_name.as_deref();
+                    s.ret = super::ret::parse(c, name, notes).map(|r| (c.loc.clone(), r));
+                }
                 n if Settings::owns(n) || TlsFiles::owns(n) => {}
                 _ => notes.unsupported(c),
             }
@@ -197,12 +209,30 @@ impl Mapper<'_> {
 
     fn finish(mut self, notes: &mut Notes) -> Result<Import, String> {
         let mut out = Import::default();
-        let default = self.default_server(notes);
+        let (plain_default, tls_default) = self.default_servers(notes);
         let servers = std::mem::take(&mut self.servers);
+        let listens = || servers.iter().flat_map(|s| &s.listens);
+        let (any_plain, any_tls) = (listens().any(|l| !l.ssl), listens().any(|l| l.ssl));
         for (i, s) in servers.iter().enumerate() {
-            self.routes(s, Some(i) == default, &mut out.routes, notes);
+            // A server on plain (or TLS) ports only answers nothing on the others.
+            let scheme = match (
+                s.listens.iter().all(|l| l.ssl),
+                s.listens.iter().any(|l| l.ssl),
+            ) {
+                (true, _) if any_plain => Some("https"),
+                (_, false) if any_tls => Some("http"),
+                _ => None,
+            };
+            // Its routes without a host: for the kinds of listener it is the default of.
+            let default = match (plain_default == Some(i), tls_default == Some(i)) {
+                (true, true) => Some(scheme),
+                (true, false) => Some(any_tls.then_some("http")),
+                (false, true) => Some(any_plain.then_some("https")),
+                (false, false) => None,
+            };
+            self.routes(s, default, scheme, &mut out.routes, notes);
         }
-        self.listeners(&servers, default, &mut out, notes);
+        self.listeners(&servers, tls_default.or(plain_default), &mut out, notes);
         if !self.keepalive.is_empty() {
             let total: usize = self.keepalive.iter().map(|k| k.value).sum();
             for k in &self.keepalive {
@@ -225,45 +255,127 @@ impl Mapper<'_> {
         Ok(out)
     }
 
-    /// The server whose routes also answer any host: the `default_server`, else the first
-    /// server of the first listener. lb has one default for all listeners.
-    fn default_server(&self, notes: &mut Notes) -> Option<usize> {
-        let marked: Vec<(usize, &Listen)> = self
-            .servers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.listens.iter().filter(|l| l.default).map(move |l| (i, l)))
-            .collect();
-        let Some(&(first, _)) = marked.first() else {
-            return (!self.servers.is_empty()).then_some(0);
-        };
-        for (i, l) in &marked {
-            if *i != first {
-                let msg = format!(
-                    "default_server: lb has one default server for all listeners; the one at {} is used",
-                    self.servers[first].loc
-                );
-                notes.add(&l.loc, "listen", msg);
+    /// The servers whose routes also answer any host, for the plain listeners and for the TLS
+    /// ones: the `default_server` of that kind, else the first server with such a listener
+    /// (NGINX picks per address; lb per kind).
+    fn default_servers(&self, notes: &mut Notes) -> (Option<usize>, Option<usize>) {
+        let mut pick = |ssl: bool| {
+            let marked: Vec<(usize, &Listen)> = self
+                .servers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s.listens
+                        .iter()
+                        .filter(move |l| l.default && l.ssl == ssl)
+                        .map(move |l| (i, l))
+                })
+                .collect();
+            let Some(&(first, _)) = marked.first() else {
+                return self
+                    .servers
+                    .iter()
+                    .position(|s| s.listens.iter().any(|l| l.ssl == ssl));
+            };
+            for (i, l) in &marked {
+                if *i != first {
+                    let msg = format!(
+                        "default_server: lb has one default server for all {} listeners; the one at {} is used",
+                        if ssl { "TLS" } else { "plain" },
+                        self.servers[first].loc
+                    );
+                    notes.add(&l.loc, "listen", msg);
+                }
             }
-        }
-        Some(first)
+            Some(first)
+        };
+        (pick(false), pick(true))
     }
 
     /// Routes of one server: one per (name, location), and without a host when it is the default.
-    fn routes(&mut self, s: &Server, is_default: bool, routes: &mut Vec<Route>, notes: &mut Notes) {
-        if s.names.is_empty() && !is_default {
+    fn routes(
+        &mut self,
+        s: &Server,
+        default: Option<Option<&'static str>>,
+        scheme: Option<&'static str>,
+        routes: &mut Vec<Route>,
+        notes: &mut Notes,
+    ) {
+        if s.names.is_empty() && default.is_none() {
             if !s.locations.is_empty() {
                 let msg = "no server_name lb can match and not the default server: its locations are not carried over";
                 notes.add(&s.loc, "server", msg);
             }
             return;
         }
-        let mut hosts: Vec<Option<String>> = s.names.iter().cloned().map(Some).collect();
-        if is_default {
-            hosts.push(None);
+        let mut hosts: Vec<(Option<String>, Option<&'static str>)> =
+            s.names.iter().map(|n| (Some(n.clone()), scheme)).collect();
+        if let Some(scheme) = default {
+            hosts.push((None, scheme));
         }
         let names = s.names.join(" ");
+        let label = |host: &Option<String>, what: &str| match host {
+            Some(_) => format!("server {names}, {what}"),
+            None if names.is_empty() => format!("default server, {what}"),
+            None => format!("default server {names}, {what}"),
+        };
+        let same = |o: &Route, r: &Route| {
+            o.host == r.host
+                && o.path == r.path
+                && (o.scheme.is_none() || r.scheme.is_none() || o.scheme == r.scheme)
+        };
+        if let Some((at, respond)) = &s.ret {
+            for l in &s.locations {
+                let msg = "the server's return answers every request first: never used";
+                notes.add(&l.loc, format!("location {}", l.label), msg);
+            }
+            for (host, scheme) in &hosts {
+                let r = Route {
+                    host: host.clone(),
+                    path: PathMatch::Prefix("/".into()),
+                    skip_regex: false,
+                    replace_prefix: None,
+                    upstream: String::new(),
+                    respond: Some(respond.clone()),
+                    scheme: *scheme,
+                    rate_limits: Vec::new(),
+                    loc: at.clone(),
+                    label: label(host, "return"),
+                };
+                if let Some(o) = routes.iter().find(|o| same(o, &r)) {
+                    let msg = format!("same host and path as the route from {}, skipped", o.loc);
+                    notes.add(at, "return", msg);
+                    continue;
+                }
+                routes.push(r);
+            }
+            return;
+        }
         for l in &s.locations {
+            if let Some(respond) = &l.respond {
+                for (host, scheme) in &hosts {
+                    let r = Route {
+                        host: host.clone(),
+                        path: l.path.clone(),
+                        skip_regex: l.skip_regex,
+                        replace_prefix: None,
+                        upstream: String::new(),
+                        respond: Some(respond.clone()),
+                        scheme: *scheme,
+                        rate_limits: Vec::new(),
+                        loc: l.loc.clone(),
+                        label: label(host, &format!("location {}", l.label)),
+                    };
+                    if let Some(o) = routes.iter().find(|o| same(o, &r)) {
+                        let msg =
+                            format!("same host and path as the route from {}, skipped", o.loc);
+                        notes.add(&l.loc, "location", msg);
+                        continue;
+                    }
+                    routes.push(r);
+                }
+                continue;
+            }
             let host = location::target_host(&l.target);
             if self.skipped.iter().any(|n| n.eq_ignore_ascii_case(host)) {
                 let msg = format!("upstream {host} was skipped, so is this location");
@@ -274,23 +386,20 @@ impl Mapper<'_> {
                 continue;
             };
             let rate_limits = self.rate_limits(l, notes);
-            for host in &hosts {
+            for (host, scheme) in &hosts {
                 let r = Route {
                     host: host.clone(),
                     path: l.path.clone(),
                     skip_regex: l.skip_regex,
                     replace_prefix: l.replace_prefix.clone(),
                     upstream: name.clone(),
+                    respond: None,
+                    scheme: *scheme,
                     rate_limits: rate_limits.clone(),
                     loc: l.loc.clone(),
-                    label: match host {
-                        Some(_) => format!("server {names}, location {}", l.label),
-                        None if names.is_empty() => format!("default server, location {}", l.label),
-                        None => format!("default server {names}, location {}", l.label),
-                    },
+                    label: label(host, &format!("location {}", l.label)),
                 };
-                let same = |o: &&Route| o.host == r.host && o.path == r.path;
-                if let Some(o) = routes.iter().find(same) {
+                if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
                     notes.add(&l.loc, "location", msg);
                     continue;

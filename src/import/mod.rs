@@ -15,7 +15,7 @@
 //! - [`map`] takes the `http` context (`events`, `stream`, `mail` are skipped with a note):
 //!   `upstream` blocks ([`upstream`]), `server` blocks (listeners, names, certificates) and their
 //!   locations ([`location`]) become upstreams and routes; `limit_req_zone`/`limit_req` become
-//!   rate limits ([`limit`]). Every directive it does not carry over
+//!   rate limits ([`limit`]); `return` becomes a route lb answers itself ([`ret`]). Every directive it does not carry over
 //!   becomes a [`model::Note`]: `nginx.conf:42: proxy_cache: not supported, ignored`.
 //! - [`emit`] writes the TOML.
 //!
@@ -28,6 +28,7 @@ pub mod limit;
 pub mod location;
 pub mod map;
 pub mod model;
+pub mod ret;
 pub mod tree;
 pub mod upstream;
 

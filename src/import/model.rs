@@ -219,7 +219,12 @@ pub struct Route {
     pub path: PathMatch,
     pub skip_regex: bool,
     pub replace_prefix: Option<String>,
+    /// Empty for a route lb answers itself (`respond`).
     pub upstream: String,
+    pub respond: Option<super::ret::Respond>,
+    /// `http` or `https` when the route's server listens on plain or on TLS ports only (and
+    /// the import has both kinds).
+    pub scheme: Option<&'static str>,
     /// The zones of its `limit_req` lines.
     pub rate_limits: Vec<String>,
     pub loc: Loc,

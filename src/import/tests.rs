@@ -146,13 +146,22 @@ fn listeners_are_the_union_and_ssl_ones_are_https() {
     );
     assert_eq!(s["tls"]["http2"].as_bool(), Some(true));
     let certs = s["tls"]["certificates"].as_array().unwrap();
-    // The default server's certificate comes first (lb's default certificate).
-    assert_eq!(certs[0]["cert"].as_str(), Some("/etc/b.pem"));
+    // The default TLS server's certificate comes first (lb's default certificate): the first
+    // server with a TLS listener, as no TLS listener is marked default_server.
     let dir = std::fs::canonicalize(&o.dir).unwrap();
     assert_eq!(
-        certs[1]["cert"].as_str().map(PathBuf::from),
+        certs[0]["cert"].as_str().map(PathBuf::from),
         Some(dir.join("certs/a.pem"))
     );
+    assert_eq!(certs[1]["cert"].as_str(), Some("/etc/b.pem"));
+    // b is the plain default (default_server on 8080), a the TLS one: each answers any host
+    // on its kind of listener.
+    let hostless: Vec<_> = o
+        .route_summary()
+        .into_iter()
+        .filter(|r| !r.contains("host="))
+        .collect();
+    assert_eq!(hostless.len(), 2, "{}", o.text);
     assert!(o.has_note("listen: parameter reuseport: not supported, ignored"));
     assert!(o.has_note("listen: unix:/run/x.sock: lb listens on IP addresses"));
 }
@@ -503,4 +512,32 @@ fn limit_req_zones_and_their_inheritance() {
     assert_eq!(l["a_b"]["rate"].as_str(), Some("2/s"));
     assert!(o.has_note("limit_req_zone: zone a/b: lb's rate limit is named a_b"));
     crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+}
+
+#[test]
+fn return_becomes_respond_and_port_80_servers_get_scheme_http() {
+    let o = one(
+        "return",
+        "http {\n upstream api { server 10.0.0.1:8080; }\n server {\n  listen 80;\n  server_name example.com www.example.com;\n  location / { proxy_pass http://api; }\n  return 301 https://$server_name$request_uri;\n }\n server {\n  listen 443 ssl;\n  server_name example.com;\n  ssl_certificate /etc/c.pem;\n  ssl_certificate_key /etc/c.key;\n  location = /healthz { return 200 \"ok\\n\"; }\n  location /old/ { return 302 /new/; proxy_pass http://api; }\n  location / { proxy_pass http://api; }\n  location /gone/ { return 444; }\n }\n}\n",
+    );
+    let summary = o.route_summary();
+    assert_eq!(
+        summary,
+        [
+            "host=example.com location=https://example.com$request_uri path_prefix=/ respond=301 scheme=http",
+            "host=www.example.com location=https://example.com$request_uri path_prefix=/ respond=301 scheme=http",
+            "location=https://example.com$request_uri path_prefix=/ respond=301 scheme=http",
+            "body=ok\n host=example.com path_exact=/healthz respond=200 scheme=https",
+            "body=ok\n path_exact=/healthz respond=200 scheme=https",
+            "host=example.com location=/new/ path_prefix=/old/ respond=302 scheme=https",
+            "location=/new/ path_prefix=/old/ respond=302 scheme=https",
+            "host=example.com path_prefix=/ scheme=https upstream=api",
+            "path_prefix=/ scheme=https upstream=api",
+        ],
+        "{}",
+        o.text
+    );
+    assert!(o.has_note("nginx.conf:6: location /: the server's return answers every request first"));
+    assert!(o.has_note("nginx.conf:15: proxy_pass: return answers every request here first"));
+    assert!(o.has_note("nginx.conf:17: return: 444 (close without an answer)"));
 }

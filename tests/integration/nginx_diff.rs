@@ -1,7 +1,8 @@
 //! Differential tests: real NGINX is the oracle. Each case is an NGINX `http {}` body and the
 //! equivalent `lb.toml` body; both proxies run in front of the same `sample-backend` processes,
 //! get the same requests, and must agree on which backend answered each one, the target it
-//! received and its `Host` header (for the random strategies: on the set of backends used).
+//! received and its `Host` header (for the random strategies: on the set of backends used), and
+//! on the answers lb gives itself (`limit_req` refusals, `return` bodies and redirects).
 //!
 //! lb runs twice per case: on a hand-written config ([`Case::lb`]) and on `lb import-nginx` of
 //! NGINX's config ([`start_imported`]), so the importer and the runtime are checked together;
@@ -898,4 +899,66 @@ fn nginx_diff_limit_req_burst_keys_and_inheritance() {
         codes,
         [200, 200, 200, 200, 429, 429, 200, 200, 200, 200, 429, 200, 429, 429, 200, 200]
     );
+}
+
+#[test]
+fn nginx_diff_return_answers_and_redirects() {
+    let Some(bin) = nginx_or_skip("nginx_diff_return_answers_and_redirects") else {
+        return;
+    };
+    let b = backends(&["a"]);
+    let case = Case::new(
+        r#"upstream up { server %A%; }
+         server {
+           listen %LISTEN%;
+           location = /healthz { return 200 "ok\n"; }
+           location /old/ { return 301 http://$host/new$request_uri; }
+           location /teapot/ { return 418; }
+           location /echo/ { proxy_pass http://up; }
+         }"#,
+        r#"[upstreams.up]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [[routes]]
+           path_exact = "/healthz"
+           respond = 200
+           body = "ok\n"
+           [[routes]]
+           path_prefix = "/old/"
+           respond = 301
+           location = "http://$host/new$request_uri"
+           [[routes]]
+           path_prefix = "/teapot/"
+           respond = 418
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let p = Pair::start(&bin, &case);
+    let reqs = [
+        get("/healthz"),
+        get_host("/old/x?y=1", "Example.COM:8080"),
+        get("/teapot/1"),
+        get("/echo/a"),
+        get("/OLD/x"),
+    ];
+    let seen = p.agree("return", &reqs);
+    let codes: Vec<u16> = seen.iter().map(|s| s.status).collect();
+    assert_eq!(codes, [200, 301, 418, 200, 404]);
+    // The same Location and body from all three.
+    let answer = |addr: SocketAddr, path: &str, host: &str| {
+        let r = Conn::open(addr)
+            .and_then(|mut c| c.send("GET", path, &[("Host", host)], b""))
+            .unwrap();
+        (r.header("location").map(str::to_string), r.text())
+    };
+    for addr in [p.lb.addr, p.imported.addr] {
+        let nginx = answer(p.nginx.addr, "/old/x?y=1", "Example.COM:8080");
+        assert_eq!(nginx.0.as_deref(), Some("http://example.com/new/old/x?y=1"));
+        assert_eq!(answer(addr, "/old/x?y=1", "Example.COM:8080").0, nginx.0);
+        let nginx = answer(p.nginx.addr, "/healthz", "localhost");
+        assert_eq!(nginx.1, "ok\n");
+        assert_eq!(answer(addr, "/healthz", "localhost").1, nginx.1);
+    }
 }
