@@ -13,8 +13,8 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::respond::Respond;
 use crate::config::{
-    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteTarget,
-    Scheme, UpstreamConfig,
+    host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteConfig,
+    RouteTarget, Scheme, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::limit::Limiter;
@@ -198,7 +198,12 @@ impl Router {
     fn build(config: &Config, tls: bool) -> Router {
         let mut router = Router::default();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
-        if config.routes.is_empty() && !config.upstreams.is_empty() {
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        let mine = |r: &&RouteConfig| r.scheme.is_none_or(|s| s == scheme);
+        // With one upstream, a kind of listener no route is for sends everything to it (e.g.
+        // HTTPS, when the only route redirects plain HTTP there).
+        let none_mine = !config.routes.iter().any(|r| mine(&r));
+        if none_mine && config.upstreams.len() == 1 {
             let all = Route {
                 target: Target::Upstream(0),
                 replace: None,
@@ -206,12 +211,7 @@ impl Router {
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
-        let scheme = if tls { Scheme::Https } else { Scheme::Http };
-        for r in config
-            .routes
-            .iter()
-            .filter(|r| r.scheme.is_none_or(|s| s == scheme))
-        {
+        for r in config.routes.iter().filter(mine) {
             let upstream = match &r.target {
                 RouteTarget::Upstream(name) => match index(name) {
                     Some(i) => Target::Upstream(i),
@@ -604,6 +604,48 @@ mod tests {
     fn snap(text: &str) -> Snapshot {
         let c = crate::config::parse(text).unwrap();
         Snapshot::build(Arc::new(c), &Registry::default())
+    }
+
+    #[test]
+    fn each_kind_of_listener_has_its_routes() {
+        let s = snap(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
+             [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n\
+             [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n",
+        );
+        let target = |tls: bool, path: &str| match s.route_on(tls, None, path) {
+            Some(Routed::To(Route {
+                target: Target::Respond(a),
+                ..
+            })) => format!("respond {}", a.status),
+            Some(Routed::To(Route {
+                target: Target::Upstream(i),
+                ..
+            })) => format!("upstream {i}"),
+            Some(Routed::AddSlash) => "add slash".into(),
+            None => "none".into(),
+        };
+        assert_eq!(target(false, "/x"), "respond 301");
+        assert_eq!(target(false, "/api/x"), "respond 200");
+        // A respond prefix is no proxied location: no slash redirect for it.
+        assert_eq!(target(false, "/api"), "respond 301");
+        // On HTTPS only /api/ has a route, so nothing else matches (there are routes for it).
+        assert_eq!(target(true, "/api/x"), "respond 200");
+        assert_eq!(target(true, "/x"), "none");
+        // With no route for HTTPS at all, its requests go to the one upstream.
+        let s = snap(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
+             [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n",
+        );
+        assert_eq!(s.route_index(None, "/x"), None);
+        let tls = s.route_on(true, None, "/x");
+        assert!(matches!(
+            tls,
+            Some(Routed::To(Route {
+                target: Target::Upstream(0),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -529,6 +529,18 @@ impl Checker {
         };
         let body = template("body", &r.body);
         let location = template("location", &r.location);
+        if r.location
+            .as_deref()
+            .is_some_and(|l| l.chars().any(char::is_control))
+        {
+            self.problem(
+                join(path, "location"),
+                "must not contain control characters (it is a header value)",
+            );
+        }
+        if matches!(status, 204 | 304) && r.body.is_some() {
+            self.problem(join(path, "body"), format!("a {status} answer has no body"));
+        }
         if respond::is_redirect(status) {
             if r.location.is_none() {
                 self.problem(

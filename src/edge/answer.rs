@@ -49,6 +49,15 @@ pub async fn respond(
     body_text: String,
     location: Option<&str>,
 ) -> Result<()> {
+    if matches!(status, 204 | 304) {
+        // No body, so no Content-Length or Content-Type either (RFC 9110 §8.6, §15.3.5).
+        let resp = ResponseHeader::build(status, Some(0))?;
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp)).await?;
+        return session.write_response_body(Bytes::new(), true).await;
+    }
     let text = match location {
         Some(l) => body(status, &format!("see {l}")),
         None => body_text,

@@ -36,6 +36,8 @@ struct Server {
     locations: Vec<Location>,
     /// A `return` of the server itself: it answers every request, locations unused.
     ret: Option<(Loc, super::ret::Respond)>,
+    /// Its certificate lines (own, else inherited), read once its TLS listeners are known.
+    tls_files: TlsFiles,
 }
 
 /// Maps a whole loaded tree. `conf_dir` is where relative certificate paths start (NGINX's conf
@@ -178,13 +180,19 @@ impl Mapper<'_> {
             certs: Vec::new(),
             locations: Vec::new(),
             ret: None,
+            tls_files: TlsFiles::default(),
         };
         for c in d.children() {
             match c.name.as_str() {
                 "listen" => s.listens.extend(listen(c, notes)),
                 "server_name" => s.names.extend(server_names(c, notes)),
                 "location" => location::location(c, &settings, &mut s.locations, notes),
-                "return" if s.ret.is_none() => {
+                "return" if s.ret.is_some() => notes.add(
+                    &c.loc,
+                    "return",
+                    "after the server's first return: never reached",
+                ),
+                "return" => {
                     let name = settings.server_name.as_deref();
                     s.ret = super::ret::parse(c, name, notes).map(|r| (c.loc.clone(), r));
                 }
@@ -201,14 +209,26 @@ impl Mapper<'_> {
                 loc: d.loc.clone(),
             });
         }
-        if s.listens.iter().any(|l| l.ssl) {
-            s.certs = tls.certificates(self.conf_dir, notes);
-        }
+        s.tls_files = tls;
         s
     }
 
     fn finish(mut self, notes: &mut Notes) -> Result<Import, String> {
         let mut out = Import::default();
+        // As NGINX: a `listen` of an address some server listens on with `ssl` is TLS too.
+        let ssl: HashSet<String> = self
+            .servers
+            .iter()
+            .flat_map(|s| s.listens.iter().filter(|l| l.ssl).map(|l| l.addr.clone()))
+            .collect();
+        for s in &mut self.servers {
+            for l in &mut s.listens {
+                l.ssl = ssl.contains(&l.addr);
+            }
+            if s.listens.iter().any(|l| l.ssl) {
+                s.certs = s.tls_files.certificates(self.conf_dir, notes);
+            }
+        }
         let (plain_default, tls_default) = self.default_servers(notes);
         let servers = std::mem::take(&mut self.servers);
         let listens = || servers.iter().flat_map(|s| &s.listens);
@@ -302,7 +322,7 @@ impl Mapper<'_> {
         notes: &mut Notes,
     ) {
         if s.names.is_empty() && default.is_none() {
-            if !s.locations.is_empty() {
+            if !s.locations.is_empty() || s.ret.is_some() {
                 let msg = "no server_name lb can match and not the default server: its locations are not carried over";
                 notes.add(&s.loc, "server", msg);
             }

@@ -27,7 +27,18 @@ pub fn parse(d: &Directive, server_name: Option<&str>, notes: &mut Notes) -> Opt
         None
     };
     let (code, text) = match d.args.as_slice() {
-        [one] if !one.bytes().all(|b| b.is_ascii_digit()) => (302, Some(one.clone())),
+        [one] if !one.bytes().all(|b| b.is_ascii_digit()) => {
+            let absolute = ["http://", "https://", "$scheme"]
+                .iter()
+                .any(|p| one.starts_with(p));
+            if !absolute {
+                return skip(
+                    notes,
+                    format!("{one}: NGINX takes a lone URL only with a scheme"),
+                );
+            }
+            (302, Some(one.clone()))
+        }
         [code] => (code.parse().unwrap_or(0), None),
         [code, text] => (code.parse().unwrap_or(0), Some(text.clone())),
         _ => return skip(notes, "expects a code and an optional text or URL".into()),
@@ -49,11 +60,32 @@ pub fn parse(d: &Directive, server_name: Option<&str>, notes: &mut Notes) -> Opt
         let Some(location) = text else {
             return skip(notes, format!("{code} without a URL"));
         };
+        if location.starts_with('/') {
+            let msg =
+                "relative URL: NGINX makes it absolute (absolute_redirect), lb sends it as written";
+            notes.add(&d.loc, "return", msg);
+        }
         return Some(Respond {
             status: code,
             body: None,
             location: Some(location),
         });
+    }
+    if matches!(code, 204 | 304) && text.is_some() {
+        notes.add(
+            &d.loc,
+            "return",
+            format!("{code} has no body: the text is dropped"),
+        );
+        return Some(Respond {
+            status: code,
+            body: None,
+            location: None,
+        });
+    }
+    if text.is_some() {
+        let msg = "lb answers with Content-Type text/plain; charset=utf-8 (NGINX: default_type)";
+        notes.add(&d.loc, "return", msg);
     }
     Some(Respond {
         status: code,

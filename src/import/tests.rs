@@ -541,3 +541,22 @@ fn return_becomes_respond_and_port_80_servers_get_scheme_http() {
     assert!(o.has_note("nginx.conf:15: proxy_pass: return answers every request here first"));
     assert!(o.has_note("nginx.conf:17: return: 444 (close without an answer)"));
 }
+
+#[test]
+fn a_listen_on_an_ssl_address_is_tls_and_nameless_returns_are_noted() {
+    let o = one(
+        "ssl-address",
+        "http {\n upstream api { server 10.0.0.1:8080; }\n server { listen 443 ssl; server_name a.test; ssl_certificate /etc/a.pem; ssl_certificate_key /etc/a.key; location / { proxy_pass http://api; } }\n server { listen 443; server_name b.test; ssl_certificate /etc/b.pem; ssl_certificate_key /etc/b.key; location / { proxy_pass http://api; } }\n server { listen 80; server_name a.test; return 301 https://$host$request_uri; return 404; }\n server { listen 80; server_name _; return 444; }\n}\n",
+    );
+    let summary = o.route_summary();
+    // b's `listen 443` is TLS (a listens there with ssl): its route is for HTTPS, not HTTP.
+    assert!(
+        summary.contains(&"host=b.test path_prefix=/ scheme=https upstream=api".to_string()),
+        "{summary:#?}"
+    );
+    assert!(summary.iter().any(|r| r.contains("host=a.test")
+        && r.contains("respond=301")
+        && r.contains("scheme=http")));
+    assert!(o.has_note("nginx.conf:5: return: after the server's first return: never reached"));
+    assert!(o.has_note("nginx.conf:6: return: 444"));
+}

@@ -20,6 +20,8 @@ pub const UNAVAILABLE: u8 = 14;
 /// A quota ran out: lb's answer to a call over a rate limit (as Envoy's
 /// `rate_limited_as_resource_exhausted`).
 pub const RESOURCE_EXHAUSTED: u8 = 8;
+/// `UNIMPLEMENTED`: a call to a path lb answers itself (a `respond` route).
+pub const UNIMPLEMENTED: u8 = 12;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");

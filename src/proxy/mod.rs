@@ -206,9 +206,27 @@ impl Proxy {
                     target: Target::Respond(a),
                     ..
                 })) => {
-                    let (status, text, location) = respond::render(session, tls, a, &path);
+                    let rendered = (!ctx.grpc).then(|| respond::render(session, tls, a, &path));
                     ctx.snapshot = Some(snapshot);
-                    let _ = answer::respond(session, status, text, location.as_deref()).await;
+                    let Some((status, text, location)) = rendered else {
+                        let msg = "this path is answered by lb itself, not a gRPC service";
+                        ctx.grpc_status = Some(grpc::UNIMPLEMENTED);
+                        let _ = grpc::answer(session, grpc::UNIMPLEMENTED, msg).await;
+                        return false;
+                    };
+                    if answer::respond(session, status, text, location.as_deref())
+                        .await
+                        .is_err()
+                        && session.response_written().is_none()
+                    {
+                        let _ = answer::write(
+                            session,
+                            500,
+                            "the route's answer could not be written",
+                            true,
+                        )
+                        .await;
+                    }
                     return false;
                 }
                 Some(Routed::To(

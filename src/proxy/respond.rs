@@ -14,13 +14,16 @@ pub fn render(
     path: &str,
 ) -> (u16, String, Option<String>) {
     let req = session.req_header();
+    // `/x?` has no arguments, as in NGINX.
+    let query = req.uri.query().filter(|q| !q.is_empty());
     let fill = |v: Var, out: &mut String| match v {
         Var::Scheme => out.push_str(if tls { "https" } else { "http" }),
         Var::Host => {
             let host = super::headers::request_host(req).map(crate::snapshot::host_name);
             match host.filter(|h| !h.is_empty()) {
                 Some(h) => out.extend(h.chars().map(|c| c.to_ascii_lowercase())),
-                // No Host (HTTP/1.0): the address the client reached, as NGINX's server name.
+                // No Host (HTTP/1.0): the address the client reached (NGINX would name its
+                // server_name; lb's routes have none to name).
                 None => {
                     match session
                         .server_addr()
@@ -34,11 +37,19 @@ pub fn render(
                 }
             }
         }
-        Var::RequestUri => out.push_str(&String::from_utf8_lossy(req.raw_path())),
+        Var::RequestUri => {
+            let raw = req.raw_path();
+            if raw.starts_with(b"/") {
+                out.push_str(&String::from_utf8_lossy(raw));
+            } else {
+                // Absolute form (`GET http://host/p?q`): NGINX's $request_uri is `/p?q`.
+                out.push_str(req.uri.path_and_query().map_or("/", |p| p.as_str()));
+            }
+        }
         Var::Uri => out.push_str(path),
-        Var::Args => out.push_str(req.uri.query().unwrap_or("")),
+        Var::Args => out.push_str(query.unwrap_or("")),
         Var::IsArgs => {
-            if req.uri.query().is_some() {
+            if query.is_some() {
                 out.push('?')
             }
         }

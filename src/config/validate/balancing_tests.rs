@@ -280,3 +280,18 @@ fn respond_routes_and_schemes() {
     assert!(!p.iter().any(|l| l.contains("routes[8]")), "{p:#?}");
     assert_eq!(p.len(), 12, "{p:#?}");
 }
+
+#[test]
+fn respond_headers_and_empty_answers() {
+    let p = problems(
+        "[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
+         [[routes]]\npath_prefix = \"/a/\"\nrespond = 302\nlocation = \"/x\\r\\nSet-Cookie: a=b\"\n\
+         [[routes]]\npath_prefix = \"/b/\"\nrespond = 204\nbody = \"x\"\n",
+    );
+    has(
+        &p,
+        "routes[0].location: must not contain control characters",
+    );
+    has(&p, "routes[1].body: a 204 answer has no body");
+    assert_eq!(p.len(), 2, "{p:#?}");
+}
