@@ -589,8 +589,8 @@ fn requests_finishing_during_a_graceful_stop_are_streamed_before_the_exit() {
     let slow = |ms: u64| {
         std::thread::spawn(move || try_request(addr, "GET", &format!("/delay/{ms}"), &[], b""))
     };
-    // One request ends soon after the signal, the other holds the exit back for 8 s.
-    let (short, long) = (slow(500), slow(8000));
+    // One request ends soon after the signal, the other holds the exit back for 10 s.
+    let (short, long) = (slow(500), slow(10_000));
     wait_for("requests in flight", Duration::from_secs(10), || {
         (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 2).then_some(())
     });
@@ -600,7 +600,7 @@ fn requests_finishing_during_a_graceful_stop_are_streamed_before_the_exit() {
     let records = broker.consume(TOPIC, "request", 1, 5);
     assert!(
         lb.proc.child.try_wait().unwrap().is_none(),
-        "lb exited before the check (the long request should hold it 8 s)"
+        "lb exited before the check (the long request should hold it 10 s)"
     );
     let paths: Vec<_> = of_type(&records, "request")
         .iter()
