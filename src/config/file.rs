@@ -153,6 +153,7 @@ pub struct RouteFile {
     pub respond: Option<i64>,
     pub body: Option<String>,
     pub location: Option<String>,
+    pub content_type: Option<String>,
 }
 
 /// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.

@@ -11,6 +11,8 @@ pub struct Respond {
     pub body: Option<Template>,
     /// The `Location` of a redirect (301, 302, 303, 307, 308), where it is required.
     pub location: Option<Template>,
+    /// The body's Content-Type (none: `text/plain; charset=utf-8`).
+    pub content_type: Option<String>,
 }
 
 /// The statuses that redirect (and need a `location`).

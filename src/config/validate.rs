@@ -502,7 +502,12 @@ impl Checker {
                 return None;
             }
             (Some(u), None) => {
-                for (key, v) in [("body", &r.body), ("location", &r.location)] {
+                let only_respond = [
+                    ("body", &r.body),
+                    ("location", &r.location),
+                    ("content_type", &r.content_type),
+                ];
+                for (key, v) in only_respond {
                     if v.is_some() {
                         self.problem(join(path, key), "only with `respond`");
                     }
@@ -541,6 +546,17 @@ impl Checker {
         if matches!(status, 204 | 304) && r.body.is_some() {
             self.problem(join(path, "body"), format!("a {status} answer has no body"));
         }
+        if let Some(t) = &r.content_type {
+            let valid = !t.trim().is_empty() && http::HeaderValue::from_str(t).is_ok();
+            if !valid {
+                self.problem(
+                    join(path, "content_type"),
+                    "must be a header value, e.g. \"application/json\"",
+                );
+            } else if respond::is_redirect(status) || matches!(status, 204 | 304) {
+                self.problem(join(path, "content_type"), "only for an answer with a body");
+            }
+        }
         if respond::is_redirect(status) {
             if r.location.is_none() {
                 self.problem(
@@ -564,6 +580,7 @@ impl Checker {
             status,
             body,
             location,
+            content_type: r.content_type.clone(),
         }))
     }
 

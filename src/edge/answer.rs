@@ -48,6 +48,7 @@ pub async fn respond(
     status: u16,
     body_text: String,
     location: Option<&str>,
+    content_type: Option<&str>,
 ) -> Result<()> {
     if matches!(status, 204 | 304) {
         // No body, so no Content-Length or Content-Type either (RFC 9110 §8.6, §15.3.5).
@@ -62,8 +63,12 @@ pub async fn respond(
         Some(l) => body(status, &format!("see {l}")),
         None => body_text,
     };
-    write_with(session, status, text, false, location).await
+    let content_type = content_type.unwrap_or(PLAIN);
+    write_typed(session, status, text, false, location, content_type).await
 }
+
+/// The Content-Type of lb's own answers.
+const PLAIN: &str = "text/plain; charset=utf-8";
 
 async fn write_with(
     session: &mut ServerSession,
@@ -72,11 +77,22 @@ async fn write_with(
     close: bool,
     location: Option<&str>,
 ) -> Result<()> {
+    write_typed(session, status, body, close, location, PLAIN).await
+}
+
+async fn write_typed(
+    session: &mut ServerSession,
+    status: u16,
+    body: String,
+    close: bool,
+    location: Option<&str>,
+    content_type: &str,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     if let Some(l) = location {
         resp.insert_header(header::LOCATION, l)?;
     }
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if close {
         resp.insert_header(header::CONNECTION, "close")?;

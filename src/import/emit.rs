@@ -224,6 +224,9 @@ fn route(s: &mut String, r: &Route) {
             if let Some(l) = &a.location {
                 let _ = writeln!(s, "location = {}", string(l));
             }
+            if let Some(t) = &a.content_type {
+                let _ = writeln!(s, "content_type = {}", string(t));
+            }
         }
     }
 }

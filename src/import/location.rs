@@ -29,6 +29,8 @@ pub struct Settings {
     limits: Limits,
     /// The server's first name (`$server_name` in `return`).
     pub server_name: Option<String>,
+    /// `default_type`: the Content-Type of `return`'s text.
+    pub default_type: Option<String>,
 }
 
 /// `proxy_set_header` lines that say what lb does anyway.
@@ -53,6 +55,7 @@ impl Settings {
                 | "proxy_next_upstream"
                 | "proxy_next_upstream_tries"
                 | "proxy_http_version"
+                | "default_type"
         ) || Limits::owns(name)
     }
 
@@ -90,6 +93,7 @@ impl Settings {
             "proxy_read_timeout" => self.read = time(notes).or(self.read.take()),
             "proxy_send_timeout" => self.send = time(notes).or(self.send.take()),
             "proxy_next_upstream" => self.next_upstream(d, notes),
+            "default_type" => self.default_type = d.args.first().cloned(),
             "proxy_next_upstream_tries" => match arg.parse() {
                 Ok(n) => {
                     self.tries = Some(At {
@@ -242,7 +246,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
             let msg = "return answers every request here first: never used";
             notes.add(&p.loc, "proxy_pass", msg);
         }
-        if let Some(respond) = ret::parse(r, settings.server_name.as_deref(), notes) {
+        if let Some(respond) = ret::parse(r, &settings, notes) {
             out.push(Location {
                 loc: d.loc.clone(),
                 label,

@@ -193,8 +193,7 @@ impl Mapper<'_> {
                     "after the server's first return: never reached",
                 ),
                 "return" => {
-                    let name = settings.server_name.as_deref();
-                    s.ret = super::ret::parse(c, name, notes).map(|r| (c.loc.clone(), r));
+                    s.ret = super::ret::parse(c, &settings, notes).map(|r| (c.loc.clone(), r));
                 }
                 n if Settings::owns(n) || TlsFiles::owns(n) => {}
                 _ => notes.unsupported(c),

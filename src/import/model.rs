@@ -52,7 +52,6 @@ const HARMLESS: &[&str] = &[
     "charset",
     "charset_types",
     "daemon",
-    "default_type",
     "error_log",
     "index",
     "load_module",

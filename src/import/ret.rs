@@ -7,6 +7,7 @@
 //! location is looked at (NGINX's server-level rewrite phase), so the server's locations are
 //! unreachable and become one `/` route.
 
+use super::location::Settings;
 use super::model::Notes;
 use super::tree::Directive;
 use crate::config::respond::{is_redirect, Template};
@@ -17,11 +18,14 @@ pub struct Respond {
     pub status: u16,
     pub body: Option<String>,
     pub location: Option<String>,
+    /// `default_type` (NGINX's own default: `text/plain`), for a text.
+    pub content_type: Option<String>,
 }
 
 /// The answer of a `return` line, `None` (with a note) when lb cannot give it. `server_name`:
 /// the server's first name, for `$server_name`.
-pub fn parse(d: &Directive, server_name: Option<&str>, notes: &mut Notes) -> Option<Respond> {
+pub fn parse(d: &Directive, settings: &Settings, notes: &mut Notes) -> Option<Respond> {
+    let server_name = settings.server_name.as_deref();
     let skip = |notes: &mut Notes, why: String| {
         notes.add(&d.loc, "return", format!("{why}; skipped"));
         None
@@ -69,6 +73,7 @@ pub fn parse(d: &Directive, server_name: Option<&str>, notes: &mut Notes) -> Opt
             status: code,
             body: None,
             location: Some(location),
+            content_type: None,
         });
     }
     if matches!(code, 204 | 304) && text.is_some() {
@@ -81,16 +86,22 @@ pub fn parse(d: &Directive, server_name: Option<&str>, notes: &mut Notes) -> Opt
             status: code,
             body: None,
             location: None,
+            content_type: None,
         });
     }
-    if text.is_some() {
-        let msg = "lb answers with Content-Type text/plain; charset=utf-8 (NGINX: default_type)";
-        notes.add(&d.loc, "return", msg);
-    }
+    // NGINX sends `default_type` (or `text/plain` without one); a type by file extension
+    // (`types`, mime.types) is not looked up.
+    let content_type = text.as_ref().map(|_| {
+        settings
+            .default_type
+            .clone()
+            .unwrap_or_else(|| "text/plain".to_string())
+    });
     Some(Respond {
         status: code,
         body: text,
         location: None,
+        content_type,
     })
 }
 
@@ -128,7 +139,10 @@ mod tests {
             block: None,
         };
         let mut notes = Notes::default();
-        let r = parse(&d, Some("example.com"), &mut notes);
+        let mut settings = Settings::default();
+        settings.server_name = Some("example.com".into());
+        settings.default_type = Some("application/json".into());
+        let r = parse(&d, &settings, &mut notes);
         (r, notes.0.iter().map(|n| n.message.clone()).collect())
     }
 
@@ -146,6 +160,7 @@ mod tests {
         );
         let r = ret(&["200", "ok\n"]).0.unwrap();
         assert_eq!((r.status, r.body.as_deref()), (200, Some("ok\n")));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
         assert_eq!(ret(&["204"]).0.unwrap().body, None);
         let (r, notes) = ret(&["444"]);
         assert!(r.is_none() && notes[0].contains("444"), "{notes:?}");

@@ -206,19 +206,25 @@ impl Proxy {
                     target: Target::Respond(a),
                     ..
                 })) => {
-                    let rendered = (!ctx.grpc).then(|| respond::render(session, tls, a, &path));
+                    let rendered = (!ctx.grpc).then(|| {
+                        let (text, location) = respond::render(session, tls, a, &path);
+                        (a.status, text, location, a.content_type.clone())
+                    });
                     ctx.snapshot = Some(snapshot);
-                    let Some((status, text, location)) = rendered else {
+                    let Some((status, text, location, content_type)) = rendered else {
                         let msg = "this path is answered by lb itself, not a gRPC service";
                         ctx.grpc_status = Some(grpc::UNIMPLEMENTED);
                         let _ = grpc::answer(session, grpc::UNIMPLEMENTED, msg).await;
                         return false;
                     };
-                    if answer::respond(session, status, text, location.as_deref())
-                        .await
-                        .is_err()
-                        && session.response_written().is_none()
-                    {
+                    let written = answer::respond(
+                        session,
+                        status,
+                        text,
+                        location.as_deref(),
+                        content_type.as_deref(),
+                    );
+                    if written.await.is_err() && session.response_written().is_none() {
                         let _ = answer::write(
                             session,
                             500,

@@ -5,14 +5,14 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::config::respond::{Respond, Var};
 
-/// (status, body, location) of `a` for this request; `tls`: it came over HTTPS; `path`: the
+/// (body, location) of `a` for this request; `tls`: it came over HTTPS; `path`: the
 /// normalized path.
 pub fn render(
     session: &ServerSession,
     tls: bool,
     a: &Respond,
     path: &str,
-) -> (u16, String, Option<String>) {
+) -> (String, Option<String>) {
     let req = session.req_header();
     // `/x?` has no arguments, as in NGINX.
     let query = req.uri.query().filter(|q| !q.is_empty());
@@ -61,5 +61,5 @@ pub fn render(
     };
     let body = a.body.as_ref().map(|t| t.render(fill)).unwrap_or_default();
     let location = a.location.as_ref().map(|t| t.render(fill));
-    (a.status, body, location)
+    (body, location)
 }

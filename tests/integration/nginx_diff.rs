@@ -948,9 +948,11 @@ fn nginx_diff_return_answers_and_redirects() {
         r#"upstream up { server %A%; }
          server {
            listen %LISTEN%;
-           location = /healthz { return 200 "ok\n"; }
+           location = /healthz { default_type application/json; return 200 "ok\n"; }
            location /old/ { return 301 http://$host/new$request_uri; }
            location /teapot/ { return 418; }
+           location /empty/ { return 204; }
+           location /q/ { return 302 http://$host$uri$is_args$args; }
            location /echo/ { proxy_pass http://up; }
          }"#,
         r#"[upstreams.up]
@@ -960,6 +962,7 @@ fn nginx_diff_return_answers_and_redirects() {
            path_exact = "/healthz"
            respond = 200
            body = "ok\n"
+           content_type = "application/json"
            [[routes]]
            path_prefix = "/old/"
            respond = 301
@@ -967,6 +970,13 @@ fn nginx_diff_return_answers_and_redirects() {
            [[routes]]
            path_prefix = "/teapot/"
            respond = 418
+           [[routes]]
+           path_prefix = "/empty/"
+           respond = 204
+           [[routes]]
+           path_prefix = "/q/"
+           respond = 302
+           location = "http://$host$uri$is_args$args"
            [[routes]]
            path_prefix = "/echo/"
            upstream = "up""#,
@@ -979,23 +989,61 @@ fn nginx_diff_return_answers_and_redirects() {
         get("/teapot/1"),
         get("/echo/a"),
         get("/OLD/x"),
+        get("/empty/"),
     ];
     let seen = p.agree("return", &reqs);
     let codes: Vec<u16> = seen.iter().map(|s| s.status).collect();
-    assert_eq!(codes, [200, 301, 418, 200, 404]);
-    // The same Location and body from all three.
-    let answer = |addr: SocketAddr, path: &str, host: &str| {
+    assert_eq!(codes, [200, 301, 418, 200, 404, 204]);
+    // The same Location, body and framing from all three.
+    let answer = |addr: SocketAddr, target: &str, host: &str| {
         let r = Conn::open(addr)
-            .and_then(|mut c| c.send("GET", path, &[("Host", host)], b""))
+            .and_then(|mut c| c.send("GET", target, &[("Host", host)], b""))
             .unwrap();
-        (r.header("location").map(str::to_string), r.text())
+        let header = |n: &str| r.header(n).map(str::to_string);
+        (
+            header("location"),
+            r.text(),
+            header("content-length"),
+            header("content-type"),
+        )
     };
+    let cases = [
+        ("/old/x?y=1", "Example.COM:8080"),
+        // $request_uri keeps an empty query's `?`; for $is_args and $args it is no query.
+        ("/old/x?", "a.test"),
+        ("/q/x?", "a.test"),
+        ("/q/x?k=v", "a.test"),
+        // Absolute form: $request_uri is the path and query.
+        ("http://b.test/old/a?b=1", "b.test"),
+        ("/healthz", "localhost"),
+        // No body, and no Content-Length or Content-Type either.
+        ("/empty/", "localhost"),
+    ];
+    let nginx: Vec<_> = cases
+        .iter()
+        .map(|(t, h)| answer(p.nginx.addr, t, h))
+        .collect();
+    assert_eq!(
+        nginx[0].0.as_deref(),
+        Some("http://example.com/new/old/x?y=1")
+    );
+    assert_eq!(nginx[1].0.as_deref(), Some("http://a.test/new/old/x?"));
+    assert_eq!(nginx[2].0.as_deref(), Some("http://a.test/q/x"));
+    assert_eq!(nginx[3].0.as_deref(), Some("http://a.test/q/x?k=v"));
+    assert_eq!(nginx[4].0.as_deref(), Some("http://b.test/new/old/a?b=1"));
+    assert_eq!(
+        (nginx[5].1.as_str(), nginx[5].3.as_deref()),
+        ("ok\n", Some("application/json"))
+    );
+    assert_eq!((nginx[6].2.as_deref(), nginx[6].3.as_deref()), (None, None));
     for addr in [p.lb.addr, p.imported.addr] {
-        let nginx = answer(p.nginx.addr, "/old/x?y=1", "Example.COM:8080");
-        assert_eq!(nginx.0.as_deref(), Some("http://example.com/new/old/x?y=1"));
-        assert_eq!(answer(addr, "/old/x?y=1", "Example.COM:8080").0, nginx.0);
-        let nginx = answer(p.nginx.addr, "/healthz", "localhost");
-        assert_eq!(nginx.1, "ok\n");
-        assert_eq!(answer(addr, "/healthz", "localhost").1, nginx.1);
+        for (i, (t, h)) in cases.iter().enumerate() {
+            let lb = answer(addr, t, h);
+            assert_eq!(lb.0, nginx[i].0, "Location of {t}");
+            if i >= 5 {
+                let n = &nginx[i];
+                assert_eq!((&lb.1, &lb.2, &lb.3), (&n.1, &n.2, &n.3), "answer to {t}");
+            }
+        }
     }
 }

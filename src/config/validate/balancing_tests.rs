@@ -286,12 +286,18 @@ fn respond_headers_and_empty_answers() {
     let p = problems(
         "[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
          [[routes]]\npath_prefix = \"/a/\"\nrespond = 302\nlocation = \"/x\\r\\nSet-Cookie: a=b\"\n\
-         [[routes]]\npath_prefix = \"/b/\"\nrespond = 204\nbody = \"x\"\n",
+         [[routes]]\npath_prefix = \"/b/\"\nrespond = 204\nbody = \"x\"\n\
+         [[routes]]\npath_prefix = \"/c/\"\nupstream = \"api\"\ncontent_type = \"text/html\"\n\
+         [[routes]]\npath_prefix = \"/d/\"\nrespond = 301\nlocation = \"/\"\ncontent_type = \"text/html\"\n\
+         [[routes]]\npath_prefix = \"/e/\"\nrespond = 200\ncontent_type = \"\"\n",
     );
     has(
         &p,
         "routes[0].location: must not contain control characters",
     );
     has(&p, "routes[1].body: a 204 answer has no body");
-    assert_eq!(p.len(), 2, "{p:#?}");
+    has(&p, "routes[2].content_type: only with `respond`");
+    has(&p, "routes[3].content_type: only for an answer with a body");
+    has(&p, "routes[4].content_type: must be a header value");
+    assert_eq!(p.len(), 5, "{p:#?}");
 }
