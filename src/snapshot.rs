@@ -415,13 +415,15 @@ impl Snapshot {
         self.routers[usize::from(tls)].group(host).find(path)
     }
 
-    /// [`Snapshot::route_on`] for a plain listener.
+    /// [`Snapshot::route_on`] for a plain listener (tests).
+    #[cfg(test)]
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
         self.route_on(false, host, path)
     }
 
     /// Index into `upstreams` of the upstream for a plain request (`None` also for a redirect
-    /// or an answer from lb).
+    /// or an answer from lb; tests).
+    #[cfg(test)]
     pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
         match self.route(host, path)? {
             Routed::To(Route {

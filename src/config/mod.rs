@@ -602,16 +602,6 @@ pub enum RouteTarget {
     Respond(respond::Respond),
 }
 
-impl RouteTarget {
-    /// The upstream's name, for a proxying route.
-    pub fn upstream(&self) -> Option<&str> {
-        match self {
-            RouteTarget::Upstream(u) => Some(u),
-            RouteTarget::Respond(_) => None,
-        }
-    }
-}
-
 /// How a route matches the (normalized) path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PathMatch {

@@ -137,10 +137,19 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 }
                 None => {
                     let mut byte = [0u8; 1];
-                    let n = tokio::select! {
-                        biased;
-                        n = stream.read(&mut byte) => n.ok()?,
-                        _ = self.inner.stopped() => return None,
+                    let n = if carried.is_some() {
+                        // An idle keep-alive connection closes when the service stops.
+                        tokio::select! {
+                            biased;
+                            n = stream.read(&mut byte) => n.ok()?,
+                            _ = self.inner.stopped() => return None,
+                        }
+                    } else {
+                        // A new connection's first request is served even when stopping (as
+                        // last request): the client sent it, or is sending it, to a listener
+                        // that accepted it — closing would lose it, as NGINX does not either.
+                        // The header timeout bounds the wait.
+                        stream.read(&mut byte).await.ok()?
                     };
                     if n == 0 {
                         return None;

@@ -157,8 +157,21 @@ impl Proxy {
 
     /// lb's own answer: plain text, or gRPC's trailers-only status for a gRPC call.
     async fn refuse(&self, session: &mut ServerSession, ctx: &mut Ctx, code: u16, reason: &str) {
+        self.refuse_as(session, ctx, code, grpc::status_for(code), reason)
+            .await
+    }
+
+    /// [`Proxy::refuse`] with the `grpc-status` a gRPC call gets named (where HTTP's `code` maps
+    /// to a less telling one: a rate limit is RESOURCE_EXHAUSTED, not UNAVAILABLE).
+    async fn refuse_as(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+        code: u16,
+        status: u8,
+        reason: &str,
+    ) {
         let _ = if ctx.grpc {
-            let status = grpc::status_for(code);
             ctx.grpc_status = Some(status);
             grpc::answer(session, status, reason).await
         } else {
@@ -206,32 +219,20 @@ impl Proxy {
                     target: Target::Respond(a),
                     ..
                 })) => {
-                    let rendered = (!ctx.grpc).then(|| {
-                        let (text, location) = respond::render(session, tls, a, &path);
-                        (a.status, text, location, a.content_type.clone())
-                    });
-                    ctx.snapshot = Some(snapshot);
-                    let Some((status, text, location, content_type)) = rendered else {
+                    // Kept for the log; `a` goes on borrowing the local handle.
+                    ctx.snapshot = Some(snapshot.clone());
+                    if ctx.grpc {
                         let msg = "this path is answered by lb itself, not a gRPC service";
-                        ctx.grpc_status = Some(grpc::UNIMPLEMENTED);
-                        let _ = grpc::answer(session, grpc::UNIMPLEMENTED, msg).await;
+                        self.refuse_as(session, ctx, 501, grpc::UNIMPLEMENTED, msg)
+                            .await;
                         return false;
-                    };
-                    let written = answer::respond(
-                        session,
-                        status,
-                        text,
-                        location.as_deref(),
-                        content_type.as_deref(),
-                    );
+                    }
+                    let (text, location) = respond::render(session, tls, a, &path);
+                    let ct = a.content_type.as_deref();
+                    let written = answer::respond(session, a.status, text, location.as_deref(), ct);
                     if written.await.is_err() && session.response_written().is_none() {
-                        let _ = answer::write(
-                            session,
-                            500,
-                            "the route's answer could not be written",
-                            true,
-                        )
-                        .await;
+                        let why = "the route's answer could not be written";
+                        let _ = answer::write(session, 500, why, true).await;
                     }
                     return false;
                 }
@@ -277,13 +278,9 @@ impl Proxy {
                 let snapshot = ctx.snapshot.clone().expect("routed");
                 let limit = &snapshot.limits[i];
                 ctx.own_answer = true;
-                if ctx.grpc {
-                    ctx.grpc_status = Some(grpc::RESOURCE_EXHAUSTED);
-                    let _ = grpc::answer(session, grpc::RESOURCE_EXHAUSTED, &limit.refusal).await;
-                } else {
-                    self.refuse(session, ctx, limit.config.status, &limit.refusal)
-                        .await;
-                }
+                let (code, status) = (limit.config.status, grpc::RESOURCE_EXHAUSTED);
+                self.refuse_as(session, ctx, code, status, &limit.refusal)
+                    .await;
                 return false;
             }
         }

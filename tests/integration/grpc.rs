@@ -223,6 +223,7 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
          [upstreams.h1]\nbackends = [\"{}\"]\n\
          [[routes]]\nhost = \"gone.test\"\nupstream = \"gone\"\n\
          [[routes]]\nhost = \"limited.test\"\nrate_limits = [\"calls\"]\nupstream = \"slow\"\n\
+         [[routes]]\nhost = \"answer.test\"\nrespond = 200\nbody = \"ok\"\n\
          [[routes]]\npath_prefix = \"/h1/\"\nupstream = \"h1\"\n\
          [[routes]]\nupstream = \"slow\"\n\
          [rate_limits.calls]\nrate = \"1/m\"\n",
@@ -257,6 +258,10 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     let r = call_as(&lb.addr.to_string(), "unavailable", "limited.test");
     assert_eq!(code(&r), "RESOURCE_EXHAUSTED", "{r}");
     assert_eq!(r["details"], "rate limit \"calls\" exceeded", "{r}");
+
+    // A path lb answers itself is no gRPC service: UNIMPLEMENTED, not a plain-text 200.
+    let r = call_as(&lb.addr.to_string(), "unavailable", "answer.test");
+    assert_eq!(code(&r), "UNIMPLEMENTED", "{r}");
 
     // A gRPC call routed to an HTTP/1 upstream would lose its trailers: refused, UNAVAILABLE.
     let out = curl_grpc(&url, "/h1/lb.test.LoadTest/Process", None, b"x", true, &[]);

@@ -275,6 +275,33 @@ fn reload_of_1000_backends_is_fast() {
 }
 
 #[test]
+fn a_connection_accepted_before_a_stop_gets_its_first_request_answered() {
+    let a = Backend::start("a");
+    let mut lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    let addr = lb.addr;
+    // Keeps lb draining for 2 s.
+    let slow = std::thread::spawn(move || try_request(addr, "GET", "/delay/2000", &[], b""));
+    wait_for("request in flight", Duration::from_secs(10), || {
+        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 1).then_some(())
+    });
+    // Connected (and accepted: nothing observable, so a pause) before the stop, request after
+    // it: what a client racing a stop or an upgrade's hand-over does.
+    let mut fresh = Conn::open(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    lb.proc.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = fresh
+        .send("GET", "/", &[], b"")
+        .expect("the first request of a connection lb accepted is answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"), "its last request");
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+}
+
+#[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let a = Backend::start("a");
     let mut lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));

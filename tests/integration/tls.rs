@@ -23,6 +23,17 @@ struct Tls {
 
 impl Tls {
     fn start(tls_extra: &str) -> Tls {
+        Tls::start_with(tls_extra, |a, b, _| {
+            format!(
+                "[upstreams.api]\nbackends = [\"{}\"]\n[upstreams.other]\nbackends = [\"{}\"]\n\n\
+                 [[routes]]\nhost = \"x.other.test\"\nupstream = \"other\"\n[[routes]]\nupstream = \"api\"\n",
+                a.addr, b.addr
+            )
+        })
+    }
+
+    /// [`Tls::start`] with other upstreams and routes: `body(a, b, tls_port)`.
+    fn start_with(tls_extra: &str, body: impl FnOnce(&Backend, &Backend, u16) -> String) -> Tls {
         let dir = temp_dir("tls");
         let ca = Ca::new();
         let cacert = dir.join("ca.pem");
@@ -51,10 +62,8 @@ impl Tls {
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\nh2c = true\n\
              [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n{tls_extra}\n\
              certificates = [\n  {{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }},\n  {{ cert = \"{d}/other.pem\", key = \"{d}/other.key\" }},\n]\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
-             [upstreams.api]\nbackends = [\"{}\"]\n[upstreams.other]\nbackends = [\"{}\"]\n\n\
-             [[routes]]\nhost = \"x.other.test\"\nupstream = \"other\"\n[[routes]]\nupstream = \"api\"\n",
-            a.addr, b.addr
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}",
+            body(&a, &b, tls_port)
         );
         std::fs::write(dir.join("lb.toml"), text).unwrap();
         let lb = Lb::spawn(dir.clone(), port, admin_port, header);
@@ -517,56 +526,30 @@ fn https_to_http1_backends_verified_against_a_private_ca() {
 
 #[test]
 fn plain_requests_redirect_to_https_and_lb_answers_respond_routes() {
-    let dir = temp_dir("tls-redirect");
-    let ca = Ca::new();
-    let cacert = dir.join("ca.pem");
-    ca.write(&cacert);
-    ca.leaf_for(
-        &["api.test"],
-        "api",
-        90,
-        &dir.join("api.pem"),
-        &dir.join("api.key"),
-    );
-    let a = Backend::start("a");
-    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
-    let header = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\""
-    );
-    let d = dir.display();
     // NGINX's `server { listen 80; return 301 https://$host$request_uri; }` beside the HTTPS
     // server, and a `location = /healthz { return 200 "ok"; }` on both.
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\
-         [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
-         certificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
-         [upstreams.api]\nbackends = [\"{}\"]\n\n\
-         [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host:{tls_port}$request_uri\"\n\
-         [[routes]]\nscheme = \"https\"\nupstream = \"api\"\n\
-         [[routes]]\npath_exact = \"/healthz\"\nrespond = 200\nbody = \"ok from $scheme\\n\"\n",
-        a.addr
-    );
-    std::fs::write(dir.join("lb.toml"), text).unwrap();
-    let lb = Lb::spawn(dir.clone(), port, admin_port, header);
-    lb.wait_ready();
-    let cacert = cacert.display().to_string();
-    let resolve = [
-        format!("api.test:{port}:127.0.0.1"),
-        format!("api.test:{tls_port}:127.0.0.1"),
-    ];
-    let args = |extra: &[&'static str]| {
-        let mut v: Vec<String> = vec!["--cacert".into(), cacert.clone()];
+    let tls = Tls::start_with("", |a, _, tls_port| {
+        format!(
+            "[upstreams.api]\nbackends = [\"{}\"]\n\n\
+             [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host:{tls_port}$request_uri\"\n\
+             [[routes]]\nscheme = \"https\"\nupstream = \"api\"\n\
+             [[routes]]\npath_exact = \"/healthz\"\nrespond = 200\nbody = \"ok from $scheme\\n\"\n",
+            a.addr
+        )
+    });
+    let (port, tls_port) = (tls.lb.addr.port(), tls.tls_port);
+    // Plain requests, api.test resolved for both listeners (curl -L goes from one to the other).
+    let run = |url: &str, extra: &[&str]| {
+        let resolve = [
+            format!("api.test:{port}:127.0.0.1"),
+            format!("api.test:{tls_port}:127.0.0.1"),
+        ];
+        let mut args = vec!["--cacert", &tls.cacert];
         for r in &resolve {
-            v.extend(["--resolve".into(), r.clone()]);
+            args.extend(["--resolve", r.as_str()]);
         }
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let run = |url: &str, extra: &[&'static str]| {
-        let a = args(extra);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        curl(url, &refs)
+        args.extend_from_slice(extra);
+        curl(url, &args)
     };
     // Plain: a 301 naming the HTTPS URL, query kept, host lower-cased without its port.
     let plain = format!("http://API.test:{port}/echo/x?y=1");
@@ -594,10 +577,10 @@ fn plain_requests_redirect_to_https_and_lb_answers_respond_routes() {
     // /healthz is lb's own answer on both listeners, never a redirect.
     let r = run(&format!("http://api.test:{port}/healthz"), &[]);
     assert_eq!((r.code, r.body.as_str()), (200, "ok from http\n"));
-    let r = run(&format!("https://api.test:{tls_port}/healthz"), &[]);
+    let r = tls.https("api.test", "/healthz", &[]);
     assert_eq!((r.code, r.body.as_str()), (200, "ok from https\n"));
     // Nothing reached the backend but the followed request.
-    let m = lb.metrics();
+    let m = tls.lb.metrics();
     let line = m
         .lines()
         .find(|l| l.starts_with("lb_requests_total{") && l.contains("backend=\"127.0.0.1"))

@@ -233,7 +233,7 @@ fn respond_routes_and_schemes() {
         r.location.as_ref().unwrap().to_string(),
         "https://${host}${request_uri}"
     );
-    assert_eq!(proxied.target.upstream(), Some("api"));
+    assert_eq!(proxied.target, RouteTarget::Upstream("api".into()));
     let RouteTarget::Respond(h) = &health.target else {
         panic!("{health:?}")
     };
