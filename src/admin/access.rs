@@ -42,6 +42,9 @@ pub enum Refusal {
     Forbidden,
     /// A write from another site (403); the reason names the header.
     CrossSite(String),
+    /// Without a token, a `Host` that is neither an IP literal, `localhost` nor in `admin.hosts`
+    /// (421): a page whose name was rebound to the admin address (DNS rebinding).
+    Host(String),
     /// No bearer token (401).
     NoToken,
     /// A bearer token that is not the configured one (401).
@@ -54,6 +57,7 @@ impl Refusal {
         match self {
             Refusal::Forbidden => "forbidden",
             Refusal::CrossSite(_) => "cross_site",
+            Refusal::Host(_) => "bad_host",
             Refusal::NoToken | Refusal::WrongToken => "unauthorized",
         }
     }
@@ -62,7 +66,13 @@ impl Refusal {
 /// The `result` label of a request that was let through.
 pub const ALLOWED: &str = "allowed";
 /// Every `result` label, for series that exist from the first scrape.
-pub const RESULTS: &[&str] = &[ALLOWED, "unauthorized", "forbidden", "cross_site"];
+pub const RESULTS: &[&str] = &[
+    ALLOWED,
+    "unauthorized",
+    "forbidden",
+    "cross_site",
+    "bad_host",
+];
 
 /// Applies the rules in order: allow-list, cross-site writes, token.
 pub fn check(settings: &AdminSettings, req: &Request<'_>) -> Result<(), Refusal> {
@@ -78,7 +88,13 @@ pub fn check(settings: &AdminSettings, req: &Request<'_>) -> Result<(), Refusal>
         cross_site(settings, req)?;
     }
     let Some(token) = &settings.token else {
-        return Ok(());
+        // No token: a browser page must not reach the listener under a name of its own.
+        return match req.host {
+            Some(h) if !host_allowed(h, &settings.hosts) => {
+                Err(Refusal::Host(String::from_utf8_lossy(h).into_owned()))
+            }
+            _ => Ok(()),
+        };
     };
     if DASHBOARD_PATHS.contains(&req.path) || settings.public.iter().any(|p| p == req.path) {
         return Ok(());
@@ -122,6 +138,29 @@ fn cross_site(settings: &AdminSettings, req: &Request<'_>) -> Result<(), Refusal
     } else {
         Err(Refusal::CrossSite(format!("Origin: {text}")))
     }
+}
+
+/// Whether a `Host` may reach the admin listener without a token: an IP literal (which DNS
+/// cannot rebind), `localhost`, or a name in `admin.hosts`; any port. A page on
+/// `attacker.example` whose name now resolves to the admin address sends `Host:
+/// attacker.example`, and is refused.
+pub fn host_allowed(host: &[u8], names: &[String]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<IpAddr>().is_ok())
+        }
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Whether `origin` (`scheme://host[:port]`) is the admin listener itself: the scheme it speaks
@@ -268,8 +307,50 @@ mod tests {
                     })
                     .collect()
             }),
+            hosts: vec!["lb.internal".into()],
             tls: None,
         }
+    }
+
+    #[test]
+    fn without_a_token_only_unrebindable_hosts_pass() {
+        let s = settings(None, None);
+        for ok in [
+            "127.0.0.1:9090",
+            "127.0.0.1",
+            "[::1]:9090",
+            "localhost:9090",
+            "LocalHost",
+            "lb.internal:9090",
+            "lb.internal.",
+            "10.1.2.3:80",
+        ] {
+            let r = Request {
+                host: Some(ok.as_bytes()),
+                ..req("GET", "/status")
+            };
+            assert_eq!(check(&s, &r), Ok(()), "{ok}");
+        }
+        for bad in [
+            "attacker.example:9090",
+            "attacker.example",
+            "lb.internal.evil",
+            "[zz]",
+        ] {
+            let r = Request {
+                host: Some(bad.as_bytes()),
+                ..req("GET", "/status")
+            };
+            assert_eq!(check(&s, &r), Err(Refusal::Host(bad.into())), "{bad}");
+        }
+        // With a token, the token is what counts.
+        let with = settings(Some("secret-token-0123456789"), None);
+        let r = Request {
+            host: Some(b"attacker.example:9090"),
+            authorization: Some(b"Bearer secret-token-0123456789"),
+            ..req("GET", "/status")
+        };
+        assert_eq!(check(&with, &r), Ok(()));
     }
 
     fn req<'a>(method: &'a str, path: &'a str) -> Request<'a> {

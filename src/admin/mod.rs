@@ -229,6 +229,7 @@ fn why(refusal: &Refusal) -> String {
     match refusal {
         Refusal::Forbidden => "client not in admin.allow".into(),
         Refusal::CrossSite(how) => format!("cross-site write ({how})"),
+        Refusal::Host(host) => format!("Host {host:?} not allowed without a token"),
         Refusal::NoToken => "no bearer token".into(),
         Refusal::WrongToken => "wrong bearer token".into(),
     }
@@ -245,6 +246,14 @@ fn refusal_reply(refusal: &Refusal) -> Response<Vec<u8>> {
             StatusCode::FORBIDDEN,
             None,
             format!("forbidden: cross-site write refused ({how})\n"),
+        ),
+        Refusal::Host(host) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            None,
+            format!(
+                "misdirected: Host {host:?} is not this admin listener's; without admin.token_file \
+                 only IP addresses, localhost and admin.hosts are served\n"
+            ),
         ),
         Refusal::NoToken => (
             StatusCode::UNAUTHORIZED,

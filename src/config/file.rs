@@ -20,6 +20,7 @@ pub struct ServerFile {
     pub max_body_bytes: Option<i64>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
     pub max_connections: Option<i64>,
     pub upstream_keepalive_pool_size: Option<i64>,
@@ -49,6 +50,7 @@ pub struct AdminFile {
     pub token_file: Option<String>,
     pub public: Option<Vec<String>>,
     pub allow: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
     pub tls: Option<CertFile>,
 }
 

@@ -42,6 +42,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `server.body_timeout`: longest pause while reading a request body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `server.send_timeout`: longest wait for a client to take more of its response
+/// (NGINX's `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `server.keepalive_timeout`: idle client keep-alive connections are closed after it.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `server.max_connections`.
@@ -55,8 +58,10 @@ pub const DEFAULT_UPSTREAM_POOL: usize = 1024;
 pub const DEFAULT_NORMALIZE_PATH: NormalizePath = NormalizePath::Route;
 /// Default `server.merge_slashes`.
 pub const DEFAULT_MERGE_SLASHES: bool = true;
-/// Default `server.client_close`: a half-closed client still gets its answer.
-pub const DEFAULT_CLIENT_CLOSE: ClientClose = ClientClose::Finish;
+/// Default `server.client_close`: as NGINX (`proxy_ignore_client_abort off`), a client that
+/// closes its side before its answer has gone: the backend request is cancelled, its slot freed,
+/// and the request logged as 499.
+pub const DEFAULT_CLIENT_CLOSE: ClientClose = ClientClose::Abort;
 
 /// Health-check defaults (`upstreams.*.health_check`).
 pub const DEFAULT_HC_PATH: &str = "/healthz";
@@ -193,6 +198,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// Longest wait for the client to take more of its response (`server.send_timeout`).
+    pub send_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections: usize,
 }
@@ -213,6 +220,9 @@ pub struct AdminSettings {
     pub public: Vec<String>,
     /// Client networks allowed at all; `None`: any client.
     pub allow: Option<Vec<Cidr>>,
+    /// `admin.hosts`: names a client without a token may send in `Host` (IP literals and
+    /// `localhost` always pass), lower case. Other names are refused: DNS rebinding.
+    pub hosts: Vec<String>,
     /// `[admin.tls]`: serve the admin listener over HTTPS with this certificate.
     pub tls: Option<crate::tls::Certificate>,
 }

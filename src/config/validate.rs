@@ -295,6 +295,12 @@ impl Checker {
                 DEFAULT_BODY_TIMEOUT,
                 false,
             ),
+            send_timeout: self.duration(
+                "server.send_timeout",
+                s.send_timeout.as_deref(),
+                DEFAULT_SEND_TIMEOUT,
+                false,
+            ),
             keepalive_timeout: self.duration(
                 "server.keepalive_timeout",
                 s.keepalive_timeout.as_deref(),

@@ -88,19 +88,49 @@ async fn write_typed(
     location: Option<&str>,
     content_type: &str,
 ) -> Result<()> {
+    let resp = plain_head(status, body.len(), close, location, content_type)?;
+    if close || !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    write_head_and_body(session, resp, body, head).await
+}
+
+/// lb's 400 for a request head pingora's parser refused: there is no parsed request to look at
+/// (no method, no body), and the connection closes after it.
+pub async fn malformed(session: &mut ServerSession) -> Result<()> {
+    let body = body(400, "malformed request head");
+    let resp = plain_head(400, body.len(), true, None, PLAIN)?;
+    session.set_keepalive(None);
+    write_head_and_body(session, resp, body, false).await
+}
+
+/// The head of one of lb's own answers: its type and length, a `Location`, `Connection: close`.
+fn plain_head(
+    status: u16,
+    len: usize,
+    close: bool,
+    location: Option<&str>,
+    content_type: &str,
+) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     if let Some(l) = location {
         resp.insert_header(header::LOCATION, l)?;
     }
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CONTENT_LENGTH, len)?;
     if close {
         resp.insert_header(header::CONNECTION, "close")?;
     }
-    if close || !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    let head = session.req_header().method == http::Method::HEAD;
+    Ok(resp)
+}
+
+async fn write_head_and_body(
+    session: &mut ServerSession,
+    resp: ResponseHeader,
+    body: String,
+    head: bool,
+) -> Result<()> {
     session.write_response_header(Box::new(resp)).await?;
     let body = if head {
         Bytes::new()

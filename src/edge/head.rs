@@ -33,6 +33,7 @@ pub struct HeadInfo {
 /// `max_body_bytes`. A body without a length is counted as it arrives (`chunked` in the answer).
 pub fn check_h2_head(
     path_and_query: &str,
+    authority: Option<&[u8]>,
     headers: &http::HeaderMap,
     limits: &Limits,
 ) -> std::result::Result<HeadInfo, Reject> {
@@ -44,6 +45,13 @@ pub fn check_h2_head(
     }
     if headers.len() > limits.max_headers {
         return Err(reject(431, "more header fields than server.max_headers"));
+    }
+    let hosts = headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|h| h.as_bytes());
+    if !authority.into_iter().chain(hosts).all(is_valid_host) {
+        return Err(reject(400, "invalid Host"));
     }
     let mut info = HeadInfo::default();
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
@@ -66,6 +74,61 @@ pub fn check_h2_head(
         (Some(_), Some(_)) => return Err(reject(400, "more than one Content-Length")),
     }
     Ok(info)
+}
+
+/// Whether a `Host` (or `:authority`) is a valid `host [":" port]` (RFC 9110 §7.2, RFC 3986
+/// §3.2.2): a bracketed IPv6 literal, or a name of unreserved, percent-encoded and sub-delimiter
+/// bytes without `..` (as NGINX refuses), then an optional port of digits. An empty one is
+/// allowed (RFC 9112 §3.2). Anything else (`/`, `?`, `@`, `\`, spaces) is refused before it can
+/// reach routing, redirects or a backend.
+pub fn is_valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &v[1..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                (&[][..], &v[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match v.iter().position(|&b| b == b':') {
+            Some(colon) => (&v[..colon], &v[colon..]),
+            None => (v, &[][..]),
+        },
+    };
+    let name_ok = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    }) && !host.windows(2).any(|w| w == b"..");
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    name_ok && port_ok
 }
 
 /// Transfer codings lb knows (and refuses with 400 unless the value is exactly `chunked`);
@@ -236,6 +299,9 @@ pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, 
         let value = trim_ows(value);
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !is_valid_host(value) {
+                return Err(reject(400, "invalid Host"));
+            }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             cls += 1;
             let digits =

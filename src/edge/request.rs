@@ -98,10 +98,14 @@ pub async fn early_request_filter(
         None => {
             let req = session.req_header();
             let target = req.uri.path_and_query().map_or("", |p| p.as_str());
-            check_h2_head(target, &req.headers, limits)
+            let authority = req.uri.authority().map(|a| a.as_str().as_bytes());
+            check_h2_head(target, authority, &req.headers, limits)
         }
     };
     let (body_timeout, max_body) = (limits.body_timeout, limits.max_body_bytes);
+    // A client that stops reading its response gives up its backend connection, its in-flight
+    // slot and the graceful stop's wait after this (NGINX's `send_timeout`).
+    session.set_write_timeout(Some(limits.send_timeout));
     state.conn = ctl;
     match verdict {
         Ok(info) => {

@@ -90,7 +90,7 @@ impl Metrics {
         }
         let admin_requests = counter(
             "lb_admin_requests_total",
-            "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site)",
+            "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site, bad_host)",
             &["path", "result"],
         );
         let dns_resolutions = counter(

@@ -16,8 +16,8 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers::{
-    authority_to_host, host_name_only, prepare_request, set_forwarded, set_host, set_path,
-    strip_hop_by_hop, to_origin_form,
+    authority_to_host, host_name_only, join_cookies, prepare_request, set_forwarded, set_host,
+    set_path, strip_hop_by_hop, to_origin_form,
 };
 use crate::config::{HostHeader, ServerSettings};
 use crate::edge::RequestState;
@@ -72,10 +72,17 @@ pub(super) fn upstream_head(
     to_origin_form(&mut req)?;
     if req.version == http::Version::HTTP_2 {
         authority_to_host(&mut req)?;
+        if !h2_backend {
+            // HTTP/2 may split `cookie` into several fields; HTTP/1 wants one (RFC 9113 §8.2.3).
+            join_cookies(&mut req)?;
+        }
     }
     if let Some(path) = forward_path {
         set_path(&mut req, path)?;
     }
+    // Hop-by-hop fields go first, so that a `Connection` naming lb's own fields cannot remove
+    // them: what lb adds below is never stripped.
+    prepare_request(&mut req, has_body, h2_backend)?;
 
     let client = session
         .client_addr()
@@ -90,8 +97,24 @@ pub(super) fn upstream_head(
         HostHeader::Upstream => set_host(&mut req, &upstream.name)?,
         HostHeader::Literal(host) => set_host(&mut req, host)?,
     }
-    prepare_request(&mut req, has_body, h2_backend)?;
+    if !req.headers.contains_key(http::header::HOST) {
+        // An HTTP/1.0 request may come without a host; the backend still gets one, the
+        // upstream's name (NGINX's `$proxy_host`).
+        set_host(&mut req, &upstream.name)?;
+    }
     Ok(req)
+}
+
+/// The backend's read timeout while an attempt's loop waits: none while the client is still
+/// sending its body (as NGINX's `proxy_read_timeout`, which starts once the request is sent).
+/// A client that stalls its body is the client's fault: `server.body_timeout` ends it with a
+/// 408 and nothing is counted against the backend, which may rightly wait for the rest.
+fn backend_read_timeout(peer: &HttpPeer, req_done: bool) -> Option<std::time::Duration> {
+    if req_done {
+        peer.options.read_timeout
+    } else {
+        None
+    }
 }
 
 /// Where the response's status goes as soon as its head arrives (passive health).
@@ -128,7 +151,6 @@ pub(super) async fn h1(
     report: Report<'_>,
     edge: &mut RequestState,
 ) -> Attempt {
-    up.read_timeout = peer.options.read_timeout;
     up.write_timeout = peer.options.write_timeout;
     let head = match head {
         Ok(h) => h,
@@ -155,6 +177,7 @@ pub(super) async fn h1(
     let mut upgraded = false;
     let mut upstream_reusable = true;
     while !(req_done && resp_done) {
+        up.read_timeout = backend_read_timeout(peer, req_done || upgraded);
         tokio::select! {
             biased;
             task = up.read_response_task(), if !resp_done => {
@@ -166,6 +189,9 @@ pub(super) async fn h1(
                     HttpTask::Header(mut resp, end) => {
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
+                        if !fit_for_client(session, &mut resp) {
+                            continue;
+                        }
                         // Room for `Date` and `Connection`, which the client session sets.
                         resp.reserve(2);
                         if status >= 200 {
@@ -261,6 +287,38 @@ pub(super) async fn h1(
     }
 }
 
+/// Fits a backend's response head to an HTTP/1 client (HTTP/2 clients take it as it is): an
+/// HTTP/1.1 status line whatever the backend spoke; a body without a length (an HTTP/1.0
+/// backend's, or an HTTP/2 one's without `content-length`) goes chunked to an HTTP/1.1 client,
+/// so the connection stays open, and closes an HTTP/1.0 client's connection (which then says
+/// `Connection: close`). Returns false for an interim (1xx) answer to an HTTP/1.0 client, which
+/// must not get one (RFC 9110 §15.2).
+fn fit_for_client(session: &mut ServerSession, resp: &mut ResponseHeader) -> bool {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    if matches!(session, ServerSession::H2(_)) {
+        return true;
+    }
+    let status = resp.status.as_u16();
+    let req = session.req_header();
+    let client10 = req.version == http::Version::HTTP_10;
+    if status < 200 && status != 101 {
+        return !client10;
+    }
+    resp.set_version(http::Version::HTTP_11);
+    let bodiless = matches!(status, 101 | 204 | 304) || req.method == http::Method::HEAD;
+    let framed =
+        resp.headers.contains_key(CONTENT_LENGTH) || resp.headers.contains_key(TRANSFER_ENCODING);
+    if !(bodiless || framed) {
+        if client10 {
+            session.set_keepalive(None);
+        } else {
+            // Cannot fail: a static value under a standard name.
+            let _ = resp.insert_header(TRANSFER_ENCODING, "chunked");
+        }
+    }
+    true
+}
+
 /// `grpc-status` from a response's head or trailers.
 fn status_field(fields: &http::HeaderMap) -> Option<u8> {
     fields.get("grpc-status")?.to_str().ok()?.parse().ok()
@@ -317,7 +375,6 @@ pub(super) async fn h2(
     report: Report<'_>,
     edge: &mut RequestState,
 ) -> Attempt {
-    up.read_timeout = peer.options.read_timeout;
     up.write_timeout = peer.options.write_timeout;
     let head = match head {
         Ok(h) => h,
@@ -340,6 +397,7 @@ pub(super) async fn h2(
     let mut resp_done = false;
     let mut grpc_status = None;
     while !(req_done && resp_done) {
+        up.read_timeout = backend_read_timeout(peer, req_done);
         tokio::select! {
             biased;
             part = next_part(up, &mut reading), if !resp_done => {
@@ -352,10 +410,7 @@ pub(super) async fn h2(
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
                         resp.reserve(2);
-                        if !matches!(session, ServerSession::H2(_)) {
-                            // An HTTP/1 client gets an HTTP/1.1 status line.
-                            resp.set_version(http::Version::HTTP_11);
-                        }
+                        fit_for_client(session, &mut resp);
                         if status >= 200 {
                             health::passive_response(
                                 report.shared,

@@ -54,6 +54,25 @@ pub(super) fn authority_to_host(req: &mut RequestHeader) -> Result<()> {
     req.insert_header(header::HOST, authority)
 }
 
+/// Joins the `cookie` fields an HTTP/2 client may send one per cookie into the one field an
+/// HTTP/1 backend expects, separated by `"; "` (RFC 9113 §8.2.3). Untouched with one or none.
+pub(super) fn join_cookies(req: &mut RequestHeader) -> Result<()> {
+    let mut cookies = req.headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return Ok(());
+    };
+    let mut joined = Vec::with_capacity(first.len() * 4);
+    for (i, v) in req.headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    let joined = HeaderValue::from_maybe_shared(Bytes::from(joined))
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "cookie", e))?;
+    req.insert_header(header::COOKIE, joined)
+}
+
 /// Sets the `Host` the backend gets (`upstreams.X.host_header`). A target with an authority
 /// (HTTP/2 clients) loses it, so that the new `Host` is also the backend's `:authority`.
 pub(super) fn set_host(req: &mut RequestHeader, host: &str) -> Result<()> {
@@ -275,7 +294,8 @@ pub(super) fn prepare_request(
             && has_token(req.headers.get_all(header::CONNECTION), "upgrade")
             && has_token(req.headers.get_all(header::UPGRADE), "websocket");
         if hops.connection {
-            for name in connection_named(&req.headers, false) {
+            // `Host` is end-to-end whatever `Connection` says: an HTTP/1.1 request needs it.
+            for name in connection_named(&req.headers, false).filter(|n| *n != header::HOST) {
                 req.remove_header(&name);
             }
             req.remove_header(&header::CONNECTION);
@@ -587,6 +607,30 @@ mod tests {
         ] {
             assert!(wire.contains(line), "{line:?} in {wire:?}");
         }
+    }
+
+    #[test]
+    fn connection_cannot_name_host() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("host", "h").unwrap();
+        r.append_header("connection", "close, host").unwrap();
+        prepare_request(&mut r, false, false).unwrap();
+        assert_eq!(r.headers.get("host").unwrap(), "h");
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("cookie", "a=1").unwrap();
+        r.append_header("cookie", "b=2").unwrap();
+        r.append_header("cookie", "c=3").unwrap();
+        join_cookies(&mut r).unwrap();
+        let all: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = RequestHeader::build("GET", b"/", None).unwrap();
+        one.append_header("cookie", "a=1").unwrap();
+        join_cookies(&mut one).unwrap();
+        assert_eq!(one.headers.get("cookie").unwrap(), "a=1");
     }
 
     #[test]

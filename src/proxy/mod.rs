@@ -35,7 +35,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora_core::apps::HttpPersistentSettings;
 use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
@@ -273,7 +272,13 @@ impl Proxy {
         match limited {
             Limited::Pass => {}
             // NGINX's `limit_req` delay: the request waits its turn at the limit's rate.
-            Limited::Delay(d) => tokio::time::sleep(d).await,
+            Limited::Delay(d) => {
+                if !delay_unless_gone(session, d).await {
+                    // Never proxied, as NGINX: logged as a 499.
+                    ctx.client_gone = true;
+                    return false;
+                }
+            }
             Limited::Reject(i) => {
                 let snapshot = ctx.snapshot.clone().expect("routed");
                 let limit = &snapshot.limits[i];
@@ -456,6 +461,8 @@ impl Proxy {
         }
         let mut settings = H2HandshakeSettings::new();
         settings.max_streams = H2_STREAMS_PER_CONNECTION;
+        settings.stream_window_size = Some(H2_STREAM_WINDOW);
+        settings.connection_window_size = Some(H2_CONNECTION_WINDOW);
         let conn = v2::handshake(stream, settings).await?;
         let first = conn.spawn_stream().await?;
         pool::h2::keep(key, conn, now_ms);
@@ -535,10 +542,9 @@ impl Proxy {
                 Some(_) => grpc::end(session, status, &reason).await,
             };
         } else if session.response_written().is_none() {
-            let msg = answer::body(code, &reason);
-            let _ = session
-                .respond_error_with_body(code, Bytes::from(msg))
-                .await;
+            // lb's own answer, like its others (no `Server: Pingora`, no pingora cache fields);
+            // the connection is not reused after a failed request.
+            let _ = answer::write(session, code, &reason, true).await;
         }
     }
 
@@ -626,8 +632,8 @@ impl RequestApp for Proxy {
             Ok(false) => return closed,
             Err(e) => {
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    // pingora's parser refused the head: its bare 400 (the edge counts it).
-                    let _ = session.respond_error(400).await;
+                    // pingora's parser refused the head (the edge counts the answer).
+                    let _ = answer::malformed(&mut session).await;
                 }
                 session.shutdown().await;
                 return closed;
@@ -635,7 +641,8 @@ impl RequestApp for Proxy {
         }
         // CONNECT changes the message framing; lb does not tunnel it.
         if session.req_header().method == http::Method::CONNECT {
-            let _ = session.respond_error(405).await;
+            let why = "CONNECT is not supported";
+            let _ = answer::write(&mut session, 405, why, true).await;
             session.shutdown().await;
             return closed;
         }
@@ -712,6 +719,26 @@ fn log_entry(
     }
 }
 
+/// Waits out a rate limit's delay; false when the client went away meanwhile (a reset, or a
+/// close while `server.client_close = "abort"`), so that its request is never sent. A request
+/// whose body is still to come is not watched (reading would consume the body).
+async fn delay_unless_gone(session: &mut ServerSession, delay: std::time::Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    if session.is_body_done() {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            read = session.read_body_or_idle(true) => {
+                if read.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    sleep.await;
+    true
+}
+
 /// Why a pick found nothing although backends are usable (lb answers 503 with this reason).
 const AT_MAX_CONNS: &str = "every usable backend is at its max_conns";
 
@@ -741,6 +768,16 @@ fn hash_key<'a>(
         .unwrap_or(session.req_header().uri.path());
     limit::request_key(session, key, path, buf)
 }
+
+/// The receive window of one stream on a backend HTTP/2 connection: how much of a response lb
+/// takes in while its client is not reading. Well below [`H2_CONNECTION_WINDOW`]: streams share
+/// the connection's window, and pingora's default (8 MiB for both) let one client that stopped
+/// reading hold all of it, freezing every other stream of the connection.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+
+/// The receive window of a whole backend HTTP/2 connection: sixteen stalled streams' worth, so
+/// that stalled clients hold a bounded share and the others go on.
+const H2_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How long an HTTP/2 request's unread body is read (and discarded) after its answer.
 const H2_BODY_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);

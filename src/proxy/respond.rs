@@ -60,6 +60,45 @@ pub fn render(
         }
     };
     let body = a.body.as_ref().map(|t| t.render(fill)).unwrap_or_default();
-    let location = a.location.as_ref().map(|t| t.render(fill));
+    let location = a
+        .location
+        .as_ref()
+        .map(|t| t.render(fill))
+        .map(no_network_path);
     (body, location)
+}
+
+/// A relative `Location` that starts with `//` is a network-path reference: browsers follow
+/// `//evil.example/x` to another host. A `$request_uri` or `$uri` filled from a request such as
+/// `GET //evil.example/..` must not make lb an open redirect, so the leading slashes of a
+/// relative location collapse into one (absolute locations, `scheme://...`, are untouched).
+fn no_network_path(mut location: String) -> String {
+    let slashes = location
+        .bytes()
+        .take_while(|&b| b == b'/' || b == b'\\')
+        .count();
+    if slashes > 1 || location.starts_with('\\') {
+        location.replace_range(..slashes, "/");
+    }
+    location
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_network_path;
+
+    #[test]
+    fn relative_locations_never_name_another_host() {
+        for (rendered, sent) in [
+            ("//evil.example/../old/x/", "/evil.example/../old/x/"),
+            ("///evil.example/", "/evil.example/"),
+            ("/\\evil.example/", "/evil.example/"),
+            ("\\evil.example/", "/evil.example/"),
+            ("/ok/path", "/ok/path"),
+            ("https://example.com//x", "https://example.com//x"),
+            ("relative/x", "relative/x"),
+        ] {
+            assert_eq!(no_network_path(rendered.to_string()), sent, "{rendered}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Endpoint dispatch: which handler answers which path, and the plain endpoints — `/`,
-//! `POST /loadTest`, `/echo`, `/status/{code}`, `/delay/{ms}`. Faults, the WebSocket upgrade and
+//! `POST /loadTest`, `/echo`, `/status/{code}`, `/delay/{ms}`, `/bytes/{n}`. Faults, the WebSocket upgrade and
 //! the health controls live in their own modules.
 
 use std::borrow::Cow;
@@ -40,6 +40,8 @@ fn route_param(rx: &mut Resp, path: &str) -> Action {
         sleep_ms(rx, ms)
     } else if let Some(code) = path.strip_prefix("/status/") {
         status(rx, code)
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        bytes(rx, n)
     } else if let Some(kind) = path.strip_prefix("/fault/") {
         faults::fault(rx, kind)
     } else {
@@ -107,6 +109,21 @@ fn sleep_ms(rx: &mut Resp, ms: &str) -> Action {
     rx.json(200, &format!(r#"{{"backend":{name},"slept_ms":{ms}}}"#));
     Action::Delay(Duration::from_millis(ms))
 }
+
+/// `/bytes/{n}`: `n` bytes of body (at most 256 MiB), for large answers and slow readers.
+fn bytes(rx: &mut Resp, n: &str) -> Action {
+    match n.parse::<usize>() {
+        Ok(n) if n <= MAX_BYTES => {
+            let body = vec![b'x'; n];
+            rx.send(200, "application/octet-stream", "", &body);
+        }
+        _ => rx.error(400, "", "expected a number of bytes up to 268435456"),
+    }
+    Action::Continue
+}
+
+/// The largest `/bytes/{n}` answer.
+const MAX_BYTES: usize = 256 << 20;
 
 fn status(rx: &mut Resp, code: &str) -> Action {
     match code.parse::<u16>() {

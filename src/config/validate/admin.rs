@@ -39,6 +39,7 @@ impl Checker {
         }
         let public = self.public_paths(a.public);
         let allow = self.allow(a.allow);
+        let hosts = self.admin_hosts(a.hosts);
         let tls = a
             .tls
             .and_then(|t| self.certificate("admin.tls", &t.cert, &t.key));
@@ -47,8 +48,28 @@ impl Checker {
             token,
             public,
             allow,
+            hosts,
             tls,
         })
+    }
+
+    /// `admin.hosts`: the names (besides IP literals and `localhost`) a client may call the
+    /// admin listener by when it has no token, in lower case.
+    fn admin_hosts(&mut self, value: Option<Vec<String>>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, h) in value.unwrap_or_default().into_iter().enumerate() {
+            let valid =
+                !h.is_empty() && !h.contains(':') && crate::edge::head::is_valid_host(h.as_bytes());
+            if valid {
+                out.push(h.trim_end_matches('.').to_ascii_lowercase());
+            } else {
+                self.problem(
+                    format!("admin.hosts[{i}]"),
+                    format!("{h:?} must be a host name without port (e.g. \"lb.internal\")"),
+                );
+            }
+        }
+        out
     }
 
     fn token_file(&mut self, file: &str) -> Option<AdminToken> {
@@ -168,8 +189,21 @@ impl Checker {
                 self.problem(at, issue.message);
             }
         }
+        if let Some(mode) = group_or_world_readable(Path::new(key)) {
+            self.warning(
+                &join(path, "key"),
+                format!("{key:?} is readable by other users (mode {mode:o}); chmod go-r it"),
+            );
+        }
         loaded
     }
+}
+
+/// The file's permission bits when users other than its owner may read it.
+fn group_or_world_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// The file's permission bits when every user may read it.

@@ -10,6 +10,7 @@ fn limits() -> Limits {
         max_body_bytes: 10 * 1024 * 1024,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
+        send_timeout: Duration::from_secs(60),
         keepalive_timeout: Duration::from_secs(60),
         max_connections: 10_000,
     }
@@ -153,7 +154,7 @@ fn valid_head() -> impl Strategy<Value = (String, Vec<(String, String)>)> {
     (
         prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
         "/[A-Za-z0-9/._~%-]{0,40}",
-        "[a-z0-9.-]{1,20}",
+        "[a-z0-9-]{1,8}(\\.[a-z0-9-]{1,8}){0,2}",
         prop::collection::vec((token(), value()), 0..12),
     )
         .prop_map(|(m, path, host, extra)| {
@@ -316,29 +317,84 @@ fn http2_heads_are_checked_for_target_fields_and_length() {
         }
         m
     };
-    let ok = check_h2_head("/a", &fields(&[("content-length", "5")]), &l).unwrap();
+    let ok = check_h2_head("/a", None, &fields(&[("content-length", "5")]), &l).unwrap();
     assert_eq!((ok.content_length, ok.chunked), (Some(5), false));
     // No length: the body is counted as it arrives.
-    assert!(check_h2_head("/a", &fields(&[]), &l).unwrap().chunked);
+    assert!(check_h2_head("/a", None, &fields(&[]), &l).unwrap().chunked);
     let status = |r: Result<HeadInfo, Reject>| r.unwrap_err().status;
     assert_eq!(
-        status(check_h2_head("/a-target-longer-than-16", &fields(&[]), &l)),
+        status(check_h2_head(
+            "/a-target-longer-than-16",
+            None,
+            &fields(&[]),
+            &l
+        )),
         414
     );
     let many = fields(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    assert_eq!(status(check_h2_head("/a", &many, &l)), 431);
+    assert_eq!(status(check_h2_head("/a", None, &many, &l)), 431);
     assert_eq!(
         status(check_h2_head(
             "/a",
+            None,
             &fields(&[("content-length", "101")]),
             &l
         )),
         413
     );
     assert_eq!(
-        status(check_h2_head("/a", &fields(&[("content-length", "x")]), &l)),
+        status(check_h2_head(
+            "/a",
+            None,
+            &fields(&[("content-length", "x")]),
+            &l
+        )),
         400
     );
     let two = fields(&[("content-length", "1"), ("content-length", "1")]);
-    assert_eq!(status(check_h2_head("/a", &two, &l)), 400);
+    assert_eq!(status(check_h2_head("/a", None, &two, &l)), 400);
+}
+
+#[test]
+fn host_must_be_a_valid_authority() {
+    for ok in [
+        "a",
+        "api.example.com",
+        "api.example.com:8080",
+        "127.0.0.1:80",
+        "[::1]",
+        "[2001:db8::1]:443",
+        "x_y-z.example.",
+        "",
+    ] {
+        assert!(is_valid_host(ok.as_bytes()), "{ok:?}");
+        let raw = format!("GET / HTTP/1.1\r\nHost: {ok}\r\n\r\n");
+        assert_eq!(status(&raw), 200, "{raw:?}");
+    }
+    for bad in [
+        "evil.example/foo?",
+        "a b",
+        "user@host",
+        "h:80:80",
+        "h:port",
+        "a..b",
+        "[::1",
+        "[zz]",
+        "h\\x",
+        "h#x",
+        "h:123456",
+    ] {
+        assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        assert_eq!(status(&raw), 400, "{raw:?}");
+    }
+    let h = http::HeaderMap::new();
+    let l = limits();
+    assert!(check_h2_head("/", Some(b"ok.example:8443"), &h, &l).is_ok());
+    assert_eq!(
+        check_h2_head("/", Some(b"evil/x"), &h, &l)
+            .unwrap_err()
+            .status,
+        400
+    );
 }

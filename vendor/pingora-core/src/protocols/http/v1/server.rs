@@ -1766,6 +1766,11 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
+        // lb: a space or a control character inside the request target is a malformed request
+        // line (RFC 9112 §3.2; NGINX answers 400), not something to escape and forward.
+        if uri.as_bytes().iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return None;
+        }
 
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
@@ -2965,12 +2970,12 @@ mod tests_stream {
         init_log();
         // in query string
         let input = BytesMut::from(
-            &b"GET /a?q=<\"b c\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
+            &b"GET /a?q=<\"bc\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
         );
         let output = escape_illegal_request_line(&input).unwrap();
         assert_eq!(
             &output,
-            &b"GET /a?q=%3C%22b%20c%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
+            &b"GET /a?q=%3C%22bc%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
         );
 
         // in path
@@ -2982,6 +2987,10 @@ mod tests_stream {
             &output,
             &b"GET /a:%22bc%22 HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
         );
+
+        // lb: a space inside the target is refused, not escaped
+        let input = BytesMut::from(&b"GET /a b HTTP/1.1\r\nHost: pingora.org\r\n\r\n"[..]);
+        assert!(escape_illegal_request_line(&input).is_none());
 
         // empty uri, unable to parse
         let input =
