@@ -154,7 +154,7 @@ fn half_close_after_the_request_aborts_with_client_close_abort() {
     t.assert_recorded_as_499();
 }
 
-/// `"finish"` (the default; `hardening::half_closed_client_still_gets_its_response` covers the
+/// `"finish"` (the default; `streaming::half_closed_client_still_gets_its_response` covers the
 /// implicit default, GET and POST): the half-closed client still gets the backend's answer.
 #[test]
 fn half_close_after_the_request_is_answered_with_client_close_finish() {
