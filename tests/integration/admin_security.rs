@@ -75,6 +75,39 @@ fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
     )
 }
 
+/// DNS rebinding: a page on attacker.example whose name now resolves to the admin address sends
+/// `Host: attacker.example:PORT`. Without a token only IP literals, `localhost` and `admin.hosts`
+/// are served; with one, the token decides.
+#[test]
+fn without_a_token_a_host_name_not_configured_is_refused() {
+    let (lb, _b) = start("hosts = [\"lb.internal\"]");
+    let url = format!("http://{}/status", lb.admin);
+    let port = lb.admin.port();
+    for (host, want) in [
+        (format!("attacker.example:{port}"), 421),
+        ("attacker.example".to_string(), 421),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("lb.internal:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+    ] {
+        let (code, body, err) = curl(&url, &["-H", &format!("Host: {host}")]);
+        assert_eq!(code, want, "{host}: {body} {err}");
+        if want == 421 {
+            assert!(body.contains("admin.hosts"), "{body}");
+        }
+    }
+    assert_eq!(admin_count(&lb, None, "/status", "bad_host"), Some(2));
+
+    let dir = temp_dir("admin-host-token");
+    let file = token_file(&dir, TOKEN);
+    let (lb, _b) = start(&format!("token_file = \"{}\"", file.display()));
+    let url = format!("http://{}/status", lb.admin);
+    let auth = format!("Authorization: {}", bearer(TOKEN));
+    let (code, body, _) = curl(&url, &["-H", "Host: attacker.example", "-H", &auth]);
+    assert_eq!(code, 200, "{body}");
+}
+
 fn refusals_logged(lb: &Lb) -> usize {
     lb.log_text().matches("admin request refused").count()
 }
@@ -97,7 +130,13 @@ fn every_endpoint_with_no_wrong_and_right_token() {
         "/reload",
         "other",
     ] {
-        for result in ["allowed", "unauthorized", "forbidden", "cross_site"] {
+        for result in [
+            "allowed",
+            "unauthorized",
+            "forbidden",
+            "cross_site",
+            "bad_host",
+        ] {
             let series = format!("lb_admin_requests_total{{path=\"{path}\",result=\"{result}\"}} ");
             let value = first
                 .lines()
@@ -608,6 +647,19 @@ fn check_validates_the_admin_certificate() {
         "{out}"
     );
     assert!(out.contains("admin: https://127.0.0.1:9090"), "{out}");
+
+    // A key other users can read is a warning naming the fix.
+    std::fs::set_permissions(&k1, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, out) = check_config(&tls(&c1, &k1));
+    assert!(ok, "a readable key is only a warning: {out}");
+    assert!(
+        out.contains("admin.tls.key: warning:")
+            && out.contains("is readable by other users (mode 640); chmod go-r it"),
+        "{out}"
+    );
+    std::fs::set_permissions(&k1, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, out) = check_config(&tls(&c1, &k1));
+    assert!(!out.contains("readable by other users"), "{out}");
 
     ca.leaf("other", 60, &c2, &k2);
     let (ok, out) = check_config(&tls(&c1, &k2));

@@ -1,4 +1,5 @@
-//! `lb --check`: every problem reported with its key path, non-zero exit.
+//! `lb --check`: every problem reported with its key path, non-zero exit. The config loader behind
+//! it never panics: mutated and arbitrary texts are refused with at least one problem (proptest).
 
 use crate::support::*;
 
@@ -148,4 +149,212 @@ fn version_and_help() {
         help.contains("--config") && help.contains("--check"),
         "{help}"
     );
+}
+
+// ---- config loader robustness ---------------------------------------------------------------
+
+mod config_fuzz {
+    use proptest::prelude::*;
+
+    const BASE: &str = r#"[server]
+listen = ["127.0.0.1:8080"]
+threads = 2
+grace_period = "10s"
+access_log = "off"
+trusted_proxies = ["10.0.0.0/8", "::1"]
+max_header_bytes = 16384
+max_headers = 100
+max_uri_bytes = 8192
+max_body_bytes = 10485760
+header_timeout = "10s"
+body_timeout = "30s"
+keepalive_timeout = "60s"
+max_connections = 10000
+
+[admin]
+listen = "127.0.0.1:9090"
+
+[upstreams.api]
+strategy = "least_connections"
+backends = [{ address = "127.0.0.1:9001", weight = 3 }, { address = "127.0.0.1:9002" }, "127.0.0.1:9003"]
+connect_timeout = "1s"
+read_timeout = "30s"
+retries = 2
+
+[upstreams.api.health_check]
+type = "http"
+path = "/healthz"
+expected_status = "200-399"
+interval = "2s"
+timeout = "1s"
+
+[upstreams.api.passive]
+consecutive_failures = 5
+ejection_time = "10s"
+
+[upstreams.web]
+backends = ["127.0.0.1:9004"]
+
+[[routes]]
+host = "api.example.com"
+path_prefix = "/api"
+upstream = "api"
+
+[[routes]]
+path_prefix = "/"
+upstream = "web"
+"#;
+
+    /// Snippets spliced into the text: TOML punctuation, odd values, keys and tables.
+    const SNIPPETS: &[&str] = &[
+        "=",
+        "[",
+        "]",
+        "{",
+        "}",
+        "\"",
+        "'",
+        ",",
+        "\n",
+        "#",
+        ".",
+        "-1",
+        "0",
+        "1e999",
+        "99999999999999999999",
+        "\"0s\"",
+        "\"1x\"",
+        "\"\"",
+        "true",
+        "[[routes]]\n",
+        "[upstreams.api]\n",
+        "[upstreams.\"\"]\n",
+        "weight = 0",
+        "retries = -5",
+        "upstream = \"nope\"",
+        "strategy = \"fastest\"",
+        "listen = []",
+        "backends = []",
+        "address = \"127.0.0.1:0\"",
+        "address = \"no-port\"",
+        "\"[::1]:80\"",
+        "\"127.0.0.1:99999\"",
+        "expected_status = \"500-100\"",
+        "path_prefix = \"no-slash\"",
+        "\u{feff}",
+        "\u{0}",
+        "é",
+    ];
+
+    /// Byte ranges of the `"127.0.0.1:900N"` backend literals in `text`. They are kept intact so
+    /// that no mutation makes the loader ask DNS anything.
+    fn literals(text: &str) -> Vec<std::ops::Range<usize>> {
+        text.match_indices("\"127.0.0.1:900")
+            .map(|(i, _)| i..i + 16)
+            .collect()
+    }
+
+    fn mutate(mut text: String, (op, pos, len, snip): (usize, usize, usize, usize)) -> String {
+        let lits = literals(&text);
+        let mut pos = pos.min(text.len());
+        while !text.is_char_boundary(pos) || lits.iter().any(|r| pos > r.start && pos < r.end) {
+            pos -= 1;
+        }
+        match op {
+            0 => text.insert_str(pos, SNIPPETS[snip]),
+            1 => {
+                let mut end = (pos + len).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if !lits.iter().any(|r| pos < r.end && end > r.start) {
+                    text.replace_range(pos..end, "");
+                }
+            }
+            2 => {
+                // Duplicate a line at the end.
+                let line = text
+                    .lines()
+                    .nth(pos % text.lines().count().max(1))
+                    .unwrap_or("")
+                    .to_string();
+                text.push('\n');
+                text.push_str(&line);
+            }
+            _ => {
+                // Replace the value of one `key = value` line with a snippet.
+                let n = text.lines().count().max(1);
+                let lines: Vec<String> = text
+                    .lines()
+                    .enumerate()
+                    .map(|(j, l)| match l.split_once(" = ") {
+                        Some((k, _)) if j == pos % n && !l.contains("127.0.0.1:900") => {
+                            format!("{k} = {}", SNIPPETS[snip])
+                        }
+                        _ => l.to_string(),
+                    })
+                    .collect();
+                text = lines.join("\n");
+            }
+        }
+        text
+    }
+
+    fn mutated() -> impl Strategy<Value = String> {
+        // Value swaps (op 3) keep the TOML valid more often than splices and deletions.
+        let op = prop::sample::select(vec![0usize, 1, 2, 3, 3, 3]);
+        prop::collection::vec((op, 0..BASE.len(), 0usize..40, 0..SNIPPETS.len()), 1..4)
+            .prop_map(|ops| ops.into_iter().fold(BASE.to_string(), mutate))
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        match lb::config::parse(text) {
+            Ok(_) => Ok(()),
+            Err(problems) => {
+                prop_assert!(!problems.is_empty(), "rejected without a problem: {text:?}");
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn base_config_is_valid() {
+        lb::config::parse(BASE).expect("the fuzz base parses");
+    }
+
+    /// The mutations are not all TOML syntax errors: many reach validation, some still pass.
+    #[test]
+    fn mutations_reach_validation() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let (mut ok, mut syntax, mut invalid) = (0, 0, 0);
+        for _ in 0..300 {
+            let text = mutated().new_tree(&mut runner).unwrap().current();
+            match lb::config::parse(&text) {
+                Ok(_) => ok += 1,
+                Err(p) if p.iter().any(|p| p.message.contains("TOML")) => syntax += 1,
+                Err(_) => invalid += 1,
+            }
+        }
+        eprintln!("mutated configs: {ok} valid, {syntax} syntax errors, {invalid} invalid");
+        assert!(
+            ok >= 10 && invalid >= 30,
+            "{ok} valid, {syntax} syntax, {invalid} invalid"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parse_never_panics_on_mutated_config(text in mutated()) {
+            check(&text)?;
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+            check(&text)?;
+        }
+    }
 }

@@ -154,8 +154,9 @@ fn half_close_after_the_request_aborts_with_client_close_abort() {
     t.assert_recorded_as_499();
 }
 
-/// `"finish"` (the default; `hardening::half_closed_client_still_gets_its_response` covers the
-/// implicit default, GET and POST): the half-closed client still gets the backend's answer.
+/// `"finish"` (`streaming::half_closed_client_still_gets_its_response` covers GET and POST; the
+/// default is `"abort"`, `flow_control::clients_that_leave_are_499_and_free_their_slot_by_default`):
+/// the half-closed client still gets the backend's answer.
 #[test]
 fn half_close_after_the_request_is_answered_with_client_close_finish() {
     let t = setup("client_close = \"finish\"");

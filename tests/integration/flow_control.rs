@@ -7,10 +7,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::raw::{scripted_backend, OK_RESPONSE};
 use crate::support::*;
 
 /// lb in front of `backend` (upstream `api`, one passive failure ejects), with `server_extra` in
@@ -144,26 +143,7 @@ fn clients_that_leave_are_499_and_free_their_slot_by_default() {
 
 #[test]
 fn a_request_delayed_by_a_rate_limit_is_not_sent_once_its_client_left() {
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    let backend = raw_backend(move |mut s| {
-        let mut buf = [0u8; 4096];
-        let mut head = Vec::new();
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                head.drain(..end + 4);
-                count.fetch_add(1, Ordering::SeqCst);
-                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                if s.write_all(ok).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let (backend, heads) = scripted_backend(OK_RESPONSE, false);
     // One request a second and a burst of 5 that waits its turn: the 2nd waits 1 s, the 3rd 2 s.
     let lb = Lb::start(&format!(
         "[rate_limits.slow]\nkey = \"client_ip\"\nrate = \"1/s\"\nburst = 5\n\n[upstreams.api]\nbackends = [\"{}\"]\nrate_limits = [\"slow\"]\n",
@@ -184,7 +164,8 @@ fn a_request_delayed_by_a_rate_limit_is_not_sent_once_its_client_left() {
     });
     // Past both delays: still only the first request reached the backend.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 1, "{heads:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Shared test harness: real `lb` and `sample-backend` processes on ephemeral loopback ports, and
 //! a small blocking HTTP/1.1 client that speaks raw bytes (so tests see exactly what went over the
-//! wire). Every wait is a bounded poll.
+//! wire). Every wait is a bounded poll. [`raw`] goes lower still: bytes written as given and read
+//! back unparsed, for malformed requests, pipelining and raw backends.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -678,6 +679,7 @@ pub fn failures(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter().filter(|s| s.status != 200).collect()
 }
 
+pub mod raw;
 pub mod webdriver;
 
 /// A backend on a raw socket: `handler` runs on its own thread for each accepted connection
@@ -741,6 +743,9 @@ impl Ca {
         let signed = params.signed_by(&leaf_key, &self.cert, &self.key).unwrap();
         write_file(cert, &signed.pem());
         write_file(key, &leaf_key.serialize_pem());
+        // As a private key should be: lb warns about keys other users can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     pub fn write(&self, path: &Path) {
@@ -771,4 +776,49 @@ pub fn venv_python() -> PathBuf {
         py.display()
     );
     py
+}
+
+/// A config body with one upstream, `api`, whose only backend is `addr`.
+pub fn single(addr: SocketAddr) -> String {
+    format!("[upstreams.api]\nbackends = [\"{addr}\"]\n")
+}
+
+/// Sum of the values of every metrics line starting with `prefix` (a series or a label prefix).
+pub fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The target (path and query) `sample-backend`'s `/echo` received, from its JSON answer.
+pub fn echo_path(r: &Response) -> String {
+    r.json()["path"].as_str().unwrap_or_default().to_string()
+}
+
+/// The headers `sample-backend`'s `/echo` received, from its JSON answer (`r.json()`, or the body
+/// of a raw response parsed), in order, as (lower-case name, value) pairs. [`header_values`] picks
+/// one name's values.
+pub fn echo_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
+    echo["headers"]
+        .as_array()
+        .expect("echo JSON with headers")
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_ascii_lowercase(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The values of every `name` line (any case) in `headers`, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }

@@ -1,5 +1,7 @@
-//! Operational correctness: metric series from the first scrape and gone after a backend drained,
-//! restart-only settings on reload, the access log on exit, and the pid file behind `--upgrade`.
+//! The process around the proxy: the access log flushed on SIGTERM before exit, settings only a
+//! restart applies (a reload names every one and keeps the running values), and the pid file
+//! behind `--upgrade` (never signalling a process that is not this lb). Graceful stop and the
+//! zero-downtime upgrade under load are in `reload.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,94 +9,40 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Lines of the metrics page naming `backend`.
-fn series_of(metrics: &str, backend: &str) -> Vec<String> {
-    let needle = format!("backend=\"{backend}\"");
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
-fn labelled_series_exist_from_the_first_scrape() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let hc = "[upstreams.api.health_check]\ninterval = \"1h\"\n";
-    let lb = Lb::start(&format!(
-        "[upstreams.api]\nbackends = [\"{}\"]\n{hc}",
-        a.addr
-    ));
-    let m = lb.metrics();
-    let a_labels = format!("backend=\"{}\"", a.addr);
-    for line in [
-        "lb_config_reloads_total{result=\"success\"} 0".to_string(),
-        "lb_config_reloads_total{result=\"failure\"} 0".to_string(),
-        "lb_retries_total{upstream=\"api\"} 0".to_string(),
-        format!("lb_health_checks_total{{{a_labels},result=\"failure\",upstream=\"api\"}} 0"),
-        format!(
-            "lb_upstream_errors_total{{{a_labels},kind=\"connect_refused\",upstream=\"api\"}} 0"
-        ),
-        format!("lb_upstream_errors_total{{{a_labels},kind=\"read_timeout\",upstream=\"api\"}} 0"),
-        format!("lb_request_duration_seconds_count{{{a_labels},upstream=\"api\"}} 0"),
-    ] {
-        assert!(m.lines().any(|l| l == line), "missing `{line}` in:\n{m}");
+fn sigterm_flushes_the_access_log_before_exit() {
+    let a = Backend::start("a");
+    let dir = temp_dir("flush");
+    let path = dir.join("access.log");
+    let mut lb = Lb::start_with(
+        &format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr),
+        &format!("access_log = \"{}\"", path.display()),
+    );
+    let mut conn = Conn::open(lb.addr).unwrap();
+    for _ in 0..50 {
+        assert_eq!(conn.send("GET", "/", &[], b"").unwrap().status, 200);
     }
-    // A backend added by a reload gets its series at once, before any traffic or check failure.
-    lb.write_config(&format!(
-        "[upstreams.api]\nbackends = [\"{}\", \"{}\"]\n{hc}",
-        a.addr, b.addr
-    ));
-    let (code, result) = lb.reload();
-    assert_eq!(code, 200, "{result}");
-    let m = lb.metrics();
-    let line = format!(
-        "lb_upstream_errors_total{{backend=\"{}\",kind=\"reset\",upstream=\"api\"}} 0",
-        b.addr
-    );
-    assert!(m.lines().any(|l| l == line), "missing `{line}` in:\n{m}");
-    assert!(
-        m.contains("lb_config_reloads_total{result=\"success\"} 1"),
-        "{m}"
-    );
-}
-
-#[test]
-fn removed_backend_series_go_once_it_has_drained() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let hc = "[upstreams.api.health_check]\ninterval = \"100ms\"\n";
-    let lb = Lb::start(&format!(
-        "[upstreams.api]\nbackends = [\"{}\"]\n{hc}",
-        b.addr
-    ));
+    // Requests still running at SIGTERM: lb exits the moment they finish.
     let addr = lb.addr;
-    assert_eq!(lb.get("/").backend(), "b");
-    let slow = std::thread::spawn(move || request(addr, "GET", "/delay/1500", &[], b""));
-    wait_for(
-        "slow request in flight on b",
-        Duration::from_secs(5),
-        || (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 1).then_some(()),
-    );
-    lb.write_config(&format!(
-        "[upstreams.api]\nbackends = [\"{}\"]\n{hc}",
-        a.addr
-    ));
-    let (code, result) = lb.reload();
-    assert_eq!(code, 200, "{result}");
-    let baddr = b.addr.to_string();
-    let draining = lb.metrics();
-    assert!(
-        series_of(&draining, &baddr)
-            .iter()
-            .any(|l| l.starts_with("lb_requests_total")),
-        "a draining backend keeps its series while requests remain:\n{draining}"
-    );
-    assert_eq!(slow.join().unwrap().backend(), "b");
-    let left = wait_for("b's series removed", Duration::from_secs(5), || {
-        let m = lb.metrics();
-        series_of(&m, &baddr).is_empty().then_some(m)
+    let slow: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/delay/300", &[], b"")))
+        .collect();
+    wait_for("slow requests in flight", Duration::from_secs(5), || {
+        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 4).then_some(())
     });
-    assert!(!series_of(&left, &a.addr.to_string()).is_empty(), "{left}");
+    lb.proc.signal("-TERM");
+    for h in slow {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        text.lines().count(),
+        54,
+        "lines in the access log after exit"
+    );
 }
 
 #[test]
@@ -145,42 +93,6 @@ fn reload_reports_every_restart_only_setting_and_keeps_running_values() {
             .filter(|t| !t.is_empty())
     });
     assert!(!new_log.exists(), "the new access log was opened live");
-}
-
-#[test]
-fn sigterm_flushes_the_access_log_before_exit() {
-    let a = Backend::start("a");
-    let dir = temp_dir("flush");
-    let path = dir.join("access.log");
-    let mut lb = Lb::start_with(
-        &format!("[upstreams.api]\nbackends = [\"{}\"]\n", a.addr),
-        &format!("access_log = \"{}\"", path.display()),
-    );
-    let mut conn = Conn::open(lb.addr).unwrap();
-    for _ in 0..50 {
-        assert_eq!(conn.send("GET", "/", &[], b"").unwrap().status, 200);
-    }
-    // Requests still running at SIGTERM: lb exits the moment they finish.
-    let addr = lb.addr;
-    let slow: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || request(addr, "GET", "/delay/300", &[], b"")))
-        .collect();
-    wait_for("slow requests in flight", Duration::from_secs(5), || {
-        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 4).then_some(())
-    });
-    lb.proc.signal("-TERM");
-    for h in slow {
-        assert_eq!(h.join().unwrap().status, 200);
-    }
-    wait_for("lb exit", Duration::from_secs(10), || {
-        lb.proc.child.try_wait().unwrap()
-    });
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        text.lines().count(),
-        54,
-        "lines in the access log after exit"
-    );
 }
 
 /// Where lb keeps its pid file for `config` (named after the config file's absolute path).
