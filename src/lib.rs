@@ -61,7 +61,8 @@
 //!    NGINX does), takes an RAII
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
-//!    [`proxy::forward`] streams both bodies in one `select!` loop on the request's task (101 →
+//!    [`proxy::forward`] streams both bodies at once, writes and reads polled together (full
+//!    duplex), in one `select!` loop on the request's task (101 →
 //!    byte tunnel; on an HTTP/2 backend, one stream of a pooled connection, trailers included;
 //!    gRPC calls get lb's own failures as `grpc-status`, [`proxy::grpc`]). Failed attempts go
 //!    to [`health::passive_failure`] and are retried on other

@@ -3,9 +3,20 @@
 //! client's body (or a replay of its buffered start, on a retry) goes up while the response
 //! comes down, and a `101 Switching Protocols` turns both into a byte tunnel.
 //!
+//! Neither direction ever waits for the other (full duplex): a piece of the client's body is
+//! handed to a cancel-safe write, and that write and the reading of the response are polled
+//! together in one future ([`step`], [`h2_step`]), so a backend that answers while it reads a
+//! large upload — and stops reading while its answer is not taken — is never deadlocked by lb
+//! waiting on one of the two. The backend's read timeout runs only once the request is sent;
+//! until then a stalled client is the client's (`server.body_timeout`, 408).
+//!
 //! The loop is written against pingora-core's `ServerSession` (HTTP/1 today, HTTP/2 streams
 //! through the same calls) and a backend leg that yields `HttpTask`s (head, body, trailers,
 //! end), so an HTTP/2 backend leg is one more `match` arm, not a second loop.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
@@ -176,14 +187,47 @@ pub(super) async fn h1(
     let mut resp_done = false;
     let mut upgraded = false;
     let mut upstream_reusable = true;
+    // The piece of the client's body on its way to the backend. It is written in the same poll
+    // as the response is read ([`step`]): a backend that answers while it reads (full duplex)
+    // never waits for lb to read while lb waits for it to take a write.
+    let mut outgoing = Outgoing::Idle;
     while !(req_done && resp_done) {
         up.read_timeout = backend_read_timeout(peer, req_done || upgraded);
         tokio::select! {
             biased;
-            task = up.read_response_task(), if !resp_done => {
-                let task = match task {
-                    Ok(t) => t,
-                    Err(e) => return Attempt::failed(e.into_up()),
+            step = step(up, outgoing, !resp_done), if outgoing != Outgoing::Idle || !resp_done => {
+                let task = match step {
+                    Step::Wrote(Ok(())) => {
+                        outgoing = match outgoing {
+                            Outgoing::Body { end: true } => {
+                                up.send_finish_task();
+                                Outgoing::Finish
+                            }
+                            Outgoing::Finish => {
+                                req_done = true;
+                                // A client that ends its side of a tunnel ends the tunnel.
+                                resp_done |= upgraded;
+                                Outgoing::Idle
+                            }
+                            _ => Outgoing::Idle,
+                        };
+                        continue;
+                    }
+                    Step::Wrote(Err(e)) => {
+                        if !resp_done {
+                            return Attempt::failed(e.into_up());
+                        }
+                        // The backend answered before taking the whole body: the answer stands,
+                        // the connection is not reusable.
+                        upstream_reusable = false;
+                        req_done = true;
+                        outgoing = Outgoing::Idle;
+                        continue;
+                    }
+                    Step::Read(task) => match task {
+                        Ok(t) => t,
+                        Err(e) => return Attempt::failed(e.into_up()),
+                    },
                 };
                 match task {
                     HttpTask::Header(mut resp, end) => {
@@ -238,12 +282,15 @@ pub(super) async fn h1(
                     HttpTask::Trailer(None) => {}
                     HttpTask::Failed(e) => return Attempt::failed(e),
                 }
-                // A tunnel the backend ended, or a refused upgrade, ends the request side too.
+                // A tunnel the backend ended, or a refused upgrade, ends the request side too;
+                // so does an answer before the backend took all of the body (the connection
+                // cannot carry another request then).
                 if resp_done && !req_done && session.is_body_done() {
                     req_done = true;
+                    upstream_reusable &= outgoing == Outgoing::Idle;
                 }
             }
-            body = session.read_body_or_idle(req_done) => {
+            body = session.read_body_or_idle(req_done), if outgoing == Outgoing::Idle => {
                 let (body, end) = match client_piece(session, edge, body, req_done) {
                     Ok(Some(piece)) => piece,
                     Ok(None) => continue,
@@ -252,31 +299,17 @@ pub(super) async fn h1(
                 if upgraded {
                     up.maybe_upgrade_body_writer();
                 }
-                let sent = match body {
-                    Some(b) if !b.is_empty() => up.write_body(&b).await.map(|_| ()),
-                    _ => Ok(()),
-                };
-                let sent = match (sent, end) {
-                    (Ok(()), true) => up.finish_body().await.map(|_| ()),
-                    (r, _) => r,
-                };
-                if let Err(e) = sent {
-                    if !resp_done {
-                        return Attempt::failed(e.into_up());
+                outgoing = match body {
+                    Some(b) if !b.is_empty() => {
+                        up.send_body_task(b);
+                        Outgoing::Body { end }
                     }
-                    // The backend answered before taking the whole body: the answer stands,
-                    // the connection is not reusable.
-                    upstream_reusable = false;
-                    req_done = true;
-                    continue;
-                }
-                if end {
-                    req_done = true;
-                    // A client that ends its side of a tunnel ends the tunnel.
-                    if upgraded {
-                        resp_done = true;
+                    _ if end => {
+                        up.send_finish_task();
+                        Outgoing::Finish
                     }
-                }
+                    _ => Outgoing::Idle,
+                };
             }
         }
     }
@@ -317,6 +350,50 @@ fn fit_for_client(session: &mut ServerSession, resp: &mut ResponseHeader) -> boo
         }
     }
     true
+}
+
+/// What an HTTP/1 attempt is writing to the backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outgoing {
+    Idle,
+    /// A piece of the body (`end`: the client's last).
+    Body {
+        end: bool,
+    },
+    /// The end of the body (the last chunk of a chunked one).
+    Finish,
+}
+
+/// What one [`step`] did.
+enum Step {
+    Wrote(Result<()>),
+    Read(Result<HttpTask>),
+}
+
+/// Advances the write in progress (`outgoing`) and the reading of the response (when `read`)
+/// in one poll, whichever can go on: both borrow the one backend session, so the two futures
+/// are made, polled and dropped in turn on every wake-up. Both are cancel-safe (pingora-core's
+/// body-writer tasks keep their progress in the session, and so does the response reader), so
+/// dropping either between polls loses nothing.
+async fn step(up: &mut H1Upstream, outgoing: Outgoing, read: bool) -> Step {
+    std::future::poll_fn(|cx| {
+        if outgoing != Outgoing::Idle {
+            let written = match outgoing {
+                Outgoing::Finish => pin!(up.write_finish_task()).poll(cx),
+                _ => pin!(up.write_body_task()).poll(cx),
+            };
+            if let Poll::Ready(r) = written {
+                return Poll::Ready(Step::Wrote(r));
+            }
+        }
+        if read {
+            if let Poll::Ready(t) = pin!(up.read_response_task()).poll(cx) {
+                return Poll::Ready(Step::Read(t));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// `grpc-status` from a response's head or trailers.
@@ -364,6 +441,45 @@ async fn next_part(up: &mut H2Upstream, reading: &mut Reading) -> Result<Part> {
     }
 }
 
+/// What one [`h2_step`] did.
+enum H2Step {
+    Wrote(Result<()>),
+    Read(Result<Part>),
+}
+
+/// [`step`] for an HTTP/2 backend stream: the body piece in `outgoing` goes up as the stream's
+/// window allows while the response is read, in one poll (both borrow the one stream; the write
+/// keeps its progress in `outgoing`, and [`next_part`] is cancel-safe).
+async fn h2_step(
+    up: &mut H2Upstream,
+    reading: &mut Reading,
+    outgoing: &mut Option<(Bytes, bool)>,
+    read: bool,
+) -> H2Step {
+    std::future::poll_fn(|cx| {
+        if let Some((data, end)) = outgoing.as_mut() {
+            if let Poll::Ready(r) = up.poll_write_request_body(cx, data, *end) {
+                return Poll::Ready(H2Step::Wrote(r));
+            }
+        }
+        if read {
+            if let Poll::Ready(p) = pin!(next_part(up, reading)).poll(cx) {
+                return Poll::Ready(H2Step::Read(p));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Sleeps until `deadline`; never ends without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Forwards the request as one stream on an HTTP/2 backend connection and the response back,
 /// trailers included (they reach HTTP/2 clients; HTTP/1 has no trailers here, so lb keeps gRPC
 /// off HTTP/1 clients). Both directions flow at once, as gRPC's streaming calls need.
@@ -396,14 +512,35 @@ pub(super) async fn h2(
     let mut reading = Reading::Head;
     let mut resp_done = false;
     let mut grpc_status = None;
+    // The piece of the client's body on its way up (and whether it is the last), written in the
+    // same poll as the response is read ([`h2_step`]), within the upstream's write timeout.
+    let mut outgoing: Option<(Bytes, bool)> = None;
+    let mut write_deadline = None;
     while !(req_done && resp_done) {
         up.read_timeout = backend_read_timeout(peer, req_done);
         tokio::select! {
             biased;
-            part = next_part(up, &mut reading), if !resp_done => {
-                let part = match part {
-                    Ok(p) => p,
-                    Err(e) => return Attempt::failed(e.into_up()),
+            step = h2_step(up, &mut reading, &mut outgoing, !resp_done),
+                if outgoing.is_some() || !resp_done =>
+            {
+                let part = match step {
+                    H2Step::Wrote(Ok(())) => {
+                        write_deadline = None;
+                        if outgoing.take().is_some_and(|(_, end)| end) {
+                            req_done = true;
+                        }
+                        continue;
+                    }
+                    H2Step::Wrote(Err(e)) => {
+                        if !resp_done {
+                            return Attempt::failed(e.into_up());
+                        }
+                        req_done = true;
+                        outgoing = None;
+                        continue;
+                    }
+                    H2Step::Read(Ok(p)) => p,
+                    H2Step::Read(Err(e)) => return Attempt::failed(e.into_up()),
                 };
                 let written = match part {
                     Part::Head(mut resp) => {
@@ -456,25 +593,27 @@ pub(super) async fn h2(
                     req_done = true;
                 }
             }
-            body = session.read_body_or_idle(req_done) => {
+            _ = sleep_until_some(write_deadline), if outgoing.is_some() => {
+                let e = Error::explain(
+                    pingora_error::ErrorType::WriteTimedout,
+                    "writing the request body to an HTTP/2 backend",
+                );
+                return Attempt::failed(e.into_up());
+            }
+            body = session.read_body_or_idle(req_done), if outgoing.is_none() => {
                 let (body, end) = match client_piece(session, edge, body, req_done) {
                     Ok(Some(piece)) => piece,
                     Ok(None) => continue,
                     Err(e) => return Attempt::failed(e),
                 };
-                let sent = match body {
-                    Some(b) if !b.is_empty() => up.write_request_body(b, end).await,
-                    _ if end => up.finish_request_body(),
-                    _ => Ok(()),
-                };
-                if let Err(e) = sent {
-                    if !resp_done {
-                        return Attempt::failed(e.into_up());
-                    }
-                    req_done = true;
-                    continue;
+                let body = body.unwrap_or_default();
+                if !body.is_empty() || end {
+                    outgoing = Some((body, end));
+                    write_deadline = peer
+                        .options
+                        .write_timeout
+                        .map(|t| tokio::time::Instant::now() + t);
                 }
-                req_done = end;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Bodies and connections passed through: POST bodies both ways, HTTP/1.1 pipelining (answers in
 //! order, whatever the bodies' framing; nothing left waiting after a closing answer), WebSocket
-//! bytes tunnelled only after the backend's 101, and a client that half-closes after its request
-//! still answered. A client going away mid-request is `client_close.rs`.
+//! bytes tunnelled only after the backend's 101, a client that half-closes after its request
+//! still answered, and full-duplex exchanges (a backend that answers while it reads the body). A client going away mid-request is `client_close.rs`.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -204,4 +204,105 @@ fn half_closed_client_still_gets_its_response() {
     let r = read_until_close(&mut s, Duration::from_secs(5));
     assert_eq!(r.status(), Some(200), "{}", r.text());
     assert!(r.text().contains("\"bytes\":20"), "{}", r.text());
+}
+
+/// A backend that streams the body back as it reads it, 64 KiB at a time, blocking on each write:
+/// if lb stopped reading the answer while it writes the body (or the other way round), both
+/// would wait for each other for ever.
+fn echo_while_reading_backend() -> RawBackend {
+    raw_backend(|mut s| {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+            .unwrap_or(0);
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        if s.write_all(answer.as_bytes()).is_err() || s.write_all(&buf[head_end..]).is_err() {
+            return;
+        }
+        let mut left = len - (buf.len() - head_end);
+        while left > 0 {
+            let n = match s.read(&mut chunk[..left.min(64 * 1024)]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if s.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+    })
+}
+
+/// Uploads `len` bytes through lb while reading the answer at the same time (a writer thread),
+/// as a full-duplex client does; the answer's status and body length.
+fn upload_while_reading(lb: std::net::SocketAddr, len: usize) -> (u16, usize) {
+    let s = connect(lb);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+        w.write_all(head.as_bytes())?;
+        let piece = vec![b'u'; 256 * 1024];
+        for _ in 0..len / piece.len() {
+            w.write_all(&piece)?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let r = Conn::from_stream(s).unwrap().read_response(false);
+    let r = r.unwrap_or_else(|e| panic!("the answer to the upload: {e}"));
+    writer.join().unwrap().unwrap();
+    (r.status, r.body.len())
+}
+
+#[test]
+fn a_backend_answering_while_it_reads_a_large_upload_is_served_both_ways_at_once() {
+    const LEN: usize = 32 << 20;
+    let b = echo_while_reading_backend();
+    let lb = Lb::start_with(&single(b.addr), "max_body_bytes = 67108864");
+    assert_eq!(upload_while_reading(lb.addr, LEN), (200, LEN));
+}
+
+/// The same over an HTTP/2 backend stream: tests/h2/duplex_echo.py (the `h2` library) echoes as
+/// it reads and gives back window only once the echo is out, so every byte of the upload goes up
+/// through lb's flow-controlled, cancel-safe writes while the echo comes down. (Before lb wrote
+/// and read in one poll, this exchange happened to complete anyway: the client's body pieces are
+/// far smaller than lb's 1 MiB stream window, which lb drained between them.)
+#[test]
+fn an_http2_backend_answering_while_it_reads_a_large_upload_is_served_both_ways_at_once() {
+    const LEN: usize = 32 << 20;
+    let port = free_port();
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/duplex_echo.py");
+    let mut child = std::process::Command::new(venv_python())
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tests/h2/duplex_echo.py (scripts/setup.sh installs its h2 library)");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let lb = Lb::start_with(
+        &format!("[upstreams.api]\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:{port}\"]\n"),
+        "max_body_bytes = 67108864",
+    );
+    let got = upload_while_reading(lb.addr, LEN);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, (200, LEN));
 }

@@ -181,6 +181,45 @@ impl HttpSession {
         }
     }
 
+    /// lb: queues `data` as the next piece of the request body, to be written by
+    /// [`Self::write_body_task`] under the session's `write_timeout`. The previous piece must be
+    /// written first.
+    pub fn send_body_task(&mut self, data: Bytes) {
+        self.body_writer.send_body_task(data, self.write_timeout);
+    }
+
+    /// lb: writes the piece [`Self::send_body_task`] queued. Cancel-safe: dropped half-way, the
+    /// next call goes on where it stopped, so the caller can read the response in the same
+    /// `select!` (or the same poll) while a backend that answers as it reads takes the body —
+    /// neither direction waits for the other. Call it only while a piece is queued.
+    pub async fn write_body_task(&mut self) -> Result<()> {
+        let written = self
+            .body_writer
+            .write_current_body_task(&mut self.underlying_stream)
+            .await?;
+        self.bytes_sent += written.unwrap_or(0);
+        Ok(())
+    }
+
+    /// lb: the end of the request body (the last chunk of a chunked one) as a cancel-safe task:
+    /// queue it with [`Self::send_finish_task`], write it with [`Self::write_finish_task`].
+    pub fn send_finish_task(&mut self) {
+        self.body_writer.send_finish_task();
+    }
+
+    /// lb: writes the end [`Self::send_finish_task`] queued and flushes. Cancel-safe.
+    pub async fn write_finish_task(&mut self) -> Result<()> {
+        self.body_writer
+            .write_current_finish_task(&mut self.underlying_stream)
+            .await?;
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing body")?;
+        self.maybe_force_close_body_reader();
+        Ok(())
+    }
+
     fn maybe_force_close_body_reader(&mut self) {
         if self.upgraded && self.received_upgrade_req_body && !self.body_reader.body_done() {
             // request is done, reset the response body to close

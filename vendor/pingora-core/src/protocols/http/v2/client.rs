@@ -170,6 +170,58 @@ impl Http2Session {
         Ok(())
     }
 
+    /// lb: writes `data` (then the end of the body, when `end`) as the stream's flow-control
+    /// window allows, leaving in `data` what is still to send. Poll-based and cancel-safe: the
+    /// caller keeps `data` between polls, so it can read the response in the same poll while
+    /// a backend that answers as it reads opens the window — neither direction waits for the
+    /// other. No timeout here: the caller times the write.
+    pub fn poll_write_request_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+        end: bool,
+    ) -> Poll<Result<()>> {
+        if self.ended {
+            data.clear();
+            return Poll::Ready(Ok(()));
+        }
+        let writer = self
+            .send_body
+            .as_mut()
+            .expect("Try to write request body before sending request header");
+        let result = loop {
+            if data.is_empty() {
+                break match end {
+                    true => writer
+                        .send_data(Bytes::new(), true)
+                        .or_err(WriteError, "while ending h2 request body"),
+                    false => Ok(()),
+                };
+            }
+            writer.reserve_capacity(data.len());
+            let n = match ready!(writer.poll_capacity(cx)) {
+                None => break Error::e_explain(H2Error, "cannot reserve capacity"),
+                Some(Err(e)) => break Err(e).or_err(H2Error, "while waiting for capacity"),
+                Some(Ok(n)) => n,
+            };
+            let piece = data.split_to(n.min(data.len()));
+            let last = end && data.is_empty();
+            if let Err(e) = writer
+                .send_data(piece, last)
+                .or_err(WriteError, "while writing h2 request body")
+            {
+                break Err(e);
+            }
+            if data.is_empty() {
+                break Ok(());
+            }
+        };
+        if result.is_ok() {
+            self.ended = end;
+        }
+        Poll::Ready(result.map_err(|e| self.handle_err(e)))
+    }
+
     /// Signal that the request body has ended
     pub fn finish_request_body(&mut self) -> Result<()> {
         if self.ended {
