@@ -25,7 +25,7 @@
 //!  import      `lb import-nginx`: NGINX config → lb TOML, with notes on what was left behind
 //!  config      file structs → validated runtime types, every problem with its key path
 //!  tls         certificate files loaded and checked; swappable certificates (one, or chosen by SNI)
-//!  util        clocks, hashing, protobuf varints
+//!  util        clocks, hashing, protobuf varints, Host syntax
 //! ```
 //!
 //! Reports that go up the stack at run time (a failed attempt ejecting a backend, an answer

@@ -54,6 +54,12 @@ impl Drop for RequestState {
 }
 
 impl RequestState {
+    /// The request's body comes without a length (HTTP/1 chunked, or HTTP/2 without
+    /// `content-length`), counted as it arrives.
+    pub fn chunked(&self) -> bool {
+        self.count_body
+    }
+
     fn refused(&self) {
         if let Some(c) = &self.conn {
             c.linger.store(true, Ordering::Relaxed);

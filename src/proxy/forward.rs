@@ -116,15 +116,46 @@ pub(super) fn upstream_head(
     Ok(req)
 }
 
-/// The backend's read timeout while an attempt's loop waits: none while the client is still
-/// sending its body (as NGINX's `proxy_read_timeout`, which starts once the request is sent).
-/// A client that stalls its body is the client's fault: `server.body_timeout` ends it with a
-/// 408 and nothing is counted against the backend, which may rightly wait for the rest.
-fn backend_read_timeout(peer: &HttpPeer, req_done: bool) -> Option<std::time::Duration> {
-    if req_done {
-        peer.options.read_timeout
-    } else {
-        None
+/// The backend's read timeout (the upstream's `read_timeout`, between two pieces of its
+/// answer), kept by lb: the response read is remade on every poll of [`step`], so pingora's
+/// per-read timer would start again each time. It runs only once the request is sent, as
+/// NGINX's `proxy_read_timeout`: a client that stalls its body is the client's fault
+/// (`server.body_timeout` ends it with a 408, nothing counted against the backend, which may
+/// rightly wait for the rest).
+struct ReadDeadline {
+    timeout: Option<std::time::Duration>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl ReadDeadline {
+    fn new(peer: &HttpPeer) -> ReadDeadline {
+        ReadDeadline {
+            timeout: peer.options.read_timeout,
+            deadline: None,
+        }
+    }
+
+    /// Starts the clock when the answer is awaited (`sent`) and not complete.
+    fn arm(&mut self, sent: bool, done: bool) {
+        if done {
+            self.deadline = None;
+        } else if sent && self.deadline.is_none() {
+            self.deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        }
+    }
+
+    /// A piece of the answer arrived: the next one has the whole timeout again.
+    fn progress(&mut self) {
+        self.deadline = None;
+    }
+
+    fn timed_out(&self) -> Box<Error> {
+        let t = self.timeout.unwrap_or_default();
+        Error::explain(
+            pingora_error::ErrorType::ReadTimedout,
+            format!("the backend sent nothing for {t:?}"),
+        )
+        .into_up()
     }
 }
 
@@ -191,8 +222,10 @@ pub(super) async fn h1(
     // as the response is read ([`step`]): a backend that answers while it reads (full duplex)
     // never waits for lb to read while lb waits for it to take a write.
     let mut outgoing = Outgoing::Idle;
+    let mut read_by = ReadDeadline::new(peer);
+    up.read_timeout = None;
     while !(req_done && resp_done) {
-        up.read_timeout = backend_read_timeout(peer, req_done || upgraded);
+        read_by.arm(req_done || upgraded, resp_done);
         tokio::select! {
             biased;
             step = step(up, outgoing, !resp_done), if outgoing != Outgoing::Idle || !resp_done => {
@@ -225,7 +258,10 @@ pub(super) async fn h1(
                         continue;
                     }
                     Step::Read(task) => match task {
-                        Ok(t) => t,
+                        Ok(t) => {
+                            read_by.progress();
+                            t
+                        }
                         Err(e) => return Attempt::failed(e.into_up()),
                     },
                 };
@@ -289,6 +325,9 @@ pub(super) async fn h1(
                     req_done = true;
                     upstream_reusable &= outgoing == Outgoing::Idle;
                 }
+            }
+            _ = sleep_until_some(read_by.deadline), if read_by.deadline.is_some() => {
+                return Attempt::failed(read_by.timed_out());
             }
             body = session.read_body_or_idle(req_done), if outgoing == Outgoing::Idle => {
                 let (body, end) = match client_piece(session, edge, body, req_done) {
@@ -516,8 +555,10 @@ pub(super) async fn h2(
     // same poll as the response is read ([`h2_step`]), within the upstream's write timeout.
     let mut outgoing: Option<(Bytes, bool)> = None;
     let mut write_deadline = None;
+    let mut read_by = ReadDeadline::new(peer);
+    up.read_timeout = None;
     while !(req_done && resp_done) {
-        up.read_timeout = backend_read_timeout(peer, req_done);
+        read_by.arm(req_done, resp_done);
         tokio::select! {
             biased;
             step = h2_step(up, &mut reading, &mut outgoing, !resp_done),
@@ -539,7 +580,10 @@ pub(super) async fn h2(
                         outgoing = None;
                         continue;
                     }
-                    H2Step::Read(Ok(p)) => p,
+                    H2Step::Read(Ok(p)) => {
+                        read_by.progress();
+                        p
+                    }
                     H2Step::Read(Err(e)) => return Attempt::failed(e.into_up()),
                 };
                 let written = match part {
@@ -592,6 +636,9 @@ pub(super) async fn h2(
                 if resp_done && !req_done && session.is_body_done() {
                     req_done = true;
                 }
+            }
+            _ = sleep_until_some(read_by.deadline), if read_by.deadline.is_some() => {
+                return Attempt::failed(read_by.timed_out());
             }
             _ = sleep_until_some(write_deadline), if outgoing.is_some() => {
                 let e = Error::explain(

@@ -129,6 +129,10 @@ impl Proxy {
         if !self.route(session, ctx).await {
             return session.response_written().is_some();
         }
+        if let Err(e) = self.first_chunk(session, ctx).await {
+            self.fail(session, ctx, &e).await;
+            return false;
+        }
         let deadline = if ctx.grpc {
             grpc::deadline(session.req_header())
         } else {
@@ -152,6 +156,29 @@ impl Proxy {
         };
         self.fail(session, ctx, &e).await;
         false
+    }
+
+    /// Reads the first piece of a chunked HTTP/1 body before any backend hears of the request, so
+    /// that a malformed first chunk line (a size that is not hex, too long, a bare LF) is lb's 400
+    /// and never forwarded. The piece waits in the retry buffer, which every attempt replays
+    /// first. A later malformed chunk still ends the exchange with a 400 (or an aborted answer)
+    /// and a backend connection closed mid-body.
+    async fn first_chunk(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+    ) -> Result<(), Box<Error>> {
+        // HTTP/2 frames bodies itself (and a gRPC call may wait for its server to speak first).
+        let h1_chunked = session.as_http1().is_some() && ctx.hardening.chunked();
+        if !h1_chunked || session.is_body_done() {
+            return Ok(());
+        }
+        session.enable_retry_buffering();
+        session
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?;
+        crate::edge::request_body(session, &mut ctx.hardening)
     }
 
     /// lb's own answer: plain text, or gRPC's trailers-only status for a gRPC call.

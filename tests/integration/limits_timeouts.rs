@@ -430,3 +430,40 @@ fn pipelined_heads_are_held_to_the_limits_and_deadlines() {
         "closed after {waited:?}"
     );
 }
+
+/// A malformed chunked body is lb's 400, and no backend hears of the request: lb parses the first
+/// chunk line before it sends the head upstream (a bad size, one over 16 hex digits, data longer
+/// than its size, a bare LF inside the line, which NGINX and httparse read differently).
+#[test]
+fn malformed_chunked_bodies_are_refused_before_any_backend_sees_the_request() {
+    let (b, heads) = scripted_backend(OK_RESPONSE, false);
+    let lb = Lb::start(&single(b.addr));
+    for (what, body) in [
+        ("size not hex", "zz\r\nhello\r\n0\r\n\r\n"),
+        ("17 hex digits", "10000000000000000\r\nx\r\n0\r\n\r\n"),
+        (
+            "data longer than its size",
+            "5\r\nhello, world\r\n0\r\n\r\n",
+        ),
+        ("bare LF in an extension", "5;a=b\nhello\r\n0\r\n\r\n"),
+    ] {
+        let req =
+            format!("POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let r = exchange(lb.addr, req.as_bytes());
+        assert_eq!(r.status(), Some(400), "{what}: {}", r.text());
+    }
+    assert!(
+        heads.lock().unwrap().is_empty(),
+        "{:?}",
+        heads.lock().unwrap()
+    );
+    // A well-formed one, extension included, goes through whole.
+    let r = exchange(
+        lb.addr,
+        b"POST /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status(), Some(200), "{}", r.text());
+    // (The raw backend reads only heads: the chunked body shows up there as a second "head".)
+    let heads = heads.lock().unwrap();
+    assert!(heads[0].starts_with("POST /c HTTP/1.1"), "{heads:?}");
+}

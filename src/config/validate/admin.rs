@@ -59,7 +59,7 @@ impl Checker {
         let mut out = Vec::new();
         for (i, h) in value.unwrap_or_default().into_iter().enumerate() {
             let valid =
-                !h.is_empty() && !h.contains(':') && crate::edge::head::is_valid_host(h.as_bytes());
+                !h.is_empty() && !h.contains(':') && crate::util::host::is_valid_host(h.as_bytes());
             if valid {
                 out.push(h.trim_end_matches('.').to_ascii_lowercase());
             } else {

@@ -685,6 +685,13 @@ impl BodyReader {
                                 );
                             }
                         };
+                        // lb: a bare LF inside the chunk line (httparse reads it as part of an
+                        // extension; NGINX and others end the line there) would make lb read the
+                        // body differently from the next hop: refuse the line instead.
+                        if buf[..payload_index.saturating_sub(1)].contains(&b'\n') {
+                            self.body_state = self.body_state.done(0);
+                            return Error::e_explain(INVALID_CHUNK, "bare LF in a chunk line");
+                        }
                         // https://github.com/seanmonstar/httparse/issues/149
                         // httparse does not treat zero-size chunk differently, it does not check
                         // that terminating chunk is 0 + double CRLF
