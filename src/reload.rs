@@ -5,6 +5,10 @@
 //! [`Registry`](crate::state::registry::Registry) keyed by `(upstream, address)`, so every backend still present keeps its health,
 //! ejection, in-flight count and slow-start progress. Removed backends are marked `draining`: they
 //! get no new requests and finish the ones they have.
+//!
+//! A `server.tls.certificates` entry that no longer loads (a renewal gone wrong) does not fail the
+//! reload while another certificate is usable: the certificate it had keeps serving, while it is
+//! valid, and a warning says so.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -110,6 +114,17 @@ impl Shared {
         let old = self.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
         keep_restart_only(&old, &mut new);
+        let now = unix_ms() as i64 / 1000;
+        for w in keep_running_certificates(&old, &mut new, now) {
+            let line = format!(
+                "{}: {}: warning: {}",
+                self.config_path.display(),
+                w.path,
+                w.message
+            );
+            tracing::warn!(trigger = result.trigger, "{line}");
+            result.warnings.push(line);
+        }
         let keys = |c: &Config| -> HashSet<BackendKey> {
             c.upstreams
                 .iter()
@@ -338,6 +353,39 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     }
     // The record stream and its producer are made at start.
     new.analytics.kafka = old.analytics.kafka.clone();
+}
+
+/// Entries of `server.tls.certificates` that no longer load keep the certificate the running
+/// config has from the same files while it is still valid at `now` (Unix seconds), in their place
+/// in the list. Returns a warning per entry kept.
+fn keep_running_certificates(old: &Config, new: &mut Config, now: i64) -> Vec<Problem> {
+    let (Some(o), Some(n)) = (&old.server.tls, &mut new.server.tls) else {
+        return Vec::new();
+    };
+    let (mut warnings, mut still_skipped) = (Vec::new(), Vec::new());
+    for s in std::mem::take(&mut n.skipped) {
+        let running = o
+            .certificates
+            .iter()
+            .find(|c| c.cert_path == s.cert_path && c.key_path == s.key_path && c.not_after > now);
+        let Some(c) = running else {
+            still_skipped.push(s);
+            continue;
+        };
+        // Entries listed before this one are served, except those still skipped.
+        n.certificates
+            .insert(s.index - still_skipped.len(), c.clone());
+        warnings.push(Problem {
+            path: format!("server.tls.certificates[{}].cert", s.index),
+            message: format!(
+                "the certificate loaded before from these files (valid until {}) keeps serving \
+                 until they are fixed",
+                crate::util::time::utc_date(c.not_after)
+            ),
+        });
+    }
+    n.skipped = still_skipped;
+    warnings
 }
 
 /// The config hash shown in `/status`: FNV-1a of the file's text.

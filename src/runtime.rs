@@ -267,7 +267,9 @@ pub fn server_certs(config: &Config) -> CertSet {
         .server
         .tls
         .as_ref()
-        .map_or_else(CertSet::default, |t| CertSet::new(&t.certificates))
+        .map_or_else(CertSet::default, |t| {
+            CertSet::new(&t.certificates, t.reject_unknown_sni)
+        })
 }
 
 /// The admin listener's certificate in `config`, if it serves HTTPS.

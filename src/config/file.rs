@@ -41,6 +41,7 @@ pub struct ServerTlsFile {
     pub certificates: Option<Vec<CertFile>>,
     pub http2: Option<bool>,
     pub min_version: Option<String>,
+    pub reject_unknown_sni: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -148,15 +148,31 @@ pub struct ServerSettings {
 }
 
 /// `[server.tls]`. The listeners, `http2` and `min_version` are fixed at start; the certificates
-/// are re-read on every reload and swapped for new handshakes.
+/// (and `reject_unknown_sni`) are re-read on every reload and swapped for new handshakes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerTls {
     pub listen: Vec<SocketAddr>,
-    /// Chosen by SNI from each certificate's names; the first is the default.
+    /// The usable entries of `server.tls.certificates`, in listing order: chosen by SNI from
+    /// each certificate's names; the first is the default.
     pub certificates: Vec<crate::tls::Certificate>,
+    /// Entries that did not load while others did (each a `--check` warning): not served. A
+    /// reload keeps serving the certificate a skipped entry had before, while it is valid.
+    pub skipped: Vec<SkippedCert>,
     /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`).
     pub http2: bool,
     pub min_version: TlsVersion,
+    /// Refuse handshakes whose SNI no certificate covers, and those without SNI (NGINX's
+    /// `ssl_reject_handshake`), instead of answering with the first certificate.
+    pub reject_unknown_sni: bool,
+}
+
+/// An entry of `server.tls.certificates` that did not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedCert {
+    /// Its position in `server.tls.certificates`.
+    pub index: usize,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
 }
 
 /// `server.tls.min_version`.
@@ -504,8 +520,9 @@ pub enum Protocol {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
-    /// The server name sent and verified; `None`: each backend's host name (none for an IP
-    /// address, and then nothing is verified, as NGINX does).
+    /// The server name sent and verified; `None`: each backend's host name, or for an IP
+    /// address no SNI and the certificate verified against the address (an IP address subject
+    /// alternative name; vendored pingora-core patch 9).
     pub sni: Option<String>,
     /// `None`: the system's roots.
     pub ca: Option<crate::tls::CaCerts>,
@@ -813,9 +830,14 @@ impl Config {
             } else {
                 "http/1.1"
             };
+            let reject = if tls.reject_unknown_sni {
+                "; unknown SNI refused"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "https listeners: {} ({alpn}; certificates: {})",
+                "https listeners: {} ({alpn}; certificates: {}{reject})",
                 listen.join(", "),
                 names.join(" | ")
             );

@@ -50,6 +50,38 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// The keys (outermost first) of the value in `value` that makes decoding it as `T` fail with
+/// `msg`: the one whose removal changes the outcome, followed into nested tables. Empty when no
+/// single key is to blame.
+fn culprit<T: DeserializeOwned>(value: &Value, msg: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    'deeper: loop {
+        let mut here = value;
+        for k in &keys {
+            here = &here[k.as_str()];
+        }
+        let Some(table) = here.as_table() else {
+            return keys;
+        };
+        for k in table.keys() {
+            let mut without = value.clone();
+            let mut t = &mut without;
+            for p in &keys {
+                t = &mut t[p.as_str()];
+            }
+            if let Some(t) = t.as_table_mut() {
+                t.remove(k);
+            }
+            let same = matches!(T::deserialize(without), Err(e) if e.message() == msg);
+            if !same {
+                keys.push(k.clone());
+                continue 'deeper;
+            }
+        }
+        return keys;
+    }
+}
+
 fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
     let location = match e.span() {
         Some(span) => {
@@ -107,6 +139,8 @@ impl Checker {
 
     /// Decodes `value` into a file struct. Unknown keys are reported one by one (each at its own
     /// path) and removed, so a single typo does not hide the rest of the table.
+    /// Decodes the table at `path`; an unknown key or a value of the wrong type is reported with
+    /// its own key path (`server.tls.http2: invalid type: ...`).
     fn decode<T: DeserializeOwned>(&mut self, path: &str, mut value: Value) -> Option<T> {
         for _ in 0..64 {
             match T::deserialize(value.clone()) {
@@ -123,7 +157,10 @@ impl Checker {
                             table.remove(key);
                         }
                         _ => {
-                            self.problem(path, msg.trim().to_string());
+                            let at = culprit::<T>(&value, &msg)
+                                .iter()
+                                .fold(path.to_string(), |p, k| join(&p, k));
+                            self.problem(at, msg.trim().to_string());
                             return None;
                         }
                     }

@@ -1,5 +1,7 @@
 //! Certificate choice by SNI for the HTTPS listeners (`server.tls.certificates`), swappable at
-//! run time like [`super::Resolver`].
+//! run time like [`super::Resolver`]. A name no certificate covers (or no SNI) gets the first
+//! certificate, or with `server.tls.reject_unknown_sni` none: rustls then refuses the handshake
+//! with an alert, as NGINX's `ssl_reject_handshake` does.
 
 use std::sync::Arc;
 
@@ -16,11 +18,17 @@ pub struct CertSet {
     /// the first certificate covering a name wins.
     names: Vec<(String, usize)>,
     keys: Vec<Arc<CertifiedKey>>,
+    /// No default certificate: unknown names and handshakes without SNI get none.
+    reject_unknown: bool,
 }
 
 impl CertSet {
-    pub fn new(certificates: &[Certificate]) -> CertSet {
-        let mut set = CertSet::default();
+    /// `reject_unknown`: `server.tls.reject_unknown_sni`.
+    pub fn new(certificates: &[Certificate], reject_unknown: bool) -> CertSet {
+        let mut set = CertSet {
+            reject_unknown,
+            ..CertSet::default()
+        };
         for (i, c) in certificates.iter().enumerate() {
             set.keys.push(c.key.clone());
             for n in &c.names {
@@ -31,7 +39,8 @@ impl CertSet {
     }
 
     /// The certificate for `server_name` (the client's SNI): an exact name, else a wildcard
-    /// (`*.example.com` covers one label), else the first certificate (also without SNI).
+    /// (`*.example.com` covers one label), else the first certificate (also without SNI), or
+    /// none when unknown names are rejected.
     pub fn choose(&self, server_name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         let chosen = server_name.and_then(|sni| {
             let sni = sni.trim_end_matches('.').to_ascii_lowercase();
@@ -45,7 +54,11 @@ impl CertSet {
             };
             exact.or_else(wildcard).map(|(_, i)| *i)
         });
-        self.keys.get(chosen.unwrap_or(0))
+        match chosen {
+            Some(i) => self.keys.get(i),
+            None if self.reject_unknown => None,
+            None => self.keys.first(),
+        }
     }
 }
 
@@ -119,5 +132,16 @@ mod tests {
         assert_eq!(chosen(&s, Some("a.b.example.com")), 0);
         assert_eq!(chosen(&s, Some("other.test")), 0);
         assert_eq!(chosen(&s, None), 0);
+    }
+
+    #[test]
+    fn unknown_names_get_nothing_when_rejected() {
+        let mut s = set(&[&["api.example.com"], &["*.example.com"]]);
+        s.reject_unknown = true;
+        assert_eq!(chosen(&s, Some("api.example.com")), 0);
+        assert_eq!(chosen(&s, Some("www.example.com")), 1);
+        assert!(s.choose(Some("other.test")).is_none());
+        assert!(s.choose(Some("a.b.example.com")).is_none());
+        assert!(s.choose(None).is_none());
     }
 }

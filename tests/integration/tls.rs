@@ -292,16 +292,20 @@ fn certificates_swap_without_restart_and_without_failed_requests() {
     let after = done.load(Ordering::Relaxed);
     seen(after + 5);
 
-    // An expired replacement is refused with its key path; the running certificate stays.
+    // An expired replacement does not fail the reload (the other certificate is usable): it is
+    // warned about with its key path, and the running certificate from those files stays.
     t.ca.leaf_for(&["api.test"], "api expired", -1, &api.0, &api.1);
     let (code, body) = t.lb.reload();
-    assert_eq!(code, 422, "{body}");
-    assert!(
-        body.to_string()
-            .contains("server.tls.certificates[0].cert: the certificate expired on"),
-        "{body}"
-    );
+    assert_eq!(code, 200, "{body}");
+    let text = body.to_string();
+    for want in [
+        "server.tls.certificates[0].cert: warning: the certificate expired on",
+        "server.tls.certificates[0].cert: warning: the certificate loaded before from these files",
+    ] {
+        assert!(text.contains(want), "{want:?} in {body}");
+    }
     assert!(t.subject("api.test").contains("api two"));
+    assert!(t.subject("x.other.test").contains("other"));
     // A good one applies (SIGHUP, or the watcher if it is first).
     t.ca.leaf_for(&["api.test"], "api three", 60, &api.0, &api.1);
     t.lb.proc.signal("-HUP");
@@ -586,4 +590,213 @@ fn plain_requests_redirect_to_https_and_lb_answers_respond_routes() {
         .find(|l| l.starts_with("lb_requests_total{") && l.contains("backend=\"127.0.0.1"))
         .unwrap_or_else(|| panic!("{m}"));
     assert!(line.ends_with(" 1"), "{line}");
+}
+
+/// `sample-backend` serving HTTPS with a certificate for `names` signed by `ca`.
+fn tls_backend(ca: &Ca, dir: &std::path::Path, name: &str, names: &[&str]) -> Backend {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    ca.leaf_for(names, name, 30, &cert, &key);
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    Backend::start_with(name, &["--tls-cert", &c, "--tls-key", &k])
+}
+
+#[test]
+fn ip_backends_without_sni_are_verified_against_their_address() {
+    let dir = temp_dir("tls-ip-backend");
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    // Both on 127.0.0.1, both signed by the configured CA; only one names 127.0.0.1.
+    let ip = tls_backend(&ca, &dir, "ip", &["127.0.0.1"]);
+    let named = tls_backend(&ca, &dir, "named", &["backend.internal"]);
+    let body = format!(
+        "[upstreams.ip]\nbackends = [\"{ip}\"]\n[upstreams.ip.tls]\nca_file = \"{ca}\"\n\
+         [upstreams.named]\nretries = 0\nbackends = [\"{named}\"]\n[upstreams.named.tls]\nca_file = \"{ca}\"\n\
+         [upstreams.unverified]\nbackends = [\"{named}\"]\n[upstreams.unverified.tls]\nverify = false\n\
+         [[routes]]\npath_prefix = \"/named/\"\nupstream = \"named\"\n\
+         [[routes]]\npath_prefix = \"/unverified/\"\nreplace_prefix = \"/\"\nupstream = \"unverified\"\n\
+         [[routes]]\nupstream = \"ip\"\n",
+        ip = ip.addr,
+        named = named.addr,
+        ca = cacert.display()
+    );
+    let lb = Lb::start(&body);
+    // The certificate names the address: verified, served.
+    let r = lb.get("/echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "ip");
+    // A certificate from the right CA that does not name 127.0.0.1 is refused: 502.
+    let r = lb.get("/named/x");
+    assert_eq!(r.status, 502, "{}", r.text());
+    // verify = false still connects to it (nothing checked, as configured and warned about).
+    let r = lb.get("/unverified/echo");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "named");
+    // No sni for an IP backend is no longer a warning: there is something to verify.
+    let (ok, out) = check_config(&format!("[server]\nlisten = [\"127.0.0.1:8080\"]\n{body}"));
+    assert!(ok, "{out}");
+    assert!(!out.contains(".tls.sni"), "{out}");
+}
+
+/// `[server.tls]` on 127.0.0.1:`tls_port` with `certificates` (cert, key) in `dir`, one upstream.
+fn server_tls_config(
+    port: u16,
+    tls_port: u16,
+    dir: &std::path::Path,
+    certs: &[&str],
+    backend: &str,
+) -> String {
+    let d = dir.display();
+    let entries: Vec<String> = certs
+        .iter()
+        .map(|n| format!("{{ cert = \"{d}/{n}.pem\", key = \"{d}/{n}.key\" }}"))
+        .collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\
+         [server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificates = [{}]\n\n\
+         [upstreams.api]\nbackends = [\"{backend}\"]\n",
+        entries.join(", ")
+    )
+}
+
+#[test]
+fn one_unusable_certificate_among_several_is_left_out_with_a_warning() {
+    let dir = temp_dir("tls-one-bad");
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    let leaf = |n: &str, names: &[&str], days: i64| {
+        ca.leaf_for(
+            names,
+            n,
+            days,
+            &dir.join(format!("{n}.pem")),
+            &dir.join(format!("{n}.key")),
+        )
+    };
+    leaf("old", &["old.test"], -1);
+    leaf("api", &["api.test"], 90);
+    leaf("nosan", &[], 90);
+    leaf("other", &["*.other.test"], 90);
+    let b = Backend::start("a");
+    let (port, tls_port) = (free_port(), free_port());
+    let all = ["old", "api", "nosan", "other"];
+    let text = server_tls_config(port, tls_port, &dir, &all, &b.addr.to_string());
+
+    // --check: warnings naming each bad entry, exit 0; the summary lists what is served.
+    let (ok, out) = check_config(&text);
+    assert!(ok, "{out}");
+    for want in [
+        "server.tls.certificates[0].cert: warning: the certificate expired on",
+        "server.tls.certificates[2].cert: warning: the certificate has no subject alternative name",
+        "this certificate is not served (the other certificates are)",
+        "certificates: api.test | *.other.test)",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    // Only unusable certificates: errors, as before, and lb does not start.
+    let bad = server_tls_config(port, tls_port, &dir, &["old", "nosan"], &b.addr.to_string());
+    let (ok, out) = check_config(&bad);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("server.tls.certificates[0].cert: the certificate expired on")
+            && out.contains("server.tls.certificates[1].cert: the certificate has no subject"),
+        "{out}"
+    );
+    assert!(!out.contains("warning: the certificate expired"), "{out}");
+    let bad_path = dir.join("bad.toml");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let run = Command::new(LB)
+        .arg("--config")
+        .arg(&bad_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(
+        err.contains("server.tls.certificates[0].cert: the certificate expired on"),
+        "{err}"
+    );
+
+    // lb starts with the usable ones and serves them over HTTPS.
+    let admin_port = free_port();
+    let header = format!("[server]\nlisten = [\"127.0.0.1:{port}\"]");
+    std::fs::write(
+        dir.join("lb.toml"),
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"),
+    )
+    .unwrap();
+    let lb = Lb::spawn(dir.clone(), port, admin_port, header);
+    lb.wait_ready();
+    let cacert = cacert.display().to_string();
+    let https = |name: &str| {
+        let resolve = format!("{name}:{tls_port}:127.0.0.1");
+        let url = format!("https://{name}:{tls_port}/");
+        curl(&url, &["--cacert", &cacert, "--resolve", &resolve, "-v"])
+    };
+    for name in ["api.test", "x.other.test"] {
+        let c = https(name);
+        assert_eq!(c.code, 200, "{name}: {}", c.err);
+    }
+    assert!(lb
+        .log_text()
+        .contains("server.tls.certificates[0].cert: warning: the certificate expired on"));
+
+    // A reload where a served certificate has gone bad keeps serving it (while it is valid) and
+    // the others, with a warning.
+    leaf("other", &["*.other.test"], -1);
+    let (code, body) = lb.reload();
+    assert_eq!(code, 200, "{body}");
+    let reloaded = body.to_string();
+    for want in [
+        "server.tls.certificates[3].cert: warning: the certificate expired on",
+        "server.tls.certificates[3].cert: warning: the certificate loaded before from these files",
+    ] {
+        assert!(reloaded.contains(want), "{want:?} in {body}");
+    }
+    for name in ["api.test", "x.other.test"] {
+        let c = https(name);
+        assert_eq!(c.code, 200, "{name}: {}", c.err);
+    }
+}
+
+#[test]
+fn reject_unknown_sni_refuses_handshakes_no_certificate_covers() {
+    let t = Tls::start("reject_unknown_sni = true");
+    // Known names: exact and wildcard.
+    assert!(t.subject("api.test").contains("api one"));
+    assert!(t.subject("x.other.test").contains("other"));
+    // A name no certificate covers: no certificate at all, the handshake fails (even with -k).
+    let c = t.https("unknown.test", "/", &["-k"]);
+    assert_eq!(c.code, 0, "{} {}", c.body, c.err);
+    // No SNI (curl sends none for an IP address): refused too.
+    let c = curl(&format!("https://127.0.0.1:{}/", t.tls_port), &["-k"]);
+    assert_eq!(c.code, 0, "{} {}", c.body, c.err);
+    // Off (the default), https_with_certificates_by_sni_http1_and_http2: the first certificate.
+    let (ok, out) = check_config(&tls_config(
+        &format!(
+            "listen = [\"127.0.0.1:8443\"]\nreject_unknown_sni = true\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]",
+            d = t.dir.display()
+        ),
+        "",
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("(h2, http/1.1; certificates: api.test; unknown SNI refused)"),
+        "{out}"
+    );
+    let (ok, out) = check_config(&tls_config(
+        "listen = [\"127.0.0.1:8443\"]\nreject_unknown_sni = \"yes\"\ncertificates = []",
+        "",
+    ));
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "server.tls.reject_unknown_sni: invalid type: string \"yes\", expected a boolean"
+        ),
+        "{out}"
+    );
 }

@@ -176,8 +176,23 @@ impl Checker {
 
     /// Loads `cert`/`key` for the table at `path`, reporting problems at `PATH.cert`/`PATH.key`.
     pub(super) fn certificate(&mut self, path: &str, cert: &str, key: &str) -> Option<Certificate> {
+        let (loaded, errors) = self.load_certificate(path, cert, key);
+        self.problems.extend(errors);
+        loaded
+    }
+
+    /// Loads `cert`/`key` for the table at `path`: reports its warnings at `PATH.cert`/`PATH.key`
+    /// and returns its errors (the certificate is `None` when there are any), for the caller to
+    /// report as problems or, when other certificates can serve, as warnings.
+    pub(super) fn load_certificate(
+        &mut self,
+        path: &str,
+        cert: &str,
+        key: &str,
+    ) -> (Option<Certificate>, Vec<Problem>) {
         let now = crate::util::time::unix_ms() as i64 / 1000;
         let (loaded, issues) = Certificate::load(Path::new(cert), Path::new(key), now);
+        let mut errors = Vec::new();
         for issue in issues {
             let at = match issue.part {
                 CertPart::Cert => join(path, "cert"),
@@ -186,7 +201,10 @@ impl Checker {
             if issue.warning {
                 self.warning(&at, issue.message);
             } else {
-                self.problem(at, issue.message);
+                errors.push(Problem {
+                    path: at,
+                    message: issue.message,
+                });
             }
         }
         if let Some(mode) = group_or_world_readable(Path::new(key)) {
@@ -195,7 +213,7 @@ impl Checker {
                 format!("{key:?} is readable by other users (mode {mode:o}); chmod go-r it"),
             );
         }
-        loaded
+        (loaded, errors)
     }
 }
 

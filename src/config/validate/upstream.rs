@@ -111,7 +111,7 @@ impl Checker {
             }
         };
         let protocol = self.protocol(path, u.protocol.as_deref());
-        let tls = u.tls.and_then(|t| self.upstream_tls(path, t, &backends));
+        let tls = u.tls.and_then(|t| self.upstream_tls(path, t));
         if let Some(h) = &health_check {
             if h.kind == CheckKind::Grpc && protocol != Protocol::Http2 {
                 self.problem(
@@ -225,12 +225,7 @@ impl Checker {
         }
     }
 
-    fn upstream_tls(
-        &mut self,
-        path: &str,
-        t: UpstreamTlsFile,
-        backends: &[BackendConfig],
-    ) -> Option<UpstreamTls> {
+    fn upstream_tls(&mut self, path: &str, t: UpstreamTlsFile) -> Option<UpstreamTls> {
         let tpath = join(path, "tls");
         let verify = t.verify.unwrap_or(true);
         if !verify {
@@ -240,20 +235,11 @@ impl Checker {
                  impersonate them",
             );
         }
+        // Without sni, an IP backend's certificate is verified against its address (an IP
+        // address subject alternative name), see `snapshot::make_peer`.
         if let Some(sni) = &t.sni {
             if sni.is_empty() || sni.parse::<std::net::IpAddr>().is_ok() {
                 self.problem(join(&tpath, "sni"), "must be a host name");
-            }
-        } else if verify {
-            if let Some(b) = backends.iter().find(|b| host_of(&b.address).is_none()) {
-                self.warning(
-                    &join(&tpath, "sni"),
-                    format!(
-                        "not set and backend {:?} is an IP address: no server name is sent and \
-                         its certificate is not verified (set sni to the name it has)",
-                        b.address
-                    ),
-                );
             }
         }
         let ca = match t.ca_file.as_deref() {

@@ -223,8 +223,21 @@ where
 
     let mut domain = peer.sni().to_string();
 
+    // lb patch 6 (PATCHES.md): an IP peer without SNI has its IP address as the server name.
+    // rustls sends no SNI for it (RFC 6066 §3) and, with verify_cert, verifies the certificate
+    // against the address (an IP address subject alternative name) instead of skipping every
+    // check; upstream skipped verification here, and its empty name did not even parse as a
+    // rustls `ServerName`, so the handshake failed before starting.
+    let ip_name = match peer.address().as_inet() {
+        Some(addr) if peer.sni().is_empty() => Some(addr.ip().to_string()),
+        _ => None,
+    };
+    if let Some(ip) = &ip_name {
+        domain = ip.clone();
+    }
+
     if let Some(updated_config) = updated_config_opt.as_mut() {
-        let verification_mode = if peer.sni().is_empty() {
+        let verification_mode = if peer.sni().is_empty() && ip_name.is_none() {
             updated_config.enable_sni = false;
             /* NOTE: technically we can still verify who signs the cert but turn it off to be
             consistent with nginx's behavior */
