@@ -292,10 +292,14 @@ async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
         while crate::proxy::active_requests() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        tracing::info!(
-            in_flight = crate::proxy::active_requests(),
-            "graceful stop complete; exiting"
-        );
+        match crate::proxy::active_requests() {
+            0 => tracing::info!("graceful stop complete; exiting"),
+            cut => tracing::warn!(
+                cut,
+                grace_period = ?grace,
+                "graceful stop: grace period over with requests still in flight; they are cut"
+            ),
+        }
         before_exit(&shared, &pid_file);
         std::process::exit(0);
     });

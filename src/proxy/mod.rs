@@ -393,9 +393,9 @@ impl Proxy {
                 forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, &up.config);
             let key = backend.pool_key;
             let connected = if h2_backend {
-                match pool::h2::stream(key, now_ms, idle_ms).await {
+                match pool::h2::stream(key, now_ms).await {
                     Some(s) => Ok((Upstream2::H2(s), true)),
-                    None => self.connect_h2(peer, key, now_ms).await,
+                    None => self.connect_h2(peer, key, now_ms, idle_ms).await,
                 }
             } else {
                 match pool::take(key, now_ms, idle_ms) {
@@ -472,12 +472,13 @@ impl Proxy {
     }
 
     /// A new HTTP/2 connection to `peer` (TLS with ALPN `h2`, or h2c with prior knowledge),
-    /// kept in the worker's pool, and a first stream on it.
+    /// kept in the worker's pool (closed once idle for `idle_ms`), and a first stream on it.
     async fn connect_h2(
         &self,
         peer: &HttpPeer,
         key: u64,
         now_ms: u64,
+        idle_ms: u64,
     ) -> Result<(Upstream2, bool), Box<Error>> {
         let stream = self.connector.new_stream(peer).await?;
         if peer.is_tls() && stream.selected_alpn_proto() != Some(ALPN::H2) {
@@ -492,7 +493,7 @@ impl Proxy {
         settings.connection_window_size = Some(H2_CONNECTION_WINDOW);
         let conn = v2::handshake(stream, settings).await?;
         let first = conn.spawn_stream().await?;
-        pool::h2::keep(key, conn, now_ms);
+        pool::h2::keep(key, conn, now_ms, idle_ms);
         match first {
             Some(s) => Ok((Upstream2::H2(s), false)),
             None => Err(Error::explain(

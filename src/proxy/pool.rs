@@ -5,7 +5,9 @@
 //!
 //! HTTP/2 backend connections carry many requests at once, so they are not taken out: `h2`
 //! keeps each worker's open connections per backend and hands out streams on the first one with
-//! room, opening another when all are full.
+//! room, opening another when all are full. Every `SWEEP_EVERY` streams, all of the worker's
+//! HTTP/2 connections are checked too, so those to a backend no request asks for any more (one
+//! a reload removed) close once idle for their upstream's `idle_timeout`.
 //!
 //! Like NGINX's upstream keepalive, a pooled connection is checked when it is taken, without a
 //! system call unless the backend sent something: a connection the backend closed (or wrote to
@@ -114,28 +116,50 @@ pub(super) mod h2 {
         conn: ConnectionRef,
         /// `crate::util::time::process_ms` of the last stream opened on it.
         used_ms: u64,
+        /// Its upstream's `idle_timeout`, for sweeps started by other upstreams' requests.
+        idle_timeout_ms: u64,
+    }
+
+    impl Open {
+        /// Closed, closing, or without streams for its idle timeout.
+        fn expired(&self, now_ms: u64) -> bool {
+            let idle =
+                self.conn.is_idle() && now_ms.saturating_sub(self.used_ms) >= self.idle_timeout_ms;
+            self.conn.is_closed() || self.conn.is_shutting_down() || idle
+        }
+    }
+
+    #[derive(Default)]
+    struct Conns {
+        by_key: HashMap<u64, Vec<Open>>,
+        streams: u32,
     }
 
     thread_local! {
-        static CONNS: RefCell<HashMap<u64, Vec<Open>>> = RefCell::default();
+        static CONNS: RefCell<Conns> = RefCell::default();
+    }
+
+    /// Lets go of every expired connection of the worker, whatever its backend, and of empty
+    /// lists.
+    fn sweep(c: &mut Conns, now_ms: u64) {
+        c.by_key.retain(|_, list| {
+            list.retain(|o| !o.expired(now_ms));
+            !list.is_empty()
+        });
     }
 
     /// A new stream on an open connection to the backend `key` that has room for one.
-    /// Connections that closed, are closing, or sat without streams for `idle_timeout_ms` are
+    /// Connections that closed, are closing, or sat without streams for their idle timeout are
     /// let go on the way (the last reference closes them).
-    pub(in crate::proxy) async fn stream(
-        key: u64,
-        now_ms: u64,
-        idle_timeout_ms: u64,
-    ) -> Option<Http2Session> {
+    pub(in crate::proxy) async fn stream(key: u64, now_ms: u64) -> Option<Http2Session> {
         loop {
-            let conn = CONNS.with_borrow_mut(|m| {
-                let list = m.get_mut(&key)?;
-                list.retain(|o| {
-                    let idle =
-                        o.conn.is_idle() && now_ms.saturating_sub(o.used_ms) >= idle_timeout_ms;
-                    !(o.conn.is_closed() || o.conn.is_shutting_down() || idle)
-                });
+            let conn = CONNS.with_borrow_mut(|c| {
+                c.streams = c.streams.wrapping_add(1);
+                if c.streams % super::SWEEP_EVERY == 0 {
+                    sweep(c, now_ms);
+                }
+                let list = c.by_key.get_mut(&key)?;
+                list.retain(|o| !o.expired(now_ms));
                 let open = list.iter_mut().find(|o| o.conn.more_streams_allowed())?;
                 open.used_ms = now_ms;
                 Some(open.conn.clone())
@@ -153,11 +177,12 @@ pub(super) mod h2 {
     }
 
     /// Keeps `conn` (just opened) for the backend `key`'s next requests.
-    pub(in crate::proxy) fn keep(key: u64, conn: ConnectionRef, now_ms: u64) {
-        CONNS.with_borrow_mut(|m| {
-            m.entry(key).or_default().push(Open {
+    pub(in crate::proxy) fn keep(key: u64, conn: ConnectionRef, now_ms: u64, idle_timeout_ms: u64) {
+        CONNS.with_borrow_mut(|c| {
+            c.by_key.entry(key).or_default().push(Open {
                 conn,
                 used_ms: now_ms,
+                idle_timeout_ms,
             })
         });
     }

@@ -333,6 +333,95 @@ fn sigterm_lets_in_flight_requests_finish() {
     );
 }
 
+/// Established TCP connections (this host's /proc/net/tcp) whose remote end is `port`.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&remote) && f[3] == "01"
+        })
+        .count()
+}
+
+/// The HTTP/2 connections each worker keeps to a backend a reload removed close once idle, even
+/// though no request asks for that backend again (the pool's sweep covers every backend).
+#[test]
+fn http2_connections_to_a_removed_backend_are_closed_once_idle() {
+    let (a, b) = (
+        Backend::start_with("a", &["--h2c"]),
+        Backend::start_with("b", &["--h2c"]),
+    );
+    let h2 = |to: &Backend| {
+        format!(
+            "[upstreams.api]\nprotocol = \"http2\"\nidle_timeout = \"1s\"\nbackends = [\"{}\"]\n",
+            to.addr
+        )
+    };
+    let lb = Lb::start(&h2(&a));
+    let (statuses, _) = load(lb.addr, "/", 4, 50);
+    assert_eq!(statuses.get(&200), Some(&200), "{statuses:?}");
+    assert!(connections_to(a.addr.port()) > 0);
+    lb.write_config(&h2(&b));
+    assert_eq!(lb.reload().0, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Enough streams on every worker (two) for a sweep; none of them goes to `a`.
+    let (statuses, backends) = load(lb.addr, "/", 4, 1000);
+    assert_eq!(statuses.get(&200), Some(&4000), "{statuses:?}");
+    assert_eq!(backends.keys().collect::<Vec<_>>(), ["b"]);
+    wait_for(
+        "no connection to the removed backend",
+        Duration::from_secs(5),
+        || (connections_to(a.addr.port()) == 0).then_some(()),
+    );
+}
+
+/// Requests still in flight when the grace period ends are cut, and the log says so at WARN
+/// with how many, not INFO.
+#[test]
+fn requests_cut_at_the_end_of_the_grace_period_are_a_warning() {
+    let a = Backend::start("a");
+    let mut lb = Lb::start_with(
+        &upstream("round_robin", &[(&a, 1)]),
+        "grace_period = \"1s\"",
+    );
+    let addr = lb.addr;
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || try_request(addr, "GET", "/delay/10000", &[], b"")))
+        .collect();
+    wait_for("requests in flight", Duration::from_secs(10), || {
+        (lb.status_json()["upstreams"]["api"]["backends"][0]["in_flight"] == 2).then_some(())
+    });
+    lb.proc.signal("-TERM");
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    for h in slow {
+        assert!(h.join().unwrap().is_err(), "a cut request got an answer");
+    }
+    let log = lb.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("grace period over"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // The log is coloured: drop the escape sequences.
+    let mut plain = String::new();
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (false, c) => plain.push(c),
+            _ => {}
+        }
+    }
+    assert!(plain.contains("WARN") && plain.contains("cut=2"), "{plain}");
+    assert!(!log.contains("graceful stop complete"), "{log}");
+}
+
 #[test]
 fn upgrade_hands_over_sockets_under_load() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
