@@ -239,6 +239,33 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     assert!(out.contains("grpc-status: 4\r\n"), "{out}");
     assert!(out.contains("did not answer in time"), "{out}");
 
+    // The call's own deadline before any backend head: one HEADERS frame that ends the stream
+    // (trailers-only), as nghttp shows the frames.
+    let msg = dir.join("slow-3000.bin");
+    std::fs::write(&msg, b"\x00\x00\x00\x00\x043000").unwrap();
+    let out = Command::new("nghttp")
+        .args([
+            "-v",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+        ])
+        .args(["-H", "grpc-timeout: 200m", "-d"])
+        .arg(&msg)
+        .arg(format!("{url}/lb.test.LoadTest/Slow"))
+        .output()
+        .expect("nghttp (nghttp2-client, installed with h2load by scripts/setup.sh)");
+    let frames = String::from_utf8_lossy(&out.stdout);
+    let heads: Vec<&str> = frames
+        .lines()
+        .filter(|l| l.contains("recv HEADERS frame"))
+        .collect();
+    assert_eq!(heads.len(), 1, "{frames}");
+    assert!(heads[0].contains("flags=0x05"), "{frames}");
+    assert!(frames.contains("grpc-status: 4"), "{frames}");
+    assert!(!frames.contains("recv DATA"), "{frames}");
+
     // Nothing to connect to: UNAVAILABLE (curl, and grpcio's own reading of it).
     let out = curl_grpc(
         &url,
