@@ -36,8 +36,9 @@
 //! # One request
 //!
 //! 1. [`edge::accept::GuardedApp`] counts the connection against `server.max_connections`.
-//!    HTTPS listeners (`[server.tls]`) have finished the handshake by then, with the certificate
-//!    [`tls::SniResolver`] chose. An HTTP/2 connection (ALPN `h2`, or the h2c preface on a plain
+//!    On HTTPS listeners (`[server.tls]`, plain TCP listeners to pingora) it then runs the TLS
+//!    handshake itself, within `server.header_timeout`, with the certificate
+//!    [`tls::SniResolver`] chooses. An HTTP/2 connection (ALPN `h2`, or the h2c preface on a plain
 //!    listener with `server.h2c`) runs pingora-core's HTTP/2 accept loop, each stream a
 //!    `ServerSession` on a task of its own. An HTTP/1 connection is wrapped in an
 //!    [`edge::conn::Guarded`] (header deadline, idle timeout, head-size limits) and runs the

@@ -93,23 +93,33 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
 
     // The proxy behind lb's connection-level defences (connection cap, header deadline, head
     // size, keep-alive idle timeout): see `crate::edge`.
+    // HTTPS listeners are plain TCP listeners to pingora: the connection layer runs the TLS
+    // handshake itself, counted against `max_connections` and within `header_timeout`.
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .and_then(|tls| match tls_settings(&shared, tls) {
+            Ok(settings) => Some(crate::edge::TlsListeners {
+                addrs: tls.listen.clone(),
+                acceptor: settings.build(),
+            }),
+            Err(e) => {
+                tracing::error!(listen = ?tls.listen, "cannot set up TLS: {e}");
+                None
+            }
+        });
+    let tls_addrs = tls.as_ref().map(|t| t.addrs.clone()).unwrap_or_default();
     let mut proxy = Service::new(
         "lb proxy".to_string(),
         crate::edge::GuardedApp::new(
             Proxy::new(shared.clone(), &server.configuration),
             shared.clone(),
+            tls,
         ),
     );
-    for addr in &config.server.listen {
+    for addr in config.server.listen.iter().chain(&tls_addrs) {
         proxy.add_listener(listener(addr));
-    }
-    if let Some(tls) = &config.server.tls {
-        for addr in &tls.listen {
-            match tls_settings(&shared, tls) {
-                Ok(settings) => proxy.add_listener(listener(addr).tls(settings)),
-                Err(e) => tracing::error!(%addr, "cannot set up TLS: {e}"),
-            }
-        }
     }
     server.add_service(proxy);
     if let Some(admin) = &config.admin {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, ServerApp};
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -70,14 +71,67 @@ pub struct GuardedApp<A> {
     inner: Arc<A>,
     pub(super) shared: Arc<Shared>,
     pub(super) active: Arc<AtomicUsize>,
+    tls: Option<TlsListeners>,
+}
+
+/// The HTTPS listeners, whose TLS handshake the connection layer runs itself (pingora's
+/// listening service would run it before lb sees the connection, outside `max_connections`
+/// and under its own fixed 60 s timeout).
+pub struct TlsListeners {
+    /// The addresses of `server.tls.listen` (their listeners are plain TCP in pingora).
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub acceptor: Acceptor,
+}
+
+impl TlsListeners {
+    /// Whether a connection that arrived on `local` came to an HTTPS listener.
+    fn serves(&self, local: Option<std::net::SocketAddr>) -> bool {
+        let Some(local) = local else {
+            return false;
+        };
+        self.addrs
+            .iter()
+            .any(|a| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
+    }
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, shared: Arc<Shared>) -> Self {
+    pub fn new(inner: A, shared: Arc<Shared>, tls: Option<TlsListeners>) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             shared,
             active: Arc::new(AtomicUsize::new(0)),
+            tls,
+        }
+    }
+
+    /// The acceptor when `stream` came to an HTTPS listener.
+    fn tls_for(&self, stream: &Stream) -> Option<&Acceptor> {
+        let tls = self.tls.as_ref()?;
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        tls.serves(local).then_some(&tls.acceptor)
+    }
+
+    /// The TLS handshake of a connection to an HTTPS listener, within `server.header_timeout`
+    /// (the connection is already counted against `max_connections`). `None`: the handshake
+    /// failed or took too long, and the connection is closed.
+    async fn tls_handshake(acceptor: &Acceptor, stream: Stream, limits: &Limits) -> Option<Stream> {
+        let l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
+        // Boxed: the handshake's state (about 12 KiB with rustls) is not kept for the
+        // connection's whole life in its task.
+        let handshake = Box::pin(acceptor.tls_handshake(l4));
+        match tokio::time::timeout(limits.header_timeout, handshake).await {
+            Ok(Ok(s)) => Some(Box::new(s)),
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake not done within server.header_timeout");
+                None
+            }
         }
     }
 }
@@ -102,11 +156,19 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             active: self.active.clone(),
             shared: self.shared.clone(),
         };
+        let tls = self.tls_for(&stream);
         if n > limits.max_connections {
-            shed(stream, &self.shared).await;
+            // A 503 in plain text means nothing to a TLS client: it is only closed.
+            if tls.is_none() {
+                shed(stream, &self.shared).await;
+            }
             drop(slot);
             return None;
         }
+        let stream = match tls {
+            Some(acceptor) => Self::tls_handshake(acceptor, stream, &limits).await?,
+            None => stream,
+        };
         let (stream, h2) = match stream.selected_alpn_proto() {
             Some(ALPN::H2) => (stream, true),
             _ if stream.get_ssl_digest().is_none()

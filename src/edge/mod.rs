@@ -10,7 +10,10 @@
 //!    connection's keep-alive loop, handing each request to a [`RequestApp`] (the proxy). It
 //!    enforces what the request path cannot see:
 //!    - `server.max_connections`: connections over the cap get a `503` and are closed; established
-//!      connections are not touched.
+//!      connections are not touched. TLS handshakes run here too ([`TlsListeners`]), so a
+//!      connection is counted from accept and its handshake is bounded by `header_timeout`
+//!      (pingora's listening service would run it first, uncounted, for up to 60 s); one over
+//!      the cap on an HTTPS listener is closed without an answer.
 //!    - `server.header_timeout`: a total deadline for the request head, counted from accept for
 //!      the first request of a connection and from its first byte for later ones → `408` and close.
 //!    - `server.keepalive_timeout`: an idle keep-alive connection is closed quietly.
@@ -59,7 +62,7 @@ pub mod conn;
 pub mod head;
 pub mod request;
 
-pub use accept::{GuardedApp, RequestApp, Served};
+pub use accept::{GuardedApp, RequestApp, Served, TlsListeners};
 pub use head::{check_head, HeadInfo, Reject};
 pub use request::{early_request_filter, request_body, ConnCtl, RequestState};
 pub mod path;

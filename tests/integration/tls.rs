@@ -800,3 +800,82 @@ fn reject_unknown_sni_refuses_handshakes_no_certificate_covers() {
         "{out}"
     );
 }
+
+/// A TLS handshake is part of the connection lb counts and times: a client that connects to an
+/// HTTPS listener and never says hello holds one of `server.max_connections` (so the cap sheds
+/// others) and is closed after `server.header_timeout`, not after pingora's own 60 s.
+#[test]
+fn tls_handshakes_count_against_max_connections_and_header_timeout() {
+    let dir = temp_dir("tls-limits");
+    let ca = Ca::new();
+    let cacert = dir.join("ca.pem");
+    ca.write(&cacert);
+    ca.leaf_for(
+        &["api.test"],
+        "api",
+        30,
+        &dir.join("api.pem"),
+        &dir.join("api.key"),
+    );
+    let a = Backend::start("a");
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let server = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"3s\"\n\
+         header_timeout = \"4s\"\nmax_connections = 2\n"
+    );
+    let header = format!("{server}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
+    let d = dir.display();
+    let text = format!(
+        "{server}[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         certificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[upstreams.api]\nbackends = [\"{}\"]\n",
+        a.addr
+    );
+    std::fs::write(dir.join("lb.toml"), text).unwrap();
+    let lb = Lb::spawn(dir.clone(), port, admin_port, header);
+    lb.wait_ready();
+
+    // Two connections that never say hello hold both connection slots. (One that lb accepts
+    // after the plain request below is itself over the cap and closed: it is opened again.)
+    let open = |s: &std::net::TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        let alive =
+            matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        alive
+    };
+    let mut silent: Vec<std::net::TcpStream> = Vec::new();
+    let mut opened = std::time::Instant::now();
+    wait_for(
+        "a plain request shed by the cap",
+        Duration::from_secs(3),
+        || {
+            silent.retain(|s| open(s));
+            while silent.len() < 2 {
+                silent.push(std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap());
+                opened = std::time::Instant::now();
+            }
+            let r = try_request(lb.addr, "GET", "/", &[], b"").ok()?;
+            (r.status == 503).then_some(())
+        },
+    );
+    // ... until header_timeout closes them.
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let read = std::io::Read::read(&mut s, &mut [0u8; 1]);
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let took = opened.elapsed();
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    let resolve = format!("api.test:{tls_port}:127.0.0.1");
+    let c = curl(
+        &format!("https://api.test:{tls_port}/"),
+        &[
+            "--cacert",
+            &cacert.display().to_string(),
+            "--resolve",
+            &resolve,
+        ],
+    );
+    assert_eq!(c.code, 200, "{}", c.err);
+}
