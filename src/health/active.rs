@@ -22,6 +22,7 @@ use super::announce;
 use crate::config::{CheckKind, HealthCheckConfig, Protocol};
 use crate::runtime::Shared;
 use crate::state::backend::{BackendState, Health};
+use crate::state::outcome::Reason;
 use crate::state::registry::BackendKey;
 use crate::util::proto::{put_varint, varint};
 
@@ -53,7 +54,7 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
     let stream = CONNECTOR
         .new_stream(peer)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
     let host = hc
         .host
         .clone()
@@ -61,17 +62,17 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
     let mut req = match hc.kind {
         CheckKind::Grpc => {
             let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| why(&e, peer))?;
             r.insert_header("content-type", "application/grpc")
                 .and_then(|_| r.insert_header("te", "trailers"))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| why(&e, peer))?;
             r
         }
-        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| e.to_string())?,
+        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| why(&e, peer))?,
     };
     req.insert_header("host", host)
         .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
     if !h2 {
         return http1_status(stream, peer, req, hc.expected_status).await;
     }
@@ -82,38 +83,38 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
     settings.max_streams = 1;
     let conn = v2::handshake(stream, settings)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
     let mut s = conn
         .spawn_stream()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| why(&e, peer))?
         .ok_or("no HTTP/2 stream")?;
     if hc.kind != CheckKind::Grpc {
         s.write_request_header(Box::new(req), true)
-            .map_err(|e| e.to_string())?;
-        s.read_response_header().await.map_err(|e| e.to_string())?;
+            .map_err(|e| why(&e, peer))?;
+        s.read_response_header().await.map_err(|e| why(&e, peer))?;
         let code = s.response_header().map_or(0, |r| r.status.as_u16());
         return status_in(code, hc.expected_status);
     }
     s.write_request_header(Box::new(req), false)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
     s.write_request_body(grpc_health_request(&hc.service), true)
         .await
-        .map_err(|e| e.to_string())?;
-    s.read_response_header().await.map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
+    s.read_response_header().await.map_err(|e| why(&e, peer))?;
     let head = s.response_header().cloned().ok_or("no response head")?;
     if head.status.as_u16() != 200 {
-        return Err(format!("HTTP status {}", head.status.as_u16()));
+        return Err(Reason::Status(head.status.as_u16()).to_string());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = s.read_response_body().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = s.read_response_body().await.map_err(|e| why(&e, peer))? {
         body.extend_from_slice(&chunk);
         if body.len() > 1024 {
             return Err("health answer too long".into());
         }
     }
     // The call's status: in the trailers, or in the head of a trailers-only answer.
-    let trailers = s.read_trailers().await.map_err(|e| e.to_string())?;
+    let trailers = s.read_trailers().await.map_err(|e| why(&e, peer))?;
     let fields = trailers.as_ref().unwrap_or(&head.headers);
     let status = fields.get("grpc-status").and_then(|v| v.to_str().ok());
     if status != Some("0") {
@@ -121,10 +122,12 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
             .get("grpc-message")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        return Err(format!(
-            "grpc-status {} {message}",
-            status.unwrap_or("missing")
-        ));
+        let status = status.unwrap_or("missing");
+        return Err(if message.is_empty() {
+            format!("grpc-status {status}")
+        } else {
+            format!("grpc-status {status}: {message}")
+        });
     }
     match grpc_serving_status(&body) {
         Some(1) => Ok(()),
@@ -188,11 +191,11 @@ async fn http1_status(
     let mut s = H1Session::new_with_options(stream, peer);
     let mut req = req;
     req.insert_header("connection", "close")
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
     s.write_request_header(Box::new(req))
         .await
-        .map_err(|e| e.to_string())?;
-    s.read_response().await.map_err(|e| e.to_string())?;
+        .map_err(|e| why(&e, peer))?;
+    s.read_response().await.map_err(|e| why(&e, peer))?;
     let code = s.resp_header().map_or(0, |r| r.status.as_u16());
     status_in(code, expected)
 }
@@ -201,16 +204,18 @@ fn status_in(code: u16, (lo, hi): (u16, u16)) -> CheckResult {
     if (lo..=hi).contains(&code) {
         Ok(())
     } else {
-        Err(format!("status {code}"))
+        Err(Reason::Status(code).to_string())
     }
 }
 
+/// A failed TCP check's reason: [`Reason::of_io`], else the system's words.
 fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-        _ => e.to_string(),
-    }
+    Reason::of_io(e).map_or_else(|| e.to_string(), |r| r.to_string())
+}
+
+/// A failed check's reason, as the request path words a failed attempt ([`Reason`]).
+fn why(e: &pingora_error::Error, peer: &HttpPeer) -> String {
+    Reason::of(e, &peer.options).to_string()
 }
 
 /// Applies one check result to a backend's counters and state.
@@ -254,11 +259,7 @@ pub fn apply_check(
                 if !fall {
                     return;
                 }
-                (
-                    current,
-                    Health::Down,
-                    format!("{} consecutive failures: {why}", c.failures),
-                )
+                (current, Health::Down, super::failures(c.failures, why))
             }
         }
     };

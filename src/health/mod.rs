@@ -6,12 +6,22 @@
 pub mod active;
 pub mod passive;
 
-pub use crate::state::outcome::FailureKind;
+pub use crate::state::outcome::{FailureKind, Reason};
 pub use active::{initial_round, supervise};
-pub use passive::{passive_failure, passive_response};
+pub use passive::{count_failure, passive_failure, passive_response};
 
 use crate::runtime::Shared;
 use crate::state::backend::Health;
+
+/// The reason of a state change after `n` failures in a row, the last for `why`:
+/// `2 consecutive failures: connection refused`.
+fn failures(n: u32, why: impl std::fmt::Display) -> String {
+    if n == 1 {
+        format!("1 failure: {why}")
+    } else {
+        format!("{n} consecutive failures: {why}")
+    }
+}
 
 /// Logs a state change once, records it in the timeline and rebuilds the snapshot.
 pub fn announce(

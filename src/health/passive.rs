@@ -1,6 +1,9 @@
 //! Passive health: failed attempts and 5xx answers (when configured) counted per backend; after
 //! `consecutive_failures` in a row the backend is ejected for `ejection_time`, doubling on each
 //! repeated ejection up to `max_ejection_time`, never past `max_ejected_percent` of its upstream.
+//! Every failed attempt on a backend is counted ([`count_failure`]: its `errors` and
+//! `lb_upstream_errors_total{kind}`), also one the request path does not hold against it (a
+//! stale pooled connection); only those it does ([`passive_failure`]) make the failure run.
 
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
@@ -11,28 +14,37 @@ use crate::config::PassiveConfig;
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
 use crate::state::backend::{BackendState, Health};
-use crate::state::outcome::FailureKind;
+use crate::state::outcome::{FailureKind, Reason};
 use crate::util::time::process_ms;
 
-/// Called on every failed attempt; ejects the backend after `consecutive_failures` in a row.
-pub fn passive_failure(shared: &Arc<Shared>, up: &Upstream, i: usize, kind: FailureKind) {
+/// Counts one failed attempt on backend `i` under its kind (once per attempt, whoever is blamed).
+pub fn count_failure(shared: &Shared, up: &Upstream, i: usize, kind: FailureKind) {
     let b = &up.backends[i];
     b.state.errors.fetch_add(1, Relaxed);
     shared
         .metrics
         .upstream_error(up.name(), &b.address, kind.as_str());
+}
+
+/// Called on every failed attempt held against the backend: counts it ([`count_failure`]) and
+/// ejects the backend after `consecutive_failures` in a row, with `reason` (the last failure's)
+/// in the announcement.
+pub fn passive_failure(
+    shared: &Arc<Shared>,
+    up: &Upstream,
+    i: usize,
+    kind: FailureKind,
+    reason: Reason,
+) {
+    count_failure(shared, up, i, kind);
+    let b = &up.backends[i];
     let p = &up.config.passive;
     if p.consecutive_failures == 0 {
         return;
     }
     let n = b.state.passive_failures.fetch_add(1, AcqRel) + 1;
     if n >= p.consecutive_failures && b.state.usable() {
-        try_eject(
-            shared,
-            up,
-            i,
-            &format!("{n} consecutive failures: {}", kind.as_str()),
-        );
+        try_eject(shared, up, i, &super::failures(n, reason));
     }
 }
 
@@ -40,7 +52,13 @@ pub fn passive_failure(shared: &Arc<Shared>, up: &Upstream, i: usize, kind: Fail
 #[inline]
 pub fn passive_response(shared: &Arc<Shared>, up: &Upstream, i: usize, status: u16) {
     if status >= 500 && up.config.passive.eject_on_5xx {
-        passive_failure(shared, up, i, FailureKind::Status5xx);
+        passive_failure(
+            shared,
+            up,
+            i,
+            FailureKind::Status5xx,
+            Reason::Status(status),
+        );
     } else if up.backends[i].state.passive_failures.load(Relaxed) != 0 {
         up.backends[i].state.passive_failures.store(0, Relaxed);
     }
@@ -154,7 +172,7 @@ mod tests {
         let up = &snap.upstreams[0];
         up.backends[0].state.set_state(Health::Down);
         // One down and one ejected would leave 2 of 3 (67 %) unusable.
-        passive_failure(&shared, up, 1, FailureKind::Reset);
+        passive_failure(&shared, up, 1, FailureKind::Reset, Reason::Text("reset"));
         assert_eq!(states(&shared), vec![Health::Down, Health::Up, Health::Up]);
     }
 }

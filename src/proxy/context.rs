@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::snapshot::{Snapshot, Upstream};
 use crate::state::backend::InFlightGuard;
+use crate::state::outcome::Reason;
 
 /// Backends already tried by this request (small, inline for the common case).
 #[derive(Default, Debug)]
@@ -71,8 +72,12 @@ pub struct Ctx {
     pub(super) guard: Option<InFlightGuard>,
     /// Backend attempts made (connections tried), excluding transparent stale-connection resends.
     pub(super) attempts: u32,
-    /// Transparent resends after a pooled connection turned out closed (at most one per attempt).
-    pub(super) resends: u32,
+    /// Attempts started, transparent resends included: each one after the first followed a
+    /// failed attempt, so `lb_retries_total` counts all but the first.
+    pub(super) sends: u32,
+    /// Why the last failed attempt failed (what lb's 502/504 answer says, also when the last
+    /// step was finding no other backend to retry on).
+    pub(super) failure: Option<Reason>,
     /// The current attempt already used its resend.
     pub(super) resent_this_attempt: bool,
     pub(super) tried: Tried,
@@ -106,7 +111,8 @@ impl Ctx {
             backend: None,
             guard: None,
             attempts: 0,
-            resends: 0,
+            sends: 0,
+            failure: None,
             resent_this_attempt: false,
             tried: Tried::default(),
             started: Instant::now(),

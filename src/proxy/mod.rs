@@ -43,12 +43,12 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 use crate::config::{ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp, Served};
-use crate::health::{self, FailureKind};
+use crate::health::{self, FailureKind, Reason};
 use crate::observe::access_log::Entry;
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
@@ -90,20 +90,26 @@ impl Proxy {
     }
 
     /// Applies the retry decision for a failed attempt: a resend repeats the attempt (same
-    /// budget, backend not excluded); a backend's failure counts against its passive health.
-    fn after_failure(&self, ctx: &mut Ctx, failure: &Failure) -> Next {
+    /// budget, backend not excluded); a failure on the backend's side is counted once under its
+    /// kind, and `why` is kept for lb's answer; a backend's failure counts against its passive
+    /// health.
+    fn after_failure(&self, ctx: &mut Ctx, failure: &Failure, why: Reason) -> Next {
         let verdict = retry::decide(failure);
         if verdict.next == Next::Resend {
             ctx.resent_this_attempt = true;
-            ctx.resends += 1;
             ctx.tried.pop();
             ctx.attempts = ctx.attempts.saturating_sub(1);
         } else {
             ctx.resent_this_attempt = false;
         }
-        if verdict.blame_backend {
+        if verdict.counted {
+            ctx.failure = Some(why);
             if let (Some(up), Some(i)) = (ctx.upstream(), ctx.backend) {
-                health::passive_failure(&self.shared, up, i, failure.kind);
+                if verdict.blame_backend {
+                    health::passive_failure(&self.shared, up, i, failure.kind, why);
+                } else {
+                    health::count_failure(&self.shared, up, i, failure.kind);
+                }
             }
         }
         verdict.next
@@ -143,6 +149,7 @@ impl Proxy {
             Some(d) => {
                 let call = self.forward_with_retries(session, ctx);
                 tokio::time::timeout(d, call).await.unwrap_or_else(|_| {
+                    ctx.failure = Some(Reason::After("deadline exceeded", d));
                     let mut e =
                         Error::explain(ErrorType::ReadTimedout, "the call's grpc-timeout ran out");
                     e.as_up();
@@ -376,6 +383,7 @@ impl Proxy {
             let backend = &up.backends[i];
             ctx.tried.push(i);
             ctx.attempts += 1;
+            ctx.sends += 1;
             ctx.backend = Some(i);
             ctx.guard = Some(InFlightGuard::new(&backend.state));
             let retries = up.config.retries;
@@ -411,6 +419,7 @@ impl Proxy {
                 Ok(c) => c,
                 Err(mut e) => {
                     e.as_up();
+                    let why = Reason::of(&e, &peer.options);
                     let failure = Failure {
                         stage: Stage::Connect,
                         kind: FailureKind::of(&e),
@@ -421,7 +430,7 @@ impl Proxy {
                         attempts: ctx.attempts,
                         retries,
                     };
-                    match self.after_failure(ctx, &failure) {
+                    match self.after_failure(ctx, &failure, why) {
                         Next::Stop => return Err(e),
                         _ => continue,
                     }
@@ -465,7 +474,8 @@ impl Proxy {
                 attempts: ctx.attempts,
                 retries,
             };
-            if self.after_failure(ctx, &failure) == Next::Stop {
+            let why = Reason::of(&e, &peer.options);
+            if self.after_failure(ctx, &failure, why) == Next::Stop {
                 return Err(e);
             }
         }
@@ -560,7 +570,7 @@ impl Proxy {
             return;
         }
         let name = ctx.upstream().map_or("", |u| u.name());
-        let reason = error_reason(code, name, ctx.attempts, e);
+        let reason = error_reason(code, name, ctx.attempts, ctx.failure, e);
         if ctx.grpc {
             // Before the response head: trailers-only; after it: the call's trailers.
             let status = grpc::status_for(code);
@@ -610,7 +620,7 @@ impl Proxy {
             }
             return;
         };
-        let resent = ctx.attempts.saturating_sub(1) + ctx.resends;
+        let resent = ctx.sends.saturating_sub(1);
         if resent > 0 {
             self.shared
                 .metrics
@@ -832,13 +842,22 @@ fn error_status(e: &Error) -> u16 {
     }
 }
 
-/// Why lb answers `code` itself, for the body of that answer.
-fn error_reason(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
+/// Why lb answers `code` itself, for the body of that answer (and `grpc-message`). A 502 or 504
+/// names the last failed attempt's reason (`failure`), not the request's last error, which after
+/// an ejection can be that no other backend was left to retry on.
+fn error_reason(
+    code: u16,
+    upstream: &str,
+    attempts: u32,
+    failure: Option<Reason>,
+    e: &Error,
+) -> String {
+    let why = || failure.unwrap_or_else(|| Reason::of(e, &PeerOptions::new()));
     match code {
         502 => format!(
-            "upstream {upstream:?}: {attempts} attempt{} failed ({})",
+            "upstream {upstream:?}: {attempts} attempt{} failed: {}",
             if attempts == 1 { "" } else { "s" },
-            e.etype().as_str()
+            why()
         ),
         503 if e
             .context
@@ -848,7 +867,7 @@ fn error_reason(code: u16, upstream: &str, attempts: u32, e: &Error) -> String {
             format!("upstream {upstream:?}: every usable backend is at its max_conns")
         }
         503 => format!("upstream {upstream:?} has no usable backend"),
-        504 => format!("upstream {upstream:?} did not answer in time"),
+        504 => format!("upstream {upstream:?} did not answer in time: {}", why()),
         _ => e.etype().as_str().to_string(),
     }
 }
@@ -875,5 +894,31 @@ mod tests {
         assert_eq!(error_status(&down(ErrorType::H2Error)), 0);
         assert_eq!(error_status(&down(ErrorType::ReadTimedout)), 408);
         assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
+    }
+
+    #[test]
+    fn error_reasons_name_the_last_failed_attempt() {
+        // After an ejection the request's last error is that nothing was left to retry on.
+        let none_left = Error::explain(ErrorType::HTTPStatus(502), "no other backend to retry on");
+        let refused = Some(Reason::Text("connection refused"));
+        assert_eq!(
+            error_reason(502, "api", 1, refused, &none_left),
+            "upstream \"api\": 1 attempt failed: connection refused"
+        );
+        let read = Some(Reason::After(
+            "read timed out",
+            std::time::Duration::from_secs(1),
+        ));
+        let e = Error::new(ErrorType::ReadTimedout);
+        assert_eq!(
+            error_reason(504, "api", 1, read, &e),
+            "upstream \"api\" did not answer in time: read timed out after 1s"
+        );
+        // No attempt failed before: the error's own reason.
+        let e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(
+            error_reason(502, "api", 2, None, &e),
+            "upstream \"api\": 2 attempts failed: connection refused"
+        );
     }
 }

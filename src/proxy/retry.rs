@@ -13,6 +13,11 @@
 //!   failure was not a timeout (a read timeout answers 504: retrying would multiply the wait).
 //! - A failure on the **client side** (the client went away or misbehaved) blames no backend and
 //!   is never retried.
+//!
+//! Every failed attempt but a client-side one is **counted** on its backend, once, under its
+//! kind (`lb_upstream_errors_total`), the stale connection's too: a request that ends well after
+//! `n` retries and resends counted `n` failed attempts, so `lb_retries_total` (attempts after the
+//! first, [`super::context::Ctx`]) equals the errors counted when no request failed.
 
 use crate::state::outcome::FailureKind;
 
@@ -54,10 +59,12 @@ pub enum Next {
     Stop,
 }
 
-/// The decision, and whether the failure counts against the backend (passive health, metrics).
+/// The decision, whether the failure is counted on the backend (`lb_upstream_errors_total`, its
+/// `errors`) and whether it counts against the backend's passive health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     pub next: Next,
+    pub counted: bool,
     pub blame_backend: bool,
 }
 
@@ -66,12 +73,14 @@ pub fn decide(f: &Failure) -> Verdict {
     if f.client_side {
         return Verdict {
             next: Next::Stop,
+            counted: false,
             blame_backend: false,
         };
     }
     if f.stale_connection && f.replayable && !f.resent_this_attempt {
         return Verdict {
             next: Next::Resend,
+            counted: true,
             blame_backend: false,
         };
     }
@@ -85,6 +94,7 @@ pub fn decide(f: &Failure) -> Verdict {
     };
     Verdict {
         next: if retry { Next::Retry } else { Next::Stop },
+        counted: true,
         blame_backend: true,
     }
 }
@@ -120,6 +130,7 @@ mod tests {
             decide(&f),
             Verdict {
                 next: Next::Resend,
+                counted: true,
                 blame_backend: false
             }
         );
@@ -132,6 +143,7 @@ mod tests {
             decide(&again),
             Verdict {
                 next: Next::Retry,
+                counted: true,
                 blame_backend: true
             }
         );
@@ -181,6 +193,7 @@ mod tests {
             decide(&f),
             Verdict {
                 next: Next::Stop,
+                counted: false,
                 blame_backend: false
             }
         );

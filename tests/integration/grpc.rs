@@ -238,6 +238,11 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
     assert!(out.contains("content-type: application/grpc"), "{out}");
     assert!(out.contains("grpc-status: 4\r\n"), "{out}");
     assert!(out.contains("did not answer in time"), "{out}");
+    // The same short reason as a plain-text answer's body.
+    assert!(
+        out.contains("grpc-message: upstream \"slow\" did not answer in time: read timed out after 300ms\r\n"),
+        "{out}"
+    );
 
     // The call's own deadline before any backend head: one HEADERS frame that ends the stream
     // (trailers-only), as nghttp shows the frames.
@@ -276,6 +281,10 @@ fn lb_answers_grpc_calls_in_grpc_terms() {
         &[],
     );
     assert!(out.contains("grpc-status: 14\r\n"), "{out}");
+    assert!(
+        out.contains("grpc-message: upstream \"gone\": 1 attempt failed: connection refused\r\n"),
+        "{out}"
+    );
     let r = call_as(&lb.addr.to_string(), "unavailable", "gone.test");
     assert_eq!(code(&r), "UNAVAILABLE", "{r}");
 

@@ -8,6 +8,7 @@ mod check;
 mod client_close;
 mod dashboard;
 mod discovery;
+mod failures;
 mod flow_control;
 mod forwarding_headers;
 mod grpc;
