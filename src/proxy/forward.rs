@@ -27,8 +27,8 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers::{
-    authority_to_host, host_name_only, join_cookies, prepare_request, set_forwarded, set_host,
-    set_path, strip_hop_by_hop, to_origin_form,
+    authority_to_host, h2_target, host_name_only, join_cookies, prepare_request, set_forwarded,
+    set_host, set_path, strip_hop_by_hop, to_origin_form,
 };
 use crate::config::{HostHeader, ServerSettings};
 use crate::edge::RequestState;
@@ -112,6 +112,9 @@ pub(super) fn upstream_head(
         // An HTTP/1.0 request may come without a host; the backend still gets one, the
         // upstream's name (NGINX's `$proxy_host`).
         set_host(&mut req, &upstream.name)?;
+    }
+    if h2_backend {
+        h2_target(&mut req, upstream.tls.is_some())?;
     }
     Ok(req)
 }

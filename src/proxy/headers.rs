@@ -54,6 +54,32 @@ pub(super) fn authority_to_host(req: &mut RequestHeader) -> Result<()> {
     req.insert_header(header::HOST, authority)
 }
 
+/// The target of a request to an HTTP/2 backend: `:scheme` the one lb speaks to it (`http` for
+/// h2c, which pingora-core would otherwise send as `https`), `:authority` the `Host` it gets.
+pub(super) fn h2_target(req: &mut RequestHeader, tls: bool) -> Result<()> {
+    let scheme = if tls { "https" } else { "http" };
+    let authority = match req.headers.get(header::HOST) {
+        Some(h) => h.as_bytes().to_vec(),
+        None => match req.uri.authority() {
+            Some(a) => a.as_str().as_bytes().to_vec(),
+            None => return Ok(()),
+        },
+    };
+    let path = req
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "HTTP/2 target", e))?;
+    req.set_uri(uri);
+    Ok(())
+}
+
 /// Joins the `cookie` fields an HTTP/2 client may send one per cookie into the one field an
 /// HTTP/1 backend expects, separated by `"; "` (RFC 9113 §8.2.3). Untouched with one or none.
 pub(super) fn join_cookies(req: &mut RequestHeader) -> Result<()> {

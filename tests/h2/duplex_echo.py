@@ -4,7 +4,8 @@ as it reads and pushes back as a real streaming server does: each stream's reque
 back as response data, and the request data is acknowledged (its flow-control window given back)
 only once its echo is sent. A proxy that stops reading the answer while it writes the request
 (or the other way round) therefore stalls for good: this server waits for window to send, and
-gives none back until it can.
+gives none back until it can. Each answer also says the request's `:scheme` and `:authority`
+(`x-seen-scheme`, `x-seen-authority`).
 
   duplex_echo.py PORT      prints "ready" once listening; one thread per connection
 """
@@ -58,7 +59,16 @@ def serve(sock):
             return
         for ev in conn.receive_data(data):
             if isinstance(ev, h2.events.RequestReceived):
-                conn.send_headers(ev.stream_id, [(b":status", b"200")])
+                # The request's :scheme and :authority come back as response fields.
+                got = dict(ev.headers)
+                conn.send_headers(
+                    ev.stream_id,
+                    [
+                        (b":status", b"200"),
+                        (b"x-seen-scheme", got.get(b":scheme", b"")),
+                        (b"x-seen-authority", got.get(b":authority", b"")),
+                    ],
+                )
                 pending[ev.stream_id] = []
             elif isinstance(ev, h2.events.DataReceived):
                 pending.setdefault(ev.stream_id, []).append([ev.data, ev.flow_controlled_length])

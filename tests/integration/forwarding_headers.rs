@@ -279,3 +279,23 @@ fn split_cookies_of_an_http2_client_are_one_field_for_an_http1_backend() {
         "{body}"
     );
 }
+
+/// An h2c backend is told `:scheme: http` (the scheme lb really speaks to it) and `:authority`
+/// the `Host` it gets, whatever the client spoke.
+#[test]
+fn an_h2c_backend_is_told_the_scheme_lb_speaks_to_it() {
+    let b = H2EchoBackend::start();
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\nprotocol = \"http2\"\nbackends = [\"{}\"]\n",
+        b.addr
+    ));
+    let r = request(lb.addr, "GET", "/", &[("Host", "app.example")], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-seen-scheme"), Some("http"), "{:?}", r.headers);
+    assert_eq!(
+        r.header("x-seen-authority"),
+        Some("app.example"),
+        "{:?}",
+        r.headers
+    );
+}

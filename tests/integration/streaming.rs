@@ -281,28 +281,13 @@ fn a_backend_answering_while_it_reads_a_large_upload_is_served_both_ways_at_once
 #[test]
 fn an_http2_backend_answering_while_it_reads_a_large_upload_is_served_both_ways_at_once() {
     const LEN: usize = 32 << 20;
-    let port = free_port();
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/duplex_echo.py");
-    let mut child = std::process::Command::new(venv_python())
-        .arg(script)
-        .arg(port.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run tests/h2/duplex_echo.py (scripts/setup.sh installs its h2 library)");
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let b = H2EchoBackend::start();
     let lb = Lb::start_with(
-        &format!("[upstreams.api]\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:{port}\"]\n"),
+        &format!(
+            "[upstreams.api]\nprotocol = \"http2\"\nbackends = [\"{}\"]\n",
+            b.addr
+        ),
         "max_body_bytes = 67108864",
     );
-    let got = upload_while_reading(lb.addr, LEN);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(got, (200, LEN));
+    assert_eq!(upload_while_reading(lb.addr, LEN), (200, LEN));
 }

@@ -822,3 +822,41 @@ pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a
         .map(|(_, v)| v.as_str())
         .collect()
 }
+
+/// tests/h2/duplex_echo.py (Python's `h2` library, not lb's code): an h2c backend that echoes
+/// request bodies as it reads them and names the request's `:scheme` and `:authority` in its
+/// answer (`x-seen-scheme`, `x-seen-authority`). Killed on drop.
+pub struct H2EchoBackend {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl H2EchoBackend {
+    pub fn start() -> H2EchoBackend {
+        let port = free_port();
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/duplex_echo.py");
+        let mut child = Command::new(venv_python())
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run tests/h2/duplex_echo.py (scripts/setup.sh installs its h2 library)");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        H2EchoBackend {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            child,
+        }
+    }
+}
+
+impl Drop for H2EchoBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
