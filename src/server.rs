@@ -299,10 +299,13 @@ async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
         let deadline = Instant::now() + grace;
-        while crate::proxy::active_requests() > 0 && Instant::now() < deadline {
+        // Requests in flight, and requests arriving (a head under way, a new connection's
+        // first request not sent yet): both are served if they finish within the grace period.
+        let busy = || crate::proxy::active_requests() + crate::edge::requests_arriving() > 0;
+        while busy() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        match crate::proxy::active_requests() {
+        match crate::proxy::active_requests() + crate::edge::requests_arriving() {
             0 => tracing::info!("graceful stop complete; exiting"),
             cut => tracing::warn!(
                 cut,

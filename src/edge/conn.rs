@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -62,6 +62,19 @@ pub struct Guarded {
     refusal: Vec<u8>,
     refusal_sent: usize,
     slot: Option<ConnSlot>,
+    /// Counted in [`requests_arriving`].
+    arriving: bool,
+}
+
+/// Connections whose next request has begun but is not the request path's yet: a head arriving,
+/// or a new connection's first request not sent yet. A graceful stop waits for these as for the
+/// requests in flight, so that a request whose head is still arriving at exit, or the first one
+/// on a connection accepted just before (an upgrade's hand-over), is not cut.
+static ARRIVING: AtomicI64 = AtomicI64::new(0);
+
+/// See [`ARRIVING`].
+pub fn requests_arriving() -> i64 {
+    ARRIVING.load(Ordering::Relaxed)
 }
 
 impl fmt::Debug for Guarded {
@@ -77,7 +90,7 @@ impl Guarded {
     pub(super) fn new(stream: Stream, limits: Limits, slot: ConnSlot) -> Guarded {
         let now = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.header_timeout;
-        Guarded {
+        let mut g = Guarded {
             inner: Some(stream),
             ctl: Arc::new(ConnCtl {
                 limits,
@@ -92,6 +105,28 @@ impl Guarded {
             refusal: Vec::new(),
             refusal_sent: 0,
             slot: Some(slot),
+            arriving: false,
+        };
+        g.sync_arriving();
+        g
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.sync_arriving();
+    }
+
+    /// Keeps [`ARRIVING`] in step with the phase: a head under way, or a first request awaited.
+    fn sync_arriving(&mut self) {
+        let arriving = match self.phase {
+            Phase::Head | Phase::HeadDone => true,
+            Phase::Idle => self.first,
+            _ => false,
+        };
+        if arriving != self.arriving {
+            self.arriving = arriving;
+            let delta = if arriving { 1 } else { -1 };
+            ARRIVING.fetch_add(delta, Ordering::Relaxed);
         }
     }
 
@@ -111,11 +146,11 @@ impl Guarded {
             SIGNAL_HEAD_ACCEPTED
                 if matches!(self.phase, Phase::Idle | Phase::Head | Phase::HeadDone) =>
             {
-                self.phase = Phase::Body;
+                self.set_phase(Phase::Body);
             }
             SIGNAL_REQUEST_DONE if !matches!(self.phase, Phase::Refusing | Phase::Dead) => {
-                self.phase = Phase::Idle;
                 self.first = false;
+                self.set_phase(Phase::Idle);
                 self.scan = HeadScan::default();
                 let idle = self.ctl.limits.keepalive_timeout;
                 self.restart_timer(idle);
@@ -128,7 +163,7 @@ impl Guarded {
     /// deadline). A head over the limits returns the refusal's status and reason.
     fn scan_head(&mut self, bytes: &[u8]) -> Option<(u16, &'static str)> {
         if self.phase == Phase::Idle {
-            self.phase = Phase::Head;
+            self.set_phase(Phase::Head);
             let now = Instant::now();
             self.head_started = now;
             if !self.first {
@@ -142,7 +177,7 @@ impl Guarded {
         match self.scan.feed(bytes, &self.ctl.limits) {
             Scan::More => None,
             Scan::Done => {
-                self.phase = Phase::HeadDone;
+                self.set_phase(Phase::HeadDone);
                 None
             }
             Scan::Refuse(status) => Some((
@@ -179,7 +214,7 @@ impl Guarded {
         tracing::debug!(status, reason, "request refused by the connection layer");
         self.refusal = raw_answer(status, reason);
         self.refusal_sent = 0;
-        self.phase = Phase::Refusing;
+        self.set_phase(Phase::Refusing);
         self.ctl.linger.store(true, Ordering::Relaxed);
         self.restart_timer(REFUSAL_WRITE_TIMEOUT);
     }
@@ -205,7 +240,7 @@ impl Guarded {
         tracing::debug!(status, "request refused by pingora's HTTP/1 parser");
         self.ctl.linger.store(true, Ordering::Relaxed);
         // The connection is closed after this answer; no header deadline any more.
-        self.phase = Phase::Body;
+        self.set_phase(Phase::Body);
     }
 
     fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -232,7 +267,7 @@ impl Guarded {
         {
             return Poll::Pending;
         }
-        self.phase = Phase::Dead;
+        self.set_phase(Phase::Dead);
         self.refusal = Vec::new();
         Poll::Ready(Err(refused_error()))
     }
@@ -283,7 +318,7 @@ impl AsyncRead for Guarded {
                 }
                 if this.phase == Phase::Idle {
                     // Nothing of a request yet: close quietly (end-of-stream for pingora).
-                    this.phase = Phase::Closed;
+                    this.set_phase(Phase::Closed);
                     return Poll::Ready(Ok(()));
                 }
                 this.refuse(
@@ -342,6 +377,9 @@ impl AsyncWrite for Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
+        if self.arriving {
+            ARRIVING.fetch_sub(1, Ordering::Relaxed);
+        }
         let Some(mut stream) = self.inner.take() else {
             return;
         };

@@ -63,6 +63,7 @@ pub mod head;
 pub mod request;
 
 pub use accept::{GuardedApp, RequestApp, Served, TlsListeners};
+pub use conn::requests_arriving;
 pub use head::{check_head, HeadInfo, Reject};
 pub use request::{early_request_filter, request_body, ConnCtl, RequestState};
 pub mod path;

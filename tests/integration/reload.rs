@@ -379,6 +379,28 @@ fn http2_connections_to_a_removed_backend_are_closed_once_idle() {
     );
 }
 
+/// A request whose head is still arriving when SIGTERM comes is served: the graceful stop waits
+/// for it as for a request in flight (it used to exit at once, cutting it).
+#[test]
+fn a_request_whose_head_is_arriving_at_sigterm_is_served() {
+    let a = Backend::start("a");
+    let mut lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    let mut s = std::net::TcpStream::connect(lb.addr).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /delay/100 HTTP/1.1\r\nHost: a\r\n").unwrap();
+    // The head's first line is in: lb is reading it.
+    std::thread::sleep(Duration::from_millis(200));
+    lb.proc.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut s, b"Connection: close\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    wait_for("lb exit", Duration::from_secs(5), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+}
+
 /// Requests still in flight when the grace period ends are cut, and the log says so at WARN
 /// with how many, not INFO.
 #[test]
