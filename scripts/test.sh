@@ -9,6 +9,7 @@ export LB_REQUIRE_BROWSER=1   # so the dashboard browser test fails rather than 
 
 cargo fmt --check
 python3 scripts/check-layers.py   # no module imports one of its own layer or above (src/lib.rs)
+scripts/vendor-pingora.sh --check # vendor/ is pingora's crates.io sources + vendor/patches
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --bins --locked
 cargo test --locked -- --test-threads "${LB_TEST_THREADS:-2}"
