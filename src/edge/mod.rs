@@ -65,5 +65,6 @@ pub mod request;
 pub use accept::{GuardedApp, RequestApp, Served, TlsListeners};
 pub use conn::requests_arriving;
 pub use head::{check_head, HeadInfo, Reject};
+pub use request::client_ip;
 pub use request::{early_request_filter, request_body, ConnCtl, RequestState};
 pub mod path;

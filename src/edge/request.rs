@@ -67,6 +67,14 @@ impl RequestState {
     }
 }
 
+/// The client's address (the connection's peer), the one place lb reads it from a session.
+pub fn client_ip(session: &ServerSession) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// The [`ConnCtl`] of the connection `session` arrived on, when it is a [`Guarded`] one.
 pub(super) fn conn_ctl(session: &ServerSession) -> Option<Arc<ConnCtl>> {
     let stream = session.stream()?;

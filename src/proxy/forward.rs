@@ -59,11 +59,8 @@ impl Attempt {
 
 /// Whether the client's address is in `server.trusted_proxies`.
 pub(super) fn client_is_trusted(session: &ServerSession, server: &ServerSettings) -> bool {
-    let ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    ip.is_some_and(|ip| server.trusted_proxies.iter().any(|c| c.contains(ip)))
+    crate::edge::client_ip(session)
+        .is_some_and(|ip| server.trusted_proxies.iter().any(|c| c.contains(ip)))
 }
 
 /// The head sent to the backend: the client's, in origin form, with the forwarded path,
@@ -95,10 +92,7 @@ pub(super) fn upstream_head(
     // them: what lb adds below is never stripped.
     prepare_request(&mut req, has_body, h2_backend)?;
 
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let client = crate::edge::client_ip(session);
     let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     set_forwarded(&mut req, client, trusted, https)?;
     // After set_forwarded: `X-Forwarded-Host` is the client's host either way.

@@ -8,7 +8,6 @@
 //! and the request goes on counted nowhere else, as NGINX's `limit_req_dry_run`). The longest
 //! delay any of them asks for is served.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use pingora_core::protocols::http::ServerSession;
@@ -96,13 +95,7 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     }
 }
 
-/// The client's address (the connection's).
-pub fn client_ip(session: &ServerSession) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
+pub use crate::edge::client_ip;
 
 /// The bytes `key` names in this request (empty when it has none); `path` is the normalized
 /// path.

@@ -45,9 +45,29 @@ pub fn civil_date(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// Days since 1970-01-01 of a (year, month, day) in the proleptic Gregorian calendar: the
+/// inverse of [`civil_date`] (Hinnant's days-from-civil).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_from_civil_inverts_civil_date() {
+        for days in [-800_000, -1, 0, 59, 11_016, 20_454, 2_932_896] {
+            let (y, m, d) = civil_date(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+    }
 
     #[test]
     fn utc_dates() {
