@@ -273,86 +273,121 @@ fn diff(a: &HashSet<BackendKey>, b: &HashSet<BackendKey>) -> Vec<String> {
     v
 }
 
-/// Settings that only a restart can change (they are read once, at start-up).
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let (o, n) = (&old.server, &new.server);
-    [
-        ("server.listen", o.listen != n.listen),
-        ("server.threads", o.threads != n.threads),
-        ("server.grace_period", o.grace_period != n.grace_period),
-        ("server.work_stealing", o.work_stealing != n.work_stealing),
-        (
-            "server.upstream_keepalive_pool_size",
-            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
-        ),
-        ("server.log", o.log != n.log),
-        ("server.access_log", o.access_log != n.access_log),
-        ("server.h2c", o.h2c != n.h2c),
-        ("server.tls.listen", tls_listen(o) != tls_listen(n)),
-        (
-            "server.tls.http2",
-            o.tls.as_ref().map(|t| t.http2) != n.tls.as_ref().map(|t| t.http2),
-        ),
-        (
-            "server.tls.min_version",
-            o.tls.as_ref().map(|t| t.min_version) != n.tls.as_ref().map(|t| t.min_version),
-        ),
-        (
-            "admin.listen",
-            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
-        ),
-        (
-            "admin.tls",
-            matches!((&old.admin, &new.admin), (Some(o), Some(n)) if o.tls.is_some() != n.tls.is_some()),
-        ),
-        ("analytics.kafka", old.analytics.kafka != new.analytics.kafka),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(key, _)| key.to_string())
-    .collect()
+/// A setting only a restart changes (it is read once, at start-up): its key, whether two configs
+/// differ in it, and how the running value is carried into a new config.
+struct RestartOnly {
+    key: &'static str,
+    changed: fn(&Config, &Config) -> bool,
+    keep: fn(&Config, &mut Config),
 }
 
-/// The HTTPS listeners of `server` (none without `[server.tls]`).
-fn tls_listen(server: &crate::config::ServerSettings) -> &[std::net::SocketAddr] {
-    server.tls.as_ref().map_or(&[], |t| &t.listen)
+/// A restart-only setting at a plain path of the config: one line declares it.
+macro_rules! restart_only {
+    ($key:literal, $($path:ident).+) => {
+        RestartOnly {
+            key: $key,
+            changed: |o, n| o.$($path).+ != n.$($path).+,
+            keep: |o, n| n.$($path).+ = o.$($path).+.clone(),
+        }
+    };
+}
+
+/// A field of `[server.tls]` when both configs have the table (adding or removing it is the
+/// `server.tls` entry).
+macro_rules! tls_field {
+    ($key:literal, $field:ident) => {
+        RestartOnly {
+            key: $key,
+            changed: |o, n| {
+                matches!((&o.server.tls, &n.server.tls), (Some(o), Some(n)) if o.$field != n.$field)
+            },
+            keep: |o, n| {
+                if let (Some(o), Some(n)) = (&o.server.tls, &mut n.server.tls) {
+                    n.$field = o.$field.clone();
+                }
+            },
+        }
+    };
+}
+
+/// Every restart-only setting, declared once: reloads report the ones a new config changes
+/// ([`restart_only_changes`]) and keep their running values ([`keep_restart_only`]).
+const RESTART_ONLY: &[RestartOnly] = &[
+    restart_only!("server.listen", server.listen),
+    restart_only!("server.threads", server.threads),
+    restart_only!("server.grace_period", server.grace_period),
+    restart_only!("server.work_stealing", server.work_stealing),
+    restart_only!(
+        "server.upstream_keepalive_pool_size",
+        server.upstream_keepalive_pool_size
+    ),
+    restart_only!("server.log", server.log),
+    restart_only!("server.access_log", server.access_log),
+    restart_only!("server.h2c", server.h2c),
+    // HTTPS listeners and their protocol settings are fixed at start; certificates apply at
+    // once. Adding or removing `[server.tls]` needs a restart: the running one stays.
+    RestartOnly {
+        key: "server.tls",
+        changed: |o, n| o.server.tls.is_some() != n.server.tls.is_some(),
+        keep: |o, n| {
+            if o.server.tls.is_some() != n.server.tls.is_some() {
+                n.server.tls = o.server.tls.clone();
+            }
+        },
+    },
+    tls_field!("server.tls.listen", listen),
+    tls_field!("server.tls.http2", http2),
+    tls_field!("server.tls.min_version", min_version),
+    // The admin listener's address and whether it speaks TLS are fixed at start; its token,
+    // public paths, allow-list and certificate apply at once.
+    RestartOnly {
+        key: "admin",
+        changed: |o, n| o.admin.is_some() != n.admin.is_some(),
+        keep: |o, n| {
+            if o.admin.is_some() != n.admin.is_some() {
+                n.admin = o.admin.clone();
+            }
+        },
+    },
+    RestartOnly {
+        key: "admin.listen",
+        changed: |o, n| matches!((&o.admin, &n.admin), (Some(o), Some(n)) if o.listen != n.listen),
+        keep: |o, n| {
+            if let (Some(o), Some(n)) = (&o.admin, &mut n.admin) {
+                n.listen = o.listen;
+            }
+        },
+    },
+    RestartOnly {
+        key: "admin.tls",
+        changed: |o, n| matches!((&o.admin, &n.admin), (Some(o), Some(n)) if o.tls.is_some() != n.tls.is_some()),
+        keep: |o, n| {
+            if let (Some(o), Some(n)) = (&o.admin, &mut n.admin) {
+                if o.tls.is_some() != n.tls.is_some() {
+                    n.tls = o.tls.clone();
+                }
+            }
+        },
+    },
+    // The record stream and its producer are made at start.
+    restart_only!("analytics.kafka", analytics.kafka),
+];
+
+/// The restart-only settings `new` changes.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    RESTART_ONLY
+        .iter()
+        .filter(|s| (s.changed)(old, new))
+        .map(|s| s.key.to_string())
+        .collect()
 }
 
 /// Carries the running values of restart-only settings into `new`, so the live config (and
 /// everything that reads it) only ever shows what is applied.
 fn keep_restart_only(old: &Config, new: &mut Config) {
-    let (o, n) = (&old.server, &mut new.server);
-    n.listen = o.listen.clone();
-    n.threads = o.threads;
-    n.grace_period = o.grace_period;
-    n.work_stealing = o.work_stealing;
-    n.upstream_keepalive_pool_size = o.upstream_keepalive_pool_size;
-    n.log = o.log.clone();
-    n.access_log = o.access_log.clone();
-    n.h2c = o.h2c;
-    // HTTPS listeners and their protocol settings are fixed at start; certificates apply at once.
-    // Adding or removing `[server.tls]` needs a restart: the running one stays.
-    match (&o.tls, &mut n.tls) {
-        (Some(o), Some(n)) => {
-            n.listen = o.listen.clone();
-            n.http2 = o.http2;
-            n.min_version = o.min_version;
-        }
-        (o, n) => *n = o.clone(),
+    for s in RESTART_ONLY {
+        (s.keep)(old, new);
     }
-    // The admin listener's address and whether it speaks TLS are fixed at start; its token,
-    // public paths, allow-list and certificate apply at once.
-    match (&old.admin, &mut new.admin) {
-        (Some(o), Some(n)) => {
-            n.listen = o.listen;
-            if o.tls.is_some() != n.tls.is_some() {
-                n.tls = o.tls.clone();
-            }
-        }
-        (o, n) => *n = o.clone(),
-    }
-    // The record stream and its producer are made at start.
-    new.analytics.kafka = old.analytics.kafka.clone();
 }
 
 /// Entries of `server.tls.certificates` that no longer load keep the certificate the running
@@ -495,6 +530,29 @@ mod tests {
         assert_eq!(admin.allow.unwrap().len(), 1);
         assert!(admin.tls.is_none(), "the listener still speaks plain HTTP");
         assert!(shared.admin_cert.current().is_none());
+    }
+
+    #[test]
+    fn restart_only_settings_are_reported_by_key_and_kept() {
+        let up = "[upstreams.api]\nbackends = [\"127.0.0.1:9001\"]\n";
+        let old = config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:18001\"]\nthreads = 2\n\n{up}"
+        ))
+        .unwrap();
+        let mut new = config::parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:18002\"]\nthreads = 3\nh2c = true\n\n\
+             [admin]\nlisten = \"127.0.0.1:19001\"\n\n{up}"
+        ))
+        .unwrap();
+        let mut keys = restart_only_changes(&old, &new);
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["admin", "server.h2c", "server.listen", "server.threads"]
+        );
+        keep_restart_only(&old, &mut new);
+        assert!(restart_only_changes(&old, &new).is_empty());
+        assert_eq!((new.server.threads, new.admin.is_none()), (2, true));
     }
 
     #[test]
