@@ -284,30 +284,32 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const NAMES: &'static str = "\"round_robin\", \"least_connections\", \"random\", \
-                                     \"two_choices\", \"ip_hash\" or \"consistent_hash\"";
+    /// Every strategy with its name in the config: the one list of them.
+    const ALL: [(Strategy, &'static str); 6] = [
+        (Strategy::RoundRobin, "round_robin"),
+        (Strategy::LeastConnections, "least_connections"),
+        (Strategy::Random, "random"),
+        (Strategy::TwoChoices, "two_choices"),
+        (Strategy::IpHash, "ip_hash"),
+        (Strategy::ConsistentHash, "consistent_hash"),
+    ];
 
     pub fn parse(name: &str) -> Option<Strategy> {
-        Some(match name {
-            "round_robin" => Strategy::RoundRobin,
-            "least_connections" => Strategy::LeastConnections,
-            "random" => Strategy::Random,
-            "two_choices" => Strategy::TwoChoices,
-            "ip_hash" => Strategy::IpHash,
-            "consistent_hash" => Strategy::ConsistentHash,
-            _ => return None,
-        })
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::LeastConnections => "least_connections",
-            Strategy::Random => "random",
-            Strategy::TwoChoices => "two_choices",
-            Strategy::IpHash => "ip_hash",
-            Strategy::ConsistentHash => "consistent_hash",
-        }
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    /// The names, quoted, for messages: `"round_robin", ... or "consistent_hash"`.
+    pub fn names() -> String {
+        let quoted: Vec<String> = Self::ALL.iter().map(|(_, n)| format!("{n:?}")).collect();
+        let (last, rest) = quoted.split_last().expect("strategies");
+        format!("{} or {last}", rest.join(", "))
     }
 
     /// Hash strategies keep a client (or key) on one backend: no slow start, no backups.

@@ -60,6 +60,11 @@ fn strategies_and_hash_keys() {
     has(&p, "upstreams.a.strategy: unknown strategy \"fastest\"");
     has(
         &p,
+        "(expected \"round_robin\", \"least_connections\", \"random\", \"two_choices\", \
+         \"ip_hash\" or \"consistent_hash\")",
+    );
+    has(
+        &p,
         "upstreams.b.hash_key: only used with strategy \"consistent_hash\"",
     );
     has(

@@ -41,7 +41,7 @@ impl Checker {
             Some(name) => Strategy::parse(name).unwrap_or_else(|| {
                 self.problem(
                     join(path, "strategy"),
-                    format!("unknown strategy {name:?} (expected {})", Strategy::NAMES),
+                    format!("unknown strategy {name:?} (expected {})", Strategy::names()),
                 );
                 Strategy::RoundRobin
             }),
