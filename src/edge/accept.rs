@@ -15,33 +15,14 @@ use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{Digest, Shutdown, Stream, ALPN};
+use pingora_core::protocols::{Digest, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::answer::raw_answer;
-use super::conn::Guarded;
+use super::conn::{linger, ConnSlot, Guarded};
 use crate::config::Limits;
 use crate::runtime::Shared;
-
-/// How long lb keeps reading (and discarding) from a connection it closes after refusing a request.
-pub(super) const LINGER_TOTAL: Duration = Duration::from_secs(3);
-/// ... and how long it waits for more bytes before giving up early.
-pub(super) const LINGER_IDLE: Duration = Duration::from_secs(1);
-/// Longest time spent writing a refusal the client does not read.
-pub(super) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One counted client connection; dropping it frees the slot.
-pub(super) struct ConnSlot {
-    pub(super) active: Arc<AtomicUsize>,
-    pub(super) shared: Arc<Shared>,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// How a request ended, for the connection it came on.
 pub struct Served {
@@ -404,19 +385,4 @@ pub(super) async fn shed(mut stream: Stream, shared: &Shared) {
         )
         .await;
     }
-}
-
-/// Half-closes `stream`, then reads and discards until the client closes, pauses for `idle`, or
-/// `total` has passed; the socket is then closed.
-pub(super) async fn linger(mut stream: Stream, total: Duration, idle: Duration) {
-    let drain = async {
-        Shutdown::shutdown(stream.as_mut()).await;
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(Ok(n)) = tokio::time::timeout(idle, stream.read(&mut buf)).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(total, drain).await;
 }

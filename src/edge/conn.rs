@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -17,14 +17,54 @@ use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::accept::{linger, ConnSlot, LINGER_IDLE, LINGER_TOTAL, REFUSAL_WRITE_TIMEOUT};
 use super::answer::raw_answer;
 use super::head::{HeadScan, Scan};
-use super::request::{ConnCtl, SIGNAL_HEAD_ACCEPTED, SIGNAL_NONE, SIGNAL_REQUEST_DONE};
 use crate::config::Limits;
+use crate::runtime::Shared;
+
+/// How long lb keeps reading (and discarding) from a connection it closes after refusing a request.
+pub(super) const LINGER_TOTAL: Duration = Duration::from_secs(3);
+/// ... and how long it waits for more bytes before giving up early.
+pub(super) const LINGER_IDLE: Duration = Duration::from_secs(1);
+/// Longest time spent writing a refusal the client does not read.
+pub(super) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One counted client connection; dropping it frees the slot.
+pub(super) struct ConnSlot {
+    pub(super) active: Arc<AtomicUsize>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// No signal since the last read.
+pub(super) const SIGNAL_NONE: u8 = 0;
+/// The request layer accepted a head: the header deadline stops.
+pub(super) const SIGNAL_HEAD_ACCEPTED: u8 = 1;
+/// The request is over: the next bytes start a new head.
+pub(super) const SIGNAL_REQUEST_DONE: u8 = 2;
+
+/// State shared by one client connection ([`Guarded`]) and the request being served on it.
+pub struct ConnCtl {
+    /// The limits in force when the connection was accepted (a reload applies to new connections).
+    pub limits: Limits,
+    pub(super) signal: AtomicU8,
+    /// lb refused a request: close with a lingering read so the answer reaches the client.
+    pub(super) linger: AtomicBool,
+}
+
+impl ConnCtl {
+    pub(super) fn send(&self, signal: u8) {
+        self.signal.store(signal, Ordering::Release);
+    }
+}
 
 /// Where a connection is in its request cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,4 +529,19 @@ impl Peek for Guarded {
             None => Ok(false),
         }
     }
+}
+
+/// Half-closes `stream`, then reads and discards until the client closes, pauses for `idle`, or
+/// `total` has passed; the socket is then closed.
+pub(super) async fn linger(mut stream: Stream, total: Duration, idle: Duration) {
+    let drain = async {
+        Shutdown::shutdown(stream.as_mut()).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(total, drain).await;
 }

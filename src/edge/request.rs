@@ -1,7 +1,7 @@
 //! The request layer of the edge: the checks the request path runs on each parsed request,
 //! and the small signal channel between the request and its connection ([`ConnCtl`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pingora_core::protocols::http::ServerSession;
@@ -9,31 +9,10 @@ use pingora_core::protocols::IO;
 use pingora_error::{Error, ErrorType, Result};
 
 use super::answer::answer;
-use super::conn::Guarded;
+use super::conn::{ConnCtl, Guarded, SIGNAL_HEAD_ACCEPTED, SIGNAL_REQUEST_DONE};
 use super::head::{check_h2_head, check_head};
 use crate::config::Limits;
 use crate::runtime::Shared;
-
-pub(super) const SIGNAL_NONE: u8 = 0;
-/// The request layer accepted a head: the header deadline stops.
-pub(super) const SIGNAL_HEAD_ACCEPTED: u8 = 1;
-/// The request is over: the next bytes start a new head.
-pub(super) const SIGNAL_REQUEST_DONE: u8 = 2;
-
-/// State shared by one client connection ([`Guarded`]) and the request being served on it.
-pub struct ConnCtl {
-    /// The limits in force when the connection was accepted (a reload applies to new connections).
-    pub limits: Limits,
-    pub(super) signal: AtomicU8,
-    /// lb refused a request: close with a lingering read so the answer reaches the client.
-    pub(super) linger: AtomicBool,
-}
-
-impl ConnCtl {
-    fn send(&self, signal: u8) {
-        self.signal.store(signal, Ordering::Release);
-    }
-}
 
 /// Hardening state of one request, kept in the request's context. Dropping it (the
 /// request is over, whichever way) starts the connection's clock for the next request head.
