@@ -52,9 +52,11 @@
 //! deadline stops) and when the request is over (the next head's clock starts).
 //!
 //! Files: [`head`] (the pure request-head checks and the incremental head scan), [`conn`] (the
-//! guarded client stream), [`accept`] (the listening app: connection cap, shedding, lingering
-//! close, the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks and
-//! the connection/request signalling), [`answer`] (lb's own answers, for both layers and for the proxy).
+//! guarded client stream, its counted slot, lingering close and the connection/request signal
+//! channel [`ConnCtl`]), [`accept`] (the listening app: connection cap, shedding, TLS handshakes,
+//! the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks), [`answer`]
+//! (lb's own answers, for both layers and for the proxy). `accept` and `request` use `conn`;
+//! nothing in `conn` uses them.
 
 pub mod accept;
 pub mod answer;
