@@ -50,7 +50,7 @@
 //!    (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
 //! 3. Routing loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
 //!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
-//!    ([`snapshot::Snapshot::route`]: host group, then exact path, prefix, regex; a
+//!    ([`snapshot::Snapshot::route_on`]: host group, then exact path, prefix, regex; a
 //!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
 //!    each, as routes may name a `scheme`); no route → 404, no usable backend → 503; a
 //!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).

@@ -112,7 +112,7 @@ pub struct Guarded {
 /// on a connection accepted just before (an upgrade's hand-over), is not cut.
 static ARRIVING: AtomicI64 = AtomicI64::new(0);
 
-/// See [`ARRIVING`].
+/// Connections whose next request has begun but is not the request path's yet (see `ARRIVING`).
 pub fn requests_arriving() -> i64 {
     ARRIVING.load(Ordering::Relaxed)
 }

@@ -5,7 +5,7 @@
 //!
 //! Neither direction ever waits for the other (full duplex): a piece of the client's body is
 //! handed to a cancel-safe write, and that write and the reading of the response are polled
-//! together in one future ([`step`], [`h2_step`]), so a backend that answers while it reads a
+//! together in one future (`step`, `h2_step`), so a backend that answers while it reads a
 //! large upload — and stops reading while its answer is not taken — is never deadlocked by lb
 //! waiting on one of the two. The backend's read timeout runs only once the request is sent;
 //! until then a stalled client is the client's (`server.body_timeout`, 408).
