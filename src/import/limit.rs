@@ -8,7 +8,7 @@
 //! route using a zone sets its burst, delay, status and dry run; a later one that differs gets a
 //! note (lb keeps one set per limit; NGINX's lines share the zone's counters all the same).
 
-use super::model::{At, Notes};
+use super::notes::{At, Notes};
 use super::tree::{Directive, Loc};
 
 /// One `limit_req_zone` lb can carry.

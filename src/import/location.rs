@@ -246,7 +246,12 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
             let msg = "return answers every request here first: never used";
             notes.add(&p.loc, "proxy_pass", msg);
         }
-        if let Some(respond) = ret::parse(r, &settings, notes) {
+        if let Some(respond) = ret::parse(
+            r,
+            settings.server_name.as_deref(),
+            settings.default_type.as_deref(),
+            notes,
+        ) {
             out.push(Location {
                 loc: d.loc.clone(),
                 label,

@@ -193,7 +193,13 @@ impl Mapper<'_> {
                     "after the server's first return: never reached",
                 ),
                 "return" => {
-                    s.ret = super::ret::parse(c, &settings, notes).map(|r| (c.loc.clone(), r));
+                    s.ret = super::ret::parse(
+                        c,
+                        settings.server_name.as_deref(),
+                        settings.default_type.as_deref(),
+                        notes,
+                    )
+                    .map(|r| (c.loc.clone(), r));
                 }
                 n if Settings::owns(n) || TlsFiles::owns(n) => {}
                 _ => notes.unsupported(c),

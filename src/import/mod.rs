@@ -15,8 +15,10 @@
 //! - [`map`] takes the `http` context (`events`, `stream`, `mail` are skipped with a note):
 //!   `upstream` blocks ([`upstream`]), `server` blocks (listeners, names, certificates) and their
 //!   locations ([`location`]) become upstreams and routes; `limit_req_zone`/`limit_req` become
-//!   rate limits ([`limit`]); `return` becomes a route lb answers itself ([`ret`]). Every directive it does not carry over
-//!   becomes a [`model::Note`]: `nginx.conf:42: proxy_cache: not supported, ignored`.
+//!   rate limits ([`limit`]); `return` becomes a route lb answers itself ([`ret`]). Every
+//!   directive it does not carry over becomes a [`notes::Note`]: `nginx.conf:42: proxy_cache:
+//!   not supported, ignored`. [`model`] is what an import produces; [`notes`] (notes, values
+//!   with their line) sits under every other file, so the files import without a cycle.
 //! - [`emit`] writes the TOML.
 //!
 //! The parser is checked against crossplane, NGINX's reference parser in Python, on real configs
@@ -28,6 +30,7 @@ pub mod limit;
 pub mod location;
 pub mod map;
 pub mod model;
+pub mod notes;
 pub mod ret;
 pub mod tree;
 pub mod upstream;

@@ -7,8 +7,7 @@
 //! location is looked at (NGINX's server-level rewrite phase), so the server's locations are
 //! unreachable and become one `/` route.
 
-use super::location::Settings;
-use super::model::Notes;
+use super::notes::Notes;
 use super::tree::Directive;
 use crate::config::respond::{is_redirect, Template};
 
@@ -23,9 +22,13 @@ pub struct Respond {
 }
 
 /// The answer of a `return` line, `None` (with a note) when lb cannot give it. `server_name`:
-/// the server's first name, for `$server_name`.
-pub fn parse(d: &Directive, settings: &Settings, notes: &mut Notes) -> Option<Respond> {
-    let server_name = settings.server_name.as_deref();
+/// the server's first name, for `$server_name`; `default_type`: NGINX's `default_type` in force.
+pub fn parse(
+    d: &Directive,
+    server_name: Option<&str>,
+    default_type: Option<&str>,
+    notes: &mut Notes,
+) -> Option<Respond> {
     let skip = |notes: &mut Notes, why: String| {
         notes.add(&d.loc, "return", format!("{why}; skipped"));
         None
@@ -91,12 +94,9 @@ pub fn parse(d: &Directive, settings: &Settings, notes: &mut Notes) -> Option<Re
     }
     // NGINX sends `default_type` (or `text/plain` without one); a type by file extension
     // (`types`, mime.types) is not looked up.
-    let content_type = text.as_ref().map(|_| {
-        settings
-            .default_type
-            .clone()
-            .unwrap_or_else(|| "text/plain".to_string())
-    });
+    let content_type = text
+        .as_ref()
+        .map(|_| default_type.unwrap_or("text/plain").to_string());
     Some(Respond {
         status: code,
         body: text,
@@ -139,10 +139,12 @@ mod tests {
             block: None,
         };
         let mut notes = Notes::default();
-        let mut settings = Settings::default();
-        settings.server_name = Some("example.com".into());
-        settings.default_type = Some("application/json".into());
-        let r = parse(&d, &settings, &mut notes);
+        let r = parse(
+            &d,
+            Some("example.com"),
+            Some("application/json"),
+            &mut notes,
+        );
         (r, notes.0.iter().map(|n| n.message.clone()).collect())
     }
 
