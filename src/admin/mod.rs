@@ -137,9 +137,9 @@ impl ServeHttp for Admin {
 impl Admin {
     async fn route(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
-        match (method.as_str(), path) {
-            ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            ("GET", "/metrics") => {
+        match endpoint(method.as_str(), path) {
+            Endpoint::Healthz => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            Endpoint::Metrics => {
                 let body = self.shared.render_metrics();
                 reply(
                     StatusCode::OK,
@@ -147,8 +147,8 @@ impl Admin {
                     body.into_bytes(),
                 )
             }
-            ("GET", "/status") => json_reply(StatusCode::OK, &status::status(&self.shared)),
-            ("GET", "/history" | "/history.csv" | "/report") => {
+            Endpoint::Status => json_reply(StatusCode::OK, &status::status(&self.shared)),
+            Endpoint::History => {
                 let query = session.req_header().uri.query();
                 let w = match crate::history::query::window(query) {
                     Ok(w) => w,
@@ -175,7 +175,7 @@ impl Admin {
                     ),
                 }
             }
-            ("POST", "/reload") => {
+            Endpoint::Reload => {
                 let _ = session.drain_request_body().await;
                 let shared = self.shared.clone();
                 let result = tokio::task::spawn_blocking(move || shared.reload("admin"))
@@ -188,18 +188,50 @@ impl Admin {
                 };
                 json_reply(code, &serde_json::to_value(result).unwrap_or_default())
             }
-            ("GET", "/") | ("GET", "/dashboard") => reply(
+            Endpoint::Dashboard => reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 DASHBOARD.as_bytes().to_vec(),
             ),
-            (_, p) if ADMIN_PATHS.contains(&p) => reply(
+            Endpoint::WrongMethod => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
             ),
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            Endpoint::NotFound => {
+                reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
+            }
         }
+    }
+}
+
+/// What an admin request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Healthz,
+    Metrics,
+    Status,
+    /// `/history`, `/history.csv` or `/report`.
+    History,
+    Reload,
+    Dashboard,
+    /// One of [`ADMIN_PATHS`] with a method it does not take (405).
+    WrongMethod,
+    NotFound,
+}
+
+/// The endpoint of `method` `path`. Every path of [`ADMIN_PATHS`] (the list `--check` knows)
+/// has one here, as a test checks.
+fn endpoint(method: &str, path: &str) -> Endpoint {
+    match (method, path) {
+        ("GET", "/healthz") => Endpoint::Healthz,
+        ("GET", "/metrics") => Endpoint::Metrics,
+        ("GET", "/status") => Endpoint::Status,
+        ("GET", "/history" | "/history.csv" | "/report") => Endpoint::History,
+        ("POST", "/reload") => Endpoint::Reload,
+        ("GET", "/" | "/dashboard") => Endpoint::Dashboard,
+        (_, p) if ADMIN_PATHS.contains(&p) => Endpoint::WrongMethod,
+        _ => Endpoint::NotFound,
     }
 }
 
@@ -287,4 +319,23 @@ fn json_reply(code: StatusCode, v: &Value) -> Response<Vec<u8>> {
         "application/json",
         serde_json::to_vec_pretty(v).unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_admin_path_has_an_endpoint() {
+        for path in ADMIN_PATHS {
+            let served = ["GET", "POST"]
+                .iter()
+                .map(|m| endpoint(m, path))
+                .find(|e| !matches!(e, Endpoint::WrongMethod | Endpoint::NotFound));
+            assert!(served.is_some(), "{path} is in ADMIN_PATHS but not routed");
+        }
+        assert_eq!(endpoint("GET", "/nope"), Endpoint::NotFound);
+        assert_eq!(endpoint("DELETE", "/status"), Endpoint::WrongMethod);
+        assert_eq!(endpoint("GET", "/reload"), Endpoint::WrongMethod);
+    }
 }
