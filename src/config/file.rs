@@ -29,6 +29,7 @@ pub struct ServerFile {
     pub merge_slashes: Option<bool>,
     pub client_close: Option<String>,
     pub h2c: Option<bool>,
+    pub preserve_header_case: Option<bool>,
     pub tls: Option<ServerTlsFile>,
 }
 

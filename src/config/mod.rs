@@ -218,6 +218,11 @@ pub struct Limits {
     pub send_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections: usize,
+    /// `server.preserve_header_case`: HTTP/1 header names keep the spelling they came with on
+    /// both legs (NGINX's behaviour). Off (the default, as HAProxy and Envoy): standard names go
+    /// out in title case (`Content-Type`), others in lower case, and each head needs one header
+    /// map instead of two.
+    pub preserve_header_case: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

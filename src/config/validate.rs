@@ -351,6 +351,7 @@ impl Checker {
                 10_000_000,
                 DEFAULT_MAX_CONNECTIONS as i64,
             ) as usize,
+            preserve_header_case: s.preserve_header_case.unwrap_or(false),
         };
         Some(ServerSettings {
             listen,

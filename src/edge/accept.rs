@@ -164,6 +164,7 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             drop(slot);
             return None;
         }
+        let preserve_case = limits.preserve_header_case;
         let mut stream = Box::new(Guarded::new(stream, limits, slot));
         let mut carried: Option<(HttpPersistentSettings, Option<BytesMut>)> = None;
         loop {
@@ -204,6 +205,8 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 }
             };
             let mut session = ServerSession::new_http1(stream);
+            // Without `server.preserve_header_case`, one header map per request instead of two.
+            session.set_preserve_header_case(preserve_case);
             if *shutdown.borrow() {
                 // Stopping: this is the connection's last request.
                 session.set_keepalive(None);

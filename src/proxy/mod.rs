@@ -400,6 +400,7 @@ impl Proxy {
             let head =
                 forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, &up.config);
             let key = backend.pool_key;
+            let case = snapshot.config.server.limits.preserve_header_case;
             let connected = if h2_backend {
                 match pool::h2::stream(key, now_ms).await {
                     Some(s) => Ok((Upstream2::H2(s), true)),
@@ -407,12 +408,12 @@ impl Proxy {
                 }
             } else {
                 match pool::take(key, now_ms, idle_ms) {
-                    Some(s) => Ok((Upstream2::H1(H1Upstream::new_with_options(s, peer)), true)),
+                    Some(s) => Ok((Upstream2::H1(h1_session(s, peer, case)), true)),
                     None => self
                         .connector
                         .new_stream(peer)
                         .await
-                        .map(|s| (Upstream2::H1(H1Upstream::new_with_options(s, peer)), false)),
+                        .map(|s| (Upstream2::H1(h1_session(s, peer, case)), false)),
                 }
             };
             let (conn, reused) = match connected {
@@ -921,4 +922,16 @@ mod tests {
             "upstream \"api\": 2 attempts failed: connection refused"
         );
     }
+}
+
+/// A backend HTTP/1 session on `stream`; response header names keep their spelling only with
+/// `server.preserve_header_case` (otherwise one header map instead of two).
+fn h1_session(
+    stream: pingora_core::protocols::Stream,
+    peer: &HttpPeer,
+    preserve_case: bool,
+) -> H1Upstream {
+    let mut s = H1Upstream::new_with_options(stream, peer);
+    s.set_preserve_header_case(preserve_case);
+    s
 }

@@ -299,3 +299,45 @@ fn an_h2c_backend_is_told_the_scheme_lb_speaks_to_it() {
         r.headers
     );
 }
+
+/// HTTP/1 header names: by default twelve common ones go out in title case and every other in
+/// lower case, on both legs (one header map per head, as HAProxy and Envoy); with
+/// `server.preserve_header_case` they keep the spelling they came with (NGINX).
+#[test]
+fn header_names_keep_their_spelling_only_with_preserve_header_case() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Backend-Thing: raw\r\n\r\nok";
+    const REQUEST: &[u8] =
+        b"GET / HTTP/1.1\r\nhost: a\r\nX-Custom-Name: 1\r\nConnection: close\r\n\r\n";
+    for (preserve, sent, answered) in [
+        (
+            false,
+            ["\r\nHost: a\r\n", "\r\nx-custom-name: 1\r\n"],
+            ["\r\nContent-Length: 2\r\n", "\r\nx-backend-thing: raw\r\n"],
+        ),
+        (
+            true,
+            ["\r\nhost: a\r\n", "\r\nX-Custom-Name: 1\r\n"],
+            ["\r\ncontent-length: 2\r\n", "\r\nX-Backend-Thing: raw\r\n"],
+        ),
+    ] {
+        let (b, heads) = scripted_backend(ANSWER, false);
+        let lb = Lb::start_with(
+            &single(b.addr),
+            &format!("preserve_header_case = {preserve}"),
+        );
+        let answer = exchange(lb.addr, REQUEST).text();
+        let head = heads.lock().unwrap()[0].clone();
+        for field in sent {
+            assert!(
+                head.contains(field),
+                "preserve={preserve}: {field:?} not in {head}"
+            );
+        }
+        for field in answered {
+            assert!(
+                answer.contains(field),
+                "preserve={preserve}: {field:?} not in {answer}"
+            );
+        }
+    }
+}

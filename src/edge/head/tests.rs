@@ -13,6 +13,7 @@ fn limits() -> Limits {
         send_timeout: Duration::from_secs(60),
         keepalive_timeout: Duration::from_secs(60),
         max_connections: 10_000,
+        preserve_header_case: false,
     }
 }
 

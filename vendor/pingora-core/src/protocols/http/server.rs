@@ -948,6 +948,14 @@ impl Session {
     /// No-op for non-H1 sessions. See
     /// [`HttpSession::set_pipelined_prefix`](crate::protocols::http::v1::server::HttpSession::set_pipelined_prefix)
     /// for the lifecycle.
+    /// Sets whether HTTP/1 request header names keep their original spelling (the default).
+    /// No-op for other sessions.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        if let Self::H1(s) = self {
+            s.set_preserve_header_case(preserve);
+        }
+    }
+
     pub fn set_pipelined_prefix(&mut self, prefix: BytesMut) {
         if let Self::H1(s) = self {
             s.set_pipelined_prefix(prefix);
