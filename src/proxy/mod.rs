@@ -873,6 +873,18 @@ fn error_reason(
     }
 }
 
+/// A backend HTTP/1 session on `stream`; response header names keep their spelling only with
+/// `server.preserve_header_case` (otherwise one header map instead of two).
+fn h1_session(
+    stream: pingora_core::protocols::Stream,
+    peer: &HttpPeer,
+    preserve_case: bool,
+) -> H1Upstream {
+    let mut s = H1Upstream::new_with_options(stream, peer);
+    s.set_preserve_header_case(preserve_case);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,16 +934,4 @@ mod tests {
             "upstream \"api\": 2 attempts failed: connection refused"
         );
     }
-}
-
-/// A backend HTTP/1 session on `stream`; response header names keep their spelling only with
-/// `server.preserve_header_case` (otherwise one header map instead of two).
-fn h1_session(
-    stream: pingora_core::protocols::Stream,
-    peer: &HttpPeer,
-    preserve_case: bool,
-) -> H1Upstream {
-    let mut s = H1Upstream::new_with_options(stream, peer);
-    s.set_preserve_header_case(preserve_case);
-    s
 }
