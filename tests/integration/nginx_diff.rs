@@ -1047,3 +1047,92 @@ fn nginx_diff_return_answers_and_redirects() {
         }
     }
 }
+
+/// Issue 27 item 10: `server 127.0.27.N;` (no port) is hashed as written by NGINX; the import
+/// gives each backend `hash_name`, so the same keys reach the same backends.
+#[test]
+fn nginx_diff_consistent_hash_servers_without_port() {
+    let Some(bin) = nginx_or_skip("nginx_diff_consistent_hash_servers_without_port") else {
+        return;
+    };
+    let names = ["a", "b", "c", "d"];
+    let b: Vec<Backend> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Backend::start_at(n, &format!("127.0.27.{}:80", i + 1), &[]))
+        .collect();
+    let case = Case::new(
+        "upstream up { hash $request_uri consistent; server 127.0.27.1; server 127.0.27.2; \
+         server 127.0.27.3; server 127.0.27.4; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           strategy = "consistent_hash"
+           hash_key = "uri"
+           host_header = "upstream"
+           backends = [
+             { address = "127.0.27.1:80", hash_name = "127.0.27.1" },
+             { address = "127.0.27.2:80", hash_name = "127.0.27.2" },
+             { address = "127.0.27.3:80", hash_name = "127.0.27.3" },
+             { address = "127.0.27.4:80", hash_name = "127.0.27.4" },
+           ]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let reqs: Vec<Req> = (0..120).map(|i| get(format!("/echo/k/{i}"))).collect();
+    let p = Pair::start(&bin, &case);
+    let seen = p.agree("hash $request_uri consistent, servers without port", &reqs);
+    assert_eq!(distinct(&seen).len(), 4, "every backend has keys");
+}
+
+/// Issue 27 items 9 and 14: a nested prefix location stays under its parent, and
+/// `try_files $uri @app` sends what is not a file to the named location's proxy.
+#[test]
+fn nginx_diff_nested_prefix_and_try_files_named_location() {
+    let Some(bin) = nginx_or_skip("nginx_diff_nested_prefix_and_try_files_named_location") else {
+        return;
+    };
+    let b = backends(&["app", "admin", "named"]);
+    let case = Case::new(
+        "upstream u_app { server %A%; } upstream u_admin { server %B%; }
+         upstream u_named { server %C%; }
+         server { listen %LISTEN%;
+           location /echo/app/ { proxy_pass http://u_app;
+             location /echo/app/admin/ { proxy_pass http://u_admin; } }
+           location /echo/ { try_files $uri @named; }
+           location @named { proxy_pass http://u_named; }
+         }",
+        r#"[upstreams.u_app]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.u_admin]
+           host_header = "upstream"
+           backends = ["%B%"]
+           [upstreams.u_named]
+           host_header = "upstream"
+           backends = ["%C%"]
+           [[routes]]
+           path_prefix = "/echo/app/"
+           upstream = "u_app"
+           [[routes]]
+           path_prefix = "/echo/app/admin/"
+           upstream = "u_admin"
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "u_named""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let reqs: Vec<Req> = [
+        "/echo/app/x",
+        "/echo/app/admin/y",
+        "/echo/app/adminx",
+        "/echo/other",
+        "/echo/a/b?q=1",
+    ]
+    .into_iter()
+    .map(get)
+    .collect();
+    let p = Pair::start(&bin, &case);
+    p.agree("nested prefix and try_files @named", &reqs);
+}
