@@ -367,6 +367,29 @@ impl Mapper<'_> {
                     .to_string(),
             ));
         }
+        if self.upstreams.is_empty() {
+            // Only `return`s (the usual redirect to HTTPS): lb's config needs one upstream.
+            let loc = out.routes[0].loc.clone();
+            let msg = "only return routes: lb's config needs one upstream, so an unused one (upstreams.unused, 127.0.0.1:9) is written; no route reaches it";
+            notes.add(&loc, "return", msg);
+            self.upstreams.push(Upstream {
+                name: "unused".to_string(),
+                loc: loc.clone(),
+                label: "no NGINX line: lb needs one upstream, no route uses it".to_string(),
+                strategy: None,
+                hash_key: None,
+                backends: vec![Backend::new("127.0.0.1:9".to_string(), loc)],
+                passive: Passive {
+                    consecutive_failures: 0,
+                    fail_timeout: None,
+                    slow_start: None,
+                    why: "never used".to_string(),
+                },
+                tls: false,
+                settings: None,
+                zone: false,
+            });
+        }
         out.upstreams = self.upstreams;
         out.rate_limits = self.limits;
         Ok(out)

@@ -1136,3 +1136,63 @@ fn nginx_diff_nested_prefix_and_try_files_named_location() {
     let p = Pair::start(&bin, &case);
     p.agree("nested prefix and try_files @named", &reqs);
 }
+
+/// The differential corpus (tests/nginx/diff/, see its README): every file either runs on real
+/// NGINX and on lb's import of it with the same answers to its `#! GET HOST PATH` requests, or
+/// (`#! refused TEXT`) makes the import exit 1 with TEXT.
+#[test]
+fn nginx_diff_corpus() {
+    let Some(bin) = nginx_or_skip("nginx_diff_corpus") else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nginx/diff");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "corpus missing: {}", dir.display());
+    let b = backends(&["a", "b", "c", "d"]);
+    let all: Vec<&Backend> = b.iter().collect();
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).unwrap();
+        let body = Case::new(&text, "", &all).nginx;
+        let mut reqs = Vec::new();
+        let mut refused = None;
+        for line in text.lines().filter_map(|l| l.strip_prefix("#! ")) {
+            match line.split_once(' ') {
+                Some(("refused", want)) => refused = Some(want.to_string()),
+                Some(("GET", rest)) => {
+                    let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
+                    reqs.push(get_host(target, host));
+                }
+                _ => panic!("{name}: unknown line #! {line}"),
+            }
+        }
+        if let Some(want) = refused {
+            let tmp = temp_dir("nginx-diff-refused");
+            let conf = tmp.join(&name);
+            let filled = body
+                .replace("%LISTEN%", &format!("127.0.0.1:{}", free_port()))
+                .replace("%LISTEN2%", &format!("127.0.0.1:{}", free_port()));
+            std::fs::write(&conf, filled).unwrap();
+            let out = Command::new(LB)
+                .arg("import-nginx")
+                .arg(&conf)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name}: not refused:\n{err}");
+            assert!(err.contains(&want), "{name}: {want:?} not in:\n{err}");
+            continue;
+        }
+        assert!(!reqs.is_empty(), "{name}: no requests");
+        let nginx = Nginx::start(&bin, &body);
+        let lb = start_imported(&nginx);
+        let n = run(nginx.addr, &reqs);
+        let l = run(lb.addr, &reqs);
+        assert_same(&name, &reqs, &n, &l);
+    }
+}
