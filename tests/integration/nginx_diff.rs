@@ -263,14 +263,16 @@ fn get_host(target: impl Into<String>, host: &str) -> Req {
     }
 }
 
-/// What a proxy's answer says: status, the backend, and (from sample-backend's `/echo` JSON) the
-/// target and `Host` the backend received.
+/// What a proxy's answer says: status, the backend, (from sample-backend's `/echo` JSON) the
+/// target and `Host` the backend received, and a redirect's `Location`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     status: u16,
     backend: String,
     path: String,
     host: String,
+    /// The `Location` of a redirect.
+    location: String,
 }
 
 fn send(addr: SocketAddr, req: &Req) -> Seen {
@@ -304,6 +306,21 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
         backend: r.backend(),
         path: json["path"].as_str().unwrap_or("").to_string(),
         host: host.unwrap_or("").to_string(),
+        location: self_relative(r.header("location").unwrap_or(""), addr.port()),
+    }
+}
+
+/// A `Location` pointing back at the proxy itself as a path: NGINX writes its automatic
+/// redirects absolute (`http://localhost:PORT/echo/`, `absolute_redirect on`), lb relative
+/// (`/echo/`); both send the client to the same place, and the ports differ between the two.
+fn self_relative(location: &str, port: u16) -> String {
+    let Some(rest) = location.strip_prefix("http://") else {
+        return location.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once(':') {
+        Some((_, p)) if p == port.to_string() => path.to_string(),
+        _ => location.to_string(),
     }
 }
 
