@@ -81,7 +81,7 @@ pub fn upstream(d: &Directive, notes: &mut Notes) -> Option<(Upstream, Option<At
     if up.strategy == Some("consistent_hash") {
         // NGINX hashes each `server` argument as written: `10.0.0.1` is not `10.0.0.1:80`.
         for (b, c) in up.backends.iter_mut().zip(written) {
-            if b.address != c {
+            if b.address != c && b.srv.is_none() {
                 b.hash_name = Some(c);
             }
         }
