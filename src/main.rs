@@ -48,6 +48,11 @@ enum Command {
         /// Print PATH's parse tree alone (includes not followed) as crossplane's JSON.
         #[arg(long, hide = true)]
         dump_tree: bool,
+        /// Import locations protected by directives lb does not enforce (auth_basic,
+        /// auth_request, allow/deny, limit_except, satisfy, ssl_verify_client) as PUBLIC
+        /// routes, with a note each, instead of refusing the import.
+        #[arg(long)]
+        allow_insecure: bool,
     },
 }
 
@@ -58,22 +63,29 @@ fn main() -> ExitCode {
             path,
             output,
             dump_tree,
+            allow_insecure,
         }) = cli.command
         else {
             unreachable!("clap requires --config without a subcommand");
         };
-        return import_nginx(&path, output.as_deref(), dump_tree);
+        let options = lb::import::Options { allow_insecure };
+        return import_nginx(&path, output.as_deref(), dump_tree, options);
     };
     run(cli, &config_path)
 }
 
 /// `lb import-nginx`: the TOML to stdout or `output`, the notes to stderr; 1 and one line when
 /// nothing was written.
-fn import_nginx(path: &Path, output: Option<&Path>, dump_tree: bool) -> ExitCode {
+fn import_nginx(
+    path: &Path,
+    output: Option<&Path>,
+    dump_tree: bool,
+    options: lb::import::Options,
+) -> ExitCode {
     let result = if dump_tree {
         lb::import::dump_tree(path).map(|json| (json + "\n", Vec::new()))
     } else {
-        lb::import::import(path).map(|i| (i.toml, i.notes))
+        lb::import::import_with(path, options).map(|i| (i.toml, i.notes))
     };
     let (text, notes) = match result {
         Ok(r) => r,

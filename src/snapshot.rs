@@ -39,6 +39,8 @@ pub struct Backend {
     pub max_conns: u32,
     /// For an address DNS discovery found: the entry it came from (`name:port`, SRV name).
     pub name: Option<Arc<str>>,
+    /// `hash_name`: what `consistent_hash` places on its ring instead of `address`.
+    pub hash_name: Option<Arc<str>>,
 }
 
 impl Candidate for Backend {
@@ -58,7 +60,7 @@ impl Candidate for Backend {
         self.max_conns as u64
     }
     fn name(&self) -> &str {
-        &self.address
+        self.hash_name.as_deref().unwrap_or(&self.address)
     }
 }
 
@@ -546,6 +548,7 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry, config: &Config) -> U
                 down: b.down,
                 max_conns: b.max_conns,
                 name: spec.name,
+                hash_name: b.hash_name.as_deref().map(Arc::from),
             }
         })
         .collect();

@@ -114,6 +114,9 @@ pub struct BackendTable {
     pub down: Option<bool>,
     pub max_conns: Option<i64>,
     pub resolve: Option<bool>,
+    /// The name `consistent_hash` places on its ring instead of `address` (NGINX hashes the
+    /// `server` argument as written, `10.0.0.1` without a port).
+    pub hash_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

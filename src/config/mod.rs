@@ -553,6 +553,8 @@ pub struct BackendConfig {
     pub down: bool,
     /// Most requests in flight at once; 0: no limit.
     pub max_conns: u32,
+    /// `hash_name`: what `consistent_hash` hashes for this backend instead of `address`.
+    pub hash_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

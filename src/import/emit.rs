@@ -15,6 +15,14 @@ pub fn toml(import: &Import) -> String {
         import.source
     );
     server(&mut s, import);
+    if let Some(r) = &import.resolver {
+        let _ = writeln!(s, "\n# {}: resolver\n[resolver]", r.loc);
+        let list: Vec<String> = r.nameservers.iter().map(|n| string(n)).collect();
+        let _ = writeln!(s, "nameservers = [{}]", list.join(", "));
+        if let Some(t) = &r.timeout {
+            let _ = writeln!(s, "timeout = {}", string(t));
+        }
+    }
     for u in &import.upstreams {
         upstream(&mut s, u);
     }
@@ -72,6 +80,9 @@ fn server(s: &mut String, import: &Import) {
             k.value, k.loc
         );
     }
+    for (k, v, why) in &import.server_keys {
+        let _ = writeln!(s, "{k} = {v}  # {why}");
+    }
     if import.tls_listen.is_empty() {
         return;
     }
@@ -88,8 +99,21 @@ fn server(s: &mut String, import: &Import) {
         );
     }
     let _ = writeln!(s, "]");
-    if let Some(loc) = &import.http2 {
-        let _ = writeln!(s, "http2 = true  # {loc}");
+    match &import.http2 {
+        Some(loc) => {
+            let _ = writeln!(s, "http2 = true  # {loc}");
+        }
+        None => {
+            let _ = writeln!(s, "http2 = false  # no http2 on NGINX's TLS servers");
+        }
+    }
+    if let Some(v) = &import.tls_min_version {
+        let _ = writeln!(
+            s,
+            "min_version = {}  # {}: ssl_protocols",
+            string(&v.value),
+            v.loc
+        );
     }
 }
 
@@ -113,6 +137,7 @@ fn upstream(s: &mut String, u: &Upstream) {
     let settings = u.settings.clone().unwrap_or_default();
     if let Some(h) = settings
         .host_header
+        .clone()
         .filter(|h| h.value != HostHeader::Client)
     {
         let _ = writeln!(
@@ -153,10 +178,50 @@ fn upstream(s: &mut String, u: &Upstream) {
         let _ = writeln!(s, "slow_start = {}", string(t));
     }
     if u.tls {
+        tls(s, &key, u, &settings);
+    }
+}
+
+/// `[upstreams.X.tls]` from `proxy_ssl_*`: verification stays on when NGINX had it on.
+fn tls(s: &mut String, key: &str, u: &Upstream, settings: &UseSettings) {
+    let on = |v: &Option<At<String>>| v.as_ref().is_some_and(|v| v.value == "on");
+    let verify = on(&settings.ssl_verify);
+    let _ = writeln!(s, "[{key}.tls]");
+    if !verify {
         let _ = writeln!(
             s,
-            "# proxy_pass https://: NGINX neither sends SNI nor verifies the backend by default\n[{key}.tls]\nverify = false"
+            "# proxy_pass https://: NGINX verifies no backend certificate unless proxy_ssl_verify on (its default is off)\nverify = false"
         );
+        return;
+    }
+    let v = settings
+        .ssl_verify
+        .as_ref()
+        .map(|v| v.loc.to_string())
+        .unwrap_or_default();
+    let _ = writeln!(s, "verify = true  # {v}: proxy_ssl_verify on");
+    if let Some(ca) = &settings.ssl_ca {
+        let _ = writeln!(
+            s,
+            "ca_file = {}  # {}: proxy_ssl_trusted_certificate",
+            string(&ca.value),
+            ca.loc
+        );
+    }
+    // NGINX checks the name in proxy_ssl_name (default $proxy_host: the upstream's name or the
+    // proxy_pass host); lb's sni is the name sent and checked.
+    match &settings.ssl_name {
+        Some(n) if !n.value.contains('$') => {
+            let _ = writeln!(s, "sni = {}  # {}: proxy_ssl_name", string(&n.value), n.loc);
+        }
+        _ if u.label.starts_with("upstream ") => {
+            let _ = writeln!(
+                s,
+                "sni = {}  # NGINX checks the certificate against $proxy_host, the upstream's name",
+                string(&u.name)
+            );
+        }
+        _ => {}
     }
 }
 
@@ -169,6 +234,9 @@ fn backend(b: &Backend) -> String {
     if let Some(m) = b.max_conns {
         fields.push(format!("max_conns = {m}"));
     }
+    if let Some(h) = &b.hash_name {
+        fields.push(format!("hash_name = {}", string(h)));
+    }
     for (flag, name) in [
         (b.backup, "backup"),
         (b.down, "down"),
@@ -178,14 +246,17 @@ fn backend(b: &Backend) -> String {
             fields.push(format!("{name} = true"));
         }
     }
-    if fields.is_empty() {
+    let (k, v) = match &b.srv {
+        Some(srv) => ("srv", srv),
+        None => ("address", &b.address),
+    };
+    if fields.is_empty() && b.srv.is_none() {
         return string(&b.address);
     }
-    format!(
-        "{{ address = {}, {} }}",
-        string(&b.address),
-        fields.join(", ")
-    )
+    if fields.is_empty() {
+        return format!("{{ {k} = {} }}", string(v));
+    }
+    format!("{{ {k} = {}, {} }}", string(v), fields.join(", "))
 }
 
 fn route(s: &mut String, r: &Route) {

@@ -124,9 +124,118 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, LexError> {
                 quoted: false,
             },
         };
+        let lua = matches!(&kind, Kind::Word { text, quoted: false } if text.ends_with("_by_lua_block"))
+            && matches!(
+                out.last().map(|t: &Token| &t.kind),
+                None | Some(Kind::Semicolon | Kind::Open | Kind::Close)
+            );
         out.push(Token { kind, line, column });
+        if lua {
+            // OpenResty: the block is Lua, not NGINX syntax. It becomes the directive's one
+            // argument (as crossplane's Lua extension reads it).
+            while cur.peek().is_some_and(char::is_whitespace) {
+                cur.bump();
+            }
+            let (l, c) = (cur.line, cur.column);
+            if cur.peek() != Some('{') {
+                return Err(cur.error(l, c, "expected \"{\" to start the Lua block"));
+            }
+            cur.bump();
+            let body =
+                lua_block(&mut cur).ok_or_else(|| cur.error(l, c, "unterminated Lua block"))?;
+            out.push(Token {
+                kind: Kind::Word {
+                    text: body,
+                    quoted: true,
+                },
+                line: l,
+                column: c,
+            });
+            out.push(Token {
+                kind: Kind::Semicolon,
+                line: cur.line,
+                column: cur.column,
+            });
+        }
     }
     Ok(out)
+}
+
+/// The Lua code up to the `}` that closes its block (consumed): braces nest, and strings
+/// (`'...'`, `"..."`, `[[...]]`, `[==[...]==]`) and comments (`--`, `--[[...]]`) hide them.
+fn lua_block(cur: &mut Cursor) -> Option<String> {
+    let mut body = String::new();
+    let mut depth = 0usize;
+    loop {
+        let c = cur.bump()?;
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(body.trim().to_string()),
+            '}' => depth -= 1,
+            '"' | '\'' => {
+                body.push(c);
+                loop {
+                    let d = cur.bump()?;
+                    body.push(d);
+                    if d == '\\' {
+                        body.push(cur.bump()?);
+                    } else if d == c || d == '\n' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            '[' if matches!(cur.peek(), Some('[' | '=')) => {
+                body.push(c);
+                long_bracket(cur, &mut body)?;
+                continue;
+            }
+            '-' if cur.peek() == Some('-') => {
+                body.push(c);
+                body.push(cur.bump()?);
+                if cur.peek() == Some('[') {
+                    body.push(cur.bump()?);
+                    if matches!(cur.peek(), Some('[' | '=')) {
+                        long_bracket(cur, &mut body)?;
+                        continue;
+                    }
+                }
+                while let Some(d) = cur.peek() {
+                    if d == '\n' {
+                        break;
+                    }
+                    body.push(d);
+                    cur.bump();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        body.push(c);
+    }
+}
+
+/// The rest of a Lua long bracket after its first `[`: `=`* `[` ... `]` `=`* `]`.
+fn long_bracket(cur: &mut Cursor, body: &mut String) -> Option<()> {
+    let mut level = 0;
+    while cur.peek() == Some('=') {
+        body.push(cur.bump()?);
+        level += 1;
+    }
+    if cur.peek() != Some('[') {
+        return Some(());
+    }
+    body.push(cur.bump()?);
+    let close: String = std::iter::once(']')
+        .chain(std::iter::repeat_n('=', level))
+        .chain(std::iter::once(']'))
+        .collect();
+    loop {
+        body.push(cur.bump()?);
+        if body.ends_with(&close) {
+            return Some(());
+        }
+    }
 }
 
 /// A quoted string, without its quotes, escapes still raw.

@@ -31,7 +31,33 @@ pub struct Settings {
     pub server_name: Option<String>,
     /// `default_type`: the Content-Type of `return`'s text.
     pub default_type: Option<String>,
+    /// Security directives in effect (`auth_basic`, `auth_request`, `satisfy`, `limit_except`,
+    /// `ssl_verify_client`): lb enforces none of them.
+    security: Vec<At<String>>,
+    /// `allow`/`deny` lines in effect (inherited only by a level without its own).
+    access: Vec<At<String>>,
+    access_inherited: bool,
+    /// `client_max_body_size`.
+    pub body_size: Option<At<String>>,
+    /// `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`, `proxy_ssl_name`,
+    /// `proxy_ssl_server_name`.
+    ssl_verify: Option<At<String>>,
+    ssl_ca: Option<At<String>>,
+    ssl_name: Option<At<String>>,
+    ssl_server_name: Option<At<String>>,
 }
+
+/// Directives that restrict who gets an answer. lb has no equivalent (yet), so a location they
+/// cover is refused unless `--allow-insecure` imports it public.
+pub const SECURITY: &[&str] = &[
+    "auth_basic",
+    "auth_request",
+    "satisfy",
+    "limit_except",
+    "ssl_verify_client",
+    "allow",
+    "deny",
+];
 
 /// `proxy_set_header` lines that say what lb does anyway.
 const FORWARDING: &[(&str, &[&str])] = &[
@@ -56,13 +82,22 @@ impl Settings {
                 | "proxy_next_upstream_tries"
                 | "proxy_http_version"
                 | "default_type"
-        ) || Limits::owns(name)
+                | "auth_basic_user_file"
+                | "auth_request_set"
+                | "client_max_body_size"
+                | "proxy_ssl_verify"
+                | "proxy_ssl_trusted_certificate"
+                | "proxy_ssl_name"
+                | "proxy_ssl_server_name"
+        ) || SECURITY.contains(&name)
+            || Limits::owns(name)
     }
 
     /// The settings an inner level starts from.
     pub fn child(&self) -> Settings {
         Settings {
             headers_inherited: true,
+            access_inherited: true,
             limits: self.limits.child(),
             ..self.clone()
         }
@@ -77,6 +112,10 @@ impl Settings {
             return true;
         }
         let arg = d.args.first().map(String::as_str).unwrap_or_default();
+        let at = |v: &str| At {
+            value: v.to_string(),
+            loc: d.loc.clone(),
+        };
         let time = |notes: &mut Notes| {
             let t = duration(arg);
             if t.is_none() {
@@ -94,6 +133,38 @@ impl Settings {
             "proxy_send_timeout" => self.send = time(notes).or(self.send.take()),
             "proxy_next_upstream" => self.next_upstream(d, notes),
             "default_type" => self.default_type = d.args.first().cloned(),
+            "allow" | "deny" => {
+                if self.access_inherited {
+                    self.access_inherited = false;
+                    self.access.clear();
+                }
+                self.access.push(At {
+                    value: format!("{} {arg}", d.name),
+                    loc: d.loc.clone(),
+                });
+            }
+            "auth_basic" | "auth_request" | "satisfy" | "limit_except" | "ssl_verify_client" => {
+                // A level's own line replaces the inherited one; `off` (and `satisfy all`, the
+                // default) removes it.
+                self.security
+                    .retain(|s| s.value.split(' ').next() != Some(d.name.as_str()));
+                let off = arg == "off" || (d.name == "satisfy" && arg == "all");
+                if !off {
+                    self.security.push(At {
+                        value: format!("{} {}", d.name, d.args.join(" ")),
+                        loc: d.loc.clone(),
+                    });
+                }
+            }
+            "client_max_body_size" => self.body_size = Some(at(arg)),
+            "proxy_ssl_verify" => self.ssl_verify = Some(at(arg)),
+            "proxy_ssl_trusted_certificate" => self.ssl_ca = Some(at(arg)),
+            "proxy_ssl_name" => self.ssl_name = Some(at(arg)),
+            "proxy_ssl_server_name" => {
+                self.ssl_server_name = Some(at(arg));
+                let msg = "lb sends SNI (the backend's host name, or upstreams.X.tls.sni) whenever the backend is a name, and none to an IP address; no switch, ignored";
+                notes.add(&d.loc, "proxy_ssl_server_name", msg);
+            }
             "proxy_next_upstream_tries" => match arg.parse() {
                 Ok(n) => {
                     self.tries = Some(At {
@@ -194,7 +265,16 @@ impl Settings {
             read_timeout: self.read.clone(),
             write_timeout: self.send.clone(),
             retries,
+            ssl_verify: self.ssl_verify.clone(),
+            ssl_ca: self.ssl_ca.clone(),
+            ssl_name: self.ssl_name.clone(),
+            ssl_server_name: self.ssl_server_name.clone(),
         }
+    }
+
+    /// The security directives in effect here (`allow`/`deny` included).
+    pub fn security(&self) -> Vec<At<String>> {
+        self.security.iter().chain(&self.access).cloned().collect()
     }
 }
 
@@ -216,13 +296,33 @@ pub struct Location {
     pub limits: LimitUse,
     /// `return`: lb answers (no upstream; `target` is empty).
     pub respond: Option<ret::Respond>,
+    /// The security directives in effect (lb enforces none).
+    pub security: Vec<At<String>>,
+    /// `client_max_body_size` in effect.
+    pub body_size: Option<At<String>>,
+    /// `location @name`: reached only through `try_files ... @name` (or `error_page`).
+    pub named: Option<String>,
+    /// A location without `proxy_pass` whose `try_files` falls back to a named location: the
+    /// `@name` and its line. [`crate::import::map`] gives it the named location's proxy.
+    pub fallback: Option<At<String>>,
 }
 
-/// Maps a `location` block and those nested in it (each its own route) into `out`.
+/// Maps a `location` block and those nested in it into `out`. Nested prefix and exact locations
+/// are routes of their own (NGINX requires them inside the parent's prefix); a nested regex
+/// (only tried for URIs whose longest prefix is the parent) and anything nested in a regex or
+/// exact location cannot be scoped by lb's routes and are skipped with a note.
 pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes: &mut Notes) {
     let label = d.args.join(" ");
-    let Some((path, skip_regex)) = path_match(d, notes) else {
-        return;
+    let named = match d.args.as_slice() {
+        [one] if one.starts_with('@') => Some(one.clone()),
+        _ => None,
+    };
+    let (path, skip_regex) = match &named {
+        Some(n) => (PathMatch::Prefix(n.clone()), false),
+        None => match path_match(d, notes) {
+            Some(p) => p,
+            None => return,
+        },
     };
     let mut settings = parent.child();
     for c in d.children() {
@@ -230,16 +330,60 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
     }
     let mut pass = None;
     let mut ret_line = None;
+    let mut fallback = None;
     let mut nested = Vec::new();
     for c in d.children() {
         match c.name.as_str() {
             "proxy_pass" => pass = Some(c),
             "return" => ret_line = ret_line.or(Some(c)),
-            "location" => location(c, &settings, &mut nested, notes),
+            "try_files" => match c.args.last().filter(|a| a.starts_with('@')) {
+                Some(n) => {
+                    fallback = Some(At {
+                        value: n.clone(),
+                        loc: c.loc.clone(),
+                    })
+                }
+                None => notes.unsupported(c),
+            },
+            "location" => {
+                let inner = c.args.join(" ");
+                let scoped = matches!(path, PathMatch::Prefix(_)) && named.is_none();
+                let regex = matches!(c.args.first().map(String::as_str), Some("~" | "~*"))
+                    || c.args.first().is_some_and(|a| a.starts_with('~'));
+                if !scoped || regex {
+                    let msg = if scoped {
+                        format!("nested regex inside location {label}: NGINX tries it only for URIs whose longest prefix is {label}, before the top-level regexes; lb's routes cannot scope a regex like that, so it is skipped and those requests go to the routes lb has")
+                    } else {
+                        format!("nested inside location {label}: lb cannot scope a location to a regex, exact or named parent, skipped")
+                    };
+                    notes.add(&c.loc, format!("location {inner}"), msg);
+                    continue;
+                }
+                location(c, &settings, &mut nested, notes);
+            }
             n if Settings::owns(n) => {}
+            n if n.ends_with("_by_lua_block") || n.ends_with("_by_lua") => {
+                notes.add(&c.loc, n, "OpenResty Lua code: not supported, skipped")
+            }
             _ => notes.unsupported(c),
         }
     }
+    let base = Location {
+        loc: d.loc.clone(),
+        label: label.clone(),
+        path: path.clone(),
+        skip_regex,
+        replace_prefix: None,
+        https: false,
+        target: String::new(),
+        settings: settings.use_settings(),
+        limits: LimitUse::default(),
+        respond: None,
+        security: settings.security(),
+        body_size: settings.body_size.clone(),
+        named: named.clone(),
+        fallback: None,
+    };
     if let Some(r) = ret_line {
         // NGINX's rewrite phase: `return` answers before the content phase would proxy.
         if let Some(p) = pass {
@@ -253,30 +397,45 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
             notes,
         ) {
             out.push(Location {
-                loc: d.loc.clone(),
-                label,
-                path,
-                skip_regex,
-                replace_prefix: None,
-                https: false,
-                target: String::new(),
-                settings: settings.use_settings(),
-                limits: LimitUse::default(),
                 respond: Some(respond),
+                // `return` runs in the rewrite phase, before any access check.
+                security: Vec::new(),
+                ..base
             });
         }
         out.extend(nested);
         return;
     }
     match pass {
-        None => notes.add(
-            &d.loc,
-            format!("location {label}"),
-            "no proxy_pass (lb only proxies), skipped",
-        ),
+        None => match fallback {
+            Some(f) => out.push(Location {
+                limits: settings.limits.now.clone(),
+                fallback: Some(f),
+                ..base
+            }),
+            None if named.is_some() => notes.add(
+                &d.loc,
+                format!("location {label}"),
+                "named location without proxy_pass (lb only proxies), skipped",
+            ),
+            None => notes.add(
+                &d.loc,
+                format!("location {label}"),
+                "no proxy_pass: NGINX serves files here (static files, ACME challenges); lb only proxies, so this location stays behind, skipped",
+            ),
+        },
         Some(p) => {
+            if let Some(f) = &fallback {
+                let msg = format!("try_files before proxy_pass: NGINX serves existing files first and then {}; lb proxies every request", f.value);
+                notes.add(&f.loc, "try_files", msg);
+            }
             if let Some((https, target, uri)) = proxy_pass(p, notes) {
                 let replace_prefix = uri.and_then(|uri| match &path {
+                    PathMatch::Prefix(_) if named.is_some() => {
+                        let msg = format!("URI part {uri} in a named location (NGINX refuses it), ignored");
+                        notes.add(&p.loc, "proxy_pass", msg);
+                        None
+                    }
                     PathMatch::Prefix(_) => Some(uri),
                     PathMatch::Exact(x) => {
                         let msg = format!("URI part {uri}: lb replaces path prefixes only, so {x} goes to the backend unchanged");
@@ -290,16 +449,11 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
                     }
                 });
                 out.push(Location {
-                    loc: d.loc.clone(),
-                    label,
-                    path,
-                    skip_regex,
                     replace_prefix,
                     https,
                     target,
-                    settings: settings.use_settings(),
                     limits: settings.limits.now.clone(),
-                    respond: None,
+                    ..base
                 });
             }
         }
@@ -332,7 +486,6 @@ fn path_match(d: &Directive, notes: &mut Notes) -> Option<(PathMatch, bool)> {
     match modifier {
         "=" => Some((PathMatch::Exact(path), false)),
         "^~" => Some((PathMatch::Prefix(path), true)),
-        "" if path.starts_with('@') => skip("named locations are not supported".into(), notes),
         "" if path.starts_with('/') => Some((PathMatch::Prefix(path), false)),
         "~" | "~*" => {
             let re = if modifier == "~*" {
@@ -500,7 +653,11 @@ fn direct(l: &Location, upstreams: &mut Vec<Upstream>) -> usize {
         ),
         strategy: None,
         hash_key: None,
-        backends: vec![Backend::new(address, l.loc.clone())],
+        backends: vec![Backend {
+            // A name: NGINX makes every A/AAAA address a server; lb follows DNS.
+            resolve: !super::upstream::is_ip_literal(&address),
+            ..Backend::new(address, l.loc.clone())
+        }],
         passive: Passive {
             consecutive_failures: 0,
             fail_timeout: None,
@@ -509,16 +666,30 @@ fn direct(l: &Location, upstreams: &mut Vec<Upstream>) -> usize {
         },
         tls: l.https,
         settings: None,
+        zone: false,
     });
     upstreams.len() - 1
 }
 
 /// Gives `up` a location's settings: the first location's win, differences are noted.
 fn apply(up: &mut Upstream, s: UseSettings, at: &Loc, notes: &mut Notes) {
-    let Some(have) = &up.settings else {
+    let Some(have) = &mut up.settings else {
         up.settings = Some(s);
         return;
     };
+    let on = |v: &Option<At<String>>| v.as_ref().is_some_and(|v| v.value == "on");
+    if on(&s.ssl_verify) && !on(&have.ssl_verify) {
+        // Never weaker than NGINX: one location verifying makes the upstream verify.
+        let msg = format!(
+            "lb has one TLS setting per upstream: {} verifies its backends for every location, as this one asks",
+            up.name
+        );
+        notes.add(at, "proxy_ssl_verify", msg);
+        have.ssl_verify = s.ssl_verify.clone();
+        have.ssl_ca = s.ssl_ca.clone().or(have.ssl_ca.take());
+        have.ssl_name = s.ssl_name.clone().or(have.ssl_name.take());
+    }
+    let have = &*have;
     let name = &up.name;
     let differ = |key: &str,
                   directive: &str,

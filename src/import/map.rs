@@ -28,6 +28,8 @@ struct Listen {
 
 /// A `server` block, its locations not yet bound to upstreams.
 struct Server {
+    /// Its server-wide lines (`keepalive_timeout`, `ssl_protocols`, ...).
+    wide: Wide,
     loc: Loc,
     names: Vec<String>,
     listens: Vec<Listen>,
@@ -40,9 +42,38 @@ struct Server {
     tls_files: TlsFiles,
 }
 
+/// How to import.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// `--allow-insecure`: import locations under security directives lb does not enforce
+    /// (`auth_basic`, `allow`/`deny`, ...) as public routes, with a note, instead of refusing.
+    pub allow_insecure: bool,
+}
+
+/// Why an import produced no config.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing lb could serve came out of it.
+    Nothing(String),
+    /// Lines lb would serve differently or less safely than NGINX (each `file:line: ...`).
+    Refused(Vec<Note>),
+}
+
 /// Maps a whole loaded tree. `conf_dir` is where relative certificate paths start (NGINX's conf
-/// prefix). `Err` when nothing lb could serve came out of it.
-pub fn map(tree: &[Directive], conf_dir: &Path, notes: &mut Notes) -> Result<Import, String> {
+/// prefix).
+pub fn map(
+    tree: &[Directive],
+    conf_dir: &Path,
+    options: Options,
+    notes: &mut Notes,
+) -> Result<Import, Failure> {
+    let workers = tree
+        .iter()
+        .find(|d| d.name == "worker_processes")
+        .map(|d| At {
+            value: d.args.first().cloned().unwrap_or_default(),
+            loc: d.loc.clone(),
+        });
     let http: Vec<&Directive> = if tree.iter().any(|d| d.name == "http") {
         let mut http = Vec::new();
         for d in tree {
@@ -71,6 +102,11 @@ pub fn map(tree: &[Directive], conf_dir: &Path, notes: &mut Notes) -> Result<Imp
         servers: Vec::new(),
         skipped: Vec::new(),
         limits: Vec::new(),
+        options,
+        refusals: Vec::new(),
+        http_wide: Wide::default(),
+        http_body: None,
+        workers,
     };
     m.http(&http, notes);
     m.finish(notes)
@@ -96,6 +132,15 @@ struct Mapper<'a> {
     skipped: Vec<String>,
     /// `limit_req_zone` lines lb can carry, as rate limits (set by the routes using them).
     limits: Vec<RateLimit>,
+    options: Options,
+    /// What makes the import fail.
+    refusals: Vec<Note>,
+    /// The `http` level's server-wide lines.
+    http_wide: Wide,
+    /// `client_max_body_size` of the `http` level.
+    http_body: Option<At<String>>,
+    /// `worker_processes` (main context).
+    workers: Option<At<String>>,
 }
 
 impl Mapper<'_> {
@@ -104,10 +149,11 @@ impl Mapper<'_> {
         let mut tls = TlsFiles::default();
         // Settings apply to every server whatever their order, as NGINX merges them.
         for d in http {
-            if !settings.take(d, notes) {
-                tls.take(d);
+            if !settings.take(d, notes) && !tls.take(d) {
+                self.http_wide.take(d);
             }
         }
+        self.http_body = settings.body_size.clone();
         for d in http {
             match d.name.as_str() {
                 "upstream" => self.upstream(d, notes),
@@ -129,7 +175,7 @@ impl Mapper<'_> {
                     let s = self.server(d, &settings, &tls, notes);
                     self.servers.push(s);
                 }
-                _ if Settings::owns(&d.name) || TlsFiles::owns(&d.name) => {}
+                _ if Settings::owns(&d.name) || TlsFiles::owns(&d.name) || Wide::owns(&d.name) => {}
                 _ => notes.unsupported(d),
             }
         }
@@ -166,13 +212,15 @@ impl Mapper<'_> {
             .find(|c| c.name == "server_name")
             .and_then(|c| c.args.first().cloned());
         let mut tls = TlsFiles::default();
+        let mut wide = Wide::default();
         for c in d.children() {
-            if !settings.take(c, notes) {
-                tls.take(c);
+            if !settings.take(c, notes) && !tls.take(c) {
+                wide.take(c);
             }
         }
         let tls = tls.or(http_tls);
         let mut s = Server {
+            wide,
             loc: d.loc.clone(),
             names: Vec::new(),
             listens: Vec::new(),
@@ -201,7 +249,10 @@ impl Mapper<'_> {
                     )
                     .map(|r| (c.loc.clone(), r));
                 }
-                n if Settings::owns(n) || TlsFiles::owns(n) => {}
+                n if Settings::owns(n) || TlsFiles::owns(n) || Wide::owns(n) => {}
+                n if n.ends_with("_by_lua_block") || n.ends_with("_by_lua") => {
+                    notes.add(&c.loc, n, "OpenResty Lua code: not supported, skipped")
+                }
                 _ => notes.unsupported(c),
             }
         }
@@ -214,11 +265,19 @@ impl Mapper<'_> {
                 loc: d.loc.clone(),
             });
         }
+        if let Some(on) = &tls.ssl_on {
+            // Legacy `ssl on;`: every listener of the server speaks TLS.
+            for l in &mut s.listens {
+                l.ssl = true;
+            }
+            let msg = "legacy ssl on: this server's listeners are TLS (as `listen ... ssl`)";
+            notes.add(on, "ssl", msg);
+        }
         s.tls_files = tls;
         s
     }
 
-    fn finish(mut self, notes: &mut Notes) -> Result<Import, String> {
+    fn finish(mut self, notes: &mut Notes) -> Result<Import, Failure> {
         let mut out = Import::default();
         // As NGINX: a `listen` of an address some server listens on with `ssl` is TLS too.
         let ssl: HashSet<String> = self
@@ -234,10 +293,12 @@ impl Mapper<'_> {
                 s.certs = s.tls_files.certificates(self.conf_dir, notes);
             }
         }
-        let (plain_default, tls_default) = self.default_servers(notes);
+        let defaults = self.default_servers(notes);
+        let (plain_default, tls_default) = defaults;
         let servers = std::mem::take(&mut self.servers);
         let listens = || servers.iter().flat_map(|s| &s.listens);
         let (any_plain, any_tls) = (listens().any(|l| !l.ssl), listens().any(|l| l.ssl));
+        let mut live = vec![false; servers.len()];
         for (i, s) in servers.iter().enumerate() {
             // A server on plain (or TLS) ports only answers nothing on the others.
             let scheme = match (
@@ -255,9 +316,31 @@ impl Mapper<'_> {
                 (false, true) => Some(any_plain.then_some("https")),
                 (false, false) => None,
             };
-            self.routes(s, default, scheme, &mut out.routes, notes);
+            let why_not = (default.is_none()).then(|| self.why_no_default(&servers, i, defaults));
+            let routable = !s.locations.is_empty() || s.ret.is_some();
+            if let Some(why) = why_not.as_ref().filter(|w| {
+                s.names.is_empty() && routable && w.contains("NGINX's default server of")
+            }) {
+                // NGINX sends that address's requests here; lb would send them elsewhere.
+                self.refusals.push(Note {
+                    loc: s.loc.clone(),
+                    name: "server".to_string(),
+                    message: format!("{why}: lb would answer that address's requests with another server's routes, import refused"),
+                });
+            }
+            let before = out.routes.len();
+            self.routes(s, default, scheme, why_not, &mut out.routes, notes);
+            live[i] = out.routes.len() > before;
         }
-        self.listeners(&servers, tls_default.or(plain_default), &mut out, notes);
+        self.per_listener(&servers, &live);
+        self.listeners(
+            &servers,
+            &live,
+            tls_default.or(plain_default),
+            &mut out,
+            notes,
+        );
+        self.server_wide(&servers, &live, &mut out, notes);
         if !self.keepalive.is_empty() {
             let total: usize = self.keepalive.iter().map(|k| k.value).sum();
             for k in &self.keepalive {
@@ -269,15 +352,370 @@ impl Mapper<'_> {
                 loc: self.keepalive[0].loc.clone(),
             });
         }
-        if self.upstreams.is_empty() {
-            return Err(
-                "nothing to import: no upstream and no location with a proxy_pass lb can serve"
+        self.max_conns(notes);
+        if !self.refusals.is_empty() {
+            let mut seen = HashSet::new();
+            let refusals = std::mem::take(&mut self.refusals)
+                .into_iter()
+                .filter(|n| seen.insert(n.to_string()))
+                .collect();
+            return Err(Failure::Refused(refusals));
+        }
+        if self.upstreams.is_empty() && out.routes.is_empty() {
+            return Err(Failure::Nothing(
+                "nothing to import: no upstream, no location with a proxy_pass and no return lb can serve"
                     .to_string(),
-            );
+            ));
+        }
+        if self.upstreams.is_empty() {
+            // Only `return`s (the usual redirect to HTTPS): lb's config needs one upstream.
+            let loc = out.routes[0].loc.clone();
+            let msg = "only return routes: lb's config needs one upstream, so an unused one (upstreams.unused, 127.0.0.1:9) is written; no route reaches it";
+            notes.add(&loc, "return", msg);
+            self.upstreams.push(Upstream {
+                name: "unused".to_string(),
+                loc: loc.clone(),
+                label: "no NGINX line: lb needs one upstream, no route uses it".to_string(),
+                strategy: None,
+                hash_key: None,
+                backends: vec![Backend::new("127.0.0.1:9".to_string(), loc)],
+                passive: Passive {
+                    consecutive_failures: 0,
+                    fail_timeout: None,
+                    slow_start: None,
+                    why: "never used".to_string(),
+                },
+                tls: false,
+                settings: None,
+                zone: false,
+            });
         }
         out.upstreams = self.upstreams;
         out.rate_limits = self.limits;
         Ok(out)
+    }
+
+    /// Why server `i`'s routes answer no unknown host: the accurate reason for its note.
+    fn why_no_default(
+        &self,
+        servers: &[Server],
+        i: usize,
+        (plain, tls): (Option<usize>, Option<usize>),
+    ) -> String {
+        let s = &servers[i];
+        // NGINX's default for an address: the one marked default_server, else the first.
+        let default_of = s.listens.iter().find(|l| {
+            let on: Vec<(usize, &Listen)> = servers
+                .iter()
+                .enumerate()
+                .flat_map(|(j, o)| {
+                    o.listens
+                        .iter()
+                        .filter(|m| m.addr == l.addr)
+                        .map(move |m| (j, m))
+                })
+                .collect();
+            let pick = on.iter().find(|(_, m)| m.default).or(on.first());
+            pick.is_some_and(|(j, _)| *j == i)
+        });
+        match default_of {
+            Some(l) => {
+                let chosen = if l.ssl { tls } else { plain };
+                let chosen = chosen.map_or("none".to_string(), |c| servers[c].loc.to_string());
+                format!(
+                    "no server_name lb can match; it is NGINX's default server of {}, but lb has one default server per kind of listener (the one at {chosen})",
+                    l.addr
+                )
+            }
+            None => {
+                "no server_name lb can match and not the default server of any address".to_string()
+            }
+        }
+    }
+
+    /// Refuses servers that listen on different addresses of one kind (plain or TLS): NGINX
+    /// picks the server by address first, lb's routes answer on every listener of the kind.
+    fn per_listener(&mut self, servers: &[Server], live: &[bool]) {
+        for ssl in [false, true] {
+            let mut first: Option<(usize, Vec<&str>)> = None;
+            for (i, s) in servers.iter().enumerate().filter(|(i, _)| live[*i]) {
+                let mut addrs: Vec<&str> = s
+                    .listens
+                    .iter()
+                    .filter(|l| l.ssl == ssl)
+                    .map(|l| l.addr.as_str())
+                    .collect();
+                addrs.sort_unstable();
+                addrs.dedup();
+                if addrs.is_empty() {
+                    continue;
+                }
+                let Some((j, other)) = &first else {
+                    first = Some((i, addrs));
+                    continue;
+                };
+                if *other == addrs {
+                    continue;
+                }
+                let (odd, has, lacks) = match addrs.iter().find(|a| !other.contains(a)) {
+                    Some(a) => (*a, i, *j),
+                    None => match other.iter().find(|a| !addrs.contains(a)) {
+                        Some(a) => (*a, *j, i),
+                        None => continue,
+                    },
+                };
+                let Some(l) = servers[has].listens.iter().find(|l| l.addr == odd) else {
+                    continue;
+                };
+                let msg = format!(
+                    "{odd}: the server at {} listens here and the server at {} does not; NGINX picks the server by listening address first, but lb's routes answer on every {} listener alike (it routes by host and scheme only), so requests to {odd} could reach the other server's routes: import refused (give both servers the same listen lines, or split the config)",
+                    servers[has].loc,
+                    servers[lacks].loc,
+                    if ssl { "TLS" } else { "plain" },
+                );
+                self.refusals.push(Note {
+                    loc: l.loc.clone(),
+                    name: "listen".to_string(),
+                    message: msg,
+                });
+                break;
+            }
+        }
+    }
+
+    /// `[server]` keys for NGINX's server-wide directives (lb has one value for all servers),
+    /// `server.tls.min_version` and `[resolver]`.
+    fn server_wide(&self, servers: &[Server], live: &[bool], out: &mut Import, notes: &mut Notes) {
+        let used: Vec<&Server> = servers
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| **l)
+            .map(|(s, _)| s)
+            .collect();
+        let pick = |name: &str, only: &dyn Fn(&Server) -> bool, notes: &mut Notes| {
+            let eff = |s: &Server| s.wide.get(name).or(self.http_wide.get(name)).cloned();
+            let set: Vec<(&Server, Option<At<Vec<String>>>)> = used
+                .iter()
+                .filter(|s| only(s))
+                .map(|s| (*s, eff(s)))
+                .collect();
+            let chosen = set.first().and_then(|(_, v)| v.clone());
+            for (s, v) in &set[set.len().min(1)..] {
+                if v.as_ref().map(|v| &v.value) != chosen.as_ref().map(|c| &c.value) {
+                    let show = |v: &Option<At<Vec<String>>>| {
+                        v.as_ref()
+                            .map_or("NGINX's default".to_string(), |v| v.value.join(" "))
+                    };
+                    let loc = v.as_ref().map_or(&s.loc, |v| &v.loc);
+                    let msg = format!(
+                        "lb has one {name} for all servers: {} used, not {}",
+                        show(&chosen),
+                        show(v)
+                    );
+                    notes.add(loc, name, msg);
+                }
+            }
+            chosen
+        };
+        let all = |_: &Server| true;
+        let mut keys = Vec::new();
+        let times = [
+            ("keepalive_timeout", "keepalive_timeout", "75s"),
+            ("client_header_timeout", "header_timeout", "60s"),
+            ("client_body_timeout", "body_timeout", "60s"),
+        ];
+        for (name, key, default) in times {
+            let v = pick(name, &all, notes);
+            let (text, why) = match &v {
+                Some(v) => (
+                    v.value.first().cloned().unwrap_or_default(),
+                    format!("{}: {name}", v.loc),
+                ),
+                None => (default.to_string(), format!("{name}: NGINX's default")),
+            };
+            if let Some(extra) = v.as_ref().and_then(|v| v.value.get(1).map(|x| (x, &v.loc))) {
+                let msg = format!(
+                    "second argument {}: lb sends no Keep-Alive header, ignored",
+                    extra.0
+                );
+                notes.add(extra.1, name, msg);
+            }
+            match duration(&text) {
+                Some(d) if d != "0s" => keys.push((key, super::emit::string(&d), why)),
+                _ => {
+                    if let Some(v) = &v {
+                        let msg = format!(
+                            "{text:?}: lb needs a time above 0 here, ignored (lb's default stays)"
+                        );
+                        notes.add(&v.loc, name, msg);
+                    }
+                }
+            }
+        }
+        let buffers = pick("large_client_header_buffers", &all, notes);
+        let (n, bytes, why) = match &buffers {
+            Some(b) => (
+                b.value.first().and_then(|n| n.parse::<u64>().ok()),
+                b.value.get(1).and_then(|s| size(s)),
+                format!("{}: large_client_header_buffers", b.loc),
+            ),
+            None => (
+                Some(4),
+                Some(8192),
+                "large_client_header_buffers 4 8k: NGINX's default".to_string(),
+            ),
+        };
+        match (n, bytes) {
+            (Some(n), Some(size)) => {
+                keys.push((
+                    "max_uri_bytes",
+                    size.clamp(16, 1 << 20).to_string(),
+                    format!("{why} (a request line fits one buffer)"),
+                ));
+                keys.push((
+                    "max_header_bytes",
+                    (n * size).clamp(1024, 1 << 20).to_string(),
+                    format!("{why} (all buffers together)"),
+                ));
+            }
+            _ => {
+                if let Some(b) = &buffers {
+                    notes.add(
+                        &b.loc,
+                        "large_client_header_buffers",
+                        "expects a number and a size, ignored",
+                    );
+                }
+            }
+        }
+        // client_max_body_size: lb has one limit, the http level's (locations that differ
+        // are noted with their routes).
+        let (body, why) = match &self.http_body {
+            Some(b) => (b.value.clone(), format!("{}: client_max_body_size", b.loc)),
+            None => (
+                "1m".to_string(),
+                "client_max_body_size 1m: NGINX's default".to_string(),
+            ),
+        };
+        match size(&body) {
+            Some(0) => keys.push((
+                "max_body_bytes",
+                i64::MAX.to_string(),
+                format!("{why} (0: no limit)"),
+            )),
+            Some(n) => keys.push(("max_body_bytes", n.to_string(), why)),
+            None => {
+                if let Some(b) = &self.http_body {
+                    notes.add(
+                        &b.loc,
+                        "client_max_body_size",
+                        format!("{body:?} is not a size, ignored"),
+                    );
+                }
+            }
+        }
+        out.server_keys = keys;
+        // ssl_protocols: the lowest version any TLS server accepts.
+        let tls = |s: &Server| s.listens.iter().any(|l| l.ssl);
+        if !out.tls_listen.is_empty() {
+            let v = pick("ssl_protocols", &tls, notes);
+            let protos: Vec<String> = match &v {
+                Some(v) => v.value.clone(),
+                None => vec!["TLSv1.2".into(), "TLSv1.3".into()],
+            };
+            let old = protos
+                .iter()
+                .any(|p| matches!(p.as_str(), "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1"));
+            let min = if protos.iter().all(|p| p == "TLSv1.3") {
+                "1.3"
+            } else {
+                "1.2"
+            };
+            let loc = v.as_ref().map_or(
+                servers.iter().find(|s| tls(s)).map(|s| s.loc.clone()),
+                |v| Some(v.loc.clone()),
+            );
+            if let Some(loc) = loc {
+                if old {
+                    notes.add(
+                        &loc,
+                        "ssl_protocols",
+                        "lb speaks TLS 1.2 and 1.3 only: older versions are not offered",
+                    );
+                }
+                if !protos.iter().any(|p| p == "TLSv1.3") {
+                    notes.add(&loc, "ssl_protocols", "no TLSv1.3: lb offers TLS 1.3 as well (it has a lowest version, not a list)");
+                }
+                out.tls_min_version = Some(At {
+                    value: min.to_string(),
+                    loc,
+                });
+            }
+        }
+        // resolver: the http level's, else the first server's.
+        let resolver = self
+            .http_wide
+            .get("resolver")
+            .cloned()
+            .or_else(|| servers.iter().find_map(|s| s.wide.get("resolver").cloned()));
+        if let Some(r) = resolver {
+            let mut nameservers = Vec::new();
+            for a in &r.value {
+                if let Some((k, _)) = a.split_once('=') {
+                    let why = match k {
+                        "valid" => "lb follows each answer's TTL (at least every resolve_interval)",
+                        "ipv6" => "lb asks for A and AAAA records",
+                        _ => NOT_SUPPORTED,
+                    };
+                    notes.add(&r.loc, "resolver", format!("{a}: {why}, ignored"));
+                    continue;
+                }
+                let full = if a.parse::<std::net::Ipv6Addr>().is_ok() {
+                    format!("[{a}]:53")
+                } else {
+                    with_port(a, 53)
+                };
+                match full.parse::<SocketAddr>() {
+                    Ok(sa) => nameservers.push(sa.to_string()),
+                    Err(_) => notes.add(
+                        &r.loc,
+                        "resolver",
+                        format!("{a}: lb takes IP addresses only, skipped"),
+                    ),
+                }
+            }
+            let timeout = self
+                .http_wide
+                .get("resolver_timeout")
+                .and_then(|t| t.value.first().and_then(|t| duration(t)));
+            if !nameservers.is_empty() {
+                out.resolver = Some(Resolver {
+                    nameservers,
+                    timeout,
+                    loc: r.loc.clone(),
+                });
+            }
+        }
+    }
+
+    /// `max_conns` without a `zone` is per NGINX worker: lb's limit is for the whole process.
+    fn max_conns(&mut self, notes: &mut Notes) {
+        let workers = self.workers.clone();
+        for u in self.upstreams.iter_mut().filter(|u| !u.zone) {
+            for b in u.backends.iter_mut() {
+                let Some(m) = b.max_conns else { continue };
+                let msg = match workers.as_ref().map(|w| (w, w.value.parse::<u32>())) {
+                    None => "max_conns without zone counts per NGINX worker; worker_processes is not set here (NGINX's default 1): kept as is".to_string(),
+                    Some((w, Ok(n))) => {
+                        let total = m.saturating_mul(n.max(1));
+                        b.max_conns = Some(total);
+                        format!("max_conns without zone counts per NGINX worker: {m} x worker_processes {n} (at {}) = {total} for lb's one process", w.loc)
+                    }
+                    Some((w, Err(_))) => format!("max_conns without zone counts per NGINX worker and worker_processes is {:?} (at {}): kept as {m}, multiply it by NGINX's worker count", w.value, w.loc),
+                };
+                notes.add(&b.loc, "server", msg);
+            }
+        }
     }
 
     /// The servers whose routes also answer any host, for the plain listeners and for the TLS
@@ -323,12 +761,14 @@ impl Mapper<'_> {
         s: &Server,
         default: Option<Option<&'static str>>,
         scheme: Option<&'static str>,
+        why_not: Option<String>,
         routes: &mut Vec<Route>,
         notes: &mut Notes,
     ) {
         if s.names.is_empty() && default.is_none() {
             if !s.locations.is_empty() || s.ret.is_some() {
-                let msg = "no server_name lb can match and not the default server: its locations are not carried over";
+                let why = why_not.unwrap_or_default();
+                let msg = format!("{why}: its locations are not carried over");
                 notes.add(&s.loc, "server", msg);
             }
             return;
@@ -377,6 +817,38 @@ impl Mapper<'_> {
             return;
         }
         for l in &s.locations {
+            if l.named.is_some() {
+                continue;
+            }
+            let l = &match &l.fallback {
+                None => l.clone(),
+                Some(f) => match s
+                    .locations
+                    .iter()
+                    .find(|n| n.named.as_deref() == Some(&f.value))
+                {
+                    Some(n) if !n.target.is_empty() || n.respond.is_some() => {
+                        let msg = format!("NGINX serves files that exist first and sends the rest to {}; lb sends every request under location {} to {}'s proxy (static files stay behind)", f.value, l.label, f.value);
+                        notes.add(&f.loc, "try_files", msg);
+                        let mut security = l.security.clone();
+                        security.extend(n.security.iter().cloned());
+                        Location {
+                            target: n.target.clone(),
+                            https: n.https,
+                            settings: n.settings.clone(),
+                            respond: n.respond.clone(),
+                            security,
+                            fallback: None,
+                            ..l.clone()
+                        }
+                    }
+                    _ => {
+                        let msg = format!("{} is not a named location of this server that proxies: location {} stays behind (NGINX serves files here)", f.value, l.label);
+                        notes.add(&f.loc, "try_files", msg);
+                        continue;
+                    }
+                },
+            };
             if let Some(respond) = &l.respond {
                 for (host, scheme) in &hosts {
                     let r = Route {
@@ -407,6 +879,10 @@ impl Mapper<'_> {
                 notes.add(&l.loc, format!("location {}", l.label), msg);
                 continue;
             }
+            if !self.secure(l, notes) {
+                continue;
+            }
+            self.body_size(l, notes);
             let Some(name) = location::bind(l, &mut self.upstreams, notes) else {
                 continue;
             };
@@ -430,6 +906,38 @@ impl Mapper<'_> {
                     continue;
                 }
                 routes.push(r);
+            }
+        }
+    }
+
+    /// Security directives over a proxying location: a refusal, or with `--allow-insecure` a
+    /// note that it became public. `false` when the location is refused.
+    fn secure(&mut self, l: &Location, notes: &mut Notes) -> bool {
+        for d in &l.security {
+            let name = d.value.split(' ').next().unwrap_or_default().to_string();
+            if self.options.allow_insecure {
+                let msg = format!("`{}` is not enforced by lb (--allow-insecure): location {} at {} is PUBLIC in lb", d.value, l.label, l.loc);
+                notes.add(&d.loc, name, msg);
+            } else {
+                let msg = format!("`{}` restricts location {} at {}, and lb cannot enforce it: the location would become public, import refused (--allow-insecure imports it as public)", d.value, l.label, l.loc);
+                self.refusals.push(Note {
+                    loc: d.loc.clone(),
+                    name,
+                    message: msg,
+                });
+            }
+        }
+        self.options.allow_insecure || l.security.is_empty()
+    }
+
+    /// lb has one body limit (`server.max_body_bytes`, the http level's `client_max_body_size`):
+    /// a location with another one is noted.
+    fn body_size(&self, l: &Location, notes: &mut Notes) {
+        let global = self.http_body.as_ref().map_or("1m", |b| b.value.as_str());
+        if let Some(b) = &l.body_size {
+            if size(&b.value) != size(global) {
+                let msg = format!("{}: lb has one body limit for all routes (server.max_body_bytes, from {global}); location {} gets that one", b.value, l.label);
+                notes.add(&b.loc, "client_max_body_size", msg);
             }
         }
     }
@@ -466,11 +974,29 @@ impl Mapper<'_> {
     fn listeners(
         &self,
         servers: &[Server],
+        live: &[bool],
         default: Option<usize>,
         out: &mut Import,
         notes: &mut Notes,
     ) {
-        let all: Vec<&Listen> = servers.iter().flat_map(|s| &s.listens).collect();
+        let all: Vec<&Listen> = servers
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| **l)
+            .flat_map(|(s, _)| &s.listens)
+            .collect();
+        // A listener only servers without routes had would answer with the others' routes.
+        for (s, _) in servers.iter().zip(live).filter(|(_, l)| !**l) {
+            for l in &s.listens {
+                if !all.iter().any(|a| a.addr == l.addr) {
+                    let msg = format!(
+                        "{}: no server on this address has a route lb can serve (the server at {} has none), listener dropped rather than answering with other servers' routes",
+                        l.addr, s.loc
+                    );
+                    notes.add(&l.loc, "listen", msg);
+                }
+            }
+        }
         let ssl: HashSet<&str> = all
             .iter()
             .filter(|l| l.ssl)
@@ -492,8 +1018,9 @@ impl Mapper<'_> {
         let http2_listen = all.iter().find(|l| l.ssl && l.http2).map(|l| l.loc.clone());
         let http2_on = servers
             .iter()
-            .filter(|s| s.listens.iter().any(|l| ssl.contains(l.addr.as_str())))
-            .find_map(|s| s.http2.clone());
+            .zip(live)
+            .filter(|(s, l)| **l && s.listens.iter().any(|l| ssl.contains(l.addr.as_str())))
+            .find_map(|(s, _)| s.http2.clone());
         out.http2 = http2_listen.or(http2_on);
         for l in all {
             let list = if ssl.contains(l.addr.as_str()) {
@@ -596,11 +1123,16 @@ struct TlsFiles {
     certs: Vec<At<String>>,
     keys: Vec<At<String>>,
     http2: Option<Loc>,
+    /// Legacy `ssl on;`.
+    ssl_on: Option<Loc>,
 }
 
 impl TlsFiles {
     fn owns(name: &str) -> bool {
-        matches!(name, "ssl_certificate" | "ssl_certificate_key" | "http2")
+        matches!(
+            name,
+            "ssl_certificate" | "ssl_certificate_key" | "http2" | "ssl"
+        )
     }
 
     /// Takes `d` if it is one of ours; `false` otherwise.
@@ -613,6 +1145,7 @@ impl TlsFiles {
             "ssl_certificate" => self.certs.push(value),
             "ssl_certificate_key" => self.keys.push(value),
             "http2" => self.http2 = (value.value == "on").then_some(d.loc.clone()),
+            "ssl" => self.ssl_on = (value.value == "on").then_some(d.loc.clone()),
             _ => return false,
         }
         true
@@ -632,6 +1165,7 @@ impl TlsFiles {
                 self.keys
             },
             http2: self.http2.or_else(|| http.http2.clone()),
+            ssl_on: self.ssl_on.or_else(|| http.ssl_on.clone()),
         }
     }
 
@@ -660,4 +1194,51 @@ impl TlsFiles {
         }
         out
     }
+}
+
+/// Server-wide lines of one level (`http` or a `server`): lb has one value for all servers.
+#[derive(Default, Clone)]
+struct Wide(Vec<(String, At<Vec<String>>)>);
+
+impl Wide {
+    fn owns(name: &str) -> bool {
+        matches!(
+            name,
+            "keepalive_timeout"
+                | "client_header_timeout"
+                | "client_body_timeout"
+                | "large_client_header_buffers"
+                | "resolver"
+                | "resolver_timeout"
+                | "ssl_protocols"
+        )
+    }
+
+    fn take(&mut self, d: &Directive) -> bool {
+        if !Self::owns(&d.name) {
+            return false;
+        }
+        self.0.retain(|(n, _)| *n != d.name);
+        let value = At {
+            value: d.args.clone(),
+            loc: d.loc.clone(),
+        };
+        self.0.push((d.name.clone(), value));
+        true
+    }
+
+    fn get(&self, name: &str) -> Option<&At<Vec<String>>> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+/// NGINX's size syntax (`512`, `8k`, `10m`, `1g`) in bytes.
+pub fn size(text: &str) -> Option<u64> {
+    let (digits, scale) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1 << 10),
+        b'm' | b'M' => (&text[..text.len() - 1], 1 << 20),
+        b'g' | b'G' => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(scale)
 }

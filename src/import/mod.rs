@@ -37,6 +37,7 @@ pub mod upstream;
 
 use std::path::Path;
 
+pub use map::Options;
 pub use model::{Import, Note};
 pub use tree::TreeError;
 
@@ -47,10 +48,16 @@ pub struct Imported {
     pub notes: Vec<Note>,
 }
 
-/// Reads the NGINX config at `path` (and what it includes) and translates it. `Err` is one line:
-/// a syntax error (`file:line:column: ...`), an unreadable file, an include cycle, or a config
-/// with nothing lb can serve.
+/// [`import_with`] with the default options (security directives refuse the import).
 pub fn import(path: &Path) -> Result<Imported, String> {
+    import_with(path, Options::default())
+}
+
+/// Reads the NGINX config at `path` (and what it includes) and translates it. `Err` is one line
+/// (a syntax error `file:line:column: ...`, an unreadable file, an include cycle, a config with
+/// nothing lb can serve), or one `file:line: ...` line per refusal: a security directive lb
+/// cannot enforce (without `--allow-insecure`), servers lb would route differently.
+pub fn import_with(path: &Path, options: Options) -> Result<Imported, String> {
     let tree = tree::load(path).map_err(|e| e.0)?;
     let conf_dir = path.parent().unwrap_or(Path::new(""));
     let conf_dir = std::fs::canonicalize(if conf_dir.as_os_str().is_empty() {
@@ -64,8 +71,17 @@ pub fn import(path: &Path) -> Result<Imported, String> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let mut import =
-        map::map(&tree, &conf_dir, &mut notes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut import = map::map(&tree, &conf_dir, options, &mut notes).map_err(|e| match e {
+        map::Failure::Nothing(e) => format!("{}: {e}", path.display()),
+        map::Failure::Refused(lines) => {
+            let lines: Vec<String> = lines.iter().map(|n| n.to_string()).collect();
+            format!(
+                "refused ({} line(s) lb cannot carry over safely):\n{}",
+                lines.len(),
+                lines.join("\n")
+            )
+        }
+    })?;
     import.source = source;
     // A file included in several places repeats its notes word for word: once is enough.
     let mut seen = std::collections::HashSet::new();

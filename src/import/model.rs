@@ -21,6 +21,20 @@ pub struct Import {
     pub routes: Vec<Route>,
     /// `[rate_limits]`: the zones routes use.
     pub rate_limits: Vec<super::limit::RateLimit>,
+    /// Other `[server]` keys: (key, TOML value, comment).
+    pub server_keys: Vec<(&'static str, String, String)>,
+    /// `server.tls.min_version` from `ssl_protocols`.
+    pub tls_min_version: Option<At<String>>,
+    /// `[resolver]` from `resolver` / `resolver_timeout`.
+    pub resolver: Option<Resolver>,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    pub nameservers: Vec<String>,
+    pub timeout: Option<String>,
+    pub loc: Loc,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +75,11 @@ pub struct Backend {
     pub backup: bool,
     pub down: bool,
     pub resolve: bool,
+    /// `service=`: the SRV name lb follows instead of `address`.
+    pub srv: Option<String>,
+    /// The name `hash ... consistent` hashes when it is not `address` (NGINX hashes the
+    /// `server` argument as written: `10.0.0.1`, not `10.0.0.1:80`).
+    pub hash_name: Option<String>,
     pub loc: Loc,
 }
 
@@ -73,6 +92,8 @@ impl Backend {
             backup: false,
             down: false,
             resolve: false,
+            srv: None,
+            hash_name: None,
             loc,
         }
     }
@@ -97,6 +118,12 @@ pub struct UseSettings {
     pub read_timeout: Option<At<String>>,
     pub write_timeout: Option<At<String>>,
     pub retries: Option<At<u32>>,
+    /// `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`, `proxy_ssl_name`,
+    /// `proxy_ssl_server_name` as written.
+    pub ssl_verify: Option<At<String>>,
+    pub ssl_ca: Option<At<String>>,
+    pub ssl_name: Option<At<String>>,
+    pub ssl_server_name: Option<At<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +140,8 @@ pub struct Upstream {
     pub tls: bool,
     /// Set by the first location that proxies here.
     pub settings: Option<UseSettings>,
+    /// The block has a `zone` (shared state: `max_conns` is for all workers together).
+    pub zone: bool,
 }
 
 /// How a route matches the path.

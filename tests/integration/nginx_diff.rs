@@ -263,14 +263,16 @@ fn get_host(target: impl Into<String>, host: &str) -> Req {
     }
 }
 
-/// What a proxy's answer says: status, the backend, and (from sample-backend's `/echo` JSON) the
-/// target and `Host` the backend received.
+/// What a proxy's answer says: status, the backend, (from sample-backend's `/echo` JSON) the
+/// target and `Host` the backend received, and a redirect's `Location`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     status: u16,
     backend: String,
     path: String,
     host: String,
+    /// The `Location` of a redirect.
+    location: String,
 }
 
 fn send(addr: SocketAddr, req: &Req) -> Seen {
@@ -304,6 +306,21 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
         backend: r.backend(),
         path: json["path"].as_str().unwrap_or("").to_string(),
         host: host.unwrap_or("").to_string(),
+        location: self_relative(r.header("location").unwrap_or(""), addr.port()),
+    }
+}
+
+/// A `Location` pointing back at the proxy itself as a path: NGINX writes its automatic
+/// redirects absolute (`http://localhost:PORT/echo/`, `absolute_redirect on`), lb relative
+/// (`/echo/`); both send the client to the same place, and the ports differ between the two.
+fn self_relative(location: &str, port: u16) -> String {
+    let Some(rest) = location.strip_prefix("http://") else {
+        return location.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once(':') {
+        Some((_, p)) if p == port.to_string() => path.to_string(),
+        _ => location.to_string(),
     }
 }
 
@@ -1045,5 +1062,154 @@ fn nginx_diff_return_answers_and_redirects() {
                 assert_eq!((&lb.1, &lb.2, &lb.3), (&n.1, &n.2, &n.3), "answer to {t}");
             }
         }
+    }
+}
+
+/// Issue 27 item 10: `server 127.0.27.N;` (no port) is hashed as written by NGINX; the import
+/// gives each backend `hash_name`, so the same keys reach the same backends.
+#[test]
+fn nginx_diff_consistent_hash_servers_without_port() {
+    let Some(bin) = nginx_or_skip("nginx_diff_consistent_hash_servers_without_port") else {
+        return;
+    };
+    let names = ["a", "b", "c", "d"];
+    let b: Vec<Backend> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Backend::start_at(n, &format!("127.0.27.{}:80", i + 1), &[]))
+        .collect();
+    let case = Case::new(
+        "upstream up { hash $request_uri consistent; server 127.0.27.1; server 127.0.27.2; \
+         server 127.0.27.3; server 127.0.27.4; }
+         server { listen %LISTEN%; location /echo/ { proxy_pass http://up; } }",
+        r#"[upstreams.up]
+           strategy = "consistent_hash"
+           hash_key = "uri"
+           host_header = "upstream"
+           backends = [
+             { address = "127.0.27.1:80", hash_name = "127.0.27.1" },
+             { address = "127.0.27.2:80", hash_name = "127.0.27.2" },
+             { address = "127.0.27.3:80", hash_name = "127.0.27.3" },
+             { address = "127.0.27.4:80", hash_name = "127.0.27.4" },
+           ]
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "up""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let reqs: Vec<Req> = (0..120).map(|i| get(format!("/echo/k/{i}"))).collect();
+    let p = Pair::start(&bin, &case);
+    let seen = p.agree("hash $request_uri consistent, servers without port", &reqs);
+    assert_eq!(distinct(&seen).len(), 4, "every backend has keys");
+}
+
+/// Issue 27 items 9 and 14: a nested prefix location stays under its parent, and
+/// `try_files $uri @app` sends what is not a file to the named location's proxy.
+#[test]
+fn nginx_diff_nested_prefix_and_try_files_named_location() {
+    let Some(bin) = nginx_or_skip("nginx_diff_nested_prefix_and_try_files_named_location") else {
+        return;
+    };
+    let b = backends(&["app", "admin", "named"]);
+    let case = Case::new(
+        "upstream u_app { server %A%; } upstream u_admin { server %B%; }
+         upstream u_named { server %C%; }
+         server { listen %LISTEN%;
+           location /echo/app/ { proxy_pass http://u_app;
+             location /echo/app/admin/ { proxy_pass http://u_admin; } }
+           location /echo/ { try_files $uri @named; }
+           location @named { proxy_pass http://u_named; }
+         }",
+        r#"[upstreams.u_app]
+           host_header = "upstream"
+           backends = ["%A%"]
+           [upstreams.u_admin]
+           host_header = "upstream"
+           backends = ["%B%"]
+           [upstreams.u_named]
+           host_header = "upstream"
+           backends = ["%C%"]
+           [[routes]]
+           path_prefix = "/echo/app/"
+           upstream = "u_app"
+           [[routes]]
+           path_prefix = "/echo/app/admin/"
+           upstream = "u_admin"
+           [[routes]]
+           path_prefix = "/echo/"
+           upstream = "u_named""#,
+        &b.iter().collect::<Vec<_>>(),
+    );
+    let reqs: Vec<Req> = [
+        "/echo/app/x",
+        "/echo/app/admin/y",
+        "/echo/app/adminx",
+        "/echo/other",
+        "/echo/a/b?q=1",
+    ]
+    .into_iter()
+    .map(get)
+    .collect();
+    let p = Pair::start(&bin, &case);
+    p.agree("nested prefix and try_files @named", &reqs);
+}
+
+/// The differential corpus (tests/nginx/diff/, see its README): every file either runs on real
+/// NGINX and on lb's import of it with the same answers to its `#! GET HOST PATH` requests, or
+/// (`#! refused TEXT`) makes the import exit 1 with TEXT.
+#[test]
+fn nginx_diff_corpus() {
+    let Some(bin) = nginx_or_skip("nginx_diff_corpus") else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nginx/diff");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "corpus missing: {}", dir.display());
+    let b = backends(&["a", "b", "c", "d"]);
+    let all: Vec<&Backend> = b.iter().collect();
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).unwrap();
+        let body = Case::new(&text, "", &all).nginx;
+        let mut reqs = Vec::new();
+        let mut refused = None;
+        for line in text.lines().filter_map(|l| l.strip_prefix("#! ")) {
+            match line.split_once(' ') {
+                Some(("refused", want)) => refused = Some(want.to_string()),
+                Some(("GET", rest)) => {
+                    let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
+                    reqs.push(get_host(target, host));
+                }
+                _ => panic!("{name}: unknown line #! {line}"),
+            }
+        }
+        if let Some(want) = refused {
+            let tmp = temp_dir("nginx-diff-refused");
+            let conf = tmp.join(&name);
+            let filled = body
+                .replace("%LISTEN%", &format!("127.0.0.1:{}", free_port()))
+                .replace("%LISTEN2%", &format!("127.0.0.1:{}", free_port()));
+            std::fs::write(&conf, filled).unwrap();
+            let out = Command::new(LB)
+                .arg("import-nginx")
+                .arg(&conf)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name}: not refused:\n{err}");
+            assert!(err.contains(&want), "{name}: {want:?} not in:\n{err}");
+            continue;
+        }
+        assert!(!reqs.is_empty(), "{name}: no requests");
+        let nginx = Nginx::start(&bin, &body);
+        let lb = start_imported(&nginx);
+        let n = run(nginx.addr, &reqs);
+        let l = run(lb.addr, &reqs);
+        assert_same(&name, &reqs, &n, &l);
     }
 }

@@ -269,6 +269,7 @@ impl Checker {
                 down: None,
                 max_conns: None,
                 resolve: None,
+                hash_name: None,
             },
             v @ Value::Table(_) => self.decode::<BackendTable>(path, v)?,
             _ => {
@@ -369,6 +370,12 @@ impl Checker {
             Some(_) => Some(SocketAddr::from(([0, 0, 0, 0], 0))),
             None => self.resolve(&join(path, "address"), &address),
         };
+        if t.hash_name.as_deref() == Some("") {
+            self.problem(
+                join(path, "hash_name"),
+                "must not be empty (leave it out to hash the address)",
+            );
+        }
         Some(BackendConfig {
             address,
             addr: addr?,
@@ -377,6 +384,7 @@ impl Checker {
             backup,
             down,
             max_conns,
+            hash_name: t.hash_name.filter(|h| !h.is_empty()),
         })
     }
 
