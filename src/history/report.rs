@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
-use super::query::{format_time, sorted, summary, Window};
-use crate::runtime::Shared;
-use crate::state::history::{Histogram, Sample, Series};
+use super::query::{format_time, summary, Window};
+use crate::runtime::{Event, Shared};
+use crate::state::history::{Copy, Histogram, Sample, SeriesCopy};
 
 const COLORS: &[&str] = &[
     "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563",
@@ -118,24 +118,26 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn points(s: &Series, w: Window, f: impl Fn(&Sample) -> Option<f64>) -> Vec<(u64, f64)> {
+fn points(s: &SeriesCopy, f: impl Fn(&Sample) -> Option<f64>) -> Vec<(u64, f64)> {
     s.samples
         .iter()
-        .filter(|x| x.t >= w.from && x.t <= w.to)
         .filter_map(|x| f(x).map(|v| (x.t, v)))
         .collect()
 }
 
-/// The report page.
+/// The report page: the window is copied under the history lock, and the page rendered from the
+/// copy without it (a large report takes a while; the sampler must not wait for it).
 pub fn report(shared: &Shared, w: Window) -> String {
-    let store = shared
-        .history
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let (t0, t1) = (w.from.max(store.first_t), w.to.min(store.last_t));
-    let series = sorted(&store);
-    let label = |s: &Series| {
+    let copy = shared.history.copy(w.from, w.to);
+    let events = shared.events();
+    render(&copy, &events, &shared.config_path.display().to_string(), w)
+}
+
+/// Renders the page from a copy of the history (no lock, no shared state).
+pub fn render(copy: &Copy, all_events: &[Event], config_path: &str, w: Window) -> String {
+    let (t0, t1) = (w.from.max(copy.first_t), w.to.min(copy.last_t));
+    let series = &copy.series;
+    let label = |s: &SeriesCopy| {
         if s.backend.is_empty() {
             format!("{} (all)", s.upstream)
         } else {
@@ -153,11 +155,10 @@ pub fn report(shared: &Shared, w: Window) -> String {
         h.quantile_ms(0.99)
     };
     let lines = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(String, Vec<(u64, f64)>)> {
-        series.iter().map(|s| (label(s), points(s, w, f))).collect()
+        series.iter().map(|s| (label(s), points(s, f))).collect()
     };
-    let events: Vec<(u64, String)> = shared
-        .events()
-        .into_iter()
+    let events: Vec<(u64, String)> = all_events
+        .iter()
         .map(|e| (e.time_ms / 1000, format!("{}: {}", e.kind, e.message)))
         .collect();
     let mut body = String::new();
@@ -166,7 +167,7 @@ pub fn report(shared: &Shared, w: Window) -> String {
         "<h1>lb load-test report</h1><p class=\"meta\">{} → {} · config {}</p>",
         format_time(t0),
         format_time(t1),
-        esc(&shared.config_path.display().to_string())
+        esc(config_path)
     );
     if series.is_empty() {
         body.push_str("<p>No samples in this window.</p>");
@@ -187,13 +188,8 @@ pub fn report(shared: &Shared, w: Window) -> String {
          <th>requests</th><th>req/s</th><th>4xx</th><th>5xx</th><th>error rate</th><th>p50 ms</th>\
          <th>p90 ms</th><th>p99 ms</th></tr></thead><tbody>",
     );
-    for s in &series {
-        let v = summary(
-            s.samples
-                .iter()
-                .filter(|x| x.t >= w.from && x.t <= w.to)
-                .copied(),
-        );
+    for s in series {
+        let v = summary(s.samples.iter().copied());
         let ms = |k: &str| v[k].as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
         let _ = write!(
             body,
@@ -212,10 +208,9 @@ pub fn report(shared: &Shared, w: Window) -> String {
         );
     }
     body.push_str("</tbody></table>");
-    drop(store);
     body.push_str("<h2>Events</h2><ul id=\"events\">");
     let mut any = false;
-    for e in shared.events() {
+    for e in all_events {
         let t = e.time_ms / 1000;
         if t < w.from || t > w.to {
             continue;
@@ -244,4 +239,72 @@ pub fn report(shared: &Shared, w: Window) -> String {
          th:nth-child(-n+2){{text-align:left}}li{{margin:2px 0}}</style></head><body>{body}</body></html>",
         format_time(t0)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::history::{History, Layout, TickBackend, TickUpstream};
+    use crate::state::stats::Totals;
+    use std::time::Instant;
+
+    /// `backends` backends over `seconds` seconds, each answering one more request a second.
+    fn filled(backends: usize, seconds: u64) -> History {
+        let h = History::default();
+        let layout = Layout {
+            keep_s: seconds,
+            backend_s: 1,
+        };
+        let addrs: Vec<std::sync::Arc<str>> = (0..backends)
+            .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250).into())
+            .collect();
+        for t in 0..seconds {
+            let mut totals = Totals::default();
+            totals.classes[1] = t * (t + 1) / 2;
+            totals.buckets[4] = totals.classes[1];
+            let up = TickUpstream {
+                name: "api".into(),
+                own: Totals::default(),
+                backends: addrs
+                    .iter()
+                    .map(|a| TickBackend {
+                        address: a.clone(),
+                        name: None,
+                        totals,
+                        in_flight: 0,
+                        state: 0,
+                    })
+                    .collect(),
+            };
+            h.tick(1_000_000 + t, layout, &[up]);
+        }
+        h
+    }
+
+    #[test]
+    fn a_large_report_renders_without_the_history_lock() {
+        // Issue 28, item 3: 150 backends over 20 minutes (debug build; the figures scale
+        // linearly to an hour). The page renders from a copy while the test holds the lock
+        // the sampler's tick takes: rendering under it would deadlock here.
+        let h = filled(150, 1200);
+        let all = Window {
+            from: 0,
+            to: u64::MAX,
+        };
+        let t = Instant::now();
+        let copy = h.copy(all.from, all.to);
+        let copied = t.elapsed();
+        let held = h.store.lock().unwrap();
+        let t = Instant::now();
+        let page = render(&copy, &[], "lb.toml", all);
+        let rendered = t.elapsed();
+        drop(held);
+        assert!(page.contains("Throughput") && page.contains("10.0.0.149:80"));
+        assert_eq!(copy.series.len(), 151);
+        eprintln!(
+            "150 backends x 1200 s: lock held {copied:?} to copy, page ({} bytes) rendered in \
+             {rendered:?} without it",
+            page.len()
+        );
+    }
 }
