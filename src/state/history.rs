@@ -347,6 +347,11 @@ fn diff(
         ..Series::default()
     });
     series.name = name;
+    // Running totals that went down are a new backend state (a reload removed and re-added the
+    // backend): its series continues, counting from zero again.
+    if (0..5).any(|i| now.classes[i] < series.last.classes[i]) {
+        series.last = Totals::default();
+    }
     let mut s = Sample {
         seconds: 1,
         in_flight: in_flight.min(u32::MAX as u64) as u32,
@@ -514,6 +519,23 @@ mod tests {
         let secs: u64 = a.samples.iter().map(|s| s.seconds as u64).sum::<u64>()
             + a.open.map_or(0, |s| s.seconds as u64);
         assert_eq!(secs, 12);
+    }
+
+    #[test]
+    fn a_backend_removed_and_re_added_counts_on_in_its_series() {
+        // Issue 28, item 11: the re-added backend's counters restart at 0; its series goes on
+        // and counts them (it counted nothing until they passed the old totals).
+        let h = History::default();
+        let layout = Layout {
+            keep_s: 100,
+            backend_s: 1,
+        };
+        tick(&h, 100, layout, totals(50, 0, 3), totals(0, 0, 3));
+        tick(&h, 101, layout, totals(7, 0, 3), totals(0, 0, 3));
+        let store = h.store.lock().unwrap();
+        let a = &store.series[&(Arc::from("api"), Arc::from("a"))];
+        let reqs: Vec<u64> = a.samples.iter().map(Sample::requests).collect();
+        assert_eq!(reqs, vec![50, 7]);
     }
 
     #[test]
