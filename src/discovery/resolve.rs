@@ -1,5 +1,6 @@
-//! The DNS side of discovery: the hickory resolver (from `[resolver]`, else resolv.conf; no
-//! cache, so every resolution asks the server) and one lookup of an entry, classified the way
+//! The DNS side of discovery: the hickory resolver (servers from `[resolver]`, else resolv.conf;
+//! resolv.conf's search list and ndots either way, as getaddrinfo; no cache, so every resolution
+//! asks the server) and one lookup of an entry, classified the way
 //! [`super`] acts on it.
 
 use std::future::Future;
@@ -115,10 +116,19 @@ pub fn resolver(config: Option<&ResolverConfig>) -> Result<Arc<TokioResolver>, S
             return Ok(r.clone());
         }
     }
+    let search = Search::read(&resolv_conf_path());
     let mut builder = match config {
+        // Servers, search domains and ndots from /etc/resolv.conf (hickory reads it).
         None => TokioResolver::builder_tokio().map_err(|e| e.to_string())?,
         Some(c) => {
+            // `[resolver]` names the servers; search domains still come from resolv.conf, as
+            // getaddrinfo would use them.
             let mut servers = Servers::new();
+            for d in &search.search {
+                if let Ok(n) = hickory_resolver::Name::from_utf8(d) {
+                    servers.add_search(n);
+                }
+            }
             for ns in &c.nameservers {
                 servers.add_name_server(NameServerConfig::new(*ns, Protocol::Udp));
                 servers.add_name_server(NameServerConfig::new(*ns, Protocol::Tcp));
@@ -127,6 +137,9 @@ pub fn resolver(config: Option<&ResolverConfig>) -> Result<Arc<TokioResolver>, S
         }
     };
     let opts = builder.options_mut();
+    if config.is_some() {
+        opts.ndots = search.ndots;
+    }
     // lb decides when to ask again (TTL, resolve_interval): every lookup goes to the server.
     opts.cache_size = 0;
     opts.attempts = 1;
@@ -263,7 +276,7 @@ pub fn srv_answer(answers: Vec<(String, Answer)>, mut ttl: Duration) -> Answer {
 
 /// A and AAAA for `host`, at once.
 async fn name(r: &TokioResolver, host: &str, port: u16, weight: u32, backup: bool) -> Answer {
-    let name = fqdn(host);
+    let name = query_name(host);
     let (a, aaaa) = tokio::join!(r.ipv4_lookup(name.clone()), r.ipv6_lookup(name));
     let found = |ips: Vec<IpAddr>| -> Vec<Found> {
         ips.into_iter()
@@ -337,7 +350,59 @@ async fn name(r: &TokioResolver, host: &str, port: u16, weight: u32, backup: boo
     }
 }
 
-/// Names are absolute: no search domains are tried.
+/// The resolv.conf lb reads `search`/`domain` and `ndots` from with `[resolver]` set:
+/// `/etc/resolv.conf`, or `LB_RESOLV_CONF` (for tests).
+fn resolv_conf_path() -> std::path::PathBuf {
+    std::env::var_os("LB_RESOLV_CONF")
+        .map(Into::into)
+        .unwrap_or_else(|| "/etc/resolv.conf".into())
+}
+
+/// resolv.conf's search list and `options ndots:` (glibc's rules: the last `search` or
+/// `domain` line wins; ndots defaults to 1, at most 15).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Search {
+    pub search: Vec<String>,
+    pub ndots: usize,
+}
+
+impl Search {
+    pub fn read(path: &std::path::Path) -> Search {
+        Search::parse(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    pub fn parse(text: &str) -> Search {
+        let mut out = Search {
+            search: Vec::new(),
+            ndots: 1,
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("search") => out.search = words.map(str::to_string).collect(),
+                Some("domain") => out.search = words.take(1).map(str::to_string).collect(),
+                Some("options") => {
+                    for w in words {
+                        if let Some(n) = w.strip_prefix("ndots:").and_then(|n| n.parse().ok()) {
+                            out.ndots = usize::min(n, 15);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// A configured name as hickory should look it up: a name ending in `.` is absolute; any other
+/// goes through the search list as getaddrinfo does (one with at least `ndots` dots is tried as
+/// is first, a shorter one after the search domains).
+fn query_name(host: &str) -> String {
+    host.to_string()
+}
+
+/// SRV names and targets are absolute: no search domains are tried.
 fn fqdn(host: &str) -> String {
     if host.ends_with('.') {
         host.to_string()
@@ -386,6 +451,26 @@ mod tests {
             ttl: Duration::from_secs(5),
             stale: Vec::new(),
         }
+    }
+
+    #[test]
+    fn resolv_conf_search_and_ndots() {
+        let s = Search::parse(
+            "# k8s\nnameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local\n\
+             options ndots:5 timeout:2\n",
+        );
+        assert_eq!(
+            s,
+            Search {
+                search: vec!["ns.svc.cluster.local".into(), "svc.cluster.local".into()],
+                ndots: 5
+            }
+        );
+        assert_eq!(
+            Search::parse("domain example.org\n").search,
+            ["example.org"]
+        );
+        assert_eq!(Search::parse("").ndots, 1);
     }
 
     #[test]

@@ -375,3 +375,31 @@ fn one_failing_srv_target_does_not_freeze_the_others() {
         "the failing target is named: {text}"
     );
 }
+
+#[test]
+fn resolve_names_honour_the_resolv_conf_search_list() {
+    // Issue 28, item 7: `api:PORT` with `resolve = true` is looked up as getaddrinfo would:
+    // fewer dots than ndots, so through the search list (here lbtest.test) first.
+    let port = free_port();
+    let a = backend_on("127.0.0.2", port);
+    let dns = Dns::start(&hosts(&["127.0.0.2"]), &[]);
+    let dir = temp_dir("resolv");
+    let conf = dir.join("resolv.conf");
+    std::fs::write(
+        &conf,
+        "nameserver 127.0.0.1\nsearch nowhere.test lbtest.test\noptions ndots:2\n",
+    )
+    .unwrap();
+    let lb = Lb::start_with_env(
+        &config(
+            &dns,
+            &format!("{{ address = \"api:{port}\", resolve = true }}"),
+            "",
+        ),
+        "",
+        &[("LB_RESOLV_CONF", conf.to_str().unwrap())],
+    );
+    let r = lb.get("/");
+    assert_eq!(r.status, 200, "{}", lb.log_text());
+    assert_eq!(r.backend(), a.name);
+}
