@@ -147,10 +147,13 @@ pub fn state_name(s: u8) -> &'static str {
 /// The window's totals of one series: requests, errors, percentiles from the merged histogram.
 pub fn summary(samples: impl Iterator<Item = Sample>) -> Value {
     let mut h = Histogram::default();
-    let (mut n, mut e4, mut e5, mut secs) = (0u64, 0u64, 0u64, 0u64);
+    let (mut n, mut e4, mut e5, mut secs, mut active) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for s in samples {
         h.add(&s);
         n += s.requests();
+        if s.requests() > 0 {
+            active += s.seconds as u64;
+        }
         e4 += s.classes[3] as u64;
         e5 += s.classes[4] as u64;
         secs += s.seconds as u64;
@@ -161,6 +164,9 @@ pub fn summary(samples: impl Iterator<Item = Sample>) -> Value {
         "errors_5xx": e5,
         "error_rate": if n > 0 { (e4 + e5) as f64 / n as f64 } else { 0.0 },
         "rps": if secs > 0 { n as f64 / secs as f64 } else { 0.0 },
+        // Over the seconds with traffic only: a test's rate, idle seconds around it left out.
+        "active_s": active,
+        "rps_active": if active > 0 { n as f64 / active as f64 } else { 0.0 },
         "p50_ms": h.quantile_ms(0.50),
         "p90_ms": h.quantile_ms(0.90),
         "p99_ms": h.quantile_ms(0.99),
