@@ -41,10 +41,41 @@ impl Shared {
         let h = hash_text(&text);
         // Certificates and keys renewed in place change no config text.
         let files = files_hash(&self.snapshot.load().config);
-        if (h, files) == current || last_failed == Some((false, (h, files))) {
+        if last_failed == Some((false, (h, files))) {
+            return None;
+        }
+        if (h, files) == current {
+            // Back to the running config after a failed attempt (the file was fixed by undoing
+            // the edit): nothing to apply, but the attempt succeeded and `/status` says so.
+            if last_failed.is_some_and(|(ok, _)| !ok) {
+                return Some(self.record_unchanged(trigger, h, files));
+            }
             return None;
         }
         Some(self.reload_locked(trigger))
+    }
+
+    /// Records a successful attempt that found the running config: nothing added or removed.
+    fn record_unchanged(&self, trigger: &str, text_hash: u64, files_hash: u64) -> ReloadResult {
+        let result = ReloadResult {
+            ok: true,
+            time_ms: unix_ms(),
+            trigger: trigger.to_string(),
+            text_hash,
+            files_hash,
+            ..Default::default()
+        };
+        tracing::info!(
+            trigger,
+            "config file is the running config again; nothing to apply"
+        );
+        self.event(
+            "reload",
+            format!("config file is the running config again ({trigger}); nothing changed"),
+        );
+        self.metrics.reload(true);
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        result
     }
 
     /// Reads the config file again and applies it if valid.

@@ -198,6 +198,8 @@ fn before_exit(shared: &Shared, pid_file: &str) {
         }
     }
     if let Some(stream) = &shared.stream {
+        // The second under way, sampled now: its `summary` records go out with the flush.
+        crate::history::final_sample(shared);
         match stream.flush(crate::observe::stream::FLUSH_TIMEOUT) {
             Some(0) | None => {}
             Some(n) => tracing::warn!(

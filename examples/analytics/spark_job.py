@@ -35,6 +35,7 @@ SCHEMA = StructType(
         StructField("bytes_in", LongType()),
         StructField("bytes_out", LongType()),
         StructField("protocol", StringType()),
+        StructField("grpc_status", LongType()),  # gRPC calls only
         # summary
         StructField("requests", LongType()),
         StructField("errors_4xx", LongType()),

@@ -157,21 +157,31 @@ impl Admin {
                         return reply(StatusCode::BAD_REQUEST, "text/plain", body);
                     }
                 };
-                let shared = &self.shared;
-                match path {
-                    "/history" => json_reply(
-                        StatusCode::OK,
-                        &crate::history::query::history_json(shared, w),
+                // Rendering a long window of many backends takes a while: on a blocking thread,
+                // not on the admin listener's runtime (the history lock is held only to copy).
+                let (shared, path) = (self.shared.clone(), path.to_string());
+                let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
+                    "/history" => (
+                        "application/json",
+                        serde_json::to_vec_pretty(&crate::history::query::history_json(&shared, w))
+                            .unwrap_or_default(),
                     ),
-                    "/history.csv" => reply(
-                        StatusCode::OK,
+                    "/history.csv" => (
                         "text/csv; charset=utf-8",
-                        crate::history::query::history_csv(shared, w).into_bytes(),
+                        crate::history::query::history_csv(&shared, w).into_bytes(),
                     ),
-                    _ => reply(
-                        StatusCode::OK,
+                    _ => (
                         "text/html; charset=utf-8",
-                        crate::history::report::report(shared, w).into_bytes(),
+                        crate::history::report::report(&shared, w).into_bytes(),
+                    ),
+                })
+                .await;
+                match rendered {
+                    Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
+                    Err(_) => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        b"rendering failed\n".to_vec(),
                     ),
                 }
             }

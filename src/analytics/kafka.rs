@@ -9,6 +9,8 @@
 //! - With `acks = "all"` the producer is idempotent (Kafka allows idempotence with `all` only):
 //!   a batch resent after a lost acknowledgement is not written twice. With `leader` or `none` a
 //!   resend after a broken connection can duplicate the records of that one batch.
+//! - Keys are partitioned as Java clients (and kafka-python) do: librdkafka's `murmur2_random`
+//!   partitioner, murmur2 of the key modulo the partition count, not librdkafka's CRC32 default.
 //! - Records wait in lb's queue (up to `queue`) while librdkafka's own queue (also `queue`) is
 //!   full; a push to a full lb queue drops the record. The request path never waits.
 //! - An unreachable broker is logged (a warning at start, then at most one line per
@@ -47,6 +49,8 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `reconnect.backoff.max.ms`: a returning broker is found within about this (its
 /// default, 10 s, loses more records after a broker restart).
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+/// librdkafka's `partitioner`: Java-compatible murmur2 (see [`client_config`]).
+pub const PARTITIONER: &str = "murmur2_random";
 /// At most this many librdkafka events (one batch's delivery reports each) are served per tick:
 /// 6,400 a second, far more batches than a broker acknowledges.
 const EVENTS_PER_TICK: usize = 64;
@@ -172,7 +176,10 @@ fn serve(producer: &Producer) {
 /// Moves what lb still queues into librdkafka and waits, up to `timeout` (plus `linger`, which
 /// records may still have to wait out) in all, for the broker to take it. Gives up sooner once
 /// no record was sent or dropped for [`FLUSH_STALL`] after `linger` (the broker is away: waiting
-/// longer would only delay the exit). Returns how many records were left unsent.
+/// longer would only delay the exit). Records pushed while it runs (the last requests of a
+/// graceful stop, the final history sample) are drained too: it returns only once lb's queue
+/// and librdkafka's are both empty, or the budget is spent. Returns how many records were left
+/// unsent; those still in lb's queue are also counted as dropped.
 fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
     let mut s = lock(sending);
     let started = Instant::now();
@@ -186,16 +193,26 @@ fn flush(sending: &Mutex<Sending>, timeout: Duration) -> u64 {
     loop {
         let drained = drain(&mut s);
         // Serves the delivery reports while it waits.
-        let flushed = s.producer.flush(FLUSH_STEP).is_ok();
+        let _ = s.producer.flush(FLUSH_STEP);
         let left = s.producer.in_flight_count().max(0) as u64 + u64::from(s.pending.is_some());
-        if flushed && drained == Drained::Empty || left == 0 {
-            return left + s.rx.try_iter().count() as u64;
+        if left == 0 && drained != Drained::Full {
+            // Anything pushed since the drain goes round again; empty: all sent.
+            match s.rx.try_recv() {
+                Ok(r) => s.pending = Some(r),
+                Err(_) => return 0,
+            }
+            if Instant::now() < deadline {
+                continue;
+            }
         }
         if done(&s) > last {
             (last, since) = (done(&s), Instant::now());
         }
         if since.elapsed() >= stall || Instant::now() >= deadline {
-            return left + s.rx.try_iter().count() as u64;
+            let in_librdkafka = s.producer.in_flight_count().max(0) as u64;
+            let queued = s.rx.try_iter().count() as u64 + u64::from(s.pending.take().is_some());
+            s.producer.context().dropped.inc_by(queued);
+            return in_librdkafka + queued;
         }
     }
 }
@@ -270,6 +287,10 @@ fn client_config(c: &KafkaConfig) -> ClientConfig {
         )
         .set("queue.buffering.max.messages", c.queue.max(1).to_string())
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        // Java clients' partitioner (murmur2 of the key; keyless records spread at random), not
+        // librdkafka's default CRC32: a key lands in the partition a Java or kafka-python
+        // producer would choose for it.
+        .set("partitioner", PARTITIONER)
         .set_log_level(RDKafkaLogLevel::Warning);
     match c.acks {
         KafkaAcks::None => cfg.set("acks", "0"),
@@ -387,6 +408,8 @@ mod tests {
         assert_eq!(c.get("acks"), Some("1"));
         assert_eq!(c.get("enable.idempotence"), None);
         assert_eq!(c.get("queue.buffering.max.messages"), Some("50"));
+        // Issue 28, item 5: Java-compatible key partitioning.
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
         let all = client_config(&config(KafkaAcks::All));
         assert_eq!(
             (all.get("acks"), all.get("enable.idempotence")),

@@ -12,7 +12,9 @@
 //!   ones in flight finish) — with active checks only once one of the name's current addresses
 //!   is usable, so a complete change of addresses costs no request.
 //! * **Failures keep the last good set** (stale on error); the task retries with backoff and logs
-//!   once per change of result. NXDOMAIN, or NODATA for both A and AAAA, removes the addresses
+//!   once per change of result. An SRV entry's targets resolve independently (at once): a target
+//!   that fails keeps its own last addresses (per family, as names do) while the others follow
+//!   their answers; only when every target fails is the whole set kept. NXDOMAIN, or NODATA for both A and AAAA, removes the addresses
 //!   after the negative TTL (RFC 2308: the SOA's, else `resolve_interval`); NODATA for one family
 //!   alone clears only that family.
 //! * **Start-up** resolves every entry once ([`initial_round`]), bounded by the resolver timeout;
@@ -176,8 +178,7 @@ impl Follow {
             r.result = result.text();
             let before: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
             let next = match answer {
-                Answer::Found { v4, v6, ttl } => {
-                    self.failures = 0;
+                Answer::Found { v4, v6, ttl, stale } => {
                     self.gone_since = None;
                     let keep_family = |f: &Found, fam: &Family| match fam {
                         Family::Keep => Some(f.clone()),
@@ -196,8 +197,28 @@ impl Follow {
                             Family::Clear => {}
                         }
                     }
+                    // SRV targets that failed keep their last addresses (per family).
+                    for st in &stale {
+                        current.extend(
+                            r.current
+                                .iter()
+                                .filter(|f| f.host == st.host)
+                                .filter(|f| if f.addr.is_ipv4() { st.v4 } else { st.v6 })
+                                .filter(|f| !current.iter().any(|c| c.addr == f.addr))
+                                .cloned()
+                                .collect::<Vec<_>>(),
+                        );
+                    }
                     replace(r, current, checked && !startup);
-                    ttl.clamp(MIN_INTERVAL, interval)
+                    if stale.is_empty() {
+                        self.failures = 0;
+                        ttl.clamp(MIN_INTERVAL, interval)
+                    } else {
+                        // The failing targets are asked again with the failures' backoff.
+                        self.failures += 1;
+                        let backoff = MIN_INTERVAL * 2u32.saturating_pow(self.failures - 1);
+                        ttl.clamp(MIN_INTERVAL, interval).min(backoff)
+                    }
                 }
                 Answer::Gone { negative_ttl, .. } => {
                     self.failures = 0;
@@ -237,6 +258,9 @@ impl Follow {
             match &result {
                 resolve::ResultLabel::Ok => {
                     tracing::info!(upstream = u.name, name = entry, "DNS: resolves again")
+                }
+                resolve::ResultLabel::Partial(_) => {
+                    tracing::warn!(upstream = u.name, name = entry, "DNS: {text}")
                 }
                 _ => tracing::warn!(upstream = u.name, name = entry, "DNS: {text}"),
             }

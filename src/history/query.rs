@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::runtime::Shared;
-use crate::state::history::{Histogram, Sample, Series, Store};
+use crate::state::history::{Histogram, Sample};
 
 /// A time window in unix seconds, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,20 +144,16 @@ pub fn state_name(s: u8) -> &'static str {
     }
 }
 
-fn in_window(series: &Series, w: Window) -> impl Iterator<Item = &Sample> {
-    series
-        .samples
-        .iter()
-        .filter(move |s| s.t >= w.from && s.t <= w.to)
-}
-
 /// The window's totals of one series: requests, errors, percentiles from the merged histogram.
 pub fn summary(samples: impl Iterator<Item = Sample>) -> Value {
     let mut h = Histogram::default();
-    let (mut n, mut e4, mut e5, mut secs) = (0u64, 0u64, 0u64, 0u64);
+    let (mut n, mut e4, mut e5, mut secs, mut active) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for s in samples {
         h.add(&s);
         n += s.requests();
+        if s.requests() > 0 {
+            active += s.seconds as u64;
+        }
         e4 += s.classes[3] as u64;
         e5 += s.classes[4] as u64;
         secs += s.seconds as u64;
@@ -168,6 +164,9 @@ pub fn summary(samples: impl Iterator<Item = Sample>) -> Value {
         "errors_5xx": e5,
         "error_rate": if n > 0 { (e4 + e5) as f64 / n as f64 } else { 0.0 },
         "rps": if secs > 0 { n as f64 / secs as f64 } else { 0.0 },
+        // Over the seconds with traffic only: a test's rate, idle seconds around it left out.
+        "active_s": active,
+        "rps_active": if active > 0 { n as f64 / active as f64 } else { 0.0 },
         "p50_ms": h.quantile_ms(0.50),
         "p90_ms": h.quantile_ms(0.90),
         "p99_ms": h.quantile_ms(0.99),
@@ -191,27 +190,17 @@ fn sample_json(s: &Sample) -> Value {
     })
 }
 
-/// Series of the store sorted by (upstream, backend); upstream totals have an empty backend.
-pub fn sorted(store: &Store) -> Vec<&Series> {
-    let mut v: Vec<&Series> = store.series.values().collect();
-    v.sort_by(|a, b| (&a.upstream, &a.backend).cmp(&(&b.upstream, &b.backend)));
-    v
-}
-
 /// The `/history` document.
 pub fn history_json(shared: &Shared, w: Window) -> Value {
-    let store = shared
-        .history
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    // Copied under the history lock, rendered without it.
+    let copy = shared.history.copy(w.from, w.to);
     let mut upstreams = serde_json::Map::new();
-    for s in sorted(&store) {
+    for s in &copy.series {
         let entry = upstreams
             .entry(s.upstream.to_string())
             .or_insert_with(|| json!({ "samples": [], "summary": {}, "backends": {} }));
-        let samples: Vec<Value> = in_window(s, w).map(sample_json).collect();
-        let summary = summary(in_window(s, w).copied());
+        let samples: Vec<Value> = s.samples.iter().map(sample_json).collect();
+        let summary = summary(s.samples.iter().copied());
         if s.backend.is_empty() {
             entry["samples"] = Value::Array(samples);
             entry["summary"] = summary;
@@ -223,9 +212,8 @@ pub fn history_json(shared: &Shared, w: Window) -> Value {
             });
         }
     }
-    let layout = store.layout;
-    let (first, last) = (store.first_t, store.last_t);
-    drop(store);
+    let layout = copy.layout;
+    let (first, last) = (copy.first_t, copy.last_t);
     let events: Vec<Value> = shared
         .events()
         .into_iter()
@@ -244,17 +232,13 @@ pub fn history_json(shared: &Shared, w: Window) -> Value {
 
 /// The `/history.csv` document: one line per sample.
 pub fn history_csv(shared: &Shared, w: Window) -> String {
-    let store = shared
-        .history
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let copy = shared.history.copy(w.from, w.to);
     let mut out = String::from(
         "time,unix_s,seconds,upstream,backend,name,requests,errors_4xx,errors_5xx,p50_ms,p90_ms,p99_ms,in_flight,state\n",
     );
     let ms = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-    for s in sorted(&store) {
-        for x in in_window(s, w) {
+    for s in &copy.series {
+        for x in &s.samples {
             let mut h = Histogram::default();
             h.add(x);
             let _ = writeln!(

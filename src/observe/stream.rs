@@ -398,6 +398,69 @@ mod tests {
         );
     }
 
+    /// `StructField("name", Type())` pairs of the example Spark job's `SCHEMA`, read as text
+    /// (pyspark does not run in the tests).
+    fn spark_schema() -> std::collections::BTreeMap<String, String> {
+        let py = include_str!("../../examples/analytics/spark_job.py");
+        py.split("StructField(\"")
+            .skip(1)
+            .map(|rest| {
+                let (name, rest) = rest.split_once('"').unwrap();
+                let ty = rest.trim_start_matches([',', ' ']);
+                let ty = &ty[..ty.find("Type()").unwrap()];
+                (name.to_string(), ty.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_spark_example_schema_covers_every_record_field() {
+        // Issue 28, item 4: grpc_status was missing. Every field of every record kind lb
+        // makes (a gRPC request's included) is in the schema with a matching type.
+        let schema = spark_schema();
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_820_905_123);
+        let grpc = Entry {
+            grpc_status: Some(14),
+            protocol: "http2",
+            ..entry()
+        };
+        let summary = SummaryRecord {
+            ts_ms: 1_000,
+            upstream: "api".into(),
+            backend: "b".into(),
+            requests: 3,
+            errors_4xx: 0,
+            errors_5xx: 1,
+            p50_ms: Some(1.5),
+            p90_ms: Some(2.0),
+            p99_ms: Some(2.5),
+            in_flight: 0,
+            state: "up".into(),
+        };
+        let records = [
+            request_record(&grpc, t),
+            summary_record(&summary),
+            event_record("backend", "m", Some("api"), Some("b"), t),
+        ];
+        for r in &records {
+            let v = json(r);
+            for (name, value) in v.as_object().unwrap() {
+                let ty = schema
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{name} missing from spark_job.py's SCHEMA"));
+                let want = match value {
+                    Value::String(_) => "String",
+                    Value::Number(n) if n.is_f64() => "Double",
+                    Value::Number(_) => "Long",
+                    Value::Null => continue,
+                    other => panic!("{name}: {other}"),
+                };
+                assert_eq!(ty, want, "{name} in {}", r.value());
+            }
+        }
+        assert!(schema.contains_key("grpc_status"));
+    }
+
     #[test]
     fn summary_push_reaches_the_queue() {
         let st = stream(config(8, false, true, false));

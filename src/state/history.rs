@@ -9,7 +9,9 @@
 //!
 //! Memory is bounded: a sample is [`SAMPLE_BYTES`] bytes; per-upstream totals always stay at one
 //! second; when `backends × history` per-second samples would pass `history_max_memory`,
-//! per-backend samples cover 2, 3, … seconds each instead ([`Layout`]).
+//! per-backend samples cover 2, 3, … seconds each instead ([`Layout`]). When that changes while
+//! lb runs (the backend count crosses a threshold, a reload), the samples already kept are
+//! merged into the coarser resolution: the history of a running test is never dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -139,8 +141,6 @@ pub struct Store {
     /// Unix seconds of the first and last tick.
     pub first_t: u64,
     pub last_t: u64,
-    /// Running totals seen before a layout change, so that new series count on from them.
-    seen: HashMap<(Arc<str>, Arc<str>), Totals>,
 }
 
 /// The history, shared by the sampler and the admin listener.
@@ -158,22 +158,9 @@ impl History {
     pub fn tick(&self, t: u64, layout: Layout, upstreams: &[TickUpstream]) -> Vec<Second> {
         let mut out = Vec::new();
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        if store.layout != Some(layout) {
-            // A new budget (reload): start over rather than mix resolutions, counting on from
-            // the running totals already seen.
-            let seen: HashMap<_, _> = store
-                .series
-                .drain()
-                .map(|(k, s)| {
-                    let last = s.last;
-                    (k, last)
-                })
-                .collect();
-            *store = Store {
-                layout: Some(layout),
-                seen,
-                ..Store::default()
-            };
+        match store.layout {
+            Some(old) if old != layout => relayout(&mut store, old, layout),
+            _ => store.layout = Some(layout),
         }
         if store.first_t == 0 {
             store.first_t = t;
@@ -238,6 +225,93 @@ impl History {
     }
 }
 
+/// A new memory budget (the backend count crossed a threshold, or a reload changed `history` or
+/// `history_max_memory`): what is kept is coarsened, never dropped. Backend samples are merged
+/// into samples of at least the new `backend_s` seconds (a finer new resolution leaves the
+/// coarser samples already kept as they are: each says how many seconds it covers); a shorter
+/// `history` trims the oldest seconds at the next tick, as ever.
+fn relayout(store: &mut Store, old: Layout, new: Layout) {
+    store.layout = Some(new);
+    if new.backend_s <= old.backend_s {
+        return;
+    }
+    for series in store.series.values_mut() {
+        if series.backend.is_empty() {
+            continue;
+        }
+        let mut merged = VecDeque::with_capacity(series.samples.len() / new.backend_s as usize + 1);
+        let mut acc: Option<Sample> = None;
+        for s in series.samples.drain(..).chain(series.open.take()) {
+            let a = acc.get_or_insert(Sample {
+                t: s.t,
+                seconds: 0,
+                ..Sample::default()
+            });
+            a.add(&s);
+            if a.seconds as u64 >= new.backend_s {
+                merged.push_back(acc.take().expect("acc"));
+            }
+        }
+        series.samples = merged;
+        // The rest fills up with the next ticks.
+        series.open = acc;
+    }
+}
+
+/// One series' samples of a window, copied out of the store.
+#[derive(Debug, Clone)]
+pub struct SeriesCopy {
+    pub upstream: Arc<str>,
+    /// Empty: the upstream's totals.
+    pub backend: Arc<str>,
+    pub name: Option<Arc<str>>,
+    pub samples: Vec<Sample>,
+}
+
+/// What `/history`, `/history.csv` and `/report` read: a window of the store, copied under its
+/// lock (a copy of plain 112-byte samples), so that they render without holding it — the
+/// sampler's tick waits on that lock.
+#[derive(Debug, Clone, Default)]
+pub struct Copy {
+    pub layout: Option<Layout>,
+    pub first_t: u64,
+    pub last_t: u64,
+    /// Sorted by (upstream, backend); upstream totals (empty backend) first in each upstream.
+    pub series: Vec<SeriesCopy>,
+}
+
+impl History {
+    /// The samples of every series with `from <= t <= to`.
+    pub fn copy(&self, from: u64, to: u64) -> Copy {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let series: Vec<SeriesCopy> = store
+            .series
+            .values()
+            .map(|s| SeriesCopy {
+                upstream: s.upstream.clone(),
+                backend: s.backend.clone(),
+                name: s.name.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .filter(|x| x.t >= from && x.t <= to)
+                    .copied()
+                    .collect(),
+            })
+            .collect();
+        let (layout, first_t, last_t) = (store.layout, store.first_t, store.last_t);
+        drop(store);
+        let mut series = series;
+        series.sort_by(|a, b| (&a.upstream, &a.backend).cmp(&(&b.upstream, &b.backend)));
+        Copy {
+            layout,
+            first_t,
+            last_t,
+            series,
+        }
+    }
+}
+
 /// Adds `s`'s answers and latencies to an upstream total.
 fn absorb(total: &mut Sample, s: &Sample) {
     for (a, b) in total.classes.iter_mut().zip(s.classes) {
@@ -265,17 +339,19 @@ fn diff(
     state: u8,
 ) -> Sample {
     let key = (upstream.clone(), Arc::<str>::from(backend));
-    // A new series counts from zero (everything its backend answered so far), or on from the
-    // totals the previous layout had seen.
-    let last = store.seen.remove(&key).unwrap_or_default();
+    // A new series counts from zero (everything its backend answered so far).
     let series = store.series.entry(key.clone()).or_insert_with(|| Series {
         upstream: upstream.clone(),
         backend: key.1.clone(),
         name: name.clone(),
-        last,
         ..Series::default()
     });
     series.name = name;
+    // Running totals that went down are a new backend state (a reload removed and re-added the
+    // backend): its series continues, counting from zero again.
+    if (0..5).any(|i| now.classes[i] < series.last.classes[i]) {
+        series.last = Totals::default();
+    }
     let mut s = Sample {
         seconds: 1,
         in_flight: in_flight.min(u32::MAX as u64) as u32,
@@ -405,6 +481,61 @@ mod tests {
         assert_eq!(a.samples.len(), 3);
         assert!(a.samples.iter().all(|s| s.seconds == 2));
         assert_eq!(a.samples.iter().map(Sample::requests).sum::<u64>(), 50);
+    }
+
+    #[test]
+    fn a_new_budget_coarsens_the_history_and_keeps_it() {
+        // Issue 28, item 2: crossing the memory threshold (more backends) used to wipe it.
+        let h = History::default();
+        let fine = Layout {
+            keep_s: 100,
+            backend_s: 1,
+        };
+        for t in 0..10 {
+            tick(&h, 1000 + t, fine, totals(10 * t, 0, 3), totals(t, 0, 3));
+        }
+        let coarse = Layout {
+            keep_s: 100,
+            backend_s: 3,
+        };
+        for t in 10..12 {
+            tick(&h, 1000 + t, coarse, totals(10 * t, 0, 3), totals(t, 0, 3));
+        }
+        let store = h.store.lock().unwrap();
+        assert_eq!(store.first_t, 1000, "the record of the test is kept");
+        assert_eq!(store.layout, Some(coarse));
+        let up = &store.series[&(Arc::from("api"), Arc::from(""))];
+        assert_eq!(up.samples.len(), 12, "upstream totals stay per second");
+        assert_eq!(
+            up.samples.iter().map(Sample::requests).sum::<u64>(),
+            110 + 11
+        );
+        let a = &store.series[&(Arc::from("api"), Arc::from("a"))];
+        assert_eq!(a.samples.front().unwrap().t, 1000);
+        assert!(a.samples.iter().all(|s| s.seconds >= 3), "{:?}", a.samples);
+        let kept: u64 = a.samples.iter().map(Sample::requests).sum::<u64>()
+            + a.open.map_or(0, |s| s.requests());
+        assert_eq!(kept, 110, "every answer still counted");
+        let secs: u64 = a.samples.iter().map(|s| s.seconds as u64).sum::<u64>()
+            + a.open.map_or(0, |s| s.seconds as u64);
+        assert_eq!(secs, 12);
+    }
+
+    #[test]
+    fn a_backend_removed_and_re_added_counts_on_in_its_series() {
+        // Issue 28, item 11: the re-added backend's counters restart at 0; its series goes on
+        // and counts them (it counted nothing until they passed the old totals).
+        let h = History::default();
+        let layout = Layout {
+            keep_s: 100,
+            backend_s: 1,
+        };
+        tick(&h, 100, layout, totals(50, 0, 3), totals(0, 0, 3));
+        tick(&h, 101, layout, totals(7, 0, 3), totals(0, 0, 3));
+        let store = h.store.lock().unwrap();
+        let a = &store.series[&(Arc::from("api"), Arc::from("a"))];
+        let reqs: Vec<u64> = a.samples.iter().map(Sample::requests).collect();
+        assert_eq!(reqs, vec![50, 7]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Skips loudly when Chromium is not installed, unless `LB_REQUIRE_BROWSER=1`.
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -245,4 +246,69 @@ fn dashboard_in_headless_chromium() {
         lb.dir.display(),
         started.elapsed()
     );
+}
+
+#[test]
+fn the_first_poll_shows_rates_and_sparklines_from_the_servers_history() {
+    // Issue 28, item 8: a screenshot-style load (--dump-dom after 600 ms of virtual time: one
+    // poll) used to show "–" for every rate and empty sparklines: rates needed two polls.
+    let Some(paths) = BrowserPaths::require_or_skip("the_first_poll_shows_rates") else {
+        return;
+    };
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n",
+        backends_toml(&[(&a, 1), (&b, 1)])
+    ));
+    let load = Load::start(lb.addr, 2, Duration::from_secs(20));
+    // A few complete seconds of history with traffic.
+    wait_for("history with traffic", Duration::from_secs(10), || {
+        let h = request(lb.admin, "GET", "/history", &[], b"").json();
+        let samples = h["upstreams"]["api"]["samples"].as_array()?.clone();
+        (samples
+            .iter()
+            .filter(|s| s["requests"].as_u64() > Some(0))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    let dir = lb.dir.join("chromium-dump");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(&paths.chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=600",
+            &format!("--user-data-dir={}", dir.display()),
+            "--dump-dom",
+            &format!("http://{}/", lb.admin),
+        ])
+        .output()
+        .expect("run chromium");
+    load.finish();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    let attr = |id: &str, name: &str| -> String {
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} in {dom}"));
+        let tag = &dom[dom[..at].rfind('<').unwrap()..];
+        let tag = &tag[..tag.find('>').unwrap()];
+        let key = format!("{name}=\"");
+        tag.find(&key)
+            .map(|i| {
+                let v = &tag[i + key.len()..];
+                v[..v.find('"').unwrap()].to_string()
+            })
+            .unwrap_or_default()
+    };
+    assert!(dom.contains("data-polls=\"1\""), "one poll only: {dom}");
+    let rps: f64 = attr("total-rps", "data-value").parse().unwrap_or(0.0);
+    assert!(rps > 0.0, "#total-rps from the history: {rps}");
+    // Each backend row's Req/s is a number and its sparkline has a line.
+    assert!(
+        dom.matches("<polyline points=").count() >= 2,
+        "sparklines drawn for both backends"
+    );
+    assert!(dom.contains("data-rate-source=\"history\""), "{dom}");
 }

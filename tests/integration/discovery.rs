@@ -340,3 +340,66 @@ fn check_reports_discovery_problems() {
         "{out}"
     );
 }
+
+#[test]
+fn one_failing_srv_target_does_not_freeze_the_others() {
+    // Issue 28, item 6: targets resolve independently. `t.broken.test` fails (its queries go to
+    // a server that is not there); `a` serves from the start, `b` joins when its name appears.
+    let port = free_port();
+    let (a, b) = (backend_on("127.0.0.2", port), backend_on("127.0.0.3", port));
+    let srv = "_http._tcp.lbtest.test";
+    let dead = free_port();
+    let dns = Dns::start(
+        "127.0.0.2 a.lbtest.test\n",
+        &[
+            format!("--srv-host={srv},a.lbtest.test,{port},0,1"),
+            format!("--srv-host={srv},b.lbtest.test,{port},0,1"),
+            format!("--srv-host={srv},t.broken.test,{port},0,1"),
+            format!("--server=/broken.test/127.0.0.1#{dead}"),
+        ],
+    );
+    let lb = Lb::start(&config(&dns, &format!("{{ srv = \"{srv}\" }}"), ""));
+    for _ in 0..5 {
+        let r = lb.get("/");
+        assert_eq!(r.status, 200, "a serves although t.broken.test fails");
+        assert_eq!(r.backend(), a.name);
+    }
+    dns.set_hosts("127.0.0.2 a.lbtest.test\n127.0.0.3 b.lbtest.test\n");
+    wait_for("b to join the set", Duration::from_secs(15), || {
+        (lb.get("/").backend() == b.name).then_some(())
+    });
+    let status = lb.status_json();
+    let text = status.to_string();
+    assert!(
+        text.contains("t.broken.test"),
+        "the failing target is named: {text}"
+    );
+}
+
+#[test]
+fn resolve_names_honour_the_resolv_conf_search_list() {
+    // Issue 28, item 7: `api:PORT` with `resolve = true` is looked up as getaddrinfo would:
+    // fewer dots than ndots, so through the search list (here lbtest.test) first.
+    let port = free_port();
+    let a = backend_on("127.0.0.2", port);
+    let dns = Dns::start(&hosts(&["127.0.0.2"]), &[]);
+    let dir = temp_dir("resolv");
+    let conf = dir.join("resolv.conf");
+    std::fs::write(
+        &conf,
+        "nameserver 127.0.0.1\nsearch nowhere.test lbtest.test\noptions ndots:2\n",
+    )
+    .unwrap();
+    let lb = Lb::start_with_env(
+        &config(
+            &dns,
+            &format!("{{ address = \"api:{port}\", resolve = true }}"),
+            "",
+        ),
+        "",
+        &[("LB_RESOLV_CONF", conf.to_str().unwrap())],
+    );
+    let r = lb.get("/");
+    assert_eq!(r.status, 200, "{}", lb.log_text());
+    assert_eq!(r.backend(), a.name);
+}

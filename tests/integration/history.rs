@@ -236,3 +236,58 @@ fn dashboard_opened_mid_test_shows_the_test_so_far() {
     )
     .unwrap();
 }
+
+#[test]
+fn health_checks_keep_their_interval_while_large_reports_render() {
+    // Issue 28, item 3: /report rendered under the history lock, and the sampler waited for it
+    // on the one-thread background runtime that also runs health checks. 1,000 backends with
+    // per-second samples make a report of ~10 MB; two clients ask for it back to back while a
+    // 100 ms health check is counted.
+    let a = Backend::start("a");
+    let many: String = (0..1000)
+        .map(|i| format!("\"127.0.{}.{}:9\", ", 1 + i / 250, 1 + i % 250))
+        .collect();
+    let lb = Lb::start(&format!(
+        "[analytics]\nhistory = \"60s\"\n\n[upstreams.many]\nbackends = [{many}]\n\n\
+         [upstreams.hc]\nbackends = [\"{}\"]\n[upstreams.hc.health_check]\ninterval = \"100ms\"\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"hc\"\n",
+        a.addr
+    ));
+    // Some seconds of samples first.
+    std::thread::sleep(Duration::from_secs(6));
+    let checks = |lb: &Lb| {
+        let m = lb.metrics();
+        let hc: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("lb_health_checks_total{") && l.contains("upstream=\"hc\""))
+            .collect();
+        metric_sum(&hc.join("\n"), "lb_health_checks_total")
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = lb.admin;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = request(admin, "GET", "/report", &[], b"");
+                    assert_eq!(r.status, 200);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let before = checks(&lb);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let done = checks(&lb) - before;
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reports: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    eprintln!("{done} health checks in {secs:.1} s while {reports} reports rendered");
+    assert!(reports >= 2, "{reports} reports");
+    // 100 ms interval: ~50; allow for a loaded 2-core machine.
+    assert!(done >= 0.6 * secs * 10.0, "{done} checks in {secs:.1} s");
+}

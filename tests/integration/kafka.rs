@@ -618,3 +618,96 @@ fn requests_finishing_during_a_graceful_stop_are_streamed_before_the_exit() {
     let records = broker.consume(TOPIC, "request", 2, 10);
     assert_eq!(of_type(&records, "request").len(), 2, "{records:#?}");
 }
+
+#[test]
+fn the_last_seconds_summary_records_are_sent_at_sigterm() {
+    // Issue 28, item 1: the second lb stops in is sampled before the exit flush.
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let mut lb = Lb::start(&api_with_stream(
+        &[&a, &b],
+        &broker.bootstrap(),
+        "[\"summary\"]",
+        "",
+    ));
+    const N: usize = 600;
+    // Most of the requests fall in the second lb stops in: the stop comes 200 ms after the
+    // start of a second, when only a partial sample of it exists.
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(1000 - ms % 1000 + 20));
+    let (statuses, _) = load(lb.addr, "/", 4, N / 4);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+    lb.proc.signal("-TERM");
+    wait_for("lb exit", Duration::from_secs(10), || {
+        lb.proc.child.try_wait().unwrap()
+    });
+    let records = broker.consume(TOPIC, "summary", usize::MAX >> 1, 4);
+    let total: u64 = of_type(&records, "summary")
+        .iter()
+        .map(|r| r["value"]["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, N as u64, "summaries add up to every request sent");
+    assert!(
+        !lb.log_text().contains("not taken by Kafka"),
+        "{}",
+        lb.log_text()
+    );
+}
+
+#[test]
+fn keys_are_partitioned_as_java_clients_do() {
+    // Issue 28, item 5: murmur2 of the key modulo the partition count (Java's default
+    // partitioner; kafka-python's murmur2 is the oracle), not librdkafka's CRC32.
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let backends: Vec<Backend> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let lb = Lb::start(&api_with_stream(
+        &refs,
+        &broker.bootstrap(),
+        "[\"request\"]",
+        "",
+    ));
+    const N: usize = 40;
+    let (statuses, _) = load(lb.addr, "/", 2, N / 2);
+    assert_eq!(statuses.get(&200), Some(&N), "{statuses:?}");
+    let records = broker.consume(TOPIC, "request", N, 10);
+    let mut by_key: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>> =
+        Default::default();
+    for r in of_type(&records, "request") {
+        by_key
+            .entry(r["key"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(r["partition"].as_u64().unwrap());
+    }
+    assert_eq!(by_key.len(), 4, "{by_key:?}");
+    let keys: Vec<&String> = by_key.keys().collect();
+    let out = Command::new(venv_python())
+        .args([
+            "-c",
+            "import json, sys\nfrom kafka.partitioner.default import murmur2\n\
+             print(json.dumps([(murmur2(k.encode()) & 0x7fffffff) % 3 for k in sys.argv[1:]]))",
+        ])
+        .args(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<Vec<u64>> = by_key
+        .values()
+        .map(|p| p.iter().copied().collect())
+        .collect();
+    let want: Vec<Vec<u64>> = want.into_iter().map(|p| vec![p]).collect();
+    assert_eq!(got, want, "partitions of {keys:?}");
+}

@@ -489,3 +489,30 @@ fn upgrade_hands_over_sockets_under_load() {
     );
     drop(new);
 }
+
+#[test]
+fn a_file_changed_back_to_the_running_config_after_a_failed_reload_is_a_success() {
+    // Issue 28, item 10: the file watch finds the running config again (nothing to apply),
+    // which still is a successful attempt.
+    let a = Backend::start("a");
+    let lb = Lb::start(&upstream("round_robin", &[(&a, 1)]));
+    let good = std::fs::read_to_string(&lb.config).unwrap();
+    let ok = |lb: &Lb| lb.status_json()["config"]["last_reload"]["ok"].clone();
+    lb.write_raw(&format!("{good}\n[upstreams.broken\n"));
+    wait_for("the bad file rejected", Duration::from_secs(10), || {
+        (ok(&lb) == false).then_some(())
+    });
+    lb.write_raw(&good);
+    wait_for(
+        "last_reload.ok true after the file is back",
+        Duration::from_secs(10),
+        || (ok(&lb) == true).then_some(()),
+    );
+    let status = lb.status_json();
+    assert_eq!(status["config"]["last_reload"]["trigger"], "file");
+    assert_eq!(
+        status["config"]["last_reload"]["problems"],
+        serde_json::json!([])
+    );
+    assert_eq!(lb.get("/").status, 200);
+}

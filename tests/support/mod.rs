@@ -154,6 +154,11 @@ impl Lb {
     }
 
     pub fn start_with(body: &str, server_extra: &str) -> Lb {
+        Lb::start_with_env(body, server_extra, &[])
+    }
+
+    /// [`Lb::start_with`], with environment variables for the lb process.
+    pub fn start_with_env(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Lb {
         let (port, admin_port) = (free_port(), free_port());
         let dir = temp_dir("lb");
         let config = dir.join("lb.toml");
@@ -169,7 +174,7 @@ impl Lb {
         std::fs::write(&config, &text).unwrap();
         let header = text[..text.find("\n\n[admin]").unwrap()].to_string()
             + &format!("\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
-        let lb = Lb::spawn(dir, port, admin_port, header);
+        let lb = Lb::spawn_env(dir, port, admin_port, header, env);
         lb.wait_ready();
         lb
     }
@@ -177,12 +182,23 @@ impl Lb {
     /// Starts lb on the config file already written to `dir/lb.toml`, whose proxy listens on
     /// 127.0.0.1:`port` and admin listener on `admin_port`, without waiting for it.
     pub fn spawn(dir: PathBuf, port: u16, admin_port: u16, header: String) -> Lb {
+        Lb::spawn_env(dir, port, admin_port, header, &[])
+    }
+
+    fn spawn_env(
+        dir: PathBuf,
+        port: u16,
+        admin_port: u16,
+        header: String,
+        env: &[(&str, &str)],
+    ) -> Lb {
         let config = dir.join("lb.toml");
         let log = dir.join("lb.log");
         let child = Command::new(LB)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(
                 std::fs::File::create(dir.join("stdout.log")).unwrap(),
             ))
