@@ -28,6 +28,10 @@
 //!  util        clocks, hashing, protobuf varints, Host syntax
 //! ```
 //!
+//! The binaries (`src/main.rs`, `src/bin/sample-backend`) are thin: flags, config, run. They
+//! share `src/alloc.rs`, the global allocator (mimalloc's plain entry points where the layout
+//! allows), kept out of the library because the library forbids `unsafe`.
+//!
 //! Reports that go up the stack at run time (a failed attempt ejecting a backend, an answer
 //! counted in metrics) are plain calls downwards: the request path ([`proxy`]) sits above
 //! [`health`] and [`observe`], so it calls them directly; nothing below the request path needs

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lb::observe::logging::LogFormat;
 
+#[path = "alloc.rs"]
+mod alloc;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 /// A load balancer and reverse proxy for HTTP APIs, built on pingora.
 #[derive(Parser, Debug)]

@@ -55,8 +55,11 @@ use clap::Parser;
 
 use crate::response::State;
 
+#[path = "../../alloc.rs"]
+mod alloc;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 #[derive(Parser, Debug)]
 #[command(

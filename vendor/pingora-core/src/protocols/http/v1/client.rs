@@ -34,6 +34,10 @@ use crate::utils::{BufRef, KVRef};
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
+    /// The response's framing `Content-Length` as `validate_response` resolved it when the
+    /// head was read (`None`: none, tolerated as invalid, or `Transfer-Encoding` frames the
+    /// body), so that the body reader does not parse it again (lb patch).
+    framing_content_length: Option<usize>,
     /// In-progress response header bytes, kept on the session so cancelled reads can resume.
     response_header_read_buf: BytesMut,
     pub(crate) underlying_stream: Stream,
@@ -87,6 +91,7 @@ impl HttpSession {
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
             response_header_read_buf: BytesMut::new(),
             raw_header: None,
+            framing_content_length: None,
             preread_body: None,
             body_reader: BodyReader::new(true),
             body_writer: BodyWriter::new(),
@@ -252,7 +257,9 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    /// Checks the framing of the response head just read; `Ok` carries its `Content-Length`
+    /// (`None`: none, `Transfer-Encoding`, or an invalid value tolerated as close-delimited).
+    fn validate_response(&self) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -264,20 +271,25 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        if resp_header.headers.contains_key(header::TRANSFER_ENCODING) {
+            return Ok(None);
+        }
+        match content_length_for_framing(&resp_header.headers) {
+            Ok(cl) => Ok(cl),
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
-
-        Ok(())
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -361,8 +373,16 @@ impl HttpSession {
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
+                        // Which framing fields came, noted as the names go by (lb patch: no
+                        // lookups of the map afterwards).
+                        let mut contains_transfer_encoding = false;
+                        let mut contains_content_length = false;
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
+                            contains_transfer_encoding |=
+                                header_name.eq_ignore_ascii_case(b"transfer-encoding");
+                            contains_content_length |=
+                                header_name.eq_ignore_ascii_case(b"content-length");
                             let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
@@ -374,11 +394,6 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -391,8 +406,9 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
+                        match self.validate_response() {
+                            Ok(cl) => self.framing_content_length = cl,
+                            Err(e) => return self.fail_response_header_read(e),
                         }
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
@@ -764,7 +780,7 @@ impl HttpSession {
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = self.framing_content_length {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);
@@ -806,13 +822,6 @@ impl HttpSession {
         if self.was_upgraded() {
             self.received_upgrade_req_body = true;
             self.body_writer.convert_to_close_delimited();
-        }
-    }
-
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
-            None => Ok(None),
         }
     }
 

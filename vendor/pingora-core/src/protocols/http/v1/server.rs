@@ -76,6 +76,10 @@ impl ProxyTaskState {
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
+    /// The request's framing `Content-Length` as `validate_request` resolved it when the head
+    /// was read (`None`: none, or `Transfer-Encoding` frames the body), so that the body reader
+    /// does not parse it again (lb patch).
+    framing_content_length: Option<usize>,
     /// The buf that holds the raw request header + possibly a portion of request body
     /// Request body can appear here because they could arrive with the same read() that
     /// sends the request header.
@@ -179,6 +183,7 @@ impl HttpSession {
             underlying_stream,
             buf: Bytes::new(), // zero size, with be replaced by parsed header later
             raw_header: None,
+            framing_content_length: None,
             preread_body: None,
             body_reader: BodyReader::new(false),
             body_writer: BodyWriter::new(),
@@ -390,8 +395,16 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
+                        // Which framing fields came, noted as the names go by (lb patch: no
+                        // lookups of the map afterwards).
+                        let mut contains_transfer_encoding = false;
+                        let mut contains_content_length = false;
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
+                            contains_transfer_encoding |=
+                                header_name.eq_ignore_ascii_case(b"transfer-encoding");
+                            contains_content_length |=
+                                header_name.eq_ignore_ascii_case(b"content-length");
                             let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
@@ -404,10 +417,6 @@ impl HttpSession {
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
-                        let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -434,7 +443,7 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request()?;
+                        self.framing_content_length = self.validate_request_framing()?;
 
                         return Ok(Some(s));
                     }
@@ -490,18 +499,29 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
+        self.validate_request_framing().map(|_| ())
+    }
+
+    /// [`Self::validate_request`], returning the framing `Content-Length` it resolved (`None`
+    /// when there is none or `Transfer-Encoding` frames the body).
+    fn validate_request_framing(&self) -> Result<Option<usize>> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
+        let chunked_or_te = req_header.headers.contains_key(TRANSFER_ENCODING);
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
-        // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
+        // Skipped when Transfer-Encoding is present (TE overrides CL).
+        let content_length = if chunked_or_te {
+            None
+        } else {
+            content_length_for_framing(&req_header.headers)?
+        };
 
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if chunked_or_te {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -518,7 +538,7 @@ impl HttpSession {
             }
         }
 
-        Ok(())
+        Ok(content_length)
     }
 
     /// Return a reference of the `RequestHeader` this session read
@@ -1119,10 +1139,6 @@ impl HttpSession {
         is_chunked_encoding_from_headers(&self.req_header().headers)
     }
 
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        content_length_for_framing(&self.req_header().headers)
-    }
-
     fn init_body_reader(&mut self) {
         if self.body_reader.need_init() {
             // reset retry buffer
@@ -1141,10 +1157,9 @@ impl HttpSession {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
             } else {
-                // At this point, validate_request() should have already been called,
-                // so get_content_length() should not return an error for invalid values
-                let cl = self.get_content_length().unwrap_or(None);
-                match cl {
+                // read_request() resolved the Content-Length when it validated the head
+                // (lb patch: instead of parsing it again here).
+                match self.framing_content_length {
                     Some(i) => {
                         self.body_reader.init_content_length_owned(i, preread_body);
                     }
