@@ -16,6 +16,16 @@ use super::model::*;
 use super::tree::{Directive, Loc};
 use super::upstream::{upstream, with_port};
 
+mod by_address;
+
+/// Whom a server's routes are for: a name (`None`: the default group), the scheme they are
+/// limited to, and the listeners (empty: every listener).
+struct Host {
+    name: Option<String>,
+    scheme: Option<&'static str>,
+    listen: Vec<String>,
+}
+
 /// One `listen` line.
 #[derive(Debug, Clone)]
 struct Listen {
@@ -293,13 +303,30 @@ impl Mapper<'_> {
                 s.certs = s.tls_files.certificates(self.conf_dir, notes);
             }
         }
-        let defaults = self.default_servers(notes);
+        // One address per kind of listener: per-kind defaults and `scheme` say it all. More:
+        // every route names its server's addresses, each address has its default server.
+        let by_address = by_address::needed(&self.servers);
+        // (Per address, several `default_server` marks of one kind are no conflict.)
+        let mut unused = Notes(Vec::new());
+        let defaults = self.default_servers(if by_address { &mut unused } else { notes });
         let (plain_default, tls_default) = defaults;
         let servers = std::mem::take(&mut self.servers);
         let listens = || servers.iter().flat_map(|s| &s.listens);
         let (any_plain, any_tls) = (listens().any(|l| !l.ssl), listens().any(|l| l.ssl));
         let mut live = vec![false; servers.len()];
+        let mut claimed = HashSet::new();
         for (i, s) in servers.iter().enumerate() {
+            if by_address {
+                let hosts = by_address::hosts(&servers, i, &mut claimed, notes);
+                let why = match s.names.is_empty() {
+                    true => "no server_name lb can match and not the default server of any address",
+                    false => "its names belong to earlier servers on its addresses and it is not the default server of any of them",
+                };
+                let before = out.routes.len();
+                self.routes(s, hosts, Some(why.to_string()), &mut out.routes, notes);
+                live[i] = out.routes.len() > before;
+                continue;
+            }
             // A server on plain (or TLS) ports only answers nothing on the others.
             let scheme = match (
                 s.listens.iter().all(|l| l.ssl),
@@ -328,11 +355,30 @@ impl Mapper<'_> {
                     message: format!("{why}: lb would answer that address's requests with another server's routes, import refused"),
                 });
             }
+            let mut hosts: Vec<Host> = s
+                .names
+                .iter()
+                .map(|n| Host {
+                    name: Some(n.clone()),
+                    scheme,
+                    listen: Vec::new(),
+                })
+                .collect();
+            if let Some(scheme) = default {
+                hosts.push(Host {
+                    name: None,
+                    scheme,
+                    listen: Vec::new(),
+                });
+            }
             let before = out.routes.len();
-            self.routes(s, default, scheme, why_not, &mut out.routes, notes);
+            self.routes(s, hosts, why_not, &mut out.routes, notes);
             live[i] = out.routes.len() > before;
         }
-        self.per_listener(&servers, &live);
+        if !by_address {
+            self.per_listener(&servers, &live);
+        }
+        by_address::default_without_routes(&servers, &live, notes);
         self.listeners(
             &servers,
             &live,
@@ -340,6 +386,9 @@ impl Mapper<'_> {
             &mut out,
             notes,
         );
+        if by_address {
+            by_address::keep_listened(&mut out, notes);
+        }
         self.server_wide(&servers, &live, &mut out, notes);
         if !self.keepalive.is_empty() {
             let total: usize = self.keepalive.iter().map(|k| k.value).sum();
@@ -759,24 +808,18 @@ impl Mapper<'_> {
     fn routes(
         &mut self,
         s: &Server,
-        default: Option<Option<&'static str>>,
-        scheme: Option<&'static str>,
+        hosts: Vec<Host>,
         why_not: Option<String>,
         routes: &mut Vec<Route>,
         notes: &mut Notes,
     ) {
-        if s.names.is_empty() && default.is_none() {
+        if hosts.is_empty() {
             if !s.locations.is_empty() || s.ret.is_some() {
                 let why = why_not.unwrap_or_default();
                 let msg = format!("{why}: its locations are not carried over");
                 notes.add(&s.loc, "server", msg);
             }
             return;
-        }
-        let mut hosts: Vec<(Option<String>, Option<&'static str>)> =
-            s.names.iter().map(|n| (Some(n.clone()), scheme)).collect();
-        if let Some(scheme) = default {
-            hosts.push((None, scheme));
         }
         let names = s.names.join(" ");
         let label = |host: &Option<String>, what: &str| match host {
@@ -788,24 +831,28 @@ impl Mapper<'_> {
             o.host == r.host
                 && o.path == r.path
                 && (o.scheme.is_none() || r.scheme.is_none() || o.scheme == r.scheme)
+                && (o.listen.is_empty()
+                    || r.listen.is_empty()
+                    || o.listen.iter().any(|a| r.listen.contains(a)))
         };
         if let Some((at, respond)) = &s.ret {
             for l in &s.locations {
                 let msg = "the server's return answers every request first: never used";
                 notes.add(&l.loc, format!("location {}", l.label), msg);
             }
-            for (host, scheme) in &hosts {
+            for h in &hosts {
                 let r = Route {
-                    host: host.clone(),
+                    host: h.name.clone(),
                     path: PathMatch::Prefix("/".into()),
                     skip_regex: false,
                     replace_prefix: None,
                     upstream: String::new(),
                     respond: Some(respond.clone()),
-                    scheme: *scheme,
+                    scheme: h.scheme,
+                    listen: h.listen.clone(),
                     rate_limits: Vec::new(),
                     loc: at.clone(),
-                    label: label(host, "return"),
+                    label: label(&h.name, "return"),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -850,18 +897,19 @@ impl Mapper<'_> {
                 },
             };
             if let Some(respond) = &l.respond {
-                for (host, scheme) in &hosts {
+                for h in &hosts {
                     let r = Route {
-                        host: host.clone(),
+                        host: h.name.clone(),
                         path: l.path.clone(),
                         skip_regex: l.skip_regex,
                         replace_prefix: None,
                         upstream: String::new(),
                         respond: Some(respond.clone()),
-                        scheme: *scheme,
+                        scheme: h.scheme,
+                        listen: h.listen.clone(),
                         rate_limits: Vec::new(),
                         loc: l.loc.clone(),
-                        label: label(host, &format!("location {}", l.label)),
+                        label: label(&h.name, &format!("location {}", l.label)),
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -887,18 +935,19 @@ impl Mapper<'_> {
                 continue;
             };
             let rate_limits = self.rate_limits(l, notes);
-            for (host, scheme) in &hosts {
+            for h in &hosts {
                 let r = Route {
-                    host: host.clone(),
+                    host: h.name.clone(),
                     path: l.path.clone(),
                     skip_regex: l.skip_regex,
                     replace_prefix: l.replace_prefix.clone(),
                     upstream: name.clone(),
                     respond: None,
-                    scheme: *scheme,
+                    scheme: h.scheme,
+                    listen: h.listen.clone(),
                     rate_limits: rate_limits.clone(),
                     loc: l.loc.clone(),
-                    label: label(host, &format!("location {}", l.label)),
+                    label: label(&h.name, &format!("location {}", l.label)),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
