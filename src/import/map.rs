@@ -316,67 +316,17 @@ impl Mapper<'_> {
         let mut live = vec![false; servers.len()];
         let mut claimed = HashSet::new();
         for (i, s) in servers.iter().enumerate() {
-            if by_address {
-                let hosts = by_address::hosts(&servers, i, &mut claimed, notes);
-                let why = match s.names.is_empty() {
-                    true => "no server_name lb can match and not the default server of any address",
-                    false => "its names belong to earlier servers on its addresses and it is not the default server of any of them",
-                };
-                let before = out.routes.len();
-                self.routes(s, hosts, Some(why.to_string()), &mut out.routes, notes);
-                live[i] = out.routes.len() > before;
-                continue;
-            }
-            // A server on plain (or TLS) ports only answers nothing on the others.
-            let scheme = match (
-                s.listens.iter().all(|l| l.ssl),
-                s.listens.iter().any(|l| l.ssl),
-            ) {
-                (true, _) if any_plain => Some("https"),
-                (_, false) if any_tls => Some("http"),
-                _ => None,
+            let hosts = match by_address {
+                true => by_address::hosts(&servers, i, &mut claimed, notes),
+                false => by_kind(s, i, defaults, (any_plain, any_tls)),
             };
-            // Its routes without a host: for the kinds of listener it is the default of.
-            let default = match (plain_default == Some(i), tls_default == Some(i)) {
-                (true, true) => Some(scheme),
-                (true, false) => Some(any_tls.then_some("http")),
-                (false, true) => Some(any_plain.then_some("https")),
-                (false, false) => None,
+            let why = match s.names.is_empty() {
+                true => "no server_name lb can match and not the default server of its address",
+                false => "its names belong to earlier servers on its addresses and it is not the default server of any of them",
             };
-            let why_not = (default.is_none()).then(|| self.why_no_default(&servers, i, defaults));
-            let routable = !s.locations.is_empty() || s.ret.is_some();
-            if let Some(why) = why_not.as_ref().filter(|w| {
-                s.names.is_empty() && routable && w.contains("NGINX's default server of")
-            }) {
-                // NGINX sends that address's requests here; lb would send them elsewhere.
-                self.refusals.push(Note {
-                    loc: s.loc.clone(),
-                    name: "server".to_string(),
-                    message: format!("{why}: lb would answer that address's requests with another server's routes, import refused"),
-                });
-            }
-            let mut hosts: Vec<Host> = s
-                .names
-                .iter()
-                .map(|n| Host {
-                    name: Some(n.clone()),
-                    scheme,
-                    listen: Vec::new(),
-                })
-                .collect();
-            if let Some(scheme) = default {
-                hosts.push(Host {
-                    name: None,
-                    scheme,
-                    listen: Vec::new(),
-                });
-            }
             let before = out.routes.len();
-            self.routes(s, hosts, why_not, &mut out.routes, notes);
+            self.routes(s, hosts, why, &mut out.routes, notes);
             live[i] = out.routes.len() > before;
-        }
-        if !by_address {
-            self.per_listener(&servers, &live);
         }
         by_address::default_without_routes(&servers, &live, notes);
         self.listeners(
@@ -442,94 +392,6 @@ impl Mapper<'_> {
         out.upstreams = self.upstreams;
         out.rate_limits = self.limits;
         Ok(out)
-    }
-
-    /// Why server `i`'s routes answer no unknown host: the accurate reason for its note.
-    fn why_no_default(
-        &self,
-        servers: &[Server],
-        i: usize,
-        (plain, tls): (Option<usize>, Option<usize>),
-    ) -> String {
-        let s = &servers[i];
-        // NGINX's default for an address: the one marked default_server, else the first.
-        let default_of = s.listens.iter().find(|l| {
-            let on: Vec<(usize, &Listen)> = servers
-                .iter()
-                .enumerate()
-                .flat_map(|(j, o)| {
-                    o.listens
-                        .iter()
-                        .filter(|m| m.addr == l.addr)
-                        .map(move |m| (j, m))
-                })
-                .collect();
-            let pick = on.iter().find(|(_, m)| m.default).or(on.first());
-            pick.is_some_and(|(j, _)| *j == i)
-        });
-        match default_of {
-            Some(l) => {
-                let chosen = if l.ssl { tls } else { plain };
-                let chosen = chosen.map_or("none".to_string(), |c| servers[c].loc.to_string());
-                format!(
-                    "no server_name lb can match; it is NGINX's default server of {}, but lb has one default server per kind of listener (the one at {chosen})",
-                    l.addr
-                )
-            }
-            None => {
-                "no server_name lb can match and not the default server of any address".to_string()
-            }
-        }
-    }
-
-    /// Refuses servers that listen on different addresses of one kind (plain or TLS): NGINX
-    /// picks the server by address first, lb's routes answer on every listener of the kind.
-    fn per_listener(&mut self, servers: &[Server], live: &[bool]) {
-        for ssl in [false, true] {
-            let mut first: Option<(usize, Vec<&str>)> = None;
-            for (i, s) in servers.iter().enumerate().filter(|(i, _)| live[*i]) {
-                let mut addrs: Vec<&str> = s
-                    .listens
-                    .iter()
-                    .filter(|l| l.ssl == ssl)
-                    .map(|l| l.addr.as_str())
-                    .collect();
-                addrs.sort_unstable();
-                addrs.dedup();
-                if addrs.is_empty() {
-                    continue;
-                }
-                let Some((j, other)) = &first else {
-                    first = Some((i, addrs));
-                    continue;
-                };
-                if *other == addrs {
-                    continue;
-                }
-                let (odd, has, lacks) = match addrs.iter().find(|a| !other.contains(a)) {
-                    Some(a) => (*a, i, *j),
-                    None => match other.iter().find(|a| !addrs.contains(a)) {
-                        Some(a) => (*a, *j, i),
-                        None => continue,
-                    },
-                };
-                let Some(l) = servers[has].listens.iter().find(|l| l.addr == odd) else {
-                    continue;
-                };
-                let msg = format!(
-                    "{odd}: the server at {} listens here and the server at {} does not; NGINX picks the server by listening address first, but lb's routes answer on every {} listener alike (it routes by host and scheme only), so requests to {odd} could reach the other server's routes: import refused (give both servers the same listen lines, or split the config)",
-                    servers[has].loc,
-                    servers[lacks].loc,
-                    if ssl { "TLS" } else { "plain" },
-                );
-                self.refusals.push(Note {
-                    loc: l.loc.clone(),
-                    name: "listen".to_string(),
-                    message: msg,
-                });
-                break;
-            }
-        }
     }
 
     /// `[server]` keys for NGINX's server-wide directives (lb has one value for all servers),
@@ -809,13 +671,12 @@ impl Mapper<'_> {
         &mut self,
         s: &Server,
         hosts: Vec<Host>,
-        why_not: Option<String>,
+        why: &str,
         routes: &mut Vec<Route>,
         notes: &mut Notes,
     ) {
         if hosts.is_empty() {
             if !s.locations.is_empty() || s.ret.is_some() {
-                let why = why_not.unwrap_or_default();
                 let msg = format!("{why}: its locations are not carried over");
                 notes.add(&s.loc, "server", msg);
             }
@@ -1094,6 +955,42 @@ impl Mapper<'_> {
             }
         }
     }
+}
+
+/// Whom server `i`'s routes are for while each kind of listener has one address: its names,
+/// and no host for the kinds it is the default server of; limited to a `scheme` when it
+/// listens on one kind only and the import has both.
+fn by_kind(
+    s: &Server,
+    i: usize,
+    (plain_default, tls_default): (Option<usize>, Option<usize>),
+    (any_plain, any_tls): (bool, bool),
+) -> Vec<Host> {
+    let scheme = match (
+        s.listens.iter().all(|l| l.ssl),
+        s.listens.iter().any(|l| l.ssl),
+    ) {
+        (true, _) if any_plain => Some("https"),
+        (_, false) if any_tls => Some("http"),
+        _ => None,
+    };
+    let default = match (plain_default == Some(i), tls_default == Some(i)) {
+        (true, true) => Some(scheme),
+        (true, false) => Some(any_tls.then_some("http")),
+        (false, true) => Some(any_plain.then_some("https")),
+        (false, false) => None,
+    };
+    let named = s.names.iter().map(|n| Host {
+        name: Some(n.clone()),
+        scheme,
+        listen: Vec::new(),
+    });
+    let default = default.map(|scheme| Host {
+        name: None,
+        scheme,
+        listen: Vec::new(),
+    });
+    named.chain(default).collect()
 }
 
 /// `listen` → address and flags; `None` (noted) for what lb cannot listen on.

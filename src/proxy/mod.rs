@@ -223,17 +223,12 @@ impl Proxy {
         // cancels the backend request at once. A reset or an EOF inside the request ends the
         // request either way.
         session.set_abort_on_close(server.client_close == ClientClose::Abort);
-        let digest = session.digest();
-        let tls = digest.is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         // The listener the connection came to, when routes name listeners: read once per
-        // connection (the socket digest keeps it), so a keep-alive request reuses it.
+        // connection (its socket digest keeps it for later requests and HTTP/2 streams).
         let local = match snapshot.routes_by_listener() {
             false => None,
-            true => digest
-                .and_then(|d| d.socket_digest.as_ref())
-                .and_then(|s| s.local_addr())
-                .and_then(|a| a.as_inet())
-                .copied(),
+            true => session.server_addr().and_then(|a| a.as_inet()).copied(),
         };
         let req = session.req_header();
         let raw_path = req.uri.path();
