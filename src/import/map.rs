@@ -900,7 +900,7 @@ impl Mapper<'_> {
             for l in &s.listens {
                 if !all.iter().any(|a| a.addr == l.addr) {
                     let msg = format!(
-                        "{}: no server on this address has a route lb can serve (the server at {} has none), listener dropped rather than answering with other servers' routes",
+                        "{}: no server on this address has a route lb can serve (the server at {} has none: see its notes), listener dropped: lb would serve nothing there that NGINX serves",
                         l.addr, s.loc
                     );
                     notes.add(&l.loc, "listen", msg);
