@@ -56,7 +56,8 @@
 //!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
 //!    ([`snapshot::Snapshot::route_on`]: host group, then exact path, prefix, regex; a
 //!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
-//!    each, as routes may name a `scheme`); no route → 404, no usable backend → 503; a
+//!    each, as routes may name a `scheme`, and so has each listener a route's `listen` names,
+//!    chosen by the connection's local address); no route → 404, no usable backend → 503; a
 //!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
 //!    The route's (or its upstream's) rate limits then pass, delay or refuse it
 //!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).

@@ -196,16 +196,27 @@ struct Router {
 
 impl Router {
     /// The router of the plain listeners (`tls` false) or of the HTTPS ones: routes with a
-    /// `scheme` are only in that one.
-    fn build(config: &Config, tls: bool) -> Router {
+    /// `scheme` are only in that one. `listener`: the router of that one listener (routes
+    /// naming it and routes without `listen`); `None`: of the listeners no route names (routes
+    /// without `listen` only).
+    fn build(config: &Config, tls: bool, listener: Option<SocketAddr>) -> Router {
         let mut router = Router::default();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
-        let mine = |r: &&RouteConfig| r.scheme.is_none_or(|s| s == scheme);
+        let mine = |r: &&RouteConfig| {
+            let here = match (&r.listen, listener) {
+                (None, _) => true,
+                (Some(ls), Some(l)) => ls.contains(&l),
+                (Some(_), None) => false,
+            };
+            here && r.scheme.is_none_or(|s| s == scheme)
+        };
         // With one upstream, a kind of listener no route is for sends everything to it (e.g.
-        // HTTPS, when the only route redirects plain HTTP there).
+        // HTTPS, when the only route redirects plain HTTP there). Not once routes name
+        // listeners: a listener without routes then answers 404, never another one's traffic.
         let none_mine = !config.routes.iter().any(|r| mine(&r));
-        if none_mine && config.upstreams.len() == 1 {
+        let by_listener = config.routes.iter().any(|r| r.listen.is_some());
+        if none_mine && !by_listener && config.upstreams.len() == 1 {
             let all = Route {
                 target: Target::Upstream(0),
                 replace: None,
@@ -348,8 +359,12 @@ impl Router {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
-    /// For the plain listeners and for the HTTPS ones (they differ by routes with a `scheme`).
-    routers: [Router; 2],
+    /// For the plain listeners and for the HTTPS ones (they differ by routes with a `scheme`),
+    /// then one for each listener some route names (`routes[i].listen`).
+    routers: Vec<Router>,
+    /// The listeners routes name, each with its index into `routers`; empty when no route
+    /// names one (then a request's listener is never looked at).
+    listeners: Box<[(SocketAddr, usize)]>,
     /// lb's 404s for requests no route matched.
     pub no_route: Arc<crate::state::stats::RequestStats>,
     /// `[rate_limits]`, in the config's order (by name).
@@ -391,8 +406,10 @@ impl Snapshot {
             })
             .collect();
         registry.retain_limiters(all);
+        let (routers, listeners) = build_routers(&config);
         Snapshot {
-            routers: [Router::build(&config, false), Router::build(&config, true)],
+            routers,
+            listeners,
             upstreams,
             no_route: registry.own_stats(""),
             limits,
@@ -410,17 +427,41 @@ impl Snapshot {
         }
     }
 
-    /// The route for a request: over TLS or not, its host (`Host` or `:authority`) and
-    /// normalized path.
+    /// Whether some route names listeners: only then does routing need the local address a
+    /// request came to ([`Snapshot::route_on`]'s `local`).
     #[inline]
-    pub fn route_on(&self, tls: bool, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
-        self.routers[usize::from(tls)].group(host).find(path)
+    pub fn routes_by_listener(&self) -> bool {
+        !self.listeners.is_empty()
     }
 
-    /// [`Snapshot::route_on`] for a plain listener (tests).
+    /// The route for a request: over TLS or not, the local address its connection was accepted
+    /// on (needed only when [`Snapshot::routes_by_listener`]), its host (`Host` or
+    /// `:authority`) and normalized path.
+    #[inline]
+    pub fn route_on(
+        &self,
+        tls: bool,
+        local: Option<SocketAddr>,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Routed<'_>> {
+        let named = local.and_then(|local| {
+            let on = |l: &SocketAddr| {
+                l.port() == local.port()
+                    && (l.ip() == local.ip()
+                        || l.ip().is_unspecified() && l.is_ipv4() == local.is_ipv4())
+            };
+            // Listeners never overlap (validated), so at most one matches.
+            self.listeners.iter().find(|(l, _)| on(l)).map(|(_, i)| *i)
+        });
+        let router = named.unwrap_or(usize::from(tls));
+        self.routers[router].group(host).find(path)
+    }
+
+    /// [`Snapshot::route_on`] for a plain listener no route names (tests).
     #[cfg(test)]
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Routed<'_>> {
-        self.route_on(false, host, path)
+        self.route_on(false, None, host, path)
     }
 
     /// Index into `upstreams` of the upstream for a plain request (`None` also for a redirect
@@ -439,6 +480,30 @@ impl Snapshot {
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.name() == name)
     }
+}
+
+/// The plain and HTTPS routers, then one per listener some route names, with the index of
+/// each such listener's router.
+fn build_routers(config: &Config) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
+    let mut routers = vec![
+        Router::build(config, false, None),
+        Router::build(config, true, None),
+    ];
+    let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
+    let named = config.routes.iter().filter_map(|r| r.listen.as_deref());
+    for &addr in named.flatten() {
+        if listeners.iter().any(|(l, _)| *l == addr) {
+            continue;
+        }
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.listen.contains(&addr));
+        listeners.push((addr, routers.len()));
+        routers.push(Router::build(config, tls, Some(addr)));
+    }
+    (routers, listeners.into())
 }
 
 /// A `Host` (or `:authority`) without its port and a trailing dot, as NGINX names the host
@@ -618,7 +683,7 @@ mod tests {
              [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n\
              [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n",
         );
-        let target = |tls: bool, path: &str| match s.route_on(tls, None, path) {
+        let target = |tls: bool, path: &str| match s.route_on(tls, None, None, path) {
             Some(Routed::To(Route {
                 target: Target::Respond(a),
                 ..
@@ -643,7 +708,7 @@ mod tests {
              [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n",
         );
         assert_eq!(s.route_index(None, "/x"), None);
-        let tls = s.route_on(true, None, "/x");
+        let tls = s.route_on(true, None, None, "/x");
         assert!(matches!(
             tls,
             Some(Routed::To(Route {
@@ -651,6 +716,48 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    /// Each listener a route names has its own groups: its routes and the routes without
+    /// `listen`; the others keep the shared router, without the routes that name listeners.
+    #[test]
+    fn routes_by_listener() {
+        let s = snap(
+            "[server]\nlisten = [\"127.0.0.1:1\", \"0.0.0.0:2\", \"127.0.0.1:3\"]\n\
+             [upstreams.a]\nbackends = [\"127.0.0.1:9\"]\n\
+             [[routes]]\nlisten = \"127.0.0.1:1\"\nrespond = 201\n\
+             [[routes]]\nlisten = [\"0.0.0.0:2\"]\nrespond = 202\n\
+             [[routes]]\nlisten = [\"0.0.0.0:2\"]\nhost = \"x.example\"\nrespond = 203\n\
+             [[routes]]\nhost = \"x.example\"\npath_prefix = \"/all/\"\nrespond = 204\n",
+        );
+        let status = |local: &str, host: Option<&str>, path: &str| match s.route_on(
+            false,
+            Some(local.parse().unwrap()),
+            host,
+            path,
+        ) {
+            Some(Routed::To(Route {
+                target: Target::Respond(a),
+                ..
+            })) => a.status,
+            _ => 404,
+        };
+        assert!(s.routes_by_listener());
+        assert_eq!(status("127.0.0.1:1", None, "/"), 201);
+        assert_eq!(status("127.0.0.1:1", Some("x.example"), "/"), 404);
+        assert_eq!(status("127.0.0.1:1", Some("x.example"), "/all/"), 204);
+        // 0.0.0.0:2 took the connection on whichever address it came to.
+        assert_eq!(status("10.1.2.3:2", Some("y.example"), "/"), 202);
+        assert_eq!(status("127.0.0.1:2", Some("x.example"), "/"), 203);
+        assert_eq!(status("127.0.0.1:2", Some("x.example"), "/all/"), 204);
+        // A listener no route names: the routes without `listen` only (no one-upstream
+        // fallback once routes name listeners).
+        assert_eq!(status("127.0.0.1:3", None, "/"), 404);
+        assert_eq!(status("127.0.0.1:3", Some("x.example"), "/all/"), 204);
+        assert!(!snap(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:9\"]\n"
+        )
+        .routes_by_listener());
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub struct RouteFile {
     pub replace_prefix: Option<String>,
     pub rate_limits: Option<Vec<String>>,
     pub scheme: Option<String>,
+    /// One listener address or a list of them (checked in `validate`).
+    pub listen: Option<toml::Value>,
     pub upstream: Option<String>,
     pub respond: Option<i64>,
     pub body: Option<String>,

@@ -619,6 +619,9 @@ pub struct RouteConfig {
     pub rate_limits: Option<Vec<String>>,
     /// Only requests that came over this (`None`: both).
     pub scheme: Option<Scheme>,
+    /// Only requests accepted on these listeners (`server.listen`, `server.tls.listen`);
+    /// `None`: every listener. NGINX's `listen` of the route's `server` block.
+    pub listen: Option<Vec<SocketAddr>>,
     pub target: RouteTarget,
 }
 
@@ -902,6 +905,10 @@ impl Config {
             }
             if let Some(scheme) = r.scheme {
                 let _ = write!(extra, " scheme={scheme:?}");
+            }
+            if let Some(listen) = &r.listen {
+                let listen: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+                let _ = write!(extra, " listen={}", listen.join(","));
             }
             let target = match &r.target {
                 RouteTarget::Upstream(u) => u.clone(),

@@ -17,10 +17,12 @@ mod analytics;
 #[cfg(test)]
 mod balancing_tests;
 mod rate_limit;
+mod route_listen;
 mod tls;
 mod upstream;
 
 pub use admin::ADMIN_PATHS;
+use route_listen::RouteKey;
 
 /// Largest accepted backend weight.
 pub const MAX_WEIGHT: i64 = 10_000;
@@ -423,7 +425,7 @@ impl Checker {
             }
         };
         let mut out = Vec::new();
-        let mut seen: Vec<(Option<String>, String, Option<Scheme>)> = Vec::new();
+        let mut seen: Vec<RouteKey> = Vec::new();
         for (i, v) in items.into_iter().enumerate() {
             let path = format!("routes[{i}]");
             let Some(r) = self.decode::<RouteFile>(&path, v) else {
@@ -483,12 +485,15 @@ impl Checker {
                     None
                 }
             };
-            // A route for one scheme and one for the other do not clash.
-            let key = (host.clone(), matcher.describe(), scheme);
-            let clash = seen.iter().any(|(h, m, s)| {
-                *h == key.0 && *m == key.1 && (s.is_none() || key.2.is_none() || *s == key.2)
-            });
-            if clash {
+            let listen = self.route_listen(&path, r.listen, scheme);
+            // Routes for different schemes or listeners do not clash.
+            let key = RouteKey {
+                host: host.clone(),
+                path: matcher.describe(),
+                scheme,
+                listen: listen.clone(),
+            };
+            if seen.iter().any(|k| k.clashes(&key)) {
                 self.problem(
                     &path,
                     format!(
@@ -516,6 +521,7 @@ impl Checker {
                 replace_prefix: r.replace_prefix,
                 rate_limits,
                 scheme,
+                listen,
                 target,
             });
         }

@@ -279,6 +279,10 @@ fn route(s: &mut String, r: &Route) {
     if let Some(scheme) = r.scheme {
         let _ = writeln!(s, "scheme = {}", string(scheme));
     }
+    if !r.listen.is_empty() {
+        let listen: Vec<String> = r.listen.iter().map(|a| string(a)).collect();
+        let _ = writeln!(s, "listen = [{}]", listen.join(", "));
+    }
     if !r.rate_limits.is_empty() {
         let names: Vec<String> = r.rate_limits.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "rate_limits = [{}]", names.join(", "));

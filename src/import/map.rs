@@ -16,6 +16,16 @@ use super::model::*;
 use super::tree::{Directive, Loc};
 use super::upstream::{upstream, with_port};
 
+mod by_address;
+
+/// Whom a server's routes are for: a name (`None`: the default group), the scheme they are
+/// limited to, and the listeners (empty: every listener).
+struct Host {
+    name: Option<String>,
+    scheme: Option<&'static str>,
+    listen: Vec<String>,
+}
+
 /// One `listen` line.
 #[derive(Debug, Clone)]
 struct Listen {
@@ -293,46 +303,32 @@ impl Mapper<'_> {
                 s.certs = s.tls_files.certificates(self.conf_dir, notes);
             }
         }
-        let defaults = self.default_servers(notes);
+        // One address per kind of listener: per-kind defaults and `scheme` say it all. More:
+        // every route names its server's addresses, each address has its default server.
+        let by_address = by_address::needed(&self.servers);
+        // (Per address, several `default_server` marks of one kind are no conflict.)
+        let mut unused = Notes(Vec::new());
+        let defaults = self.default_servers(if by_address { &mut unused } else { notes });
         let (plain_default, tls_default) = defaults;
         let servers = std::mem::take(&mut self.servers);
         let listens = || servers.iter().flat_map(|s| &s.listens);
         let (any_plain, any_tls) = (listens().any(|l| !l.ssl), listens().any(|l| l.ssl));
         let mut live = vec![false; servers.len()];
+        let mut claimed = HashSet::new();
         for (i, s) in servers.iter().enumerate() {
-            // A server on plain (or TLS) ports only answers nothing on the others.
-            let scheme = match (
-                s.listens.iter().all(|l| l.ssl),
-                s.listens.iter().any(|l| l.ssl),
-            ) {
-                (true, _) if any_plain => Some("https"),
-                (_, false) if any_tls => Some("http"),
-                _ => None,
+            let hosts = match by_address {
+                true => by_address::hosts(&servers, i, &mut claimed, notes),
+                false => by_kind(s, i, defaults, (any_plain, any_tls)),
             };
-            // Its routes without a host: for the kinds of listener it is the default of.
-            let default = match (plain_default == Some(i), tls_default == Some(i)) {
-                (true, true) => Some(scheme),
-                (true, false) => Some(any_tls.then_some("http")),
-                (false, true) => Some(any_plain.then_some("https")),
-                (false, false) => None,
+            let why = match s.names.is_empty() {
+                true => "no server_name lb can match and not the default server of its address",
+                false => "its names belong to earlier servers on its addresses and it is not the default server of any of them",
             };
-            let why_not = (default.is_none()).then(|| self.why_no_default(&servers, i, defaults));
-            let routable = !s.locations.is_empty() || s.ret.is_some();
-            if let Some(why) = why_not.as_ref().filter(|w| {
-                s.names.is_empty() && routable && w.contains("NGINX's default server of")
-            }) {
-                // NGINX sends that address's requests here; lb would send them elsewhere.
-                self.refusals.push(Note {
-                    loc: s.loc.clone(),
-                    name: "server".to_string(),
-                    message: format!("{why}: lb would answer that address's requests with another server's routes, import refused"),
-                });
-            }
             let before = out.routes.len();
-            self.routes(s, default, scheme, why_not, &mut out.routes, notes);
+            self.routes(s, hosts, why, &mut out.routes, notes);
             live[i] = out.routes.len() > before;
         }
-        self.per_listener(&servers, &live);
+        by_address::default_without_routes(&servers, &live, notes);
         self.listeners(
             &servers,
             &live,
@@ -340,6 +336,9 @@ impl Mapper<'_> {
             &mut out,
             notes,
         );
+        if by_address {
+            by_address::keep_listened(&mut out, notes);
+        }
         self.server_wide(&servers, &live, &mut out, notes);
         if !self.keepalive.is_empty() {
             let total: usize = self.keepalive.iter().map(|k| k.value).sum();
@@ -393,94 +392,6 @@ impl Mapper<'_> {
         out.upstreams = self.upstreams;
         out.rate_limits = self.limits;
         Ok(out)
-    }
-
-    /// Why server `i`'s routes answer no unknown host: the accurate reason for its note.
-    fn why_no_default(
-        &self,
-        servers: &[Server],
-        i: usize,
-        (plain, tls): (Option<usize>, Option<usize>),
-    ) -> String {
-        let s = &servers[i];
-        // NGINX's default for an address: the one marked default_server, else the first.
-        let default_of = s.listens.iter().find(|l| {
-            let on: Vec<(usize, &Listen)> = servers
-                .iter()
-                .enumerate()
-                .flat_map(|(j, o)| {
-                    o.listens
-                        .iter()
-                        .filter(|m| m.addr == l.addr)
-                        .map(move |m| (j, m))
-                })
-                .collect();
-            let pick = on.iter().find(|(_, m)| m.default).or(on.first());
-            pick.is_some_and(|(j, _)| *j == i)
-        });
-        match default_of {
-            Some(l) => {
-                let chosen = if l.ssl { tls } else { plain };
-                let chosen = chosen.map_or("none".to_string(), |c| servers[c].loc.to_string());
-                format!(
-                    "no server_name lb can match; it is NGINX's default server of {}, but lb has one default server per kind of listener (the one at {chosen})",
-                    l.addr
-                )
-            }
-            None => {
-                "no server_name lb can match and not the default server of any address".to_string()
-            }
-        }
-    }
-
-    /// Refuses servers that listen on different addresses of one kind (plain or TLS): NGINX
-    /// picks the server by address first, lb's routes answer on every listener of the kind.
-    fn per_listener(&mut self, servers: &[Server], live: &[bool]) {
-        for ssl in [false, true] {
-            let mut first: Option<(usize, Vec<&str>)> = None;
-            for (i, s) in servers.iter().enumerate().filter(|(i, _)| live[*i]) {
-                let mut addrs: Vec<&str> = s
-                    .listens
-                    .iter()
-                    .filter(|l| l.ssl == ssl)
-                    .map(|l| l.addr.as_str())
-                    .collect();
-                addrs.sort_unstable();
-                addrs.dedup();
-                if addrs.is_empty() {
-                    continue;
-                }
-                let Some((j, other)) = &first else {
-                    first = Some((i, addrs));
-                    continue;
-                };
-                if *other == addrs {
-                    continue;
-                }
-                let (odd, has, lacks) = match addrs.iter().find(|a| !other.contains(a)) {
-                    Some(a) => (*a, i, *j),
-                    None => match other.iter().find(|a| !addrs.contains(a)) {
-                        Some(a) => (*a, *j, i),
-                        None => continue,
-                    },
-                };
-                let Some(l) = servers[has].listens.iter().find(|l| l.addr == odd) else {
-                    continue;
-                };
-                let msg = format!(
-                    "{odd}: the server at {} listens here and the server at {} does not; NGINX picks the server by listening address first, but lb's routes answer on every {} listener alike (it routes by host and scheme only), so requests to {odd} could reach the other server's routes: import refused (give both servers the same listen lines, or split the config)",
-                    servers[has].loc,
-                    servers[lacks].loc,
-                    if ssl { "TLS" } else { "plain" },
-                );
-                self.refusals.push(Note {
-                    loc: l.loc.clone(),
-                    name: "listen".to_string(),
-                    message: msg,
-                });
-                break;
-            }
-        }
     }
 
     /// `[server]` keys for NGINX's server-wide directives (lb has one value for all servers),
@@ -759,24 +670,17 @@ impl Mapper<'_> {
     fn routes(
         &mut self,
         s: &Server,
-        default: Option<Option<&'static str>>,
-        scheme: Option<&'static str>,
-        why_not: Option<String>,
+        hosts: Vec<Host>,
+        why: &str,
         routes: &mut Vec<Route>,
         notes: &mut Notes,
     ) {
-        if s.names.is_empty() && default.is_none() {
+        if hosts.is_empty() {
             if !s.locations.is_empty() || s.ret.is_some() {
-                let why = why_not.unwrap_or_default();
                 let msg = format!("{why}: its locations are not carried over");
                 notes.add(&s.loc, "server", msg);
             }
             return;
-        }
-        let mut hosts: Vec<(Option<String>, Option<&'static str>)> =
-            s.names.iter().map(|n| (Some(n.clone()), scheme)).collect();
-        if let Some(scheme) = default {
-            hosts.push((None, scheme));
         }
         let names = s.names.join(" ");
         let label = |host: &Option<String>, what: &str| match host {
@@ -788,24 +692,28 @@ impl Mapper<'_> {
             o.host == r.host
                 && o.path == r.path
                 && (o.scheme.is_none() || r.scheme.is_none() || o.scheme == r.scheme)
+                && (o.listen.is_empty()
+                    || r.listen.is_empty()
+                    || o.listen.iter().any(|a| r.listen.contains(a)))
         };
         if let Some((at, respond)) = &s.ret {
             for l in &s.locations {
                 let msg = "the server's return answers every request first: never used";
                 notes.add(&l.loc, format!("location {}", l.label), msg);
             }
-            for (host, scheme) in &hosts {
+            for h in &hosts {
                 let r = Route {
-                    host: host.clone(),
+                    host: h.name.clone(),
                     path: PathMatch::Prefix("/".into()),
                     skip_regex: false,
                     replace_prefix: None,
                     upstream: String::new(),
                     respond: Some(respond.clone()),
-                    scheme: *scheme,
+                    scheme: h.scheme,
+                    listen: h.listen.clone(),
                     rate_limits: Vec::new(),
                     loc: at.clone(),
-                    label: label(host, "return"),
+                    label: label(&h.name, "return"),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -850,18 +758,19 @@ impl Mapper<'_> {
                 },
             };
             if let Some(respond) = &l.respond {
-                for (host, scheme) in &hosts {
+                for h in &hosts {
                     let r = Route {
-                        host: host.clone(),
+                        host: h.name.clone(),
                         path: l.path.clone(),
                         skip_regex: l.skip_regex,
                         replace_prefix: None,
                         upstream: String::new(),
                         respond: Some(respond.clone()),
-                        scheme: *scheme,
+                        scheme: h.scheme,
+                        listen: h.listen.clone(),
                         rate_limits: Vec::new(),
                         loc: l.loc.clone(),
-                        label: label(host, &format!("location {}", l.label)),
+                        label: label(&h.name, &format!("location {}", l.label)),
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -887,18 +796,19 @@ impl Mapper<'_> {
                 continue;
             };
             let rate_limits = self.rate_limits(l, notes);
-            for (host, scheme) in &hosts {
+            for h in &hosts {
                 let r = Route {
-                    host: host.clone(),
+                    host: h.name.clone(),
                     path: l.path.clone(),
                     skip_regex: l.skip_regex,
                     replace_prefix: l.replace_prefix.clone(),
                     upstream: name.clone(),
                     respond: None,
-                    scheme: *scheme,
+                    scheme: h.scheme,
+                    listen: h.listen.clone(),
                     rate_limits: rate_limits.clone(),
                     loc: l.loc.clone(),
-                    label: label(host, &format!("location {}", l.label)),
+                    label: label(&h.name, &format!("location {}", l.label)),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -990,7 +900,7 @@ impl Mapper<'_> {
             for l in &s.listens {
                 if !all.iter().any(|a| a.addr == l.addr) {
                     let msg = format!(
-                        "{}: no server on this address has a route lb can serve (the server at {} has none), listener dropped rather than answering with other servers' routes",
+                        "{}: no server on this address has a route lb can serve (the server at {} has none: see its notes), listener dropped: lb would serve nothing there that NGINX serves",
                         l.addr, s.loc
                     );
                     notes.add(&l.loc, "listen", msg);
@@ -1045,6 +955,42 @@ impl Mapper<'_> {
             }
         }
     }
+}
+
+/// Whom server `i`'s routes are for while each kind of listener has one address: its names,
+/// and no host for the kinds it is the default server of; limited to a `scheme` when it
+/// listens on one kind only and the import has both.
+fn by_kind(
+    s: &Server,
+    i: usize,
+    (plain_default, tls_default): (Option<usize>, Option<usize>),
+    (any_plain, any_tls): (bool, bool),
+) -> Vec<Host> {
+    let scheme = match (
+        s.listens.iter().all(|l| l.ssl),
+        s.listens.iter().any(|l| l.ssl),
+    ) {
+        (true, _) if any_plain => Some("https"),
+        (_, false) if any_tls => Some("http"),
+        _ => None,
+    };
+    let default = match (plain_default == Some(i), tls_default == Some(i)) {
+        (true, true) => Some(scheme),
+        (true, false) => Some(any_tls.then_some("http")),
+        (false, true) => Some(any_plain.then_some("https")),
+        (false, false) => None,
+    };
+    let named = s.names.iter().map(|n| Host {
+        name: Some(n.clone()),
+        scheme,
+        listen: Vec::new(),
+    });
+    let default = default.map(|scheme| Host {
+        name: None,
+        scheme,
+        listen: Vec::new(),
+    });
+    named.chain(default).collect()
 }
 
 /// `listen` → address and flags; `None` (noted) for what lb cannot listen on.

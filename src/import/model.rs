@@ -164,6 +164,9 @@ pub struct Route {
     /// `http` or `https` when the route's server listens on plain or on TLS ports only (and
     /// the import has both kinds).
     pub scheme: Option<&'static str>,
+    /// The listen addresses of its server (`routes[i].listen`) when the import has several
+    /// of one kind; empty: every listener.
+    pub listen: Vec<String>,
     /// The zones of its `limit_req` lines.
     pub rate_limits: Vec<String>,
     pub loc: Loc,

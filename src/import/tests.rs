@@ -613,23 +613,96 @@ fn security_directives_refuse_the_import_unless_allowed() {
     assert!(e.contains("nginx.conf:3: auth_basic:"), "{e}");
 }
 
+/// NGINX picks the server by address first: with two addresses of one kind, every route
+/// names its server's addresses and each address has its own default server.
 #[test]
-fn servers_on_different_ports_are_refused_unless_they_listen_alike() {
-    let e = refused(
+fn servers_on_different_ports_name_their_listeners() {
+    let o = one(
         "ports",
         &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 8080; location / {{ proxy_pass http://b; }} }}\n"),
     );
-    assert!(e.contains("nginx.conf:4: server: no server_name lb can match; it is NGINX's default server of 0.0.0.0:8080"), "{e}");
-    let e = refused(
-        "ports-named",
-        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; server_name a.example; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 8080; server_name b.example; location / {{ proxy_pass http://b; }} }}\n"),
-    );
-    assert!(e.contains("nginx.conf:4: listen: 0.0.0.0:8080: the server at nginx.conf:4 listens here and the server at nginx.conf:3 does not"), "{e}");
-    let o = one(
-        "ports-alike",
-        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\nserver {{ listen 80; listen 8080; location / {{ proxy_pass http://api; }} }}\nserver {{ listen 80; listen 8080; server_name b.example; location / {{ proxy_pass http://b; }} }}\n"),
-    );
+    let listen = |i: usize| o.routes()[i]["listen"].to_string();
     assert_eq!(o.routes().len(), 2, "{}", o.text);
+    assert_eq!(listen(0), "[\"0.0.0.0:80\"]");
+    assert_eq!(listen(1), "[\"0.0.0.0:8080\"]");
+    assert!(o.routes().iter().all(|r| r.get("host").is_none()));
+    // The default server of each address (marked, else the first there); names on their own
+    // addresses; a name an earlier server has on an address is that server's there.
+    let o = one(
+        "ports-named",
+        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\n\
+                  server {{ listen 80 default_server; listen 8080; server_name a.example; location / {{ proxy_pass http://api; }} }}\n\
+                  server {{ listen 8080 default_server; server_name a.example b.example; location / {{ proxy_pass http://b; }} }}\n"),
+    );
+    let r = o.routes();
+    let show = |r: &&Value| {
+        format!(
+            "{} {} {}",
+            r.get("host").map_or("-".into(), |h| h.to_string()),
+            r["listen"],
+            r["upstream"]
+        )
+    };
+    let all: Vec<String> = r.iter().map(show).collect();
+    assert_eq!(
+        all,
+        [
+            "\"a.example\" [\"0.0.0.0:80\", \"0.0.0.0:8080\"] \"api\"",
+            "- [\"0.0.0.0:80\"] \"api\"",
+            "\"b.example\" [\"0.0.0.0:8080\"] \"b\"",
+            "- [\"0.0.0.0:8080\"] \"b\"",
+        ],
+        "{}",
+        o.text
+    );
+    assert!(
+        o.has_note("server_name: a.example: an earlier server has this name"),
+        "{:?}",
+        o.notes
+    );
+    assert!(
+        !o.notes
+            .iter()
+            .any(|n| n.contains("one default server for all")),
+        "{:?}",
+        o.notes
+    );
+    // One address per kind (80 plain, 443 TLS) keeps the per-kind form: no `listen`.
+    let o = run(
+        "ports-kinds",
+        &[("nginx.conf", &format!("{API}server {{ listen 80; return 301 https://$host$request_uri; }}\nserver {{ listen 443 ssl; ssl_certificate a.pem; ssl_certificate_key a.key; location / {{ proxy_pass http://api; }} }}\n"))],
+    );
+    assert!(
+        o.routes().iter().all(|r| r.get("listen").is_none()),
+        "{}",
+        o.text
+    );
+}
+
+/// Item 12: a default server with nothing lb can route leaves its address answering 404 (and
+/// says why), never with another server's routes.
+#[test]
+fn a_default_server_without_routes_is_named_as_such() {
+    let o = one(
+        "static-default",
+        &format!("{API}upstream b {{ server 10.0.1.1:80; }}\n\
+                  server {{ listen 80; location / {{ proxy_pass http://api; }} }}\n\
+                  server {{ listen 8080; location / {{ root /srv; }} }}\n\
+                  server {{ listen 8080; server_name b.example; location / {{ proxy_pass http://b; }} }}\n"),
+    );
+    assert!(o.has_note("nginx.conf:4: listen: 0.0.0.0:8080: the default server of this address (at nginx.conf:4) has no location lb can serve"), "{:?}", o.notes);
+    assert!(
+        !o.notes.iter().any(|n| n.contains("not the default server")),
+        "{:?}",
+        o.notes
+    );
+    let hostless: Vec<String> = o
+        .routes()
+        .iter()
+        .filter(|r| r.get("host").is_none())
+        .map(|r| r["listen"].to_string())
+        .collect();
+    assert_eq!(hostless, ["[\"0.0.0.0:80\"]"], "{}", o.text);
 }
 
 #[test]

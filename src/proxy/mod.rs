@@ -224,6 +224,12 @@ impl Proxy {
         // request either way.
         session.set_abort_on_close(server.client_close == ClientClose::Abort);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        // The listener the connection came to, when routes name listeners: read once per
+        // connection (its socket digest keeps it for later requests and HTTP/2 streams).
+        let local = match snapshot.routes_by_listener() {
+            false => None,
+            true => session.server_addr().and_then(|a| a.as_inet()).copied(),
+        };
         let req = session.req_header();
         let raw_path = req.uri.path();
         let path = match server.normalize_path {
@@ -233,7 +239,7 @@ impl Proxy {
         let mut limited = Limited::Pass;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
-            Ok(path) => match snapshot.route_on(tls, request_host(req), &path) {
+            Ok(path) => match snapshot.route_on(tls, local, request_host(req), &path) {
                 None => Some((404, "no route matches this request")),
                 Some(Routed::AddSlash) => {
                     // NGINX's answer for a proxied prefix location's name without its slash.

@@ -49,19 +49,24 @@ fn nginx_or_skip(test: &str) -> Option<PathBuf> {
 /// SIGTERM on drop.
 struct Nginx {
     addr: SocketAddr,
+    /// `%LISTEN2%`: a second port for configs with servers on two.
+    addr2: SocketAddr,
     dir: PathBuf,
     child: Child,
 }
 
 impl Nginx {
-    /// Starts NGINX with `http_body` inside `http {}`; `%LISTEN%` becomes its loopback address.
+    /// Starts NGINX with `http_body` inside `http {}`; `%LISTEN%` and `%LISTEN2%` become its
+    /// loopback addresses.
     fn start(bin: &PathBuf, http_body: &str) -> Nginx {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = temp_dir("nginx");
         std::fs::create_dir_all(dir.join("html")).unwrap();
         let d = dir.display();
-        let body = http_body.replace("%LISTEN%", &addr.to_string());
+        let body = http_body
+            .replace("%LISTEN2%", &addr2.to_string())
+            .replace("%LISTEN%", &addr.to_string());
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
@@ -85,7 +90,12 @@ impl Nginx {
             ))
             .spawn()
             .expect("spawn nginx");
-        let mut n = Nginx { addr, dir, child };
+        let mut n = Nginx {
+            addr,
+            addr2,
+            dir,
+            child,
+        };
         wait_for("NGINX to listen", Duration::from_secs(10), || {
             if let Ok(Some(status)) = n.child.try_wait() {
                 panic!(
@@ -156,8 +166,10 @@ struct Pair {
 }
 
 /// `lb import-nginx` of the running NGINX's config, started on lb's own test listeners (the
-/// imported `[server]` keys other than its listeners are kept).
-fn start_imported(nginx: &Nginx) -> Lb {
+/// imported `[server]` keys other than its listeners are kept): NGINX's `%LISTEN%` becomes
+/// the returned lb's `addr`, its `%LISTEN2%` (when imported) the returned second address,
+/// also where routes name them (`listen`).
+fn start_imported(nginx: &Nginx) -> (Lb, SocketAddr) {
     let out = Command::new(LB)
         .arg("import-nginx")
         .arg(nginx.dir.join("nginx.conf"))
@@ -169,22 +181,33 @@ fn start_imported(nginx: &Nginx) -> Lb {
         "import failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let port = free_port();
+    let addr2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let quoted = |a: SocketAddr| format!("\"{a}\"");
+    let text = text
+        .replace(&quoted(nginx.addr), &format!("\"127.0.0.1:{port}\""))
+        .replace(&quoted(nginx.addr2), &quoted(addr2));
     let mut table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut extra = String::new();
+    let mut more = Vec::new();
     if let Some(toml::Value::Table(mut server)) = table.remove("server") {
-        server.remove("listen");
+        let listen = server.remove("listen").map(|l| l.to_string());
+        if listen.is_some_and(|l| l.contains(&quoted(addr2))) {
+            more.push(addr2);
+        }
         server.remove("tls");
         for (k, v) in server {
             extra.push_str(&format!("{k} = {v}\n"));
         }
     }
-    Lb::start_with(&toml::to_string(&table).unwrap(), &extra)
+    let body = toml::to_string(&table).unwrap();
+    (Lb::start_listening(port, &more, &body, &extra, &[]), addr2)
 }
 
 impl Pair {
     fn start(bin: &PathBuf, case: &Case) -> Pair {
         let nginx = Nginx::start(bin, &case.nginx);
-        let imported = start_imported(&nginx);
+        let (imported, _) = start_imported(&nginx);
         Pair {
             nginx,
             lb: Lb::start(&case.lb),
@@ -1176,14 +1199,15 @@ fn nginx_diff_corpus() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(file).unwrap();
         let body = Case::new(&text, "", &all).nginx;
-        let mut reqs = Vec::new();
+        // (to %LISTEN2%, the request)
+        let mut reqs: Vec<(bool, Req)> = Vec::new();
         let mut refused = None;
         for line in text.lines().filter_map(|l| l.strip_prefix("#! ")) {
             match line.split_once(' ') {
                 Some(("refused", want)) => refused = Some(want.to_string()),
-                Some(("GET", rest)) => {
+                Some((get @ ("GET" | "GET2"), rest)) => {
                     let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
-                    reqs.push(get_host(target, host));
+                    reqs.push((get == "GET2", get_host(target, host)));
                 }
                 _ => panic!("{name}: unknown line #! {line}"),
             }
@@ -1207,9 +1231,14 @@ fn nginx_diff_corpus() {
         }
         assert!(!reqs.is_empty(), "{name}: no requests");
         let nginx = Nginx::start(&bin, &body);
-        let lb = start_imported(&nginx);
-        let n = run(nginx.addr, &reqs);
-        let l = run(lb.addr, &reqs);
-        assert_same(&name, &reqs, &n, &l);
+        let (lb, lb2) = start_imported(&nginx);
+        let on = |(one, two): (SocketAddr, SocketAddr)| -> Vec<Seen> {
+            let to = |second: bool| if second { two } else { one };
+            reqs.iter().map(|(s, r)| send(to(*s), r)).collect()
+        };
+        let n = on((nginx.addr, nginx.addr2));
+        let l = on((lb.addr, lb2));
+        let only: Vec<Req> = reqs.iter().map(|(_, r)| r.clone()).collect();
+        assert_same(&name, &only, &n, &l);
     }
 }

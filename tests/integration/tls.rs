@@ -879,3 +879,37 @@ fn tls_handshakes_count_against_max_connections_and_header_timeout() {
     );
     assert_eq!(c.code, 200, "{}", c.err);
 }
+
+/// `routes[i].listen` on an HTTPS listener: its routes serve TLS connections there (HTTP/1.1
+/// and HTTP/2 streams alike), the plain listener keeps its own (also over h2c).
+#[test]
+fn routes_by_listener_over_https_and_http2() {
+    let t = Tls::start_with("", |a, b, tls_port| {
+        format!(
+            "[upstreams.api]\nbackends = [\"{}\"]\n[upstreams.other]\nbackends = [\"{}\"]\n\n\
+             [[routes]]\nlisten = \"127.0.0.1:{tls_port}\"\nupstream = \"other\"\n\
+             [[routes]]\nupstream = \"api\"\npath_prefix = \"/echo/plain/\"\n",
+            a.addr, b.addr
+        )
+    });
+    let backend = |c: &Curl| {
+        assert_eq!(c.code, 200, "{} {}", c.body, c.err);
+        c.body.contains("\"backend\":\"b\"")
+    };
+    for args in [&["--http2"][..], &["--http1.1"]] {
+        assert!(backend(&t.https("api.test", "/echo/x", args)), "{args:?}");
+        // Routes without `listen` are on every listener; the TLS one's own default wins
+        // only where they do not match.
+        let plain = t.https("api.test", "/echo/plain/x", args);
+        assert!(!backend(&plain), "{args:?}");
+    }
+    let on_plain = format!("http://{}/echo/x", t.lb.addr);
+    let h2c = curl(&on_plain, &["--http2-prior-knowledge"]);
+    assert_eq!((h2c.code, h2c.version.as_str()), (404, "2"), "{}", h2c.body);
+    let h2c = curl(
+        &format!("http://{}/echo/plain/x", t.lb.addr),
+        &["--http2-prior-knowledge"],
+    );
+    assert_eq!(h2c.code, 200, "{}", h2c.err);
+    assert!(h2c.body.contains("\"backend\":\"a\""), "{}", h2c.body);
+}

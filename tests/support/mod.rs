@@ -159,7 +159,19 @@ impl Lb {
 
     /// [`Lb::start_with`], with environment variables for the lb process.
     pub fn start_with_env(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Lb {
-        let (port, admin_port) = (free_port(), free_port());
+        Lb::start_listening(free_port(), &[], body, server_extra, env)
+    }
+
+    /// Starts lb listening on 127.0.0.1:`port` (its `addr`) and on each of `more` too.
+    pub fn start_listening(
+        port: u16,
+        more: &[SocketAddr],
+        body: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Lb {
+        let admin_port = free_port();
+        let more: String = more.iter().map(|a| format!(", \"{a}\"")).collect();
         let dir = temp_dir("lb");
         let config = dir.join("lb.toml");
         // A grace period of 3 s unless `server_extra` sets its own.
@@ -169,7 +181,7 @@ impl Lb {
             "grace_period = \"3s\"\n"
         };
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\n{grace}{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"{more}]\nthreads = 2\n{grace}{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
         );
         std::fs::write(&config, &text).unwrap();
         let header = text[..text.find("\n\n[admin]").unwrap()].to_string()
