@@ -87,8 +87,23 @@ pub struct UpstreamFile {
     pub resolve_interval: Option<String>,
     pub rate_limits: Option<Vec<String>>,
     pub set_request_headers: Option<BTreeMap<String, String>>,
-    pub add_response_headers: Option<BTreeMap<String, String>>,
+    pub add_response_headers: Option<BTreeMap<String, AddHeaderFile>>,
     pub add_response_headers_always: Option<bool>,
+}
+
+/// An `add_response_headers` entry: its value, or `{ value = "...", always = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AddHeaderFile {
+    Value(String),
+    Table(AddHeaderTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHeaderTable {
+    pub value: String,
+    pub always: Option<bool>,
 }
 
 /// `[resolver]`: the DNS servers discovery asks.
@@ -167,7 +182,7 @@ pub struct RouteFile {
     pub location: Option<String>,
     pub content_type: Option<String>,
     pub set_request_headers: Option<BTreeMap<String, String>>,
-    pub add_response_headers: Option<BTreeMap<String, String>>,
+    pub add_response_headers: Option<BTreeMap<String, AddHeaderFile>>,
     pub add_response_headers_always: Option<bool>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,

@@ -113,17 +113,17 @@ pub struct HeaderRule {
     pub value: Template,
 }
 
-/// `add_response_headers` and `add_response_headers_always` of a route or upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResponseHeaders {
-    pub headers: Vec<HeaderRule>,
+/// One `add_response_headers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedHeader {
+    pub rule: HeaderRule,
     /// Added to every answer, not only to 200, 201, 204, 206, 301, 302, 303, 304, 307 and 308
     /// (NGINX's `add_header ... always`).
     pub always: bool,
 }
 
-impl ResponseHeaders {
-    /// The statuses NGINX's `add_header` adds to without `always`.
+impl AddedHeader {
+    /// Whether this header goes on an answer with `status`.
     pub fn applies_to(&self, status: u16) -> bool {
         self.always
             || matches!(
@@ -131,6 +131,12 @@ impl ResponseHeaders {
                 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
             )
     }
+}
+
+/// `add_response_headers` (and `add_response_headers_always`) of a route or upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseHeaders {
+    pub headers: Vec<AddedHeader>,
 }
 
 /// Header names lb manages itself (framing and hop-by-hop fields), refused in both lists.
@@ -192,12 +198,15 @@ mod tests {
 
     #[test]
     fn add_header_statuses() {
-        let r = ResponseHeaders::default();
-        assert!(r.applies_to(200) && r.applies_to(304) && !r.applies_to(404));
-        let always = ResponseHeaders {
-            always: true,
-            ..Default::default()
+        let mut h = AddedHeader {
+            rule: HeaderRule {
+                name: HeaderName::from_static("x-a"),
+                value: Template::parse("1").unwrap(),
+            },
+            always: false,
         };
-        assert!(always.applies_to(502));
+        assert!(h.applies_to(200) && h.applies_to(304) && !h.applies_to(404));
+        h.always = true;
+        assert!(h.applies_to(502));
     }
 }

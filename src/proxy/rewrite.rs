@@ -125,16 +125,14 @@ pub(super) fn set_request(
     Ok(())
 }
 
-/// Adds `add_response_headers` to a backend's answer when its status is one NGINX's
-/// `add_header` adds to (any, with `always`). Added, not replaced: a backend's own header of
-/// the same name stays, as in NGINX.
+/// Adds `add_response_headers` to a backend's answer: each header on the statuses NGINX's
+/// `add_header` adds to, or on any with `always`. Added, not replaced: a backend's own header
+/// of the same name stays, as in NGINX.
 pub(super) fn add_response(resp: &mut ResponseHeader, rules: &ResponseHeaders, vars: &Vars) {
-    if rules.headers.is_empty() || !rules.applies_to(resp.status.as_u16()) {
-        return;
-    }
-    for rule in &rules.headers {
-        if let Ok(value) = vars.value(&rule.value, None) {
-            let _ = resp.append_header(rule.name.clone(), value);
+    let status = resp.status.as_u16();
+    for h in rules.headers.iter().filter(|h| h.applies_to(status)) {
+        if let Ok(value) = vars.value(&h.rule.value, None) {
+            let _ = resp.append_header(h.rule.name.clone(), value);
         }
     }
 }
@@ -144,6 +142,7 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::headers::AddedHeader;
 
     fn vars() -> Vars {
         Vars {
@@ -195,9 +194,12 @@ mod tests {
 
     #[test]
     fn response_rules_follow_add_header_statuses() {
+        let added = |name, always| AddedHeader {
+            rule: rule(name, "DENY"),
+            always,
+        };
         let rules = ResponseHeaders {
-            headers: vec![rule("x-frame-options", "DENY")],
-            always: false,
+            headers: vec![added("x-frame-options", false), added("x-always", true)],
         };
         let mut ok = ResponseHeader::build(200, None).unwrap();
         ok.append_header("x-frame-options", "SAMEORIGIN").unwrap();
@@ -206,11 +208,6 @@ mod tests {
         let mut missing = ResponseHeader::build(404, None).unwrap();
         add_response(&mut missing, &rules, &vars());
         assert!(missing.headers.get("x-frame-options").is_none());
-        let always = ResponseHeaders {
-            always: true,
-            ..rules
-        };
-        add_response(&mut missing, &always, &vars());
-        assert_eq!(missing.headers.get("x-frame-options").unwrap(), "DENY");
+        assert_eq!(missing.headers.get("x-always").unwrap(), "DENY");
     }
 }

@@ -3,32 +3,39 @@
 //! body limit, each problem reported with its key path.
 
 use super::*;
-use crate::config::headers::{rule_name, HeaderRule, ResponseHeaders, Template};
+use crate::config::headers::{rule_name, AddedHeader, HeaderRule, ResponseHeaders, Template};
 
 impl Checker {
-    /// A `set_request_headers` or `add_response_headers` table: names and values (templates).
+    /// A `set_request_headers` table: names and values (templates).
     pub(super) fn header_rules(
         &mut self,
         path: &str,
         table: Option<BTreeMap<String, String>>,
     ) -> Option<Vec<HeaderRule>> {
-        let mut rules = Vec::new();
-        for (name, value) in table? {
-            let at = format!("{path}.{name:?}");
-            let name = rule_name(&name).map_err(|m| self.problem(&at, m));
-            let value = Template::parse(&value).map_err(|m| self.problem(&at, m));
-            if let (Ok(name), Ok(value)) = (name, value) {
-                rules.push(HeaderRule { name, value });
-            }
-        }
+        let rules = table?
+            .into_iter()
+            .filter_map(|(name, value)| self.header_rule(path, &name, &value))
+            .collect();
         Some(rules)
     }
 
-    /// `add_response_headers` with its `add_response_headers_always` (which needs it).
+    /// One header and its value, or `None` after reporting why not at `path."name"`.
+    fn header_rule(&mut self, path: &str, name: &str, value: &str) -> Option<HeaderRule> {
+        let at = format!("{path}.{name:?}");
+        let name = rule_name(name).map_err(|m| self.problem(&at, m));
+        let value = Template::parse(value).map_err(|m| self.problem(&at, m));
+        Some(HeaderRule {
+            name: name.ok()?,
+            value: value.ok()?,
+        })
+    }
+
+    /// `add_response_headers`, each entry `always` when it says so or, by default,
+    /// `add_response_headers_always` (which needs the table).
     pub(super) fn response_headers(
         &mut self,
         path: &str,
-        table: Option<BTreeMap<String, String>>,
+        table: Option<BTreeMap<String, AddHeaderFile>>,
         always: Option<bool>,
     ) -> Option<ResponseHeaders> {
         if always.is_some() && table.is_none() {
@@ -37,19 +44,24 @@ impl Checker {
                 "only applies with add_response_headers (at the same level)",
             );
         }
-        let headers = self.header_rules(&join(path, "add_response_headers"), table)?;
-        for h in &headers {
-            if h.value.is_empty() {
-                self.problem(
-                    format!("{path}.add_response_headers.{:?}", h.name.as_str()),
-                    "an added header needs a value (NGINX ignores an empty add_header)",
-                );
+        let key = join(path, "add_response_headers");
+        let mut headers = Vec::new();
+        for (name, entry) in table? {
+            let (value, own) = match entry {
+                AddHeaderFile::Value(v) => (v, None),
+                AddHeaderFile::Table(t) => (t.value, t.always),
+            };
+            if value.is_empty() {
+                let msg = "an added header needs a value (NGINX ignores an empty add_header)";
+                self.problem(format!("{key}.{name:?}"), msg);
+                continue;
+            }
+            if let Some(rule) = self.header_rule(&key, &name, &value) {
+                let always = own.or(always).unwrap_or(false);
+                headers.push(AddedHeader { rule, always });
             }
         }
-        Some(ResponseHeaders {
-            headers,
-            always: always.unwrap_or(false),
-        })
+        Some(ResponseHeaders { headers })
     }
 
     /// The keys of a `respond` route that only mean something for proxied requests.
@@ -111,7 +123,7 @@ mod tests {
             "{UP}set_request_headers = {{ \"X-Up\" = \"1\" }}\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"a\"\n\
              set_request_headers = {{ \"X-Host\" = \"$host:$server_port\", \"X-Gone\" = \"\" }}\n\
-             add_response_headers = {{ \"X-Frame-Options\" = \"DENY\" }}\n\
+             add_response_headers = {{ \"X-Frame-Options\" = \"DENY\", \"X-B\" = {{ value = \"b\", always = false }} }}\n\
              add_response_headers_always = true\n\
              read_timeout = \"1h\"\nmax_body_bytes = 0\n"
         );
@@ -123,7 +135,10 @@ mod tests {
         assert_eq!(host.value.pieces[0], Piece::Var(Var::Host));
         assert!(set.iter().any(|h| h.name == "x-gone" && h.value.is_empty()));
         let add = r.add_response_headers.as_ref().unwrap();
-        assert!(add.always && add.headers[0].value.fixed.is_some());
+        let added = |n: &str| add.headers.iter().find(|h| h.rule.name == n).unwrap();
+        let xfo = added("x-frame-options");
+        assert!(xfo.always && xfo.rule.value.fixed.is_some());
+        assert!(!added("x-b").always, "an entry's own `always` wins");
         assert_eq!(r.timeouts.read, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(r.max_body_bytes, Some(u64::MAX));
         assert_eq!(c.server.limits.max_body_bytes_any_route, u64::MAX);
@@ -144,7 +159,7 @@ mod tests {
             "upstreams.a.add_response_headers_always: only applies with add_response_headers",
             "routes[0].set_request_headers.\"X-A\": unknown variable $http_x_b",
             "routes[0].set_request_headers.\"Connection\": lb manages",
-            "routes[0].add_response_headers.\"x-e\": an added header needs a value",
+            "routes[0].add_response_headers.\"X-E\": an added header needs a value",
             "routes[0].read_timeout:",
             "routes[0].max_body_bytes: must be at least 0",
         ] {
