@@ -11,10 +11,11 @@ use std::sync::Arc;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
+use crate::config::headers::{HeaderRule, ResponseHeaders};
 use crate::config::respond::Respond;
 use crate::config::{
     host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteConfig,
-    RouteTarget, Scheme, UpstreamConfig,
+    RouteTarget, RouteTimeouts, Scheme, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::limit::Limiter;
@@ -122,6 +123,49 @@ pub struct Route {
     /// Indexes into [`Snapshot::limits`] of the route's own `rate_limits` (`None`: its
     /// upstream's).
     pub limits: Option<Box<[usize]>>,
+    /// Header rules, timeouts and body limit (`None`: nothing to change, the common case).
+    pub settings: Option<Arc<RouteSettings>>,
+}
+
+/// What a route changes in the exchange, merged at build time: its header rules (its own, else
+/// its upstream's: a level's list replaces the other whole, as NGINX inherits
+/// `proxy_set_header` and `add_header`), its timeouts over the upstream's, its body limit.
+#[derive(Debug, Default)]
+pub struct RouteSettings {
+    pub set_request: Box<[HeaderRule]>,
+    pub add_response: ResponseHeaders,
+    pub timeouts: RouteTimeouts,
+    /// The route's `max_body_bytes` (`None`: `server.max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
+}
+
+impl RouteSettings {
+    /// Whether any header is set on requests or added to answers.
+    pub fn has_header_rules(&self) -> bool {
+        !(self.set_request.is_empty() && self.add_response.headers.is_empty())
+    }
+
+    /// The settings of `route` (`None`: the catch-all route of a single upstream) to `up`;
+    /// `None` when there is nothing to change.
+    fn build(route: Option<&RouteConfig>, up: &UpstreamConfig) -> Option<Arc<RouteSettings>> {
+        let set_request = route
+            .and_then(|r| r.set_request_headers.as_deref())
+            .unwrap_or(&up.set_request_headers);
+        let add_response = route
+            .and_then(|r| r.add_response_headers.as_ref())
+            .unwrap_or(&up.add_response_headers);
+        let settings = RouteSettings {
+            set_request: set_request.into(),
+            add_response: add_response.clone(),
+            timeouts: route.map(|r| r.timeouts).unwrap_or_default(),
+            max_body_bytes: route.and_then(|r| r.max_body_bytes),
+        };
+        let none = settings.set_request.is_empty()
+            && settings.add_response.headers.is_empty()
+            && !settings.timeouts.any()
+            && settings.max_body_bytes.is_none();
+        (!none).then(|| Arc::new(settings))
+    }
 }
 
 /// Where a route sends its requests.
@@ -221,16 +265,20 @@ impl Router {
                 target: Target::Upstream(0),
                 replace: None,
                 limits: None,
+                settings: RouteSettings::build(None, &config.upstreams[0]),
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
         for r in config.routes.iter().filter(mine) {
-            let upstream = match &r.target {
+            let (upstream, settings) = match &r.target {
                 RouteTarget::Upstream(name) => match index(name) {
-                    Some(i) => Target::Upstream(i),
+                    Some(i) => (
+                        Target::Upstream(i),
+                        RouteSettings::build(Some(r), &config.upstreams[i]),
+                    ),
                     None => continue,
                 },
-                RouteTarget::Respond(a) => Target::Respond(a.clone()),
+                RouteTarget::Respond(a) => (Target::Respond(a.clone()), None),
             };
             let limits = r
                 .rate_limits
@@ -275,6 +323,7 @@ impl Router {
                         target: upstream,
                         replace: None,
                         limits,
+                        settings,
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -286,6 +335,7 @@ impl Router {
                         target: upstream,
                         replace,
                         limits,
+                        settings,
                     };
                     group
                         .prefixes
@@ -297,6 +347,7 @@ impl Router {
                         target: upstream,
                         replace: None,
                         limits,
+                        settings,
                     },
                 )),
             }

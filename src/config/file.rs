@@ -1,6 +1,8 @@
 //! The on-disk TOML shape. These types mirror the file one-to-one and never leave `config`:
 //! `validate` turns them into the runtime types of [`super`]. Every struct denies unknown keys.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,6 +86,24 @@ pub struct UpstreamFile {
     pub host_header: Option<String>,
     pub resolve_interval: Option<String>,
     pub rate_limits: Option<Vec<String>>,
+    pub set_request_headers: Option<BTreeMap<String, String>>,
+    pub add_response_headers: Option<BTreeMap<String, AddHeaderFile>>,
+    pub add_response_headers_always: Option<bool>,
+}
+
+/// An `add_response_headers` entry: its value, or `{ value = "...", always = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AddHeaderFile {
+    Value(String),
+    Table(AddHeaderTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHeaderTable {
+    pub value: String,
+    pub always: Option<bool>,
 }
 
 /// `[resolver]`: the DNS servers discovery asks.
@@ -163,6 +183,13 @@ pub struct RouteFile {
     pub body: Option<String>,
     pub location: Option<String>,
     pub content_type: Option<String>,
+    pub set_request_headers: Option<BTreeMap<String, String>>,
+    pub add_response_headers: Option<BTreeMap<String, AddHeaderFile>>,
+    pub add_response_headers_always: Option<bool>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub max_body_bytes: Option<i64>,
 }
 
 /// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.

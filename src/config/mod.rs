@@ -5,6 +5,7 @@
 
 mod duration;
 mod file;
+pub mod headers;
 pub mod listeners;
 pub mod respond;
 mod validate;
@@ -212,6 +213,10 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_uri_bytes: usize,
     pub max_body_bytes: u64,
+    /// The largest body any route accepts (`max_body_bytes` unless a route allows more): lb
+    /// refuses a longer `Content-Length` before routing; the route's own limit is checked once
+    /// the request is routed.
+    pub max_body_bytes_any_route: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     /// Longest wait for the client to take more of its response (`server.send_timeout`).
@@ -387,6 +392,10 @@ pub struct UpstreamConfig {
     pub resolve_interval: Duration,
     /// The `[rate_limits]` every request routed here passes, unless its route names its own.
     pub rate_limits: Vec<String>,
+    /// `set_request_headers`: for routes that set none of their own.
+    pub set_request_headers: Vec<headers::HeaderRule>,
+    /// `add_response_headers`: for routes that add none of their own.
+    pub add_response_headers: headers::ResponseHeaders,
 }
 
 /// Default `rate_limits.X.status`: 429 Too Many Requests (NGINX's `limit_req_status` default
@@ -623,6 +632,31 @@ pub struct RouteConfig {
     /// `None`: every listener. NGINX's `listen` of the route's `server` block.
     pub listen: Option<Vec<SocketAddr>>,
     pub target: RouteTarget,
+    /// `set_request_headers` (`None`: its upstream's; a route's list replaces the upstream's
+    /// whole, as a location's `proxy_set_header` lines replace the server's in NGINX).
+    pub set_request_headers: Option<Vec<headers::HeaderRule>>,
+    /// `add_response_headers` (`None`: its upstream's; replaces them whole too).
+    pub add_response_headers: Option<headers::ResponseHeaders>,
+    /// Backend timeouts of this route, over its upstream's (`None`: the upstream's).
+    pub timeouts: RouteTimeouts,
+    /// `max_body_bytes` (`None`: `server.max_body_bytes`; `0` in the file: no limit, here
+    /// `u64::MAX`).
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `routes[i].connect_timeout`/`read_timeout`/`write_timeout`: the route's own, over its
+/// upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+}
+
+impl RouteTimeouts {
+    pub fn any(&self) -> bool {
+        self.connect.is_some() || self.read.is_some() || self.write.is_some()
+    }
 }
 
 /// `routes[i].scheme`: how the client reached lb.

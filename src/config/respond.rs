@@ -58,6 +58,52 @@ impl Var {
     }
 }
 
+/// A piece of a text with variables: literal text, or a variable's name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    Text(String),
+    Name(&'a str),
+}
+
+/// Splits `text` into literal runs and the names of its `$name` and `${name}` variables, as
+/// NGINX reads them; a `$` not followed by a name is literal. `Err`: an unclosed `${`.
+pub fn tokens(text: &str) -> Result<Vec<Token<'_>>, String> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        lit.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(inner) => match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => return Err(format!("unclosed ${{ in {text:?}")),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        if name.is_empty() {
+            lit.push('$');
+            rest = after;
+            continue;
+        }
+        if !lit.is_empty() {
+            out.push(Token::Text(std::mem::take(&mut lit)));
+        }
+        out.push(Token::Name(name));
+        rest = &after[len..];
+    }
+    lit.push_str(rest);
+    if !lit.is_empty() {
+        out.push(Token::Text(lit));
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
     Text(String),
@@ -73,44 +119,21 @@ impl Template {
     /// followed by a name is kept as it is.
     pub fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut rest = text;
-        while let Some(at) = rest.find('$') {
-            lit.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            let (name, len) = match after.strip_prefix('{') {
-                Some(inner) => match inner.find('}') {
-                    Some(end) => (&inner[..end], end + 2),
-                    None => return Err(format!("unclosed ${{ in {text:?}")),
+        for token in tokens(text)? {
+            parts.push(match token {
+                Token::Text(t) => Part::Text(t),
+                Token::Name(name) => match Var::ALL.iter().find(|(n, _)| *n == name) {
+                    Some((_, var)) => Part::Var(*var),
+                    None => {
+                        let known: Vec<String> =
+                            Var::ALL.iter().map(|(n, _)| format!("${n}")).collect();
+                        return Err(format!(
+                            "unknown variable ${name} (known: {})",
+                            known.join(", ")
+                        ));
+                    }
                 },
-                None => {
-                    let end = after
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .unwrap_or(after.len());
-                    (&after[..end], end)
-                }
-            };
-            if name.is_empty() {
-                lit.push('$');
-                rest = after;
-                continue;
-            }
-            let Some((_, var)) = Var::ALL.iter().find(|(n, _)| *n == name) else {
-                let known: Vec<String> = Var::ALL.iter().map(|(n, _)| format!("${n}")).collect();
-                return Err(format!(
-                    "unknown variable ${name} (known: {})",
-                    known.join(", ")
-                ));
-            };
-            if !lit.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut lit)));
-            }
-            parts.push(Part::Var(*var));
-            rest = &after[len..];
-        }
-        lit.push_str(rest);
-        if !lit.is_empty() {
-            parts.push(Part::Text(lit));
+            });
         }
         Ok(Template(parts))
     }

@@ -16,6 +16,7 @@ mod admin;
 mod analytics;
 #[cfg(test)]
 mod balancing_tests;
+mod headers;
 mod rate_limit;
 mod route_listen;
 mod tls;
@@ -211,8 +212,14 @@ impl Checker {
                 "required when more than one upstream is defined (which upstream gets traffic?)",
             );
         }
+        let mut server = server?;
+        let limits = &mut server.limits;
+        limits.max_body_bytes_any_route = routes
+            .iter()
+            .filter_map(|r| r.max_body_bytes)
+            .fold(limits.max_body_bytes, u64::max);
         Some(Config {
-            server: server?,
+            server,
             admin,
             upstreams,
             routes,
@@ -322,6 +329,8 @@ impl Checker {
                 i64::MAX,
                 DEFAULT_MAX_BODY_BYTES as i64,
             ) as u64,
+            // Set once the routes are known.
+            max_body_bytes_any_route: 0,
             header_timeout: self.duration(
                 "server.header_timeout",
                 s.header_timeout.as_deref(),
@@ -510,7 +519,16 @@ impl Checker {
                      answers before `limit_req`)",
                 );
             }
+            if responds {
+                self.proxied_only(&path, &r);
+            }
+            let timeouts = self.route_timeouts(&path, &r);
             let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
+            let set_request_headers =
+                self.header_rules(&join(&path, "set_request_headers"), r.set_request_headers);
+            let add_response_headers =
+                self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
+            let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
             let Some(target) = target else {
                 continue;
             };
@@ -523,6 +541,10 @@ impl Checker {
                 scheme,
                 listen,
                 target,
+                set_request_headers,
+                add_response_headers,
+                timeouts,
+                max_body_bytes,
             });
         }
         out

@@ -64,7 +64,7 @@ pub fn check_h2_head(
                 .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|t| t.parse::<u64>().ok())
                 .ok_or(reject(400, "invalid Content-Length"))?;
-            if n > limits.max_body_bytes {
+            if n > limits.max_body_bytes_any_route {
                 return Err(reject(
                     413,
                     "request body larger than server.max_body_bytes",
@@ -301,7 +301,7 @@ pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, 
     }
     if info
         .content_length
-        .is_some_and(|n| n > limits.max_body_bytes)
+        .is_some_and(|n| n > limits.max_body_bytes_any_route)
     {
         return Err(reject(
             413,

@@ -69,5 +69,5 @@ pub use conn::requests_arriving;
 pub use conn::ConnCtl;
 pub use head::{check_head, HeadInfo, Reject};
 pub use request::client_ip;
-pub use request::{early_request_filter, request_body, RequestState};
+pub use request::{early_request_filter, request_body, route_body_limit, RequestState};
 pub mod path;

@@ -22,6 +22,8 @@ pub struct RequestState {
     /// Check the request body against `max_body` (chunked bodies; lengths are checked up front).
     count_body: bool,
     max_body: u64,
+    /// The request's `Content-Length`, checked again once its route is known.
+    content_length: Option<u64>,
 }
 
 impl Drop for RequestState {
@@ -115,6 +117,7 @@ pub async fn early_request_filter(
             session.set_pipelining_enabled(!info.upgrade);
             state.count_body = info.chunked;
             state.max_body = max_body;
+            state.content_length = info.content_length;
             Ok(())
         }
         Err(r) => {
@@ -132,6 +135,25 @@ pub async fn early_request_filter(
     }
 }
 
+/// Applies the routed request's own body limit (a route's `max_body_bytes`), which may differ
+/// from `server.max_body_bytes`: a `Content-Length` over it is answered 413 here (the edge only
+/// refused what no route accepts), and a body without a length is counted against it as it
+/// arrives ([`request_body`]). Returns false once it answered.
+pub async fn route_body_limit(
+    session: &mut ServerSession,
+    state: &mut RequestState,
+    limit: u64,
+) -> bool {
+    state.max_body = limit;
+    if state.content_length.is_none_or(|n| n <= limit) {
+        return true;
+    }
+    state.refused();
+    let why = "request body larger than the route's max_body_bytes";
+    let _ = answer(session, super::head::reject(413, why)).await;
+    false
+}
+
 /// Counts chunked request bodies against
 /// `server.max_body_bytes` (→ 413, connection closed). Tunnelled (upgraded) bytes are not counted.
 /// The count is the bytes read from the client, so a retry that replays a buffered body on
@@ -145,7 +167,7 @@ pub fn request_body(downstream: &ServerSession, state: &mut RequestState) -> Res
         state.refused();
         let mut e = Error::explain(
             ErrorType::HTTPStatus(413),
-            "request body larger than server.max_body_bytes",
+            "request body larger than max_body_bytes",
         );
         e.set_retry(false);
         return Err(e.into_down());

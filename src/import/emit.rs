@@ -304,6 +304,42 @@ fn route(s: &mut String, r: &Route) {
             }
         }
     }
+    route_settings(s, &r.settings);
+}
+
+/// A route's header rules, timeouts and body limit, each line with its NGINX source.
+fn route_settings(s: &mut String, r: &RouteSettings) {
+    for (key, t) in &r.timeouts {
+        let _ = writeln!(s, "{key} = {}  # {}", string(&t.value), t.loc);
+    }
+    if let Some(b) = &r.max_body_bytes {
+        let note = if b.value == 0 { ", 0: no limit" } else { "" };
+        let _ = writeln!(s, "max_body_bytes = {}  # {}{note}", b.value, b.loc);
+    }
+    // `always` on every line: said once for the table; else on each line that has it.
+    let all_always = r.add_headers.iter().all(|h| h.value.2);
+    if all_always && !r.add_headers.is_empty() {
+        let _ = writeln!(s, "add_response_headers_always = true");
+    }
+    // Tables last: every key after them would be theirs.
+    if !r.set_headers.is_empty() {
+        let _ = writeln!(s, "[routes.set_request_headers]");
+        for h in &r.set_headers {
+            let (name, value) = &h.value;
+            let _ = writeln!(s, "{} = {}  # {}", string(name), string(value), h.loc);
+        }
+    }
+    if !r.add_headers.is_empty() {
+        let _ = writeln!(s, "[routes.add_response_headers]");
+        for h in &r.add_headers {
+            let (name, value, always) = &h.value;
+            let value = match *always && !all_always {
+                true => format!("{{ value = {}, always = true }}", string(value)),
+                false => string(value),
+            };
+            let _ = writeln!(s, "{} = {value}  # {}", string(name), h.loc);
+        }
+    }
 }
 
 /// A TOML basic string.

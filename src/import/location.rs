@@ -2,10 +2,12 @@
 //! `proxy_next_upstream`, `limit_req`) that `http`, `server` and outer locations pass down to them.
 //!
 //! NGINX inherits a scalar setting unless the inner level sets it, and the `proxy_set_header`
-//! list only when the inner level has none of its own; `proxy_pass` itself is never inherited, so
-//! a nested location without one serves files and is skipped like any such location. lb keeps
-//! timeouts, retries and the Host header per upstream: the first location proxying to an
-//! upstream sets them, later ones that disagree get a note.
+//! and `add_header` lists only when the inner level has none of its own; `proxy_pass` itself is
+//! never inherited, so a nested location without one serves files and is skipped like any such
+//! location. lb keeps retries and the Host header per upstream: the first location proxying to
+//! an upstream sets them, later ones that disagree get a note. Timeouts are the upstream's too
+//! (the first location's), and a route of its own for a location that differs
+//! ([`super::route_settings`]), as are its other headers and body limit.
 
 use super::limit::{LimitUse, Limits};
 use super::model::*;
@@ -20,6 +22,11 @@ pub struct Settings {
     host: Option<At<HostHeader>>,
     /// The `proxy_set_header` lines seen so far are inherited (the next one starts a new list).
     headers_inherited: bool,
+    /// `proxy_set_header` lines other than `Host` and those lb does anyway: (name, value).
+    headers: Vec<At<(String, String)>>,
+    /// `add_header` lines: (name, value, `always`), inherited as `proxy_set_header` is.
+    add_headers: Vec<At<(String, String, bool)>>,
+    add_inherited: bool,
     connect: Option<At<String>>,
     read: Option<At<String>>,
     send: Option<At<String>>,
@@ -59,12 +66,12 @@ pub const SECURITY: &[&str] = &[
     "deny",
 ];
 
-/// `proxy_set_header` lines that say what lb does anyway.
+/// `proxy_set_header` lines that say what lb does anyway (`X-Forwarded-Host $host` is not one:
+/// lb sends the client's `Host` with its port, so that line is mapped).
 const FORWARDING: &[(&str, &[&str])] = &[
     ("x-real-ip", &["$remote_addr"]),
     ("x-forwarded-for", &["$proxy_add_x_forwarded_for"]),
     ("x-forwarded-proto", &["$scheme"]),
-    ("x-forwarded-host", &["$host"]),
     ("upgrade", &["$http_upgrade"]),
     ("connection", &["upgrade", "$connection_upgrade", ""]),
 ];
@@ -75,6 +82,7 @@ impl Settings {
         matches!(
             name,
             "proxy_set_header"
+                | "add_header"
                 | "proxy_connect_timeout"
                 | "proxy_read_timeout"
                 | "proxy_send_timeout"
@@ -97,6 +105,7 @@ impl Settings {
     pub fn child(&self) -> Settings {
         Settings {
             headers_inherited: true,
+            add_inherited: true,
             access_inherited: true,
             limits: self.limits.child(),
             ..self.clone()
@@ -128,6 +137,7 @@ impl Settings {
         };
         match d.name.as_str() {
             "proxy_set_header" => self.header(d, notes),
+            "add_header" => self.add_header(d, notes),
             "proxy_connect_timeout" => self.connect = time(notes).or(self.connect.take()),
             "proxy_read_timeout" => self.read = time(notes).or(self.read.take()),
             "proxy_send_timeout" => self.send = time(notes).or(self.send.take()),
@@ -184,6 +194,7 @@ impl Settings {
         if self.headers_inherited {
             self.headers_inherited = false;
             self.host = None;
+            self.headers.clear();
         }
         let (Some(name), Some(value)) = (d.args.first(), d.args.get(1)) else {
             notes.add(
@@ -221,7 +232,31 @@ impl Settings {
             .iter()
             .any(|(n, values)| *n == lower && values.contains(&value.as_str()));
         if !known {
-            notes.add(&d.loc, format!("proxy_set_header {name}"), NOT_SUPPORTED);
+            // A route's `set_request_headers` (checked when the route is made).
+            self.headers.push(At {
+                value: (name.clone(), value.clone()),
+                loc: d.loc.clone(),
+            });
+        }
+    }
+
+    /// `add_header NAME VALUE [always]`: a route's `add_response_headers`.
+    fn add_header(&mut self, d: &Directive, notes: &mut Notes) {
+        if self.add_inherited {
+            self.add_inherited = false;
+            self.add_headers.clear();
+        }
+        let always = d.args.get(2).is_some_and(|a| a == "always");
+        match (d.args.first(), d.args.get(1)) {
+            (Some(name), Some(value)) if d.args.len() == 2 || always => self.add_headers.push(At {
+                value: (name.clone(), value.clone(), always),
+                loc: d.loc.clone(),
+            }),
+            _ => notes.add(
+                &d.loc,
+                "add_header",
+                "expects a name, a value and maybe `always`, ignored",
+            ),
         }
     }
 
@@ -300,6 +335,10 @@ pub struct Location {
     pub security: Vec<At<String>>,
     /// `client_max_body_size` in effect.
     pub body_size: Option<At<String>>,
+    /// `proxy_set_header` lines in effect besides `Host` and those lb does anyway.
+    pub set_headers: Vec<At<(String, String)>>,
+    /// `add_header` lines in effect.
+    pub add_headers: Vec<At<(String, String, bool)>>,
     /// `location @name`: reached only through `try_files ... @name` (or `error_page`).
     pub named: Option<String>,
     /// A location without `proxy_pass` whose `try_files` falls back to a named location: the
@@ -381,6 +420,8 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
         respond: None,
         security: settings.security(),
         body_size: settings.body_size.clone(),
+        set_headers: settings.headers.clone(),
+        add_headers: settings.add_headers.clone(),
         named: named.clone(),
         fallback: None,
     };
@@ -710,52 +751,12 @@ fn apply(up: &mut Upstream, s: UseSettings, at: &Loc, notes: &mut Notes) {
             notes.add(loc, directive, msg);
         }
     };
-    let text = |v: &Option<At<String>>| v.clone();
-    let host = |v: &Option<At<HostHeader>>| {
-        v.as_ref().map(|a| At {
-            value: a.value.as_toml().to_string(),
-            loc: a.loc.clone(),
-        })
-    };
     let retries = |v: &Option<At<u32>>| {
         v.as_ref().map(|a| At {
             value: a.value.to_string(),
             loc: a.loc.clone(),
         })
     };
-    let pairs = [
-        (
-            "host_header",
-            "proxy_set_header Host",
-            host(&have.host_header),
-            host(&s.host_header),
-        ),
-        (
-            "connect_timeout",
-            "proxy_connect_timeout",
-            text(&have.connect_timeout),
-            text(&s.connect_timeout),
-        ),
-        (
-            "read_timeout",
-            "proxy_read_timeout",
-            text(&have.read_timeout),
-            text(&s.read_timeout),
-        ),
-        (
-            "write_timeout",
-            "proxy_send_timeout",
-            text(&have.write_timeout),
-            text(&s.write_timeout),
-        ),
-        (
-            "retries",
-            "proxy_next_upstream",
-            retries(&have.retries),
-            retries(&s.retries),
-        ),
-    ];
-    for (key, directive, have, want) in &pairs {
-        differ(key, directive, have, want, notes);
-    }
+    let (have, want) = (retries(&have.retries), retries(&s.retries));
+    differ("retries", "proxy_next_upstream", &have, &want, notes);
 }

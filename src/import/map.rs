@@ -13,6 +13,7 @@ use std::path::Path;
 use super::limit::{self, RateLimit};
 use super::location::{self, Location, Settings};
 use super::model::*;
+use super::route_settings;
 use super::tree::{Directive, Loc};
 use super::upstream::{upstream, with_port};
 
@@ -714,6 +715,7 @@ impl Mapper<'_> {
                     rate_limits: Vec::new(),
                     loc: at.clone(),
                     label: label(&h.name, "return"),
+                    settings: Default::default(),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -771,6 +773,7 @@ impl Mapper<'_> {
                         rate_limits: Vec::new(),
                         loc: l.loc.clone(),
                         label: label(&h.name, &format!("location {}", l.label)),
+                        settings: Default::default(),
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -791,8 +794,13 @@ impl Mapper<'_> {
             if !self.secure(l, notes) {
                 continue;
             }
-            self.body_size(l, notes);
             let Some(name) = location::bind(l, &mut self.upstreams, notes) else {
+                continue;
+            };
+            let up = self.upstreams.iter().find(|u| u.name == name);
+            let http_body = self.http_body.as_ref();
+            let Some(settings) = route_settings::of(l, up, http_body, &mut self.refusals, notes)
+            else {
                 continue;
             };
             let rate_limits = self.rate_limits(l, notes);
@@ -809,6 +817,7 @@ impl Mapper<'_> {
                     rate_limits: rate_limits.clone(),
                     loc: l.loc.clone(),
                     label: label(&h.name, &format!("location {}", l.label)),
+                    settings: settings.clone(),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -838,18 +847,6 @@ impl Mapper<'_> {
             }
         }
         self.options.allow_insecure || l.security.is_empty()
-    }
-
-    /// lb has one body limit (`server.max_body_bytes`, the http level's `client_max_body_size`):
-    /// a location with another one is noted.
-    fn body_size(&self, l: &Location, notes: &mut Notes) {
-        let global = self.http_body.as_ref().map_or("1m", |b| b.value.as_str());
-        if let Some(b) = &l.body_size {
-            if size(&b.value) != size(global) {
-                let msg = format!("{}: lb has one body limit for all routes (server.max_body_bytes, from {global}); location {} gets that one", b.value, l.label);
-                notes.add(&b.loc, "client_max_body_size", msg);
-            }
-        }
     }
 
     /// The zones of a location's `limit_req` lines (each use sets or checks the zone's limit).

@@ -32,6 +32,7 @@ pub mod map;
 pub mod model;
 pub mod notes;
 pub mod ret;
+pub mod route_settings;
 pub mod tree;
 pub mod upstream;
 

@@ -172,6 +172,23 @@ pub struct Route {
     pub loc: Loc,
     /// For the comment: `server example.com, location /api/`.
     pub label: String,
+    /// Its own header rules, timeouts and body limit.
+    pub settings: RouteSettings,
+}
+
+/// A route's `set_request_headers`, `add_response_headers`, timeouts and `max_body_bytes`,
+/// each with the NGINX line it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteSettings {
+    /// (name, value) of `proxy_set_header` lines.
+    pub set_headers: Vec<At<(String, String)>>,
+    /// (name, value, `always`) of `add_header` lines.
+    pub add_headers: Vec<At<(String, String, bool)>>,
+    /// (`connect_timeout`/`read_timeout`/`write_timeout`, value) where the location's differs
+    /// from its upstream's.
+    pub timeouts: Vec<(&'static str, At<String>)>,
+    /// `client_max_body_size` where it differs from the http level's (0: no limit).
+    pub max_body_bytes: Option<At<u64>>,
 }
 
 /// NGINX's time syntax (`30`, `500ms`, `1m30s`, `2d`) as one of lb's durations, `None` when

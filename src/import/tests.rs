@@ -314,12 +314,35 @@ fn host_header_follows_proxy_set_header() {
     assert_eq!(o.up("a")["host_header"].as_str(), Some("upstream"));
     assert_eq!(o.up("b")["host_header"].as_str(), Some("client_host"));
     assert_eq!(o.up("c")["host_header"].as_str(), Some("api.internal"));
+    assert!(o.notes.is_empty(), "{:?}", o.notes);
+    // /b2/ sends NGINX's default `$proxy_host` where /b/ set `$host`: a route Host of its own.
+    let b2 = o
+        .routes()
+        .into_iter()
+        .find(|r| r["path_prefix"].as_str() == Some("/b2/"));
     assert_eq!(
-        o.notes,
-        [
-            "nginx.conf:6: proxy_set_header X-Custom: not supported, ignored",
-            "nginx.conf:7: proxy_set_header Host: lb has one host_header per upstream: b keeps \"client_host\" (from nginx.conf:5) rather than \"upstream\" (from nginx.conf:7)",
-        ]
+        b2.unwrap()["set_request_headers"]["Host"].as_str(),
+        Some("b"),
+        "{}",
+        o.text
+    );
+    // Other headers are the route's own; those lb sends anyway are left out.
+    let c = o
+        .routes()
+        .into_iter()
+        .find(|r| r["path_prefix"].as_str() == Some("/c/"));
+    assert_eq!(
+        c.unwrap()["set_request_headers"]["X-Custom"].as_str(),
+        Some("1")
+    );
+    let b = o
+        .routes()
+        .into_iter()
+        .find(|r| r["path_prefix"].as_str() == Some("/b/"));
+    assert!(
+        b.unwrap().get("set_request_headers").is_none(),
+        "{}",
+        o.text
     );
 }
 
@@ -352,9 +375,77 @@ fn timeouts_and_retries_per_upstream() {
     assert_eq!(o.up("off")["retries"].as_integer(), Some(0));
     assert!(o.has_note("nginx.conf:2: proxy_next_upstream_timeout: not supported, ignored"));
     assert!(o.has_note("proxy_next_upstream: http_502: lb retries failed connections"));
-    assert!(o.has_note(
-        "nginx.conf:3: proxy_read_timeout: lb has one read_timeout per upstream: api keeps \"1m\""
-    ));
+    // A location that differs gets route timeouts: its own, or NGINX's default 60s.
+    let b = o
+        .routes()
+        .into_iter()
+        .find(|r| r["path_prefix"].as_str() == Some("/b/"));
+    let b = b.unwrap();
+    assert_eq!(b["read_timeout"].as_str(), Some("2m"), "{}", o.text);
+    assert_eq!(b["write_timeout"].as_str(), Some("60s"), "{}", o.text);
+    assert!(b.get("connect_timeout").is_none(), "{}", o.text);
+}
+
+#[test]
+fn headers_and_body_limits_are_route_keys() {
+    let o = one(
+        "route-headers",
+        &format!(
+            "{API}server {{ add_header X-Frame-Options DENY always; proxy_set_header X-Id $request_id;\n\
+             location /a/ {{ proxy_pass http://api; }}\n\
+             location /b/ {{ add_header Cache-Control no-store; add_header X-Up $host always; proxy_set_header X-Empty \"\"; client_max_body_size 5m; proxy_pass http://api; }} }}\n"
+        ),
+    );
+    let route = |p: &str| {
+        let r = o
+            .routes()
+            .into_iter()
+            .find(|r| r["path_prefix"].as_str() == Some(p));
+        r.unwrap().clone()
+    };
+    let a = route("/a/");
+    assert_eq!(
+        a["add_response_headers"]["X-Frame-Options"].as_str(),
+        Some("DENY")
+    );
+    assert_eq!(a["add_response_headers_always"].as_bool(), Some(true));
+    assert_eq!(
+        a["set_request_headers"]["X-Id"].as_str(),
+        Some("$request_id")
+    );
+    let b = route("/b/");
+    assert!(
+        b["add_response_headers"].get("X-Frame-Options").is_none(),
+        "replaced: {}",
+        o.text
+    );
+    assert_eq!(
+        b["add_response_headers"]["Cache-Control"].as_str(),
+        Some("no-store")
+    );
+    assert_eq!(b["set_request_headers"]["X-Empty"].as_str(), Some(""));
+    assert!(
+        b["set_request_headers"].get("X-Id").is_none(),
+        "replaced: {}",
+        o.text
+    );
+    assert_eq!(b["max_body_bytes"].as_integer(), Some(5 << 20));
+    // `always` per line when the lines differ.
+    assert_eq!(
+        b["add_response_headers"]["X-Up"]["always"].as_bool(),
+        Some(true)
+    );
+    assert!(b.get("add_response_headers_always").is_none(), "{}", o.text);
+    // A variable lb cannot render refuses the import, with its line.
+    let e = refused(
+        "route-headers-var",
+        &format!("{API}server {{ location /x/ {{ proxy_set_header X-User $http_x_user; proxy_pass http://api; }} }}\n"),
+    );
+    assert!(
+        e.contains("nginx.conf:2: proxy_set_header: X-User")
+            && e.contains("unknown variable $http_x_user"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -773,7 +864,16 @@ fn server_wide_directives_map_to_server_keys() {
     let direct = o.up("direct_10_0_0_9_443");
     assert_eq!(direct["tls"]["verify"].as_bool(), Some(false));
     assert!(o.text.contains("its default is off"));
-    assert!(o.has_note("client_max_body_size: 0: lb has one body limit"));
+    let up = o
+        .routes()
+        .into_iter()
+        .find(|r| r["path_prefix"].as_str() == Some("/up/"));
+    assert_eq!(
+        up.unwrap()["max_body_bytes"].as_integer(),
+        Some(0),
+        "{}",
+        o.text
+    );
     assert!(o.has_note("max_conns without zone counts per NGINX worker"));
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::snapshot::{Snapshot, Upstream};
+use crate::snapshot::{RouteSettings, Snapshot, Upstream};
 use crate::state::backend::InFlightGuard;
 use crate::state::outcome::Reason;
 
@@ -95,6 +95,10 @@ pub struct Ctx {
     pub(super) grpc: bool,
     /// The `grpc-status` the call ended with (the backend's, or lb's own answer's).
     pub(super) grpc_status: Option<u8>,
+    /// The route's header rules, timeouts and body limit (`None`: nothing to change).
+    pub(super) settings: Option<Arc<RouteSettings>>,
+    /// What the route's header rules render from, taken at the first attempt.
+    pub(super) vars: Option<super::rewrite::Vars>,
     pub(super) _active: Active,
     // --- edge checks (see `crate::edge`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -122,6 +126,8 @@ impl Ctx {
             key_path: None,
             grpc: false,
             grpc_status: None,
+            settings: None,
+            vars: None,
             _active: Active::new(),
             hardening: Default::default(),
         }

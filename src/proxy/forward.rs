@@ -30,6 +30,8 @@ use super::headers::{
     authority_to_host, h2_target, host_name_only, join_cookies, prepare_request, set_forwarded,
     set_host, set_path, strip_hop_by_hop, to_origin_form,
 };
+use super::rewrite::{add_response, set_request, Vars};
+use crate::config::headers::{HeaderRule, ResponseHeaders};
 use crate::config::{HostHeader, ServerSettings};
 use crate::edge::RequestState;
 use crate::health;
@@ -71,6 +73,7 @@ pub(super) fn upstream_head(
     forward_path: Option<&str>,
     trusted: bool,
     upstream: &crate::config::UpstreamConfig,
+    rules: Option<(&[HeaderRule], &Vars)>,
 ) -> Result<Box<RequestHeader>> {
     let h2_backend = upstream.protocol == crate::config::Protocol::Http2;
     let has_body = !session.is_body_empty();
@@ -101,6 +104,10 @@ pub(super) fn upstream_head(
         HostHeader::ClientHost => host_name_only(&mut req)?,
         HostHeader::Upstream => set_host(&mut req, &upstream.name)?,
         HostHeader::Literal(host) => set_host(&mut req, host)?,
+    }
+    if let Some((rules, vars)) = rules {
+        // Last: a configured header replaces lb's own (`Host`, `X-Forwarded-For`, ...).
+        set_request(&mut req, rules, vars)?;
     }
     if !req.headers.contains_key(http::header::HOST) {
         // An HTTP/1.0 request may come without a host; the backend still gets one, the
@@ -161,6 +168,8 @@ pub(super) struct Report<'a> {
     pub shared: &'a std::sync::Arc<Shared>,
     pub upstream: &'a Upstream,
     pub backend: usize,
+    /// The route's `add_response_headers`, and what their variables render from.
+    pub add_response: Option<(&'a ResponseHeaders, &'a Vars)>,
 }
 
 /// What the exchange loops do with a read of the client's side: `None` when the request was
@@ -266,6 +275,9 @@ pub(super) async fn h1(
                     HttpTask::Header(mut resp, end) => {
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
+                        if let Some((rules, vars)) = report.add_response {
+                            add_response(&mut resp, rules, vars);
+                        }
                         if !fit_for_client(session, &mut resp) {
                             continue;
                         }
@@ -587,6 +599,9 @@ pub(super) async fn h2(
                     Part::Head(mut resp) => {
                         let status = resp.status.as_u16();
                         strip_hop_by_hop(&mut resp);
+                        if let Some((rules, vars)) = report.add_response {
+                            add_response(&mut resp, rules, vars);
+                        }
                         resp.reserve(2);
                         fit_for_client(session, &mut resp);
                         if status >= 200 {

@@ -29,6 +29,7 @@ pub mod limit;
 pub mod pool;
 pub mod respond;
 pub mod retry;
+pub mod rewrite;
 pub mod stop;
 
 use std::borrow::Cow;
@@ -283,6 +284,7 @@ impl Proxy {
                 )) => {
                     ctx.upstream = *upstream;
                     ctx.routed = true;
+                    ctx.settings = route.settings.clone();
                     limited = limit::check(session, &snapshot, route, &path);
                     let by_path = snapshot.upstreams[*upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
@@ -307,6 +309,23 @@ impl Proxy {
         ctx.snapshot = Some(snapshot);
         if let Some((code, reason)) = refusal {
             self.refuse(session, ctx, code, reason).await;
+            return false;
+        }
+        // As NGINX's `client_max_body_size`, checked once the location is known, before
+        // `limit_req`.
+        let server_limit = ctx
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.config.server.limits.max_body_bytes);
+        let limit = ctx.settings.as_ref().and_then(|s| s.max_body_bytes);
+        if !crate::edge::route_body_limit(
+            session,
+            &mut ctx.hardening,
+            limit.unwrap_or(server_limit),
+        )
+        .await
+        {
+            ctx.own_answer = true;
             return false;
         }
         match limited {
@@ -393,18 +412,37 @@ impl Proxy {
             ctx.backend = Some(i);
             ctx.guard = Some(InFlightGuard::new(&backend.state));
             let retries = up.config.retries;
-            let peer = &backend.peer;
+            let timed;
+            let peer = match ctx.settings.as_deref().map(|s| s.timeouts) {
+                Some(t) if t.any() => {
+                    // Only on routes with timeouts of their own: the peer with them.
+                    timed = with_timeouts(&backend.peer, t);
+                    &timed
+                }
+                _ => &backend.peer,
+            };
             let idle_ms = up.config.idle_timeout.as_millis() as u64;
             let now_ms = process_ms_at(ctx.started);
             let trusted = forward::client_is_trusted(session, &snapshot.config.server);
+            let settings = ctx.settings.as_deref();
+            if ctx.vars.is_none() && settings.is_some_and(|s| s.has_header_rules()) {
+                ctx.vars = Some(rewrite::Vars::of(session));
+            }
+            let rules = settings.zip(ctx.vars.as_ref());
             let report = forward::Report {
                 shared: &self.shared,
                 upstream: up,
                 backend: i,
+                add_response: rules.map(|(s, v)| (&s.add_response, v)),
             };
             let h2_backend = up.config.protocol == Protocol::Http2;
-            let head =
-                forward::upstream_head(session, ctx.forward_path.as_deref(), trusted, &up.config);
+            let head = forward::upstream_head(
+                session,
+                ctx.forward_path.as_deref(),
+                trusted,
+                &up.config,
+                rules.map(|(s, v)| (&*s.set_request, v)),
+            );
             let key = backend.pool_key;
             let case = snapshot.config.server.limits.preserve_header_case;
             let connected = if h2_backend {
@@ -877,6 +915,16 @@ fn error_reason(
         504 => format!("upstream {upstream:?} did not answer in time: {}", why()),
         _ => e.etype().as_str().to_string(),
     }
+}
+
+/// `peer` with a route's own timeouts over its upstream's.
+fn with_timeouts(peer: &HttpPeer, t: crate::config::RouteTimeouts) -> HttpPeer {
+    let mut p = peer.clone();
+    let o = &mut p.options;
+    o.connection_timeout = t.connect.or(o.connection_timeout);
+    o.read_timeout = t.read.or(o.read_timeout);
+    o.write_timeout = t.write.or(o.write_timeout);
+    p
 }
 
 /// A backend HTTP/1 session on `stream`; response header names keep their spelling only with

@@ -25,6 +25,7 @@ mod observe;
 mod rate_limit;
 mod reload;
 mod retries;
+mod route_settings;
 mod routing;
 mod streaming;
 mod tls;

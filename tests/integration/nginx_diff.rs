@@ -263,12 +263,17 @@ impl Pair {
     }
 }
 
-/// A request of a corpus: target, `Host` (default `localhost`), source address.
+/// A request of a corpus: target, `Host` (default `localhost`), source address, the length of
+/// a POST body (0: a GET), and the request headers the backend saw and the response headers
+/// to compare besides the usual.
 #[derive(Debug, Clone)]
 struct Req {
     target: String,
     host: Option<String>,
     from: Option<IpAddr>,
+    body: usize,
+    request_headers: Vec<String>,
+    response_headers: Vec<String>,
 }
 
 fn get(target: impl Into<String>) -> Req {
@@ -276,6 +281,9 @@ fn get(target: impl Into<String>) -> Req {
         target: target.into(),
         host: None,
         from: None,
+        body: 0,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
     }
 }
 
@@ -296,6 +304,9 @@ struct Seen {
     host: String,
     /// The `Location` of a redirect.
     location: String,
+    /// The compared headers ([`Req::request_headers`] as `> name: value`, the response's as
+    /// `< name: value`; several values joined with `|`).
+    headers: Vec<String>,
 }
 
 fn send(addr: SocketAddr, req: &Req) -> Seen {
@@ -312,10 +323,29 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
         }
     };
     let headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    let (method, body) = match req.body {
+        0 => ("GET", Vec::new()),
+        n => ("POST", vec![b'x'; n]),
+    };
     let r = conn
-        .and_then(|mut c| c.send("GET", &req.target, &headers, b""))
-        .unwrap_or_else(|e| panic!("GET {} to {addr}: {e}", req.target));
+        .and_then(|mut c| c.send(method, &req.target, &headers, &body))
+        .unwrap_or_else(|e| panic!("{method} {} to {addr}: {e}", req.target));
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let seen_by_backend = echo_headers_or_none(&json);
+    let compared = |dir: &str, name: &String, all: &[(String, String)]| {
+        let values = header_values(all, name).join("|");
+        format!("{dir} {}: {values}", name.to_ascii_lowercase())
+    };
+    let mut compared_headers: Vec<String> = req
+        .request_headers
+        .iter()
+        .map(|n| compared(">", n, &seen_by_backend))
+        .collect();
+    compared_headers.extend(
+        req.response_headers
+            .iter()
+            .map(|n| compared("<", n, &r.headers)),
+    );
     let host = json["headers"].as_array().and_then(|h| {
         h.iter()
             .find(|p| {
@@ -330,6 +360,16 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
         path: json["path"].as_str().unwrap_or("").to_string(),
         host: host.unwrap_or("").to_string(),
         location: self_relative(r.header("location").unwrap_or(""), addr.port()),
+        headers: compared_headers,
+    }
+}
+
+/// The request headers in a sample-backend `/echo` answer (none when it is not one).
+fn echo_headers_or_none(json: &serde_json::Value) -> Vec<(String, String)> {
+    if json["headers"].is_array() {
+        echo_headers(json)
+    } else {
+        Vec::new()
     }
 }
 
@@ -1202,6 +1242,8 @@ fn nginx_diff_corpus() {
         // (to %LISTEN2%, the request)
         let mut reqs: Vec<(bool, Req)> = Vec::new();
         let mut refused = None;
+        let (mut request_headers, mut response_headers) = (Vec::new(), Vec::new());
+        let names = |rest: &str| rest.split_whitespace().map(str::to_string).collect();
         for line in text.lines().filter_map(|l| l.strip_prefix("#! ")) {
             match line.split_once(' ') {
                 Some(("refused", want)) => refused = Some(want.to_string()),
@@ -1209,8 +1251,26 @@ fn nginx_diff_corpus() {
                     let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
                     reqs.push((get == "GET2", get_host(target, host)));
                 }
+                Some(("POST", rest)) => {
+                    let mut words = rest.split(' ');
+                    let (Some(host), Some(target), Some(Ok(body))) =
+                        (words.next(), words.next(), words.next().map(str::parse))
+                    else {
+                        panic!("{name}: #! POST HOST PATH BYTES");
+                    };
+                    reqs.push(Req {
+                        body,
+                        ..get_host(target, host)
+                    });
+                }
+                Some(("request-headers", rest)) => request_headers = names(rest),
+                Some(("response-headers", rest)) => response_headers = names(rest),
                 _ => panic!("{name}: unknown line #! {line}"),
             }
+        }
+        for r in &mut reqs {
+            r.request_headers.clone_from(&request_headers);
+            r.response_headers.clone_from(&response_headers);
         }
         if let Some(want) = refused {
             let tmp = temp_dir("nginx-diff-refused");

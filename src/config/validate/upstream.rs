@@ -164,6 +164,12 @@ impl Checker {
             rate_limits: self
                 .rate_limit_names(&join(path, "rate_limits"), u.rate_limits)
                 .unwrap_or_default(),
+            set_request_headers: self
+                .header_rules(&join(path, "set_request_headers"), u.set_request_headers)
+                .unwrap_or_default(),
+            add_response_headers: self
+                .response_headers(path, u.add_response_headers, u.add_response_headers_always)
+                .unwrap_or_default(),
             resolve_interval: {
                 let key = join(path, "resolve_interval");
                 let d = self.duration(

@@ -8,6 +8,7 @@ fn limits() -> Limits {
         max_headers: 100,
         max_uri_bytes: 8 * 1024,
         max_body_bytes: 10 * 1024 * 1024,
+        max_body_bytes_any_route: 10 * 1024 * 1024,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
         send_timeout: Duration::from_secs(60),
@@ -309,6 +310,7 @@ fn http2_heads_are_checked_for_target_fields_and_length() {
         max_uri_bytes: 16,
         max_headers: 2,
         max_body_bytes: 100,
+        max_body_bytes_any_route: 100,
         ..limits()
     };
     let fields = |pairs: &[(&'static str, &'static str)]| {
