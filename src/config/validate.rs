@@ -437,7 +437,7 @@ impl Checker {
         let mut seen: Vec<RouteKey> = Vec::new();
         for (i, v) in items.into_iter().enumerate() {
             let path = format!("routes[{i}]");
-            let Some(r) = self.decode::<RouteFile>(&path, v) else {
+            let Some(mut r) = self.decode::<RouteFile>(&path, v) else {
                 continue;
             };
             let target = self.route_target(&path, &r, upstreams);
@@ -494,7 +494,7 @@ impl Checker {
                     None
                 }
             };
-            let listen = self.route_listen(&path, r.listen, scheme);
+            let listen = self.route_listen(&path, r.listen.take(), scheme);
             // Routes for different schemes or listeners do not clash.
             let key = RouteKey {
                 host: host.clone(),
