@@ -1258,17 +1258,20 @@ fn nginx_diff_corpus() {
                     else {
                         panic!("{name}: #! POST HOST PATH BYTES");
                     };
-                    reqs.push(Req {
-                        body,
-                        ..get_host(target, host)
-                    });
+                    reqs.push((
+                        false,
+                        Req {
+                            body,
+                            ..get_host(target, host)
+                        },
+                    ));
                 }
                 Some(("request-headers", rest)) => request_headers = names(rest),
                 Some(("response-headers", rest)) => response_headers = names(rest),
                 _ => panic!("{name}: unknown line #! {line}"),
             }
         }
-        for r in &mut reqs {
+        for (_, r) in &mut reqs {
             r.request_headers.clone_from(&request_headers);
             r.response_headers.clone_from(&response_headers);
         }
