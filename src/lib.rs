@@ -61,6 +61,9 @@
 //!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
 //!    The route's (or its upstream's) rate limits then pass, delay or refuse it
 //!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).
+//!    A route's own settings ([`snapshot::RouteSettings`]: timeouts, `max_body_bytes`, header
+//!    rules) were built into the snapshot; [`proxy::rewrite`] renders its
+//!    `set_request_headers` onto the backend's head and `add_response_headers` onto the answer.
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
