@@ -122,6 +122,8 @@ pub struct Route {
     /// Indexes into [`Snapshot::limits`] of the route's own `rate_limits` (`None`: its
     /// upstream's).
     pub limits: Option<Box<[usize]>>,
+    /// `routes[i].access` (`None`: everyone may use the route).
+    pub access: Option<Box<[crate::config::AccessRule]>>,
 }
 
 /// Where a route sends its requests.
@@ -210,6 +212,7 @@ impl Router {
                 target: Target::Upstream(0),
                 replace: None,
                 limits: None,
+                access: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
@@ -225,6 +228,7 @@ impl Router {
                 .rate_limits
                 .as_deref()
                 .map(|names| limit_indexes(config, names));
+            let access = r.access.as_deref().map(Box::<[_]>::from);
             let group = match r.host.as_deref() {
                 None => &mut router.default,
                 Some(h) if h.ends_with(".*") => {
@@ -264,6 +268,7 @@ impl Router {
                         target: upstream,
                         replace: None,
                         limits,
+                        access,
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -275,6 +280,7 @@ impl Router {
                         target: upstream,
                         replace,
                         limits,
+                        access,
                     };
                     group
                         .prefixes
@@ -286,6 +292,7 @@ impl Router {
                         target: upstream,
                         replace: None,
                         limits,
+                        access,
                     },
                 )),
             }

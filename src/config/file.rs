@@ -7,13 +7,17 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     #[serde(default)]
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenFile>,
     pub threads: Option<i64>,
     pub grace_period: Option<String>,
     pub access_log: Option<String>,
     pub log: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub real_ip_from: Vec<String>,
+    pub real_ip_header: Option<String>,
+    pub real_ip_recursive: Option<bool>,
     pub max_header_bytes: Option<i64>,
     pub max_headers: Option<i64>,
     pub max_uri_bytes: Option<i64>,
@@ -33,12 +37,42 @@ pub struct ServerFile {
     pub tls: Option<ServerTlsFile>,
 }
 
+/// An entry of `server.listen` / `server.tls.listen`: `"ADDRESS"`, or
+/// `{ address = "ADDRESS", proxy_protocol = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenFile {
+    Address(String),
+    Table(ListenTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTable {
+    pub address: String,
+    pub proxy_protocol: Option<bool>,
+}
+
+impl ListenFile {
+    pub fn address(&self) -> &str {
+        match self {
+            ListenFile::Address(a) => a,
+            ListenFile::Table(t) => &t.address,
+        }
+    }
+
+    /// The connection starts with a PROXY protocol header.
+    pub fn proxy_protocol(&self) -> bool {
+        matches!(self, ListenFile::Table(t) if t.proxy_protocol == Some(true))
+    }
+}
+
 /// `[server.tls]`: HTTPS listeners.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsFile {
     #[serde(default)]
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenFile>,
     pub certificates: Option<Vec<CertFile>>,
     pub http2: Option<bool>,
     pub min_version: Option<String>,
@@ -155,6 +189,7 @@ pub struct RouteFile {
     pub skip_regex: Option<bool>,
     pub replace_prefix: Option<String>,
     pub rate_limits: Option<Vec<String>>,
+    pub access: Option<Vec<String>>,
     pub scheme: Option<String>,
     pub upstream: Option<String>,
     pub respond: Option<i64>,

@@ -16,6 +16,7 @@ mod admin;
 mod analytics;
 #[cfg(test)]
 mod balancing_tests;
+mod client;
 mod rate_limit;
 mod tls;
 mod upstream;
@@ -262,14 +263,7 @@ impl Checker {
                 "at least one listener is required (here or in server.tls.listen)",
             );
         }
-        let mut listen = Vec::new();
-        for (i, l) in s.listen.iter().enumerate() {
-            let path = format!("server.listen[{i}]");
-            if let Some(addr) = self.socket_addr(&path, l) {
-                self.listener(path, addr);
-                listen.push(addr);
-            }
-        }
+        let (listen, proxy_protocol) = self.listeners("server.listen", &s.listen);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
         let access_log = match s.access_log.as_deref() {
@@ -291,6 +285,7 @@ impl Checker {
                 Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
             }
         }
+        let real_ip = self.real_ip(s.real_ip_from, s.real_ip_header, s.real_ip_recursive);
         let limits = Limits {
             max_header_bytes: self.int(
                 "server.max_header_bytes",
@@ -365,6 +360,8 @@ impl Checker {
             access_log,
             log: s.log,
             trusted_proxies,
+            real_ip,
+            proxy_protocol,
             limits,
             upstream_keepalive_pool_size: self.int(
                 "server.upstream_keepalive_pool_size",
@@ -380,6 +377,26 @@ impl Checker {
             h2c: s.h2c.unwrap_or(false),
             tls: s.tls.and_then(|t| self.server_tls(t)),
         })
+    }
+
+    /// The addresses of a `listen` list, and those of its entries with `proxy_protocol = true`.
+    fn listeners(
+        &mut self,
+        key: &str,
+        entries: &[ListenFile],
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let (mut listen, mut proxied) = (Vec::new(), Vec::new());
+        for (i, l) in entries.iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            if let Some(addr) = self.socket_addr(&path, l.address()) {
+                self.listener(path, addr);
+                listen.push(addr);
+                if l.proxy_protocol() {
+                    proxied.push(addr);
+                }
+            }
+        }
+        (listen, proxied)
     }
 
     fn client_close(&mut self, value: Option<&str>) -> ClientClose {
@@ -506,6 +523,7 @@ impl Checker {
                 );
             }
             let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
+            let access = r.access.map(|a| self.access(&join(&path, "access"), a));
             let Some(target) = target else {
                 continue;
             };
@@ -515,6 +533,7 @@ impl Checker {
                 skip_regex,
                 replace_prefix: r.replace_prefix,
                 rate_limits,
+                access,
                 scheme,
                 target,
             });

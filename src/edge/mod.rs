@@ -68,6 +68,7 @@ pub use accept::{GuardedApp, RequestApp, Served, TlsListeners};
 pub use conn::requests_arriving;
 pub use conn::ConnCtl;
 pub use head::{check_head, HeadInfo, Reject};
-pub use request::client_ip;
+pub use request::{client_ip, peer_ip};
 pub use request::{early_request_filter, request_body, RequestState};
 pub mod path;
+pub mod proxy_protocol;
