@@ -240,12 +240,15 @@ impl Pair {
     }
 }
 
-/// A request of a corpus: target, `Host` (default `localhost`), source address.
+/// A request of a corpus: target, `Host` (default `localhost`), source address, more headers,
+/// and a request header the backend received to compare (`show`, e.g. `x-real-ip`).
 #[derive(Debug, Clone)]
 struct Req {
     target: String,
     host: Option<String>,
     from: Option<IpAddr>,
+    headers: Vec<(String, String)>,
+    show: Option<String>,
 }
 
 fn get(target: impl Into<String>) -> Req {
@@ -253,7 +256,31 @@ fn get(target: impl Into<String>) -> Req {
         target: target.into(),
         host: None,
         from: None,
+        headers: Vec::new(),
+        show: None,
     }
+}
+
+/// A corpus line's request: `HOST PATH` then `from=IP`, `header=NAME:VALUE`, `show=NAME`.
+fn corpus_req(rest: &str) -> Req {
+    let mut words = rest.split(' ');
+    let (host, target) = (
+        words.next().unwrap(),
+        words.next().expect("#! GET HOST PATH"),
+    );
+    let mut req = get_host(target, host);
+    for w in words {
+        match w.split_once('=') {
+            Some(("from", ip)) => req.from = Some(ip.parse().expect("from=IP")),
+            Some(("header", h)) => {
+                let (k, v) = h.split_once(':').expect("header=NAME:VALUE");
+                req.headers.push((k.to_string(), v.to_string()));
+            }
+            Some(("show", name)) => req.show = Some(name.to_string()),
+            _ => panic!("unknown request word {w:?}"),
+        }
+    }
+    req
 }
 
 fn get_host(target: impl Into<String>, host: &str) -> Req {
@@ -273,6 +300,8 @@ struct Seen {
     host: String,
     /// The `Location` of a redirect.
     location: String,
+    /// The value of the request's `show` header as the backend received it.
+    shown: String,
 }
 
 fn send(addr: SocketAddr, req: &Req) -> Seen {
@@ -288,25 +317,29 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
             Conn::from_stream(s.into())
         }
     };
-    let headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    headers.extend(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let r = conn
         .and_then(|mut c| c.send("GET", &req.target, &headers, b""))
         .unwrap_or_else(|e| panic!("GET {} to {addr}: {e}", req.target));
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    let host = json["headers"].as_array().and_then(|h| {
-        h.iter()
-            .find(|p| {
-                p[0].as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case("host"))
-            })
-            .and_then(|p| p[1].as_str())
-    });
+    let received = |name: &str| {
+        json["headers"].as_array().and_then(|h| {
+            h.iter()
+                .find(|p| p[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                .and_then(|p| p[1].as_str())
+                .map(str::to_string)
+        })
+    };
+    let host = received("host");
+    let shown = req.show.as_deref().and_then(received).unwrap_or_default();
     Seen {
         status: r.status,
         backend: r.backend(),
         path: json["path"].as_str().unwrap_or("").to_string(),
-        host: host.unwrap_or("").to_string(),
+        host: host.unwrap_or_default(),
         location: self_relative(r.header("location").unwrap_or(""), addr.port()),
+        shown,
     }
 }
 
@@ -1181,10 +1214,7 @@ fn nginx_diff_corpus() {
         for line in text.lines().filter_map(|l| l.strip_prefix("#! ")) {
             match line.split_once(' ') {
                 Some(("refused", want)) => refused = Some(want.to_string()),
-                Some(("GET", rest)) => {
-                    let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
-                    reqs.push(get_host(target, host));
-                }
+                Some(("GET", rest)) => reqs.push(corpus_req(rest)),
                 _ => panic!("{name}: unknown line #! {line}"),
             }
         }
