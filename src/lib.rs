@@ -54,8 +54,11 @@
 //!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
 //!    each, as routes may name a `scheme`); no route → 404, no usable backend → 503; a
 //!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
-//!    The route's (or its upstream's) rate limits then pass, delay or refuse it
-//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).
+//!    The client address is computed once here ([`edge::client_ip`]: the peer, or the real
+//!    client a `server.real_ip_from` proxy names) and every later user reads it from the
+//!    context. The route's (or its upstream's) rate limits then pass, delay or refuse it
+//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets),
+//!    then its `access` rules (NGINX's `allow`/`deny`, lb's 403).
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as

@@ -7,7 +7,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     #[serde(default)]
-    pub listen: Vec<ListenFile>,
+    pub listen: Vec<toml::Value>,
     pub threads: Option<i64>,
     pub grace_period: Option<String>,
     pub access_log: Option<String>,
@@ -37,15 +37,9 @@ pub struct ServerFile {
     pub tls: Option<ServerTlsFile>,
 }
 
-/// An entry of `server.listen` / `server.tls.listen`: `"ADDRESS"`, or
-/// `{ address = "ADDRESS", proxy_protocol = true }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum ListenFile {
-    Address(String),
-    Table(ListenTable),
-}
-
+/// The table form of a `server.listen` / `server.tls.listen` entry (the other form is the
+/// address string): `{ address = "ADDRESS", proxy_protocol = true }`. Entries are kept as raw
+/// values so each one is decoded (and reported) at its own key path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenTable {
@@ -53,26 +47,12 @@ pub struct ListenTable {
     pub proxy_protocol: Option<bool>,
 }
 
-impl ListenFile {
-    pub fn address(&self) -> &str {
-        match self {
-            ListenFile::Address(a) => a,
-            ListenFile::Table(t) => &t.address,
-        }
-    }
-
-    /// The connection starts with a PROXY protocol header.
-    pub fn proxy_protocol(&self) -> bool {
-        matches!(self, ListenFile::Table(t) if t.proxy_protocol == Some(true))
-    }
-}
-
 /// `[server.tls]`: HTTPS listeners.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsFile {
     #[serde(default)]
-    pub listen: Vec<ListenFile>,
+    pub listen: Vec<toml::Value>,
     pub certificates: Option<Vec<CertFile>>,
     pub http2: Option<bool>,
     pub min_version: Option<String>,

@@ -263,7 +263,7 @@ impl Checker {
                 "at least one listener is required (here or in server.tls.listen)",
             );
         }
-        let (listen, proxy_protocol) = self.listeners("server.listen", &s.listen);
+        let (listen, proxy_protocol) = self.listeners("server.listen", s.listen);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
         let access_log = match s.access_log.as_deref() {
@@ -379,19 +379,32 @@ impl Checker {
         })
     }
 
-    /// The addresses of a `listen` list, and those of its entries with `proxy_protocol = true`.
-    fn listeners(
-        &mut self,
-        key: &str,
-        entries: &[ListenFile],
-    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    /// The addresses of a `listen` list (each `"ADDRESS"` or `{ address, proxy_protocol }`,
+    /// decoded at its own key path), and those of its entries with `proxy_protocol = true`.
+    fn listeners(&mut self, key: &str, entries: Vec<Value>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let (mut listen, mut proxied) = (Vec::new(), Vec::new());
-        for (i, l) in entries.iter().enumerate() {
+        for (i, v) in entries.into_iter().enumerate() {
             let path = format!("{key}[{i}]");
-            if let Some(addr) = self.socket_addr(&path, l.address()) {
+            let entry = match v {
+                Value::String(address) => Some(ListenTable {
+                    address,
+                    proxy_protocol: None,
+                }),
+                v @ Value::Table(_) => self.decode::<ListenTable>(&path, v),
+                _ => {
+                    let msg = "expected an address (\"127.0.0.1:8080\") or a table \
+                               ({ address = \"...\", proxy_protocol = true })";
+                    self.problem(&path, msg);
+                    None
+                }
+            };
+            let Some(entry) = entry else {
+                continue;
+            };
+            if let Some(addr) = self.socket_addr(&path, &entry.address) {
                 self.listener(path, addr);
                 listen.push(addr);
-                if l.proxy_protocol() {
+                if entry.proxy_protocol == Some(true) {
                     proxied.push(addr);
                 }
             }

@@ -200,13 +200,14 @@ fn access_rules_see_the_real_client() {
 #[test]
 fn client_address_settings_are_checked_by_key_path() {
     let (ok, out) = check_config(
-        "[server]\nlisten = [\"127.0.0.1:1\"]\nreal_ip_from = [\"10.0.0.0/33\"]\n\
+        "[server]\nlisten = [\"127.0.0.1:1\", { address = \"127.0.0.1:3\", proxy_protocl = true }]\nreal_ip_from = [\"10.0.0.0/33\"]\n\
          real_ip_header = \"bad header\"\n\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\n\
          [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n\
          access = [\"allow 10.0.0.0/8\", \"permit all\", \"deny 1.2.3\"]\n",
     );
     assert!(!ok, "{out}");
     for want in [
+        "server.listen[1].proxy_protocl: unknown key",
         "server.real_ip_from[0]",
         "server.real_ip_header",
         "routes[0].access[1]",

@@ -9,7 +9,7 @@ use crate::tls::Certificate;
 
 impl Checker {
     pub(super) fn server_tls(&mut self, t: ServerTlsFile) -> Option<ServerTls> {
-        let (listen, proxy_protocol) = self.listeners("server.tls.listen", &t.listen);
+        let (listen, proxy_protocol) = self.listeners("server.tls.listen", t.listen);
         let min_version = match t.min_version.as_deref() {
             None | Some("1.2") => TlsVersion::V1_2,
             Some("1.3") => TlsVersion::V1_3,
