@@ -59,8 +59,11 @@
 //!    each, as routes may name a `scheme`, and so has each listener a route's `listen` names,
 //!    chosen by the connection's local address); no route → 404, no usable backend → 503; a
 //!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
-//!    The route's (or its upstream's) rate limits then pass, delay or refuse it
-//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets).
+//!    The client address is computed once here ([`edge::client_ip`]: the peer, or the real
+//!    client a `server.real_ip_from` proxy names) and every later user reads it from the
+//!    context. The route's (or its upstream's) rate limits then pass, delay or refuse it
+//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets),
+//!    then its `access` rules (NGINX's `allow`/`deny`, lb's 403).
 //!    A route's own settings ([`snapshot::RouteSettings`]: timeouts, `max_body_bytes`, header
 //!    rules) were built into the snapshot; [`proxy::rewrite`] renders its
 //!    `set_request_headers` onto the backend's head and `add_response_headers` onto the answer.

@@ -345,6 +345,7 @@ macro_rules! tls_field {
 /// ([`restart_only_changes`]) and keep their running values ([`keep_restart_only`]).
 const RESTART_ONLY: &[RestartOnly] = &[
     restart_only!("server.listen", server.listen),
+    restart_only!("server.listen.proxy_protocol", server.proxy_protocol),
     restart_only!("server.threads", server.threads),
     restart_only!("server.grace_period", server.grace_period),
     restart_only!("server.work_stealing", server.work_stealing),
@@ -367,6 +368,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
         },
     },
     tls_field!("server.tls.listen", listen),
+    tls_field!("server.tls.listen.proxy_protocol", proxy_protocol),
     tls_field!("server.tls.http2", http2),
     tls_field!("server.tls.min_version", min_version),
     // The admin listener's address and whether it speaks TLS are fixed at start; its token,

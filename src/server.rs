@@ -110,12 +110,20 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
             }
         });
     let tls_addrs = tls.as_ref().map(|t| t.addrs.clone()).unwrap_or_default();
+    let proxied: Vec<_> = config
+        .server
+        .proxy_protocol
+        .iter()
+        .chain(config.server.tls.iter().flat_map(|t| &t.proxy_protocol))
+        .copied()
+        .collect();
     let mut proxy = Service::new(
         "lb proxy".to_string(),
         crate::edge::GuardedApp::new(
             Proxy::new(shared.clone(), &server.configuration),
             shared.clone(),
             tls,
+            proxied,
         ),
     );
     for addr in config.server.listen.iter().chain(&tls_addrs) {

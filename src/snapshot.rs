@@ -125,6 +125,8 @@ pub struct Route {
     pub limits: Option<Box<[usize]>>,
     /// Header rules, timeouts and body limit (`None`: nothing to change, the common case).
     pub settings: Option<Arc<RouteSettings>>,
+    /// `routes[i].access` (`None`: everyone may use the route).
+    pub access: Option<Box<[crate::config::AccessRule]>>,
 }
 
 /// What a route changes in the exchange, merged at build time: its header rules (its own, else
@@ -266,6 +268,7 @@ impl Router {
                 replace: None,
                 limits: None,
                 settings: RouteSettings::build(None, &config.upstreams[0]),
+                access: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
@@ -284,6 +287,7 @@ impl Router {
                 .rate_limits
                 .as_deref()
                 .map(|names| limit_indexes(config, names));
+            let access = r.access.as_deref().map(Box::<[_]>::from);
             let group = match r.host.as_deref() {
                 None => &mut router.default,
                 Some(h) if h.ends_with(".*") => {
@@ -324,6 +328,7 @@ impl Router {
                         replace: None,
                         limits,
                         settings,
+                        access,
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -336,6 +341,7 @@ impl Router {
                         replace,
                         limits,
                         settings,
+                        access,
                     };
                     group
                         .prefixes
@@ -348,6 +354,7 @@ impl Router {
                         replace: None,
                         limits,
                         settings,
+                        access,
                     },
                 )),
             }

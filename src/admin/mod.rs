@@ -101,7 +101,7 @@ impl ServeHttp for Admin {
             Some(settings) => access::check(settings, &request(session, &path)),
             None => Ok(()),
         };
-        let client = crate::edge::client_ip(session);
+        let client = crate::edge::peer_ip(session);
         drop(snap);
         let result = match &decision {
             Ok(()) => access::ALLOWED,
@@ -251,7 +251,7 @@ fn request<'a>(session: &'a ServerSession, path: &'a str) -> access::Request<'a>
     access::Request {
         method: session.req_header().method.as_str(),
         path,
-        client: crate::edge::client_ip(session),
+        client: crate::edge::peer_ip(session),
         local: session.server_addr().and_then(|a| a.as_inet()).copied(),
         authorization: header("authorization"),
         origin: header("origin"),

@@ -9,13 +9,17 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     #[serde(default)]
-    pub listen: Vec<String>,
+    pub listen: Vec<toml::Value>,
     pub threads: Option<i64>,
     pub grace_period: Option<String>,
     pub access_log: Option<String>,
     pub log: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub real_ip_from: Vec<String>,
+    pub real_ip_header: Option<String>,
+    pub real_ip_recursive: Option<bool>,
     pub max_header_bytes: Option<i64>,
     pub max_headers: Option<i64>,
     pub max_uri_bytes: Option<i64>,
@@ -35,12 +39,22 @@ pub struct ServerFile {
     pub tls: Option<ServerTlsFile>,
 }
 
+/// The table form of a `server.listen` / `server.tls.listen` entry (the other form is the
+/// address string): `{ address = "ADDRESS", proxy_protocol = true }`. Entries are kept as raw
+/// values so each one is decoded (and reported) at its own key path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTable {
+    pub address: String,
+    pub proxy_protocol: Option<bool>,
+}
+
 /// `[server.tls]`: HTTPS listeners.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsFile {
     #[serde(default)]
-    pub listen: Vec<String>,
+    pub listen: Vec<toml::Value>,
     pub certificates: Option<Vec<CertFile>>,
     pub http2: Option<bool>,
     pub min_version: Option<String>,
@@ -175,6 +189,7 @@ pub struct RouteFile {
     pub skip_regex: Option<bool>,
     pub replace_prefix: Option<String>,
     pub rate_limits: Option<Vec<String>>,
+    pub access: Option<Vec<String>>,
     pub scheme: Option<String>,
     /// One listener address or a list of them (checked in `validate`).
     pub listen: Option<toml::Value>,

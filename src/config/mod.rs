@@ -3,6 +3,7 @@
 //! path (`upstreams.api.backends[2].weight: must be at least 1`) so `lb --check`, start-up and reloads
 //! can show them all at once.
 
+pub mod client;
 mod duration;
 mod file;
 pub mod headers;
@@ -16,6 +17,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use client::{access_allows, AccessRule, RealIp};
 pub use duration::parse_duration;
 pub use validate::{ADMIN_PATHS, MAX_WEIGHT};
 
@@ -131,6 +133,12 @@ pub struct ServerSettings {
     /// `RUST_LOG`-style filter directives; the `RUST_LOG` variable wins when set.
     pub log: Option<String>,
     pub trusted_proxies: Vec<Cidr>,
+    /// `server.real_ip_from`, `real_ip_header`, `real_ip_recursive`: the client address behind
+    /// trusted proxies.
+    pub real_ip: RealIp,
+    /// The `server.listen` entries with `proxy_protocol = true`: their connections start with a
+    /// PROXY protocol header, whose source address is the connection's peer.
+    pub proxy_protocol: Vec<SocketAddr>,
     pub limits: Limits,
     pub upstream_keepalive_pool_size: usize,
     /// pingora runtime flavour: work-stealing (tokio multi-thread) or one independent
@@ -153,6 +161,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerTls {
     pub listen: Vec<SocketAddr>,
+    /// The entries with `proxy_protocol = true` (the header comes before the TLS handshake).
+    pub proxy_protocol: Vec<SocketAddr>,
     /// The usable entries of `server.tls.certificates`, in listing order: chosen by SNI from
     /// each certificate's names; the first is the default.
     pub certificates: Vec<crate::tls::Certificate>,
@@ -626,6 +636,8 @@ pub struct RouteConfig {
     pub replace_prefix: Option<String>,
     /// The `[rate_limits]` of this route's requests (`None`: its upstream's).
     pub rate_limits: Option<Vec<String>>,
+    /// `routes[i].access`: `allow`/`deny` rules, the first match decides (`None`: everyone).
+    pub access: Option<Vec<AccessRule>>,
     /// Only requests that came over this (`None`: both).
     pub scheme: Option<Scheme>,
     /// Only requests accepted on these listeners (`server.listen`, `server.tls.listen`);

@@ -16,6 +16,7 @@ mod admin;
 mod analytics;
 #[cfg(test)]
 mod balancing_tests;
+mod client;
 mod headers;
 mod rate_limit;
 mod route_listen;
@@ -271,14 +272,7 @@ impl Checker {
                 "at least one listener is required (here or in server.tls.listen)",
             );
         }
-        let mut listen = Vec::new();
-        for (i, l) in s.listen.iter().enumerate() {
-            let path = format!("server.listen[{i}]");
-            if let Some(addr) = self.socket_addr(&path, l) {
-                self.listener(path, addr);
-                listen.push(addr);
-            }
-        }
+        let (listen, proxy_protocol) = self.listeners("server.listen", s.listen);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
         let access_log = match s.access_log.as_deref() {
@@ -300,6 +294,7 @@ impl Checker {
                 Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
             }
         }
+        let real_ip = self.real_ip(s.real_ip_from, s.real_ip_header, s.real_ip_recursive);
         let limits = Limits {
             max_header_bytes: self.int(
                 "server.max_header_bytes",
@@ -376,6 +371,8 @@ impl Checker {
             access_log,
             log: s.log,
             trusted_proxies,
+            real_ip,
+            proxy_protocol,
             limits,
             upstream_keepalive_pool_size: self.int(
                 "server.upstream_keepalive_pool_size",
@@ -391,6 +388,39 @@ impl Checker {
             h2c: s.h2c.unwrap_or(false),
             tls: s.tls.and_then(|t| self.server_tls(t)),
         })
+    }
+
+    /// The addresses of a `listen` list (each `"ADDRESS"` or `{ address, proxy_protocol }`,
+    /// decoded at its own key path), and those of its entries with `proxy_protocol = true`.
+    fn listeners(&mut self, key: &str, entries: Vec<Value>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let (mut listen, mut proxied) = (Vec::new(), Vec::new());
+        for (i, v) in entries.into_iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            let entry = match v {
+                Value::String(address) => Some(ListenTable {
+                    address,
+                    proxy_protocol: None,
+                }),
+                v @ Value::Table(_) => self.decode::<ListenTable>(&path, v),
+                _ => {
+                    let msg = "expected an address (\"127.0.0.1:8080\") or a table \
+                               ({ address = \"...\", proxy_protocol = true })";
+                    self.problem(&path, msg);
+                    None
+                }
+            };
+            let Some(entry) = entry else {
+                continue;
+            };
+            if let Some(addr) = self.socket_addr(&path, &entry.address) {
+                self.listener(path, addr);
+                listen.push(addr);
+                if entry.proxy_protocol == Some(true) {
+                    proxied.push(addr);
+                }
+            }
+        }
+        (listen, proxied)
     }
 
     fn client_close(&mut self, value: Option<&str>) -> ClientClose {
@@ -529,6 +559,7 @@ impl Checker {
             let add_response_headers =
                 self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
             let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
+            let access = r.access.map(|a| self.access(&join(&path, "access"), a));
             let Some(target) = target else {
                 continue;
             };
@@ -538,6 +569,7 @@ impl Checker {
                 skip_regex,
                 replace_prefix: r.replace_prefix,
                 rate_limits,
+                access,
                 scheme,
                 listen,
                 target,

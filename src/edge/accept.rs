@@ -4,6 +4,7 @@
 //! no HTTP session and no buffer, only the guarded socket; the session for the next request is made
 //! when that request's first byte has arrived, and handed to the [`RequestApp`] (the proxy).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +17,13 @@ use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Digest, Stream, ALPN};
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::answer::raw_answer;
 use super::conn::{linger, ConnSlot, Guarded};
+use super::proxy_protocol;
 use crate::config::Limits;
 use crate::runtime::Shared;
 
@@ -53,6 +56,8 @@ pub struct GuardedApp<A> {
     pub(super) shared: Arc<Shared>,
     pub(super) active: Arc<AtomicUsize>,
     tls: Option<TlsListeners>,
+    /// Listeners whose connections start with a PROXY protocol header (plain and HTTPS ones).
+    proxied: Vec<SocketAddr>,
 }
 
 /// The HTTPS listeners, whose TLS handshake the connection layer runs itself (pingora's
@@ -64,35 +69,71 @@ pub struct TlsListeners {
     pub acceptor: Acceptor,
 }
 
-impl TlsListeners {
-    /// Whether a connection that arrived on `local` came to an HTTPS listener.
-    fn serves(&self, local: Option<std::net::SocketAddr>) -> bool {
-        let Some(local) = local else {
-            return false;
-        };
-        self.addrs
-            .iter()
-            .any(|a| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
-    }
+/// Whether a connection that arrived on `local` came to one of the listeners `addrs`.
+fn listens_on(addrs: &[SocketAddr], local: Option<SocketAddr>) -> bool {
+    let Some(local) = local else {
+        return false;
+    };
+    addrs
+        .iter()
+        .any(|a| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
+}
+
+/// The connection's local address (which listener it came to).
+fn local_addr(stream: &Stream) -> Option<SocketAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, shared: Arc<Shared>, tls: Option<TlsListeners>) -> Self {
+    /// `proxied`: the listeners with `proxy_protocol = true`.
+    pub fn new(
+        inner: A,
+        shared: Arc<Shared>,
+        tls: Option<TlsListeners>,
+        proxied: Vec<SocketAddr>,
+    ) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             shared,
             active: Arc::new(AtomicUsize::new(0)),
             tls,
+            proxied,
         }
     }
 
-    /// The acceptor when `stream` came to an HTTPS listener.
-    fn tls_for(&self, stream: &Stream) -> Option<&Acceptor> {
+    /// The acceptor when a connection to `local` came to an HTTPS listener.
+    fn tls_for(&self, local: Option<SocketAddr>) -> Option<&Acceptor> {
         let tls = self.tls.as_ref()?;
-        let local = stream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-        tls.serves(local).then_some(&tls.acceptor)
+        listens_on(&tls.addrs, local).then_some(&tls.acceptor)
+    }
+
+    /// Reads the PROXY protocol header a connection starts with, within
+    /// `server.header_timeout`, and makes its source address the connection's peer (a `LOCAL`
+    /// header, a load balancer's own check, keeps the TCP peer). `None`: no valid header in
+    /// time, and the connection is closed (as NGINX does).
+    async fn proxy_header(stream: Stream, limits: &Limits) -> Option<Stream> {
+        use std::os::unix::io::AsRawFd;
+        let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
+        let read = proxy_protocol::read(&mut l4);
+        let header = match tokio::time::timeout(limits.header_timeout, read).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::debug!("connection closed: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("no PROXY protocol header within server.header_timeout");
+                return None;
+            }
+        };
+        if let proxy_protocol::Header::Proxied { source, .. } = header {
+            let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+            let _ = digest.peer_addr.set(Some(source.into()));
+            l4.set_socket_digest(digest);
+        }
+        Some(Box::new(l4))
     }
 
     /// The TLS handshake of a connection to an HTTPS listener, within `server.header_timeout`
@@ -137,7 +178,8 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             active: self.active.clone(),
             shared: self.shared.clone(),
         };
-        let tls = self.tls_for(&stream);
+        let local = local_addr(&stream);
+        let tls = self.tls_for(local);
         if n > limits.max_connections {
             // A 503 in plain text means nothing to a TLS client: it is only closed.
             if tls.is_none() {
@@ -146,6 +188,12 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             drop(slot);
             return None;
         }
+        // The PROXY header comes first, before a TLS handshake.
+        let stream = if listens_on(&self.proxied, local) {
+            Self::proxy_header(stream, &limits).await?
+        } else {
+            stream
+        };
         let stream = match tls {
             Some(acceptor) => Self::tls_handshake(acceptor, stream, &limits).await?,
             None => stream,

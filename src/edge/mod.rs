@@ -55,7 +55,10 @@
 //! guarded client stream, its counted slot, lingering close and the connection/request signal
 //! channel [`ConnCtl`]), [`accept`] (the listening app: connection cap, shedding, TLS handshakes,
 //! the HTTP/2 accept loop and h2c detection), [`request`] (the request-layer checks), [`answer`]
-//! (lb's own answers, for both layers and for the proxy). `accept` and `request` use `conn`;
+//! (lb's own answers, for both layers and for the proxy), [`proxy_protocol`] (the PROXY v1/v2
+//! header of `proxy_protocol = true` listeners, read by `accept` before anything else; its
+//! source becomes the connection's peer). [`client_ip`] is the request's client: the peer, or
+//! the address a `server.real_ip_from` peer's header names. `accept` and `request` use `conn`;
 //! nothing in `conn` uses them.
 
 pub mod accept;
@@ -68,6 +71,7 @@ pub use accept::{GuardedApp, RequestApp, Served, TlsListeners};
 pub use conn::requests_arriving;
 pub use conn::ConnCtl;
 pub use head::{check_head, HeadInfo, Reject};
-pub use request::client_ip;
+pub use request::{client_ip, peer_ip};
 pub use request::{early_request_filter, request_body, route_body_limit, RequestState};
 pub mod path;
+pub mod proxy_protocol;

@@ -1,6 +1,7 @@
 //! The request layer of the edge: the checks the request path runs on each parsed request,
 //! and the small signal channel between the request and its connection ([`ConnCtl`]).
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use pingora_error::{Error, ErrorType, Result};
 use super::answer::answer;
 use super::conn::{ConnCtl, Guarded, SIGNAL_HEAD_ACCEPTED, SIGNAL_REQUEST_DONE};
 use super::head::{check_h2_head, check_head};
-use crate::config::Limits;
+use crate::config::{Limits, RealIp};
 use crate::runtime::Shared;
 
 /// Hardening state of one request, kept in the request's context. Dropping it (the
@@ -48,12 +49,31 @@ impl RequestState {
     }
 }
 
-/// The client's address (the connection's peer), the one place lb reads it from a session.
-pub fn client_ip(session: &ServerSession) -> Option<std::net::IpAddr> {
+/// The connection's peer address, the one place lb reads it from a session. The request path
+/// uses [`client_ip`] instead (the real client behind trusted proxies); the peer only decides
+/// whether the proxies' headers are believed.
+pub fn peer_ip(session: &ServerSession) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The request's client address (NGINX's `$remote_addr` after its realip module): the peer,
+/// or, when the peer is in `server.real_ip_from`, the address its `real_ip_header` names. The
+/// request path computes it once per request (`proxy::context::Ctx::client`) and every user of
+/// a client address (rate-limit keys, `ip_hash`, `access`, forwarding headers, the access log,
+/// `$remote_addr`) reads that.
+pub fn client_ip(session: &ServerSession, real: &RealIp) -> Option<IpAddr> {
+    let peer = peer_ip(session)?;
+    if !real.trusts(peer) {
+        return Some(peer);
+    }
+    let values = session.req_header().headers.get_all(&real.header);
+    Some(
+        real.from_header(values.iter().map(|v| v.as_bytes()))
+            .unwrap_or(peer),
+    )
 }
 
 /// The [`ConnCtl`] of the connection `session` arrived on, when it is a [`Guarded`] one.

@@ -71,7 +71,7 @@ fn rate_limit(s: &mut String, l: &super::limit::RateLimit) {
 fn server(s: &mut String, import: &Import) {
     let _ = writeln!(s, "\n[server]");
     if !import.listen.is_empty() || import.tls_listen.is_empty() {
-        listen(s, &import.listen);
+        listen(s, &import.listen, &import.proxy_protocol);
     }
     if let Some(k) = &import.keepalive {
         let _ = writeln!(
@@ -87,7 +87,7 @@ fn server(s: &mut String, import: &Import) {
         return;
     }
     let _ = writeln!(s, "\n[server.tls]");
-    listen(s, &import.tls_listen);
+    listen(s, &import.tls_listen, &import.proxy_protocol);
     let _ = writeln!(s, "certificates = [");
     for c in &import.certificates {
         let _ = writeln!(
@@ -117,10 +117,16 @@ fn server(s: &mut String, import: &Import) {
     }
 }
 
-fn listen(s: &mut String, list: &[At<String>]) {
+fn listen(s: &mut String, list: &[At<String>], proxied: &[String]) {
     let _ = writeln!(s, "listen = [");
     for l in list {
-        let _ = writeln!(s, "  {},  # {}: listen", string(&l.value), l.loc);
+        let addr = string(&l.value);
+        if proxied.contains(&l.value) {
+            let table = format!("{{ address = {addr}, proxy_protocol = true }}");
+            let _ = writeln!(s, "  {table},  # {}: listen ... proxy_protocol", l.loc);
+        } else {
+            let _ = writeln!(s, "  {addr},  # {}: listen", l.loc);
+        }
     }
     let _ = writeln!(s, "]");
 }
@@ -286,6 +292,10 @@ fn route(s: &mut String, r: &Route) {
     if !r.rate_limits.is_empty() {
         let names: Vec<String> = r.rate_limits.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "rate_limits = [{}]", names.join(", "));
+    }
+    if !r.access.is_empty() {
+        let rules: Vec<String> = r.access.iter().map(|n| string(n)).collect();
+        let _ = writeln!(s, "access = [{}]  # allow/deny", rules.join(", "));
     }
     match &r.respond {
         None => {

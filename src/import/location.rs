@@ -55,15 +55,14 @@ pub struct Settings {
 }
 
 /// Directives that restrict who gets an answer. lb has no equivalent (yet), so a location they
-/// cover is refused unless `--allow-insecure` imports it public.
+/// cover is refused unless `--allow-insecure` imports it public. (`allow`/`deny` become the
+/// route's `access` list.)
 pub const SECURITY: &[&str] = &[
     "auth_basic",
     "auth_request",
     "satisfy",
     "limit_except",
     "ssl_verify_client",
-    "allow",
-    "deny",
 ];
 
 /// `proxy_set_header` lines that say what lb does anyway (`X-Forwarded-Host $host` is not one:
@@ -97,6 +96,8 @@ impl Settings {
                 | "proxy_ssl_trusted_certificate"
                 | "proxy_ssl_name"
                 | "proxy_ssl_server_name"
+                | "allow"
+                | "deny"
         ) || SECURITY.contains(&name)
             || Limits::owns(name)
     }
@@ -307,9 +308,14 @@ impl Settings {
         }
     }
 
-    /// The security directives in effect here (`allow`/`deny` included).
+    /// The security directives in effect here (lb enforces none of them).
     pub fn security(&self) -> Vec<At<String>> {
-        self.security.iter().chain(&self.access).cloned().collect()
+        self.security.clone()
+    }
+
+    /// The `allow`/`deny` lines in effect here (a level's own replace the inherited ones).
+    pub fn access(&self) -> Vec<At<String>> {
+        self.access.clone()
     }
 }
 
@@ -333,6 +339,8 @@ pub struct Location {
     pub respond: Option<ret::Respond>,
     /// The security directives in effect (lb enforces none).
     pub security: Vec<At<String>>,
+    /// The `allow`/`deny` lines in effect (`allow 10.0.0.0/8`), in order: the route's `access`.
+    pub access: Vec<At<String>>,
     /// `client_max_body_size` in effect.
     pub body_size: Option<At<String>>,
     /// `proxy_set_header` lines in effect besides `Host` and those lb does anyway.
@@ -344,6 +352,29 @@ pub struct Location {
     /// A location without `proxy_pass` whose `try_files` falls back to a named location: the
     /// `@name` and its line. [`crate::import::map`] gives it the named location's proxy.
     pub fallback: Option<At<String>>,
+}
+
+/// A location's `allow`/`deny` lines as lb's `access` rules (`allow 10.0.0.0/8`, `deny all`);
+/// a line lb cannot apply (`unix:`, a name) is left out with a note, and so are the rules
+/// after it when it could have matched first.
+pub fn access_rules(lines: &[At<String>], notes: &mut Notes) -> Vec<String> {
+    let mut rules = Vec::new();
+    for line in lines {
+        let (verb, net) = line.value.split_once(' ').unwrap_or((&line.value, ""));
+        let ok = net == "all" || {
+            let ip = net.split_once('/').map_or(net, |(ip, _)| ip);
+            ip.parse::<std::net::IpAddr>().is_ok()
+        };
+        if ok {
+            rules.push(format!("{verb} {net}"));
+        } else {
+            let msg = format!(
+                "{net:?}: lb's access rules take IP networks and `all`; this rule is left out"
+            );
+            notes.add(&line.loc, verb, msg);
+        }
+    }
+    rules
 }
 
 /// Maps a `location` block and those nested in it into `out`. Nested prefix and exact locations
@@ -419,6 +450,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
         limits: LimitUse::default(),
         respond: None,
         security: settings.security(),
+        access: settings.access(),
         body_size: settings.body_size.clone(),
         set_headers: settings.headers.clone(),
         add_headers: settings.add_headers.clone(),
@@ -441,6 +473,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
                 respond: Some(respond),
                 // `return` runs in the rewrite phase, before any access check.
                 security: Vec::new(),
+                access: Vec::new(),
                 ..base
             });
         }

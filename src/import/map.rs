@@ -34,6 +34,8 @@ struct Listen {
     ssl: bool,
     http2: bool,
     default: bool,
+    /// `proxy_protocol`: connections start with a PROXY protocol header.
+    proxy_protocol: bool,
     loc: Loc,
 }
 
@@ -273,6 +275,7 @@ impl Mapper<'_> {
                 ssl: false,
                 http2: false,
                 default: false,
+                proxy_protocol: false,
                 loc: d.loc.clone(),
             });
         }
@@ -526,6 +529,12 @@ impl Mapper<'_> {
                 }
             }
         }
+        let real_ip = super::realip::RealIpLines {
+            from: pick("set_real_ip_from", &all, notes),
+            header: pick("real_ip_header", &all, notes),
+            recursive: pick("real_ip_recursive", &all, notes),
+        };
+        real_ip.keys(&out.proxy_protocol, &mut keys, notes);
         out.server_keys = keys;
         // ssl_protocols: the lowest version any TLS server accepts.
         let tls = |s: &Server| s.listens.iter().any(|l| l.ssl);
@@ -713,6 +722,7 @@ impl Mapper<'_> {
                     scheme: h.scheme,
                     listen: h.listen.clone(),
                     rate_limits: Vec::new(),
+                    access: Vec::new(),
                     loc: at.clone(),
                     label: label(&h.name, "return"),
                     settings: Default::default(),
@@ -742,12 +752,25 @@ impl Mapper<'_> {
                         notes.add(&f.loc, "try_files", msg);
                         let mut security = l.security.clone();
                         security.extend(n.security.iter().cloned());
+                        // NGINX checks both locations' rules (before try_files, and after the
+                        // jump); lb's route has one list: the named location's when the first
+                        // has none (or the same).
+                        let access = if l.access.is_empty() || same_rules(&l.access, &n.access) {
+                            n.access.clone()
+                        } else {
+                            if !n.access.is_empty() {
+                                let msg = format!("NGINX also applies {}'s allow/deny after try_files; lb's route keeps location {}'s only", f.value, l.label);
+                                notes.add(&f.loc, "try_files", msg);
+                            }
+                            l.access.clone()
+                        };
                         Location {
                             target: n.target.clone(),
                             https: n.https,
                             settings: n.settings.clone(),
                             respond: n.respond.clone(),
                             security,
+                            access,
                             fallback: None,
                             ..l.clone()
                         }
@@ -771,6 +794,7 @@ impl Mapper<'_> {
                         scheme: h.scheme,
                         listen: h.listen.clone(),
                         rate_limits: Vec::new(),
+                        access: Vec::new(),
                         loc: l.loc.clone(),
                         label: label(&h.name, &format!("location {}", l.label)),
                         settings: Default::default(),
@@ -804,6 +828,7 @@ impl Mapper<'_> {
                 continue;
             };
             let rate_limits = self.rate_limits(l, notes);
+            let access = location::access_rules(&l.access, notes);
             for h in &hosts {
                 let r = Route {
                     host: h.name.clone(),
@@ -815,6 +840,7 @@ impl Mapper<'_> {
                     scheme: h.scheme,
                     listen: h.listen.clone(),
                     rate_limits: rate_limits.clone(),
+                    access: access.clone(),
                     loc: l.loc.clone(),
                     label: label(&h.name, &format!("location {}", l.label)),
                     settings: settings.clone(),
@@ -935,6 +961,9 @@ impl Mapper<'_> {
             } else {
                 &mut out.listen
             };
+            if l.proxy_protocol && !out.proxy_protocol.contains(&l.addr) {
+                out.proxy_protocol.push(l.addr.clone());
+            }
             if !list.iter().any(|o| o.value == l.addr) {
                 list.push(At {
                     value: l.addr.clone(),
@@ -990,6 +1019,11 @@ fn by_kind(
     named.chain(default).collect()
 }
 
+/// Two `allow`/`deny` lists with the same rules.
+fn same_rules(a: &[At<String>], b: &[At<String>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.value == y.value)
+}
+
 /// `listen` → address and flags; `None` (noted) for what lb cannot listen on.
 fn listen(d: &Directive, notes: &mut Notes) -> Option<Listen> {
     let Some(first) = d.args.first() else {
@@ -1006,6 +1040,7 @@ fn listen(d: &Directive, notes: &mut Notes) -> Option<Listen> {
         ssl: false,
         http2: false,
         default: false,
+        proxy_protocol: false,
         loc: d.loc.clone(),
     };
     for p in &d.args[1..] {
@@ -1013,6 +1048,7 @@ fn listen(d: &Directive, notes: &mut Notes) -> Option<Listen> {
             "ssl" => l.ssl = true,
             "http2" => l.http2 = true,
             "default_server" | "default" => l.default = true,
+            "proxy_protocol" => l.proxy_protocol = true,
             _ => notes.add(&d.loc, "listen", format!("parameter {p}: {NOT_SUPPORTED}")),
         }
     }
@@ -1154,12 +1190,22 @@ impl Wide {
                 | "resolver"
                 | "resolver_timeout"
                 | "ssl_protocols"
+                | "set_real_ip_from"
+                | "real_ip_header"
+                | "real_ip_recursive"
         )
     }
 
     fn take(&mut self, d: &Directive) -> bool {
         if !Self::owns(&d.name) {
             return false;
+        }
+        // `set_real_ip_from` lines add up (one address each).
+        if d.name == "set_real_ip_from" {
+            if let Some((_, v)) = self.0.iter_mut().find(|(n, _)| *n == d.name) {
+                v.value.extend(d.args.iter().cloned());
+                return true;
+            }
         }
         self.0.retain(|(n, _)| *n != d.name);
         let value = At {

@@ -31,6 +31,7 @@ pub mod location;
 pub mod map;
 pub mod model;
 pub mod notes;
+pub mod realip;
 pub mod ret;
 pub mod route_settings;
 pub mod tree;

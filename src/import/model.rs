@@ -13,6 +13,8 @@ pub struct Import {
     pub listen: Vec<At<String>>,
     /// HTTPS listeners (`server.tls.listen`).
     pub tls_listen: Vec<At<String>>,
+    /// The listeners (plain or HTTPS) of `listen ... proxy_protocol`.
+    pub proxy_protocol: Vec<String>,
     pub certificates: Vec<Certificate>,
     pub http2: Option<Loc>,
     /// `server.upstream_keepalive_pool_size` and the `keepalive` lines it sums.
@@ -169,6 +171,8 @@ pub struct Route {
     pub listen: Vec<String>,
     /// The zones of its `limit_req` lines.
     pub rate_limits: Vec<String>,
+    /// Its `allow`/`deny` rules (`allow 10.0.0.0/8`), in order.
+    pub access: Vec<String>,
     pub loc: Loc,
     /// For the comment: `server example.com, location /api/`.
     pub label: String,

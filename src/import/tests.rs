@@ -674,7 +674,6 @@ fn security_directives_refuse_the_import_unless_allowed() {
         ("location /admin/ { auth_request /auth; proxy_pass http://api; }", "nginx.conf:4: auth_request:"),
         ("location /admin/ { limit_except GET { deny all; } proxy_pass http://api; }", "nginx.conf:4: limit_except:"),
         ("location /admin/ { satisfy any; proxy_pass http://api; }", "nginx.conf:4: satisfy:"),
-        ("location /admin/ { allow 10.0.0.0/8; deny all; proxy_pass http://api; }", "nginx.conf:4: allow:"),
         ("ssl_verify_client on; location /admin/ { proxy_pass http://api; }", "nginx.conf:4: ssl_verify_client:"),
     ];
     for (body, want) in cases {
@@ -702,6 +701,60 @@ fn security_directives_refuse_the_import_unless_allowed() {
         ),
     );
     assert!(e.contains("nginx.conf:3: auth_basic:"), "{e}");
+}
+
+/// Issue 27 item 5: `allow`/`deny` become the route's `access` list, in order; a location's own
+/// lines replace the server's; `return` (before NGINX's access phase) gets none.
+#[test]
+fn allow_and_deny_become_access_rules() {
+    let o = one(
+        "access",
+        &format!("{API}server {{\n allow 10.0.0.0/8;\n deny all;\n location /a/ {{ proxy_pass http://api; }}\n location /b/ {{ deny 10.1.0.0/16; allow all; proxy_pass http://api; }}\n location /c/ {{ allow unix:; allow 192.0.2.1; deny all; proxy_pass http://api; }}\n location /r {{ return 204; }}\n}}\n"),
+    );
+    let t = &o.text;
+    assert!(
+        t.contains("path_prefix = \"/a/\"\nupstream = \"api\"")
+            || t.contains("access = [\"allow 10.0.0.0/8\", \"deny all\"]"),
+        "{t}"
+    );
+    assert!(
+        t.contains("access = [\"deny 10.1.0.0/16\", \"allow all\"]"),
+        "{t}"
+    );
+    assert!(
+        t.contains("access = [\"allow 192.0.2.1\", \"deny all\"]"),
+        "{t}"
+    );
+    assert_eq!(t.matches("access = ").count(), 3, "none for return: {t}");
+    assert!(o.notes.iter().any(|n| n.contains("unix:")), "{:?}", o.notes);
+}
+
+/// Issue 27 item 3: the realip module's lines become `server.real_ip_*`; `listen ...
+/// proxy_protocol` a listener table.
+#[test]
+fn realip_and_proxy_protocol_map_to_server_keys() {
+    let o = one(
+        "realip",
+        &format!("{API}set_real_ip_from 10.0.0.0/8;\nset_real_ip_from 192.0.2.1;\nreal_ip_header X-Forwarded-For;\nreal_ip_recursive on;\nserver {{\n listen 80;\n location / {{ proxy_pass http://api; }}\n}}\n"),
+    );
+    let t = &o.text;
+    assert!(
+        t.contains("real_ip_from = [\"10.0.0.0/8\", \"192.0.2.1\"]"),
+        "{t}"
+    );
+    assert!(t.contains("real_ip_header = \"X-Forwarded-For\""), "{t}");
+    assert!(t.contains("real_ip_recursive = true"), "{t}");
+    let o = one(
+        "proxy-protocol",
+        &format!("{API}server {{\n listen 8080 proxy_protocol;\n set_real_ip_from 10.0.0.1;\n real_ip_header proxy_protocol;\n location / {{ proxy_pass http://api; }}\n}}\n"),
+    );
+    assert!(
+        o.text
+            .contains("{ address = \"0.0.0.0:8080\", proxy_protocol = true }"),
+        "{}",
+        o.text
+    );
+    assert!(!o.text.contains("real_ip_from"), "{}", o.text);
 }
 
 /// NGINX picks the server by address first: with two addresses of one kind, every route

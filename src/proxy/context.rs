@@ -65,6 +65,10 @@ impl Drop for Active {
 pub struct Ctx {
     /// The snapshot the request was routed with (set once the request reached routing).
     pub(super) snapshot: Option<Arc<Snapshot>>,
+    /// The client's address ([`crate::edge::client_ip`]: the peer, or the real client behind a
+    /// trusted proxy), computed once when the request is routed; every user of a client
+    /// address reads it here. `None` before routing (the log then names the peer).
+    pub(super) client: Option<std::net::IpAddr>,
     /// A route matched: `upstream` is its index in the snapshot.
     pub(super) routed: bool,
     pub(super) upstream: usize,
@@ -110,6 +114,7 @@ impl Ctx {
     pub(super) fn new() -> Ctx {
         Ctx {
             snapshot: None,
+            client: None,
             routed: false,
             upstream: 0,
             backend: None,

@@ -59,10 +59,13 @@ impl Attempt {
     }
 }
 
-/// Whether the client's address is in `server.trusted_proxies`.
-pub(super) fn client_is_trusted(session: &ServerSession, server: &ServerSettings) -> bool {
-    crate::edge::client_ip(session)
-        .is_some_and(|ip| server.trusted_proxies.iter().any(|c| c.contains(ip)))
+/// Whether the connection's peer is a proxy whose forwarding headers are kept and extended: one
+/// in `server.trusted_proxies`, or in `server.real_ip_from` (whose header names the client, so
+/// its chain is the client's, as NGINX's `$proxy_add_x_forwarded_for` keeps it).
+pub(super) fn peer_is_trusted(session: &ServerSession, server: &ServerSettings) -> bool {
+    crate::edge::peer_ip(session).is_some_and(|ip| {
+        server.trusted_proxies.iter().any(|c| c.contains(ip)) || server.real_ip.trusts(ip)
+    })
 }
 
 /// The head sent to the backend: the client's, in origin form, with the forwarded path,
@@ -71,6 +74,7 @@ pub(super) fn client_is_trusted(session: &ServerSession, server: &ServerSettings
 pub(super) fn upstream_head(
     session: &mut ServerSession,
     forward_path: Option<&str>,
+    client: Option<std::net::IpAddr>,
     trusted: bool,
     upstream: &crate::config::UpstreamConfig,
     rules: Option<(&[HeaderRule], &Vars)>,
@@ -95,7 +99,6 @@ pub(super) fn upstream_head(
     // them: what lb adds below is never stripped.
     prepare_request(&mut req, has_body, h2_backend)?;
 
-    let client = crate::edge::client_ip(session);
     let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     set_forwarded(&mut req, client, trusted, https)?;
     // After set_forwarded: `X-Forwarded-Host` is the client's host either way.

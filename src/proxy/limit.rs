@@ -8,6 +8,7 @@
 //! and the request goes on counted nowhere else, as NGINX's `limit_req_dry_run`). The longest
 //! delay any of them asks for is served.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use pingora_core::protocols::http::ServerSession;
@@ -29,9 +30,15 @@ pub enum Limited {
     Reject(usize),
 }
 
-/// The verdict of `route`'s rate limits on this request; `path` is its normalized path. Each
-/// limit counts its verdict.
-pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: &str) -> Limited {
+/// The verdict of `route`'s rate limits on this request; `path` is its normalized path, `client`
+/// its client address. Each limit counts its verdict.
+pub fn check(
+    session: &ServerSession,
+    snapshot: &Snapshot,
+    route: &Route,
+    path: &str,
+    client: Option<IpAddr>,
+) -> Limited {
     let ids = snapshot.limits_of(route);
     if ids.is_empty() {
         return Limited::Pass;
@@ -41,7 +48,7 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     if let [i] = *ids {
         // One limit: one lookup.
         let l = &snapshot.limits[i];
-        let key = request_key(session, &l.config.key, path, &mut buf);
+        let key = request_key(session, &l.config.key, path, client, &mut buf);
         // An empty key (no such header or cookie) is not limited, as in NGINX.
         if key.is_empty() {
             return Limited::Pass;
@@ -58,7 +65,7 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     let (mut refused, mut refusing) = (None, false);
     for &i in ids {
         let l = &snapshot.limits[i];
-        let key = request_key(session, &l.config.key, path, &mut buf);
+        let key = request_key(session, &l.config.key, path, client, &mut buf);
         if key.is_empty() || l.table.check(&l.config, key, now, Mode::Peek) != Verdict::Reject {
             continue;
         }
@@ -78,7 +85,7 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     let mut delay = Duration::ZERO;
     for &i in ids {
         let l = &snapshot.limits[i];
-        let key = request_key(session, &l.config.key, path, &mut buf);
+        let key = request_key(session, &l.config.key, path, client, &mut buf);
         if key.is_empty() {
             continue;
         }
@@ -95,20 +102,19 @@ pub fn check(session: &ServerSession, snapshot: &Snapshot, route: &Route, path: 
     }
 }
 
-pub use crate::edge::client_ip;
-
 /// The bytes `key` names in this request (empty when it has none); `path` is the normalized
-/// path.
+/// path, `client` the request's client address ([`crate::edge::client_ip`]).
 pub fn request_key<'a>(
     session: &'a ServerSession,
     key: &HashKey,
     path: &'a str,
+    client: Option<IpAddr>,
     buf: &'a mut KeyBuf,
 ) -> &'a [u8] {
     let req = session.req_header();
     match key {
         HashKey::ClientIp => {
-            let Some(ip) = client_ip(session) else {
+            let Some(ip) = client else {
                 return &[];
             };
             super::headers::format_ip(ip, buf).as_bytes()

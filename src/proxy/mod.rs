@@ -47,7 +47,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_error::{Error, ErrorSource, ErrorType};
 
-use crate::config::{ClientClose, NormalizePath, Protocol};
+use crate::config::{access_allows, ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind, Reason};
 use crate::observe::access_log::Entry;
@@ -224,6 +224,7 @@ impl Proxy {
         // cancels the backend request at once. A reset or an EOF inside the request ends the
         // request either way.
         session.set_abort_on_close(server.client_close == ClientClose::Abort);
+        ctx.client = crate::edge::client_ip(session, &server.real_ip);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         // The listener the connection came to, when routes name listeners: read once per
         // connection (its socket digest keeps it for later requests and HTTP/2 streams).
@@ -238,6 +239,7 @@ impl Proxy {
             _ => path::normalize(raw_path, server.merge_slashes),
         };
         let mut limited = Limited::Pass;
+        let mut denied = false;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
             Ok(path) => match snapshot.route_on(tls, local, request_host(req), &path) {
@@ -255,19 +257,25 @@ impl Proxy {
                     let _ = answer::redirect(session, &location).await;
                     return false;
                 }
-                Some(Routed::To(Route {
-                    target: Target::Respond(a),
-                    ..
-                })) => {
+                Some(Routed::To(
+                    route @ Route {
+                        target: Target::Respond(a),
+                        ..
+                    },
+                )) => {
                     // Kept for the log; `a` goes on borrowing the local handle.
                     ctx.snapshot = Some(snapshot.clone());
+                    if !allowed(route, ctx.client) {
+                        self.refuse(session, ctx, 403, FORBIDDEN).await;
+                        return false;
+                    }
                     if ctx.grpc {
                         let msg = "this path is answered by lb itself, not a gRPC service";
                         self.refuse_as(session, ctx, 501, grpc::UNIMPLEMENTED, msg)
                             .await;
                         return false;
                     }
-                    let (text, location) = respond::render(session, tls, a, &path);
+                    let (text, location) = respond::render(session, tls, a, &path, ctx.client);
                     let ct = a.content_type.as_deref();
                     let written = answer::respond(session, a.status, text, location.as_deref(), ct);
                     if written.await.is_err() && session.response_written().is_none() {
@@ -285,7 +293,10 @@ impl Proxy {
                     ctx.upstream = *upstream;
                     ctx.routed = true;
                     ctx.settings = route.settings.clone();
-                    limited = limit::check(session, &snapshot, route, &path);
+                    // Rate limits before access rules, as NGINX's phases (preaccess, then
+                    // access): a refused client still counts against the limits.
+                    limited = limit::check(session, &snapshot, route, &path, ctx.client);
+                    denied = !allowed(route, ctx.client);
                     let by_path = snapshot.upstreams[*upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
                     if let (true, Cow::Owned(p)) = (by_path, &path) {
@@ -347,6 +358,11 @@ impl Proxy {
                     .await;
                 return false;
             }
+        }
+        if denied {
+            ctx.own_answer = true;
+            self.refuse(session, ctx, 403, FORBIDDEN).await;
+            return false;
         }
         if !self.has_usable_backend(ctx) {
             let name = ctx.upstream().map_or("", |u| u.name());
@@ -423,10 +439,10 @@ impl Proxy {
             };
             let idle_ms = up.config.idle_timeout.as_millis() as u64;
             let now_ms = process_ms_at(ctx.started);
-            let trusted = forward::client_is_trusted(session, &snapshot.config.server);
+            let trusted = forward::peer_is_trusted(session, &snapshot.config.server);
             let settings = ctx.settings.as_deref();
             if ctx.vars.is_none() && settings.is_some_and(|s| s.has_header_rules()) {
-                ctx.vars = Some(rewrite::Vars::of(session));
+                ctx.vars = Some(rewrite::Vars::of(session, ctx.client));
             }
             let rules = settings.zip(ctx.vars.as_ref());
             let report = forward::Report {
@@ -439,6 +455,7 @@ impl Proxy {
             let head = forward::upstream_head(
                 session,
                 ctx.forward_path.as_deref(),
+                ctx.client,
                 trusted,
                 &up.config,
                 rules.map(|(s, v)| (&*s.set_request, v)),
@@ -781,7 +798,7 @@ fn log_entry(
         _ => "",
     };
     let entry = Entry {
-        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        client: client_addr(session, ctx),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         status,
@@ -799,6 +816,18 @@ fn log_entry(
     }
     if let Some(stream) = &shared.stream {
         stream.request(&entry);
+    }
+}
+
+/// The client's address for the log: the peer's (with its port), or the real client's behind a
+/// trusted proxy (port 0: a forwarding header carries none, as NGINX's `$remote_port` is then
+/// empty).
+fn client_addr(session: &ServerSession, ctx: &Ctx) -> Option<std::net::SocketAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    match (ctx.client, peer) {
+        (Some(ip), Some(p)) if ip != p.ip() => Some(std::net::SocketAddr::new(ip, 0)),
+        (Some(ip), None) => Some(std::net::SocketAddr::new(ip, 0)),
+        _ => peer,
     }
 }
 
@@ -822,6 +851,17 @@ async fn delay_unless_gone(session: &mut ServerSession, delay: std::time::Durati
     true
 }
 
+/// lb's answer to a client a route's `access` rules refuse.
+const FORBIDDEN: &str = "forbidden: this client's address may not use this route";
+
+/// Whether the route's `access` rules let `client` in.
+fn allowed(route: &Route, client: Option<std::net::IpAddr>) -> bool {
+    route
+        .access
+        .as_deref()
+        .is_none_or(|rules| access_allows(rules, client))
+}
+
 /// Why a pick found nothing although backends are usable (lb answers 503 with this reason).
 const AT_MAX_CONNS: &str = "every usable backend is at its max_conns";
 
@@ -833,7 +873,7 @@ fn hash_key<'a>(
     buf: &'a mut KeyBuf,
 ) -> &'a [u8] {
     if up.config.strategy == crate::config::Strategy::IpHash {
-        let Some(ip) = limit::client_ip(session) else {
+        let Some(ip) = ctx.client else {
             return &[];
         };
         let mut octets = [0u8; 16];
@@ -849,7 +889,7 @@ fn hash_key<'a>(
         .key_path
         .as_deref()
         .unwrap_or(session.req_header().uri.path());
-    limit::request_key(session, key, path, buf)
+    limit::request_key(session, key, path, ctx.client, buf)
 }
 
 /// The receive window of one stream on a backend HTTP/2 connection: how much of a response lb

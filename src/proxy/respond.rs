@@ -6,12 +6,13 @@ use pingora_core::protocols::http::ServerSession;
 use crate::config::respond::{Respond, Var};
 
 /// (body, location) of `a` for this request; `tls`: it came over HTTPS; `path`: the
-/// normalized path.
+/// normalized path; `client`: its client address (`$remote_addr`).
 pub fn render(
     session: &ServerSession,
     tls: bool,
     a: &Respond,
     path: &str,
+    client: Option<std::net::IpAddr>,
 ) -> (String, Option<String>) {
     let req = session.req_header();
     // `/x?` has no arguments, as in NGINX.
@@ -54,7 +55,7 @@ pub fn render(
             }
         }
         Var::RemoteAddr => {
-            if let Some(ip) = super::limit::client_ip(session) {
+            if let Some(ip) = client {
                 out.push_str(&ip.to_string());
             }
         }

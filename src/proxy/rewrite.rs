@@ -29,7 +29,7 @@ pub(super) struct Vars {
 }
 
 impl Vars {
-    pub(super) fn of(session: &ServerSession) -> Vars {
+    pub(super) fn of(session: &ServerSession, client: Option<IpAddr>) -> Vars {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut request_id = [0u8; 32];
         let random = fastrand::u128(..);
@@ -39,7 +39,7 @@ impl Vars {
         Vars {
             request_id,
             https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
-            client: crate::edge::client_ip(session),
+            client,
             port: session
                 .server_addr()
                 .and_then(|a| a.as_inet())

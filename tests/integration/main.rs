@@ -5,6 +5,7 @@ mod support;
 mod admin_security;
 mod balancing;
 mod check;
+mod client_address;
 mod client_close;
 mod dashboard;
 mod discovery;

@@ -264,14 +264,15 @@ impl Pair {
 }
 
 /// A request of a corpus: target, `Host` (default `localhost`), source address, the length of
-/// a POST body (0: a GET), and the request headers the backend saw and the response headers
-/// to compare besides the usual.
+/// a POST body (0: a GET), more headers to send, and the request headers the backend saw and
+/// the response headers to compare besides the usual.
 #[derive(Debug, Clone)]
 struct Req {
     target: String,
     host: Option<String>,
     from: Option<IpAddr>,
     body: usize,
+    headers: Vec<(String, String)>,
     request_headers: Vec<String>,
     response_headers: Vec<String>,
 }
@@ -282,9 +283,32 @@ fn get(target: impl Into<String>) -> Req {
         host: None,
         from: None,
         body: 0,
+        headers: Vec::new(),
         request_headers: Vec::new(),
         response_headers: Vec::new(),
     }
+}
+
+/// A corpus line's request: `HOST PATH` then `from=IP`, `header=NAME:VALUE`, `show=NAME`.
+fn corpus_req(rest: &str) -> Req {
+    let mut words = rest.split(' ');
+    let (host, target) = (
+        words.next().unwrap(),
+        words.next().expect("#! GET HOST PATH"),
+    );
+    let mut req = get_host(target, host);
+    for w in words {
+        match w.split_once('=') {
+            Some(("from", ip)) => req.from = Some(ip.parse().expect("from=IP")),
+            Some(("header", h)) => {
+                let (k, v) = h.split_once(':').expect("header=NAME:VALUE");
+                req.headers.push((k.to_string(), v.to_string()));
+            }
+            Some(("show", name)) => req.request_headers.push(name.to_string()),
+            _ => panic!("unknown request word {w:?}"),
+        }
+    }
+    req
 }
 
 fn get_host(target: impl Into<String>, host: &str) -> Req {
@@ -322,7 +346,8 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
             Conn::from_stream(s.into())
         }
     };
-    let headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> = req.host.iter().map(|h| ("Host", h.as_str())).collect();
+    headers.extend(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (method, body) = match req.body {
         0 => ("GET", Vec::new()),
         n => ("POST", vec![b'x'; n]),
@@ -358,7 +383,7 @@ fn send(addr: SocketAddr, req: &Req) -> Seen {
         status: r.status,
         backend: r.backend(),
         path: json["path"].as_str().unwrap_or("").to_string(),
-        host: host.unwrap_or("").to_string(),
+        host: host.unwrap_or_default().to_string(),
         location: self_relative(r.header("location").unwrap_or(""), addr.port()),
         headers: compared_headers,
     }
@@ -1248,23 +1273,15 @@ fn nginx_diff_corpus() {
             match line.split_once(' ') {
                 Some(("refused", want)) => refused = Some(want.to_string()),
                 Some((get @ ("GET" | "GET2"), rest)) => {
-                    let (host, target) = rest.split_once(' ').expect("#! GET HOST PATH");
-                    reqs.push((get == "GET2", get_host(target, host)));
+                    reqs.push((get == "GET2", corpus_req(rest)))
                 }
                 Some(("POST", rest)) => {
-                    let mut words = rest.split(' ');
-                    let (Some(host), Some(target), Some(Ok(body))) =
-                        (words.next(), words.next(), words.next().map(str::parse))
-                    else {
-                        panic!("{name}: #! POST HOST PATH BYTES");
-                    };
-                    reqs.push((
-                        false,
-                        Req {
-                            body,
-                            ..get_host(target, host)
-                        },
-                    ));
+                    // HOST PATH BYTES [words]: the words as after a GET's PATH.
+                    let mut words: Vec<&str> = rest.split(' ').collect();
+                    assert!(words.len() >= 3, "{name}: #! POST HOST PATH BYTES");
+                    let body = words.remove(2).parse().expect("#! POST HOST PATH BYTES");
+                    let req = corpus_req(&words.join(" "));
+                    reqs.push((false, Req { body, ..req }));
                 }
                 Some(("request-headers", rest)) => request_headers = names(rest),
                 Some(("response-headers", rest)) => response_headers = names(rest),
@@ -1272,8 +1289,8 @@ fn nginx_diff_corpus() {
             }
         }
         for (_, r) in &mut reqs {
-            r.request_headers.clone_from(&request_headers);
-            r.response_headers.clone_from(&response_headers);
+            r.request_headers.extend(request_headers.iter().cloned());
+            r.response_headers.extend(response_headers.iter().cloned());
         }
         if let Some(want) = refused {
             let tmp = temp_dir("nginx-diff-refused");

@@ -4,21 +4,10 @@
 //! them, dry run, metrics, and tables kept across reloads. The same behaviour against real NGINX
 //! is in `nginx_diff.rs`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-/// A GET of `path` from source address `from` with `headers`, on its own connection.
-fn get_from(addr: SocketAddr, from: IpAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    s.connect_timeout(&addr.into(), Duration::from_secs(5))
-        .unwrap();
-    let mut c = Conn::from_stream(s.into()).unwrap();
-    c.send("GET", path, headers, b"").unwrap()
-}
 
 fn statuses(rs: &[Response]) -> Vec<u16> {
     rs.iter().map(|r| r.status).collect()

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -474,6 +474,18 @@ impl Conn {
             self.reader.read_exact(&mut crlf)?;
         }
     }
+}
+
+/// A GET of `path` from source address `from` (e.g. 127.0.0.2: any 127/8 address is local)
+/// with `headers`, on its own connection.
+pub fn get_from(addr: SocketAddr, from: IpAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let mut c = Conn::from_stream(s.into()).unwrap();
+    c.send("GET", path, headers, b"").unwrap()
 }
 
 /// One request on a fresh connection.

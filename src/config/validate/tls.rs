@@ -9,14 +9,7 @@ use crate::tls::Certificate;
 
 impl Checker {
     pub(super) fn server_tls(&mut self, t: ServerTlsFile) -> Option<ServerTls> {
-        let mut listen = Vec::new();
-        for (i, l) in t.listen.iter().enumerate() {
-            let path = format!("server.tls.listen[{i}]");
-            if let Some(addr) = self.socket_addr(&path, l) {
-                self.listener(path, addr);
-                listen.push(addr);
-            }
-        }
+        let (listen, proxy_protocol) = self.listeners("server.tls.listen", t.listen);
         let min_version = match t.min_version.as_deref() {
             None | Some("1.2") => TlsVersion::V1_2,
             Some("1.3") => TlsVersion::V1_3,
@@ -78,6 +71,7 @@ impl Checker {
         }
         (!certificates.is_empty()).then_some(ServerTls {
             listen,
+            proxy_protocol,
             certificates,
             skipped,
             http2: t.http2.unwrap_or(true),
