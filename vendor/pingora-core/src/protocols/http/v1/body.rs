@@ -1351,6 +1351,11 @@ impl BodyWriter {
         matches!(self.body_mode, BM::UntilClose(_))
     }
 
+    /// Whether the body is framed by a `Content-Length` (lb patch).
+    pub fn is_content_length(&self) -> bool {
+        matches!(self.body_mode, BM::ContentLength(..))
+    }
+
     async fn do_write_body<S>(&mut self, stream: &mut S, buf: &[u8]) -> Result<Option<usize>>
     where
         S: AsyncWrite + Unpin + Send,

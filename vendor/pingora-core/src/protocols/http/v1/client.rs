@@ -38,6 +38,9 @@ pub struct HttpSession {
     /// head was read (`None`: none, tolerated as invalid, or `Transfer-Encoding` frames the
     /// body), so that the body reader does not parse it again (lb patch).
     framing_content_length: Option<usize>,
+    /// Whether the response's `Transfer-Encoding` ends in `chunked`, found by
+    /// `read_response()` (lb patch).
+    framing_chunked: bool,
     /// In-progress response header bytes, kept on the session so cancelled reads can resume.
     response_header_read_buf: BytesMut,
     pub(crate) underlying_stream: Stream,
@@ -92,6 +95,7 @@ impl HttpSession {
             response_header_read_buf: BytesMut::new(),
             raw_header: None,
             framing_content_length: None,
+            framing_chunked: false,
             preread_body: None,
             body_reader: BodyReader::new(true),
             body_writer: BodyWriter::new(),
@@ -259,7 +263,10 @@ impl HttpSession {
     // read.
     /// Checks the framing of the response head just read; `Ok` carries its `Content-Length`
     /// (`None`: none, `Transfer-Encoding`, or an invalid value tolerated as close-delimited).
-    fn validate_response(&self) -> Result<Option<usize>> {
+    ///
+    /// `te` and `cl`: whether the head has `Transfer-Encoding` and `Content-Length` fields, as
+    /// noted while it was parsed (lb patch: no lookups of the map for them).
+    fn validate_response(&self, te: bool, cl: bool) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -271,7 +278,7 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if resp_header.headers.contains_key(header::TRANSFER_ENCODING) {
+        if te || !cl {
             return Ok(None);
         }
         match content_length_for_framing(&resp_header.headers) {
@@ -406,10 +413,16 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        match self.validate_response() {
+                        match self.validate_response(
+                            contains_transfer_encoding,
+                            contains_content_length && !contains_transfer_encoding,
+                        ) {
                             Ok(cl) => self.framing_content_length = cl,
                             Err(e) => return self.fail_response_header_read(e),
                         }
+                        // The chunked check once, from the names noted above (lb patch).
+                        self.framing_chunked =
+                            contains_transfer_encoding && self.is_chunked_encoding();
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
@@ -777,8 +790,9 @@ impl HttpSession {
             if upgraded {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
-            } else if self.is_chunked_encoding() {
-                // if chunked encoding, content-length should be ignored
+            } else if self.framing_chunked {
+                // if chunked encoding, content-length should be ignored (lb patch: as
+                // read_response() found it)
                 self.body_reader.init_chunked(preread_body);
             } else if let Some(cl) = self.framing_content_length {
                 self.body_reader.init_content_length(cl, preread_body);
@@ -836,7 +850,9 @@ impl HttpSession {
     }
 
     fn init_body_writer_comm(&mut self, headers: &HMap) {
-        if is_chunked_encoding_from_headers(headers) {
+        // One walk over the fields instead of a lookup of each name (lb patch).
+        let (chunked, content_length) = super::common::body_framing(headers);
+        if chunked {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
             return;
@@ -846,7 +862,7 @@ impl HttpSession {
         // truncated. Per RFC 9112, requests are never close-delimited: an absent
         // or unusable Content-Length means a zero-length body. Headers are
         // expected to be validated on read.
-        match content_length_for_framing(headers) {
+        match content_length {
             Ok(Some(length)) => self.body_writer.init_content_length(length),
             Ok(None) => self.body_writer.init_content_length(0),
             Err(e) => {

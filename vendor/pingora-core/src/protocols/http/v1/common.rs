@@ -123,7 +123,9 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
 }
 
 pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
-    if is_chunked_encoding_from_headers(headers) {
+    // One walk over the fields instead of a lookup of each name (lb patch).
+    let (chunked, content_length) = body_framing(headers);
+    if chunked {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
         return;
@@ -134,7 +136,7 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
     // An invalid value should have been rejected on read; if validation was
     // bypassed, log the anomaly and fall back to close-delimited rather than
     // risk misframing the body.
-    match content_length_for_framing(headers) {
+    match content_length {
         Ok(Some(length)) => body_writer.init_content_length(length),
         Ok(None) => {
             /* TODO: 1. connection: keepalive cannot be used,
@@ -148,6 +150,31 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
             debug!("invalid Content-Length while writing; framing close-delimited: {e}");
             body_writer.init_close_delimited()
         }
+    }
+}
+
+/// What frames a body written with `headers`, found in one walk over the fields (lb patch;
+/// a head has a handful of fields, and each lookup by name hashes it): whether the last
+/// `Transfer-Encoding` value ends in `chunked` ([`is_chunked_encoding_from_headers`]) and the
+/// `Content-Length` as [`content_length_for_framing`] resolves it.
+pub(crate) fn body_framing(headers: &HMap) -> (bool, Result<Option<usize>>) {
+    let mut last_te = None;
+    let mut has_cl = false;
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING {
+            last_te = Some(value);
+        } else if *name == header::CONTENT_LENGTH {
+            has_cl = true;
+        }
+    }
+    let chunked = last_te.is_some_and(|v| {
+        let bytes = v.as_bytes();
+        bytes.eq_ignore_ascii_case(b"chunked")
+            || find_last_te_token(bytes).eq_ignore_ascii_case(b"chunked")
+    });
+    match (chunked, has_cl) {
+        (false, true) => (false, content_length_for_framing(headers)),
+        _ => (chunked, Ok(None)),
     }
 }
 

@@ -80,6 +80,8 @@ pub struct HttpSession {
     /// was read (`None`: none, or `Transfer-Encoding` frames the body), so that the body reader
     /// does not parse it again (lb patch).
     framing_content_length: Option<usize>,
+    /// Whether `Transfer-Encoding` ends in `chunked`, as `read_request()` validated it (lb patch).
+    framing_chunked: bool,
     /// The buf that holds the raw request header + possibly a portion of request body
     /// Request body can appear here because they could arrive with the same read() that
     /// sends the request header.
@@ -184,6 +186,7 @@ impl HttpSession {
             buf: Bytes::new(), // zero size, with be replaced by parsed header later
             raw_header: None,
             framing_content_length: None,
+            framing_chunked: false,
             preread_body: None,
             body_reader: BodyReader::new(false),
             body_writer: BodyWriter::new(),
@@ -443,7 +446,14 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.framing_content_length = self.validate_request_framing()?;
+                        // The framing from the names noted above (lb patch: no lookups of the
+                        // map when neither field came, and the chunked check done once).
+                        let (cl, chunked) = self.request_framing(
+                            contains_transfer_encoding,
+                            contains_content_length && !has_both_te_and_cl,
+                        )?;
+                        self.framing_content_length = cl;
+                        self.framing_chunked = chunked;
 
                         return Ok(Some(s));
                     }
@@ -499,46 +509,47 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
-        self.validate_request_framing().map(|_| ())
+        let headers = &self.req_header().headers;
+        let te = headers.contains_key(TRANSFER_ENCODING);
+        let cl = headers.contains_key(CONTENT_LENGTH);
+        self.request_framing(te, cl).map(|_| ())
     }
 
-    /// [`Self::validate_request`], returning the framing `Content-Length` it resolved (`None`
-    /// when there is none or `Transfer-Encoding` frames the body).
-    fn validate_request_framing(&self) -> Result<Option<usize>> {
+    /// [`Self::validate_request`] given whether the head has `Transfer-Encoding` (`te`) and
+    /// `Content-Length` (`cl`) fields: the framing `Content-Length` it resolved (`None` when
+    /// there is none or `Transfer-Encoding` frames the body) and whether the body is chunked.
+    fn request_framing(&self, te: bool, cl: bool) -> Result<(Option<usize>, bool)> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
-        let chunked_or_te = req_header.headers.contains_key(TRANSFER_ENCODING);
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
         // Skipped when Transfer-Encoding is present (TE overrides CL).
-        let content_length = if chunked_or_te {
-            None
-        } else {
-            content_length_for_framing(&req_header.headers)?
-        };
-
-        if chunked_or_te {
-            // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
-            // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
-            // We reject with 400 Bad Request and close the connection.
-            if req_header.version == http::Version::HTTP_10 {
-                return Error::e_explain(
-                    InvalidHTTPHeader,
-                    "HTTP/1.0 requests cannot include Transfer-Encoding header",
-                );
-            }
-            // If chunked is not the final Transfer-Encoding, reject request
-            // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
-            if !self.is_chunked_encoding() {
-                return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
-            }
+        if !te {
+            let content_length = match cl {
+                true => content_length_for_framing(&req_header.headers)?,
+                false => None,
+            };
+            return Ok((content_length, false));
         }
-
-        Ok(content_length)
+        // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
+        // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
+        // We reject with 400 Bad Request and close the connection.
+        if req_header.version == http::Version::HTTP_10 {
+            return Error::e_explain(
+                InvalidHTTPHeader,
+                "HTTP/1.0 requests cannot include Transfer-Encoding header",
+            );
+        }
+        // If chunked is not the final Transfer-Encoding, reject request
+        // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
+        if !self.is_chunked_encoding() {
+            return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
+        }
+        Ok((None, true))
     }
 
     /// Return a reference of the `RequestHeader` this session read
@@ -874,15 +885,16 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // By name (lb patch): `insert_header` spelled each name out and parsed it again.
+            header.insert_header_name(&header::DATE, "Date", date::get_cached_date());
 
-            // TODO: make these lazy static
             let connection_value = if self.will_keepalive() {
                 "keep-alive"
             } else {
                 "close"
             };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            let connection_value = HeaderValue::from_static(connection_value);
+            header.insert_header_name(&header::CONNECTION, "Connection", connection_value);
         }
 
         if header.status == 101 {
@@ -947,8 +959,10 @@ impl HttpSession {
         // likely to be real time communication. So do flush when
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
+        // (lb patch: the body writer says it without a lookup of the map: it frames by the
+        // `Content-Length` when there is one, or has no body)
         let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+            || !self.body_writer.is_content_length();
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
@@ -1153,8 +1167,9 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
-            } else if self.is_chunked_encoding() {
-                // if chunked encoding, content-length should be ignored
+            } else if self.framing_chunked {
+                // if chunked encoding, content-length should be ignored (lb patch: as
+                // read_request() found it when it validated the head)
                 self.body_reader.init_chunked_owned(preread_body);
             } else {
                 // read_request() resolved the Content-Length when it validated the head
