@@ -127,6 +127,31 @@ pub struct Route {
     pub settings: Option<Arc<RouteSettings>>,
     /// `routes[i].access` (`None`: everyone may use the route).
     pub access: Option<Box<[crate::config::AccessRule]>>,
+    /// `routes[i].mirror` (`None`: no copies, the common case).
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+/// Where and how much of a route's traffic is copied ([`crate::config::MirrorConfig`]).
+#[derive(Debug)]
+pub struct Mirror {
+    /// Index of the upstream the copies go to in [`Snapshot::upstreams`].
+    pub upstream: usize,
+    /// Copy a request when a random `u32` is below this (`u32::MAX` as 100%: every one).
+    pub below: u64,
+    pub max_body_bytes: u64,
+    pub max_in_flight: usize,
+}
+
+impl Mirror {
+    fn build(config: &Config, m: &crate::config::MirrorConfig) -> Option<Arc<Mirror>> {
+        let upstream = config.upstreams.iter().position(|u| u.name == m.upstream)?;
+        Some(Arc::new(Mirror {
+            upstream,
+            below: ((m.percent / 100.0) * (1u64 << 32) as f64) as u64,
+            max_body_bytes: m.max_body_bytes,
+            max_in_flight: m.max_in_flight,
+        }))
+    }
 }
 
 /// What a route changes in the exchange, merged at build time: its header rules (its own, else
@@ -269,6 +294,7 @@ impl Router {
                 limits: None,
                 settings: RouteSettings::build(None, &config.upstreams[0]),
                 access: None,
+                mirror: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
@@ -288,6 +314,7 @@ impl Router {
                 .as_deref()
                 .map(|names| limit_indexes(config, names));
             let access = r.access.as_deref().map(Box::<[_]>::from);
+            let mirror = r.mirror.as_ref().and_then(|m| Mirror::build(config, m));
             let group = match r.host.as_deref() {
                 None => &mut router.default,
                 Some(h) if h.ends_with(".*") => {
@@ -329,6 +356,7 @@ impl Router {
                         limits,
                         settings,
                         access,
+                        mirror: mirror.clone(),
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -342,6 +370,7 @@ impl Router {
                         limits,
                         settings,
                         access,
+                        mirror: mirror.clone(),
                     };
                     group
                         .prefixes
@@ -355,6 +384,7 @@ impl Router {
                         limits,
                         settings,
                         access,
+                        mirror: mirror.clone(),
                     },
                 )),
             }

@@ -205,6 +205,17 @@ pub struct RouteFile {
     pub read_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub max_body_bytes: Option<i64>,
+    pub mirror: Option<MirrorFile>,
+}
+
+/// `routes[i].mirror`: a copy of a share of the route's requests to another upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorFile {
+    pub upstream: Option<String>,
+    pub percent: Option<f64>,
+    pub max_body_bytes: Option<i64>,
+    pub max_in_flight: Option<i64>,
 }
 
 /// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.

@@ -654,6 +654,24 @@ pub struct RouteConfig {
     /// `max_body_bytes` (`None`: `server.max_body_bytes`; `0` in the file: no limit, here
     /// `u64::MAX`).
     pub max_body_bytes: Option<u64>,
+    /// `routes[i].mirror` (`None`: no copies).
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `routes[i].mirror`: NGINX's `mirror`, Envoy's request mirror policy. A share of the route's
+/// requests is copied to another upstream; its answers are discarded, never waited for, never
+/// retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// The upstream the copies go to (checked to exist and to speak HTTP/1).
+    pub upstream: String,
+    /// The share of requests copied, in percent (0 < p <= 100; default 100).
+    pub percent: f64,
+    /// Requests with a longer body are not copied (counted as dropped); default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Copies in progress to the upstream, across routes, beyond which new ones are dropped
+    /// (counted); default 64.
+    pub max_in_flight: usize,
 }
 
 /// `routes[i].connect_timeout`/`read_timeout`/`write_timeout`: the route's own, over its

@@ -18,6 +18,7 @@ mod analytics;
 mod balancing_tests;
 mod client;
 mod headers;
+mod mirror;
 mod rate_limit;
 mod route_listen;
 mod tls;
@@ -560,6 +561,7 @@ impl Checker {
                 self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
             let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
             let access = r.access.map(|a| self.access(&join(&path, "access"), a));
+            let mirror = self.route_mirror(&path, r.mirror.take(), upstreams);
             let Some(target) = target else {
                 continue;
             };
@@ -577,6 +579,7 @@ impl Checker {
                 add_response_headers,
                 timeouts,
                 max_body_bytes,
+                mirror,
             });
         }
         out
@@ -873,6 +876,18 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
             .ok_or_else(|| format!("invalid prefix length in {text:?} (0..={max})"))?,
     };
     Ok(Cidr { addr, prefix })
+}
+
+/// Every problem `text` has, as `path: message` (none when it parses): for the sections' tests.
+#[cfg(test)]
+pub(crate) fn problems_of(text: &str) -> Vec<String> {
+    match crate::config::parse(text) {
+        Ok(_) => Vec::new(),
+        Err(ps) => ps
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

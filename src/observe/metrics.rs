@@ -21,6 +21,8 @@ use crate::state::outcome::FailureKind;
 use crate::state::registry::Draining;
 
 const CHECK_RESULTS: [&str; 2] = ["success", "failure"];
+/// `lb_mirror_requests_total`'s results.
+pub const MIRROR_RESULTS: [&str; 3] = ["answered", "failed", "dropped"];
 
 /// Every metric lb exports.
 pub struct Metrics {
@@ -40,6 +42,8 @@ pub struct Metrics {
     dns_resolutions: IntCounterVec,
     /// `lb_analytics_records_total{result}`: its series exist only with `[analytics.kafka]`.
     pub analytics_records: IntCounterVec,
+    /// `lb_mirror_requests_total{upstream, result}`: copies of `routes[i].mirror`.
+    pub mirror_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -103,6 +107,11 @@ impl Metrics {
             "Analytics stream records by result: sent (acknowledged as analytics.kafka.acks says) or dropped (queue full, broker away)",
             &["result"],
         );
+        let mirror_requests = counter(
+            "lb_mirror_requests_total",
+            "Mirrored request copies by mirror upstream and result: answered (the mirror's answer arrived and was discarded), failed (connect or exchange error, never retried) or dropped (over max_in_flight or max_body_bytes, or the mirror fell behind the client's body)",
+            &["upstream", "result"],
+        );
         // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
         let backend_up = gauge(
             "lb_backend_up",
@@ -153,6 +162,7 @@ impl Metrics {
             admin_requests,
             dns_resolutions,
             analytics_records,
+            mirror_requests,
         }
     }
 
@@ -272,6 +282,17 @@ impl Metrics {
                             .with_label_values(&[up.name(), &b.address, result]);
                     }
                 }
+            }
+        }
+        for m in snapshot
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| r.mirror.as_ref())
+        {
+            for result in MIRROR_RESULTS {
+                self.mirror_requests
+                    .with_label_values(&[m.upstream.as_str(), result]);
             }
         }
         for (key, _) in draining {

@@ -63,6 +63,8 @@ impl Drop for Active {
 
 /// Per-request context; dropping it releases the in-flight guard, whatever path the request took.
 pub struct Ctx {
+    /// The copy of this request in progress (`routes[i].mirror`), fed the client's body.
+    pub(super) mirror: Option<super::mirror::Tee>,
     /// The snapshot the request was routed with (set once the request reached routing).
     pub(super) snapshot: Option<Arc<Snapshot>>,
     /// The client's address ([`crate::edge::client_ip`]: the peer, or the real client behind a
@@ -113,6 +115,7 @@ pub struct Ctx {
 impl Ctx {
     pub(super) fn new() -> Ctx {
         Ctx {
+            mirror: None,
             snapshot: None,
             client: None,
             routed: false,

@@ -173,6 +173,8 @@ pub(super) struct Report<'a> {
     pub backend: usize,
     /// The route's `add_response_headers`, and what their variables render from.
     pub add_response: Option<(&'a ResponseHeaders, &'a Vars)>,
+    /// The copy of the request in progress ([`super::mirror`]): it gets each body piece read.
+    pub mirror: &'a mut Option<super::mirror::Tee>,
 }
 
 /// What the exchange loops do with a read of the client's side: `None` when the request was
@@ -183,6 +185,7 @@ fn client_piece(
     edge: &mut RequestState,
     read: Result<Option<Bytes>>,
     req_done: bool,
+    mirror: &mut Option<super::mirror::Tee>,
 ) -> Result<Option<(Option<Bytes>, bool)>> {
     let body = read.map_err(|e| e.into_down())?;
     if req_done {
@@ -190,6 +193,7 @@ fn client_piece(
     }
     crate::edge::request_body(session, edge)?;
     let end = body.is_none() || session.is_body_done();
+    super::mirror::Tee::piece(mirror, body.as_ref(), end);
     Ok(Some((body, end)))
 }
 
@@ -342,7 +346,7 @@ pub(super) async fn h1(
                 return Attempt::failed(read_by.timed_out());
             }
             body = session.read_body_or_idle(req_done), if outgoing == Outgoing::Idle => {
-                let (body, end) = match client_piece(session, edge, body, req_done) {
+                let (body, end) = match client_piece(session, edge, body, req_done, report.mirror) {
                     Ok(Some(piece)) => piece,
                     Ok(None) => continue,
                     Err(e) => return Attempt::failed(e),
@@ -663,7 +667,7 @@ pub(super) async fn h2(
                 return Attempt::failed(e.into_up());
             }
             body = session.read_body_or_idle(req_done), if outgoing.is_none() => {
-                let (body, end) = match client_piece(session, edge, body, req_done) {
+                let (body, end) = match client_piece(session, edge, body, req_done, report.mirror) {
                     Ok(Some(piece)) => piece,
                     Ok(None) => continue,
                     Err(e) => return Attempt::failed(e),

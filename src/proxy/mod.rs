@@ -26,6 +26,7 @@ pub mod forward;
 pub mod grpc;
 pub mod headers;
 pub mod limit;
+pub mod mirror;
 pub mod pool;
 pub mod respond;
 pub mod retry;
@@ -76,7 +77,7 @@ enum Upstream2 {
 pub struct Proxy {
     shared: Arc<Shared>,
     /// Opens backend connections (idle ones are kept in [`pool`]).
-    connector: TransportConnector,
+    connector: Arc<TransportConnector>,
     /// Wakes connections waiting for their next request when the service stops.
     stop: stop::Stop,
 }
@@ -85,7 +86,9 @@ impl Proxy {
     pub fn new(shared: Arc<Shared>, conf: &ServerConf) -> Self {
         Proxy {
             shared,
-            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            connector: Arc::new(TransportConnector::new(Some(
+                ConnectorOptions::from_server_conf(conf),
+            ))),
             stop: stop::Stop::new(conf.threads),
         }
     }
@@ -182,11 +185,15 @@ impl Proxy {
             return Ok(());
         }
         session.enable_retry_buffering();
-        session
+        let piece = session
             .read_request_body()
             .await
             .map_err(|e| e.into_down())?;
-        crate::edge::request_body(session, &mut ctx.hardening)
+        crate::edge::request_body(session, &mut ctx.hardening)?;
+        // The exchange loops replay this piece from the retry buffer; the copy gets it here.
+        let end = piece.is_none() || session.is_body_done();
+        mirror::Tee::piece(&mut ctx.mirror, piece.as_ref(), end);
+        Ok(())
     }
 
     /// lb's own answer: plain text, or gRPC's trailers-only status for a gRPC call.
@@ -240,6 +247,7 @@ impl Proxy {
         };
         let mut limited = Limited::Pass;
         let mut denied = false;
+        let mut mirror = None;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
             Ok(path) => match snapshot.route_on(tls, local, request_host(req), &path) {
@@ -297,6 +305,7 @@ impl Proxy {
                     // access): a refused client still counts against the limits.
                     limited = limit::check(session, &snapshot, route, &path, ctx.client);
                     denied = !allowed(route, ctx.client);
+                    mirror.clone_from(&route.mirror);
                     let by_path = snapshot.upstreams[*upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
                     if let (true, Cow::Owned(p)) = (by_path, &path) {
@@ -380,6 +389,18 @@ impl Proxy {
             self.refuse(session, ctx, 503, &msg).await;
             return false;
         }
+        if let (Some(m), Some(snapshot)) = (mirror, ctx.snapshot.as_ref()) {
+            let r = mirror::Request {
+                shared: &self.shared,
+                connector: &self.connector,
+                snapshot,
+                mirror: &m,
+                client: ctx.client,
+                trusted: forward::peer_is_trusted(session, &snapshot.config.server),
+                forward_path: ctx.forward_path.as_deref(),
+            };
+            ctx.mirror = mirror::start(r, session);
+        }
         true
     }
 
@@ -450,6 +471,7 @@ impl Proxy {
                 upstream: up,
                 backend: i,
                 add_response: rules.map(|(s, v)| (&s.add_response, v)),
+                mirror: &mut ctx.mirror,
             };
             let h2_backend = up.config.protocol == Protocol::Http2;
             let head = forward::upstream_head(

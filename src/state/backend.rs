@@ -76,6 +76,8 @@ pub struct UpstreamState {
     /// A structure a higher layer derives from the upstream's backends and keeps across
     /// rebuilds while they stay the same (the consistent-hash ring), checked by fingerprint.
     pub derived: Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Copies of other routes' requests (`routes[i].mirror`) in progress to this upstream.
+    pub mirror_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for UpstreamState {

@@ -21,6 +21,7 @@ mod kafka;
 mod lifecycle;
 mod limits_timeouts;
 mod metrics_series;
+mod mirror;
 mod nginx_diff;
 mod observe;
 mod rate_limit;

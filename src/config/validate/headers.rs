@@ -72,6 +72,7 @@ impl Checker {
             ("connect_timeout", r.connect_timeout.is_some()),
             ("read_timeout", r.read_timeout.is_some()),
             ("write_timeout", r.write_timeout.is_some()),
+            ("mirror", r.mirror.is_some()),
         ];
         for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
             self.problem(join(path, key), "only applies to routes with an upstream");
@@ -107,15 +108,7 @@ mod tests {
     const UP: &str =
         "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n";
 
-    fn problems(text: &str) -> Vec<String> {
-        match parse(text) {
-            Ok(_) => Vec::new(),
-            Err(ps) => ps
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect(),
-        }
-    }
+    use super::super::problems_of as problems;
 
     #[test]
     fn header_rules_parse_into_templates() {

@@ -171,15 +171,7 @@ fn parse_rate(s: &str) -> Option<u64> {
 mod tests {
     use crate::config::parse;
 
-    fn problems(text: &str) -> Vec<String> {
-        match parse(text) {
-            Ok(_) => Vec::new(),
-            Err(p) => p
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect(),
-        }
-    }
+    use super::super::problems_of as problems;
 
     const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
 
