@@ -297,6 +297,9 @@ fn route(s: &mut String, r: &Route) {
         let rules: Vec<String> = r.access.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "access = [{}]  # allow/deny", rules.join(", "));
     }
+    if let Some(m) = &r.mirror {
+        let _ = writeln!(s, "mirror = {{ upstream = {} }}  # mirror", string(m));
+    }
     match &r.respond {
         None => {
             let _ = writeln!(s, "upstream = {}", string(&r.upstream));

@@ -726,6 +726,7 @@ impl Mapper<'_> {
                     loc: at.clone(),
                     label: label(&h.name, "return"),
                     settings: Default::default(),
+                    mirror: None,
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -782,6 +783,24 @@ impl Mapper<'_> {
                     }
                 },
             };
+            let internal;
+            let l = if l.internal {
+                // No client reaches it in NGINX (404); only subrequests (`mirror`) do.
+                let msg = "internal: NGINX answers 404 to clients here, and so does lb (a respond route); mirror copies still reach its upstream";
+                notes.add(&l.loc, format!("location {}", l.label), msg);
+                internal = Location {
+                    respond: Some(super::ret::Respond {
+                        status: 404,
+                        body: None,
+                        location: None,
+                        content_type: None,
+                    }),
+                    ..l.clone()
+                };
+                &internal
+            } else {
+                l
+            };
             if let Some(respond) = &l.respond {
                 for h in &hosts {
                     let r = Route {
@@ -798,6 +817,7 @@ impl Mapper<'_> {
                         loc: l.loc.clone(),
                         label: label(&h.name, &format!("location {}", l.label)),
                         settings: Default::default(),
+                        mirror: None,
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -829,6 +849,7 @@ impl Mapper<'_> {
             };
             let rate_limits = self.rate_limits(l, notes);
             let access = location::access_rules(&l.access, notes);
+            let mirror = self.mirror_of(l, &s.locations, notes);
             for h in &hosts {
                 let r = Route {
                     host: h.name.clone(),
@@ -844,6 +865,7 @@ impl Mapper<'_> {
                     loc: l.loc.clone(),
                     label: label(&h.name, &format!("location {}", l.label)),
                     settings: settings.clone(),
+                    mirror: mirror.clone(),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -853,6 +875,55 @@ impl Mapper<'_> {
                 routes.push(r);
             }
         }
+    }
+
+    /// The upstream location `l`'s `mirror` copies go to: the location of its server that
+    /// NGINX's subrequest to the URI reaches (exact, else the longest prefix), bound as any
+    /// proxying location is. `None` (noted) when there is none or it does not proxy.
+    fn mirror_of(
+        &mut self,
+        l: &Location,
+        locations: &[Location],
+        notes: &mut Notes,
+    ) -> Option<String> {
+        let first = l.mirror.uris.first()?;
+        for extra in &l.mirror.uris[1..] {
+            let msg = format!(
+                "lb copies a route's requests to one mirror ({}); this one is left out",
+                first.value
+            );
+            notes.add(&extra.loc, "mirror", msg);
+        }
+        let uri = first.value.as_str();
+        let exact = locations
+            .iter()
+            .find(|t| matches!(&t.path, PathMatch::Exact(p) if p == uri));
+        let prefix = || {
+            locations
+                .iter()
+                .filter(|t| t.named.is_none())
+                .filter_map(|t| match &t.path {
+                    PathMatch::Prefix(p) if uri.starts_with(p.as_str()) => Some((p.len(), t)),
+                    _ => None,
+                })
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, t)| t)
+        };
+        let Some(t) = exact.or_else(prefix).filter(|t| !t.target.is_empty()) else {
+            let msg =
+                format!("{uri}: no location of this server proxies it, so lb makes no copies");
+            notes.add(&first.loc, "mirror", msg);
+            return None;
+        };
+        if !t.keeps_uri {
+            let msg = format!("NGINX's copies go to {uri} itself (location {}'s proxy_pass has no $request_uri); lb's copies keep the client's target", t.label);
+            notes.add(&first.loc, "mirror", msg);
+        }
+        if let Some(at) = &l.mirror.body_off {
+            let msg = "lb's copies carry the body (up to the mirror's max_body_bytes, 1 MiB)";
+            notes.add(at, "mirror_request_body", msg);
+        }
+        location::bind(t, &mut self.upstreams, notes)
     }
 
     /// Security directives over a proxying location: a refusal, or with `--allow-insecure` a

@@ -178,6 +178,8 @@ pub struct Route {
     pub label: String,
     /// Its own header rules, timeouts and body limit.
     pub settings: RouteSettings,
+    /// The upstream its `mirror` copies go to.
+    pub mirror: Option<String>,
 }
 
 /// A route's `set_request_headers`, `add_response_headers`, timeouts and `max_body_bytes`,

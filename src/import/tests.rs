@@ -988,3 +988,43 @@ fn openresty_lua_redirect_only_and_try_files_named_locations() {
         o.has_note("location /.well-known/acme-challenge/: no proxy_pass: NGINX serves files here")
     );
 }
+
+/// Issue 29: `mirror URI` becomes the route's `mirror` on the upstream of the location the URI
+/// reaches (NGINX's subrequest); that `internal` location answers 404 to clients in both.
+#[test]
+fn mirror_maps_to_the_upstream_of_its_internal_location() {
+    let o = one(
+        "mirror",
+        &format!("{API}upstream shadow {{ server 10.0.0.9:8080; }}\nserver {{\n listen 80;\n mirror /mirror;\n mirror_request_body off;\n location /api/ {{ proxy_pass http://api; }}\n location /quiet/ {{ mirror off; proxy_pass http://api; }}\n location = /mirror {{ internal; proxy_pass http://shadow$request_uri; }}\n location /stale/ {{ mirror /nowhere; proxy_pass http://api; }}\n}}\n"),
+    );
+    let routes = o.routes();
+    let by_path = |p: &str| {
+        *routes
+            .iter()
+            .find(|r| {
+                let at = |k: &str| r.get(k).and_then(|v| v.as_str());
+                at("path_prefix") == Some(p) || at("path_exact") == Some(p)
+            })
+            .unwrap_or_else(|| panic!("no route {p}: {}", o.text))
+    };
+    assert_eq!(
+        by_path("/api/")["mirror"]["upstream"].as_str(),
+        Some("shadow")
+    );
+    assert!(by_path("/quiet/").get("mirror").is_none(), "{}", o.text);
+    assert!(by_path("/stale/").get("mirror").is_none(), "{}", o.text);
+    assert_eq!(
+        by_path("/mirror")["respond"].as_integer(),
+        Some(404),
+        "{}",
+        o.text
+    );
+    assert!(o.up("shadow")["backends"].is_array(), "{}", o.text);
+    let notes = o.notes.join("\n");
+    assert!(
+        notes.contains("/nowhere: no location of this server proxies it"),
+        "{notes}"
+    );
+    assert!(notes.contains("mirror_request_body"), "{notes}");
+    assert!(notes.contains("internal: NGINX answers 404"), "{notes}");
+}
