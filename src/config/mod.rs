@@ -9,6 +9,7 @@ mod file;
 pub mod headers;
 pub mod listeners;
 pub mod respond;
+pub mod split;
 mod validate;
 
 use std::fmt;
@@ -654,6 +655,19 @@ pub struct RouteConfig {
     /// `max_body_bytes` (`None`: `server.max_body_bytes`; `0` in the file: no limit, here
     /// `u64::MAX`).
     pub max_body_bytes: Option<u64>,
+    /// `fault`: delays and aborts injected into a share of the route's requests.
+    pub fault: Option<split::Fault>,
+}
+
+impl RouteConfig {
+    /// The route in metrics labels: its path match, after its host when it has one
+    /// (`api.example path_prefix=/v1/`).
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h} {}", self.path.describe()),
+            None => self.path.describe(),
+        }
+    }
 }
 
 /// `routes[i].connect_timeout`/`read_timeout`/`write_timeout`: the route's own, over its
@@ -683,6 +697,8 @@ pub enum Scheme {
 pub enum RouteTarget {
     /// `upstream = "NAME"`: proxies to it.
     Upstream(String),
+    /// `split = [...]`: proxies to one of several upstreams, by share.
+    Split(split::Split),
     /// `respond = STATUS`: lb answers (NGINX's `return`).
     Respond(respond::Respond),
 }
@@ -958,6 +974,17 @@ impl Config {
             }
             let target = match &r.target {
                 RouteTarget::Upstream(u) => u.clone(),
+                RouteTarget::Split(sp) => {
+                    let parts: Vec<String> = sp
+                        .parts
+                        .iter()
+                        .map(|p| match p.share {
+                            Some(n) => format!("{} {}%", p.upstream, n as f64 / 100.0),
+                            None => format!("{} *", p.upstream),
+                        })
+                        .collect();
+                    format!("split by {}: {}", sp.by.describe(), parts.join(", "))
+                }
                 RouteTarget::Respond(a) => format!(
                     "respond {}{}",
                     a.status,

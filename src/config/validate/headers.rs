@@ -72,6 +72,7 @@ impl Checker {
             ("connect_timeout", r.connect_timeout.is_some()),
             ("read_timeout", r.read_timeout.is_some()),
             ("write_timeout", r.write_timeout.is_some()),
+            ("fault", r.fault.is_some()),
         ];
         for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
             self.problem(join(path, key), "only applies to routes with an upstream");
