@@ -167,12 +167,36 @@ fn a_fault_delay_is_served_to_requests_with_its_header() {
         m.contains("lb_faults_injected_total{kind=\"abort\",route=\"path_prefix=/\"} 0\n"),
         "{m}"
     );
-    // A warning at start while a fault is configured.
+    // A warning at start while a fault is configured...
+    let warnings = || lb.log_text().matches("fault injection is on").count();
+    assert_eq!(warnings(), 1, "{}", lb.log_text());
+
+    // ...and at each reload that keeps one; the route's count goes on.
+    let routes = "[[routes]]\nupstream = \"v1\"\nfault = { delay = \"500ms\" }\n";
+    lb.write_config(&two_upstreams(&a, &b, routes));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(warnings(), 2, "{}", lb.log_text());
+    let (code, delayed) = curl_timed(&url, &[]);
+    assert_eq!(code, 200);
     assert!(
-        lb.log_text().contains("fault injection is on"),
-        "{}",
-        lb.log_text()
+        (0.15..1.5).contains(&delayed),
+        "every request now: {delayed}s"
     );
+    let m = lb.metrics();
+    assert!(
+        m.contains("lb_faults_injected_total{kind=\"delay\",route=\"path_prefix=/\"} 2\n"),
+        "{m}"
+    );
+
+    // Without a fault: no delay, no series, no warning.
+    lb.write_config(&two_upstreams(&a, &b, "[[routes]]\nupstream = \"v1\"\n"));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(warnings(), 2, "{}", lb.log_text());
+    let (_, plain) = curl_timed(&url, &[]);
+    assert!(plain < 0.4, "{plain}s");
+    assert!(!lb.metrics().contains("lb_faults_injected_total"));
 }
 
 #[test]
