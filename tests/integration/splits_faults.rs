@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -126,6 +127,54 @@ fn a_reload_changing_percentages_keeps_backend_state() {
     );
     assert_eq!(after_a + after_b, 400);
     assert!(after_a >= before_a && after_b >= before_b + 180);
+}
+
+#[test]
+fn a_reload_changing_percentages_keeps_an_ejected_backend_ejected() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let upstreams = format!(
+        "[upstreams.v1]\nbackends = [\"{}\"]\n\n[upstreams.v2]\nbackends = [\"{}\", \"{}\"]\n\
+         [upstreams.v2.passive]\nconsecutive_failures = 1\neject_on_5xx = true\n\
+         ejection_time = \"60s\"\nmax_ejection_time = \"60s\"\n\n",
+        a.addr, b.addr, c.addr
+    );
+    let lb = Lb::start(&format!(
+        "{upstreams}{}",
+        split_route(50, 50, "header:x-user")
+    ));
+    // A key the split sends to v2 (each key has one chance in two).
+    let key = (0..64)
+        .map(|i| format!("k{i}"))
+        .find(|k| request(lb.addr, "GET", "/", &[("x-user", k)], b"").backend() != "a")
+        .expect("a key on v2");
+    let r = request(lb.addr, "GET", "/status/500", &[("x-user", &key)], b"");
+    assert_eq!(r.status, 500);
+    let (failed, other) = match r.backend().as_str() {
+        "b" => (b.addr, "c"),
+        _ => (c.addr, "b"),
+    };
+    wait_for("the failed backend ejected", Duration::from_secs(5), || {
+        (lb.backend_state("v2", &failed.to_string()) == "ejected").then_some(())
+    });
+
+    lb.write_config(&format!(
+        "{upstreams}{}",
+        split_route(10, 90, "header:x-user")
+    ));
+    let (code, result) = lb.reload();
+    assert_eq!(code, 200, "{result}");
+    // The same state: still ejected (a new one would start up), its count kept.
+    assert_eq!(lb.backend_state("v2", &failed.to_string()), "ejected");
+    assert!(requests_of(&lb, "v2", failed) >= 1);
+    // The key's hash is in v2's half, so in its 90% too: only the backend left takes it.
+    for _ in 0..10 {
+        let r = request(lb.addr, "GET", "/", &[("x-user", &key)], b"");
+        assert_eq!((r.status, r.backend()), (200, other.to_string()));
+    }
 }
 
 /// `curl -o /dev/null -w "%{http_code} %{time_total}"`: (status, seconds).
