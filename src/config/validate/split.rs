@@ -38,39 +38,13 @@ impl Checker {
             return None;
         }
         let before = self.problems.len();
+        let last = items.len() - 1;
         let mut parts = Vec::with_capacity(items.len());
-        let mut sum = 0u32;
         for (i, v) in items.iter().enumerate() {
             let epath = format!("{spath}[{i}]");
-            let Some(e) = self.decode::<SplitFile>(&epath, v.clone()) else {
-                continue;
-            };
-            self.known_upstream(&join(&epath, "upstream"), &e.upstream, upstreams);
-            let ppath = join(&epath, "percent");
-            let share = match &e.percent {
-                None if i + 1 < items.len() => {
-                    self.problem(
-                        ppath,
-                        "required, except on the last entry (which then takes the rest, as \
-                         NGINX's `*`)",
-                    );
-                    None
-                }
-                None => None,
-                Some(p) => match self.percent(&ppath, p) {
-                    Some(0) => {
-                        self.problem(ppath, "must be more than 0 (leave the entry out instead)");
-                        None
-                    }
-                    share => share,
-                },
-            };
-            sum += share.unwrap_or(0);
-            parts.push(SplitPart {
-                upstream: e.upstream,
-                share,
-            });
+            parts.extend(self.split_part(&epath, v, i == last, upstreams));
         }
+        let sum: u32 = parts.iter().filter_map(|p| p.share).sum();
         let rest = parts.last().is_some_and(|p| p.share.is_none());
         let total = sum as f64 / 100.0;
         if sum > SHARE_SCALE {
@@ -89,6 +63,41 @@ impl Checker {
         }
         let by = self.split_by(path, r.split_by.as_deref());
         (self.problems.len() == before).then_some(Split { parts, by })
+    }
+
+    /// An entry of `split` at `path`: `percent` may be left out of the `last` only.
+    fn split_part(
+        &mut self,
+        path: &str,
+        v: &Value,
+        last: bool,
+        upstreams: &[UpstreamConfig],
+    ) -> Option<SplitPart> {
+        let e = self.decode::<SplitFile>(path, v.clone())?;
+        self.known_upstream(&join(path, "upstream"), &e.upstream, upstreams);
+        let ppath = join(path, "percent");
+        let share = match &e.percent {
+            None if !last => {
+                self.problem(
+                    ppath,
+                    "required, except on the last entry (which then takes the rest, as NGINX's \
+                     `*`)",
+                );
+                None
+            }
+            None => None,
+            Some(p) => match self.percent(&ppath, p) {
+                Some(0) => {
+                    self.problem(ppath, "must be more than 0 (leave the entry out instead)");
+                    None
+                }
+                share => share,
+            },
+        };
+        Some(SplitPart {
+            upstream: e.upstream,
+            share,
+        })
     }
 
     fn split_by(&mut self, path: &str, value: Option<&str>) -> SplitBy {
@@ -139,14 +148,10 @@ impl Checker {
         let path = join(path, "fault");
         let f = self.decode::<FaultFile>(&path, value?)?;
         let before = self.problems.len();
-        let share = |c: &mut Checker, key: &str, v: &Option<Value>| match v {
-            None => DEFAULT_FAULT_PERCENT,
-            Some(v) => c.percent(&join(&path, key), v).unwrap_or(0),
-        };
         let delay = match &f.delay {
             Some(d) => Some(FaultDelay {
                 duration: self.duration(&join(&path, "delay"), Some(d), Duration::ZERO, false),
-                share: share(self, "delay_percent", &f.delay_percent),
+                share: self.fault_share(&join(&path, "delay_percent"), &f.delay_percent),
             }),
             None => {
                 if f.delay_percent.is_some() {
@@ -155,28 +160,7 @@ impl Checker {
                 None
             }
         };
-        let status = f
-            .abort_status
-            .map(|s| self.int(&join(&path, "abort_status"), Some(s), 200, 599, 503) as u16);
-        let grpc_status = f
-            .abort_grpc_status
-            .map(|s| self.int(&join(&path, "abort_grpc_status"), Some(s), 0, 16, 14) as u8);
-        let abort = match (status, grpc_status) {
-            (None, None) => {
-                if f.abort_percent.is_some() {
-                    self.problem(
-                        join(&path, "abort_percent"),
-                        "only with `abort_status` or `abort_grpc_status`",
-                    );
-                }
-                None
-            }
-            _ => Some(FaultAbort {
-                status,
-                grpc_status,
-                share: share(self, "abort_percent", &f.abort_percent),
-            }),
-        };
+        let abort = self.fault_abort(&path, &f);
         if delay.is_none() && abort.is_none() {
             self.problem(
                 &path,
@@ -203,6 +187,40 @@ impl Checker {
             format!("fault injection is on: {}", describe(&fault)),
         );
         Some(fault)
+    }
+}
+
+impl Checker {
+    /// `abort_status`, `abort_grpc_status` and `abort_percent` of the fault at `path`.
+    fn fault_abort(&mut self, path: &str, f: &FaultFile) -> Option<FaultAbort> {
+        let status = f
+            .abort_status
+            .map(|s| self.int(&join(path, "abort_status"), Some(s), 200, 599, 503) as u16);
+        let grpc_status = f
+            .abort_grpc_status
+            .map(|s| self.int(&join(path, "abort_grpc_status"), Some(s), 0, 16, 14) as u8);
+        if status.is_none() && grpc_status.is_none() {
+            if f.abort_percent.is_some() {
+                self.problem(
+                    join(path, "abort_percent"),
+                    "only with `abort_status` or `abort_grpc_status`",
+                );
+            }
+            return None;
+        }
+        Some(FaultAbort {
+            status,
+            grpc_status,
+            share: self.fault_share(&join(path, "abort_percent"), &f.abort_percent),
+        })
+    }
+
+    /// `delay_percent` or `abort_percent`: every eligible request when absent.
+    fn fault_share(&mut self, path: &str, v: &Option<Value>) -> u32 {
+        match v {
+            None => DEFAULT_FAULT_PERCENT,
+            Some(v) => self.percent(path, v).unwrap_or(0),
+        }
     }
 }
 
