@@ -972,6 +972,9 @@ impl Config {
                 let listen: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
                 let _ = write!(extra, " listen={}", listen.join(","));
             }
+            if r.fault.is_some() {
+                extra.push_str(" fault");
+            }
             let target = match &r.target {
                 RouteTarget::Upstream(u) => u.clone(),
                 RouteTarget::Split(sp) => {
