@@ -300,11 +300,28 @@ fn route(s: &mut String, r: &Route) {
     if let Some(m) = &r.mirror {
         let _ = writeln!(s, "mirror = {{ upstream = {} }}  # mirror", string(m));
     }
-    match &r.respond {
-        None => {
+    match (&r.respond, &r.split) {
+        (None, Some(split)) => {
+            let parts: Vec<String> = split
+                .parts
+                .iter()
+                .map(|(percent, up)| match percent {
+                    Some(p) => format!("{{ upstream = {}, percent = {p} }}", string(up)),
+                    None => format!("{{ upstream = {} }}", string(up)),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "split = [{}]  # {}: split_clients",
+                parts.join(", "),
+                split.loc
+            );
+            let _ = writeln!(s, "split_by = {}", string(&split.by));
+        }
+        (None, None) => {
             let _ = writeln!(s, "upstream = {}", string(&r.upstream));
         }
-        Some(a) => {
+        (Some(a), _) => {
             let _ = writeln!(s, "respond = {}", a.status);
             if let Some(b) = &a.body {
                 let _ = writeln!(s, "body = {}", string(b));

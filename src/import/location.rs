@@ -710,6 +710,12 @@ fn proxy_pass(d: &Directive, notes: &mut Notes) -> Option<(bool, String, Option<
         (_, Some(r)) => (true, r),
         _ => return skip("only http:// and https:// are supported", notes),
     };
+    // A bare variable may be a `split_clients` one, which `map` resolves (or notes).
+    if super::split::variable(rest)
+        .is_some_and(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Some((https, rest.to_string(), None));
+    }
     if url.contains('$') {
         return skip("variables are not supported", notes);
     }

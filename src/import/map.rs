@@ -14,6 +14,7 @@ use super::limit::{self, RateLimit};
 use super::location::{self, Location, Settings};
 use super::model::*;
 use super::route_settings;
+use super::split::{self, SplitClients};
 use super::tree::{Directive, Loc};
 use super::upstream::{upstream, with_port};
 
@@ -120,6 +121,7 @@ pub fn map(
         http_wide: Wide::default(),
         http_body: None,
         workers,
+        splits: Vec::new(),
     };
     m.http(&http, notes);
     m.finish(notes)
@@ -154,6 +156,8 @@ struct Mapper<'a> {
     http_body: Option<At<String>>,
     /// `worker_processes` (main context).
     workers: Option<At<String>>,
+    /// `split_clients` blocks, by variable.
+    splits: Vec<split::Block>,
 }
 
 impl Mapper<'_> {
@@ -188,6 +192,10 @@ impl Mapper<'_> {
                     let s = self.server(d, &settings, &tls, notes);
                     self.servers.push(s);
                 }
+                "split_clients" => match split::block(d) {
+                    Some(b) => self.splits.push(b),
+                    None => notes.add(&d.loc, "split_clients", "expected a string and a $variable"),
+                },
                 _ if Settings::owns(&d.name) || TlsFiles::owns(&d.name) || Wide::owns(&d.name) => {}
                 _ => notes.unsupported(d),
             }
@@ -333,6 +341,7 @@ impl Mapper<'_> {
             live[i] = out.routes.len() > before;
         }
         by_address::default_without_routes(&servers, &live, notes);
+        split::unused(&self.splits, notes);
         self.listeners(
             &servers,
             &live,
@@ -727,6 +736,7 @@ impl Mapper<'_> {
                     label: label(&h.name, "return"),
                     settings: Default::default(),
                     mirror: None,
+                    split: None,
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -818,6 +828,7 @@ impl Mapper<'_> {
                         label: label(&h.name, &format!("location {}", l.label)),
                         settings: Default::default(),
                         mirror: None,
+                        split: None,
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -829,8 +840,30 @@ impl Mapper<'_> {
                 }
                 continue;
             }
-            let host = location::target_host(&l.target);
-            if self.skipped.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            let split = match split::variable(&l.target) {
+                None => None,
+                Some(var) => match self.split_of(l, var, notes) {
+                    Some(s) => Some(s),
+                    None => continue,
+                },
+            };
+            // A split's location stands for each of its targets in turn.
+            let targets: Vec<Location> = match &split {
+                None => vec![l.clone()],
+                Some(s) => s
+                    .parts
+                    .iter()
+                    .map(|p| Location {
+                        target: p.value.clone(),
+                        ..l.clone()
+                    })
+                    .collect(),
+            };
+            if let Some(host) = targets
+                .iter()
+                .map(|t| location::target_host(&t.target))
+                .find(|host| self.skipped.iter().any(|n| n.eq_ignore_ascii_case(host)))
+            {
                 let msg = format!("upstream {host} was skipped, so is this location");
                 notes.add(&l.loc, format!("location {}", l.label), msg);
                 continue;
@@ -838,9 +871,20 @@ impl Mapper<'_> {
             if !self.secure(l, notes) {
                 continue;
             }
-            let Some(name) = location::bind(l, &mut self.upstreams, notes) else {
+            let names: Option<Vec<String>> = targets
+                .iter()
+                .map(|t| location::bind(t, &mut self.upstreams, notes))
+                .collect();
+            let Some(names) = names else {
                 continue;
             };
+            let name = names[0].clone();
+            let l = &targets[0];
+            let split = split.map(|s| RouteSplit {
+                by: s.by,
+                parts: s.parts.into_iter().map(|p| p.percent).zip(names).collect(),
+                loc: s.loc,
+            });
             let up = self.upstreams.iter().find(|u| u.name == name);
             let http_body = self.http_body.as_ref();
             let Some(settings) = route_settings::of(l, up, http_body, &mut self.refusals, notes)
@@ -866,6 +910,7 @@ impl Mapper<'_> {
                     label: label(&h.name, &format!("location {}", l.label)),
                     settings: settings.clone(),
                     mirror: mirror.clone(),
+                    split: split.clone(),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -924,6 +969,14 @@ impl Mapper<'_> {
             notes.add(at, "mirror_request_body", msg);
         }
         location::bind(t, &mut self.upstreams, notes)
+    }
+
+    /// The `split_clients` block a location's `proxy_pass http://$variable` names; `None`
+    /// (noted, or refused) when there is none lb can carry.
+    fn split_of(&mut self, l: &Location, var: &str, notes: &mut Notes) -> Option<SplitClients> {
+        let location = format!("location {}", l.label);
+        let refusals = &mut self.refusals;
+        split::for_location(&mut self.splits, var, &location, &l.loc, refusals, notes)
     }
 
     /// Security directives over a proxying location: a refusal, or with `--allow-insecure` a

@@ -180,6 +180,17 @@ pub struct Route {
     pub settings: RouteSettings,
     /// The upstream its `mirror` copies go to.
     pub mirror: Option<String>,
+    /// From `split_clients` (then `upstream` is empty).
+    pub split: Option<RouteSplit>,
+}
+
+/// A route's `split` and `split_by`, from the `split_clients` block at `loc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSplit {
+    pub by: String,
+    /// (percent as a TOML number, `None` for `*`; upstream name).
+    pub parts: Vec<(Option<String>, String)>,
+    pub loc: Loc,
 }
 
 /// A route's `set_request_headers`, `add_response_headers`, timeouts and `max_body_bytes`,

@@ -2,10 +2,11 @@
 //! ([`backend`]), the registry that keys it by upstream and address ([`registry`]), request
 //! statistics ([`stats`]), attempt outcomes ([`outcome`]), rolling latency windows ([`latency`])
 //! the addresses DNS discovery found ([`discovery`]), the per-second history ([`history`]) and
-//! the rate limits' tables of keys ([`limit`]).
+//! the rate limits' tables of keys ([`limit`]) and the counts of injected faults ([`fault`]).
 
 pub mod backend;
 pub mod discovery;
+pub mod fault;
 pub mod history;
 pub mod latency;
 pub mod limit;
