@@ -73,9 +73,13 @@
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
-//!    NGINX does), takes an RAII
+//!    NGINX does; a `split` route first picks the upstream as NGINX's `split_clients`), takes
+//!    an RAII
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
+//!    The backend's head is the client's with hop-by-hop fields left out and lb's forwarding
+//!    fields added: for the common HTTP/1 request written straight into bytes
+//!    ([`proxy::wire`]), else built as a header map ([`proxy::headers`], [`proxy::rewrite`]).
 //!    [`proxy::forward`] streams both bodies at once, writes and reads polled together (full
 //!    duplex), in one `select!` loop on the request's task (101 →
 //!    byte tunnel; on an HTTP/2 backend, one stream of a pooled connection, trailers included;

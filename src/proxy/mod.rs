@@ -32,6 +32,7 @@ pub mod respond;
 pub mod retry;
 pub mod rewrite;
 pub mod stop;
+pub mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -529,7 +530,7 @@ impl Proxy {
                 mirror: &mut ctx.mirror,
             };
             let h2_backend = up.config.protocol == Protocol::Http2;
-            let head = forward::upstream_head(
+            let head = forward::head(
                 session,
                 ctx.forward_path.as_deref(),
                 ctx.client,

@@ -148,8 +148,29 @@ impl HttpSession {
             )
         })?;
         trace!("Writing request header: {to_wire:?}");
+        self.write_head_bytes(req, &to_wire).await
+    }
 
-        let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
+    /// [`Self::write_request_header`] for a head the caller serialized itself (lb patch): `wire`
+    /// is the request line, the fields and the empty line as they go out; `req` is what the
+    /// session keeps of the head (its method, version and the fields the response handling
+    /// reads: `Connection`, `Upgrade`); `body_length` frames the body that follows (`None`:
+    /// chunked, and `wire` says `Transfer-Encoding: chunked`).
+    pub async fn write_request_wire(
+        &mut self,
+        req: Box<RequestHeader>,
+        wire: &[u8],
+        body_length: Option<usize>,
+    ) -> Result<usize> {
+        match body_length {
+            Some(n) => self.body_writer.init_content_length(n),
+            None => self.body_writer.init_chunked(),
+        }
+        self.write_head_bytes(req, wire).await
+    }
+
+    async fn write_head_bytes(&mut self, req: Box<RequestHeader>, to_wire: &[u8]) -> Result<usize> {
+        let write_fut = self.underlying_stream.write_all(to_wire);
         match self.write_timeout {
             Some(t) => match timeout(t, write_fut).await {
                 Ok(res) => res,
