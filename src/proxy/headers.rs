@@ -279,11 +279,16 @@ pub(super) fn forwarded_element(
     }
     if let Some(h) = host {
         e.push_str(";host=\"");
-        for c in h.chars() {
-            if c == '\\' || c == '"' {
-                e.push('\\');
+        if h.bytes().any(|b| b == b'\\' || b == b'"') {
+            for c in h.chars() {
+                if c == '\\' || c == '"' {
+                    e.push('\\');
+                }
+                e.push(c);
             }
-            e.push(c);
+        } else {
+            // The common host: nothing to escape, copied whole.
+            e.push_str(h);
         }
         e.push('"');
     }

@@ -541,8 +541,19 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // lb patch: the head is handed over, not cloned. The session keeps what it reads of
+        // it afterwards: the status and version, and the `Connection` and `Keep-Alive` fields
+        // its keep-alive decision reads (the body's framing was resolved as the head was read).
+        let full = self.response_header.take().expect("just read");
+        let mut kept = ResponseHeader::build_no_case(full.status, Some(0))?;
+        kept.set_version(full.version);
+        for (name, value) in full.headers.iter() {
+            if *name == header::CONNECTION || name.as_str() == "keep-alive" {
+                kept.append_header(name.clone(), value.clone())?;
+            }
+        }
+        self.response_header = Some(Box::new(kept));
+        Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
