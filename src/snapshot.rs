@@ -12,12 +12,14 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::headers::{HeaderRule, ResponseHeaders};
+use crate::config::kafka_route::KafkaRoute;
 use crate::config::respond::Respond;
 use crate::config::{
     host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteConfig,
     RouteTarget, RouteTimeouts, Scheme, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
+use crate::state::kafka::RouteProducer;
 use crate::state::limit::Limiter;
 use crate::state::registry::Registry;
 
@@ -202,6 +204,43 @@ pub enum Target {
     Upstream(usize),
     /// lb answers (NGINX's `return`).
     Respond(Respond),
+    /// lb produces the body to Kafka and answers 202 ([`KafkaTarget`]).
+    Kafka(Arc<KafkaTarget>),
+}
+
+/// A `kafka` route's target (async routes, HTTP → Kafka), built once per snapshot: the route's
+/// settings, its labels, and the producer it shares with the routes of the same brokers, acks
+/// and timeout ([`crate::state::kafka`]).
+pub struct KafkaTarget {
+    pub route: KafkaRoute,
+    /// `kafka:TOPIC`: the upstream named by the access log.
+    pub label: Box<str>,
+    /// The `Allow` header of a 405: the route's methods.
+    pub allow: Box<str>,
+    /// The shared producer (`Err`: librdkafka refused to make it; every request is a 503).
+    pub producer: Result<Arc<RouteProducer>, Box<str>>,
+}
+
+impl std::fmt::Debug for KafkaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KafkaTarget({})", self.label)
+    }
+}
+
+impl KafkaTarget {
+    fn build(route: &KafkaRoute, registry: &Registry) -> Arc<KafkaTarget> {
+        let producer = registry.kafka.get(route).map_err(|e| {
+            tracing::error!(topic = route.topic, "kafka route: no producer: {e}");
+            e.to_string().into()
+        });
+        let methods: Vec<&str> = route.methods.iter().map(|m| m.as_str()).collect();
+        Arc::new(KafkaTarget {
+            label: format!("kafka:{}", route.topic).into(),
+            allow: methods.join(", ").into(),
+            route: route.clone(),
+            producer,
+        })
+    }
 }
 
 /// What routing found for a request.
@@ -270,7 +309,12 @@ impl Router {
     /// `scheme` are only in that one. `listener`: the router of that one listener (routes
     /// naming it and routes without `listen`); `None`: of the listeners no route names (routes
     /// without `listen` only).
-    fn build(config: &Config, tls: bool, listener: Option<SocketAddr>) -> Router {
+    fn build(
+        config: &Config,
+        registry: &Registry,
+        tls: bool,
+        listener: Option<SocketAddr>,
+    ) -> Router {
         let mut router = Router::default();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
@@ -308,6 +352,7 @@ impl Router {
                     None => continue,
                 },
                 RouteTarget::Respond(a) => (Target::Respond(a.clone()), None),
+                RouteTarget::Kafka(k) => (Target::Kafka(KafkaTarget::build(k, registry)), None),
             };
             let limits = r
                 .rate_limits
@@ -494,7 +539,7 @@ impl Snapshot {
             })
             .collect();
         registry.retain_limiters(all);
-        let (routers, listeners) = build_routers(&config);
+        let (routers, listeners) = build_routers(&config, registry);
         Snapshot {
             routers,
             listeners,
@@ -511,7 +556,7 @@ impl Snapshot {
         match (&route.limits, &route.target) {
             (Some(own), _) => own,
             (None, Target::Upstream(i)) => &self.upstreams[*i].limits,
-            (None, Target::Respond(_)) => &[],
+            (None, Target::Respond(_) | Target::Kafka(_)) => &[],
         }
     }
 
@@ -572,10 +617,13 @@ impl Snapshot {
 
 /// The plain and HTTPS routers, then one per listener some route names, with the index of
 /// each such listener's router.
-fn build_routers(config: &Config) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
+fn build_routers(
+    config: &Config,
+    registry: &Registry,
+) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
     let mut routers = vec![
-        Router::build(config, false, None),
-        Router::build(config, true, None),
+        Router::build(config, registry, false, None),
+        Router::build(config, registry, true, None),
     ];
     let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
     let named = config.routes.iter().filter_map(|r| r.listen.as_deref());
@@ -589,7 +637,7 @@ fn build_routers(config: &Config) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
             .as_ref()
             .is_some_and(|t| t.listen.contains(&addr));
         listeners.push((addr, routers.len()));
-        routers.push(Router::build(config, tls, Some(addr)));
+        routers.push(Router::build(config, registry, tls, Some(addr)));
     }
     (routers, listeners.into())
 }
@@ -769,9 +817,14 @@ mod tests {
         let s = snap(
             "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
              [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n\
-             [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n",
+             [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n\
+             [[routes]]\npath_prefix = \"/k/\"\nkafka = { topic = \"t\", brokers = [\"127.0.0.1:9\"] }\n",
         );
         let target = |tls: bool, path: &str| match s.route_on(tls, None, None, path) {
+            Some(Routed::To(Route {
+                target: Target::Kafka(k),
+                ..
+            })) => k.label.to_string(),
             Some(Routed::To(Route {
                 target: Target::Respond(a),
                 ..
@@ -785,6 +838,7 @@ mod tests {
         };
         assert_eq!(target(false, "/x"), "respond 301");
         assert_eq!(target(false, "/api/x"), "respond 200");
+        assert_eq!(target(true, "/k/x"), "kafka:t");
         // A respond prefix is no proxied location: no slash redirect for it.
         assert_eq!(target(false, "/api"), "respond 301");
         // On HTTPS only /api/ has a route, so nothing else matches (there are routes for it).

@@ -49,6 +49,8 @@ pub struct Registry {
     pub discovered: super::discovery::Discovered,
     /// `[rate_limits]` tables by name.
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// The producers of `kafka` routes.
+    pub kafka: super::kafka::Producers,
 }
 
 impl Registry {
