@@ -32,6 +32,10 @@ pub type RouteProducer = FutureProducer<Logging>;
 pub const QUEUE: usize = 100_000;
 /// `reconnect.backoff.max.ms`: a returning broker is found within about this.
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+/// `linger.ms`: how long a record waits for others to share its batch. Every request waits for
+/// its acknowledgement, so this adds to each 202's latency; records that arrive while a batch is
+/// in flight are batched anyway (librdkafka's default is 5 ms).
+const LINGER_MS: &str = "1";
 /// At most one librdkafka warning logged per this.
 const WARN_EVERY_MS: u64 = 10_000;
 /// `message.max.bytes`: above the largest `max_bytes`, for the record's key and headers (the
@@ -93,6 +97,7 @@ fn client_config(route: &KafkaRoute) -> ClientConfig {
         .set("queue.buffering.max.messages", QUEUE.to_string())
         .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string())
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        .set("linger.ms", LINGER_MS)
         .set("partitioner", "murmur2_random")
         .set_log_level(RDKafkaLogLevel::Warning);
     cfg

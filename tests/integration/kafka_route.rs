@@ -336,3 +336,51 @@ fn a_broker_away_is_a_503_never_a_202_and_the_records_are_the_202s() {
         on_topic.len()
     );
 }
+
+#[test]
+fn a_reload_changes_topic_and_key_and_can_add_a_broker_set() {
+    let broker = Broker::start(free_port());
+    broker.create_topic("first");
+    broker.create_topic("second");
+    let other = Broker::start(free_port());
+    other.create_topic("third");
+    let up = "[upstreams.unused]\nbackends = [\"127.0.0.1:1\"]\n";
+    let route = |path: &str, topic: &str, bootstrap: &str, key: &str| {
+        format!(
+            "[[routes]]\npath_prefix = \"{path}\"\nkafka = {{ topic = \"{topic}\", brokers = [\"{bootstrap}\"], key = \"{key}\", acks = \"leader\" }}\n"
+        )
+    };
+    let lb = Lb::start(&format!(
+        "{up}\n{}",
+        route("/in/", "first", &broker.bootstrap(), "none")
+    ));
+    let post = |path: &str, body: &[u8]| request(lb.addr, "POST", path, &[("x-key", "K")], body);
+    assert_eq!(post("/in/a", b"one").status, 202);
+
+    lb.write_config(&format!(
+        "{up}\n{}\n{}",
+        route("/in/", "second", &broker.bootstrap(), "header:x-key"),
+        route("/other/", "third", &other.bootstrap(), "path:2")
+    ));
+    let (status, answer) = lb.reload();
+    assert_eq!(status, 200, "{answer}");
+    let r = post("/in/a", b"two");
+    assert_eq!(
+        (r.status, r.json()["topic"].as_str()),
+        (202, Some("second"))
+    );
+    assert_eq!(post("/other/p7/x", b"three").status, 202);
+
+    let first = broker.consume_raw("first", 1, 10);
+    let second = broker.consume_raw("second", 1, 10);
+    let third = other.consume_raw("third", 1, 10);
+    let one = |records: &[serde_json::Value]| {
+        assert_eq!(records.len(), 1, "{records:?}");
+        let r = &records[0];
+        (unhex(&r["value"]).unwrap(), unhex(&r["key"]))
+    };
+    assert_eq!(one(&first), (b"one".to_vec(), None));
+    assert_eq!(one(&second), (b"two".to_vec(), Some(b"K".to_vec())));
+    assert_eq!(one(&third), (b"three".to_vec(), Some(b"p7".to_vec())));
+    assert_eq!(route_total(&lb, "second", "accepted"), Some(1));
+}
