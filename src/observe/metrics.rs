@@ -48,6 +48,8 @@ pub struct Metrics {
     pub mirror_requests: IntCounterVec,
     /// `lb_kafka_route_requests_total{topic, result}`: requests of `kafka` routes.
     pub kafka_route_requests: IntCounterVec,
+    /// `lb_kafka_route_ack_seconds{topic}`: from the send to the broker's acknowledgement.
+    pub kafka_route_ack: prometheus::HistogramVec,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,16 @@ impl Metrics {
             "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400: unreadable body)",
             &["topic", "result"],
         );
+        let ack_opts = prometheus::HistogramOpts::new(
+            "lb_kafka_route_ack_seconds",
+            "Time from a kafka route's send to the broker's acknowledgement, by topic (accepted records only)",
+        )
+        .buckets(crate::state::stats::DURATION_BUCKETS.to_vec());
+        let kafka_route_ack =
+            prometheus::HistogramVec::new(ack_opts, &["topic"]).expect("valid metric");
+        registry
+            .register(Box::new(kafka_route_ack.clone()))
+            .expect("unique metric");
         // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
         let backend_up = gauge(
             "lb_backend_up",
@@ -173,6 +185,7 @@ impl Metrics {
             analytics_records,
             mirror_requests,
             kafka_route_requests,
+            kafka_route_ack,
         }
     }
 
@@ -307,6 +320,7 @@ impl Metrics {
         }
         for r in &snapshot.config.routes {
             if let crate::config::RouteTarget::Kafka(k) = &r.target {
+                self.kafka_route_ack.with_label_values(&[k.topic.as_str()]);
                 for result in KAFKA_ROUTE_RESULTS {
                     self.kafka_route_requests
                         .with_label_values(&[k.topic.as_str(), result]);

@@ -61,14 +61,19 @@ pub(super) async fn serve(
     path: &str,
     metrics: &Metrics,
 ) {
-    let outcome = produce(session, target, path).await;
+    let outcome = produce(session, target, path, metrics).await;
     metrics
         .kafka_route_requests
         .with_label_values(&[target.route.topic.as_str(), outcome.label()])
         .inc();
 }
 
-async fn produce(session: &mut ServerSession, target: &KafkaTarget, path: &str) -> Outcome {
+async fn produce(
+    session: &mut ServerSession,
+    target: &KafkaTarget,
+    path: &str,
+    metrics: &Metrics,
+) -> Outcome {
     let route = &target.route;
     if !route.methods.contains(&session.req_header().method) {
         let why = "this route produces to Kafka and takes only the methods in Allow";
@@ -96,9 +101,14 @@ async fn produce(session: &mut ServerSession, target: &KafkaTarget, path: &str) 
         Ok(d) => d,
         Err((e, _)) => return refused_send(session, &e).await,
     };
+    let sent = std::time::Instant::now();
     let acked = tokio::time::timeout(route.timeout + ACK_GRACE, delivery).await;
     match acked {
         Ok(Ok(Ok(d))) => {
+            metrics
+                .kafka_route_ack
+                .with_label_values(&[route.topic.as_str()])
+                .observe(sent.elapsed().as_secs_f64());
             let json = format!(
                 "{{\"topic\":\"{}\",\"partition\":{},\"offset\":{}}}\n",
                 route.topic, d.partition, d.offset

@@ -179,6 +179,11 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
     assert_eq!(route_total(&lb, TOPIC, "too_large"), Some(2));
     assert_eq!(route_total(&lb, TOPIC, "refused"), Some(1));
     assert_eq!(route_total(&lb, TOPIC, "unavailable"), Some(0));
+    let acks = format!(
+        "lb_kafka_route_ack_seconds_count{{topic=\"{TOPIC}\"}} {}",
+        N + 2
+    );
+    assert!(lb.metrics().lines().any(|l| l == acks), "{acks}");
     let log = wait_for("access log lines", Duration::from_secs(5), || {
         let text = std::fs::read_to_string(lb.dir.join("stdout.log")).unwrap_or_default();
         (text.matches("kafka:load_test_topic").count() >= N + 5).then_some(text)
