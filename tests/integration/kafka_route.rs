@@ -389,3 +389,47 @@ fn a_reload_changes_topic_and_key_and_can_add_a_broker_set() {
     assert_eq!(one(&third), (b"three".to_vec(), Some(b"p7".to_vec())));
     assert_eq!(route_total(&lb, "second", "accepted"), Some(1));
 }
+
+#[test]
+fn workers_consume_what_lb_accepted_end_to_end() {
+    let broker = Broker::start(free_port());
+    broker.create_topic(TOPIC);
+    let bootstrap = broker.bootstrap();
+    let worker = Backend::start_with(
+        "w",
+        &["--kafka-brokers", &bootstrap, "--kafka-topic", TOPIC],
+    );
+    let lb = Lb::start(&format!(
+        "[upstreams.api]\n{}\n\n\
+         [[routes]]\npath_prefix = \"/ingest/\"\nkafka = {{ topic = \"{TOPIC}\", brokers = [\"{bootstrap}\"] }}\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n",
+        backends_toml(&[(&worker, 1)])
+    ));
+    const N: u64 = 40;
+    let (mut bytes, mut checksum) = (0u64, 0u64);
+    let mut post = |body: &[u8]| {
+        let ct = [("content-type", "application/json")];
+        let r = request(lb.addr, "POST", "/ingest/jobs", &ct, body);
+        assert_eq!(r.status, 202, "{}", r.text());
+        bytes += body.len() as u64;
+    };
+    for i in 0..N {
+        let body = format!("{{\"job\":{i},\"payload\":\"{}\"}}", "x".repeat(i as usize));
+        post(body.as_bytes());
+        checksum ^= lb::util::hash::fnv1a64(body.as_bytes());
+    }
+    // Work `/loadTest` would refuse (not JSON) is counted apart.
+    post(b"not json");
+    // HTTP -> lb -> Kafka -> worker, and its report read back through lb.
+    let report = wait_for(
+        "the worker to consume it all",
+        Duration::from_secs(15),
+        || {
+            let r = lb.get("/worker").json();
+            (r["records"] == N && r["invalid"] == 1).then_some(r)
+        },
+    );
+    assert_eq!(report["topic"], TOPIC);
+    assert_eq!(report["bytes"], bytes);
+    assert_eq!(report["checksum"], format!("{checksum:016x}"));
+}
