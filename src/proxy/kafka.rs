@@ -155,6 +155,14 @@ async fn read_body(session: &mut ServerSession, max: u64) -> Result<Bytes, Outco
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(session, max).await);
     }
+    // lb is the origin here: a client waiting for `100 Continue` is told to send the body (a
+    // proxied request gets its backend's).
+    let expects = session.req_header().headers.get(header::EXPECT);
+    if expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && session.write_continue_response().await.is_err()
+    {
+        return Err(Outcome::Refused);
+    }
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
     loop {

@@ -24,7 +24,7 @@ fn route_total(lb: &Lb, topic: &str, result: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().parse().unwrap()))
 }
 
-/// curl's answer: (status, headers and body as curl prints them with `-i`).
+/// curl's answer: (final status, heads and body as curl prints them with `-i`).
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "-i", "--max-time", "10"])
@@ -32,10 +32,11 @@ fn curl(args: &[&str]) -> (u16, String) {
         .output()
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The final status line (after any `100 Continue`).
     let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
+        .lines()
+        .rfind(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0);
     (status, text)
 }
@@ -168,10 +169,18 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         &url,
     ]);
     assert_eq!(status, 413, "{text}");
-    // Exactly max_bytes is taken.
+    // Exactly max_bytes is taken; a client that waits for 100 Continue is told to send it.
     std::fs::write(&big, vec![b'x'; 1000]).unwrap();
-    let (status, text) = curl(&["--data-binary", &big_arg, &url]);
+    let expect = ["-H", "expect: 100-continue", "--expect100-timeout", "5"];
+    let started = Instant::now();
+    let (status, text) = curl(&[&expect[..], &["--data-binary", &big_arg, &url]].concat());
     assert_eq!(status, 202, "{text}");
+    assert!(text.starts_with("HTTP/1.1 100 Continue"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     // Proxied routes are untouched.
     assert_eq!(lb.get("/echo/x").status, 200);
 
