@@ -193,6 +193,20 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         N + 2
     );
     assert!(lb.metrics().lines().any(|l| l == acks), "{acks}");
+    // The dashboard's numbers.
+    let status = lb.status_json();
+    let k = &status["kafka_routes"][TOPIC];
+    assert_eq!(
+        (&k["accepted"], &k["too_large"], &k["refused"], &k["acks"]),
+        (
+            &(N as u64 + 2).into(),
+            &2.into(),
+            &1.into(),
+            &(N as u64 + 2).into()
+        ),
+        "{k}"
+    );
+    assert!(k["ack_seconds_sum"].as_f64().unwrap() > 0.0, "{k}");
     let log = wait_for("access log lines", Duration::from_secs(5), || {
         let text = std::fs::read_to_string(lb.dir.join("stdout.log")).unwrap_or_default();
         (text.matches("kafka:load_test_topic").count() >= N + 5).then_some(text)
