@@ -103,7 +103,7 @@ fn client_config(route: &KafkaRoute) -> ClientConfig {
     cfg
 }
 
-/// Sends librdkafka's warnings to lb's log, at most one per [`WARN_EVERY_MS`] (a broker that is
+/// Sends librdkafka's warnings to lb's log, at most one per 10 s (a broker that is
 /// away would otherwise log every reconnect).
 pub struct Logging {
     last_warn_ms: AtomicU64,
