@@ -73,7 +73,7 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
              [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n",
             backends_toml(&[(&backend, 1)])
         ),
-        "access_log = \"stdout\"",
+        "access_log = \"stdout\"\nh2c = true",
     );
     let dir = temp_dir("kafka-route");
     const N: usize = 20;
@@ -106,8 +106,9 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         );
         sent.insert(binary_body(i), (i, v));
     }
-    // A path segment as the key, on a route taking PUT too.
+    // A path segment as the key, on a route taking PUT too, over HTTP/2 (h2c).
     let (status, text) = curl(&[
+        "--http2-prior-knowledge",
         "-X",
         "PUT",
         "--data-binary",
@@ -115,6 +116,7 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         &format!("http://{}/orders/42/lines", lb.addr),
     ]);
     assert_eq!(status, 202, "{text}");
+    assert!(text.starts_with("HTTP/2 202"), "{text}");
 
     let records = broker.consume_raw(TOPIC, N + 1, 15);
     assert_eq!(records.len(), N + 1, "records on the topic");
