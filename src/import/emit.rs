@@ -297,11 +297,22 @@ fn route(s: &mut String, r: &Route) {
         let rules: Vec<String> = r.access.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "access = [{}]  # allow/deny", rules.join(", "));
     }
-    match &r.respond {
-        None => {
+    match (&r.respond, &r.kafka) {
+        (None, Some(k)) => {
+            let brokers: Vec<String> = k.brokers.value.iter().map(|b| string(b)).collect();
+            let _ = writeln!(
+                s,
+                "kafka = {{ topic = {}, brokers = [{}] }}  # {}, brokers {}",
+                string(&k.topic.value),
+                brokers.join(", "),
+                k.topic.loc,
+                k.brokers.loc
+            );
+        }
+        (None, None) => {
             let _ = writeln!(s, "upstream = {}", string(&r.upstream));
         }
-        Some(a) => {
+        (Some(a), _) => {
             let _ = writeln!(s, "respond = {}", a.status);
             if let Some(b) = &a.body {
                 let _ = writeln!(s, "body = {}", string(b));

@@ -458,3 +458,44 @@ fn workers_consume_what_lb_accepted_end_to_end() {
     assert_eq!(report["bytes"], bytes);
     assert_eq!(report["checksum"], format!("{checksum:016x}"));
 }
+
+/// Debian's NGINX has no ngx_kafka_module, so no differential case: the import of its
+/// `kafka_topic` location is checked by running what `lb import-nginx` wrote.
+#[test]
+fn an_imported_ngx_kafka_module_location_produces_to_its_topic() {
+    let broker = Broker::start(free_port());
+    broker.create_topic("topic0");
+    let backend = Backend::start("a");
+    let (port, admin) = (free_port(), free_port());
+    let dir = temp_dir("kafka-import");
+    let nginx = format!(
+        "http {{\n kafka;\n kafka_broker_list {};\n server {{\n  listen 127.0.0.1:{port};\n  location / {{ proxy_pass http://{}; }}\n  location = /ingest/topic0/ {{ kafka_topic topic0; }}\n }}\n}}\n",
+        broker.bootstrap(),
+        backend.addr
+    );
+    std::fs::write(dir.join("nginx.conf"), nginx).unwrap();
+    let out = Command::new(LB)
+        .arg("import-nginx")
+        .arg(dir.join("nginx.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    let text = format!("{toml}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    std::fs::write(dir.join("lb.toml"), text).unwrap();
+    let lb = Lb::spawn(dir, port, admin, String::new());
+    lb.wait_ready();
+    let r = request(lb.addr, "POST", "/ingest/topic0/", &[], b"from nginx");
+    assert_eq!(
+        (r.status, r.json()["topic"].as_str()),
+        (202, Some("topic0"))
+    );
+    assert_eq!(lb.get("/echo/x").status, 200);
+    let records = broker.consume_raw("topic0", 1, 10);
+    assert_eq!(records.len(), 1);
+    assert_eq!(unhex(&records[0]["value"]).unwrap(), b"from nginx");
+}
