@@ -474,15 +474,12 @@ fn an_imported_ngx_kafka_module_location_produces_to_its_topic() {
         backend.addr
     );
     std::fs::write(dir.join("nginx.conf"), nginx).unwrap();
-    let out = Command::new(LB)
-        .arg("import-nginx")
-        .arg(dir.join("nginx.conf"))
-        .output()
-        .unwrap();
+    let out = crate::import_nginx::import(&[dir.join("nginx.conf").to_str().unwrap()]);
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{notes}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        notes.contains("kafka_topic: mapped to a kafka route"),
+        "{notes}"
     );
     let toml = String::from_utf8(out.stdout).unwrap();
     let text = format!("{toml}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
