@@ -120,7 +120,7 @@ impl Metrics {
         );
         let kafka_route_requests = counter(
             "lb_kafka_route_requests_total",
-            "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400: unreadable body)",
+            "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400/408: an unreadable or stalled body)",
             &["topic", "result"],
         );
         let ack_opts = prometheus::HistogramOpts::new(

@@ -145,7 +145,8 @@ fn record_headers(target: &KafkaTarget, headers: &http::HeaderMap) -> Option<Own
 }
 
 /// The whole body, or the answered outcome: 413 over `max` (by its `Content-Length` before
-/// reading anything, else once more than `max` bytes came), 400 when it cannot be read.
+/// reading anything, else once more than `max` bytes came), 408 when it stalls past
+/// `server.body_timeout`, 400 when it cannot be read.
 async fn read_body(session: &mut ServerSession, max: u64) -> Result<Bytes, Outcome> {
     let declared = session
         .req_header()
@@ -169,9 +170,15 @@ async fn read_body(session: &mut ServerSession, max: u64) -> Result<Bytes, Outco
         let piece = match session.read_request_body().await {
             Ok(Some(p)) => p,
             Ok(None) => break,
-            Err(_) => {
-                let text = answer::body(400, "the request body could not be read");
-                let _ = write_closing(session, 400, &text).await;
+            Err(e) => {
+                // `server.body_timeout` ran out (408, as for proxied requests), or a bad body.
+                let (code, why) = match e.etype() {
+                    pingora_error::ErrorType::ReadTimedout => {
+                        (408, "the request body did not arrive in time")
+                    }
+                    _ => (400, "the request body could not be read"),
+                };
+                let _ = write_closing(session, code, &answer::body(code, why)).await;
                 return Err(Outcome::Refused);
             }
         };

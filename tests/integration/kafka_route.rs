@@ -73,7 +73,7 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
              [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n",
             backends_toml(&[(&backend, 1)])
         ),
-        "access_log = \"stdout\"\nh2c = true",
+        "access_log = \"stdout\"\nh2c = true\nbody_timeout = \"1s\"",
     );
     let dir = temp_dir("kafka-route");
     const N: usize = 20;
@@ -183,12 +183,20 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         "{:?}",
         started.elapsed()
     );
+    // A body that stalls past server.body_timeout: 408, as for proxied requests.
+    let mut raw = std::net::TcpStream::connect(lb.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = "POST /orders/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+    std::io::Write::write_all(&mut raw, head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut raw, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // Proxied routes are untouched.
     assert_eq!(lb.get("/echo/x").status, 200);
 
     assert_eq!(route_total(&lb, TOPIC, "accepted"), Some(N as u64 + 2));
     assert_eq!(route_total(&lb, TOPIC, "too_large"), Some(2));
-    assert_eq!(route_total(&lb, TOPIC, "refused"), Some(1));
+    assert_eq!(route_total(&lb, TOPIC, "refused"), Some(2));
     assert_eq!(route_total(&lb, TOPIC, "unavailable"), Some(0));
     let acks = format!(
         "lb_kafka_route_ack_seconds_count{{topic=\"{TOPIC}\"}} {}",
@@ -203,7 +211,7 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         (
             &(N as u64 + 2).into(),
             &2.into(),
-            &1.into(),
+            &2.into(),
             &(N as u64 + 2).into()
         ),
         "{k}"
@@ -211,7 +219,7 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
     assert!(k["ack_seconds_sum"].as_f64().unwrap() > 0.0, "{k}");
     let log = wait_for("access log lines", Duration::from_secs(5), || {
         let text = std::fs::read_to_string(lb.dir.join("stdout.log")).unwrap_or_default();
-        (text.matches("kafka:load_test_topic").count() >= N + 5).then_some(text)
+        (text.matches("kafka:load_test_topic").count() >= N + 6).then_some(text)
     });
     let line = log.lines().find(|l| l.contains("/ingest/events")).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
