@@ -29,9 +29,12 @@ use crate::edge::answer;
 use crate::observe::metrics::Metrics;
 use crate::snapshot::KafkaTarget;
 
-/// Waited beyond the route's `timeout` for librdkafka's own verdict (it times the record out at
-/// `timeout`), so that its answer, not lb's clock, decides in the common case.
-const ACK_GRACE: Duration = Duration::from_millis(500);
+/// Waited beyond the route's `timeout` for librdkafka's own verdict: it gives the record up
+/// at `timeout` (`message.timeout.ms`), but looks for timed-out records once a second, so its
+/// verdict can come up to a second late. Waiting that second makes its answer, not lb's clock,
+/// decide: a record lb answered 503 for is then one librdkafka gave up, not one that a broker
+/// coming back within that second would still receive.
+const ACK_GRACE: Duration = Duration::from_secs(1);
 
 /// How a request of a `kafka` route ended, as `lb_kafka_route_requests_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
