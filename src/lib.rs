@@ -65,16 +65,23 @@
 //!    client a `server.real_ip_from` proxy names) and every later user reads it from the
 //!    context. The route's (or its upstream's) rate limits then pass, delay or refuse it
 //!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets),
-//!    then its `access` rules (NGINX's `allow`/`deny`, lb's 403).
+//!    then its `access` rules (NGINX's `allow`/`deny`, lb's 403), then its `fault` (Envoy's
+//!    fault filter: a delay, an abort). A `split` route picks its upstream here, by the
+//!    MurmurHash2 of its `split_by` key against bounds built into the snapshot (NGINX's
+//!    `split_clients`).
 //!    A route's own settings ([`snapshot::RouteSettings`]: timeouts, `max_body_bytes`, header
 //!    rules) were built into the snapshot; [`proxy::rewrite`] renders its
 //!    `set_request_headers` onto the backend's head and `add_response_headers` onto the answer.
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
-//!    NGINX does), takes an RAII
+//!    NGINX does; a `split` route first picks the upstream as NGINX's `split_clients`), takes
+//!    an RAII
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
+//!    The backend's head is the client's with hop-by-hop fields left out and lb's forwarding
+//!    fields added: for the common HTTP/1 request written straight into bytes
+//!    ([`proxy::wire`]), else built as a header map ([`proxy::headers`], [`proxy::rewrite`]).
 //!    [`proxy::forward`] streams both bodies at once, writes and reads polled together (full
 //!    duplex), in one `select!` loop on the request's task (101 →
 //!    byte tunnel; on an HTTP/2 backend, one stream of a pooled connection, trailers included;

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use std::net::SocketAddr;
 
-use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
-use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -99,10 +98,10 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
         .server
         .tls
         .as_ref()
-        .and_then(|tls| match tls_settings(&shared, tls) {
-            Ok(settings) => Some(crate::edge::TlsListeners {
+        .and_then(|tls| match tls_acceptor(&shared, tls) {
+            Ok(acceptor) => Some(crate::edge::TlsListeners {
                 addrs: tls.listen.clone(),
-                acceptor: settings.build(),
+                acceptor,
             }),
             Err(e) => {
                 tracing::error!(listen = ?tls.listen, "cannot set up TLS: {e}");
@@ -163,22 +162,25 @@ fn listener(addr: &SocketAddr) -> ListenerConfig {
     l
 }
 
-/// The TLS side of an HTTPS listener: certificates chosen by SNI from `shared.server_certs`
-/// (swapped by reloads), ALPN `h2` + `http/1.1` (or `http/1.1` alone), TLS 1.2+ or 1.3 only.
-fn tls_settings(shared: &Shared, tls: &ServerTls) -> pingora_error::Result<TlsSettings> {
-    // Empty paths: the resolver supplies the certificate, rustls never reads files here.
-    let mut settings = TlsSettings::intermediate("", "")?;
-    settings.set_cert_resolver(shared.server_certs.clone());
-    if tls.http2 {
-        settings.enable_h2();
-    } else {
-        settings.set_alpn(ALPN::H1);
-    }
-    settings.set_tls13_only(tls.min_version == TlsVersion::V1_3);
-    if let Some(provider) = aes128_first() {
-        settings.set_crypto_provider(provider, true);
-    }
-    Ok(settings)
+/// The TLS side of an HTTPS listener, built by lb on rustls' own API (pingora's
+/// `Acceptor::from_server_config`): certificates chosen by SNI from `shared.server_certs`
+/// (swapped by reloads), ALPN `h2` + `http/1.1` (or `http/1.1` alone), TLS 1.2+ or 1.3 only,
+/// the cipher suite chosen in the server's order ([`aes128_first`]).
+fn tls_acceptor(shared: &Shared, tls: &ServerTls) -> Result<Acceptor, rustls::Error> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(aes128_first())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(shared.server_certs.clone());
+    config.alpn_protocols = match tls.http2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
+    config.ignore_client_order = true;
+    Ok(Acceptor::from_server_config(Arc::new(config)))
 }
 
 /// The TLS listeners' crypto: aws-lc-rs (assembly X25519 and P-256; ring's portable X25519 made
@@ -186,14 +188,14 @@ fn tls_settings(shared: &Shared, tls: &ServerTls) -> pingora_error::Result<TlsSe
 /// suites first, chosen in the server's order. OpenSSL clients ask for AES-256-GCM with SHA-384
 /// first; AES-128-GCM with SHA-256 is as safe for this use and is what Mozilla's intermediate
 /// profile lists first.
-fn aes128_first() -> Option<Arc<CryptoProvider>> {
+fn aes128_first() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.sort_by_key(|s| {
         !s.suite()
             .as_str()
             .is_some_and(|n| n.contains("AES_128_GCM"))
     });
-    Some(Arc::new(provider))
+    Arc::new(provider)
 }
 
 /// What every exit path does last: write out the access log, send the analytics records still

@@ -14,11 +14,13 @@ use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::headers::{HeaderRule, ResponseHeaders};
 use crate::config::kafka_route::KafkaRoute;
 use crate::config::respond::Respond;
+use crate::config::split::{Fault as FaultConfig, SplitBy, SHARE_SCALE};
 use crate::config::{
     host_of, BackendConfig, Config, PathMatch, PathRegex, Protocol, RateLimitConfig, RouteConfig,
     RouteTarget, RouteTimeouts, Scheme, UpstreamConfig,
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
+use crate::state::fault::FaultCounts;
 use crate::state::kafka::RouteProducer;
 use crate::state::limit::Limiter;
 use crate::state::registry::Registry;
@@ -131,6 +133,97 @@ pub struct Route {
     pub access: Option<Box<[crate::config::AccessRule]>>,
     /// `routes[i].mirror` (`None`: no copies, the common case).
     pub mirror: Option<Arc<Mirror>>,
+    /// `routes[i].fault` (`None`: no fault, the default).
+    pub fault: Option<Arc<RouteFault>>,
+}
+
+impl Route {
+    /// The upstream (an index into [`Snapshot::upstreams`]) and settings of a proxied request;
+    /// a split asks `hash` for the request's hash of its `split_by` key. `None` for a route lb
+    /// answers itself.
+    #[inline]
+    pub fn proxied(
+        &self,
+        hash: impl FnOnce(&SplitBy) -> u32,
+    ) -> Option<(usize, Option<&Arc<RouteSettings>>)> {
+        match &self.target {
+            Target::Upstream(i) => Some((*i, self.settings.as_ref())),
+            Target::Split(split) => {
+                let part = split.pick(hash(&split.by));
+                Some((part.upstream, part.settings.as_ref()))
+            }
+            Target::Respond(_) | Target::Kafka(_) => None,
+        }
+    }
+}
+
+/// A route's fault: what to inject, and its counts (shared with every snapshot).
+#[derive(Debug)]
+pub struct RouteFault {
+    pub config: FaultConfig,
+    pub counts: Arc<FaultCounts>,
+}
+
+/// A split target: NGINX's `split_clients` table, the parts' upper bounds on the 32-bit hash.
+#[derive(Debug)]
+pub struct Split {
+    pub by: SplitBy,
+    /// In file order; the last one's bound covers every hash.
+    pub parts: Box<[SplitPart]>,
+}
+
+/// One upstream of a split.
+#[derive(Debug)]
+pub struct SplitPart {
+    /// Requests whose hash is below this go here (unless an earlier part took them).
+    pub below: u64,
+    pub upstream: usize,
+    /// The route's settings merged with this upstream's.
+    pub settings: Option<Arc<RouteSettings>>,
+}
+
+impl Split {
+    /// `ngx_http_split_clients_variable`: the first part whose cumulative bound is above the
+    /// hash. NGINX leaves the hash `0xffffffff` of an exact 100% unmatched (an empty variable);
+    /// lb gives it the last part.
+    #[inline]
+    pub fn pick(&self, hash: u32) -> &SplitPart {
+        let hash = hash as u64;
+        self.parts
+            .iter()
+            .find(|p| hash < p.below)
+            .unwrap_or_else(|| &self.parts[self.parts.len() - 1])
+    }
+
+    /// The parts of `split`, bounds as NGINX computes them (`percent * 0xffffffff / 10000`,
+    /// summed); `None` if an upstream is missing.
+    fn build(
+        split: &crate::config::split::Split,
+        route: &RouteConfig,
+        config: &Config,
+    ) -> Option<Split> {
+        let mut last = 0u64;
+        let mut parts = Vec::with_capacity(split.parts.len());
+        for p in &split.parts {
+            let i = config.upstreams.iter().position(|u| u.name == p.upstream)?;
+            let below = match p.share {
+                Some(share) => {
+                    last += share as u64 * 0xffff_ffff / SHARE_SCALE as u64;
+                    last
+                }
+                None => u64::MAX,
+            };
+            parts.push(SplitPart {
+                below,
+                upstream: i,
+                settings: RouteSettings::build(Some(route), &config.upstreams[i]),
+            });
+        }
+        Some(Split {
+            by: split.by.clone(),
+            parts: parts.into(),
+        })
+    }
 }
 
 /// Where and how much of a route's traffic is copied ([`crate::config::MirrorConfig`]).
@@ -202,6 +295,8 @@ impl RouteSettings {
 pub enum Target {
     /// An index into [`Snapshot::upstreams`].
     Upstream(usize),
+    /// One of several upstreams, by share.
+    Split(Box<Split>),
     /// lb answers (NGINX's `return`).
     Respond(Respond),
     /// lb produces the body to Kafka and answers 202 ([`KafkaTarget`]).
@@ -274,7 +369,7 @@ impl Group {
             return Some(Routed::To(r));
         }
         let slash = |p: &str| p.len() == path.len() + 1 && p.ends_with('/') && p.starts_with(path);
-        let proxied = |r: &Route| matches!(r.target, Target::Upstream(_));
+        let proxied = |r: &Route| !matches!(r.target, Target::Respond(_));
         if self.prefixes.iter().any(|(p, _, r)| slash(p) && proxied(r)) {
             return Some(Routed::AddSlash);
         }
@@ -311,7 +406,8 @@ impl Router {
     /// without `listen` only).
     fn build(
         config: &Config,
-        registry: &Registry,
+        faults: &[Option<Arc<RouteFault>>],
+        kafka: &[Option<Arc<KafkaTarget>>],
         tls: bool,
         listener: Option<SocketAddr>,
     ) -> Router {
@@ -339,10 +435,11 @@ impl Router {
                 settings: RouteSettings::build(None, &config.upstreams[0]),
                 access: None,
                 mirror: None,
+                fault: None,
             };
             router.default.prefixes.push(("/".into(), false, all));
         }
-        for r in config.routes.iter().filter(mine) {
+        for (n, r) in config.routes.iter().enumerate().filter(|(_, r)| mine(r)) {
             let (upstream, settings) = match &r.target {
                 RouteTarget::Upstream(name) => match index(name) {
                     Some(i) => (
@@ -351,9 +448,17 @@ impl Router {
                     ),
                     None => continue,
                 },
+                RouteTarget::Split(split) => match Split::build(split, r, config) {
+                    Some(split) => (Target::Split(Box::new(split)), None),
+                    None => continue,
+                },
                 RouteTarget::Respond(a) => (Target::Respond(a.clone()), None),
-                RouteTarget::Kafka(k) => (Target::Kafka(KafkaTarget::build(k, registry)), None),
+                RouteTarget::Kafka(_) => match kafka.get(n).cloned().flatten() {
+                    Some(k) => (Target::Kafka(k), None),
+                    None => continue,
+                },
             };
+            let fault = faults.get(n).cloned().flatten();
             let limits = r
                 .rate_limits
                 .as_deref()
@@ -402,6 +507,7 @@ impl Router {
                         settings,
                         access,
                         mirror: mirror.clone(),
+                        fault: fault.clone(),
                     },
                 )),
                 PathMatch::Prefix(p) => {
@@ -416,6 +522,7 @@ impl Router {
                         settings,
                         access,
                         mirror: mirror.clone(),
+                        fault: fault.clone(),
                     };
                     group
                         .prefixes
@@ -430,6 +537,7 @@ impl Router {
                         settings,
                         access,
                         mirror: mirror.clone(),
+                        fault: fault.clone(),
                     },
                 )),
             }
@@ -502,6 +610,8 @@ pub struct Snapshot {
     pub no_route: Arc<crate::state::stats::RequestStats>,
     /// `[rate_limits]`, in the config's order (by name).
     pub limits: Vec<Limit>,
+    /// The fault counts of routes with a `fault`, by route label (for `/metrics`).
+    pub faults: Vec<(Box<str>, Arc<FaultCounts>)>,
 }
 
 /// One `[rate_limits.NAME]`: its settings and its table of keys (kept across snapshots).
@@ -539,23 +649,45 @@ impl Snapshot {
             })
             .collect();
         registry.retain_limiters(all);
-        let (routers, listeners) = build_routers(&config, registry);
+        let route_faults = route_faults(&config, registry);
+        let mut faults: Vec<(Box<str>, Arc<FaultCounts>)> = Vec::new();
+        for (r, f) in config.routes.iter().zip(&route_faults) {
+            let label = r.label();
+            if let (Some(f), false) = (f, faults.iter().any(|(l, _)| **l == *label)) {
+                faults.push((label.into(), f.counts.clone()));
+            }
+        }
+        registry.retain_faults(&faults.iter().map(|(l, _)| &**l).collect());
+        // One target (and shared producer) per `kafka` route, for every router it is in.
+        let kafka: Vec<Option<Arc<KafkaTarget>>> = config
+            .routes
+            .iter()
+            .map(|r| match &r.target {
+                RouteTarget::Kafka(k) => Some(KafkaTarget::build(k, registry)),
+                _ => None,
+            })
+            .collect();
+        let (routers, listeners) = build_routers(&config, &route_faults, &kafka);
         Snapshot {
             routers,
             listeners,
             upstreams,
             no_route: registry.own_stats(""),
             limits,
+            faults,
             config,
         }
     }
 
-    /// The rate limits (indexes into [`Snapshot::limits`]) a request routed by `route` passes.
+    /// The rate limits (indexes into [`Snapshot::limits`]) a request routed by `route` passes;
+    /// `upstream`: the one a split chose for the request.
     #[inline]
-    pub fn limits_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
+    pub fn limits_of<'a>(&'a self, route: &'a Route, upstream: Option<usize>) -> &'a [usize] {
         match (&route.limits, &route.target) {
             (Some(own), _) => own,
             (None, Target::Upstream(i)) => &self.upstreams[*i].limits,
+            // A split route without limits of its own: those of the upstream chosen.
+            (None, Target::Split(_)) => upstream.map_or(&[], |i| &self.upstreams[i].limits),
             (None, Target::Respond(_) | Target::Kafka(_)) => &[],
         }
     }
@@ -619,11 +751,12 @@ impl Snapshot {
 /// each such listener's router.
 fn build_routers(
     config: &Config,
-    registry: &Registry,
+    faults: &[Option<Arc<RouteFault>>],
+    kafka: &[Option<Arc<KafkaTarget>>],
 ) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
     let mut routers = vec![
-        Router::build(config, registry, false, None),
-        Router::build(config, registry, true, None),
+        Router::build(config, faults, kafka, false, None),
+        Router::build(config, faults, kafka, true, None),
     ];
     let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
     let named = config.routes.iter().filter_map(|r| r.listen.as_deref());
@@ -637,9 +770,21 @@ fn build_routers(
             .as_ref()
             .is_some_and(|t| t.listen.contains(&addr));
         listeners.push((addr, routers.len()));
-        routers.push(Router::build(config, registry, tls, Some(addr)));
+        routers.push(Router::build(config, faults, kafka, tls, Some(addr)));
     }
     (routers, listeners.into())
+}
+
+/// Each route's fault (by its index in `config.routes`), with its counts from `registry`.
+fn route_faults(config: &Config, registry: &Registry) -> Vec<Option<Arc<RouteFault>>> {
+    let fault = |r: &RouteConfig| {
+        let f = r.fault.as_ref()?;
+        Some(Arc::new(RouteFault {
+            config: f.clone(),
+            counts: registry.fault_counts(&r.label()),
+        }))
+    };
+    config.routes.iter().map(fault).collect()
 }
 
 /// A `Host` (or `:authority`) without its port and a trailing dot, as NGINX names the host
@@ -833,6 +978,10 @@ mod tests {
                 target: Target::Upstream(i),
                 ..
             })) => format!("upstream {i}"),
+            Some(Routed::To(Route {
+                target: Target::Split(_),
+                ..
+            })) => "split".into(),
             Some(Routed::AddSlash) => "add slash".into(),
             None => "none".into(),
         };
@@ -1121,6 +1270,34 @@ mod tests {
             })
             .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn splits_cut_the_hash_range_as_split_clients() {
+        let s = snap(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [\"127.0.0.1:2\"]\n\
+             [upstreams.b]\nbackends = [\"127.0.0.1:3\"]\n\
+             [[routes]]\nsplit = [{ upstream = \"b\", percent = 10 }, { upstream = \"a\", percent = 0.5 }, { upstream = \"b\" }]\n\
+             [[routes]]\npath_prefix = \"/all/\"\nsplit = [{ upstream = \"b\", percent = 40 }, { upstream = \"a\", percent = 60 }]\n",
+        );
+        let split = |path: &str| match s.route(None, path) {
+            Some(Routed::To(Route {
+                target: Target::Split(split),
+                ..
+            })) => split,
+            other => panic!("{other:?}"),
+        };
+        let pick = |path: &str, hash: u32| split(path).pick(hash).upstream;
+        // 10% of 0xffffffff is 429496729 (rounded down, as NGINX), then 0.5% more.
+        assert_eq!([pick("/", 0), pick("/", 429_496_728)], [1, 1]);
+        assert_eq!([pick("/", 429_496_729), pick("/", 450_971_564)], [0, 0]);
+        assert_eq!([pick("/", 450_971_565), pick("/", u32::MAX)], [1, 1]);
+        assert_eq!(pick("/all/", 1_717_986_917), 1);
+        // Exactly 100%: NGINX leaves 0xffffffff unmatched; lb gives it the last part.
+        assert_eq!(
+            [pick("/all/", 1_717_986_918), pick("/all/", u32::MAX)],
+            [0, 0]
+        );
     }
 
     #[test]

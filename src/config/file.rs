@@ -194,6 +194,10 @@ pub struct RouteFile {
     /// One listener address or a list of them (checked in `validate`).
     pub listen: Option<toml::Value>,
     pub upstream: Option<String>,
+    /// Kept as raw values so each entry is decoded (and reported) on its own.
+    pub split: Option<Vec<toml::Value>>,
+    pub split_by: Option<String>,
+    pub fault: Option<toml::Value>,
     pub respond: Option<i64>,
     pub body: Option<String>,
     pub location: Option<String>,
@@ -231,6 +235,27 @@ pub struct MirrorFile {
     pub percent: Option<f64>,
     pub max_body_bytes: Option<i64>,
     pub max_in_flight: Option<i64>,
+}
+
+/// An entry of `routes[i].split`. `percent` is an integer or a number with two decimals at
+/// most; absent, the entry takes the rest (NGINX's `*`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitFile {
+    pub upstream: String,
+    pub percent: Option<toml::Value>,
+}
+
+/// `routes[i].fault`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFile {
+    pub delay: Option<String>,
+    pub delay_percent: Option<toml::Value>,
+    pub abort_status: Option<i64>,
+    pub abort_grpc_status: Option<i64>,
+    pub abort_percent: Option<toml::Value>,
+    pub header: Option<String>,
 }
 
 /// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.

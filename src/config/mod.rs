@@ -10,6 +10,7 @@ pub mod headers;
 pub mod kafka_route;
 pub mod listeners;
 pub mod respond;
+pub mod split;
 mod validate;
 
 use std::fmt;
@@ -657,6 +658,19 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// `routes[i].mirror` (`None`: no copies).
     pub mirror: Option<MirrorConfig>,
+    /// `fault`: delays and aborts injected into a share of the route's requests.
+    pub fault: Option<split::Fault>,
+}
+
+impl RouteConfig {
+    /// The route in metrics labels: its path match, after its host when it has one
+    /// (`api.example path_prefix=/v1/`).
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h} {}", self.path.describe()),
+            None => self.path.describe(),
+        }
+    }
 }
 
 /// `routes[i].mirror`: NGINX's `mirror`, Envoy's request mirror policy. A share of the route's
@@ -702,6 +716,8 @@ pub enum Scheme {
 pub enum RouteTarget {
     /// `upstream = "NAME"`: proxies to it.
     Upstream(String),
+    /// `split = [...]`: proxies to one of several upstreams, by share.
+    Split(split::Split),
     /// `respond = STATUS`: lb answers (NGINX's `return`).
     Respond(respond::Respond),
     /// `kafka = { topic = ... }`: lb produces the body to a Kafka topic and answers 202.
@@ -977,8 +993,22 @@ impl Config {
                 let listen: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
                 let _ = write!(extra, " listen={}", listen.join(","));
             }
+            if r.fault.is_some() {
+                extra.push_str(" fault");
+            }
             let target = match &r.target {
                 RouteTarget::Upstream(u) => u.clone(),
+                RouteTarget::Split(sp) => {
+                    let parts: Vec<String> = sp
+                        .parts
+                        .iter()
+                        .map(|p| match p.share {
+                            Some(n) => format!("{} {}%", p.upstream, n as f64 / 100.0),
+                            None => format!("{} *", p.upstream),
+                        })
+                        .collect();
+                    format!("split by {}: {}", sp.by.describe(), parts.join(", "))
+                }
                 RouteTarget::Respond(a) => format!(
                     "respond {}{}",
                     a.status,

@@ -22,6 +22,7 @@ mod kafka_route;
 mod mirror;
 mod rate_limit;
 mod route_listen;
+mod split;
 mod tls;
 mod upstream;
 
@@ -480,7 +481,9 @@ impl Checker {
             };
             let target = self.route_target(&path, &r, upstreams);
             // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
-            let responds = (r.respond.is_some() || r.kafka.is_some()) && r.upstream.is_none();
+            let responds = (r.respond.is_some() || r.kafka.is_some())
+                && r.upstream.is_none()
+                && r.split.is_none();
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
             if let Some(h) = &host {
                 if let Err(m) = check_route_host(h) {
@@ -570,6 +573,11 @@ impl Checker {
             let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
             let access = r.access.map(|a| self.access(&join(&path, "access"), a));
             let mirror = self.route_mirror(&path, r.mirror.take(), upstreams);
+            let fault = if responds {
+                None
+            } else {
+                self.fault(&path, r.fault)
+            };
             let Some(target) = target else {
                 continue;
             };
@@ -588,6 +596,7 @@ impl Checker {
                 timeouts,
                 max_body_bytes,
                 mirror,
+                fault,
             });
         }
         out
@@ -603,6 +612,22 @@ impl Checker {
     ) -> Option<RouteTarget> {
         if r.kafka.is_some() {
             return self.kafka_route(path, r);
+        }
+        if r.split.is_some() {
+            let other = [
+                ("upstream", r.upstream.is_some()),
+                ("respond", r.respond.is_some()),
+            ];
+            if let Some((key, _)) = other.iter().find(|(_, set)| *set) {
+                let msg = format!("a route has `{key}` or `split`, not both");
+                self.problem(join(path, key), msg);
+                return None;
+            }
+            self.only_respond(path, r);
+            return self.split(path, r, upstreams).map(RouteTarget::Split);
+        }
+        if r.split_by.is_some() {
+            self.problem(join(path, "split_by"), "only with `split`");
         }
         let status = match (&r.upstream, r.respond) {
             (Some(_), Some(_)) => {
@@ -620,23 +645,8 @@ impl Checker {
                 return None;
             }
             (Some(u), None) => {
-                let only_respond = [
-                    ("body", &r.body),
-                    ("location", &r.location),
-                    ("content_type", &r.content_type),
-                ];
-                for (key, v) in only_respond {
-                    if v.is_some() {
-                        self.problem(join(path, key), "only with `respond`");
-                    }
-                }
-                if !upstreams.iter().any(|up| up.name == *u) {
-                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                    self.problem(
-                        join(path, "upstream"),
-                        format!("unknown upstream {u:?} (defined: {})", known.join(", ")),
-                    );
-                }
+                self.only_respond(path, r);
+                self.known_upstream(&join(path, "upstream"), u, upstreams);
                 return Some(RouteTarget::Upstream(u.clone()));
             }
             (None, Some(s)) => s,
@@ -700,6 +710,20 @@ impl Checker {
             location,
             content_type: r.content_type.clone(),
         }))
+    }
+
+    /// `body`, `location` and `content_type` belong to `respond` routes.
+    fn only_respond(&mut self, path: &str, r: &RouteFile) {
+        let only_respond = [
+            ("body", &r.body),
+            ("location", &r.location),
+            ("content_type", &r.content_type),
+        ];
+        for (key, v) in only_respond {
+            if v.is_some() {
+                self.problem(join(path, key), "only with `respond`");
+            }
+        }
     }
 
     fn path_match(&mut self, path: &str, r: &RouteFile) -> Option<PathMatch> {

@@ -297,8 +297,11 @@ fn route(s: &mut String, r: &Route) {
         let rules: Vec<String> = r.access.iter().map(|n| string(n)).collect();
         let _ = writeln!(s, "access = [{}]  # allow/deny", rules.join(", "));
     }
-    match (&r.respond, &r.kafka) {
-        (None, Some(k)) => {
+    if let Some(m) = &r.mirror {
+        let _ = writeln!(s, "mirror = {{ upstream = {} }}  # mirror", string(m));
+    }
+    match (&r.respond, &r.split, &r.kafka) {
+        (None, _, Some(k)) => {
             let brokers: Vec<String> = k.brokers.value.iter().map(|b| string(b)).collect();
             let _ = writeln!(
                 s,
@@ -309,10 +312,27 @@ fn route(s: &mut String, r: &Route) {
                 k.brokers.loc
             );
         }
-        (None, None) => {
+        (None, Some(split), None) => {
+            let parts: Vec<String> = split
+                .parts
+                .iter()
+                .map(|(percent, up)| match percent {
+                    Some(p) => format!("{{ upstream = {}, percent = {p} }}", string(up)),
+                    None => format!("{{ upstream = {} }}", string(up)),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "split = [{}]  # {}: split_clients",
+                parts.join(", "),
+                split.loc
+            );
+            let _ = writeln!(s, "split_by = {}", string(&split.by));
+        }
+        (None, None, None) => {
             let _ = writeln!(s, "upstream = {}", string(&r.upstream));
         }
-        (Some(a), _) => {
+        (Some(a), ..) => {
             let _ = writeln!(s, "respond = {}", a.status);
             if let Some(b) = &a.body {
                 let _ = writeln!(s, "body = {}", string(b));

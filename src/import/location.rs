@@ -52,6 +52,11 @@ pub struct Settings {
     ssl_ca: Option<At<String>>,
     ssl_name: Option<At<String>>,
     ssl_server_name: Option<At<String>>,
+    /// `mirror` URIs in effect (inherited only by a level without its own; `off` clears).
+    mirror: Vec<At<String>>,
+    mirror_inherited: bool,
+    /// `mirror_request_body off`.
+    mirror_body_off: Option<Loc>,
 }
 
 /// Directives that restrict who gets an answer. lb has no equivalent (yet), so a location they
@@ -98,6 +103,8 @@ impl Settings {
                 | "proxy_ssl_server_name"
                 | "allow"
                 | "deny"
+                | "mirror"
+                | "mirror_request_body"
         ) || SECURITY.contains(&name)
             || Limits::owns(name)
     }
@@ -108,6 +115,7 @@ impl Settings {
             headers_inherited: true,
             add_inherited: true,
             access_inherited: true,
+            mirror_inherited: true,
             limits: self.limits.child(),
             ..self.clone()
         }
@@ -144,6 +152,19 @@ impl Settings {
             "proxy_send_timeout" => self.send = time(notes).or(self.send.take()),
             "proxy_next_upstream" => self.next_upstream(d, notes),
             "default_type" => self.default_type = d.args.first().cloned(),
+            "mirror" => {
+                if self.mirror_inherited {
+                    self.mirror_inherited = false;
+                    self.mirror.clear();
+                }
+                match arg {
+                    "off" => self.mirror.clear(),
+                    uri => self.mirror.push(at(uri)),
+                }
+            }
+            "mirror_request_body" => {
+                self.mirror_body_off = (arg == "off").then(|| d.loc.clone());
+            }
             "allow" | "deny" => {
                 if self.access_inherited {
                     self.access_inherited = false;
@@ -319,6 +340,15 @@ impl Settings {
     }
 }
 
+/// A location's `mirror` lines in effect.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorUse {
+    /// The URIs copies go to (NGINX: each a subrequest through the server's locations).
+    pub uris: Vec<At<String>>,
+    /// `mirror_request_body off`.
+    pub body_off: Option<Loc>,
+}
+
 /// A location that proxies, not yet bound to an upstream.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -354,6 +384,13 @@ pub struct Location {
     /// A location without `proxy_pass` whose `try_files` falls back to a named location: the
     /// `@name` and its line. [`crate::import::map`] gives it the named location's proxy.
     pub fallback: Option<At<String>>,
+    /// Its `mirror` lines.
+    pub mirror: MirrorUse,
+    /// `internal`: no client reaches it (NGINX answers 404); subrequests such as `mirror`'s do.
+    pub internal: bool,
+    /// An internal location's `proxy_pass` ended in `$request_uri` (the copy keeps the
+    /// client's target, as lb's copies do).
+    pub keeps_uri: bool,
 }
 
 /// A location's `allow`/`deny` lines as lb's `access` rules (`allow 10.0.0.0/8`, `deny all`);
@@ -404,10 +441,12 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
     let mut ret_line = None;
     let mut kafka_topic = None;
     let mut fallback = None;
+    let mut internal = false;
     let mut nested = Vec::new();
     for c in d.children() {
         match c.name.as_str() {
             "proxy_pass" => pass = Some(c),
+            "internal" => internal = true,
             "return" => ret_line = ret_line.or(Some(c)),
             "kafka_topic" => kafka_topic = Some(c),
             "try_files" => match c.args.last().filter(|a| a.starts_with('@')) {
@@ -461,7 +500,31 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
         add_headers: settings.add_headers.clone(),
         named: named.clone(),
         fallback: None,
+        mirror: MirrorUse {
+            uris: settings.mirror.clone(),
+            body_off: settings.mirror_body_off.clone(),
+        },
+        internal,
+        keeps_uri: false,
     };
+    // `proxy_pass http://shadow$request_uri` in an internal location (the `mirror` target's
+    // usual form): the upstream, and the copies keep the client's target.
+    let stripped;
+    let mut keeps_uri = false;
+    let pass = match pass {
+        Some(p) if internal => match p.args.first().and_then(|u| u.strip_suffix("$request_uri")) {
+            Some(url) => {
+                keeps_uri = true;
+                let mut p = p.clone();
+                p.args[0] = url.to_string();
+                stripped = p;
+                Some(&stripped)
+            }
+            None => Some(p),
+        },
+        other => other,
+    };
+    let base = Location { keeps_uri, ..base };
     if let Some(r) = ret_line {
         // NGINX's rewrite phase: `return` answers before the content phase would proxy.
         if let Some(p) = pass {
@@ -668,6 +731,12 @@ fn proxy_pass(d: &Directive, notes: &mut Notes) -> Option<(bool, String, Option<
         (_, Some(r)) => (true, r),
         _ => return skip("only http:// and https:// are supported", notes),
     };
+    // A bare variable may be a `split_clients` one, which `map` resolves (or notes).
+    if super::split::variable(rest)
+        .is_some_and(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Some((https, rest.to_string(), None));
+    }
     if url.contains('$') {
         return skip("variables are not supported", notes);
     }

@@ -14,6 +14,7 @@ use super::limit::{self, RateLimit};
 use super::location::{self, Location, Settings};
 use super::model::*;
 use super::route_settings;
+use super::split::{self, SplitClients};
 use super::tree::{Directive, Loc};
 use super::upstream::{upstream, with_port};
 
@@ -120,6 +121,7 @@ pub fn map(
         http_wide: Wide::default(),
         http_body: None,
         workers,
+        splits: Vec::new(),
         kafka_brokers: None,
     };
     m.http(&http, notes);
@@ -155,6 +157,8 @@ struct Mapper<'a> {
     http_body: Option<At<String>>,
     /// `worker_processes` (main context).
     workers: Option<At<String>>,
+    /// `split_clients` blocks, by variable.
+    splits: Vec<split::Block>,
     /// `kafka_broker_list` (ngx_kafka_module, http level): the brokers of `kafka_topic` routes.
     kafka_brokers: Option<At<Vec<String>>>,
 }
@@ -191,6 +195,10 @@ impl Mapper<'_> {
                     let s = self.server(d, &settings, &tls, notes);
                     self.servers.push(s);
                 }
+                "split_clients" => match split::block(d) {
+                    Some(b) => self.splits.push(b),
+                    None => notes.add(&d.loc, "split_clients", "expected a string and a $variable"),
+                },
                 // ngx_kafka_module: its switch needs nothing in lb; the brokers go to the
                 // `kafka` routes of its `kafka_topic` locations.
                 "kafka" => {}
@@ -364,6 +372,7 @@ impl Mapper<'_> {
             live[i] = out.routes.len() > before;
         }
         by_address::default_without_routes(&servers, &live, notes);
+        split::unused(&self.splits, notes);
         self.listeners(
             &servers,
             &live,
@@ -758,6 +767,8 @@ impl Mapper<'_> {
                     loc: at.clone(),
                     label: label(&h.name, "return"),
                     settings: Default::default(),
+                    mirror: None,
+                    split: None,
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -814,6 +825,24 @@ impl Mapper<'_> {
                     }
                 },
             };
+            let internal;
+            let l = if l.internal {
+                // No client reaches it in NGINX (404); only subrequests (`mirror`) do.
+                let msg = "internal: NGINX answers 404 to clients here, and so does lb (a respond route); mirror copies still reach its upstream";
+                notes.add(&l.loc, format!("location {}", l.label), msg);
+                internal = Location {
+                    respond: Some(super::ret::Respond {
+                        status: 404,
+                        body: None,
+                        location: None,
+                        content_type: None,
+                    }),
+                    ..l.clone()
+                };
+                &internal
+            } else {
+                l
+            };
             let Some(kafka) = self.kafka(l, notes) else {
                 continue;
             };
@@ -841,6 +870,8 @@ impl Mapper<'_> {
                         loc: l.loc.clone(),
                         label: label(&h.name, &format!("location {}", l.label)),
                         settings: Default::default(),
+                        mirror: None,
+                        split: None,
                     };
                     if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                         let msg =
@@ -852,8 +883,30 @@ impl Mapper<'_> {
                 }
                 continue;
             }
-            let host = location::target_host(&l.target);
-            if self.skipped.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            let split = match split::variable(&l.target) {
+                None => None,
+                Some(var) => match self.split_of(l, var, notes) {
+                    Some(s) => Some(s),
+                    None => continue,
+                },
+            };
+            // A split's location stands for each of its targets in turn.
+            let targets: Vec<Location> = match &split {
+                None => vec![l.clone()],
+                Some(s) => s
+                    .parts
+                    .iter()
+                    .map(|p| Location {
+                        target: p.value.clone(),
+                        ..l.clone()
+                    })
+                    .collect(),
+            };
+            if let Some(host) = targets
+                .iter()
+                .map(|t| location::target_host(&t.target))
+                .find(|host| self.skipped.iter().any(|n| n.eq_ignore_ascii_case(host)))
+            {
                 let msg = format!("upstream {host} was skipped, so is this location");
                 notes.add(&l.loc, format!("location {}", l.label), msg);
                 continue;
@@ -861,9 +914,20 @@ impl Mapper<'_> {
             if !self.secure(l, notes) {
                 continue;
             }
-            let Some(name) = location::bind(l, &mut self.upstreams, notes) else {
+            let names: Option<Vec<String>> = targets
+                .iter()
+                .map(|t| location::bind(t, &mut self.upstreams, notes))
+                .collect();
+            let Some(names) = names else {
                 continue;
             };
+            let name = names[0].clone();
+            let l = &targets[0];
+            let split = split.map(|s| RouteSplit {
+                by: s.by,
+                parts: s.parts.into_iter().map(|p| p.percent).zip(names).collect(),
+                loc: s.loc,
+            });
             let up = self.upstreams.iter().find(|u| u.name == name);
             let http_body = self.http_body.as_ref();
             let Some(settings) = route_settings::of(l, up, http_body, &mut self.refusals, notes)
@@ -872,6 +936,7 @@ impl Mapper<'_> {
             };
             let rate_limits = self.rate_limits(l, notes);
             let access = location::access_rules(&l.access, notes);
+            let mirror = self.mirror_of(l, &s.locations, notes);
             for h in &hosts {
                 let r = Route {
                     host: h.name.clone(),
@@ -888,6 +953,8 @@ impl Mapper<'_> {
                     loc: l.loc.clone(),
                     label: label(&h.name, &format!("location {}", l.label)),
                     settings: settings.clone(),
+                    mirror: mirror.clone(),
+                    split: split.clone(),
                 };
                 if let Some(o) = routes.iter().find(|o| same(o, &r)) {
                     let msg = format!("same host and path as the route from {}, skipped", o.loc);
@@ -897,6 +964,63 @@ impl Mapper<'_> {
                 routes.push(r);
             }
         }
+    }
+
+    /// The upstream location `l`'s `mirror` copies go to: the location of its server that
+    /// NGINX's subrequest to the URI reaches (exact, else the longest prefix), bound as any
+    /// proxying location is. `None` (noted) when there is none or it does not proxy.
+    fn mirror_of(
+        &mut self,
+        l: &Location,
+        locations: &[Location],
+        notes: &mut Notes,
+    ) -> Option<String> {
+        let first = l.mirror.uris.first()?;
+        for extra in &l.mirror.uris[1..] {
+            let msg = format!(
+                "lb copies a route's requests to one mirror ({}); this one is left out",
+                first.value
+            );
+            notes.add(&extra.loc, "mirror", msg);
+        }
+        let uri = first.value.as_str();
+        let exact = locations
+            .iter()
+            .find(|t| matches!(&t.path, PathMatch::Exact(p) if p == uri));
+        let prefix = || {
+            locations
+                .iter()
+                .filter(|t| t.named.is_none())
+                .filter_map(|t| match &t.path {
+                    PathMatch::Prefix(p) if uri.starts_with(p.as_str()) => Some((p.len(), t)),
+                    _ => None,
+                })
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, t)| t)
+        };
+        let Some(t) = exact.or_else(prefix).filter(|t| !t.target.is_empty()) else {
+            let msg =
+                format!("{uri}: no location of this server proxies it, so lb makes no copies");
+            notes.add(&first.loc, "mirror", msg);
+            return None;
+        };
+        if !t.keeps_uri {
+            let msg = format!("NGINX's copies go to {uri} itself (location {}'s proxy_pass has no $request_uri); lb's copies keep the client's target", t.label);
+            notes.add(&first.loc, "mirror", msg);
+        }
+        if let Some(at) = &l.mirror.body_off {
+            let msg = "lb's copies carry the body (up to the mirror's max_body_bytes, 1 MiB)";
+            notes.add(at, "mirror_request_body", msg);
+        }
+        location::bind(t, &mut self.upstreams, notes)
+    }
+
+    /// The `split_clients` block a location's `proxy_pass http://$variable` names; `None`
+    /// (noted, or refused) when there is none lb can carry.
+    fn split_of(&mut self, l: &Location, var: &str, notes: &mut Notes) -> Option<SplitClients> {
+        let location = format!("location {}", l.label);
+        let refusals = &mut self.refusals;
+        split::for_location(&mut self.splits, var, &location, &l.loc, refusals, notes)
     }
 
     /// Security directives over a proxying location: a refusal, or with `--allow-insecure` a

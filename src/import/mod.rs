@@ -15,7 +15,8 @@
 //! - [`map`] takes the `http` context (`events`, `stream`, `mail` are skipped with a note):
 //!   `upstream` blocks ([`upstream`]), `server` blocks (listeners, names, certificates) and their
 //!   locations ([`location`]) become upstreams and routes; `limit_req_zone`/`limit_req` become
-//!   rate limits ([`limit`]); `return` becomes a route lb answers itself ([`ret`]). Every
+//!   rate limits ([`limit`]); `return` becomes a route lb answers itself ([`ret`]);
+//!   `split_clients` with `proxy_pass http://$var` becomes a route's `split` ([`split`]). Every
 //!   directive it does not carry over becomes a [`notes::Note`]: `nginx.conf:42: proxy_cache:
 //!   not supported, ignored`. [`model`] is what an import produces; [`notes`] (notes, values
 //!   with their line) sits under every other file, so the files import without a cycle.
@@ -34,6 +35,7 @@ pub mod notes;
 pub mod realip;
 pub mod ret;
 pub mod route_settings;
+pub mod split;
 pub mod tree;
 pub mod upstream;
 

@@ -180,6 +180,19 @@ pub struct Route {
     pub label: String,
     /// Its own header rules, timeouts and body limit.
     pub settings: RouteSettings,
+    /// The upstream its `mirror` copies go to.
+    pub mirror: Option<String>,
+    /// From `split_clients` (then `upstream` is empty).
+    pub split: Option<RouteSplit>,
+}
+
+/// A route's `split` and `split_by`, from the `split_clients` block at `loc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSplit {
+    pub by: String,
+    /// (percent as a TOML number, `None` for `*`; upstream name).
+    pub parts: Vec<(Option<String>, String)>,
+    pub loc: Loc,
 }
 
 /// `routes[i].kafka` from ngx_kafka_module: `kafka_topic` with the `kafka_broker_list` of the

@@ -1032,3 +1032,110 @@ fn kafka_topic_locations_become_kafka_routes() {
     assert_eq!(o.routes().len(), 1);
     assert!(o.has_note("nginx.conf:6: kafka_topic: no kafka_broker_list"));
 }
+
+/// Issue 29: `mirror URI` becomes the route's `mirror` on the upstream of the location the URI
+/// reaches (NGINX's subrequest); that `internal` location answers 404 to clients in both.
+#[test]
+fn mirror_maps_to_the_upstream_of_its_internal_location() {
+    let o = one(
+        "mirror",
+        &format!("{API}upstream shadow {{ server 10.0.0.9:8080; }}\nserver {{\n listen 80;\n mirror /mirror;\n mirror_request_body off;\n location /api/ {{ proxy_pass http://api; }}\n location /quiet/ {{ mirror off; proxy_pass http://api; }}\n location = /mirror {{ internal; proxy_pass http://shadow$request_uri; }}\n location /stale/ {{ mirror /nowhere; proxy_pass http://api; }}\n}}\n"),
+    );
+    let routes = o.routes();
+    let by_path = |p: &str| {
+        *routes
+            .iter()
+            .find(|r| {
+                let at = |k: &str| r.get(k).and_then(|v| v.as_str());
+                at("path_prefix") == Some(p) || at("path_exact") == Some(p)
+            })
+            .unwrap_or_else(|| panic!("no route {p}: {}", o.text))
+    };
+    assert_eq!(
+        by_path("/api/")["mirror"]["upstream"].as_str(),
+        Some("shadow")
+    );
+    assert!(by_path("/quiet/").get("mirror").is_none(), "{}", o.text);
+    assert!(by_path("/stale/").get("mirror").is_none(), "{}", o.text);
+    assert_eq!(
+        by_path("/mirror")["respond"].as_integer(),
+        Some(404),
+        "{}",
+        o.text
+    );
+    assert!(o.up("shadow")["backends"].is_array(), "{}", o.text);
+    let notes = o.notes.join("\n");
+    assert!(
+        notes.contains("/nowhere: no location of this server proxies it"),
+        "{notes}"
+    );
+    assert!(notes.contains("mirror_request_body"), "{notes}");
+    assert!(notes.contains("internal: NGINX answers 404"), "{notes}");
+}
+
+#[test]
+fn split_clients_become_splits() {
+    let o = one(
+        "split",
+        &format!(
+            "{API}upstream canary {{ server 10.0.0.3:8080; }}\n\
+             split_clients \"${{remote_addr}}\" $release {{ 10% canary; 0.5% 10.0.0.9:80; * api; }}\n\
+             split_clients \"$http_x_user\" $variant {{ 50% canary; 50% api; }}\n\
+             split_clients \"$remote_addr\" $label {{ 50% a; * b; }}\n\
+             server {{ location / {{ proxy_pass http://$release; }} location /ab/ {{ proxy_pass http://${{variant}}; }} \
+             location /other/ {{ proxy_pass http://$host; }} }}"
+        ),
+    );
+    assert_eq!(
+        o.route_summary(),
+        [
+            "path_prefix=/ split=[{ percent = 10, upstream = \"canary\" }, { percent = 0.5, upstream = \"direct_10_0_0_9_80\" }, { upstream = \"api\" }] split_by=client",
+            "path_prefix=/ab/ split=[{ percent = 50, upstream = \"canary\" }, { percent = 50, upstream = \"api\" }] split_by=header:x-user",
+        ]
+    );
+    // A target that is an address gets its implicit upstream, Host as NGINX's $proxy_host.
+    assert_eq!(
+        o.up("direct_10_0_0_9_80")["host_header"].as_str(),
+        Some("10.0.0.9:80")
+    );
+    assert!(o.has_note("split_clients: $label is not a proxy_pass target here"));
+    assert!(o.has_note("proxy_pass: http://$host: variables are not supported, location skipped"));
+}
+
+#[test]
+fn split_clients_lb_cannot_carry_are_refused_where_used() {
+    for (block, want) in [
+        (
+            "\"$binary_remote_addr\" $v { 50% api; * api; }",
+            "nginx.conf:2: split_clients: key \"$binary_remote_addr\"",
+        ),
+        (
+            "\"$remote_addr\" $v { 50% api; 40% api; }",
+            "the shares add up to 90% without `*`",
+        ),
+        (
+            "\"$remote_addr\" $v { * api; 50% api; }",
+            "50% api: after `*`",
+        ),
+        (
+            "\"$remote_addr\" $v { 50% $host; * api; }",
+            "lb needs an upstream name or address",
+        ),
+        (
+            "\"$remote_addr\" $v { 60% api; 50% api; }",
+            "percent total is greater than 100%",
+        ),
+    ] {
+        let e = refused(
+            "split-refused",
+            &format!(
+                "{API}split_clients {block}\nserver {{ location / {{ proxy_pass http://$v; }} }}"
+            ),
+        );
+        assert!(e.contains(want), "{want:?} not in {e}");
+        assert!(
+            e.contains("location / at nginx.conf:3 proxies to $v, import refused"),
+            "{e}"
+        );
+    }
+}

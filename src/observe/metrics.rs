@@ -282,6 +282,7 @@ impl Metrics {
         }
         crate::state::stats::render(&mut text, &series);
         render_limits(&mut text, snapshot);
+        render_faults(&mut text, snapshot);
         text
     }
 
@@ -383,6 +384,28 @@ fn render_limits(text: &mut String, snapshot: &Snapshot) {
             l.config.name,
             l.table.len()
         );
+    }
+}
+
+/// `lb_faults_injected_total{kind, route}` of the routes with a `fault` (both kinds from the
+/// first scrape, at 0; counted in the registry, which reloads keep).
+fn render_faults(text: &mut String, snapshot: &Snapshot) {
+    use std::fmt::Write;
+    if snapshot.faults.is_empty() {
+        return;
+    }
+    text.push_str(
+        "# HELP lb_faults_injected_total Faults injected by routes' `fault`, by kind (delay, abort)\n\
+         # TYPE lb_faults_injected_total counter\n",
+    );
+    for (route, counts) in &snapshot.faults {
+        let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+        for (kind, n) in counts.counts() {
+            let _ = writeln!(
+                text,
+                "lb_faults_injected_total{{kind=\"{kind}\",route=\"{route}\"}} {n}"
+            );
+        }
     }
 }
 

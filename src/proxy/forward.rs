@@ -71,6 +71,38 @@ pub(super) fn peer_is_trusted(session: &ServerSession, server: &ServerSettings) 
 /// The head sent to the backend: the client's, in origin form, with the forwarded path,
 /// `X-Forwarded-*` and hop-by-hop fields removed (an upgrade to WebSocket keeps its
 /// `Connection: Upgrade`). Every attempt starts from the client's head again.
+/// The head an attempt sends: built as a header map ([`upstream_head`]), or, for the common
+/// request to an HTTP/1 backend, written as bytes straight from the client's ([`super::wire`]).
+pub(super) enum Head {
+    Built(Box<RequestHeader>),
+    Wire(super::wire::Wire),
+}
+
+/// The head of an attempt on `upstream`: [`super::wire`]'s when the request, the route and the
+/// upstream allow it, else [`upstream_head`]'s.
+pub(super) fn head(
+    session: &mut ServerSession,
+    forward_path: Option<&str>,
+    client: Option<std::net::IpAddr>,
+    trusted: bool,
+    upstream: &crate::config::UpstreamConfig,
+    rules: Option<(&[HeaderRule], &Vars)>,
+) -> Result<Head> {
+    let plain = upstream.protocol == crate::config::Protocol::Http1
+        && !trusted
+        && rules.is_none_or(|(r, _)| r.is_empty())
+        && upstream.host_header == HostHeader::Client;
+    if plain {
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let has_body = !session.is_body_empty();
+        let req = session.req_header();
+        if let Some(w) = super::wire::head(req, forward_path, client, https, has_body) {
+            return Ok(Head::Wire(w));
+        }
+    }
+    upstream_head(session, forward_path, client, trusted, upstream, rules).map(Head::Built)
+}
+
 pub(super) fn upstream_head(
     session: &mut ServerSession,
     forward_path: Option<&str>,
@@ -201,17 +233,18 @@ fn client_piece(
 pub(super) async fn h1(
     session: &mut ServerSession,
     up: &mut H1Upstream,
-    head: Result<Box<RequestHeader>>,
+    head: Result<Head>,
     peer: &HttpPeer,
     report: Report<'_>,
     edge: &mut RequestState,
 ) -> Attempt {
     up.write_timeout = peer.options.write_timeout;
-    let head = match head {
-        Ok(h) => h,
+    let written = match head {
+        Ok(Head::Built(h)) => up.write_request_header(h).await,
+        Ok(Head::Wire(w)) => up.write_request_wire(w.req, &w.bytes, w.body_length).await,
         Err(e) => return Attempt::failed(e.into_in()),
     };
-    if let Err(e) = up.write_request_header(head).await {
+    if let Err(e) = written {
         return Attempt::failed(e.into_up());
     }
     let mut req_done = session.is_body_done();
@@ -541,14 +574,21 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 pub(super) async fn h2(
     session: &mut ServerSession,
     up: &mut H2Upstream,
-    head: Result<Box<RequestHeader>>,
+    head: Result<Head>,
     peer: &HttpPeer,
     report: Report<'_>,
     edge: &mut RequestState,
 ) -> Attempt {
     up.write_timeout = peer.options.write_timeout;
     let head = match head {
-        Ok(h) => h,
+        Ok(Head::Built(h)) => h,
+        Ok(Head::Wire(_)) => {
+            let e = Error::explain(
+                pingora_error::ErrorType::InternalError,
+                "a wire head for HTTP/2",
+            );
+            return Attempt::failed(e.into_in());
+        }
         Err(e) => return Attempt::failed(e.into_in()),
     };
     let mut req_done = session.is_body_done();

@@ -24,7 +24,7 @@ pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
 }
 
 /// The authority of an absolute-form request target, if the request has one.
-fn target_authority(req: &RequestHeader) -> Option<&str> {
+pub(super) fn target_authority(req: &RequestHeader) -> Option<&str> {
     let authority = raw_target_authority(req.raw_path()).authority()?;
     std::str::from_utf8(authority).ok()
 }
@@ -217,10 +217,10 @@ fn value(v: String) -> Result<HeaderValue> {
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "forwarding header", e))
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(super) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Formats an address into `buf` without the formatting machinery for IPv4 (the common case: four
 /// octets, digit by digit); IPv6 goes through `Display`.
@@ -258,7 +258,12 @@ pub(super) fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
 /// lb's hop as an RFC 7239 `Forwarded` element: `for=192.0.2.1;host="h";proto=http`, built in
 /// one allocation.
 /// `ip` is `client` already formatted.
-fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>, proto: &str) -> String {
+pub(super) fn forwarded_element(
+    client: Option<IpAddr>,
+    ip: &str,
+    host: Option<&str>,
+    proto: &str,
+) -> String {
     let mut e = String::with_capacity(64 + host.map_or(0, str::len));
     match client {
         Some(IpAddr::V4(_)) => {
@@ -274,11 +279,16 @@ fn forwarded_element(client: Option<IpAddr>, ip: &str, host: Option<&str>, proto
     }
     if let Some(h) = host {
         e.push_str(";host=\"");
-        for c in h.chars() {
-            if c == '\\' || c == '"' {
-                e.push('\\');
+        if h.bytes().any(|b| b == b'\\' || b == b'"') {
+            for c in h.chars() {
+                if c == '\\' || c == '"' {
+                    e.push('\\');
+                }
+                e.push(c);
             }
-            e.push(c);
+        } else {
+            // The common host: nothing to escape, copied whole.
+            e.push_str(h);
         }
         e.push('"');
     }
@@ -421,7 +431,7 @@ fn has_token(values: http::header::GetAll<'_, http::HeaderValue>, token: &str) -
 }
 
 /// Hop-by-hop request fields besides `Connection` (and the ones it names).
-const HOP_BY_HOP_REQUEST: &[&str] = &[
+pub(super) const HOP_BY_HOP_REQUEST: &[&str] = &[
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pingora_core::protocols::http::ServerSession;
 
+use crate::config::split::SplitBy;
 use crate::config::HashKey;
 use crate::snapshot::{Route, Snapshot};
 use crate::state::limit::{Mode, Verdict};
@@ -30,16 +31,16 @@ pub enum Limited {
     Reject(usize),
 }
 
-/// The verdict of `route`'s rate limits on this request; `path` is its normalized path, `client`
-/// its client address. Each limit counts its verdict.
+/// The verdict of `route`'s rate limits on this request; `upstream` is the one it goes to,
+/// `path` its normalized path, `client` its client address. Each limit counts its verdict.
 pub fn check(
     session: &ServerSession,
     snapshot: &Snapshot,
-    route: &Route,
+    (route, upstream): (&Route, usize),
     path: &str,
     client: Option<IpAddr>,
 ) -> Limited {
-    let ids = snapshot.limits_of(route);
+    let ids = snapshot.limits_of(route, Some(upstream));
     if ids.is_empty() {
         return Limited::Pass;
     }
@@ -131,6 +132,23 @@ pub fn request_key<'a>(
             .iter()
             .find_map(|v| cookie(v.as_bytes(), name.as_bytes()))
             .unwrap_or(&[]),
+    }
+}
+
+/// The hash `by` gives this request, as NGINX's `split_clients`: MurmurHash2 of the key (an
+/// absent header or cookie hashes as the empty string), or a fresh draw for `random`.
+pub fn split_hash(
+    session: &ServerSession,
+    by: &SplitBy,
+    path: &str,
+    client: Option<IpAddr>,
+) -> u32 {
+    match by {
+        SplitBy::Random => fastrand::u32(..),
+        SplitBy::Key(key) => {
+            let mut buf: KeyBuf = [0; 64];
+            crate::util::hash::murmur2(request_key(session, key, path, client, &mut buf))
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! The copy's head is the head lb forwards (the mirror upstream's `host_header`, lb's forwarding
 //! fields), built once when the request is routed. Its body follows the client's as it is read:
-//! each piece is handed over by reference count (a [`Tee`] on the exchange loops' reads), never
+//! each piece is handed over by reference count (a `Tee` on the exchange loops' reads), never
 //! copied. A copy is dropped, and counted as such, when the mirror upstream already has
 //! `max_in_flight` copies in progress, when the body is longer than `max_body_bytes`, or when the
 //! mirror falls behind the client's body by more than [`PIECES`] pieces: never is the client's

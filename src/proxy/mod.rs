@@ -34,6 +34,7 @@ pub mod respond;
 pub mod retry;
 pub mod rewrite;
 pub mod stop;
+pub mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+use crate::config::split::SHARE_SCALE;
 use crate::config::{access_allows, ClientClose, NormalizePath, Protocol};
 use crate::edge::{answer, path, RequestApp, Served};
 use crate::health::{self, FailureKind, Reason};
@@ -57,7 +59,7 @@ use crate::observe::access_log::Entry;
 use crate::runtime::Shared;
 use crate::snapshot::Upstream;
 use crate::snapshot::H2_STREAMS_PER_CONNECTION;
-use crate::snapshot::{Route, Routed, Snapshot, Target};
+use crate::snapshot::{Route, RouteFault, Routed, Snapshot, Target};
 use crate::state::backend::InFlightGuard;
 use crate::state::stats::ClientProtocol;
 use crate::util::time::process_ms_at;
@@ -250,6 +252,7 @@ impl Proxy {
         let mut limited = Limited::Pass;
         let mut denied = false;
         let mut mirror = None;
+        let mut fault = None;
         let refusal = match path {
             Err(e) => Some((400, e.reason())),
             Ok(path) => match snapshot.route_on(tls, local, request_host(req), &path) {
@@ -314,21 +317,22 @@ impl Proxy {
                     kafka::serve(session, k, &path, &self.shared.metrics).await;
                     return false;
                 }
-                Some(Routed::To(
-                    route @ Route {
-                        target: Target::Upstream(upstream),
-                        ..
-                    },
-                )) => {
-                    ctx.upstream = *upstream;
+                Some(Routed::To(route)) => {
+                    let hash = |by: &_| limit::split_hash(session, by, &path, ctx.client);
+                    let Some((upstream, settings)) = route.proxied(hash) else {
+                        return false; // answered above
+                    };
+                    ctx.upstream = upstream;
                     ctx.routed = true;
-                    ctx.settings = route.settings.clone();
+                    ctx.settings = settings.cloned();
+                    fault = route.fault.clone();
                     // Rate limits before access rules, as NGINX's phases (preaccess, then
                     // access): a refused client still counts against the limits.
-                    limited = limit::check(session, &snapshot, route, &path, ctx.client);
+                    let to = (route, upstream);
+                    limited = limit::check(session, &snapshot, to, &path, ctx.client);
                     denied = !allowed(route, ctx.client);
                     mirror.clone_from(&route.mirror);
-                    let by_path = snapshot.upstreams[*upstream].config.hash_key
+                    let by_path = snapshot.upstreams[upstream].config.hash_key
                         == Some(crate::config::HashKey::Path);
                     if let (true, Cow::Owned(p)) = (by_path, &path) {
                         ctx.key_path = Some(p.clone());
@@ -395,6 +399,11 @@ impl Proxy {
             self.refuse(session, ctx, 403, FORBIDDEN).await;
             return false;
         }
+        if let Some(f) = fault {
+            if !self.inject_fault(session, ctx, &f).await {
+                return false;
+            }
+        }
         if !self.has_usable_backend(ctx) {
             let name = ctx.upstream().map_or("", |u| u.name());
             let msg = format!("upstream {name:?} has no usable backend");
@@ -424,6 +433,53 @@ impl Proxy {
             ctx.mirror = mirror::start(r, session);
         }
         true
+    }
+
+    /// A route's `fault` (Envoy's fault filter): a request eligible for it (it carries the
+    /// fault's header, when one is named) is delayed, then aborted, each with its share. Returns
+    /// false when the request ends here: aborted (answered), or its client gone during the delay.
+    async fn inject_fault(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+        f: &RouteFault,
+    ) -> bool {
+        let fault = &f.config;
+        let headers = &session.req_header().headers;
+        if fault
+            .header
+            .as_ref()
+            .is_some_and(|h| !headers.contains_key(h.as_str()))
+        {
+            return true;
+        }
+        let roll = |share: u32| fastrand::u32(..SHARE_SCALE) < share;
+        if let Some(delay) = fault.delay.filter(|d| roll(d.share)) {
+            f.counts.delayed();
+            if !delay_unless_gone(session, delay.duration).await {
+                ctx.client_gone = true;
+                return false;
+            }
+        }
+        let Some(abort) = fault.abort.filter(|a| roll(a.share)) else {
+            return true;
+        };
+        f.counts.aborted();
+        ctx.own_answer = true;
+        // A gRPC status for gRPC calls, and for every request when no HTTP status is given (as
+        // Envoy's `grpc_status` abort).
+        let grpc_status = abort
+            .grpc_status
+            .filter(|_| ctx.grpc || abort.status.is_none());
+        match (grpc_status, abort.status) {
+            (Some(g), _) => {
+                ctx.grpc_status = Some(g);
+                let _ = grpc::answer(session, g, FAULT_ABORT).await;
+            }
+            (_, Some(status)) => self.refuse(session, ctx, status, FAULT_ABORT).await,
+            (None, None) => return true,
+        }
+        false
     }
 
     /// Whether the routed upstream has a usable backend (else the live snapshot's, see
@@ -496,7 +552,7 @@ impl Proxy {
                 mirror: &mut ctx.mirror,
             };
             let h2_backend = up.config.protocol == Protocol::Http2;
-            let head = forward::upstream_head(
+            let head = forward::head(
                 session,
                 ctx.forward_path.as_deref(),
                 ctx.client,
@@ -902,6 +958,9 @@ async fn delay_unless_gone(session: &mut ServerSession, delay: std::time::Durati
     sleep.await;
     true
 }
+
+/// lb's answer to a request a route's `fault` aborts.
+const FAULT_ABORT: &str = "fault injected: this route's fault aborted the request";
 
 /// lb's answer to a client a route's `access` rules refuse.
 const FORBIDDEN: &str = "forbidden: this client's address may not use this route";

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use super::backend::{BackendState, Health, UpstreamState};
+use super::fault::FaultCounts;
 use super::limit::Limiter;
 use super::stats::RequestStats;
 use crate::config::RateLimitConfig;
@@ -49,6 +50,8 @@ pub struct Registry {
     pub discovered: super::discovery::Discovered,
     /// `[rate_limits]` tables by name.
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// Injected-fault counts by route label.
+    faults: Mutex<HashMap<String, Arc<FaultCounts>>>,
     /// The producers of `kafka` routes.
     pub kafka: super::kafka::Producers,
 }
@@ -115,6 +118,18 @@ impl Registry {
                 l
             }
         }
+    }
+
+    /// The fault counts of the route labelled `label` (kept across reloads).
+    pub fn fault_counts(&self, label: &str) -> Arc<FaultCounts> {
+        let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(label.to_string()).or_default().clone()
+    }
+
+    /// Drops the counts of routes that no longer have a fault.
+    pub fn retain_faults(&self, labels: &HashSet<&str>) {
+        let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|label, _| labels.contains(label.as_str()));
     }
 
     /// Drops the tables of rate limits no longer configured (a limit added again later starts

@@ -30,5 +30,6 @@ mod reload;
 mod retries;
 mod route_settings;
 mod routing;
+mod splits_faults;
 mod streaming;
 mod tls;

@@ -73,6 +73,7 @@ impl Checker {
             ("read_timeout", r.read_timeout.is_some()),
             ("write_timeout", r.write_timeout.is_some()),
             ("mirror", r.mirror.is_some()),
+            ("fault", r.fault.is_some()),
         ];
         for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
             self.problem(join(path, key), "only applies to routes with an upstream");

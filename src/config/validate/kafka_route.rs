@@ -17,6 +17,8 @@ impl Checker {
         for (key, set) in [
             ("upstream", r.upstream.is_some()),
             ("respond", r.respond.is_some()),
+            ("split", r.split.is_some()),
+            ("split_by", r.split_by.is_some()),
             ("body", r.body.is_some()),
             ("location", r.location.is_some()),
             ("content_type", r.content_type.is_some()),
@@ -239,7 +241,7 @@ mod tests {
         let p = problems(
             "[[routes]]\npath_prefix = \"/a/\"\nkafka = { topic = \"bad topic\", brokers = [\"nohost\"], key = \"cookie:x\", headers = [\"bad header\"], acks = \"none\", timeout = \"0s\", max_bytes = 0, methods = [\"get\"] }\nmirror = { upstream = \"a\" }\n\n\
              [[routes]]\npath_prefix = \"/b/\"\nkafka = { topic = \"t\" }\n\n\
-             [[routes]]\npath_prefix = \"/c/\"\nupstream = \"a\"\nkafka = { topic = \"t\", brokers = [\"h:1\"], methods = [] }\nmax_body_bytes = 5\n\n\
+             [[routes]]\npath_prefix = \"/c/\"\nupstream = \"a\"\nkafka = { topic = \"t\", brokers = [\"h:1\"], methods = [] }\nmax_body_bytes = 5\nsplit = [{ upstream = \"a\" }]\nsplit_by = \"client\"\n\n\
              [[routes]]\npath_prefix = \"/d/\"\nkafka = { brokers = [\"h:1\"], key = \"path:0\" }\nreplace_prefix = \"/x/\"\nrate_limits = []\n\n\
              [[routes]]\npath_prefix = \"/e/\"\nkafka = { topic = \"t\", brokers = [\"h:1\"], typo = 1 }\n",
         );
@@ -274,6 +276,8 @@ mod tests {
         );
         has(&p, "routes[2].upstream: not with `kafka`");
         has(&p, "routes[2].max_body_bytes: not with `kafka`");
+        has(&p, "routes[2].split: not with `kafka`");
+        has(&p, "routes[2].split_by: not with `kafka`");
         has(&p, "routes[2].kafka.methods: must list at least one method");
         has(&p, "routes[3].kafka.topic: required");
         has(&p, "routes[3].kafka.key: \"path:0\": expected");

@@ -45,6 +45,13 @@ mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
 
+/// How a head without its case map spells `name` on the wire: the title-case form of a
+/// standard name (`Content-Type`), else the name as stored (lb patch: for callers that
+/// serialize a head themselves, as [`RequestHeader::header_to_h1_wire`] does).
+pub fn titled_header_name(name: &HeaderName) -> &str {
+    case_header_name::titled_header_name_str(name).unwrap_or(name.as_str())
+}
+
 pub mod prelude {
     pub use crate::RequestHeader;
     pub use crate::ResponseHeader;

@@ -38,12 +38,6 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
-    /// lb patch: accept TLS 1.3 only.
-    tls13_only: bool,
-    /// lb patch: the crypto provider (cipher suites, key exchange groups) instead of the
-    /// process default, and whether the server's cipher suite order wins over the client's.
-    provider: Option<Arc<pingora_rustls::CryptoProvider>>,
-    ignore_client_order: bool,
 }
 
 pub struct Acceptor {
@@ -64,17 +58,8 @@ impl TlsSettings {
         // rustls 0.23+ requires an explicit CryptoProvider.
         pingora_rustls::install_default_crypto_provider();
 
-        let versions = if self.tls13_only {
-            &[&version::TLS13][..]
-        } else {
-            &[&version::TLS12, &version::TLS13][..]
-        };
-        let builder = match self.provider {
-            Some(provider) => ServerConfig::builder_with_provider(provider)
-                .with_protocol_versions(versions)
-                .expect("the provider supports the protocol versions"),
-            None => ServerConfig::builder_with_protocol_versions(versions),
-        };
+        let builder =
+            ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13]);
         let builder = if let Some(verifier) = self.client_cert_verifier {
             builder.with_client_cert_verifier(verifier)
         } else {
@@ -109,7 +94,6 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
-        config.ignore_client_order = self.ignore_client_order;
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -124,23 +108,6 @@ impl TlsSettings {
     /// This effectively sets the ALPN to prefer HTTP/2 with HTTP/1.1 allowed
     pub fn enable_h2(&mut self) {
         self.set_alpn(ALPN::H2H1);
-    }
-
-    /// Use `provider` (cipher suites in its order, key exchange groups) and, with
-    /// `server_order`, choose the cipher suite by the server's order rather than the client's.
-    /// An lb patch.
-    pub fn set_crypto_provider(
-        &mut self,
-        provider: Arc<pingora_rustls::CryptoProvider>,
-        server_order: bool,
-    ) {
-        self.provider = Some(provider);
-        self.ignore_client_order = server_order;
-    }
-
-    /// Accept TLS 1.3 only (the default is TLS 1.2 and 1.3). An lb patch.
-    pub fn set_tls13_only(&mut self, only: bool) {
-        self.tls13_only = only;
     }
 
     pub fn set_alpn(&mut self, alpn: ALPN) {
@@ -233,9 +200,6 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
-            tls13_only: false,
-            provider: None,
-            ignore_client_order: false,
         })
     }
 
@@ -256,9 +220,6 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
-            tls13_only: false,
-            provider: None,
-            ignore_client_order: false,
         })
     }
 }

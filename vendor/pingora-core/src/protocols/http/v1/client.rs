@@ -148,8 +148,29 @@ impl HttpSession {
             )
         })?;
         trace!("Writing request header: {to_wire:?}");
+        self.write_head_bytes(req, &to_wire).await
+    }
 
-        let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
+    /// [`Self::write_request_header`] for a head the caller serialized itself (lb patch): `wire`
+    /// is the request line, the fields and the empty line as they go out; `req` is what the
+    /// session keeps of the head (its method, version and the fields the response handling
+    /// reads: `Connection`, `Upgrade`); `body_length` frames the body that follows (`None`:
+    /// chunked, and `wire` says `Transfer-Encoding: chunked`).
+    pub async fn write_request_wire(
+        &mut self,
+        req: Box<RequestHeader>,
+        wire: &[u8],
+        body_length: Option<usize>,
+    ) -> Result<usize> {
+        match body_length {
+            Some(n) => self.body_writer.init_content_length(n),
+            None => self.body_writer.init_chunked(),
+        }
+        self.write_head_bytes(req, wire).await
+    }
+
+    async fn write_head_bytes(&mut self, req: Box<RequestHeader>, to_wire: &[u8]) -> Result<usize> {
+        let write_fut = self.underlying_stream.write_all(to_wire);
         match self.write_timeout {
             Some(t) => match timeout(t, write_fut).await {
                 Ok(res) => res,
@@ -520,8 +541,19 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // lb patch: the head is handed over, not cloned. The session keeps what it reads of
+        // it afterwards: the status and version, and the `Connection` and `Keep-Alive` fields
+        // its keep-alive decision reads (the body's framing was resolved as the head was read).
+        let full = self.response_header.take().expect("just read");
+        let mut kept = ResponseHeader::build_no_case(full.status, Some(0))?;
+        kept.set_version(full.version);
+        for (name, value) in full.headers.iter() {
+            if *name == header::CONNECTION || name.as_str() == "keep-alive" {
+                kept.append_header(name.clone(), value.clone())?;
+            }
+        }
+        self.response_header = Some(Box::new(kept));
+        Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
