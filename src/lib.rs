@@ -58,7 +58,9 @@
 //!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
 //!    each, as routes may name a `scheme`, and so has each listener a route's `listen` names,
 //!    chosen by the connection's local address); no route → 404, no usable backend → 503; a
-//!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`).
+//!    `respond` route is answered by lb ([`proxy::respond`], NGINX's `return`); a `kafka` route
+//!    produces the body to a topic with a producer shared across reloads
+//!    ([`state::kafka`]) and answers 202 once the broker acknowledged it ([`proxy::kafka`]).
 //!    The client address is computed once here ([`edge::client_ip`]: the peer, or the real
 //!    client a `server.real_ip_from` proxy names) and every later user reads it from the
 //!    context. The route's (or its upstream's) rate limits then pass, delay or refuse it
@@ -111,6 +113,8 @@
 //!   own answers.
 //! - Per rate limit, keyed by its name: the table of per-key buckets
 //!   ([`state::limit::Limiter`]) in the registry, kept while the limit's key and size stay.
+//! - Per Kafka broker set, `acks` and `timeout` of `kafka` routes: one librdkafka producer in the
+//!   registry ([`state::kafka::Producers`]), kept for the process's life.
 //! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
 //!   the last reload result, metrics and the access log writer.
 //! - Per worker thread: idle backend connections (`proxy::pool`), thread-local, keyed by address.

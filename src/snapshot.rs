@@ -12,6 +12,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 
 use crate::balance::{Balancer, Candidate, WEIGHT_SCALE};
 use crate::config::headers::{HeaderRule, ResponseHeaders};
+use crate::config::kafka_route::KafkaRoute;
 use crate::config::respond::Respond;
 use crate::config::split::{Fault as FaultConfig, SplitBy, SHARE_SCALE};
 use crate::config::{
@@ -20,6 +21,7 @@ use crate::config::{
 };
 use crate::state::backend::{BackendState, Health, UpstreamState};
 use crate::state::fault::FaultCounts;
+use crate::state::kafka::RouteProducer;
 use crate::state::limit::Limiter;
 use crate::state::registry::Registry;
 
@@ -150,7 +152,7 @@ impl Route {
                 let part = split.pick(hash(&split.by));
                 Some((part.upstream, part.settings.as_ref()))
             }
-            Target::Respond(_) => None,
+            Target::Respond(_) | Target::Kafka(_) => None,
         }
     }
 }
@@ -297,6 +299,43 @@ pub enum Target {
     Split(Box<Split>),
     /// lb answers (NGINX's `return`).
     Respond(Respond),
+    /// lb produces the body to Kafka and answers 202 ([`KafkaTarget`]).
+    Kafka(Arc<KafkaTarget>),
+}
+
+/// A `kafka` route's target (async routes, HTTP → Kafka), built once per snapshot: the route's
+/// settings, its labels, and the producer it shares with the routes of the same brokers, acks
+/// and timeout ([`crate::state::kafka`]).
+pub struct KafkaTarget {
+    pub route: KafkaRoute,
+    /// `kafka:TOPIC`: the upstream named by the access log.
+    pub label: Box<str>,
+    /// The `Allow` header of a 405: the route's methods.
+    pub allow: Box<str>,
+    /// The shared producer (`Err`: librdkafka refused to make it; every request is a 503).
+    pub producer: Result<Arc<RouteProducer>, Box<str>>,
+}
+
+impl std::fmt::Debug for KafkaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KafkaTarget({})", self.label)
+    }
+}
+
+impl KafkaTarget {
+    fn build(route: &KafkaRoute, registry: &Registry) -> Arc<KafkaTarget> {
+        let producer = registry.kafka.get(route).map_err(|e| {
+            tracing::error!(topic = route.topic, "kafka route: no producer: {e}");
+            e.to_string().into()
+        });
+        let methods: Vec<&str> = route.methods.iter().map(|m| m.as_str()).collect();
+        Arc::new(KafkaTarget {
+            label: format!("kafka:{}", route.topic).into(),
+            allow: methods.join(", ").into(),
+            route: route.clone(),
+            producer,
+        })
+    }
 }
 
 /// What routing found for a request.
@@ -368,6 +407,7 @@ impl Router {
     fn build(
         config: &Config,
         faults: &[Option<Arc<RouteFault>>],
+        kafka: &[Option<Arc<KafkaTarget>>],
         tls: bool,
         listener: Option<SocketAddr>,
     ) -> Router {
@@ -413,6 +453,10 @@ impl Router {
                     None => continue,
                 },
                 RouteTarget::Respond(a) => (Target::Respond(a.clone()), None),
+                RouteTarget::Kafka(_) => match kafka.get(n).cloned().flatten() {
+                    Some(k) => (Target::Kafka(k), None),
+                    None => continue,
+                },
             };
             let fault = faults.get(n).cloned().flatten();
             let limits = r
@@ -614,7 +658,16 @@ impl Snapshot {
             }
         }
         registry.retain_faults(&faults.iter().map(|(l, _)| &**l).collect());
-        let (routers, listeners) = build_routers(&config, &route_faults);
+        // One target (and shared producer) per `kafka` route, for every router it is in.
+        let kafka: Vec<Option<Arc<KafkaTarget>>> = config
+            .routes
+            .iter()
+            .map(|r| match &r.target {
+                RouteTarget::Kafka(k) => Some(KafkaTarget::build(k, registry)),
+                _ => None,
+            })
+            .collect();
+        let (routers, listeners) = build_routers(&config, &route_faults, &kafka);
         Snapshot {
             routers,
             listeners,
@@ -635,7 +688,7 @@ impl Snapshot {
             (None, Target::Upstream(i)) => &self.upstreams[*i].limits,
             // A split route without limits of its own: those of the upstream chosen.
             (None, Target::Split(_)) => upstream.map_or(&[], |i| &self.upstreams[i].limits),
-            (None, Target::Respond(_)) => &[],
+            (None, Target::Respond(_) | Target::Kafka(_)) => &[],
         }
     }
 
@@ -699,10 +752,11 @@ impl Snapshot {
 fn build_routers(
     config: &Config,
     faults: &[Option<Arc<RouteFault>>],
+    kafka: &[Option<Arc<KafkaTarget>>],
 ) -> (Vec<Router>, Box<[(SocketAddr, usize)]>) {
     let mut routers = vec![
-        Router::build(config, faults, false, None),
-        Router::build(config, faults, true, None),
+        Router::build(config, faults, kafka, false, None),
+        Router::build(config, faults, kafka, true, None),
     ];
     let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
     let named = config.routes.iter().filter_map(|r| r.listen.as_deref());
@@ -716,7 +770,7 @@ fn build_routers(
             .as_ref()
             .is_some_and(|t| t.listen.contains(&addr));
         listeners.push((addr, routers.len()));
-        routers.push(Router::build(config, faults, tls, Some(addr)));
+        routers.push(Router::build(config, faults, kafka, tls, Some(addr)));
     }
     (routers, listeners.into())
 }
@@ -908,9 +962,14 @@ mod tests {
         let s = snap(
             "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.api]\nbackends = [\"127.0.0.1:2\"]\n\
              [[routes]]\nscheme = \"http\"\nrespond = 301\nlocation = \"https://$host$request_uri\"\n\
-             [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n",
+             [[routes]]\npath_prefix = \"/api/\"\nrespond = 200\n\
+             [[routes]]\npath_prefix = \"/k/\"\nkafka = { topic = \"t\", brokers = [\"127.0.0.1:9\"] }\n",
         );
         let target = |tls: bool, path: &str| match s.route_on(tls, None, None, path) {
+            Some(Routed::To(Route {
+                target: Target::Kafka(k),
+                ..
+            })) => k.label.to_string(),
             Some(Routed::To(Route {
                 target: Target::Respond(a),
                 ..
@@ -928,6 +987,7 @@ mod tests {
         };
         assert_eq!(target(false, "/x"), "respond 301");
         assert_eq!(target(false, "/api/x"), "respond 200");
+        assert_eq!(target(true, "/k/x"), "kafka:t");
         // A respond prefix is no proxied location: no slash redirect for it.
         assert_eq!(target(false, "/api"), "respond 301");
         // On HTTPS only /api/ has a route, so nothing else matches (there are routes for it).

@@ -1,6 +1,6 @@
 //! `GET /status`: the running config (path, hash, load time, last reload), every upstream's
 //! backends with state, weights, load and latency, draining backends, the rate limits with their
-//! counts, and the event timeline.
+//! counts, the `kafka` routes' outcomes and acknowledgement latency, and the event timeline.
 
 use serde_json::{json, Value};
 
@@ -105,6 +105,7 @@ pub fn status(shared: &Shared) -> Value {
         ),
         "upstreams": upstreams,
         "rate_limits": rate_limits(&snap),
+        "kafka_routes": kafka_routes(&snap, &shared.metrics),
         "events": shared.events(),
     })
 }
@@ -129,6 +130,34 @@ fn rate_limits(snap: &crate::snapshot::Snapshot) -> Value {
             v[*result] = n.into();
         }
         out.insert(c.name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// `"kafka_routes": {"TOPIC": {accepted, unavailable, too_large, refused, acks,
+/// ack_seconds_sum}}`: the counts of `lb_kafka_route_requests_total` and the count and sum of
+/// `lb_kafka_route_ack_seconds` for each topic a `kafka` route produces to.
+fn kafka_routes(
+    snap: &crate::snapshot::Snapshot,
+    metrics: &crate::observe::metrics::Metrics,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for r in &snap.config.routes {
+        let crate::config::RouteTarget::Kafka(k) = &r.target else {
+            continue;
+        };
+        let topic = k.topic.as_str();
+        let mut v = json!({});
+        for result in crate::observe::metrics::KAFKA_ROUTE_RESULTS {
+            let n = metrics
+                .kafka_route_requests
+                .with_label_values(&[topic, result]);
+            v[result] = n.get().into();
+        }
+        let ack = metrics.kafka_route_ack.with_label_values(&[topic]);
+        v["acks"] = ack.get_sample_count().into();
+        v["ack_seconds_sum"] = ack.get_sample_sum().into();
+        out.insert(topic.to_string(), v);
     }
     Value::Object(out)
 }

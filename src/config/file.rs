@@ -210,6 +210,21 @@ pub struct RouteFile {
     pub write_timeout: Option<String>,
     pub max_body_bytes: Option<i64>,
     pub mirror: Option<MirrorFile>,
+    pub kafka: Option<KafkaRouteFile>,
+}
+
+/// `routes[i].kafka`: the route produces its requests' bodies to a Kafka topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaRouteFile {
+    pub topic: Option<String>,
+    pub brokers: Option<Vec<String>>,
+    pub key: Option<String>,
+    pub headers: Option<Vec<String>>,
+    pub acks: Option<String>,
+    pub timeout: Option<String>,
+    pub max_bytes: Option<i64>,
+    pub methods: Option<Vec<String>>,
 }
 
 /// `routes[i].mirror`: a copy of a share of the route's requests to another upstream.

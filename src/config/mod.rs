@@ -7,6 +7,7 @@ pub mod client;
 mod duration;
 mod file;
 pub mod headers;
+pub mod kafka_route;
 pub mod listeners;
 pub mod respond;
 pub mod split;
@@ -514,7 +515,7 @@ impl KafkaCompression {
 }
 
 /// What "sent" means: acknowledged by nobody, the partition leader, or all in-sync replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KafkaAcks {
     None,
     Leader,
@@ -719,6 +720,8 @@ pub enum RouteTarget {
     Split(split::Split),
     /// `respond = STATUS`: lb answers (NGINX's `return`).
     Respond(respond::Respond),
+    /// `kafka = { topic = ... }`: lb produces the body to a Kafka topic and answers 202.
+    Kafka(kafka_route::KafkaRoute),
 }
 
 /// How a route matches the (normalized) path.
@@ -1013,6 +1016,7 @@ impl Config {
                         .as_ref()
                         .map_or(String::new(), |l| format!(" {l}"))
                 ),
+                RouteTarget::Kafka(k) => format!("kafka:{}", k.topic),
             };
             let _ = writeln!(
                 s,

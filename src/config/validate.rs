@@ -18,6 +18,7 @@ mod analytics;
 mod balancing_tests;
 mod client;
 mod headers;
+mod kafka_route;
 mod mirror;
 mod rate_limit;
 mod route_listen;
@@ -112,6 +113,8 @@ struct Checker {
     warnings: Vec<Problem>,
     /// Listening addresses seen so far, with their key paths.
     listeners: Vec<(String, SocketAddr)>,
+    /// `[analytics.kafka].brokers`: the brokers of `kafka` routes that name none.
+    analytics_brokers: Option<Vec<String>>,
 }
 
 impl Checker {
@@ -205,6 +208,7 @@ impl Checker {
             .and_then(|v| self.decode::<AnalyticsFile>("analytics", v))
             .map(|a| self.analytics(a))
             .unwrap_or_default();
+        self.analytics_brokers = analytics.kafka.as_ref().map(|k| k.brokers.clone());
         // Before the upstreams and routes, which name them.
         let rate_limits = self.rate_limits(table.remove("rate_limits"));
         let upstreams = self.upstreams(table.remove("upstreams"));
@@ -219,7 +223,10 @@ impl Checker {
         let limits = &mut server.limits;
         limits.max_body_bytes_any_route = routes
             .iter()
-            .filter_map(|r| r.max_body_bytes)
+            .filter_map(|r| match &r.target {
+                RouteTarget::Kafka(k) => Some(k.max_bytes),
+                _ => r.max_body_bytes,
+            })
             .fold(limits.max_body_bytes, u64::max);
         Some(Config {
             server,
@@ -473,7 +480,10 @@ impl Checker {
                 continue;
             };
             let target = self.route_target(&path, &r, upstreams);
-            let responds = r.respond.is_some() && r.upstream.is_none() && r.split.is_none();
+            // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
+            let responds = (r.respond.is_some() || r.kafka.is_some())
+                && r.upstream.is_none()
+                && r.split.is_none();
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
             if let Some(h) = &host {
                 if let Err(m) = check_route_host(h) {
@@ -593,13 +603,16 @@ impl Checker {
     }
 
     /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
-    /// `upstream`, or `respond` with its `body` or `location`: exactly one of the two.
+    /// `upstream`, or `respond` with its `body` or `location`, or `kafka`: exactly one.
     fn route_target(
         &mut self,
         path: &str,
         r: &RouteFile,
         upstreams: &[UpstreamConfig],
     ) -> Option<RouteTarget> {
+        if r.kafka.is_some() {
+            return self.kafka_route(path, r);
+        }
         if r.split.is_some() {
             let other = [
                 ("upstream", r.upstream.is_some()),

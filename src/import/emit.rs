@@ -300,8 +300,19 @@ fn route(s: &mut String, r: &Route) {
     if let Some(m) = &r.mirror {
         let _ = writeln!(s, "mirror = {{ upstream = {} }}  # mirror", string(m));
     }
-    match (&r.respond, &r.split) {
-        (None, Some(split)) => {
+    match (&r.respond, &r.split, &r.kafka) {
+        (None, _, Some(k)) => {
+            let brokers: Vec<String> = k.brokers.value.iter().map(|b| string(b)).collect();
+            let _ = writeln!(
+                s,
+                "kafka = {{ topic = {}, brokers = [{}] }}  # {}, brokers {}",
+                string(&k.topic.value),
+                brokers.join(", "),
+                k.topic.loc,
+                k.brokers.loc
+            );
+        }
+        (None, Some(split), None) => {
             let parts: Vec<String> = split
                 .parts
                 .iter()
@@ -318,10 +329,10 @@ fn route(s: &mut String, r: &Route) {
             );
             let _ = writeln!(s, "split_by = {}", string(&split.by));
         }
-        (None, None) => {
+        (None, None, None) => {
             let _ = writeln!(s, "upstream = {}", string(&r.upstream));
         }
-        (Some(a), _) => {
+        (Some(a), ..) => {
             let _ = writeln!(s, "respond = {}", a.status);
             if let Some(b) = &a.body {
                 let _ = writeln!(s, "body = {}", string(b));

@@ -367,6 +367,8 @@ pub struct Location {
     pub limits: LimitUse,
     /// `return`: lb answers (no upstream; `target` is empty).
     pub respond: Option<ret::Respond>,
+    /// `kafka_topic` (ngx_kafka_module): lb produces the body to this topic (no upstream).
+    pub kafka_topic: Option<At<String>>,
     /// The security directives in effect (lb enforces none).
     pub security: Vec<At<String>>,
     /// The `allow`/`deny` lines in effect (`allow 10.0.0.0/8`), in order: the route's `access`.
@@ -437,6 +439,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
     }
     let mut pass = None;
     let mut ret_line = None;
+    let mut kafka_topic = None;
     let mut fallback = None;
     let mut internal = false;
     let mut nested = Vec::new();
@@ -445,6 +448,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
             "proxy_pass" => pass = Some(c),
             "internal" => internal = true,
             "return" => ret_line = ret_line.or(Some(c)),
+            "kafka_topic" => kafka_topic = Some(c),
             "try_files" => match c.args.last().filter(|a| a.starts_with('@')) {
                 Some(n) => {
                     fallback = Some(At {
@@ -488,6 +492,7 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
         settings: settings.use_settings(),
         limits: LimitUse::default(),
         respond: None,
+        kafka_topic: None,
         security: settings.security(),
         access: settings.access(),
         body_size: settings.body_size.clone(),
@@ -540,6 +545,22 @@ pub fn location(d: &Directive, parent: &Settings, out: &mut Vec<Location>, notes
                 ..base
             });
         }
+        out.extend(nested);
+        return;
+    }
+    if let Some(k) = kafka_topic {
+        // ngx_kafka_module's content handler: the body goes to the topic instead of a backend.
+        if let Some(p) = pass {
+            let msg = "kafka_topic handles this location: never used";
+            notes.add(&p.loc, "proxy_pass", msg);
+        }
+        out.push(Location {
+            kafka_topic: Some(At {
+                value: k.args.first().cloned().unwrap_or_default(),
+                loc: k.loc.clone(),
+            }),
+            ..base
+        });
         out.extend(nested);
         return;
     }

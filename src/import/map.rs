@@ -122,6 +122,7 @@ pub fn map(
         http_body: None,
         workers,
         splits: Vec::new(),
+        kafka_brokers: None,
     };
     m.http(&http, notes);
     m.finish(notes)
@@ -158,6 +159,8 @@ struct Mapper<'a> {
     workers: Option<At<String>>,
     /// `split_clients` blocks, by variable.
     splits: Vec<split::Block>,
+    /// `kafka_broker_list` (ngx_kafka_module, http level): the brokers of `kafka_topic` routes.
+    kafka_brokers: Option<At<Vec<String>>>,
 }
 
 impl Mapper<'_> {
@@ -196,10 +199,38 @@ impl Mapper<'_> {
                     Some(b) => self.splits.push(b),
                     None => notes.add(&d.loc, "split_clients", "expected a string and a $variable"),
                 },
+                // ngx_kafka_module: its switch needs nothing in lb; the brokers go to the
+                // `kafka` routes of its `kafka_topic` locations.
+                "kafka" => {}
+                "kafka_broker_list" => {
+                    self.kafka_brokers = Some(At {
+                        value: d.args.clone(),
+                        loc: d.loc.clone(),
+                    })
+                }
                 _ if Settings::owns(&d.name) || TlsFiles::owns(&d.name) || Wide::owns(&d.name) => {}
                 _ => notes.unsupported(d),
             }
         }
+    }
+
+    /// A `kafka_topic` location's `kafka` route target; `None` (noted) without a
+    /// `kafka_broker_list`.
+    fn kafka(&self, l: &Location, notes: &mut Notes) -> Option<Option<KafkaRoute>> {
+        let Some(topic) = &l.kafka_topic else {
+            return Some(None);
+        };
+        let Some(brokers) = &self.kafka_brokers else {
+            let msg = "no kafka_broker_list at the http level: lb's kafka route needs its brokers, location skipped";
+            notes.add(&topic.loc, "kafka_topic", msg);
+            return None;
+        };
+        let msg = "mapped to a kafka route: lb answers 202 once the broker acknowledged the record (acks = \"all\"), 503 when it cannot, where ngx_kafka_module answers without waiting for the broker";
+        notes.add(&topic.loc, "kafka_topic", msg);
+        Some(Some(KafkaRoute {
+            topic: topic.clone(),
+            brokers: brokers.clone(),
+        }))
     }
 
     fn upstream(&mut self, d: &Directive, notes: &mut Notes) {
@@ -728,6 +759,7 @@ impl Mapper<'_> {
                     replace_prefix: None,
                     upstream: String::new(),
                     respond: Some(respond.clone()),
+                    kafka: None,
                     scheme: h.scheme,
                     listen: h.listen.clone(),
                     rate_limits: Vec::new(),
@@ -811,7 +843,17 @@ impl Mapper<'_> {
             } else {
                 l
             };
-            if let Some(respond) = &l.respond {
+            let Some(kafka) = self.kafka(l, notes) else {
+                continue;
+            };
+            if l.respond.is_some() || kafka.is_some() {
+                // A `return` answers before NGINX's access phase; ngx_kafka_module's content
+                // handler runs after it, so its location keeps its allow/deny (and refusals).
+                let access = match &kafka {
+                    Some(_) if !self.secure(l, notes) => continue,
+                    Some(_) => location::access_rules(&l.access, notes),
+                    None => Vec::new(),
+                };
                 for h in &hosts {
                     let r = Route {
                         host: h.name.clone(),
@@ -819,11 +861,12 @@ impl Mapper<'_> {
                         skip_regex: l.skip_regex,
                         replace_prefix: None,
                         upstream: String::new(),
-                        respond: Some(respond.clone()),
+                        respond: l.respond.clone(),
+                        kafka: kafka.clone(),
                         scheme: h.scheme,
                         listen: h.listen.clone(),
                         rate_limits: Vec::new(),
-                        access: Vec::new(),
+                        access: access.clone(),
                         loc: l.loc.clone(),
                         label: label(&h.name, &format!("location {}", l.label)),
                         settings: Default::default(),
@@ -902,6 +945,7 @@ impl Mapper<'_> {
                     replace_prefix: l.replace_prefix.clone(),
                     upstream: name.clone(),
                     respond: None,
+                    kafka: None,
                     scheme: h.scheme,
                     listen: h.listen.clone(),
                     rate_limits: rate_limits.clone(),

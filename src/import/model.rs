@@ -163,6 +163,8 @@ pub struct Route {
     /// Empty for a route lb answers itself (`respond`).
     pub upstream: String,
     pub respond: Option<super::ret::Respond>,
+    /// Empty `upstream` too: lb produces the body to Kafka (ngx_kafka_module's `kafka_topic`).
+    pub kafka: Option<KafkaRoute>,
     /// `http` or `https` when the route's server listens on plain or on TLS ports only (and
     /// the import has both kinds).
     pub scheme: Option<&'static str>,
@@ -191,6 +193,14 @@ pub struct RouteSplit {
     /// (percent as a TOML number, `None` for `*`; upstream name).
     pub parts: Vec<(Option<String>, String)>,
     pub loc: Loc,
+}
+
+/// `routes[i].kafka` from ngx_kafka_module: `kafka_topic` with the `kafka_broker_list` of the
+/// http level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRoute {
+    pub topic: At<String>,
+    pub brokers: At<Vec<String>>,
 }
 
 /// A route's `set_request_headers`, `add_response_headers`, timeouts and `max_body_bytes`,

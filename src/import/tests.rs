@@ -989,6 +989,50 @@ fn openresty_lua_redirect_only_and_try_files_named_locations() {
     );
 }
 
+#[test]
+fn kafka_topic_locations_become_kafka_routes() {
+    let o = one(
+        "kafka",
+        "http {\n kafka;\n kafka_broker_list 127.0.0.1:9092 127.0.0.1:9093;\n upstream api { server 10.0.0.1:8080; }\n server {\n  listen 80;\n  location / { proxy_pass http://api; }\n  location = /ingest/topic0/ { kafka_topic topic0; allow 10.0.0.0/8; deny all; }\n  location /ingest/topic1/ { kafka_topic topic1; proxy_pass http://api; }\n }\n}\n",
+    );
+    let routes = o.routes();
+    assert_eq!(routes.len(), 3, "{}", o.text);
+    let kafka = |i: usize| routes[i]["kafka"].as_table().unwrap();
+    assert_eq!(kafka(1)["topic"].as_str(), Some("topic0"));
+    let brokers: Vec<&str> = kafka(1)["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert_eq!(brokers, ["127.0.0.1:9092", "127.0.0.1:9093"]);
+    // ngx_kafka_module's handler runs after the access phase: allow/deny stay.
+    assert_eq!(
+        routes[1]["access"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        o.text
+    );
+    assert_eq!(kafka(2)["topic"].as_str(), Some("topic1"));
+    assert!(routes[1].get("upstream").is_none() && routes[2].get("upstream").is_none());
+    assert!(o.has_note("nginx.conf:8: kafka_topic: mapped to a kafka route"));
+    assert!(o.has_note("nginx.conf:9: proxy_pass: kafka_topic handles this location"));
+    assert!(
+        !o.notes.iter().any(|n| n.contains("not supported")),
+        "{:?}",
+        o.notes
+    );
+    crate::config::parse(&o.text).unwrap_or_else(|p| panic!("{p:?}\n{}", o.text));
+
+    // Without brokers there is nothing to produce to: the location stays behind, said so.
+    let o = one(
+        "kafka-no-brokers",
+        "http {\n upstream api { server 10.0.0.1:8080; }\n server {\n  listen 80;\n  location / { proxy_pass http://api; }\n  location /ingest/ { kafka_topic t; }\n }\n}\n",
+    );
+    assert_eq!(o.routes().len(), 1);
+    assert!(o.has_note("nginx.conf:6: kafka_topic: no kafka_broker_list"));
+}
+
 /// Issue 29: `mirror URI` becomes the route's `mirror` on the upstream of the location the URI
 /// reaches (NGINX's subrequest); that `internal` location answers 404 to clients in both.
 #[test]

@@ -23,6 +23,8 @@ use crate::state::registry::Draining;
 const CHECK_RESULTS: [&str; 2] = ["success", "failure"];
 /// `lb_mirror_requests_total`'s results.
 pub const MIRROR_RESULTS: [&str; 3] = ["answered", "failed", "dropped"];
+/// `lb_kafka_route_requests_total`'s results.
+pub const KAFKA_ROUTE_RESULTS: [&str; 4] = ["accepted", "unavailable", "too_large", "refused"];
 
 /// Every metric lb exports.
 pub struct Metrics {
@@ -44,6 +46,10 @@ pub struct Metrics {
     pub analytics_records: IntCounterVec,
     /// `lb_mirror_requests_total{upstream, result}`: copies of `routes[i].mirror`.
     pub mirror_requests: IntCounterVec,
+    /// `lb_kafka_route_requests_total{topic, result}`: requests of `kafka` routes.
+    pub kafka_route_requests: IntCounterVec,
+    /// `lb_kafka_route_ack_seconds{topic}`: from the send to the broker's acknowledgement.
+    pub kafka_route_ack: prometheus::HistogramVec,
 }
 
 impl Default for Metrics {
@@ -112,6 +118,21 @@ impl Metrics {
             "Mirrored request copies by mirror upstream and result: answered (the mirror's answer arrived and was discarded), failed (connect or exchange error, never retried) or dropped (over max_in_flight or max_body_bytes, or the mirror fell behind the client's body)",
             &["upstream", "result"],
         );
+        let kafka_route_requests = counter(
+            "lb_kafka_route_requests_total",
+            "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400/408: an unreadable or stalled body)",
+            &["topic", "result"],
+        );
+        let ack_opts = prometheus::HistogramOpts::new(
+            "lb_kafka_route_ack_seconds",
+            "Time from a kafka route's send to the broker's acknowledgement, by topic (accepted records only)",
+        )
+        .buckets(crate::state::stats::DURATION_BUCKETS.to_vec());
+        let kafka_route_ack =
+            prometheus::HistogramVec::new(ack_opts, &["topic"]).expect("valid metric");
+        registry
+            .register(Box::new(kafka_route_ack.clone()))
+            .expect("unique metric");
         // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
         let backend_up = gauge(
             "lb_backend_up",
@@ -163,6 +184,8 @@ impl Metrics {
             dns_resolutions,
             analytics_records,
             mirror_requests,
+            kafka_route_requests,
+            kafka_route_ack,
         }
     }
 
@@ -294,6 +317,15 @@ impl Metrics {
             for result in MIRROR_RESULTS {
                 self.mirror_requests
                     .with_label_values(&[m.upstream.as_str(), result]);
+            }
+        }
+        for r in &snapshot.config.routes {
+            if let crate::config::RouteTarget::Kafka(k) = &r.target {
+                self.kafka_route_ack.with_label_values(&[k.topic.as_str()]);
+                for result in KAFKA_ROUTE_RESULTS {
+                    self.kafka_route_requests
+                        .with_label_values(&[k.topic.as_str(), result]);
+                }
             }
         }
         for (key, _) in draining {

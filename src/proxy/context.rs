@@ -105,6 +105,8 @@ pub struct Ctx {
     pub(super) settings: Option<Arc<RouteSettings>>,
     /// What the route's header rules render from, taken at the first attempt.
     pub(super) vars: Option<super::rewrite::Vars>,
+    /// The `kafka` route's target the request was produced to (the log names `kafka:TOPIC`).
+    pub(super) kafka: Option<Arc<crate::snapshot::KafkaTarget>>,
     pub(super) _active: Active,
     // --- edge checks (see `crate::edge`) ---
     /// Request-level limits and the link to the connection's header clock; dropping it (the
@@ -136,6 +138,7 @@ impl Ctx {
             grpc_status: None,
             settings: None,
             vars: None,
+            kafka: None,
             _active: Active::new(),
             hardening: Default::default(),
         }

@@ -17,7 +17,8 @@
 //! bodies streamed at once, response head filter, trailers, upgrade tunnels), [`grpc`] (gRPC
 //! calls: deadlines and lb's own answers as `grpc-status`), [`context`] (per-request state), [`retry`] (the retry decision, pure),
 //! [`headers`] (host, origin form, forwarding headers, hop-by-hop stripping), [`limit`] (request
-//! keys and the rate limits' verdict), [`respond`] (the answers of `respond` routes), [`pool`] (idle
+//! keys and the rate limits' verdict), [`respond`] (the answers of `respond` routes), [`kafka`]
+//! (`kafka` routes: the body produced to a topic, 202 once acknowledged), [`pool`] (idle
 //! backend connections per worker thread), [`stop`] (waking idle connections when the service
 //! stops). lb's own answers are built by [`crate::edge::answer`].
 
@@ -25,6 +26,7 @@ pub mod context;
 pub mod forward;
 pub mod grpc;
 pub mod headers;
+pub mod kafka;
 pub mod limit;
 pub mod mirror;
 pub mod pool;
@@ -293,6 +295,26 @@ impl Proxy {
                         let why = "the route's answer could not be written";
                         let _ = answer::write(session, 500, why, true).await;
                     }
+                    return false;
+                }
+                Some(Routed::To(
+                    route @ Route {
+                        target: Target::Kafka(k),
+                        ..
+                    },
+                )) => {
+                    ctx.kafka = Some(k.clone());
+                    ctx.snapshot = Some(snapshot.clone());
+                    if !allowed(route, ctx.client) {
+                        self.refuse(session, ctx, 403, FORBIDDEN).await;
+                        return false;
+                    }
+                    // Only a `path:N` key reads the path (the body is read meanwhile).
+                    let path = match k.route.key {
+                        crate::config::kafka_route::KafkaKey::PathSegment(_) => path.into_owned(),
+                        _ => String::new(),
+                    };
+                    kafka::serve(session, k, &path, &self.shared.metrics).await;
                     return false;
                 }
                 Some(Routed::To(route)) => {
@@ -747,6 +769,10 @@ impl Proxy {
         if self.shared.access_log.is_some() || stream.is_some_and(|s| s.config.request_records) {
             log_entry(&self.shared, session, ctx, code, elapsed, protocol);
         }
+        if ctx.kafka.is_some() {
+            // Counted in `lb_kafka_route_requests_total`, not as a request no route matched.
+            return;
+        }
         let Some(up) = ctx.upstream() else {
             let stats = |s: &Snapshot| {
                 s.no_route.record(code, elapsed, protocol);
@@ -880,7 +906,11 @@ fn log_entry(
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         status,
-        upstream: up.map_or("", |u| u.name()),
+        upstream: match (up, &ctx.kafka) {
+            (Some(u), _) => u.name(),
+            (None, Some(k)) => &k.label,
+            (None, None) => "",
+        },
         backend,
         attempts: ctx.attempts,
         duration,

@@ -2,12 +2,14 @@
 //! ([`backend`]), the registry that keys it by upstream and address ([`registry`]), request
 //! statistics ([`stats`]), attempt outcomes ([`outcome`]), rolling latency windows ([`latency`])
 //! the addresses DNS discovery found ([`discovery`]), the per-second history ([`history`]) and
-//! the rate limits' tables of keys ([`limit`]) and the counts of injected faults ([`fault`]).
+//! the rate limits' tables of keys ([`limit`]), the counts of injected faults ([`fault`]) and
+//! the producers of `kafka` routes ([`kafka`]).
 
 pub mod backend;
 pub mod discovery;
 pub mod fault;
 pub mod history;
+pub mod kafka;
 pub mod latency;
 pub mod limit;
 pub mod outcome;

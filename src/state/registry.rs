@@ -52,6 +52,8 @@ pub struct Registry {
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
     /// Injected-fault counts by route label.
     faults: Mutex<HashMap<String, Arc<FaultCounts>>>,
+    /// The producers of `kafka` routes.
+    pub kafka: super::kafka::Producers,
 }
 
 impl Registry {

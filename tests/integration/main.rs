@@ -18,6 +18,7 @@ mod history;
 mod http_semantics;
 mod import_nginx;
 mod kafka;
+mod kafka_route;
 mod lifecycle;
 mod limits_timeouts;
 mod metrics_series;

@@ -7,6 +7,8 @@ lb's code, not librdkafka).
       until N records of --want-type were seen and every partition is read to its end, or the
       timeout passed. Prints one JSON object: {"records": [{"partition", "key", "value"}...]}
       where value is the record parsed as JSON.
+      With --raw: every record counts towards N, and each is {"partition", "offset", "key",
+      "value", "headers": [[name, value]...]} with key, value and header values in hex.
   consume.py produce --bootstrap HOST:PORT --topic T < lines
       Sends each stdin line (a JSON record) keyed by its "upstream/backend"; prints {"sent": N}.
 """
@@ -41,6 +43,10 @@ def consume(args):
         batch = c.poll(timeout_ms=200, max_records=10000)
         for tp, msgs in batch.items():
             for m in msgs:
+                if args.raw:
+                    records.append(raw_record(tp.partition, m))
+                    seen += 1
+                    continue
                 value = json.loads(m.value)
                 records.append({"partition": tp.partition, "key": m.key.decode() if m.key else None, "value": value})
                 if value.get("metric_type") == args.want_type:
@@ -50,6 +56,20 @@ def consume(args):
             break
     c.close()
     print(json.dumps({"records": records}))
+
+
+def hexed(b):
+    return None if b is None else b.hex()
+
+
+def raw_record(partition, m):
+    return {
+        "partition": partition,
+        "offset": m.offset,
+        "key": hexed(m.key),
+        "value": hexed(m.value),
+        "headers": [[k, hexed(v)] for k, v in (m.headers or [])],
+    }
 
 
 def produce(args):
@@ -76,6 +96,7 @@ def main():
     ap.add_argument("--want-type", default="request")
     ap.add_argument("--want", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--raw", action="store_true")
     args = ap.parse_args()
     (produce if args.mode == "produce" else consume)(args)
 

@@ -719,6 +719,7 @@ pub fn failures(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter().filter(|s| s.status != 200).collect()
 }
 
+pub mod kafka;
 pub mod raw;
 pub mod webdriver;
 

@@ -8,7 +8,7 @@
 //! Malformed requests get 400, heads over 64 KiB get 431; both then close.
 //!
 //! Usage: `sample-backend --listen ADDR --name NAME [--delay DURATION] [--threads N]
-//! [--tls-cert PEM --tls-key PEM] [--h2c]`
+//! [--tls-cert PEM --tls-key PEM] [--h2c] [--kafka-brokers LIST --kafka-topic TOPIC]`
 //!
 //! With `--tls-cert`/`--tls-key` it speaks HTTPS: HTTP/2 or HTTP/1.1 by ALPN, over TLS 1.2/1.3,
 //! the certificate loaded and checked by lb's own `tls` module. `--h2c` makes a plain listener
@@ -21,6 +21,9 @@
 //! - `/` → 200 `{"backend":NAME}`; `--delay` applies
 //! - `POST /loadTest` → 200 `{"backend","bytes","checksum"}` (FNV-1a 64 of the body,
 //!   16 hex digits), 400 `{"error":"invalid JSON: ..."}`; `--delay` applies
+//! - `GET /worker` → 200 `{"backend","topic","records","invalid","bytes","checksum"}`: what
+//!   worker mode (`--kafka-brokers`, `--kafka-topic`, [`worker`]) consumed from Kafka, doing
+//!   the work of `/loadTest` on each record (checksum: XOR of their FNV-1a 64)
 //! - `/echo` → 200 JSON: method, path (with query), version, headers in received
 //!   order as `[name, value]` pairs, body_bytes
 //! - `/healthz` → 200 `ok`, or 503 after `POST /control/health/down` (`/up` restores)
@@ -46,6 +49,7 @@ mod head;
 mod response;
 mod routes;
 mod server;
+mod worker;
 mod ws;
 
 use std::process::ExitCode;
@@ -88,6 +92,13 @@ struct Args {
     /// Speak cleartext HTTP/2 (prior knowledge) instead of HTTP/1.1 on a plain listener.
     #[arg(long, conflicts_with = "tls_cert")]
     h2c: bool,
+    /// Worker mode: consume this Kafka topic (needs --kafka-brokers) and do the work of
+    /// `/loadTest` on each record; `GET /worker` reports it.
+    #[arg(long, requires = "kafka_brokers")]
+    kafka_topic: Option<String>,
+    /// The bootstrap brokers of worker mode, `host:port[,host:port...]`.
+    #[arg(long, requires = "kafka_topic")]
+    kafka_brokers: Option<String>,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -145,6 +156,9 @@ fn main() -> ExitCode {
         .build()
         .and_then(|rt| {
             let state = State::new(args.name, args.delay);
+            if let (Some(b), Some(t)) = (args.kafka_brokers, args.kafka_topic) {
+                worker::spawn(b, t, args.delay, state.consumed.clone());
+            }
             let transport = match tls {
                 Some(t) => server::Transport::Tls(t),
                 None if args.h2c => server::Transport::H2c,

@@ -18,6 +18,8 @@ pub struct State {
     pub delay: Duration,
     /// What `/healthz` reports; flipped by `/control/health/*`.
     pub healthy: AtomicBool,
+    /// What worker mode consumed from Kafka (`GET /worker`).
+    pub consumed: std::sync::Arc<crate::worker::Consumed>,
     /// Precomputed `GET /` response: status line and fixed headers (no blank line).
     root_head: Vec<u8>,
     root_body: Vec<u8>,
@@ -38,6 +40,7 @@ impl State {
             name_json,
             delay,
             healthy,
+            consumed: Default::default(),
             root_head,
             root_body,
         }

@@ -24,6 +24,11 @@ pub fn route(st: &State, req: &Request, out: &mut Vec<u8>) -> Action {
         "/" => rx.root(),
         "/loadTest" => load_test(&mut rx, req),
         "/healthz" => control::healthz(&mut rx),
+        "/worker" => {
+            let body = rx.st.consumed.json(&rx.st.name_json);
+            rx.json(200, &body);
+            Action::Continue
+        }
         "/control/health/down" => control::set_health(&mut rx, req, false),
         "/control/health/up" => control::set_health(&mut rx, req, true),
         "/ws" => ws::upgrade(&mut rx, req),

@@ -4,6 +4,44 @@
 use super::*;
 
 impl Checker {
+    /// A Kafka broker list (`[analytics.kafka]`, `routes[i].kafka`): at least one `host:port`.
+    pub(super) fn brokers(&mut self, path: &str, brokers: &[String]) {
+        if brokers.is_empty() {
+            self.problem(path, "must list at least one broker (\"host:port\")");
+        }
+        for (i, b) in brokers.iter().enumerate() {
+            let ok = b.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                self.problem(
+                    format!("{path}[{i}]"),
+                    format!("{b:?} is not host:port (e.g. \"127.0.0.1:9092\")"),
+                );
+            }
+        }
+    }
+
+    /// A topic name Kafka accepts.
+    pub(super) fn topic(&mut self, path: &str, topic: &str) {
+        let legal = !topic.is_empty()
+            && topic.len() <= 249
+            && topic != "."
+            && topic != ".."
+            && topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !legal {
+            self.problem(
+                path,
+                format!(
+                    "{topic:?} is not a topic name Kafka accepts (1 to 249 of [a-zA-Z0-9._-], \
+                     not \".\" or \"..\")"
+                ),
+            );
+        }
+    }
+
     pub(super) fn analytics(&mut self, a: AnalyticsFile) -> AnalyticsConfig {
         let d = AnalyticsConfig::default();
         let history = self.duration("analytics.history", a.history.as_deref(), d.history, true);
@@ -35,40 +73,9 @@ impl Checker {
     fn kafka(&mut self, k: KafkaFile) -> Option<KafkaConfig> {
         let path = "analytics.kafka";
         let before = self.problems.len();
-        if k.brokers.is_empty() {
-            self.problem(
-                join(path, "brokers"),
-                "must list at least one broker (\"host:port\")",
-            );
-        }
-        for (i, b) in k.brokers.iter().enumerate() {
-            let ok = b.rsplit_once(':').is_some_and(|(h, p)| {
-                !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !ok {
-                self.problem(
-                    format!("{path}.brokers[{i}]"),
-                    format!("{b:?} is not host:port (e.g. \"127.0.0.1:9092\")"),
-                );
-            }
-        }
+        self.brokers(&join(path, "brokers"), &k.brokers);
         let topic = k.topic.unwrap_or_else(|| DEFAULT_KAFKA_TOPIC.to_string());
-        let legal = !topic.is_empty()
-            && topic.len() <= 249
-            && topic != "."
-            && topic != ".."
-            && topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !legal {
-            self.problem(
-                join(path, "topic"),
-                format!(
-                    "{topic:?} is not a topic name Kafka accepts (1 to 249 of [a-zA-Z0-9._-], \\
-                     not \".\" or \"..\")"
-                ),
-            );
-        }
+        self.topic(&join(path, "topic"), &topic);
         let records = k
             .records
             .unwrap_or_else(|| vec!["summary".to_string(), "event".to_string()]);
