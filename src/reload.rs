@@ -170,7 +170,12 @@ impl Shared {
         result.added = diff(&new_keys, &old_keys);
         result.removed = diff(&old_keys, &new_keys);
         let freed = self.release_unchecked(&new);
-        let upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut upstreams: HashSet<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
+        // The request counts of `kafka` routes are kept under `kafka:TOPIC` too.
+        upstreams.extend(new.routes.iter().filter_map(|r| match &r.target {
+            crate::config::RouteTarget::Kafka(k) => Some(format!("kafka:{}", k.topic)),
+            _ => None,
+        }));
         // Before the snapshot: a request that sees the new config's token also sees its certificate.
         self.admin_cert.store(admin_cert(&new));
         self.server_certs.store(server_certs(&new));

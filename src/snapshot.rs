@@ -314,6 +314,9 @@ pub struct KafkaTarget {
     pub allow: Box<str>,
     /// The shared producer (`Err`: librdkafka refused to make it; every request is a 503).
     pub producer: Result<Arc<RouteProducer>, Box<str>>,
+    /// Its requests in `lb_requests_total{upstream="kafka:TOPIC",backend=""}`, kept across
+    /// reloads by label (shared by routes to the same topic).
+    pub stats: Arc<crate::state::stats::RequestStats>,
 }
 
 impl std::fmt::Debug for KafkaTarget {
@@ -329,8 +332,10 @@ impl KafkaTarget {
             e.to_string().into()
         });
         let methods: Vec<&str> = route.methods.iter().map(|m| m.as_str()).collect();
+        let label = format!("kafka:{}", route.topic);
         Arc::new(KafkaTarget {
-            label: format!("kafka:{}", route.topic).into(),
+            stats: registry.own_stats(&label),
+            label: label.into(),
             allow: methods.join(", ").into(),
             route: route.clone(),
             producer,
@@ -612,6 +617,8 @@ pub struct Snapshot {
     pub limits: Vec<Limit>,
     /// The fault counts of routes with a `fault`, by route label (for `/metrics`).
     pub faults: Vec<(Box<str>, Arc<FaultCounts>)>,
+    /// The request counts of `kafka` routes by label (`kafka:TOPIC`, once each; for `/metrics`).
+    pub kafka_stats: Vec<(Box<str>, Arc<crate::state::stats::RequestStats>)>,
 }
 
 /// One `[rate_limits.NAME]`: its settings and its table of keys (kept across snapshots).
@@ -668,7 +675,14 @@ impl Snapshot {
             })
             .collect();
         let (routers, listeners) = build_routers(&config, &route_faults, &kafka);
+        let mut kafka_stats: Vec<(Box<str>, Arc<crate::state::stats::RequestStats>)> = Vec::new();
+        for t in kafka.iter().flatten() {
+            if !kafka_stats.iter().any(|(l, _)| *l == t.label) {
+                kafka_stats.push((t.label.clone(), t.stats.clone()));
+            }
+        }
         Snapshot {
+            kafka_stats,
             routers,
             listeners,
             upstreams,

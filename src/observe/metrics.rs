@@ -277,6 +277,9 @@ impl Metrics {
                 series.push((up.name(), &b.address, &b.state.stats));
             }
         }
+        for (label, stats) in &snapshot.kafka_stats {
+            series.push((label, "", stats));
+        }
         for (key, state) in draining {
             series.push((&key.upstream, &key.address, &state.stats));
         }

@@ -769,8 +769,10 @@ impl Proxy {
         if self.shared.access_log.is_some() || stream.is_some_and(|s| s.config.request_records) {
             log_entry(&self.shared, session, ctx, code, elapsed, protocol);
         }
-        if ctx.kafka.is_some() {
-            // Counted in `lb_kafka_route_requests_total`, not as a request no route matched.
+        if let Some(k) = &ctx.kafka {
+            // As lb's own answers of an upstream: `upstream="kafka:TOPIC"`, `backend=""` (and by
+            // result in `lb_kafka_route_requests_total`), not as a request no route matched.
+            k.stats.record(code, elapsed, protocol);
             return;
         }
         let Some(up) = ctx.upstream() else {

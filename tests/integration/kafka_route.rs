@@ -203,6 +203,17 @@ fn posted_bodies_become_records_byte_for_byte_with_key_and_headers() {
         N + 2
     );
     assert!(lb.metrics().lines().any(|l| l == acks), "{acks}");
+    // And in lb_requests_total, as lb's own answers of an upstream named `kafka:TOPIC`.
+    let counted: u64 = lb
+        .metrics()
+        .lines()
+        .filter(|l| {
+            l.starts_with("lb_requests_total{backend=\"\",code=\"202\"")
+                && l.contains(&format!("upstream=\"kafka:{TOPIC}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, N as u64 + 2, "{}", lb.metrics());
     // The dashboard's numbers.
     let status = lb.status_json();
     let k = &status["kafka_routes"][TOPIC];
