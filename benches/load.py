@@ -209,7 +209,8 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def wait_http_ok(port: int, proc: subprocess.Popen | None, log: Path, host: str = "127.0.0.1") -> None:
-    """Polls `GET /` until it answers 200; raises if the process died or time ran out."""
+    """Polls `GET /` until it answers 200 (202: an async route's acknowledged record); raises if
+    the process died or time ran out."""
     deadline = time.monotonic() + START_TIMEOUT
     last = ""
     while time.monotonic() < deadline:
@@ -219,7 +220,7 @@ def wait_http_ok(port: int, proc: subprocess.Popen | None, log: Path, host: str 
             with socket.create_connection((host, port), timeout=1) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
                 data = s.recv(4096)
-                if data.startswith(b"HTTP/1.1 200"):
+                if data.startswith((b"HTTP/1.1 200", b"HTTP/1.1 202")):
                     return
                 last = data[:80].decode(errors="replace")
         except OSError as e:
@@ -911,7 +912,7 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict]:
             if lb in summary and other in summary:
                 # --kafka-records, --rate-limit: what the feature costs, lb with it over lb
                 # without it.
-                feature = name.startswith("kafka ") or name == "rate-limited"
+                feature = name.startswith("kafka") or name == "rate-limited"
                 first, second = (other, lb) if feature else (lb, other)
                 row = {}
                 for key in ("cpu_us_per_req", "p99_ms", "rps"):
@@ -982,6 +983,16 @@ def parse_args() -> argparse.Namespace:
         help="also run lb rr with [analytics.kafka] records = KINDS ('request', 'summary', "
         "'request+summary', ...) against a tansu broker, plus SETTINGS (comma-separated TOML "
         "lines of that table, e.g. 'request:linger=\"5ms\"'); repeatable (ratios: KINDS / lb rr)",
+    )
+    p.add_argument(
+        "--kafka-route",
+        action="append",
+        default=[],
+        metavar="ACKS",
+        choices=["all", "leader"],
+        help="also run lb rr with an async route on every request (routes[0].kafka, HTTP -> "
+        "Kafka, acks = ACKS: all or leader) against a tansu broker; repeatable (ratio: "
+        "kafka-route ACKS / lb rr)",
     )
     p.add_argument(
         "--rate-limit",
@@ -1063,6 +1074,20 @@ def main() -> int:
                 f"records = [{records}]\n" + "".join(f"{s}\n" for s in settings.split(",") if s)
             )
             extra += [Target(f"kafka {spec} rr", "lb", "rr", extra=toml)]
+    if args.kafka_route:
+        # Async routes (HTTP -> Kafka): every request produced to a topic of the tansu broker
+        # (wrk's GETs, bodiless: an empty record each) instead of proxied; the 202 waits for the
+        # broker's acknowledgement with `acks` as given.
+        if not args.kafka_records:
+            kafka_procs = Processes()
+            atexit.register(kafka_procs.stop_all)
+            broker = start_kafka(kafka_procs, Path(tempfile.mkdtemp(prefix="lb-kafka-")))
+        for acks in args.kafka_route:
+            toml = (
+                f'\n[[routes]]\npath_prefix = "/"\nkafka = {{ topic = "bench", brokers = ["{broker}"], '
+                f'acks = "{acks}", methods = ["GET"] }}\n'
+            )
+            extra += [Target(f"kafka-route {acks} rr", "lb", "rr", extra=toml)]
     if args.rate_limit:
         # Appended after the upstream's `backends`: the first line is still [upstreams.bench]'s.
         toml = (
