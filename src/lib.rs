@@ -72,11 +72,12 @@
 //!    A route's own settings ([`snapshot::RouteSettings`]: timeouts, `max_body_bytes`, header
 //!    rules) were built into the snapshot; [`proxy::rewrite`] renders its
 //!    `set_request_headers` onto the backend's head and `add_response_headers` onto the answer.
+//!    A route with a `mirror` starts its copy here ([`proxy::mirror`]: a task of its own, fed the
+//!    client's body pieces by reference as the exchange reads them, never waited for).
 //! 4. Each attempt picks a backend with the upstream's [`balance::Balancer`] (lock-free: one
 //!    atomic position per upstream, in-flight counters per backend; primaries before backups,
 //!    `max_conns` honoured; `ip_hash`/`consistent_hash` hash the client or a request key as
-//!    NGINX does; a `split` route first picks the upstream as NGINX's `split_clients`), takes
-//!    an RAII
+//!    NGINX does), takes an RAII
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
 //!    The backend's head is the client's with hop-by-hop fields left out and lb's forwarding
