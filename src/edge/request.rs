@@ -38,6 +38,11 @@ impl Drop for RequestState {
 impl RequestState {
     /// The request's body comes without a length (HTTP/1 chunked, or HTTP/2 without
     /// `content-length`), counted as it arrives.
+    /// The request's `Content-Length` (as the head check read it), if it has one.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
     pub fn chunked(&self) -> bool {
         self.count_body
     }

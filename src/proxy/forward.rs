@@ -103,7 +103,17 @@ pub(super) fn head(
     upstream_head(session, forward_path, client, trusted, upstream, rules).map(Head::Built)
 }
 
-pub(super) fn upstream_head(
+/// Sends `head` on an HTTP/1 backend session, whichever way it was made.
+pub(super) async fn write_head(up: &mut H1Upstream, head: Head) -> Result<usize> {
+    match head {
+        Head::Built(h) => up.write_request_header(h).await,
+        Head::Wire(w) => up.write_request_wire(w.req, &w.bytes, w.body_length).await,
+    }
+}
+
+/// The head as a header map: the client's, cloned and edited (every request [`super::wire`]
+/// does not write).
+fn upstream_head(
     session: &mut ServerSession,
     forward_path: Option<&str>,
     client: Option<std::net::IpAddr>,
@@ -240,8 +250,7 @@ pub(super) async fn h1(
 ) -> Attempt {
     up.write_timeout = peer.options.write_timeout;
     let written = match head {
-        Ok(Head::Built(h)) => up.write_request_header(h).await,
-        Ok(Head::Wire(w)) => up.write_request_wire(w.req, &w.bytes, w.body_length).await,
+        Ok(head) => write_head(up, head).await,
         Err(e) => return Attempt::failed(e.into_in()),
     };
     if let Err(e) = written {

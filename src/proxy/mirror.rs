@@ -18,10 +18,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
-use pingora_http::RequestHeader;
 use tokio::sync::mpsc;
 
-use super::{h1_session, pool};
+use super::forward::{write_head, Head};
+use super::{h1_connect, h1_release};
 use crate::runtime::Shared;
 use crate::snapshot::{Mirror, Snapshot};
 use crate::util::time::process_ms;
@@ -89,6 +89,8 @@ pub(super) struct Request<'a> {
     pub client: Option<std::net::IpAddr>,
     pub trusted: bool,
     pub forward_path: Option<&'a str>,
+    /// The request's `Content-Length`, if any (checked against `max_body_bytes` up front).
+    pub content_length: Option<u64>,
 }
 
 /// Starts a copy of the routed request when it is sampled and fits the mirror's bounds: the
@@ -109,12 +111,7 @@ pub(super) fn start(r: Request<'_>, session: &mut ServerSession) -> Option<Tee> 
             .with_label_values(&labels)
             .inc();
     };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > m.max_body_bytes) {
+    if r.content_length.is_some_and(|n| n > m.max_body_bytes) {
         dropped();
         return None;
     }
@@ -127,7 +124,7 @@ pub(super) fn start(r: Request<'_>, session: &mut ServerSession) -> Option<Tee> 
         snapshot: r.snapshot.clone(),
         upstream: m.upstream,
     };
-    let head = super::forward::upstream_head(
+    let head = super::forward::head(
         session,
         r.forward_path,
         r.client,
@@ -168,7 +165,7 @@ enum Outcome {
 }
 
 impl Copy {
-    async fn run(self, head: Box<RequestHeader>, rx: mpsc::Receiver<Piece>) {
+    async fn run(self, head: Head, rx: mpsc::Receiver<Piece>) {
         let outcome = self.exchange(head, rx).await;
         let up = &self.slot.snapshot.upstreams[self.slot.upstream];
         let result = match &outcome {
@@ -188,7 +185,7 @@ impl Copy {
     }
 
     /// Sends the copy to one of the mirror upstream's backends and reads its answer to the end.
-    async fn exchange(&self, head: Box<RequestHeader>, mut rx: mpsc::Receiver<Piece>) -> Outcome {
+    async fn exchange(&self, head: Head, mut rx: mpsc::Receiver<Piece>) -> Outcome {
         let snapshot = &self.slot.snapshot;
         let up = &snapshot.upstreams[self.slot.upstream];
         let Some(i) = up.balancer.pick(&up.backends, |_| false) else {
@@ -198,18 +195,16 @@ impl Copy {
         let peer = &backend.peer;
         let idle_ms = up.config.idle_timeout.as_millis() as u64;
         let case = snapshot.config.server.limits.preserve_header_case;
-        let stream = match pool::take(backend.pool_key, process_ms(), idle_ms) {
-            Some(s) => s,
-            None => match self.connector.new_stream(peer).await {
-                Ok(s) => s,
+        let key = backend.pool_key;
+        let mut h1 =
+            match h1_connect(&self.connector, key, peer, (process_ms(), idle_ms), case).await {
+                Ok((h1, _)) => h1,
                 Err(e) => return Outcome::Failed(e.to_string()),
-            },
-        };
-        let mut h1 = h1_session(stream, peer, case);
+            };
         // The upstream's timeouts bound every step: a mirror that stops answering ends the copy.
         h1.read_timeout = peer.options.read_timeout;
         h1.write_timeout = peer.options.write_timeout;
-        if let Err(e) = h1.write_request_header(head).await {
+        if let Err(e) = write_head(&mut h1, head).await {
             return Outcome::Failed(e.to_string());
         }
         loop {
@@ -246,11 +241,8 @@ impl Copy {
                 Err(e) => return Outcome::Failed(e.to_string()),
             }
         }
-        h1.respect_keepalive();
-        if let Some(stream) = h1.reuse().await {
-            let cap = snapshot.config.server.upstream_keepalive_pool_size;
-            pool::put(backend.pool_key, stream, process_ms(), cap, idle_ms);
-        }
+        let cap = snapshot.config.server.upstream_keepalive_pool_size;
+        h1_release(h1, key, (process_ms(), idle_ms), cap).await;
         Outcome::Answered
     }
 }

@@ -429,6 +429,7 @@ impl Proxy {
                 client: ctx.client,
                 trusted: forward::peer_is_trusted(session, &snapshot.config.server),
                 forward_path: ctx.forward_path.as_deref(),
+                content_length: ctx.hardening.content_length(),
             };
             ctx.mirror = mirror::start(r, session);
         }
@@ -568,14 +569,9 @@ impl Proxy {
                     None => self.connect_h2(peer, key, now_ms, idle_ms).await,
                 }
             } else {
-                match pool::take(key, now_ms, idle_ms) {
-                    Some(s) => Ok((Upstream2::H1(h1_session(s, peer, case)), true)),
-                    None => self
-                        .connector
-                        .new_stream(peer)
-                        .await
-                        .map(|s| (Upstream2::H1(h1_session(s, peer, case)), false)),
-                }
+                h1_connect(&self.connector, key, peer, (now_ms, idle_ms), case)
+                    .await
+                    .map(|(h1, reused)| (Upstream2::H1(h1), reused))
             };
             let (conn, reused) = match connected {
                 Ok(c) => c,
@@ -603,11 +599,8 @@ impl Proxy {
                 Upstream2::H1(mut h1) => {
                     let out = forward::h1(session, &mut h1, head, peer, report, edge).await;
                     if out.upstream_reusable {
-                        h1.respect_keepalive();
-                        if let Some(stream) = h1.reuse().await {
-                            let cap = snapshot.config.server.upstream_keepalive_pool_size;
-                            pool::put(key, stream, now_ms, cap, idle_ms);
-                        }
+                        let cap = snapshot.config.server.upstream_keepalive_pool_size;
+                        h1_release(h1, key, (now_ms, idle_ms), cap).await;
                     }
                     out
                 }
@@ -1090,6 +1083,32 @@ fn h1_session(
     let mut s = H1Upstream::new_with_options(stream, peer);
     s.set_preserve_header_case(preserve_case);
     s
+}
+
+/// An HTTP/1 session to the backend `key` at `peer`: on an idle pooled connection (`true`) or a
+/// new one. `(now_ms, idle_ms)`: the time and the upstream's `idle_timeout`.
+async fn h1_connect(
+    connector: &TransportConnector,
+    key: u64,
+    peer: &HttpPeer,
+    (now_ms, idle_ms): (u64, u64),
+    preserve_case: bool,
+) -> Result<(H1Upstream, bool), Box<Error>> {
+    match pool::take(key, now_ms, idle_ms) {
+        Some(s) => Ok((h1_session(s, peer, preserve_case), true)),
+        None => connector
+            .new_stream(peer)
+            .await
+            .map(|s| (h1_session(s, peer, preserve_case), false)),
+    }
+}
+
+/// Returns an exchange's connection to the worker's pool when the backend keeps it alive.
+async fn h1_release(mut h1: H1Upstream, key: u64, (now_ms, idle_ms): (u64, u64), cap: usize) {
+    h1.respect_keepalive();
+    if let Some(stream) = h1.reuse().await {
+        pool::put(key, stream, now_ms, cap, idle_ms);
+    }
 }
 
 #[cfg(test)]

@@ -141,23 +141,7 @@ fn access_rules_by_source_address_first_match_wins_and_reload() {
         "403 not counted:\n{metrics}"
     );
 
-    // curl from another source address (its --interface binds the client socket).
-    let curl = |from: &str| {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--interface",
-                from,
-            ])
-            .arg(format!("http://{}/echo/admin/y", lb.addr))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |from: &str| curl_code(from, &[], &format!("http://{}/echo/admin/y", lb.addr));
     assert_eq!(
         (curl("127.0.0.2"), curl("127.0.0.10")),
         ("200".into(), "403".into())
@@ -279,23 +263,27 @@ fn proxy_protocol_listener_takes_the_client_from_the_header() {
     let r = after_prefix(lb.addr, b"").unwrap();
     assert_eq!(forwarded(&r), pair("127.0.0.1", "127.0.0.1"));
 
-    let curl = |extra: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--interface",
-                "127.0.0.2",
-            ])
-            .args(extra)
-            .arg(format!("http://{pp}/echo/curl"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |extra: &[&str]| curl_code("127.0.0.2", extra, &format!("http://{pp}/echo/curl"));
     assert_eq!(curl(&["--haproxy-protocol"]), "200");
     assert_eq!(curl(&[]), "000", "no PROXY header: closed");
+}
+
+/// curl's status code (`000`: no answer) for `url`, sent from the source address `from` (its
+/// `--interface` binds the client socket) with `extra` arguments.
+fn curl_code(from: &str, extra: &[&str], url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            from,
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

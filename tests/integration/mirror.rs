@@ -238,8 +238,10 @@ fn a_mirror_that_never_answers_is_bounded_and_one_that_is_down_costs_nothing() {
         (mirrored(&lb, "failed") == 2).then_some(())
     });
     assert_eq!(shadow.copies().len(), 2);
-    // A body over max_body_bytes is not copied.
     drop(lb);
+
+    // A mirror that is down: every copy fails, no request does; a body over max_body_bytes is
+    // not copied at all.
 
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
