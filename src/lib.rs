@@ -52,8 +52,10 @@
 //! 2. [`proxy::Proxy`] (pingora-core directly, no pingora-proxy) reads the head and runs one
 //!    straight-line `async fn`: [`edge::early_request_filter`] runs [`edge::check_head`]
 //!    (framing, syntax, limits: lb answers 400/413/414/431/501 itself).
-//! 3. Routing loads the snapshot once (`ArcSwap::load_full`: the only shared read of the
-//!    request), normalizes the path ([`edge::path`]) and routes it as NGINX does
+//! 3. Routing (`proxy::route`) loads the snapshot once (`ArcSwap::load_full`: the only shared
+//!    read of the request), then decides in a pure step (`decide`: a `Decision`, lb's own
+//!    answer or a request to forward, nothing written) and carries the decision out. It
+//!    normalizes the path ([`edge::path`]) and routes it as NGINX does
 //!    ([`snapshot::Snapshot::route_on`]: host group, then exact path, prefix, regex; a
 //!    `replace_prefix` rewrites the forwarded path; plain and HTTPS listeners have a router
 //!    each, as routes may name a `scheme`, and so has each listener a route's `listen` names,
@@ -84,7 +86,8 @@
 //!    fields added: for the common HTTP/1 request written straight into bytes
 //!    ([`proxy::wire`]), else built as a header map ([`proxy::headers`], [`proxy::rewrite`]).
 //!    [`proxy::forward`] streams both bodies at once, writes and reads polled together (full
-//!    duplex), in one `select!` loop on the request's task (101 →
+//!    duplex), in one `select!` loop on the request's task, the same loop for an HTTP/1
+//!    connection and an HTTP/2 stream (each a small `Leg`: write a piece, read a piece) (101 →
 //!    byte tunnel; on an HTTP/2 backend, one stream of a pooled connection, trailers included;
 //!    gRPC calls get lb's own failures as `grpc-status`, [`proxy::grpc`]). Failed attempts go
 //!    to [`health::passive_failure`] and are retried on other

@@ -157,29 +157,56 @@ pub fn trim_ows(mut v: &[u8]) -> &[u8] {
 ///
 /// Never panics, whatever the bytes.
 pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, Reject> {
-    // Empty lines before the request line are ignored (RFC 9112 §2.2), as pingora does.
+    let (http10, mut rest) = request_line(raw, limits)?;
+    let mut fields = Fields::default();
+    // One pass per header line: name (tchars up to the colon), then the value's bytes.
+    loop {
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(reject(400, "incomplete request head"));
+        };
+        let line = &rest[..nl];
+        rest = &rest[nl + 1..];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(reject(400, "obsolete header line folding"));
+        }
+        fields.count += 1;
+        if fields.count > limits.max_headers {
+            return Err(reject(431, "more header fields than server.max_headers"));
+        }
+        fields.line(line)?;
+    }
+    fields.framing(http10, limits)
+}
+
+/// Checks the request line (method SP request-target SP HTTP-version, after any empty lines,
+/// which RFC 9112 §2.2 and pingora ignore) and the head's size; returns whether it is HTTP/1.0,
+/// and the header lines after it.
+fn request_line<'a>(
+    raw: &'a [u8],
+    limits: &Limits,
+) -> std::result::Result<(bool, &'a [u8]), Reject> {
     let start = raw
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(raw.len());
     // The request line, and the rest of the head after its LF (nothing when it has none).
     let head = &raw[start..];
-    let (line, mut rest) = match head.iter().position(|&b| b == b'\n') {
+    let (line, rest) = match head.iter().position(|&b| b == b'\n') {
         Some(p) => (&head[..p], &head[p + 1..]),
         None => (head, &[][..]),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-
-    // Request line: method SP request-target SP HTTP-version.
     let mut parts = line.split(|&b| b == b' ');
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    if let Some(t) = target {
-        if t.len() > limits.max_uri_bytes {
-            return Err(reject(
-                414,
-                "request target longer than server.max_uri_bytes",
-            ));
-        }
+    if target.is_some_and(|t| t.len() > limits.max_uri_bytes) {
+        return Err(reject(
+            414,
+            "request target longer than server.max_uri_bytes",
+        ));
     }
     if raw.len() > limits.max_header_bytes {
         return Err(reject(
@@ -197,37 +224,32 @@ pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, 
     if target.is_empty() || !target.iter().all(|&b| b > 0x20 && b != 0x7f) {
         return Err(reject(400, "malformed request line: target"));
     }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        _ => return Err(reject(400, "malformed request line: version")),
-    };
+    match version {
+        b"HTTP/1.1" => Ok((false, rest)),
+        b"HTTP/1.0" => Ok((true, rest)),
+        _ => Err(reject(400, "malformed request line: version")),
+    }
+}
 
-    let mut info = HeadInfo {
-        http10,
-        ..HeadInfo::default()
-    };
-    let (mut fields, mut hosts, mut cls, mut tes) = (0usize, 0u32, 0u32, 0u32);
-    let mut te_unknown = false;
-    let mut te_chunked_only = true;
-    // One pass per header line: name (tchars up to the colon), then the value's bytes.
-    loop {
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(reject(400, "incomplete request head"));
-        };
-        let line = &rest[..nl];
-        rest = &rest[nl + 1..];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Err(reject(400, "obsolete header line folding"));
-        }
-        fields += 1;
-        if fields > limits.max_headers {
-            return Err(reject(431, "more header fields than server.max_headers"));
-        }
+/// What the header lines of a head said so far, for the framing rules at its end.
+#[derive(Default)]
+struct Fields {
+    count: usize,
+    hosts: u32,
+    content_lengths: u32,
+    /// `Transfer-Encoding` lines.
+    tes: u32,
+    te_unknown: bool,
+    /// Every `Transfer-Encoding` line was exactly `chunked` (checked with `tes == 1`).
+    te_not_chunked: bool,
+    content_length: Option<u64>,
+    upgrade: bool,
+}
+
+impl Fields {
+    /// One header line (not empty, not folded, without its line end): its syntax, and what it
+    /// says about the framing.
+    fn line(&mut self, line: &[u8]) -> std::result::Result<(), Reject> {
         let colon = line
             .iter()
             .position(|&b| !is_tchar(b))
@@ -244,12 +266,12 @@ pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, 
         }
         let value = trim_ows(value);
         if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
+            self.hosts += 1;
             if !is_valid_host(value) {
                 return Err(reject(400, "invalid Host"));
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            cls += 1;
+            self.content_lengths += 1;
             let digits =
                 !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit);
             let n = std::str::from_utf8(value)
@@ -257,58 +279,67 @@ pub fn check_head(raw: &[u8], limits: &Limits) -> std::result::Result<HeadInfo, 
                 .filter(|_| digits)
                 .and_then(|s| s.parse::<u64>().ok());
             match n {
-                Some(n) => info.content_length = Some(n),
+                Some(n) => self.content_length = Some(n),
                 None => return Err(reject(400, "invalid Content-Length")),
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            tes += 1;
+            self.tes += 1;
             let mut n = 0;
             for coding in value.split(|&b| b == b',').map(trim_ows) {
                 n += 1;
                 let known = KNOWN_CODINGS
                     .iter()
                     .any(|k| coding.eq_ignore_ascii_case(k.as_bytes()));
-                te_unknown |= !known;
-                te_chunked_only &= coding.eq_ignore_ascii_case(b"chunked");
+                self.te_unknown |= !known;
+                self.te_not_chunked |= !coding.eq_ignore_ascii_case(b"chunked");
             }
-            te_chunked_only &= n == 1;
+            self.te_not_chunked |= n != 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            info.upgrade = true;
+            self.upgrade = true;
         }
+        Ok(())
     }
-    match (http10, hosts) {
-        (false, 1) | (true, 0 | 1) => {}
-        (false, 0) => return Err(reject(400, "HTTP/1.1 request without Host")),
-        _ => return Err(reject(400, "several Host headers")),
-    }
-    if cls > 1 {
-        return Err(reject(400, "several Content-Length headers"));
-    }
-    if tes > 0 {
-        if http10 {
-            return Err(reject(400, "Transfer-Encoding on an HTTP/1.0 request"));
+
+    /// The rules on `Host`, `Content-Length` and `Transfer-Encoding` once every line was read.
+    fn framing(self, http10: bool, limits: &Limits) -> std::result::Result<HeadInfo, Reject> {
+        match (http10, self.hosts) {
+            (false, 1) | (true, 0 | 1) => {}
+            (false, 0) => return Err(reject(400, "HTTP/1.1 request without Host")),
+            _ => return Err(reject(400, "several Host headers")),
         }
-        if cls > 0 {
-            return Err(reject(400, "both Content-Length and Transfer-Encoding"));
+        if self.content_lengths > 1 {
+            return Err(reject(400, "several Content-Length headers"));
         }
-        if te_unknown {
-            return Err(reject(501, "unknown transfer coding"));
+        if self.tes > 0 {
+            if http10 {
+                return Err(reject(400, "Transfer-Encoding on an HTTP/1.0 request"));
+            }
+            if self.content_lengths > 0 {
+                return Err(reject(400, "both Content-Length and Transfer-Encoding"));
+            }
+            if self.te_unknown {
+                return Err(reject(501, "unknown transfer coding"));
+            }
+            if self.tes > 1 || self.te_not_chunked {
+                return Err(reject(400, "Transfer-Encoding must be exactly \"chunked\""));
+            }
         }
-        if tes > 1 || !te_chunked_only {
-            return Err(reject(400, "Transfer-Encoding must be exactly \"chunked\""));
+        if self
+            .content_length
+            .is_some_and(|n| n > limits.max_body_bytes_any_route)
+        {
+            return Err(reject(
+                413,
+                "request body larger than server.max_body_bytes",
+            ));
         }
-        info.chunked = true;
+        Ok(HeadInfo {
+            http10,
+            content_length: self.content_length,
+            chunked: self.tes > 0,
+            upgrade: self.upgrade,
+        })
     }
-    if info
-        .content_length
-        .is_some_and(|n| n > limits.max_body_bytes_any_route)
-    {
-        return Err(reject(
-            413,
-            "request body larger than server.max_body_bytes",
-        ));
-    }
-    Ok(info)
 }
 
 /// Incremental scan of a request head as it arrives: its size, the request target's length, the

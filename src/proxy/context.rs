@@ -144,6 +144,16 @@ impl Ctx {
         }
     }
 
+    /// Counts an attempt on backend `i` of the request's upstream, holding `guard` (its
+    /// in-flight count) until the attempt's end.
+    pub(super) fn start_attempt(&mut self, i: usize, guard: InFlightGuard) {
+        self.tried.push(i);
+        self.attempts += 1;
+        self.sends += 1;
+        self.backend = Some(i);
+        self.guard = Some(guard);
+    }
+
     /// The upstream the request was routed to.
     pub(super) fn upstream(&self) -> Option<&Upstream> {
         match &self.snapshot {

@@ -20,8 +20,8 @@ use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
 use tokio::sync::mpsc;
 
+use super::attempt::{h1_connect, h1_release};
 use super::forward::{write_head, Head};
-use super::{h1_connect, h1_release};
 use crate::runtime::Shared;
 use crate::snapshot::{Mirror, Snapshot};
 use crate::util::time::process_ms;

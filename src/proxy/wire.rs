@@ -47,25 +47,7 @@ pub(super) fn head(
     if target_authority(req).is_some() {
         return None;
     }
-    let mut host = None;
-    let mut length = None;
-    for (name, value) in &req.headers {
-        if *name == header::HOST {
-            if host.replace(value).is_some() {
-                return None;
-            }
-        } else if *name == header::CONTENT_LENGTH {
-            if length.is_some() {
-                return None;
-            }
-            length = Some(std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()?);
-        } else if *name == header::UPGRADE
-            || (*name == header::CONNECTION && !plain_connection(value))
-        {
-            return None;
-        }
-    }
-    let host = host?;
+    let (host, length) = framing_fields(req)?;
     let mut w = Vec::with_capacity(256 + req.raw_path().len() + 64 * req.headers.len());
     w.extend_from_slice(req.method.as_str().as_bytes());
     w.push(b' ');
@@ -114,6 +96,30 @@ pub(super) fn head(
         bytes: w,
         body_length,
     })
+}
+
+/// The request's one `Host` and its `Content-Length`; `None` when it has several of either, an
+/// `Upgrade`, or a `Connection` naming more than `keep-alive`/`close` (the other path's cases).
+fn framing_fields(req: &RequestHeader) -> Option<(&HeaderValue, Option<usize>)> {
+    let mut host = None;
+    let mut length = None;
+    for (name, value) in &req.headers {
+        if *name == header::HOST {
+            if host.replace(value).is_some() {
+                return None;
+            }
+        } else if *name == header::CONTENT_LENGTH {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()?);
+        } else if *name == header::UPGRADE
+            || (*name == header::CONNECTION && !plain_connection(value))
+        {
+            return None;
+        }
+    }
+    Some((host?, length))
 }
 
 /// `name: value` and its line end.
