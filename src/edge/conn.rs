@@ -95,8 +95,10 @@ pub struct Guarded {
     /// The first request of the connection: its header deadline counts from accept.
     first: bool,
     scan: HeadScan,
-    /// The running deadline (idle, header or refusal write), per `phase`.
+    /// The running deadline (idle, header or refusal write), per `phase`: `due`, with `timer`
+    /// armed for it or for an earlier time ([`Guarded::set_deadline`]).
     timer: Pin<Box<Sleep>>,
+    due: tokio::time::Instant,
     /// When the current head started (for the refusal's duration metric).
     head_started: Instant,
     refusal: Vec<u8>,
@@ -141,6 +143,7 @@ impl Guarded {
             first: true,
             scan: HeadScan::default(),
             timer: Box::pin(tokio::time::sleep_until(deadline)),
+            due: deadline,
             head_started: now,
             refusal: Vec::new(),
             refusal_sent: 0,
@@ -175,9 +178,30 @@ impl Guarded {
     }
 
     fn restart_timer(&mut self, after: Duration) {
-        self.timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + after);
+        self.set_deadline(tokio::time::Instant::now() + after);
+    }
+
+    /// Moves the deadline to `at`. The timer is re-armed only for an earlier time than the one
+    /// it is armed for; a later one is taken up when the armed one fires ([`Self::poll_timer`]),
+    /// so that a busy keep-alive connection does not re-arm its timer twice per request (idle,
+    /// then header deadline: each a re-registration in the runtime's timer wheel).
+    fn set_deadline(&mut self, at: tokio::time::Instant) {
+        self.due = at;
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// Ready once the deadline ([`Self::set_deadline`]) has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= self.due {
+                return Poll::Ready(());
+            }
+            let due = self.due;
+            self.timer.as_mut().reset(due);
+        }
     }
 
     /// Applies what the request layer said since the last read.
@@ -208,7 +232,7 @@ impl Guarded {
             self.head_started = now;
             if !self.first {
                 let deadline = now + self.ctl.limits.header_timeout;
-                self.timer.as_mut().reset(deadline.into());
+                self.set_deadline(deadline.into());
             }
         }
         if self.phase != Phase::Head {
@@ -293,7 +317,7 @@ impl Guarded {
                 Poll::Ready(Ok(n)) if n > 0 => self.refusal_sent += n,
                 Poll::Ready(_) => break false,
                 Poll::Pending => {
-                    if self.timer.as_mut().poll(cx).is_pending() {
+                    if self.poll_timer(cx).is_pending() {
                         return Poll::Pending;
                     }
                     break false;
@@ -301,10 +325,7 @@ impl Guarded {
             }
         };
         // A pending flush waits, but never past the refusal's write deadline.
-        if done
-            && self.io().poll_flush(cx).is_pending()
-            && self.timer.as_mut().poll(cx).is_pending()
-        {
+        if done && self.io().poll_flush(cx).is_pending() && self.poll_timer(cx).is_pending() {
             return Poll::Pending;
         }
         self.set_phase(Phase::Dead);
@@ -353,7 +374,7 @@ impl AsyncRead for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.timer.as_mut().poll(cx).is_pending() {
+                if this.poll_timer(cx).is_pending() {
                     return Poll::Pending;
                 }
                 if this.phase == Phase::Idle {

@@ -354,8 +354,10 @@ fn h1_session(
     stream: pingora_core::protocols::Stream,
     peer: &HttpPeer,
     preserve_case: bool,
-) -> H1Upstream {
-    let mut s = H1Upstream::new_with_options(stream, peer);
+) -> Box<H1Upstream> {
+    // Boxed: the session (about 500 bytes) then moves through connect, exchange and release as
+    // a pointer.
+    let mut s = Box::new(H1Upstream::new_with_options(stream, peer));
     s.set_preserve_header_case(preserve_case);
     s
 }
@@ -368,7 +370,7 @@ pub(super) async fn h1_connect(
     peer: &HttpPeer,
     (now_ms, idle_ms): (u64, u64),
     preserve_case: bool,
-) -> Result<(H1Upstream, bool), Box<Error>> {
+) -> Result<(Box<H1Upstream>, bool), Box<Error>> {
     match pool::take(key, now_ms, idle_ms) {
         Some(s) => Ok((h1_session(s, peer, preserve_case), true)),
         None => connector
@@ -380,7 +382,7 @@ pub(super) async fn h1_connect(
 
 /// Returns an exchange's connection to the worker's pool when the backend keeps it alive.
 pub(super) async fn h1_release(
-    mut h1: H1Upstream,
+    mut h1: Box<H1Upstream>,
     key: u64,
     (now_ms, idle_ms): (u64, u64),
     cap: usize,

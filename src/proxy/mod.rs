@@ -63,7 +63,7 @@ use context::Ctx;
 /// A backend connection for one attempt: an HTTP/1 connection of its own, or a stream of a
 /// shared HTTP/2 connection.
 enum Upstream2 {
-    H1(H1Upstream),
+    H1(Box<H1Upstream>),
     H2(pingora_core::protocols::http::v2::client::Http2Session),
 }
 
@@ -236,7 +236,15 @@ impl RequestApp for Proxy {
         }
         let next = if reuse {
             let settings = HttpPersistentSettings::for_session(&session);
-            let stream = session.finish().await.ok().flatten();
+            // An HTTP/1 session is taken apart here rather than by `finish`, which moves the
+            // whole session (about 700 bytes) once more.
+            let stream = match session {
+                ServerSession::H1(mut s) => match s.finish_body().await {
+                    Ok(_) => s.reuse().await.ok().flatten(),
+                    Err(_) => None,
+                },
+                other => other.finish().await.ok().flatten(),
+            };
             stream.map(|s| (s, settings))
         } else {
             None

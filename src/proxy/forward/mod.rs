@@ -455,8 +455,6 @@ fn head_for_client(
     if !fit_for_client(session, resp) {
         return false;
     }
-    // Room for `Date` and `Connection`, which the client session sets.
-    resp.reserve(2);
     if status >= 200 {
         health::passive_response(report.shared, report.upstream, report.backend, status);
     }

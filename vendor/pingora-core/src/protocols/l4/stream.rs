@@ -859,7 +859,9 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        self.read_pending_time.poll_time(&result);
+        if MEASURE_PENDING_TIME {
+            self.read_pending_time.poll_time(&result);
+        }
         self.rx_ts = self.stream().get_ref().rx_ts;
         result
     }
@@ -876,13 +878,17 @@ impl AsyncWrite for Stream {
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
         };
-        self.write_pending_time.poll_write_time(&result, buf.len());
+        if MEASURE_PENDING_TIME {
+            self.write_pending_time.poll_write_time(&result, buf.len());
+        }
         result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.stream_mut()).poll_flush(cx);
-        self.write_pending_time.poll_time(&result);
+        if MEASURE_PENDING_TIME {
+            self.write_pending_time.poll_time(&result);
+        }
         result
     }
 
@@ -903,7 +909,9 @@ impl AsyncWrite for Stream {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
         };
 
-        self.write_pending_time.poll_write_time(&result, total_size);
+        if MEASURE_PENDING_TIME {
+            self.write_pending_time.poll_write_time(&result, total_size);
+        }
         result
     }
 
@@ -915,6 +923,11 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// Whether streams add up the time their reads and writes wait (`get_read_pending_time`,
+/// `get_write_pending_time`). lb patch: off, as nothing in lb reads them; each wait cost two
+/// clock reads per poll that waited, on every request's both legs.
+const MEASURE_PENDING_TIME: bool = false;
 
 #[derive(Debug)]
 struct AccumulatedDuration {

@@ -885,19 +885,17 @@ impl HttpSession {
         }
 
         // no need to add these headers to 1xx responses
-        if !header.status.is_informational() && self.update_resp_headers {
-            /* update headers */
-            // By name (lb patch): `insert_header` spelled each name out and parsed it again.
-            header.insert_header_name(&header::DATE, "Date", date::get_cached_date());
-
-            let connection_value = if self.will_keepalive() {
-                "keep-alive"
-            } else {
-                "close"
-            };
-            let connection_value = HeaderValue::from_static(connection_value);
-            header.insert_header_name(&header::CONNECTION, "Connection", connection_value);
-        }
+        // (lb patch: `Date` and `Connection` are written after the head's other fields, which
+        // are written without theirs, instead of being inserted into the map: that insert
+        // regrew the map of every response. The head kept as `response_written` has neither.)
+        let connection_value = (!header.status.is_informational() && self.update_resp_headers)
+            .then(|| {
+                if self.will_keepalive() {
+                    "keep-alive"
+                } else {
+                    "close"
+                }
+            });
 
         if header.status == 101 {
             // make sure the connection is closed at the end when 101/upgrade is used
@@ -953,7 +951,7 @@ impl HttpSession {
 
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, &mut write_buf)
+        http_resp_header_to_buf_with(header, connection_value, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -1894,6 +1892,62 @@ fn parse_req_buffer<'headers, 'buf>(
 }
 
 #[inline]
+/// The head as [`http_resp_header_to_buf`] writes it, with `Date` (the cached one) and
+/// `Connection: {connection}` in place of the map's own, when `connection` is given (lb patch).
+fn http_resp_header_to_buf_with(
+    resp: &ResponseHeader,
+    connection: Option<&'static str>,
+    buf: &mut BytesMut,
+) -> std::result::Result<(), ()> {
+    let Some(connection) = connection else {
+        return http_resp_header_to_buf(resp, buf);
+    };
+    status_line_to_buf(resp, buf)?;
+    let own = |name: &header::HeaderName| name == header::DATE || name == header::CONNECTION;
+    let mut field = |name: &[u8], value: &[u8]| {
+        buf.put_slice(name);
+        buf.put_slice(b": ");
+        buf.put_slice(value);
+        buf.put_slice(CRLF);
+    };
+    if resp.has_case() {
+        for (name, value) in resp.case_header_iter() {
+            let name = name.as_slice();
+            if !name.eq_ignore_ascii_case(b"date") && !name.eq_ignore_ascii_case(b"connection") {
+                field(name, value.as_bytes());
+            }
+        }
+    } else {
+        for (name, value) in resp.headers.iter().filter(|(n, _)| !own(n)) {
+            field(pingora_http::titled_header_name(name).as_bytes(), value.as_bytes());
+        }
+    }
+    field(b"Date", date::get_cached_date().as_bytes());
+    field(b"Connection", connection.as_bytes());
+    buf.put_slice(CRLF);
+    Ok(())
+}
+
+/// The status line of `resp` (lb patch: split out of [`http_resp_header_to_buf`]).
+fn status_line_to_buf(resp: &ResponseHeader, buf: &mut BytesMut) -> std::result::Result<(), ()> {
+    let version = match resp.version {
+        Version::HTTP_09 => "HTTP/0.9 ",
+        Version::HTTP_10 => "HTTP/1.0 ",
+        Version::HTTP_11 => "HTTP/1.1 ",
+        _ => {
+            return Err(()); /*TODO: unsupported version */
+        }
+    };
+    buf.put_slice(version.as_bytes());
+    buf.put_slice(resp.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason_buf) = resp.get_reason_phrase() {
+        buf.put_slice(reason_buf.as_bytes());
+    }
+    buf.put_slice(CRLF);
+    Ok(())
+}
+
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     buf: &mut BytesMut,
