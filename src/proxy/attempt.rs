@@ -190,7 +190,7 @@ impl Proxy {
             return Ok((Upstream2::H1(h1), reused));
         }
         match pool::h2::stream(key, now_ms).await {
-            Some(s) => Ok((Upstream2::H2(s), true)),
+            Some(s) => Ok((Upstream2::H2(Box::new(s)), true)),
             None => self.connect_h2(peer, key, now_ms, idle_ms).await,
         }
     }
@@ -219,7 +219,7 @@ impl Proxy {
         let first = conn.spawn_stream().await?;
         pool::h2::keep(key, conn, now_ms, idle_ms);
         match first {
-            Some(s) => Ok((Upstream2::H2(s), false)),
+            Some(s) => Ok((Upstream2::H2(Box::new(s)), false)),
             None => Err(Error::explain(
                 ErrorType::H2Error,
                 "a new HTTP/2 connection refused its first stream",

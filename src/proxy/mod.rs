@@ -64,7 +64,7 @@ use context::Ctx;
 /// shared HTTP/2 connection.
 enum Upstream2 {
     H1(Box<H1Upstream>),
-    H2(pingora_core::protocols::http::v2::client::Http2Session),
+    H2(Box<pingora_core::protocols::http::v2::client::Http2Session>),
 }
 
 /// The lb proxy service: the app of every `server.listen` listener (behind
