@@ -104,7 +104,6 @@ impl Proxy {
         let peer = &*with_timeouts(&backend.peer, ctx.settings.as_deref());
         let idle_ms = up.config.idle_timeout.as_millis() as u64;
         let now_ms = process_ms_at(ctx.started);
-        let trusted = forward::peer_is_trusted(session, &snapshot.config.server);
         let settings = ctx.settings.as_deref();
         if ctx.vars.is_none() && settings.is_some_and(|s| s.has_header_rules()) {
             ctx.vars = Some(rewrite::Vars::of(session, ctx.client));
@@ -117,44 +116,48 @@ impl Proxy {
             add_response: rules.map(|(s, v)| (&s.add_response, v)),
             mirror: &mut ctx.mirror,
         };
-        let head = forward::head(
-            session,
-            ctx.forward_path.as_deref(),
-            ctx.client,
-            trusted,
-            &up.config,
-            rules.map(|(s, v)| (&*s.set_request, v)),
-        );
-        let key = backend.pool_key;
-        let case = snapshot.config.server.limits.preserve_header_case;
-        let http2 = up.config.protocol == Protocol::Http2;
-        let connected = self
-            .connect(http2, key, peer, (now_ms, idle_ms), case)
-            .await;
-        let counts = (ctx.resent_this_attempt, ctx.attempts, retries);
-        let failure = |stage, e: &Error, replayable| failure(stage, e, replayable, counts);
-        let (conn, reused) = match connected {
-            Ok(c) => c,
-            Err(mut e) => {
-                e.as_up();
-                let (f, why) = (
-                    failure(Stage::Connect, &e, false),
-                    Reason::of(&e, &peer.options),
-                );
-                return Tried::Failed(e, f, why);
-            }
+        let to = forward::HeadFor {
+            forward_path: ctx.forward_path.as_deref(),
+            client: ctx.client,
+            trusted: forward::peer_is_trusted(session, &snapshot.config.server),
+            upstream: &up.config,
+            rules: rules.map(|(s, v)| (&*s.set_request, v)),
         };
-        let edge = &mut ctx.hardening;
+        let head = forward::head(session, &to);
+        let (key, case) = (
+            backend.pool_key,
+            snapshot.config.server.limits.preserve_header_case,
+        );
+        let http2 = up.config.protocol == Protocol::Http2;
+        let connected = self.connect(http2, key, peer, (now_ms, idle_ms), case);
+        let counts = (ctx.resent_this_attempt, ctx.attempts, retries);
+        let failed = |stage, e: Box<Error>, replayable| {
+            let (f, why) = (
+                failure(stage, &e, replayable, counts),
+                Reason::of(&e, &peer.options),
+            );
+            Tried::Failed(e, f, why)
+        };
+        let (conn, reused) = match connected.await {
+            Ok(c) => c,
+            Err(e) => return failed(Stage::Connect, e.into_up(), false),
+        };
+        let sides = forward::Sides {
+            session,
+            peer,
+            report,
+            edge: &mut ctx.hardening,
+        };
         let out = match conn {
             Upstream2::H1(mut h1) => {
-                let out = forward::h1(session, &mut h1, head, peer, report, edge).await;
+                let out = forward::h1(&mut h1, head, sides).await;
                 if out.upstream_reusable {
                     let cap = snapshot.config.server.upstream_keepalive_pool_size;
                     h1_release(h1, key, (now_ms, idle_ms), cap).await;
                 }
                 out
             }
-            Upstream2::H2(mut h2) => forward::h2(session, &mut h2, head, peer, report, edge).await,
+            Upstream2::H2(mut h2) => forward::h2(&mut h2, head, sides).await,
         };
         ctx.grpc_status = out.grpc_status;
         let mut e = match out.result {
@@ -166,11 +169,7 @@ impl Proxy {
             && session.response_written().is_none();
         // pingora's own verdict: a failure on a reused pooled connection is worth a resend.
         e.retry.decide_reuse(reused);
-        let (f, why) = (
-            failure(Stage::Exchange, &e, replayable),
-            Reason::of(&e, &peer.options),
-        );
-        Tried::Failed(e, f, why)
+        failed(Stage::Exchange, e, replayable)
     }
 
     /// A connection to the backend `key` at `peer` for one attempt (`true`: a pooled one, or a

@@ -124,15 +124,14 @@ pub(super) fn start(r: Request<'_>, session: &mut ServerSession) -> Option<Tee> 
         snapshot: r.snapshot.clone(),
         upstream: m.upstream,
     };
-    let head = super::forward::head(
-        session,
-        r.forward_path,
-        r.client,
-        r.trusted,
-        &up.config,
-        None,
-    )
-    .ok()?;
+    let to = super::forward::HeadFor {
+        forward_path: r.forward_path,
+        client: r.client,
+        trusted: r.trusted,
+        upstream: &up.config,
+        rules: None,
+    };
+    let head = super::forward::head(session, &to).ok()?;
     let (tx, rx) = mpsc::channel(PIECES);
     let body = !session.is_body_empty();
     if !body {

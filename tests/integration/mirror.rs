@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -210,13 +210,13 @@ fn a_slow_mirror_adds_nothing_to_the_clients_latency() {
     let a = Backend::start("a");
     let shadow = Recorder::start(Some(Duration::from_millis(1500)));
     let lb = Lb::start(&config(&a, shadow.backend.addr, ""));
-    let started = Instant::now();
+    // Well under the mirror's 1.5 s each (a copy waited for would show), with room for a
+    // loaded machine.
     for i in 0..3 {
         let (status, _, secs) = curl(&format!("http://{}/echo/{i}", lb.addr), &[]);
         assert_eq!(status, 200);
-        assert!(secs < 0.5, "request {i} took {secs}s behind a 1.5s mirror");
+        assert!(secs < 1.0, "request {i} took {secs}s behind a 1.5s mirror");
     }
-    assert!(started.elapsed() < Duration::from_millis(1500));
     wait_for("the slow copies answered", Duration::from_secs(10), || {
         (mirrored(&lb, "answered") == 3).then_some(())
     });

@@ -8,22 +8,18 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
-use pingora_core::protocols::http::{HttpTask, ServerSession};
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::protocols::http::HttpTask;
 use pingora_error::Result;
 
-use super::{exchange, write_head, Attempt, Head, Leg, LegStep, Piece, Report};
-use crate::edge::RequestState;
+use super::{exchange, write_head, Attempt, Head, Leg, LegStep, Piece, Sides};
 
 /// Forwards the request over an HTTP/1 backend connection and the response back.
 pub(in crate::proxy) async fn h1(
-    session: &mut ServerSession,
     up: &mut H1Upstream,
     head: Result<Head>,
-    peer: &HttpPeer,
-    report: Report<'_>,
-    edge: &mut RequestState,
+    sides: Sides<'_>,
 ) -> Attempt {
+    let (session, peer) = (&mut *sides.session, sides.peer);
     up.write_timeout = peer.options.write_timeout;
     let written = match head {
         Ok(head) => write_head(up, head).await,
@@ -51,7 +47,7 @@ pub(in crate::proxy) async fn h1(
         up,
         outgoing: Outgoing::Idle,
     };
-    exchange(session, &mut leg, peer, report, edge, req_done).await
+    exchange(&mut leg, sides, req_done).await
 }
 
 /// What an HTTP/1 attempt is writing to the backend.

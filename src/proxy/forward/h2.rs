@@ -8,24 +8,19 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v2::client::Http2Session as H2Upstream;
-use pingora_core::protocols::http::ServerSession;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 
-use super::{exchange, Attempt, Head, Leg, LegStep, Piece, Report};
-use crate::edge::RequestState;
+use super::{exchange, Attempt, Head, Leg, LegStep, Piece, Sides};
 
 /// Forwards the request as one stream on an HTTP/2 backend connection and the response back,
 /// trailers included (they reach HTTP/2 clients; HTTP/1 has no trailers here, so lb keeps gRPC
 /// off HTTP/1 clients). Both directions flow at once, as gRPC's streaming calls need.
 pub(in crate::proxy) async fn h2(
-    session: &mut ServerSession,
     up: &mut H2Upstream,
     head: Result<Head>,
-    peer: &HttpPeer,
-    report: Report<'_>,
-    edge: &mut RequestState,
+    sides: Sides<'_>,
 ) -> Attempt {
+    let (session, peer) = (&mut *sides.session, sides.peer);
     up.write_timeout = peer.options.write_timeout;
     let head = match head {
         Ok(Head::Built(h)) => h,
@@ -59,7 +54,7 @@ pub(in crate::proxy) async fn h2(
         outgoing: None,
         write_deadline: None,
     };
-    exchange(session, &mut leg, peer, report, edge, req_done).await
+    exchange(&mut leg, sides, req_done).await
 }
 
 /// Where the reading of an HTTP/2 response stands.

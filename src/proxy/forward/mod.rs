@@ -68,9 +68,6 @@ pub(super) fn peer_is_trusted(session: &ServerSession, server: &ServerSettings) 
     })
 }
 
-/// The head sent to the backend: the client's, in origin form, with the forwarded path,
-/// `X-Forwarded-*` and hop-by-hop fields removed (an upgrade to WebSocket keeps its
-/// `Connection: Upgrade`). Every attempt starts from the client's head again.
 /// The head an attempt sends: built as a header map ([`upstream_head`]), or, for the common
 /// request to an HTTP/1 backend, written as bytes straight from the client's ([`super::wire`]).
 pub(super) enum Head {
@@ -78,29 +75,35 @@ pub(super) enum Head {
     Wire(super::wire::Wire),
 }
 
-/// The head of an attempt on `upstream`: [`super::wire`]'s when the request, the route and the
-/// upstream allow it, else [`upstream_head`]'s.
-pub(super) fn head(
-    session: &mut ServerSession,
-    forward_path: Option<&str>,
-    client: Option<std::net::IpAddr>,
-    trusted: bool,
-    upstream: &crate::config::UpstreamConfig,
-    rules: Option<(&[HeaderRule], &Vars)>,
-) -> Result<Head> {
+/// What the backend's head is made from besides the client's head.
+pub(super) struct HeadFor<'a> {
+    /// The path to send instead of the client's (`replace_prefix`, `normalize_path`).
+    pub forward_path: Option<&'a str>,
+    pub client: Option<std::net::IpAddr>,
+    /// The peer is a trusted proxy ([`peer_is_trusted`]): its forwarding fields are extended.
+    pub trusted: bool,
+    pub upstream: &'a crate::config::UpstreamConfig,
+    /// The route's `set_request_headers` and what their variables render from.
+    pub rules: Option<(&'a [HeaderRule], &'a Vars)>,
+}
+
+/// The head of an attempt on `to.upstream`: [`super::wire`]'s when the request, the route and
+/// the upstream allow it, else [`upstream_head`]'s.
+pub(super) fn head(session: &mut ServerSession, to: &HeadFor<'_>) -> Result<Head> {
+    let upstream = to.upstream;
     let plain = upstream.protocol == crate::config::Protocol::Http1
-        && !trusted
-        && rules.is_none_or(|(r, _)| r.is_empty())
+        && !to.trusted
+        && to.rules.is_none_or(|(r, _)| r.is_empty())
         && upstream.host_header == HostHeader::Client;
     if plain {
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let has_body = !session.is_body_empty();
         let req = session.req_header();
-        if let Some(w) = super::wire::head(req, forward_path, client, https, has_body) {
+        if let Some(w) = super::wire::head(req, to.forward_path, to.client, https, has_body) {
             return Ok(Head::Wire(w));
         }
     }
-    upstream_head(session, forward_path, client, trusted, upstream, rules).map(Head::Built)
+    upstream_head(session, to).map(Head::Built)
 }
 
 /// Sends `head` on an HTTP/1 backend session, whichever way it was made.
@@ -112,15 +115,11 @@ pub(super) async fn write_head(up: &mut H1Upstream, head: Head) -> Result<usize>
 }
 
 /// The head as a header map: the client's, cloned and edited (every request [`super::wire`]
-/// does not write).
-fn upstream_head(
-    session: &mut ServerSession,
-    forward_path: Option<&str>,
-    client: Option<std::net::IpAddr>,
-    trusted: bool,
-    upstream: &crate::config::UpstreamConfig,
-    rules: Option<(&[HeaderRule], &Vars)>,
-) -> Result<Box<RequestHeader>> {
+/// does not write): in origin form, with the forwarded path, `X-Forwarded-*` and hop-by-hop
+/// fields removed (an upgrade to WebSocket keeps its `Connection: Upgrade`). Every attempt
+/// starts from the client's head again.
+fn upstream_head(session: &mut ServerSession, to: &HeadFor<'_>) -> Result<Box<RequestHeader>> {
+    let upstream = to.upstream;
     let h2_backend = upstream.protocol == crate::config::Protocol::Http2;
     let has_body = !session.is_body_empty();
     let mut req = Box::new(session.req_header().clone());
@@ -134,7 +133,7 @@ fn upstream_head(
             join_cookies(&mut req)?;
         }
     }
-    if let Some(path) = forward_path {
+    if let Some(path) = to.forward_path {
         set_path(&mut req, path)?;
     }
     // Hop-by-hop fields go first, so that a `Connection` naming lb's own fields cannot remove
@@ -142,7 +141,7 @@ fn upstream_head(
     prepare_request(&mut req, has_body, h2_backend)?;
 
     let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    set_forwarded(&mut req, client, trusted, https)?;
+    set_forwarded(&mut req, to.client, to.trusted, https)?;
     // After set_forwarded: `X-Forwarded-Host` is the client's host either way.
     match &upstream.host_header {
         HostHeader::Client => {}
@@ -150,7 +149,7 @@ fn upstream_head(
         HostHeader::Upstream => set_host(&mut req, &upstream.name)?,
         HostHeader::Literal(host) => set_host(&mut req, host)?,
     }
-    if let Some((rules, vars)) = rules {
+    if let Some((rules, vars)) = to.rules {
         // Last: a configured header replaces lb's own (`Host`, `X-Forwarded-For`, ...).
         set_request(&mut req, rules, vars)?;
     }
@@ -217,6 +216,15 @@ pub(super) struct Report<'a> {
     pub add_response: Option<(&'a ResponseHeaders, &'a Vars)>,
     /// The copy of the request in progress ([`super::mirror`]): it gets each body piece read.
     pub mirror: &'a mut Option<super::mirror::Tee>,
+}
+
+/// The request's side of an attempt: the client's session, the backend's peer (its
+/// timeouts), where the answer goes as it arrives, and the edge's limits on the request body.
+pub(super) struct Sides<'a> {
+    pub session: &'a mut ServerSession,
+    pub peer: &'a HttpPeer,
+    pub report: Report<'a>,
+    pub edge: &'a mut RequestState,
 }
 
 /// What the exchange loops do with a read of the client's side: `None` when the request was
@@ -305,14 +313,13 @@ struct Progress {
 /// The exchange once the request head (and a retry's replay) went out: both bodies at once in
 /// one `select!` (see the module's header), the response's pieces passed on to the client as
 /// they come ([`pass_on`]). `req_done`: the request body is already complete.
-async fn exchange<L: Leg>(
-    session: &mut ServerSession,
-    leg: &mut L,
-    peer: &HttpPeer,
-    report: Report<'_>,
-    edge: &mut RequestState,
-    req_done: bool,
-) -> Attempt {
+async fn exchange<L: Leg>(leg: &mut L, sides: Sides<'_>, req_done: bool) -> Attempt {
+    let Sides {
+        session,
+        peer,
+        report,
+        edge,
+    } = sides;
     let mut at = Progress {
         req_done,
         ..Progress::default()
