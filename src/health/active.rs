@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
+use pingora_core::protocols::http::v2::client::Http2Session;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_http::RequestHeader;
@@ -55,24 +56,7 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
         .new_stream(peer)
         .await
         .map_err(|e| why(&e, peer))?;
-    let host = hc
-        .host
-        .clone()
-        .unwrap_or_else(|| peer.address().to_string());
-    let mut req = match hc.kind {
-        CheckKind::Grpc => {
-            let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
-                .map_err(|e| why(&e, peer))?;
-            r.insert_header("content-type", "application/grpc")
-                .and_then(|_| r.insert_header("te", "trailers"))
-                .map_err(|e| why(&e, peer))?;
-            r
-        }
-        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| why(&e, peer))?,
-    };
-    req.insert_header("host", host)
-        .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
-        .map_err(|e| why(&e, peer))?;
+    let req = check_request(hc, peer)?;
     if !h2 {
         return http1_status(stream, peer, req, hc.expected_status).await;
     }
@@ -96,9 +80,43 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
         let code = s.response_header().map_or(0, |r| r.status.as_u16());
         return status_in(code, hc.expected_status);
     }
+    grpc_check(&mut s, peer, req, &hc.service).await
+}
+
+/// The check's request head: `GET path`, or gRPC's health call; its `host` and `user-agent`.
+fn check_request(hc: &HealthCheckConfig, peer: &HttpPeer) -> Result<RequestHeader, String> {
+    let host = hc
+        .host
+        .clone()
+        .unwrap_or_else(|| peer.address().to_string());
+    let mut req = match hc.kind {
+        CheckKind::Grpc => {
+            let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
+                .map_err(|e| why(&e, peer))?;
+            r.insert_header("content-type", "application/grpc")
+                .and_then(|_| r.insert_header("te", "trailers"))
+                .map_err(|e| why(&e, peer))?;
+            r
+        }
+        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| why(&e, peer))?,
+    };
+    req.insert_header("host", host)
+        .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
+        .map_err(|e| why(&e, peer))?;
+    Ok(req)
+}
+
+/// gRPC's `Health/Check` for `service` on the HTTP/2 stream `s`: passes when the call's status
+/// is 0 and the answer says `SERVING`.
+async fn grpc_check(
+    s: &mut Http2Session,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    service: &str,
+) -> CheckResult {
     s.write_request_header(Box::new(req), false)
         .map_err(|e| why(&e, peer))?;
-    s.write_request_body(grpc_health_request(&hc.service), true)
+    s.write_request_body(grpc_health_request(service), true)
         .await
         .map_err(|e| why(&e, peer))?;
     s.read_response_header().await.map_err(|e| why(&e, peer))?;
