@@ -65,18 +65,7 @@ pub fn check_listeners(config: &Config) -> Result<(), String> {
 /// Runs lb until it is told to stop. Never returns.
 pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     let shared = Shared::new(config.clone(), path, text_hash);
-    // One round of checks before taking traffic. Its runtime is gone before pingora starts its own.
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(async {
-            // Discovered addresses first, so that the checks' round covers them too.
-            crate::discovery::initial_round(&shared).await;
-            health::initial_round(&shared).await
-        }),
-        Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
-    }
+    startup_round(&shared);
     let conf = server_conf(&config, path);
     let pid_file = conf.pid_file.clone();
     let upgrade = opts.upgrade && request_handover(&pid_file, path, &config);
@@ -89,16 +78,58 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
         tracing::warn!(pid_file, "cannot write pid file: {e}");
     }
+    let proxy = proxy_service(&config, &shared, &server);
+    server.add_service(proxy);
+    if let Some(admin) = &config.admin {
+        server.add_service(crate::admin::service(shared.clone(), admin));
+    }
+    server.add_service(background_service(
+        "lb health",
+        Background(shared.clone(), pid_file.clone()),
+    ));
+    tracing::info!(
+        listen = ?config.server.listen,
+        admin = ?config.admin.as_ref().map(|a| a.listen),
+        threads = config.server.threads,
+        "lb {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
+    server.run(RunArgs::default());
+    before_exit(&shared, &pid_file);
+    std::process::exit(0)
+}
 
-    // The proxy behind lb's connection-level defences (connection cap, header deadline, head
-    // size, keep-alive idle timeout): see `crate::edge`.
-    // HTTPS listeners are plain TCP listeners to pingora: the connection layer runs the TLS
-    // handshake itself, counted against `max_connections` and within `header_timeout`.
+/// One round of discovery and checks before taking traffic. Its runtime is gone before pingora
+/// starts its own.
+fn startup_round(shared: &Shared) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async {
+            // Discovered addresses first, so that the checks' round covers them too.
+            crate::discovery::initial_round(shared).await;
+            health::initial_round(shared).await
+        }),
+        Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
+    }
+}
+
+/// The proxy behind lb's connection-level defences (connection cap, header deadline, head
+/// size, keep-alive idle timeout: see `crate::edge`), on every plain and HTTPS listener.
+/// HTTPS listeners are plain TCP listeners to pingora: the connection layer runs the TLS
+/// handshake itself, counted against `max_connections` and within `header_timeout`.
+fn proxy_service(
+    config: &Config,
+    shared: &Arc<Shared>,
+    server: &Server,
+) -> Service<crate::edge::GuardedApp<Proxy>> {
     let tls = config
         .server
         .tls
         .as_ref()
-        .and_then(|tls| match tls_acceptor(&shared, tls) {
+        .and_then(|tls| match tls_acceptor(shared, tls) {
             Ok(acceptor) => Some(crate::edge::TlsListeners {
                 addrs: tls.listen.clone(),
                 acceptor,
@@ -128,25 +159,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     for addr in config.server.listen.iter().chain(&tls_addrs) {
         proxy.add_listener(listener(addr));
     }
-    server.add_service(proxy);
-    if let Some(admin) = &config.admin {
-        server.add_service(crate::admin::service(shared.clone(), admin));
-    }
-    server.add_service(background_service(
-        "lb health",
-        Background(shared.clone(), pid_file.clone()),
-    ));
-    tracing::info!(
-        listen = ?config.server.listen,
-        admin = ?config.admin.as_ref().map(|a| a.listen),
-        threads = config.server.threads,
-        "lb {} starting",
-        env!("CARGO_PKG_VERSION")
-    );
-    // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
-    server.run(RunArgs::default());
-    before_exit(&shared, &pid_file);
-    std::process::exit(0)
+    proxy
 }
 
 /// A client listener on `addr`: a small read-ahead buffer (see [`CLIENT_READ_BUFFER`]); an IPv6
