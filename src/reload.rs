@@ -69,7 +69,7 @@ impl Shared {
             trigger,
             "config file is the running config again; nothing to apply"
         );
-        self.event(
+        self.events.record(
             "reload",
             format!("config file is the running config again ({trigger}); nothing changed"),
         );
@@ -110,7 +110,7 @@ impl Shared {
                 let file = self.config_path.display();
                 result.problems = problems.iter().map(|p| format!("{file}: {p}")).collect();
                 tracing::error!(trigger, problems = ?result.problems, "config rejected; keeping the running config");
-                self.event(
+                self.events.record(
                     "reload_rejected",
                     format!(
                         "config rejected ({trigger}): {}",
@@ -141,7 +141,7 @@ impl Shared {
     }
 
     fn apply(&self, mut new: Config, result: &mut ReloadResult) {
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.live.lock_rebuilds();
         let old = self.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
         keep_restart_only(&old, &mut new);
@@ -184,15 +184,16 @@ impl Shared {
                 .iter()
                 .any(|c| c.name == u && c.backends.iter().any(|b| b.address == e))
         };
-        self.registry.discovered.retain(discovered);
-        let snapshot = Snapshot::build(Arc::new(new), &self.registry);
+        self.live.registry.discovered.retain(discovered);
+        let snapshot = Snapshot::build(Arc::new(new), &self.live.registry);
         self.snapshot.store(Arc::new(snapshot));
-        self.registry.retain_upstreams(&upstreams);
+        self.live.registry.retain_upstreams(&upstreams);
         for (upstream, backend, msg) in freed {
             tracing::info!("{msg}");
-            self.event_about("backend", msg, Some(&upstream), Some(&backend));
+            self.events
+                .record_about("backend", msg, Some(&upstream), Some(&backend));
         }
-        self.retire_missing();
+        self.live.retire_missing();
         let msg = format!(
             "config reloaded ({}): {} backend(s) added, {} removed{}",
             result.trigger,
@@ -205,8 +206,8 @@ impl Shared {
             }
         );
         tracing::info!(added = ?result.added, removed = ?result.removed, needs_restart = ?result.needs_restart, "{msg}");
-        self.event("reload", msg);
-        self.changed.notify_waiters();
+        self.events.record("reload", msg);
+        self.live.changed.notify_waiters();
     }
 
     /// Backends that only an active check kept out (`down`, or `checking`) in upstreams that no
@@ -216,7 +217,7 @@ impl Shared {
         let mut out = Vec::new();
         for u in new.upstreams.iter().filter(|u| u.health_check.is_none()) {
             for b in &u.backends {
-                let Some(state) = self.registry.get(&u.name, &b.address) else {
+                let Some(state) = self.live.registry.get(&u.name, &b.address) else {
                     continue;
                 };
                 for from in [Health::Down, Health::Checking] {
@@ -513,6 +514,7 @@ mod tests {
         let (path, shared) = load("own", &with);
         let http1 = crate::state::stats::ClientProtocol::Http1;
         shared
+            .live
             .registry
             .own_stats("web")
             .record(502, Duration::ZERO, http1);
@@ -520,7 +522,7 @@ mod tests {
         assert!(shared.reload("test").ok);
         std::fs::write(&path, &with).unwrap();
         assert!(shared.reload("test").ok);
-        assert_eq!(shared.registry.own_stats("web").count(), 0);
+        assert_eq!(shared.live.registry.own_stats("web").count(), 0);
     }
 
     /// A self-signed certificate for `localhost` written to `dir`; returns (cert, key) paths.

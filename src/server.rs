@@ -19,6 +19,9 @@ use pingora_core::tls::CryptoProvider;
 
 use crate::config::{Config, ServerTls, TlsVersion};
 use crate::health;
+use crate::history::store::History;
+use crate::history::Sampler;
+use crate::observe::stream::Stream;
 use crate::proxy::Proxy;
 use crate::reload;
 use crate::runtime::Shared;
@@ -80,13 +83,18 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     }
     let proxy = proxy_service(&config, &shared, &server);
     server.add_service(proxy);
+    let history = Arc::new(History::default());
     if let Some(admin) = &config.admin {
-        server.add_service(crate::admin::service(shared.clone(), admin));
+        let admin = crate::admin::service(shared.clone(), history.clone(), admin);
+        server.add_service(admin);
     }
-    server.add_service(background_service(
-        "lb health",
-        Background(shared.clone(), pid_file.clone()),
-    ));
+    let sampler = Sampler::new(&shared, history);
+    let background = Background {
+        shared: shared.clone(),
+        sampler: sampler.clone(),
+        pid_file: pid_file.clone(),
+    };
+    server.add_service(background_service("lb health", background));
     tracing::info!(
         listen = ?config.server.listen,
         admin = ?config.admin.as_ref().map(|a| a.listen),
@@ -96,7 +104,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     );
     // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
     server.run(RunArgs::default());
-    before_exit(&shared, &pid_file);
+    before_exit(&shared, &sampler, &pid_file);
     std::process::exit(0)
 }
 
@@ -109,8 +117,8 @@ fn startup_round(shared: &Shared) {
     {
         Ok(rt) => rt.block_on(async {
             // Discovered addresses first, so that the checks' round covers them too.
-            crate::discovery::initial_round(shared).await;
-            health::initial_round(shared).await
+            crate::discovery::initial_round(&shared.handles()).await;
+            health::initial_round(&shared.handles()).await
         }),
         Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
     }
@@ -214,7 +222,7 @@ fn aes128_first() -> Arc<CryptoProvider> {
 /// What every exit path does last: write out the access log, send the analytics records still
 /// queued, and remove the pid file (unless it already names the process that took over the
 /// sockets).
-fn before_exit(shared: &Shared, pid_file: &str) {
+fn before_exit(shared: &Shared, sampler: &Sampler, pid_file: &str) {
     if let Some(log) = &shared.access_log {
         if !log.flush(crate::observe::access_log::FLUSH_TIMEOUT) {
             tracing::warn!("access log not fully written before exit");
@@ -222,7 +230,7 @@ fn before_exit(shared: &Shared, pid_file: &str) {
     }
     if let Some(stream) = &shared.stream {
         // The second under way, sampled now: its `summary` records go out with the flush.
-        crate::history::final_sample(shared);
+        sampler.final_sample();
         match stream.flush(crate::observe::stream::FLUSH_TIMEOUT) {
             Some(0) | None => {}
             Some(n) => tracing::warn!(
@@ -270,23 +278,30 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
 
 /// Health supervisor, DNS discovery, reload triggers and the analytics producer on pingora's
 /// background runtime; the second field is the pid file to remove on exit.
-struct Background(Arc<Shared>, String);
+/// lb's background tasks: health checks, DNS discovery, the history sampler, the Kafka producer,
+/// config reloads and the drain on stop signals, each given its own handles.
+struct Background {
+    shared: Arc<Shared>,
+    sampler: Arc<Sampler>,
+    pid_file: String,
+}
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let s = &self.0;
+        let s = &self.shared;
         // Outlive the shutdown broadcast below, which arrives together with the signal: the drain
         // exits the process; until then, the requests finishing in the grace period are still
         // sampled each second and their records still streamed (the exit flush sends the rest).
-        tokio::spawn(drain_on_stop_signals(s.clone(), self.1.clone()));
-        tokio::spawn(crate::history::run(s.clone()));
-        tokio::spawn(analytics(s.clone()));
+        let (sampler, pid_file) = (self.sampler.clone(), self.pid_file.clone());
+        tokio::spawn(drain_on_stop_signals(s.clone(), sampler, pid_file));
+        tokio::spawn(self.sampler.clone().run());
+        tokio::spawn(analytics(s.stream.clone()));
         // join!, not select!: one task ending (e.g. no file watcher available) must not stop the others.
         let work = async {
             tokio::join!(
-                health::supervise(s.clone()),
-                crate::discovery::supervise(s.clone()),
+                health::supervise(s.handles()),
+                crate::discovery::supervise(s.handles()),
                 reload::watch_file(s.clone()),
                 reload::on_sighup(s.clone()),
             )
@@ -299,8 +314,8 @@ impl BackgroundService for Background {
 }
 
 /// The Kafka producer of `[analytics.kafka]` (nothing without one).
-async fn analytics(shared: Arc<Shared>) {
-    if let Some(stream) = shared.stream.clone() {
+async fn analytics(stream: Option<Arc<Stream>>) {
+    if let Some(stream) = stream {
         crate::analytics::kafka::run(stream).await;
     }
 }
@@ -309,7 +324,7 @@ async fn analytics(shared: Arc<Shared>) {
 /// in flight have finished (or the grace period is over). SIGTERM: pingora stops accepting and
 /// closes keep-alive connections; SIGQUIT (upgrade): the new process has the sockets after
 /// pingora's 5 s hand-over window, then the same drain.
-async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
+async fn drain_on_stop_signals(shared: Arc<Shared>, sampler: Arc<Sampler>, pid_file: String) {
     let grace = shared.config_grace();
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut quit)) =
@@ -338,7 +353,7 @@ async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
                 "graceful stop: grace period over with requests still in flight; they are cut"
             ),
         }
-        before_exit(&shared, &pid_file);
+        before_exit(&shared, &sampler, &pid_file);
         std::process::exit(0);
     });
     std::future::pending::<()>().await;

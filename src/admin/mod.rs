@@ -18,6 +18,9 @@ use pingora_core::services::listening::Service;
 use serde_json::Value;
 
 use crate::config::{AdminSettings, ADMIN_PATHS};
+use crate::history::query;
+use crate::history::report::report;
+use crate::history::store::History;
 use crate::runtime::Shared;
 
 pub mod access;
@@ -33,13 +36,15 @@ const OTHER_PATH: &str = "other";
 
 pub struct Admin {
     shared: Arc<Shared>,
+    /// The load-test history `/history`, `/history.csv` and `/report` read.
+    history: Arc<History>,
     refusals: RefusalLog,
 }
 
 impl Admin {
     /// Also creates every `lb_admin_requests_total` series of the known paths, so they exist at 0
     /// from the first scrape.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, history: Arc<History>) -> Self {
         for path in ADMIN_PATHS.iter().chain([&OTHER_PATH]) {
             for result in access::RESULTS {
                 shared
@@ -50,6 +55,7 @@ impl Admin {
         }
         Admin {
             shared,
+            history,
             refusals: RefusalLog::default(),
         }
     }
@@ -57,9 +63,13 @@ impl Admin {
 
 /// The admin service on `settings.listen`: plain HTTP, or HTTPS presenting the certificate held
 /// by `shared.admin_cert` (read at each handshake, so reloads swap it).
-pub fn service(shared: Arc<Shared>, settings: &AdminSettings) -> Service<Admin> {
+pub fn service(
+    shared: Arc<Shared>,
+    history: Arc<History>,
+    settings: &AdminSettings,
+) -> Service<Admin> {
     let resolver = shared.admin_cert.clone();
-    let mut svc = Service::new("lb admin".to_string(), Admin::new(shared));
+    let mut svc = Service::new("lb admin".to_string(), Admin::new(shared, history));
     svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
     let addr = settings.listen.to_string();
     // IPv6 listeners are v6-only, like the proxy's (see `config::listeners`); the option is for
@@ -150,7 +160,7 @@ impl Admin {
             Endpoint::Status => json_reply(StatusCode::OK, &status::status(&self.shared)),
             Endpoint::History => {
                 let query = session.req_header().uri.query();
-                let w = match crate::history::query::window(query) {
+                let w = match query::window(query) {
                     Ok(w) => w,
                     Err(why) => {
                         let body = format!("bad query: {why}\n").into_bytes();
@@ -159,20 +169,25 @@ impl Admin {
                 };
                 // Rendering a long window of many backends takes a while: on a blocking thread,
                 // not on the admin listener's runtime (the history lock is held only to copy).
-                let (shared, path) = (self.shared.clone(), path.to_string());
+                let (shared, history) = (self.shared.clone(), self.history.clone());
+                let path = path.to_string();
                 let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
                     "/history" => (
                         "application/json",
-                        serde_json::to_vec_pretty(&crate::history::query::history_json(&shared, w))
-                            .unwrap_or_default(),
+                        serde_json::to_vec_pretty(&query::history_json(
+                            &history,
+                            &shared.events,
+                            w,
+                        ))
+                        .unwrap_or_default(),
                     ),
                     "/history.csv" => (
                         "text/csv; charset=utf-8",
-                        crate::history::query::history_csv(&shared, w).into_bytes(),
+                        query::history_csv(&history, w).into_bytes(),
                     ),
                     _ => (
                         "text/html; charset=utf-8",
-                        crate::history::report::report(&shared, w).into_bytes(),
+                        report(&history, &shared.events, &shared.config_path, w).into_bytes(),
                     ),
                 })
                 .await;

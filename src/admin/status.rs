@@ -45,7 +45,7 @@ pub fn status(shared: &Shared) -> Value {
         "upstreams": upstreams,
         "rate_limits": rate_limits(&snap),
         "kafka_routes": kafka_routes(&snap, &shared.metrics),
-        "events": shared.events(),
+        "events": shared.events.list(),
     })
 }
 
@@ -72,7 +72,11 @@ fn backend(b: &Backend) -> Value {
 
 /// The backends of `upstream` a reload removed that still have requests in flight.
 fn draining(shared: &Shared, upstream: &str) -> Vec<Value> {
-    let draining = shared.draining.lock().unwrap_or_else(|e| e.into_inner());
+    let draining = shared
+        .live
+        .draining
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     draining
         .iter()
         .filter(|(k, s)| k.upstream == upstream && s.in_flight() > 0)
@@ -101,6 +105,7 @@ fn discovery(shared: &Shared, up: &Upstream) -> Vec<Value> {
         .filter(|b| b.discovery.is_some())
         .map(|b| {
             let r = shared
+                .live
                 .registry
                 .discovered
                 .get(up.name(), &b.address)

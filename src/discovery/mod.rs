@@ -25,11 +25,10 @@ mod resolve;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Discovery, UpstreamConfig};
-use crate::runtime::Shared;
+use crate::runtime::Handles;
 use crate::state::discovery::{Found, Resolved};
 use crate::util::time::unix_ms;
 use resolve::{Answer, Family, Stale};
@@ -40,8 +39,8 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const RETIRE_POLL: Duration = Duration::from_millis(200);
 
 /// One round of resolutions of every discovered entry, before lb takes traffic.
-pub async fn initial_round(shared: &Shared) {
-    let snap = shared.snapshot.load_full();
+pub async fn initial_round(h: &Handles) {
+    let snap = h.live.snapshot.load_full();
     let resolver = match resolve::resolver(snap.config.resolver.as_ref()) {
         Ok(r) => r,
         Err(e) => {
@@ -73,25 +72,25 @@ pub async fn initial_round(shared: &Shared) {
     for w in work {
         if let Ok((u, entry, answer)) = w.await {
             let mut follow = Follow::default();
-            follow.apply(shared, &u, &entry, answer, true);
+            follow.apply(h, &u, &entry, answer, true);
         }
     }
-    shared.rebuild_and_retire();
+    h.live.rebuild_and_retire();
 }
 
 /// Keeps one resolving task per discovered entry of the live config.
-pub async fn supervise(shared: Arc<Shared>) {
+pub async fn supervise(h: Handles) {
     let mut tasks: HashMap<(String, String), tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = h.live.snapshot.load_full();
         let mut wanted = HashSet::new();
         for u in &snap.config.upstreams {
             for b in u.backends.iter().filter(|b| b.discovery.is_some()) {
                 let key = (u.name.clone(), b.address.clone());
                 wanted.insert(key.clone());
                 tasks.entry(key.clone()).or_insert_with(|| {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { follow(&shared, &key.0, &key.1).await })
+                    let h = h.clone();
+                    tokio::spawn(async move { follow(&h, &key.0, &key.1).await })
                 });
             }
         }
@@ -102,7 +101,7 @@ pub async fn supervise(shared: Arc<Shared>) {
             }
             keep
         });
-        let _ = tokio::time::timeout(Duration::from_secs(1), shared.changed.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), h.live.changed.notified()).await;
     }
 }
 
@@ -118,10 +117,10 @@ struct Follow {
 }
 
 /// Resolves one entry for as long as it is configured.
-async fn follow(shared: &Shared, upstream: &str, entry: &str) {
+async fn follow(h: &Handles, upstream: &str, entry: &str) {
     let mut state = Follow::default();
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = h.live.snapshot.load_full();
         let Some(u) = snap.config.upstreams.iter().find(|u| u.name == upstream) else {
             return;
         };
@@ -142,12 +141,12 @@ async fn follow(shared: &Shared, upstream: &str, entry: &str) {
         let answer = resolve::lookup(&resolver, &d, b.weight.get()).await;
         let u = u.clone();
         drop(snap);
-        let next = state.apply(shared, &u, entry, answer, false);
+        let next = state.apply(h, &u, entry, answer, false);
         // Until the entry's retiring addresses are gone, look for a usable new one often.
         let wake = Instant::now() + next;
         while Instant::now() < wake {
             let left = wake.saturating_duration_since(Instant::now());
-            if retire_if_ready(shared, &u, entry) {
+            if retire_if_ready(h, &u, entry) {
                 tokio::time::sleep(left).await;
                 break;
             }
@@ -160,18 +159,16 @@ impl Follow {
     /// Applies one answer to the entry's addresses; returns when to resolve again.
     fn apply(
         &mut self,
-        shared: &Shared,
+        h: &Handles,
         u: &UpstreamConfig,
         entry: &str,
         answer: Answer,
         startup: bool,
     ) -> Duration {
         let result = answer.result_label();
-        shared
-            .metrics
-            .dns_resolution(&u.name, entry, result.metric());
+        h.metrics.dns_resolution(&u.name, entry, result.metric());
         let make_before_break = u.health_check.is_some() && !startup;
-        let (change, next) = shared.registry.discovered.update(&u.name, entry, |r| {
+        let (change, next) = h.live.registry.discovered.update(&u.name, entry, |r| {
             r.resolved_at_ms = unix_ms();
             r.result = result.text();
             let before: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
@@ -189,14 +186,14 @@ impl Follow {
             };
             (changes(&before, &r.current), next)
         });
-        self.report(shared, u, entry, &result, startup);
+        self.report(h, u, entry, &result, startup);
         if !change.is_empty() {
             let msg = format!("{}/{entry}: {}", u.name, change.join(" "));
             tracing::info!("DNS: {msg}");
-            shared.event_about("dns", msg, Some(&u.name), None);
+            h.events.record_about("dns", msg, Some(&u.name), None);
             if !startup {
-                shared.rebuild_and_retire();
-                shared.changed.notify_waiters();
+                h.live.rebuild_and_retire();
+                h.live.changed.notify_waiters();
             }
         }
         next
@@ -246,7 +243,7 @@ impl Follow {
     /// only).
     fn report(
         &mut self,
-        shared: &Shared,
+        h: &Handles,
         u: &UpstreamConfig,
         entry: &str,
         result: &resolve::ResultLabel,
@@ -264,7 +261,7 @@ impl Follow {
         }
         if !startup || !matches!(result, resolve::ResultLabel::Ok) {
             let msg = format!("{}/{entry}: {text}", u.name);
-            shared.event_about("dns", msg, Some(&u.name), None);
+            h.events.record_about("dns", msg, Some(&u.name), None);
         }
         self.last_result = text;
     }
@@ -339,14 +336,14 @@ fn replace(r: &mut Resolved, current: Vec<Found>, make_before_break: bool) {
 
 /// Drops the entry's retiring addresses once one of its current addresses is usable; true when
 /// nothing is retiring (any more).
-fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
-    let Some(r) = shared.registry.discovered.get(&u.name, entry) else {
+fn retire_if_ready(h: &Handles, u: &UpstreamConfig, entry: &str) -> bool {
+    let Some(r) = h.live.registry.discovered.get(&u.name, entry) else {
         return true;
     };
     if r.retiring.is_empty() {
         return true;
     }
-    let snap = shared.snapshot.load();
+    let snap = h.live.snapshot.load();
     let usable_now = snap.upstream(&u.name).is_some_and(|up| {
         up.backends
             .iter()
@@ -355,7 +352,8 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
     if !usable_now {
         return false;
     }
-    let gone = shared
+    let gone = h
+        .live
         .registry
         .discovered
         .update(&u.name, entry, |r| std::mem::take(&mut r.retiring));
@@ -366,8 +364,8 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
         list.join(" ")
     );
     tracing::info!("DNS: {msg}");
-    shared.event_about("dns", msg, Some(&u.name), None);
-    shared.rebuild_and_retire();
+    h.events.record_about("dns", msg, Some(&u.name), None);
+    h.live.rebuild_and_retire();
     true
 }
 

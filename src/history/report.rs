@@ -4,10 +4,11 @@
 //! a ticket.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use super::query::{format_time, summary, Window};
-use crate::runtime::{Event, Shared};
-use crate::state::history::{Copy, Histogram, Sample, SeriesCopy};
+use super::store::{Copy, Histogram, History, Sample, SeriesCopy};
+use crate::runtime::{Event, Events};
 
 const COLORS: &[&str] = &[
     "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563",
@@ -219,10 +220,9 @@ fn points(s: &SeriesCopy, f: impl Fn(&Sample) -> Option<f64>) -> Vec<(u64, f64)>
 
 /// The report page: the window is copied under the history lock, and the page rendered from the
 /// copy without it (a large report takes a while; the sampler must not wait for it).
-pub fn report(shared: &Shared, w: Window) -> String {
-    let copy = shared.history.copy(w.from, w.to);
-    let events = shared.events();
-    render(&copy, &events, &shared.config_path.display().to_string(), w)
+pub fn report(history: &History, events: &Events, config_path: &Path, w: Window) -> String {
+    let copy = history.copy(w.from, w.to);
+    render(&copy, &events.list(), &config_path.display().to_string(), w)
 }
 
 /// Renders the page from a copy of the history (no lock, no shared state).
@@ -365,8 +365,8 @@ fn page(body: &str, t0: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::store::{History, Layout, TickBackend, TickUpstream};
     use crate::runtime::Event;
-    use crate::state::history::{History, Layout, TickBackend, TickUpstream};
     use crate::state::stats::Totals;
     use std::time::Instant;
 
