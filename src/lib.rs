@@ -113,7 +113,8 @@
 //!   (so a rebuild continues the round-robin sequence), the ejection lock and the stats of lb's
 //!   own answers.
 //! - Per rate limit, keyed by its name: the table of per-key buckets
-//!   ([`state::limit::Limiter`]) in the registry, kept while the limit's key and size stay.
+//!   ([`state::limit::Limiter`]) in the registry's [`state::limit::Limiters`], kept while the
+//!   limit's key and size stay; each snapshot holds a [`state::limit::Limit`] per limit.
 //! - Per Kafka broker set, `acks` and `timeout` of `kafka` routes: one librdkafka producer in the
 //!   registry ([`state::kafka::Producers`]), kept for the process's life.
 //! - Per process: [`runtime::Live`] — the current snapshot, the registry, the draining

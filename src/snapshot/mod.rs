@@ -14,14 +14,14 @@ mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use crate::state::limit::Limit;
 pub use peer::H2_STREAMS_PER_CONNECTION;
 pub use route::{KafkaTarget, Mirror, Route, RouteFault, RouteSettings, Split, SplitPart, Target};
 pub use router::{host_name, Routed};
 pub use upstream::{Backend, Upstream};
 
-use crate::config::{Config, RateLimitConfig, RouteTarget};
+use crate::config::{Config, RouteTarget};
 use crate::state::fault::FaultCounts;
-use crate::state::limit::Limiter;
 use crate::state::registry::Registry;
 use crate::state::stats::RequestStats;
 use route::route_faults;
@@ -47,32 +47,6 @@ pub struct Snapshot {
     pub kafka_stats: Vec<(Box<str>, Arc<RequestStats>)>,
 }
 
-/// One `[rate_limits.NAME]`: its settings and its table of keys (kept across snapshots).
-#[derive(Debug)]
-pub struct Limit {
-    pub config: RateLimitConfig,
-    pub table: Arc<Limiter>,
-    /// lb's answer beyond the burst: `rate limit "NAME" exceeded`.
-    pub refusal: Box<str>,
-}
-
-impl Limit {
-    /// Every `[rate_limits]` entry, each table from `registry` (which forgets the others').
-    fn build_all(config: &Config, registry: &Registry) -> Vec<Limit> {
-        let all = &config.rate_limits;
-        let limits = all
-            .iter()
-            .map(|c| Limit {
-                config: c.clone(),
-                table: registry.limiter(c),
-                refusal: format!("rate limit {:?} exceeded", c.name).into(),
-            })
-            .collect();
-        registry.retain_limiters(all);
-        limits
-    }
-}
-
 /// The fault counts of routes with a `fault` (`faults`: by route), once per route label.
 fn fault_labels(
     config: &Config,
@@ -89,7 +63,7 @@ fn fault_labels(
 }
 
 /// Indexes into [`Snapshot::limits`] (the config's order) of `names`.
-pub(crate) fn limit_indexes(config: &Config, names: &[String]) -> Box<[usize]> {
+fn limit_indexes(config: &Config, names: &[String]) -> Box<[usize]> {
     names
         .iter()
         .filter_map(|n| config.rate_limits.iter().position(|l| l.name == *n))
@@ -107,7 +81,7 @@ impl Snapshot {
                 Arc::new(Upstream::build(u, registry, limits))
             })
             .collect();
-        let limits = Limit::build_all(&config, registry);
+        let limits = registry.limits.build(&config.rate_limits);
         let route_faults = route_faults(&config, registry);
         let faults = fault_labels(&config, &route_faults);
         registry.retain_faults(&faults.iter().map(|(l, _)| &**l).collect());
