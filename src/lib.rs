@@ -118,10 +118,11 @@
 //! - Per Kafka broker set, `acks` and `timeout` of `kafka` routes: one librdkafka producer in the
 //!   registry ([`state::kafka::Producers`]), kept for the process's life.
 //! - Per process: [`runtime::Live`] — the current snapshot, the registry, the draining
-//!   backends; [`runtime::Events`] — the event timeline; the metrics; [`runtime::Shared`] holds
-//!   them with the last reload result and the access log writer. Long-lived tasks take only the
-//!   handles they use ([`runtime::Handles`]: health checks, DNS discovery); the history store
-//!   ([`history::store`]) is held by its sampler and the admin listener alone.
+//!   backends; [`runtime::Events`] — the event timeline; the metrics; [`runtime::ConfigFile`] —
+//!   the loaded file's identity and the last reload result; [`runtime::Shared`] holds them with
+//!   the access log writer and the certificates. Long-lived tasks take only the handles they use
+//!   ([`runtime::Handles`]: health checks, DNS discovery; [`reload::Reloader`]: reloads); the
+//!   history store ([`history::store`]) is held by its sampler and the admin listener alone.
 //! - Per worker thread: idle backend connections (`proxy::pool`), thread-local, keyed by address.
 //! - Per request: the proxy's context (snapshot, chosen backend, in-flight guard, attempts).
 #![forbid(unsafe_code)]

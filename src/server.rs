@@ -23,7 +23,7 @@ use crate::history::store::History;
 use crate::history::Sampler;
 use crate::observe::stream::Stream;
 use crate::proxy::Proxy;
-use crate::reload;
+use crate::reload::{self, Reloader};
 use crate::runtime::Shared;
 
 /// Start-up options that are not part of the config file.
@@ -302,8 +302,8 @@ impl BackgroundService for Background {
             tokio::join!(
                 health::supervise(s.handles()),
                 crate::discovery::supervise(s.handles()),
-                reload::watch_file(s.clone()),
-                reload::on_sighup(s.clone()),
+                reload::watch_file(Reloader::new(s)),
+                reload::on_sighup(Reloader::new(s)),
             )
         };
         tokio::select! {

@@ -21,6 +21,7 @@ use crate::config::{AdminSettings, ADMIN_PATHS};
 use crate::history::query;
 use crate::history::report::report;
 use crate::history::store::History;
+use crate::reload::Reloader;
 use crate::runtime::Shared;
 
 pub mod access;
@@ -187,7 +188,7 @@ impl Admin {
                     ),
                     _ => (
                         "text/html; charset=utf-8",
-                        report(&history, &shared.events, &shared.config_path, w).into_bytes(),
+                        report(&history, &shared.events, &shared.file.path, w).into_bytes(),
                     ),
                 })
                 .await;
@@ -202,8 +203,8 @@ impl Admin {
             }
             Endpoint::Reload => {
                 let _ = session.drain_request_body().await;
-                let shared = self.shared.clone();
-                let result = tokio::task::spawn_blocking(move || shared.reload("admin"))
+                let reloader = Reloader::new(&self.shared);
+                let result = tokio::task::spawn_blocking(move || reloader.reload("admin"))
                     .await
                     .unwrap_or_default();
                 let code = if result.ok {

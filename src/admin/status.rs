@@ -11,9 +11,10 @@ use crate::state::discovery::Found;
 /// The `/status` document.
 pub fn status(shared: &Shared) -> Value {
     let snap = shared.snapshot.load_full();
-    let loaded = *shared.loaded.lock().unwrap_or_else(|e| e.into_inner());
+    let loaded = *shared.file.loaded.lock().unwrap_or_else(|e| e.into_inner());
     let (hash, loaded_at) = (loaded.hash, loaded.loaded_at_ms);
     let last = shared
+        .file
         .last_reload
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -33,7 +34,7 @@ pub fn status(shared: &Shared) -> Value {
     }
     json!({
         "config": {
-            "path": shared.config_path.display().to_string(),
+            "path": shared.file.path.display().to_string(),
             "hash": format!("{hash:016x}"),
             "loaded_at_ms": loaded_at,
             "last_reload": last,

@@ -405,7 +405,12 @@ async fn check_loop(h: &Handles, upstream: &str, address: &str) {
 /// still actively checked. A check takes time; if meanwhile the backend was removed (and perhaps
 /// added again, with fresh state) or its upstream's check was removed, the result belongs to
 /// nobody.
-fn is_current(live: &Live, upstream: &str, address: &str, state: &Arc<BackendState>) -> bool {
+pub(crate) fn is_current(
+    live: &Live,
+    upstream: &str,
+    address: &str,
+    state: &Arc<BackendState>,
+) -> bool {
     let snap = live.snapshot.load();
     snap.upstream(upstream)
         .filter(|u| u.config.health_check.is_some())
@@ -415,7 +420,6 @@ fn is_current(live: &Live, upstream: &str, address: &str, state: &Arc<BackendSta
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::shared;
     use super::*;
 
     #[test]
@@ -437,26 +441,5 @@ mod tests {
             "compressed"
         );
         assert_eq!(grpc_serving_status(b"\0\0\0\0\x09\x08"), None, "truncated");
-    }
-
-    #[tokio::test]
-    async fn check_result_for_a_replaced_backend_is_dropped() {
-        let (shared, path) = shared("[upstreams.api.health_check]\ninterval = \"1h\"", 2);
-        let old = shared.snapshot.load().upstreams[0].backends[1]
-            .state
-            .clone();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let without = text.replace(", \"127.0.0.1:11\"", "");
-        std::fs::write(&path, &without).unwrap();
-        assert!(shared.reload("test").ok);
-        std::fs::write(&path, &text).unwrap();
-        assert!(shared.reload("test").ok);
-        assert!(!is_current(&shared.live, "api", "127.0.0.1:11", &old));
-        let new = shared.snapshot.load().upstreams[0].backends[1]
-            .state
-            .clone();
-        assert!(is_current(&shared.live, "api", "127.0.0.1:11", &new));
-        // The removed backend's old state is never usable again, whatever snapshot lists it.
-        assert!(old.is_draining() && !old.usable());
     }
 }

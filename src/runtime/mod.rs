@@ -58,6 +58,18 @@ pub struct LoadedConfig {
     pub loaded_at_ms: u64,
 }
 
+/// The config file lb runs: its path, what was loaded from it and the last reload attempt
+/// (read by `/status`, written by reloads).
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub loaded: Mutex<LoadedConfig>,
+    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
+    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
+    /// applied is the newest.
+    pub(crate) reloading: Mutex<()>,
+    pub last_reload: Mutex<Option<ReloadResult>>,
+}
+
 /// What a task that changes which backends take requests holds (health checks, DNS
 /// discovery): the live snapshot and its registry, the timeline, the metrics.
 #[derive(Clone)]
@@ -73,13 +85,7 @@ pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub live: Arc<Live>,
     pub events: Arc<Events>,
-    pub config_path: PathBuf,
-    pub loaded: Mutex<LoadedConfig>,
-    /// Serialises reloads from reading the file to recording the result, so concurrent triggers
-    /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
-    /// applied is the newest.
-    pub(crate) reloading: Mutex<()>,
-    pub last_reload: Mutex<Option<ReloadResult>>,
+    pub file: Arc<ConfigFile>,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
     /// Set at start-up from `server.access_log` (changing it needs a restart).
@@ -115,14 +121,16 @@ impl Shared {
             snapshot: live.snapshot.clone(),
             live,
             events: Arc::new(Events::new(stream.clone())),
-            config_path: path.to_owned(),
-            loaded: Mutex::new(LoadedConfig {
-                hash: text_hash,
-                files,
-                loaded_at_ms: unix_ms(),
+            file: Arc::new(ConfigFile {
+                path: path.to_owned(),
+                loaded: Mutex::new(LoadedConfig {
+                    hash: text_hash,
+                    files,
+                    loaded_at_ms: unix_ms(),
+                }),
+                reloading: Mutex::new(()),
+                last_reload: Mutex::new(None),
             }),
-            reloading: Mutex::new(()),
-            last_reload: Mutex::new(None),
             started: Instant::now(),
             metrics,
             access_log,
