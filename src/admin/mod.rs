@@ -159,48 +159,7 @@ impl Admin {
                 )
             }
             Endpoint::Status => json_reply(StatusCode::OK, &status::status(&self.shared)),
-            Endpoint::History => {
-                let query = session.req_header().uri.query();
-                let w = match query::window(query) {
-                    Ok(w) => w,
-                    Err(why) => {
-                        let body = format!("bad query: {why}\n").into_bytes();
-                        return reply(StatusCode::BAD_REQUEST, "text/plain", body);
-                    }
-                };
-                // Rendering a long window of many backends takes a while: on a blocking thread,
-                // not on the admin listener's runtime (the history lock is held only to copy).
-                let (shared, history) = (self.shared.clone(), self.history.clone());
-                let path = path.to_string();
-                let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
-                    "/history" => (
-                        "application/json",
-                        serde_json::to_vec_pretty(&query::history_json(
-                            &history,
-                            &shared.events,
-                            w,
-                        ))
-                        .unwrap_or_default(),
-                    ),
-                    "/history.csv" => (
-                        "text/csv; charset=utf-8",
-                        query::history_csv(&history, w).into_bytes(),
-                    ),
-                    _ => (
-                        "text/html; charset=utf-8",
-                        report(&history, &shared.events, &shared.file.path, w).into_bytes(),
-                    ),
-                })
-                .await;
-                match rendered {
-                    Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
-                    Err(_) => reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        b"rendering failed\n".to_vec(),
-                    ),
-                }
-            }
+            Endpoint::History => self.history(session.req_header().uri.query(), path).await,
             Endpoint::Reload => {
                 let _ = session.drain_request_body().await;
                 let reloader = Reloader::new(&self.shared);
@@ -227,6 +186,45 @@ impl Admin {
             Endpoint::NotFound => {
                 reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
             }
+        }
+    }
+
+    /// `/history`, `/history.csv` or `/report` (`path`) over the window `query` names.
+    async fn history(&self, query: Option<&str>, path: &str) -> Response<Vec<u8>> {
+        let w = match query::window(query) {
+            Ok(w) => w,
+            Err(why) => {
+                let body = format!("bad query: {why}\n").into_bytes();
+                return reply(StatusCode::BAD_REQUEST, "text/plain", body);
+            }
+        };
+        // Rendering a long window of many backends takes a while: on a blocking thread,
+        // not on the admin listener's runtime (the history lock is held only to copy).
+        let (shared, history) = (self.shared.clone(), self.history.clone());
+        let path = path.to_string();
+        let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
+            "/history" => (
+                "application/json",
+                serde_json::to_vec_pretty(&query::history_json(&history, &shared.events, w))
+                    .unwrap_or_default(),
+            ),
+            "/history.csv" => (
+                "text/csv; charset=utf-8",
+                query::history_csv(&history, w).into_bytes(),
+            ),
+            _ => (
+                "text/html; charset=utf-8",
+                report(&history, &shared.events, &shared.file.path, w).into_bytes(),
+            ),
+        })
+        .await;
+        match rendered {
+            Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                b"rendering failed\n".to_vec(),
+            ),
         }
     }
 }
