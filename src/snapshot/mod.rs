@@ -3,8 +3,8 @@
 //! it in whole, so no request ever sees half of one and half of another. Per-backend state comes from
 //! the [`Registry`] and is shared with older snapshots.
 //!
-//! [`router`] routes a request as NGINX does, [`route`] holds what a route does with it,
-//! [`upstream`] the upstreams and their backends, [`peer`] how lb connects to a backend.
+//! `router.rs` routes a request as NGINX does, `route.rs` holds what a route does with it,
+//! `upstream.rs` the upstreams and their backends, `peer.rs` how lb connects to a backend.
 
 mod peer;
 mod route;
