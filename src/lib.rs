@@ -15,9 +15,9 @@
 //!              limits, refusals, paths
 //!  health      active checks, passive ejection, state-change announcements
 //!  discovery   DNS discovery: `resolve = true` names and SRV entries followed (hickory-resolver)
-//!  history     the per-second history: sampler, /history JSON and CSV, the /report page
+//!  history     the per-second history: its store, sampler, /history JSON and CSV, /report
 //!  analytics   the Kafka producer of `[analytics.kafka]` (rdkafka), fed by observe's record stream
-//!  runtime     Shared: the ArcSwap<Snapshot>, registry, events, metrics, access log
+//!  runtime     handles: Live (the ArcSwap<Snapshot>, registry), Events, metrics; Shared
 //!  observe     Prometheus metrics, JSON access log, the analytics record stream, logging
 //!  snapshot    the immutable view a request reads: routes, upstreams, balancers, peers
 //!  balance     backend choice: the weighted order, round_robin, least_connections
@@ -103,7 +103,7 @@
 //! [`state::registry::Registry`] so every backend still configured keeps its state, and is
 //! swapped in with one store. Removed backends are marked draining (never picked again, from any
 //! snapshot) and listed until their last request ends. Health changes rebuild the snapshot the
-//! same way ([`runtime::Shared::rebuild`]).
+//! same way ([`runtime::Live::rebuild`]).
 //!
 //! # Where state lives
 //!
@@ -116,11 +116,16 @@
 //!   (so a rebuild continues the round-robin sequence), the ejection lock and the stats of lb's
 //!   own answers.
 //! - Per rate limit, keyed by its name: the table of per-key buckets
-//!   ([`state::limit::Limiter`]) in the registry, kept while the limit's key and size stay.
+//!   ([`state::limit::Limiter`]) in the registry's [`state::limit::Limiters`], kept while the
+//!   limit's key and size stay; each snapshot holds a [`state::limit::Limit`] per limit.
 //! - Per Kafka broker set, `acks` and `timeout` of `kafka` routes: one librdkafka producer in the
 //!   registry ([`state::kafka::Producers`]), kept for the process's life.
-//! - Per process: [`runtime::Shared`] — the current snapshot, the registry, the event timeline,
-//!   the last reload result, metrics and the access log writer.
+//! - Per process: [`runtime::Live`] — the current snapshot, the registry, the draining
+//!   backends; [`runtime::Events`] — the event timeline; the metrics; [`runtime::ConfigFile`] —
+//!   the loaded file's identity and the last reload result; [`runtime::Shared`] holds them with
+//!   the access log writer and the certificates. Long-lived tasks take only the handles they use
+//!   ([`runtime::Handles`]: health checks, DNS discovery; [`reload::Reloader`]: reloads); the
+//!   history store ([`history::store`]) is held by its sampler and the admin listener alone.
 //! - Per worker thread: idle backend connections (`proxy::pool`), thread-local, keyed by address.
 //! - Per request: the proxy's context (snapshot, chosen backend, in-flight guard, attempts).
 #![forbid(unsafe_code)]

@@ -1,4 +1,5 @@
-//! Config reloads (file watch, SIGHUP, `POST /reload`) of the running lb's [`Shared`] state.
+//! Config reloads (file watch, SIGHUP, `POST /reload`) of the running lb: a [`Reloader`] holds
+//! the handles a reload reads and changes.
 //!
 //! A reload parses and validates the whole file first; on any problem nothing changes. A valid
 //! config becomes one new [`Snapshot`] swapped in atomically. Backend state lives in the
@@ -16,23 +17,57 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Problem};
-use crate::runtime::{admin_cert, files_hash, server_certs, LoadedConfig, ReloadResult, Shared};
+use crate::observe::metrics::Metrics;
+use crate::runtime::{
+    admin_cert, files_hash, server_certs, ConfigFile, Events, Live, LoadedConfig, ReloadResult,
+    Shared,
+};
 use crate::snapshot::Snapshot;
 use crate::state::backend::Health;
 use crate::state::registry::BackendKey;
+use crate::tls::{Resolver, SniResolver};
 use crate::util::time::unix_ms;
 
-impl Shared {
+/// What a reload reads and changes: the config file's record, the live snapshot and its
+/// registry, the timeline, the metrics and the certificates it swaps. Cheap to clone (handles).
+#[derive(Clone)]
+pub struct Reloader {
+    file: Arc<ConfigFile>,
+    live: Arc<Live>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    admin_cert: Arc<Resolver>,
+    server_certs: Arc<SniResolver>,
+}
+
+impl Reloader {
+    /// The reloader of `shared`'s config file.
+    pub fn new(shared: &Shared) -> Reloader {
+        Reloader {
+            file: shared.file.clone(),
+            live: shared.live.clone(),
+            events: shared.events.clone(),
+            metrics: shared.metrics.clone(),
+            admin_cert: shared.admin_cert.clone(),
+            server_certs: shared.server_certs.clone(),
+        }
+    }
+
     /// Reloads only when the file's text differs from what is loaded (file-watch events are
     /// noisy: editors write several times, directories see unrelated files).
     pub fn reload_if_changed(&self, trigger: &str) -> Option<ReloadResult> {
-        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let text = std::fs::read_to_string(&self.config_path).ok()?;
+        let _g = self
+            .file
+            .reloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let text = std::fs::read_to_string(&self.file.path).ok()?;
         let current = {
-            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            let loaded = self.file.loaded.lock().unwrap_or_else(|e| e.into_inner());
             (loaded.hash, loaded.files)
         };
         let last_failed = self
+            .file
             .last_reload
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -40,7 +75,7 @@ impl Shared {
             .map(|r| (r.ok, (r.text_hash, r.files_hash)));
         let h = hash_text(&text);
         // Certificates and keys renewed in place change no config text.
-        let files = files_hash(&self.snapshot.load().config);
+        let files = files_hash(&self.live.snapshot.load().config);
         if last_failed == Some((false, (h, files))) {
             return None;
         }
@@ -69,25 +104,33 @@ impl Shared {
             trigger,
             "config file is the running config again; nothing to apply"
         );
-        self.event(
+        self.events.record(
             "reload",
             format!("config file is the running config again ({trigger}); nothing changed"),
         );
         self.metrics.reload(true);
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        *self
+            .file
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
         result
     }
 
     /// Reads the config file again and applies it if valid.
     pub fn reload(&self, trigger: &str) -> ReloadResult {
-        let _g = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self
+            .file
+            .reloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.reload_locked(trigger)
     }
 
-    /// [`Shared::reload`] with the `reloading` lock held.
+    /// [`Reloader::reload`] with the `reloading` lock held.
     fn reload_locked(&self, trigger: &str) -> ReloadResult {
         let started = Instant::now();
-        let text = std::fs::read_to_string(&self.config_path);
+        let text = std::fs::read_to_string(&self.file.path);
         let parsed = match &text {
             Ok(t) => config::parse(t),
             Err(e) => Err(vec![Problem {
@@ -103,14 +146,14 @@ impl Shared {
         };
         result.files_hash = match &parsed {
             Ok(new) => files_hash(new),
-            Err(_) => files_hash(&self.snapshot.load().config),
+            Err(_) => files_hash(&self.live.snapshot.load().config),
         };
         match parsed {
             Err(problems) => {
-                let file = self.config_path.display();
+                let file = self.file.path.display();
                 result.problems = problems.iter().map(|p| format!("{file}: {p}")).collect();
                 tracing::error!(trigger, problems = ?result.problems, "config rejected; keeping the running config");
-                self.event(
+                self.events.record(
                     "reload_rejected",
                     format!(
                         "config rejected ({trigger}): {}",
@@ -121,12 +164,12 @@ impl Shared {
             }
             Ok(new) => {
                 let hash = text.as_deref().map(hash_text).unwrap_or_default();
-                result.warnings = new.warning_lines(&self.config_path);
+                result.warnings = new.warning_lines(&self.file.path);
                 for w in &result.warnings {
                     tracing::warn!(trigger, "{w}");
                 }
                 self.apply(new, &mut result);
-                *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
+                *self.file.loaded.lock().unwrap_or_else(|e| e.into_inner()) = LoadedConfig {
                     hash,
                     files: result.files_hash,
                     loaded_at_ms: unix_ms(),
@@ -136,20 +179,24 @@ impl Shared {
             }
         }
         result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        *self
+            .file
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
         result
     }
 
     fn apply(&self, mut new: Config, result: &mut ReloadResult) {
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.snapshot.load().config.clone();
+        let _g = self.live.lock_rebuilds();
+        let old = self.live.snapshot.load().config.clone();
         result.needs_restart = restart_only_changes(&old, &new);
         keep_restart_only(&old, &mut new);
         let now = unix_ms() as i64 / 1000;
         for w in keep_running_certificates(&old, &mut new, now) {
             let line = format!(
                 "{}: {}: warning: {}",
-                self.config_path.display(),
+                self.file.path.display(),
                 w.path,
                 w.message
             );
@@ -184,15 +231,16 @@ impl Shared {
                 .iter()
                 .any(|c| c.name == u && c.backends.iter().any(|b| b.address == e))
         };
-        self.registry.discovered.retain(discovered);
-        let snapshot = Snapshot::build(Arc::new(new), &self.registry);
-        self.snapshot.store(Arc::new(snapshot));
-        self.registry.retain_upstreams(&upstreams);
+        self.live.registry.discovered.retain(discovered);
+        let snapshot = Snapshot::build(Arc::new(new), &self.live.registry);
+        self.live.snapshot.store(Arc::new(snapshot));
+        self.live.registry.retain_upstreams(&upstreams);
         for (upstream, backend, msg) in freed {
             tracing::info!("{msg}");
-            self.event_about("backend", msg, Some(&upstream), Some(&backend));
+            self.events
+                .record_about("backend", msg, Some(&upstream), Some(&backend));
         }
-        self.retire_missing();
+        self.live.retire_missing();
         let msg = format!(
             "config reloaded ({}): {} backend(s) added, {} removed{}",
             result.trigger,
@@ -205,8 +253,8 @@ impl Shared {
             }
         );
         tracing::info!(added = ?result.added, removed = ?result.removed, needs_restart = ?result.needs_restart, "{msg}");
-        self.event("reload", msg);
-        self.changed.notify_waiters();
+        self.events.record("reload", msg);
+        self.live.changed.notify_waiters();
     }
 
     /// Backends that only an active check kept out (`down`, or `checking`) in upstreams that no
@@ -216,7 +264,7 @@ impl Shared {
         let mut out = Vec::new();
         for u in new.upstreams.iter().filter(|u| u.health_check.is_none()) {
             for b in &u.backends {
-                let Some(state) = self.registry.get(&u.name, &b.address) else {
+                let Some(state) = self.live.registry.get(&u.name, &b.address) else {
                     continue;
                 };
                 for from in [Health::Down, Health::Checking] {
@@ -238,10 +286,10 @@ impl Shared {
 
 /// Watches the config file's directory (so write-and-rename editors and Kubernetes ConfigMap
 /// symlink swaps are seen) and reloads after a burst of events settles, when the text changed.
-pub async fn watch_file(shared: Arc<Shared>) {
+pub async fn watch_file(reloader: Reloader) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let dir = match shared.config_path.parent() {
+    let dir = match reloader.file.path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
@@ -264,7 +312,7 @@ pub async fn watch_file(shared: Arc<Shared>) {
     let mut watched = vec![dir];
     loop {
         // Certificates, keys and the token file may live elsewhere; a reload may move them.
-        for file in shared.snapshot.load().config.watched_files() {
+        for file in reloader.live.snapshot.load().config.watched_files() {
             let Some(d) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
                 continue;
             };
@@ -282,8 +330,8 @@ pub async fn watch_file(shared: Arc<Shared>) {
         }
         // Debounce: wait until no event arrived for DEBOUNCE.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.reload_if_changed("file")).await;
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload_if_changed("file")).await;
     }
 }
 
@@ -291,15 +339,15 @@ pub async fn watch_file(shared: Arc<Shared>) {
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Reloads on every SIGHUP.
-pub async fn on_sighup(shared: Arc<Shared>) {
+pub async fn on_sighup(reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP");
         return;
     };
     while hup.recv().await.is_some() {
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.reload("sighup")).await;
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload("sighup")).await;
     }
 }
 
@@ -491,7 +539,7 @@ mod tests {
             "{BASE}grace_period = \"9s\"\nwork_stealing = true\nupstream_keepalive_pool_size = 7\nlog = \"debug\"\naccess_log = \"/dev/null\"\nthreads = 3\n[upstreams.api]\nbackends = [\"127.0.0.1:3\"]\n"
         );
         std::fs::write(&path, changed).unwrap();
-        let result = shared.reload("test");
+        let result = Reloader::new(&shared).reload("test");
         assert!(result.ok, "{:?}", result.problems);
         let now = shared.snapshot.load().config.clone();
         assert_eq!(now.upstreams[0].backends[0].address, "127.0.0.1:3");
@@ -513,14 +561,15 @@ mod tests {
         let (path, shared) = load("own", &with);
         let http1 = crate::state::stats::ClientProtocol::Http1;
         shared
+            .live
             .registry
             .own_stats("web")
             .record(502, Duration::ZERO, http1);
         std::fs::write(&path, &without).unwrap();
-        assert!(shared.reload("test").ok);
+        assert!(Reloader::new(&shared).reload("test").ok);
         std::fs::write(&path, &with).unwrap();
-        assert!(shared.reload("test").ok);
-        assert_eq!(shared.registry.own_stats("web").count(), 0);
+        assert!(Reloader::new(&shared).reload("test").ok);
+        assert_eq!(shared.live.registry.own_stats("web").count(), 0);
     }
 
     /// A self-signed certificate for `localhost` written to `dir`; returns (cert, key) paths.
@@ -560,7 +609,7 @@ mod tests {
             key.display()
         );
         std::fs::write(&path, admin_text(&token, &tls)).unwrap();
-        let result = shared.reload("test");
+        let result = Reloader::new(&shared).reload("test");
         assert!(result.ok, "{:?}", result.problems);
         assert_eq!(result.needs_restart, vec!["admin.tls"]);
         let admin = shared.snapshot.load().config.admin.clone().unwrap();
@@ -613,7 +662,7 @@ mod tests {
         let first = shared.admin_cert.current().unwrap();
         let (cert2, key2) = write_cert(&dir, "b");
         std::fs::write(&path, tls(&cert2, &key2)).unwrap();
-        let result = shared.reload("test");
+        let result = Reloader::new(&shared).reload("test");
         assert!(result.ok, "{:?}", result.problems);
         assert!(
             result.needs_restart.is_empty(),
@@ -625,7 +674,7 @@ mod tests {
         // A broken replacement fails the reload and keeps the certificate.
         std::fs::write(&cert2, "not a certificate").unwrap();
         std::fs::write(&path, tls(&cert2, &key2) + "\n").unwrap();
-        let result = shared.reload("test");
+        let result = Reloader::new(&shared).reload("test");
         assert!(!result.ok);
         assert!(
             result.problems[0].contains("admin.tls.cert"),
@@ -663,17 +712,17 @@ mod tests {
                     let (shared, start) = (shared.clone(), start.clone());
                     std::thread::spawn(move || {
                         start.wait();
-                        shared.reload("racer");
+                        Reloader::new(&shared).reload("racer");
                     })
                 })
                 .collect();
             start.wait();
             write(&newest);
-            shared.reload("last");
+            Reloader::new(&shared).reload("last");
             for r in racers {
                 r.join().unwrap();
             }
-            let applied = shared.loaded.lock().unwrap().hash;
+            let applied = shared.file.loaded.lock().unwrap().hash;
             assert_eq!(
                 applied,
                 hash_text(&newest),
@@ -684,5 +733,30 @@ mod tests {
                 .port();
             assert_eq!(port as usize, 1000 + 2 * round + 1, "round {round}");
         }
+    }
+
+    /// A check that was under way when its backend was removed (and added again) is not
+    /// applied (moved here from `health::active`: it drives a reload).
+    #[tokio::test]
+    async fn check_result_for_a_replaced_backend_is_dropped() {
+        use crate::health::active::is_current;
+        use crate::health::testing::shared;
+        let (shared, path) = shared("[upstreams.api.health_check]\ninterval = \"1h\"", 2);
+        let old = shared.snapshot.load().upstreams[0].backends[1]
+            .state
+            .clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without = text.replace(", \"127.0.0.1:11\"", "");
+        std::fs::write(&path, &without).unwrap();
+        assert!(Reloader::new(&shared).reload("test").ok);
+        std::fs::write(&path, &text).unwrap();
+        assert!(Reloader::new(&shared).reload("test").ok);
+        assert!(!is_current(&shared.live, "api", "127.0.0.1:11", &old));
+        let new = shared.snapshot.load().upstreams[0].backends[1]
+            .state
+            .clone();
+        assert!(is_current(&shared.live, "api", "127.0.0.1:11", &new));
+        // The removed backend's old state is never usable again, whatever snapshot lists it.
+        assert!(old.is_draining() && !old.usable());
     }
 }

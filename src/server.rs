@@ -19,8 +19,11 @@ use pingora_core::tls::CryptoProvider;
 
 use crate::config::{Config, ServerTls, TlsVersion};
 use crate::health;
+use crate::history::store::History;
+use crate::history::Sampler;
+use crate::observe::stream::Stream;
 use crate::proxy::Proxy;
-use crate::reload;
+use crate::reload::{self, Reloader};
 use crate::runtime::Shared;
 
 /// Start-up options that are not part of the config file.
@@ -65,18 +68,7 @@ pub fn check_listeners(config: &Config) -> Result<(), String> {
 /// Runs lb until it is told to stop. Never returns.
 pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     let shared = Shared::new(config.clone(), path, text_hash);
-    // One round of checks before taking traffic. Its runtime is gone before pingora starts its own.
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(async {
-            // Discovered addresses first, so that the checks' round covers them too.
-            crate::discovery::initial_round(&shared).await;
-            health::initial_round(&shared).await
-        }),
-        Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
-    }
+    startup_round(&shared);
     let conf = server_conf(&config, path);
     let pid_file = conf.pid_file.clone();
     let upgrade = opts.upgrade && request_handover(&pid_file, path, &config);
@@ -89,16 +81,63 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
         tracing::warn!(pid_file, "cannot write pid file: {e}");
     }
+    let proxy = proxy_service(&config, &shared, &server);
+    server.add_service(proxy);
+    let history = Arc::new(History::default());
+    if let Some(admin) = &config.admin {
+        let admin = crate::admin::service(shared.clone(), history.clone(), admin);
+        server.add_service(admin);
+    }
+    let sampler = Sampler::new(&shared, history);
+    let background = Background {
+        shared: shared.clone(),
+        sampler: sampler.clone(),
+        pid_file: pid_file.clone(),
+    };
+    server.add_service(background_service("lb health", background));
+    tracing::info!(
+        listen = ?config.server.listen,
+        admin = ?config.admin.as_ref().map(|a| a.listen),
+        threads = config.server.threads,
+        "lb {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
+    server.run(RunArgs::default());
+    before_exit(&shared, &sampler, &pid_file);
+    std::process::exit(0)
+}
 
-    // The proxy behind lb's connection-level defences (connection cap, header deadline, head
-    // size, keep-alive idle timeout): see `crate::edge`.
-    // HTTPS listeners are plain TCP listeners to pingora: the connection layer runs the TLS
-    // handshake itself, counted against `max_connections` and within `header_timeout`.
+/// One round of discovery and checks before taking traffic. Its runtime is gone before pingora
+/// starts its own.
+fn startup_round(shared: &Shared) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async {
+            // Discovered addresses first, so that the checks' round covers them too.
+            crate::discovery::initial_round(&shared.handles()).await;
+            health::initial_round(&shared.handles()).await
+        }),
+        Err(e) => tracing::error!("cannot run start-up health checks: {e}"),
+    }
+}
+
+/// The proxy behind lb's connection-level defences (connection cap, header deadline, head
+/// size, keep-alive idle timeout: see `crate::edge`), on every plain and HTTPS listener.
+/// HTTPS listeners are plain TCP listeners to pingora: the connection layer runs the TLS
+/// handshake itself, counted against `max_connections` and within `header_timeout`.
+fn proxy_service(
+    config: &Config,
+    shared: &Arc<Shared>,
+    server: &Server,
+) -> Service<crate::edge::GuardedApp<Proxy>> {
     let tls = config
         .server
         .tls
         .as_ref()
-        .and_then(|tls| match tls_acceptor(&shared, tls) {
+        .and_then(|tls| match tls_acceptor(shared, tls) {
             Ok(acceptor) => Some(crate::edge::TlsListeners {
                 addrs: tls.listen.clone(),
                 acceptor,
@@ -128,25 +167,7 @@ pub fn run(config: Config, path: &Path, text_hash: u64, opts: RunOptions) -> ! {
     for addr in config.server.listen.iter().chain(&tls_addrs) {
         proxy.add_listener(listener(addr));
     }
-    server.add_service(proxy);
-    if let Some(admin) = &config.admin {
-        server.add_service(crate::admin::service(shared.clone(), admin));
-    }
-    server.add_service(background_service(
-        "lb health",
-        Background(shared.clone(), pid_file.clone()),
-    ));
-    tracing::info!(
-        listen = ?config.server.listen,
-        admin = ?config.admin.as_ref().map(|a| a.listen),
-        threads = config.server.threads,
-        "lb {} starting",
-        env!("CARGO_PKG_VERSION")
-    );
-    // Not `run_forever`: it exits the process without the clean-up below (fast stop, SIGINT).
-    server.run(RunArgs::default());
-    before_exit(&shared, &pid_file);
-    std::process::exit(0)
+    proxy
 }
 
 /// A client listener on `addr`: a small read-ahead buffer (see [`CLIENT_READ_BUFFER`]); an IPv6
@@ -201,7 +222,7 @@ fn aes128_first() -> Arc<CryptoProvider> {
 /// What every exit path does last: write out the access log, send the analytics records still
 /// queued, and remove the pid file (unless it already names the process that took over the
 /// sockets).
-fn before_exit(shared: &Shared, pid_file: &str) {
+fn before_exit(shared: &Shared, sampler: &Sampler, pid_file: &str) {
     if let Some(log) = &shared.access_log {
         if !log.flush(crate::observe::access_log::FLUSH_TIMEOUT) {
             tracing::warn!("access log not fully written before exit");
@@ -209,7 +230,7 @@ fn before_exit(shared: &Shared, pid_file: &str) {
     }
     if let Some(stream) = &shared.stream {
         // The second under way, sampled now: its `summary` records go out with the flush.
-        crate::history::final_sample(shared);
+        sampler.final_sample();
         match stream.flush(crate::observe::stream::FLUSH_TIMEOUT) {
             Some(0) | None => {}
             Some(n) => tracing::warn!(
@@ -257,25 +278,32 @@ fn server_conf(config: &Config, path: &Path) -> ServerConf {
 
 /// Health supervisor, DNS discovery, reload triggers and the analytics producer on pingora's
 /// background runtime; the second field is the pid file to remove on exit.
-struct Background(Arc<Shared>, String);
+/// lb's background tasks: health checks, DNS discovery, the history sampler, the Kafka producer,
+/// config reloads and the drain on stop signals, each given its own handles.
+struct Background {
+    shared: Arc<Shared>,
+    sampler: Arc<Sampler>,
+    pid_file: String,
+}
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let s = &self.0;
+        let s = &self.shared;
         // Outlive the shutdown broadcast below, which arrives together with the signal: the drain
         // exits the process; until then, the requests finishing in the grace period are still
         // sampled each second and their records still streamed (the exit flush sends the rest).
-        tokio::spawn(drain_on_stop_signals(s.clone(), self.1.clone()));
-        tokio::spawn(crate::history::run(s.clone()));
-        tokio::spawn(analytics(s.clone()));
+        let (sampler, pid_file) = (self.sampler.clone(), self.pid_file.clone());
+        tokio::spawn(drain_on_stop_signals(s.clone(), sampler, pid_file));
+        tokio::spawn(self.sampler.clone().run());
+        tokio::spawn(analytics(s.stream.clone()));
         // join!, not select!: one task ending (e.g. no file watcher available) must not stop the others.
         let work = async {
             tokio::join!(
-                health::supervise(s.clone()),
-                crate::discovery::supervise(s.clone()),
-                reload::watch_file(s.clone()),
-                reload::on_sighup(s.clone()),
+                health::supervise(s.handles()),
+                crate::discovery::supervise(s.handles()),
+                reload::watch_file(Reloader::new(s)),
+                reload::on_sighup(Reloader::new(s)),
             )
         };
         tokio::select! {
@@ -286,8 +314,8 @@ impl BackgroundService for Background {
 }
 
 /// The Kafka producer of `[analytics.kafka]` (nothing without one).
-async fn analytics(shared: Arc<Shared>) {
-    if let Some(stream) = shared.stream.clone() {
+async fn analytics(stream: Option<Arc<Stream>>) {
+    if let Some(stream) = stream {
         crate::analytics::kafka::run(stream).await;
     }
 }
@@ -296,7 +324,7 @@ async fn analytics(shared: Arc<Shared>) {
 /// in flight have finished (or the grace period is over). SIGTERM: pingora stops accepting and
 /// closes keep-alive connections; SIGQUIT (upgrade): the new process has the sockets after
 /// pingora's 5 s hand-over window, then the same drain.
-async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
+async fn drain_on_stop_signals(shared: Arc<Shared>, sampler: Arc<Sampler>, pid_file: String) {
     let grace = shared.config_grace();
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut quit)) =
@@ -325,7 +353,7 @@ async fn drain_on_stop_signals(shared: Arc<Shared>, pid_file: String) {
                 "graceful stop: grace period over with requests still in flight; they are cut"
             ),
         }
-        before_exit(&shared, &pid_file);
+        before_exit(&shared, &sampler, &pid_file);
         std::process::exit(0);
     });
     std::future::pending::<()>().await;

@@ -18,6 +18,10 @@ use pingora_core::services::listening::Service;
 use serde_json::Value;
 
 use crate::config::{AdminSettings, ADMIN_PATHS};
+use crate::history::query;
+use crate::history::report::report;
+use crate::history::store::History;
+use crate::reload::Reloader;
 use crate::runtime::Shared;
 
 pub mod access;
@@ -33,13 +37,15 @@ const OTHER_PATH: &str = "other";
 
 pub struct Admin {
     shared: Arc<Shared>,
+    /// The load-test history `/history`, `/history.csv` and `/report` read.
+    history: Arc<History>,
     refusals: RefusalLog,
 }
 
 impl Admin {
     /// Also creates every `lb_admin_requests_total` series of the known paths, so they exist at 0
     /// from the first scrape.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, history: Arc<History>) -> Self {
         for path in ADMIN_PATHS.iter().chain([&OTHER_PATH]) {
             for result in access::RESULTS {
                 shared
@@ -50,6 +56,7 @@ impl Admin {
         }
         Admin {
             shared,
+            history,
             refusals: RefusalLog::default(),
         }
     }
@@ -57,9 +64,13 @@ impl Admin {
 
 /// The admin service on `settings.listen`: plain HTTP, or HTTPS presenting the certificate held
 /// by `shared.admin_cert` (read at each handshake, so reloads swap it).
-pub fn service(shared: Arc<Shared>, settings: &AdminSettings) -> Service<Admin> {
+pub fn service(
+    shared: Arc<Shared>,
+    history: Arc<History>,
+    settings: &AdminSettings,
+) -> Service<Admin> {
     let resolver = shared.admin_cert.clone();
-    let mut svc = Service::new("lb admin".to_string(), Admin::new(shared));
+    let mut svc = Service::new("lb admin".to_string(), Admin::new(shared, history));
     svc.threads = Some(1); // the admin API needs no more, whatever server.threads says
     let addr = settings.listen.to_string();
     // IPv6 listeners are v6-only, like the proxy's (see `config::listeners`); the option is for
@@ -148,47 +159,11 @@ impl Admin {
                 )
             }
             Endpoint::Status => json_reply(StatusCode::OK, &status::status(&self.shared)),
-            Endpoint::History => {
-                let query = session.req_header().uri.query();
-                let w = match crate::history::query::window(query) {
-                    Ok(w) => w,
-                    Err(why) => {
-                        let body = format!("bad query: {why}\n").into_bytes();
-                        return reply(StatusCode::BAD_REQUEST, "text/plain", body);
-                    }
-                };
-                // Rendering a long window of many backends takes a while: on a blocking thread,
-                // not on the admin listener's runtime (the history lock is held only to copy).
-                let (shared, path) = (self.shared.clone(), path.to_string());
-                let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
-                    "/history" => (
-                        "application/json",
-                        serde_json::to_vec_pretty(&crate::history::query::history_json(&shared, w))
-                            .unwrap_or_default(),
-                    ),
-                    "/history.csv" => (
-                        "text/csv; charset=utf-8",
-                        crate::history::query::history_csv(&shared, w).into_bytes(),
-                    ),
-                    _ => (
-                        "text/html; charset=utf-8",
-                        crate::history::report::report(&shared, w).into_bytes(),
-                    ),
-                })
-                .await;
-                match rendered {
-                    Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
-                    Err(_) => reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        b"rendering failed\n".to_vec(),
-                    ),
-                }
-            }
+            Endpoint::History => self.history(session.req_header().uri.query(), path).await,
             Endpoint::Reload => {
                 let _ = session.drain_request_body().await;
-                let shared = self.shared.clone();
-                let result = tokio::task::spawn_blocking(move || shared.reload("admin"))
+                let reloader = Reloader::new(&self.shared);
+                let result = tokio::task::spawn_blocking(move || reloader.reload("admin"))
                     .await
                     .unwrap_or_default();
                 let code = if result.ok {
@@ -211,6 +186,45 @@ impl Admin {
             Endpoint::NotFound => {
                 reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
             }
+        }
+    }
+
+    /// `/history`, `/history.csv` or `/report` (`path`) over the window `query` names.
+    async fn history(&self, query: Option<&str>, path: &str) -> Response<Vec<u8>> {
+        let w = match query::window(query) {
+            Ok(w) => w,
+            Err(why) => {
+                let body = format!("bad query: {why}\n").into_bytes();
+                return reply(StatusCode::BAD_REQUEST, "text/plain", body);
+            }
+        };
+        // Rendering a long window of many backends takes a while: on a blocking thread,
+        // not on the admin listener's runtime (the history lock is held only to copy).
+        let (shared, history) = (self.shared.clone(), self.history.clone());
+        let path = path.to_string();
+        let rendered = tokio::task::spawn_blocking(move || match path.as_str() {
+            "/history" => (
+                "application/json",
+                serde_json::to_vec_pretty(&query::history_json(&history, &shared.events, w))
+                    .unwrap_or_default(),
+            ),
+            "/history.csv" => (
+                "text/csv; charset=utf-8",
+                query::history_csv(&history, w).into_bytes(),
+            ),
+            _ => (
+                "text/html; charset=utf-8",
+                report(&history, &shared.events, &shared.file.path, w).into_bytes(),
+            ),
+        })
+        .await;
+        match rendered {
+            Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                b"rendering failed\n".to_vec(),
+            ),
         }
     }
 }

@@ -5,96 +5,36 @@
 use serde_json::{json, Value};
 
 use crate::runtime::Shared;
+use crate::snapshot::{Backend, Upstream};
+use crate::state::discovery::Found;
 
 /// The `/status` document.
 pub fn status(shared: &Shared) -> Value {
     let snap = shared.snapshot.load_full();
-    let loaded = *shared.loaded.lock().unwrap_or_else(|e| e.into_inner());
+    let loaded = *shared.file.loaded.lock().unwrap_or_else(|e| e.into_inner());
     let (hash, loaded_at) = (loaded.hash, loaded.loaded_at_ms);
     let last = shared
+        .file
         .last_reload
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let mut upstreams = serde_json::Map::new();
     for up in &snap.upstreams {
-        let mut backends: Vec<Value> = up
-            .backends
-            .iter()
-            .map(|b| {
-                let lat = b.state.latency();
-                let check = b.state.check.lock().unwrap_or_else(|e| e.into_inner());
-                json!({
-                    "address": b.address,
-                    "weight": b.weight,
-                    "effective_weight": if b.state.usable() { b.effective_weight() } else { 0.0 },
-                    "state": if b.down { "down (config)" } else { b.state.status() },
-                    "backup": b.backup,
-                    "name": b.name.as_deref(),
-                    "max_conns": b.max_conns,
-                    "in_flight": b.state.in_flight(),
-                    "requests": b.state.attempts(),
-                    "errors": b.state.errors(),
-                    "latency_p50_ms": lat.0,
-                    "latency_p99_ms": lat.1,
-                    "last_check_error": check.last_error,
-                })
-            })
-            .collect();
-        let draining = shared.draining.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, state) in draining
-            .iter()
-            .filter(|(k, s)| k.upstream == up.name() && s.in_flight() > 0)
-        {
-            backends.push(json!({
-                "address": key.address,
-                "weight": 0,
-                "effective_weight": 0,
-                "state": "draining",
-                "in_flight": state.in_flight(),
-                "requests": state.attempts(),
-                "errors": state.errors(),
-                "latency_p50_ms": state.latency().0,
-                "latency_p99_ms": state.latency().1,
-            }));
-        }
-        drop(draining);
-        // DNS-discovered entries: their addresses, last resolution time and result.
-        let discovery: Vec<Value> = up
-            .config
-            .backends
-            .iter()
-            .filter(|b| b.discovery.is_some())
-            .map(|b| {
-                let r = shared
-                    .registry
-                    .discovered
-                    .get(up.name(), &b.address)
-                    .unwrap_or_default();
-                let list = |v: &[crate::state::discovery::Found]| -> Vec<String> {
-                    v.iter().map(|f| f.addr.to_string()).collect()
-                };
-                json!({
-                    "name": b.address,
-                    "resolved_at_ms": r.resolved_at_ms,
-                    "result": r.result,
-                    "addresses": list(&r.current),
-                    "retiring": list(&r.retiring),
-                })
-            })
-            .collect();
+        let mut backends: Vec<Value> = up.backends.iter().map(backend).collect();
+        backends.extend(draining(shared, up.name()));
         upstreams.insert(
             up.name().to_string(),
             json!({
                 "strategy": up.config.strategy.as_str(),
                 "backends": backends,
-                "discovery": discovery,
+                "discovery": discovery(shared, up),
             }),
         );
     }
     json!({
         "config": {
-            "path": shared.config_path.display().to_string(),
+            "path": shared.file.path.display().to_string(),
             "hash": format!("{hash:016x}"),
             "loaded_at_ms": loaded_at,
             "last_reload": last,
@@ -106,8 +46,80 @@ pub fn status(shared: &Shared) -> Value {
         "upstreams": upstreams,
         "rate_limits": rate_limits(&snap),
         "kafka_routes": kafka_routes(&snap, &shared.metrics),
-        "events": shared.events(),
+        "events": shared.events.list(),
     })
+}
+
+/// A backend of the live snapshot: state, weights, load, latency, last check error.
+fn backend(b: &Backend) -> Value {
+    let lat = b.state.latency();
+    let check = b.state.check.lock().unwrap_or_else(|e| e.into_inner());
+    json!({
+        "address": b.address,
+        "weight": b.weight,
+        "effective_weight": if b.state.usable() { b.effective_weight() } else { 0.0 },
+        "state": if b.down { "down (config)" } else { b.state.status() },
+        "backup": b.backup,
+        "name": b.name.as_deref(),
+        "max_conns": b.max_conns,
+        "in_flight": b.state.in_flight(),
+        "requests": b.state.attempts(),
+        "errors": b.state.errors(),
+        "latency_p50_ms": lat.0,
+        "latency_p99_ms": lat.1,
+        "last_check_error": check.last_error,
+    })
+}
+
+/// The backends of `upstream` a reload removed that still have requests in flight.
+fn draining(shared: &Shared, upstream: &str) -> Vec<Value> {
+    let draining = shared
+        .live
+        .draining
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    draining
+        .iter()
+        .filter(|(k, s)| k.upstream == upstream && s.in_flight() > 0)
+        .map(|(key, state)| {
+            json!({
+                "address": key.address,
+                "weight": 0,
+                "effective_weight": 0,
+                "state": "draining",
+                "in_flight": state.in_flight(),
+                "requests": state.attempts(),
+                "errors": state.errors(),
+                "latency_p50_ms": state.latency().0,
+                "latency_p99_ms": state.latency().1,
+            })
+        })
+        .collect()
+}
+
+/// `up`'s DNS-discovered entries: their addresses, last resolution time and result.
+fn discovery(shared: &Shared, up: &Upstream) -> Vec<Value> {
+    let list = |v: &[Found]| -> Vec<String> { v.iter().map(|f| f.addr.to_string()).collect() };
+    up.config
+        .backends
+        .iter()
+        .filter(|b| b.discovery.is_some())
+        .map(|b| {
+            let r = shared
+                .live
+                .registry
+                .discovered
+                .get(up.name(), &b.address)
+                .unwrap_or_default();
+            json!({
+                "name": b.address,
+                "resolved_at_ms": r.resolved_at_ms,
+                "result": r.result,
+                "addresses": list(&r.current),
+                "retiring": list(&r.retiring),
+            })
+        })
+        .collect()
 }
 
 /// `"rate_limits": {"NAME": {key, rate_per_s, burst, delay, status, dry_run, keys, passed,

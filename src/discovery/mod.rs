@@ -25,14 +25,13 @@ mod resolve;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Discovery, UpstreamConfig};
-use crate::runtime::Shared;
-use crate::state::discovery::Found;
+use crate::runtime::Handles;
+use crate::state::discovery::{Found, Resolved};
 use crate::util::time::unix_ms;
-use resolve::{Answer, Family};
+use resolve::{Answer, Family, Stale};
 
 /// Never resolve a name more often than this.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,8 +39,8 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const RETIRE_POLL: Duration = Duration::from_millis(200);
 
 /// One round of resolutions of every discovered entry, before lb takes traffic.
-pub async fn initial_round(shared: &Shared) {
-    let snap = shared.snapshot.load_full();
+pub async fn initial_round(h: &Handles) {
+    let snap = h.live.snapshot.load_full();
     let resolver = match resolve::resolver(snap.config.resolver.as_ref()) {
         Ok(r) => r,
         Err(e) => {
@@ -73,25 +72,25 @@ pub async fn initial_round(shared: &Shared) {
     for w in work {
         if let Ok((u, entry, answer)) = w.await {
             let mut follow = Follow::default();
-            follow.apply(shared, &u, &entry, answer, true);
+            follow.apply(h, &u, &entry, answer, true);
         }
     }
-    shared.rebuild_and_retire();
+    h.live.rebuild_and_retire();
 }
 
 /// Keeps one resolving task per discovered entry of the live config.
-pub async fn supervise(shared: Arc<Shared>) {
+pub async fn supervise(h: Handles) {
     let mut tasks: HashMap<(String, String), tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = h.live.snapshot.load_full();
         let mut wanted = HashSet::new();
         for u in &snap.config.upstreams {
             for b in u.backends.iter().filter(|b| b.discovery.is_some()) {
                 let key = (u.name.clone(), b.address.clone());
                 wanted.insert(key.clone());
                 tasks.entry(key.clone()).or_insert_with(|| {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { follow(&shared, &key.0, &key.1).await })
+                    let h = h.clone();
+                    tokio::spawn(async move { follow(&h, &key.0, &key.1).await })
                 });
             }
         }
@@ -102,7 +101,7 @@ pub async fn supervise(shared: Arc<Shared>) {
             }
             keep
         });
-        let _ = tokio::time::timeout(Duration::from_secs(1), shared.changed.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), h.live.changed.notified()).await;
     }
 }
 
@@ -118,10 +117,10 @@ struct Follow {
 }
 
 /// Resolves one entry for as long as it is configured.
-async fn follow(shared: &Shared, upstream: &str, entry: &str) {
+async fn follow(h: &Handles, upstream: &str, entry: &str) {
     let mut state = Follow::default();
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = h.live.snapshot.load_full();
         let Some(u) = snap.config.upstreams.iter().find(|u| u.name == upstream) else {
             return;
         };
@@ -142,12 +141,12 @@ async fn follow(shared: &Shared, upstream: &str, entry: &str) {
         let answer = resolve::lookup(&resolver, &d, b.weight.get()).await;
         let u = u.clone();
         drop(snap);
-        let next = state.apply(shared, &u, entry, answer, false);
+        let next = state.apply(h, &u, entry, answer, false);
         // Until the entry's retiring addresses are gone, look for a usable new one often.
         let wake = Instant::now() + next;
         while Instant::now() < wake {
             let left = wake.saturating_duration_since(Instant::now());
-            if retire_if_ready(shared, &u, entry) {
+            if retire_if_ready(h, &u, entry) {
                 tokio::time::sleep(left).await;
                 break;
             }
@@ -160,136 +159,161 @@ impl Follow {
     /// Applies one answer to the entry's addresses; returns when to resolve again.
     fn apply(
         &mut self,
-        shared: &Shared,
+        h: &Handles,
         u: &UpstreamConfig,
         entry: &str,
         answer: Answer,
         startup: bool,
     ) -> Duration {
-        let interval = u.resolve_interval;
-        let now = Instant::now();
         let result = answer.result_label();
-        shared
-            .metrics
-            .dns_resolution(&u.name, entry, result.metric());
-        let checked = u.health_check.is_some();
-        let (change, next) = shared.registry.discovered.update(&u.name, entry, |r| {
+        h.metrics.dns_resolution(&u.name, entry, result.metric());
+        let make_before_break = u.health_check.is_some() && !startup;
+        let (change, next) = h.live.registry.discovered.update(&u.name, entry, |r| {
             r.resolved_at_ms = unix_ms();
             r.result = result.text();
             let before: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
             let next = match answer {
                 Answer::Found { v4, v6, ttl, stale } => {
                     self.gone_since = None;
-                    let keep_family = |f: &Found, fam: &Family| match fam {
-                        Family::Keep => Some(f.clone()),
-                        _ => None,
-                    };
-                    let mut current: Vec<Found> = Vec::new();
-                    for (fam, is_v4) in [(&v4, true), (&v6, false)] {
-                        match fam {
-                            Family::Set(found) => current.extend(found.iter().cloned()),
-                            Family::Keep => current.extend(
-                                r.current
-                                    .iter()
-                                    .filter(|f| f.addr.is_ipv4() == is_v4)
-                                    .filter_map(|f| keep_family(f, fam)),
-                            ),
-                            Family::Clear => {}
-                        }
-                    }
-                    // SRV targets that failed keep their last addresses (per family).
-                    for st in &stale {
-                        current.extend(
-                            r.current
-                                .iter()
-                                .filter(|f| f.host == st.host)
-                                .filter(|f| if f.addr.is_ipv4() { st.v4 } else { st.v6 })
-                                .filter(|f| !current.iter().any(|c| c.addr == f.addr))
-                                .cloned()
-                                .collect::<Vec<_>>(),
-                        );
-                    }
-                    replace(r, current, checked && !startup);
-                    if stale.is_empty() {
-                        self.failures = 0;
-                        ttl.clamp(MIN_INTERVAL, interval)
-                    } else {
-                        // The failing targets are asked again with the failures' backoff.
-                        self.failures += 1;
-                        let backoff = MIN_INTERVAL * 2u32.saturating_pow(self.failures - 1);
-                        ttl.clamp(MIN_INTERVAL, interval).min(backoff)
-                    }
+                    replace(r, found(&r.current, [v4, v6], &stale), make_before_break);
+                    self.found_next(ttl, stale.is_empty(), u.resolve_interval)
                 }
                 Answer::Gone { negative_ttl, .. } => {
-                    self.failures = 0;
-                    let wait = negative_ttl.unwrap_or(interval);
-                    let (since, wait) = *self.gone_since.get_or_insert((now, wait));
-                    let left = (since + wait).saturating_duration_since(now);
-                    if left.is_zero() || startup {
-                        replace(r, Vec::new(), false);
-                        interval
-                    } else {
-                        left.clamp(MIN_INTERVAL, interval)
-                    }
+                    self.gone(r, negative_ttl, u.resolve_interval, startup)
                 }
-                Answer::Failed(_) => {
-                    // Stale on error: the last good set stays.
-                    self.failures += 1;
-                    let backoff = MIN_INTERVAL * 2u32.saturating_pow(self.failures - 1);
-                    backoff.min(interval)
-                }
+                // Stale on error: the last good set stays.
+                Answer::Failed(_) => self.failed(u.resolve_interval),
             };
-            let after: Vec<SocketAddr> = r.current.iter().map(|f| f.addr).collect();
-            let added: Vec<String> = after
-                .iter()
-                .filter(|a| !before.contains(a))
-                .map(|a| format!("+{a}"))
-                .collect();
-            let removed: Vec<String> = before
-                .iter()
-                .filter(|a| !after.contains(a))
-                .map(|a| format!("-{a}"))
-                .collect();
-            let change = [added, removed].concat();
-            (change, next)
+            (changes(&before, &r.current), next)
         });
-        let text = result.text();
-        if text != self.last_result {
-            match &result {
-                resolve::ResultLabel::Ok => {
-                    tracing::info!(upstream = u.name, name = entry, "DNS: resolves again")
-                }
-                resolve::ResultLabel::Partial(_) => {
-                    tracing::warn!(upstream = u.name, name = entry, "DNS: {text}")
-                }
-                _ => tracing::warn!(upstream = u.name, name = entry, "DNS: {text}"),
-            }
-            if !startup || !matches!(result, resolve::ResultLabel::Ok) {
-                let msg = format!("{}/{entry}: {text}", u.name);
-                shared.event_about("dns", msg, Some(&u.name), None);
-            }
-            self.last_result = text;
-        }
+        self.report(h, u, entry, &result, startup);
         if !change.is_empty() {
             let msg = format!("{}/{entry}: {}", u.name, change.join(" "));
             tracing::info!("DNS: {msg}");
-            shared.event_about("dns", msg, Some(&u.name), None);
+            h.events.record_about("dns", msg, Some(&u.name), None);
             if !startup {
-                shared.rebuild_and_retire();
-                shared.changed.notify_waiters();
+                h.live.rebuild_and_retire();
+                h.live.changed.notify_waiters();
             }
         }
         next
     }
+
+    /// When to resolve again after an answer (`complete`: no SRV target failed, else the
+    /// failing ones are asked again with the failures' backoff).
+    fn found_next(&mut self, ttl: Duration, complete: bool, interval: Duration) -> Duration {
+        if complete {
+            self.failures = 0;
+            ttl.clamp(MIN_INTERVAL, interval)
+        } else {
+            self.failed(interval).min(ttl.clamp(MIN_INTERVAL, interval))
+        }
+    }
+
+    /// Counts a failure; its backoff (doubling from [`MIN_INTERVAL`], at most `interval`).
+    fn failed(&mut self, interval: Duration) -> Duration {
+        self.failures += 1;
+        let backoff = MIN_INTERVAL * 2u32.saturating_pow(self.failures - 1);
+        backoff.min(interval)
+    }
+
+    /// NXDOMAIN or NODATA: the addresses go once the negative TTL (else `interval`) has passed
+    /// since the first such answer, at once at start-up; returns when to resolve again.
+    fn gone(
+        &mut self,
+        r: &mut Resolved,
+        negative_ttl: Option<Duration>,
+        interval: Duration,
+        startup: bool,
+    ) -> Duration {
+        self.failures = 0;
+        let now = Instant::now();
+        let wait = negative_ttl.unwrap_or(interval);
+        let (since, wait) = *self.gone_since.get_or_insert((now, wait));
+        let left = (since + wait).saturating_duration_since(now);
+        if left.is_zero() || startup {
+            replace(r, Vec::new(), false);
+            interval
+        } else {
+            left.clamp(MIN_INTERVAL, interval)
+        }
+    }
+
+    /// Logs a change of the entry's result, and records it as an event (at start-up, failures
+    /// only).
+    fn report(
+        &mut self,
+        h: &Handles,
+        u: &UpstreamConfig,
+        entry: &str,
+        result: &resolve::ResultLabel,
+        startup: bool,
+    ) {
+        let text = result.text();
+        if text == self.last_result {
+            return;
+        }
+        match result {
+            resolve::ResultLabel::Ok => {
+                tracing::info!(upstream = u.name, name = entry, "DNS: resolves again")
+            }
+            _ => tracing::warn!(upstream = u.name, name = entry, "DNS: {text}"),
+        }
+        if !startup || !matches!(result, resolve::ResultLabel::Ok) {
+            let msg = format!("{}/{entry}: {text}", u.name);
+            h.events.record_about("dns", msg, Some(&u.name), None);
+        }
+        self.last_result = text;
+    }
+}
+
+/// The entry's addresses after an answer: each family as the answer says (its own addresses,
+/// the `current` ones kept, or none), and the `current` addresses of SRV targets that failed
+/// (`stale`, per family).
+fn found(current: &[Found], families: [Family; 2], stale: &[Stale]) -> Vec<Found> {
+    let mut next: Vec<Found> = Vec::new();
+    for (fam, is_v4) in families.iter().zip([true, false]) {
+        match fam {
+            Family::Set(found) => next.extend(found.iter().cloned()),
+            Family::Keep => next.extend(
+                current
+                    .iter()
+                    .filter(|f| f.addr.is_ipv4() == is_v4)
+                    .cloned(),
+            ),
+            Family::Clear => {}
+        }
+    }
+    for st in stale {
+        let kept: Vec<Found> = current
+            .iter()
+            .filter(|f| f.host == st.host)
+            .filter(|f| if f.addr.is_ipv4() { st.v4 } else { st.v6 })
+            .filter(|f| !next.iter().any(|c| c.addr == f.addr))
+            .cloned()
+            .collect();
+        next.extend(kept);
+    }
+    next
+}
+
+/// `+addr` for each address `current` has that `before` had not, then `-addr` for each gone.
+fn changes(before: &[SocketAddr], current: &[Found]) -> Vec<String> {
+    let after: Vec<SocketAddr> = current.iter().map(|f| f.addr).collect();
+    let added = after
+        .iter()
+        .filter(|a| !before.contains(a))
+        .map(|a| format!("+{a}"));
+    let removed = before
+        .iter()
+        .filter(|a| !after.contains(a))
+        .map(|a| format!("-{a}"));
+    added.chain(removed).collect()
 }
 
 /// Sets an entry's current addresses. Addresses that left become retiring when `make_before_break`
 /// (active checks: they serve until a current address passes one), else they go at once.
-fn replace(
-    r: &mut crate::state::discovery::Resolved,
-    current: Vec<Found>,
-    make_before_break: bool,
-) {
+fn replace(r: &mut Resolved, current: Vec<Found>, make_before_break: bool) {
     let left: Vec<Found> = r
         .current
         .iter()
@@ -312,14 +336,14 @@ fn replace(
 
 /// Drops the entry's retiring addresses once one of its current addresses is usable; true when
 /// nothing is retiring (any more).
-fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
-    let Some(r) = shared.registry.discovered.get(&u.name, entry) else {
+fn retire_if_ready(h: &Handles, u: &UpstreamConfig, entry: &str) -> bool {
+    let Some(r) = h.live.registry.discovered.get(&u.name, entry) else {
         return true;
     };
     if r.retiring.is_empty() {
         return true;
     }
-    let snap = shared.snapshot.load();
+    let snap = h.live.snapshot.load();
     let usable_now = snap.upstream(&u.name).is_some_and(|up| {
         up.backends
             .iter()
@@ -328,7 +352,8 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
     if !usable_now {
         return false;
     }
-    let gone = shared
+    let gone = h
+        .live
         .registry
         .discovered
         .update(&u.name, entry, |r| std::mem::take(&mut r.retiring));
@@ -339,8 +364,8 @@ fn retire_if_ready(shared: &Shared, u: &UpstreamConfig, entry: &str) -> bool {
         list.join(" ")
     );
     tracing::info!("DNS: {msg}");
-    shared.event_about("dns", msg, Some(&u.name), None);
-    shared.rebuild_and_retire();
+    h.events.record_about("dns", msg, Some(&u.name), None);
+    h.live.rebuild_and_retire();
     true
 }
 

@@ -165,6 +165,10 @@ const HEAD_BUFFER: usize = 4096;
 /// is enforced by [`Guarded`].
 const SESSION_KEEPALIVE_SECS: u64 = 60;
 
+/// What a kept-alive connection carries from one request to the next: the session's settings
+/// and the bytes of the next request read with this one (pipelined).
+type Carried = (HttpPersistentSettings, Option<BytesMut>);
+
 #[async_trait]
 impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn process_new(
@@ -212,46 +216,29 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             drop(slot);
             return None;
         }
+        self.serve_h1(stream, limits, slot, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+impl<A: RequestApp + Send + Sync + 'static> GuardedApp<A> {
+    /// An HTTP/1 connection: the keep-alive loop, each request a `ServerSession` made when its
+    /// first byte arrives (an idle connection holds no session and no buffer).
+    async fn serve_h1(
+        &self,
+        stream: Stream,
+        limits: Limits,
+        slot: ConnSlot,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let preserve_case = limits.preserve_header_case;
         let mut stream = Box::new(Guarded::new(stream, limits, slot));
-        let mut carried: Option<(HttpPersistentSettings, Option<BytesMut>)> = None;
+        let mut carried: Option<Carried> = None;
         loop {
-            // The next request's first bytes: already read with the previous request
-            // (pipelined), or waited for here, without a session or its buffers.
-            let prefix = match carried.as_mut().and_then(|c| c.1.take()) {
-                Some(p) => {
-                    if !stream.start_pipelined_head(&p) {
-                        // Refused: the read writes the refusal; dropping the stream lingers.
-                        let _ = stream.read(&mut [0u8; 1]).await;
-                        return None;
-                    }
-                    p
-                }
-                None => {
-                    let mut byte = [0u8; 1];
-                    let n = if carried.is_some() {
-                        // An idle keep-alive connection closes when the service stops.
-                        tokio::select! {
-                            biased;
-                            n = stream.read(&mut byte) => n.ok()?,
-                            _ = self.inner.stopped() => return None,
-                        }
-                    } else {
-                        // A new connection's first request is served even when stopping (as
-                        // last request): the client sent it, or is sending it, to a listener
-                        // that accepted it — closing would lose it, as NGINX does not either.
-                        // The header timeout bounds the wait.
-                        stream.read(&mut byte).await.ok()?
-                    };
-                    if n == 0 {
-                        return None;
-                    }
-                    // pingora parses into this buffer and reads the rest of the head after it.
-                    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
-                    head.extend_from_slice(&byte);
-                    head
-                }
-            };
+            let prefix = self.next_head(&mut stream, &mut carried).await?;
             let mut session = ServerSession::new_http1(stream);
             // Without `server.preserve_header_case`, one header map per request instead of two.
             session.set_preserve_header_case(preserve_case);
@@ -273,12 +260,45 @@ impl<A: RequestApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         }
     }
 
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
+    /// The next request's first bytes: already read with the previous request (pipelined), or
+    /// waited for here, without a session or its buffers. `None`: the connection ends.
+    async fn next_head(
+        &self,
+        stream: &mut Guarded,
+        carried: &mut Option<Carried>,
+    ) -> Option<BytesMut> {
+        if let Some(p) = carried.as_mut().and_then(|c| c.1.take()) {
+            if !stream.start_pipelined_head(&p) {
+                // Refused: the read writes the refusal; dropping the stream lingers.
+                let _ = stream.read(&mut [0u8; 1]).await;
+                return None;
+            }
+            return Some(p);
+        }
+        let mut byte = [0u8; 1];
+        let n = if carried.is_some() {
+            // An idle keep-alive connection closes when the service stops.
+            tokio::select! {
+                biased;
+                n = stream.read(&mut byte) => n.ok()?,
+                _ = self.inner.stopped() => return None,
+            }
+        } else {
+            // A new connection's first request is served even when stopping (as last
+            // request): the client sent it, or is sending it, to a listener that accepted it —
+            // closing would lose it, as NGINX does not either. The header timeout bounds the
+            // wait.
+            stream.read(&mut byte).await.ok()?
+        };
+        if n == 0 {
+            return None;
+        }
+        // pingora parses into this buffer and reads the rest of the head after it.
+        let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+        head.extend_from_slice(&byte);
+        Some(head)
     }
-}
 
-impl<A: RequestApp + Send + Sync + 'static> GuardedApp<A> {
     /// An HTTP/2 connection (ALPN `h2`, or h2c with prior knowledge): pingora-core's HTTP/2
     /// accept loop (graceful shutdown by GOAWAY, idle timeout), each stream a request of its own
     /// on a task of its own, through the same [`RequestApp`] as HTTP/1 requests.

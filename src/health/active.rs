@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Session;
+use pingora_core::protocols::http::v2::client::Http2Session;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_http::RequestHeader;
@@ -20,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::announce;
 use crate::config::{CheckKind, HealthCheckConfig, Protocol};
-use crate::runtime::Shared;
+use crate::runtime::{Handles, Live};
 use crate::state::backend::{BackendState, Health};
 use crate::state::outcome::Reason;
 use crate::state::registry::BackendKey;
@@ -55,24 +56,7 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
         .new_stream(peer)
         .await
         .map_err(|e| why(&e, peer))?;
-    let host = hc
-        .host
-        .clone()
-        .unwrap_or_else(|| peer.address().to_string());
-    let mut req = match hc.kind {
-        CheckKind::Grpc => {
-            let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
-                .map_err(|e| why(&e, peer))?;
-            r.insert_header("content-type", "application/grpc")
-                .and_then(|_| r.insert_header("te", "trailers"))
-                .map_err(|e| why(&e, peer))?;
-            r
-        }
-        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| why(&e, peer))?,
-    };
-    req.insert_header("host", host)
-        .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
-        .map_err(|e| why(&e, peer))?;
+    let req = check_request(hc, peer)?;
     if !h2 {
         return http1_status(stream, peer, req, hc.expected_status).await;
     }
@@ -96,9 +80,43 @@ async fn probe(hc: &HealthCheckConfig, peer: &HttpPeer, h2: bool) -> CheckResult
         let code = s.response_header().map_or(0, |r| r.status.as_u16());
         return status_in(code, hc.expected_status);
     }
+    grpc_check(&mut s, peer, req, &hc.service).await
+}
+
+/// The check's request head: `GET path`, or gRPC's health call; its `host` and `user-agent`.
+fn check_request(hc: &HealthCheckConfig, peer: &HttpPeer) -> Result<RequestHeader, String> {
+    let host = hc
+        .host
+        .clone()
+        .unwrap_or_else(|| peer.address().to_string());
+    let mut req = match hc.kind {
+        CheckKind::Grpc => {
+            let mut r = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), Some(4))
+                .map_err(|e| why(&e, peer))?;
+            r.insert_header("content-type", "application/grpc")
+                .and_then(|_| r.insert_header("te", "trailers"))
+                .map_err(|e| why(&e, peer))?;
+            r
+        }
+        _ => RequestHeader::build("GET", hc.path.as_bytes(), Some(3)).map_err(|e| why(&e, peer))?,
+    };
+    req.insert_header("host", host)
+        .and_then(|_| req.insert_header("user-agent", "lb-health-check"))
+        .map_err(|e| why(&e, peer))?;
+    Ok(req)
+}
+
+/// gRPC's `Health/Check` for `service` on the HTTP/2 stream `s`: passes when the call's status
+/// is 0 and the answer says `SERVING`.
+async fn grpc_check(
+    s: &mut Http2Session,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    service: &str,
+) -> CheckResult {
     s.write_request_header(Box::new(req), false)
         .map_err(|e| why(&e, peer))?;
-    s.write_request_body(grpc_health_request(&hc.service), true)
+    s.write_request_body(grpc_health_request(service), true)
         .await
         .map_err(|e| why(&e, peer))?;
     s.read_response_header().await.map_err(|e| why(&e, peer))?;
@@ -220,16 +238,14 @@ fn why(e: &pingora_error::Error, peer: &HttpPeer) -> String {
 
 /// Applies one check result to a backend's counters and state.
 pub fn apply_check(
-    shared: &Shared,
+    h: &Handles,
     upstream: &str,
     address: &str,
     hc: &HealthCheckConfig,
     state: &BackendState,
     result: CheckResult,
 ) {
-    shared
-        .metrics
-        .health_check(upstream, address, result.is_ok());
+    h.metrics.health_check(upstream, address, result.is_ok());
     let (from, to, reason) = {
         let mut c = state.check.lock().unwrap_or_else(|e| e.into_inner());
         let current = state.state();
@@ -264,14 +280,14 @@ pub fn apply_check(
         }
     };
     if state.state_cas(from, to).is_ok() {
-        announce(shared, upstream, address, from, to, &reason);
+        announce(&h.live, &h.events, upstream, address, from, to, &reason);
     }
 }
 
 /// One round of checks on every health-checked backend, concurrently (used at start-up, before
 /// lb takes traffic, so a dead backend never sees the first requests).
-pub async fn initial_round(shared: &Shared) {
-    let snap = shared.snapshot.load_full();
+pub async fn initial_round(h: &Handles) {
+    let snap = h.live.snapshot.load_full();
     let mut tasks = Vec::new();
     for up in &snap.upstreams {
         let Some(hc) = up.config.health_check.clone() else {
@@ -289,11 +305,11 @@ pub async fn initial_round(shared: &Shared) {
         }
     }
     for (name, address, state, hc, r) in join_spawned(tasks).await {
-        apply_check(shared, &name, &address, &hc, &state, r);
+        apply_check(h, &name, &address, &hc, &state, r);
         // Backends present at start-up have no warm peers to protect: no slow start for them.
         state.up_since_ms.store(0, Relaxed);
     }
-    shared.rebuild();
+    h.live.rebuild();
 }
 
 async fn join_spawned<F>(futs: Vec<F>) -> Vec<F::Output>
@@ -313,10 +329,10 @@ where
 
 /// Keeps one checker task per health-checked backend of the current snapshot. Tasks look
 /// themselves up in the latest snapshot each round and stop when their backend or check is gone.
-pub async fn supervise(shared: Arc<Shared>) {
+pub async fn supervise(h: Handles) {
     let running: Arc<std::sync::Mutex<std::collections::HashSet<BackendKey>>> = Default::default();
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = h.live.snapshot.load_full();
         for up in &snap.upstreams {
             if up.config.health_check.is_none() {
                 continue;
@@ -328,9 +344,9 @@ pub async fn supervise(shared: Arc<Shared>) {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key.clone())
                 {
-                    let (shared, running) = (shared.clone(), running.clone());
+                    let (h, running) = (h.clone(), running.clone());
                     tokio::spawn(async move {
-                        check_loop(&shared, &key.upstream, &key.address).await;
+                        check_loop(&h, &key.upstream, &key.address).await;
                         running
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -340,17 +356,17 @@ pub async fn supervise(shared: Arc<Shared>) {
             }
         }
         if snap.upstreams.iter().any(|u| u.ramping()) {
-            shared.rebuild(); // slow start: let effective weights grow
+            h.live.rebuild(); // slow start: let effective weights grow
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), shared.changed.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), h.live.changed.notified()).await;
     }
 }
 
-async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
+async fn check_loop(h: &Handles, upstream: &str, address: &str) {
     let mut first = true;
     loop {
         let (hc, peer, h2, state) = {
-            let snap = shared.snapshot.load();
+            let snap = h.live.snapshot.load();
             let Some(up) = snap.upstream(upstream) else {
                 return;
             };
@@ -379,8 +395,8 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
         first = false;
         tokio::time::sleep(wait).await;
         let r = check_once(&hc, &peer, h2).await;
-        if is_current(shared, upstream, address, &state) {
-            apply_check(shared, upstream, address, &hc, &state, r);
+        if is_current(&h.live, upstream, address, &state) {
+            apply_check(h, upstream, address, &hc, &state, r);
         }
     }
 }
@@ -389,8 +405,13 @@ async fn check_loop(shared: &Shared, upstream: &str, address: &str) {
 /// still actively checked. A check takes time; if meanwhile the backend was removed (and perhaps
 /// added again, with fresh state) or its upstream's check was removed, the result belongs to
 /// nobody.
-fn is_current(shared: &Shared, upstream: &str, address: &str, state: &Arc<BackendState>) -> bool {
-    let snap = shared.snapshot.load();
+pub(crate) fn is_current(
+    live: &Live,
+    upstream: &str,
+    address: &str,
+    state: &Arc<BackendState>,
+) -> bool {
+    let snap = live.snapshot.load();
     snap.upstream(upstream)
         .filter(|u| u.config.health_check.is_some())
         .and_then(|u| u.backends.iter().find(|b| b.address == address))
@@ -399,7 +420,6 @@ fn is_current(shared: &Shared, upstream: &str, address: &str, state: &Arc<Backen
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::shared;
     use super::*;
 
     #[test]
@@ -421,26 +441,5 @@ mod tests {
             "compressed"
         );
         assert_eq!(grpc_serving_status(b"\0\0\0\0\x09\x08"), None, "truncated");
-    }
-
-    #[tokio::test]
-    async fn check_result_for_a_replaced_backend_is_dropped() {
-        let (shared, path) = shared("[upstreams.api.health_check]\ninterval = \"1h\"", 2);
-        let old = shared.snapshot.load().upstreams[0].backends[1]
-            .state
-            .clone();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let without = text.replace(", \"127.0.0.1:11\"", "");
-        std::fs::write(&path, &without).unwrap();
-        assert!(shared.reload("test").ok);
-        std::fs::write(&path, &text).unwrap();
-        assert!(shared.reload("test").ok);
-        assert!(!is_current(&shared, "api", "127.0.0.1:11", &old));
-        let new = shared.snapshot.load().upstreams[0].backends[1]
-            .state
-            .clone();
-        assert!(is_current(&shared, "api", "127.0.0.1:11", &new));
-        // The removed backend's old state is never usable again, whatever snapshot lists it.
-        assert!(old.is_draining() && !old.usable());
     }
 }

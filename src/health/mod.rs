@@ -10,7 +10,7 @@ pub use crate::state::outcome::{FailureKind, Reason};
 pub use active::{initial_round, supervise};
 pub use passive::{count_failure, passive_failure, passive_response};
 
-use crate::runtime::Shared;
+use crate::runtime::{Events, Live};
 use crate::state::backend::Health;
 
 /// The reason of a state change after `n` failures in a row, the last for `why`:
@@ -25,7 +25,8 @@ fn failures(n: u32, why: impl std::fmt::Display) -> String {
 
 /// Logs a state change once, records it in the timeline and rebuilds the snapshot.
 pub fn announce(
-    shared: &Shared,
+    live: &Live,
+    events: &Events,
     upstream: &str,
     address: &str,
     from: Health,
@@ -56,9 +57,9 @@ pub fn announce(
             "backend state change"
         );
     }
-    shared.event_about("backend", msg, Some(upstream), Some(address));
-    shared.rebuild();
-    let snap = shared.snapshot.load();
+    events.record_about("backend", msg, Some(upstream), Some(address));
+    live.rebuild();
+    let snap = live.snapshot.load();
     if let Some(u) = snap.upstream(upstream) {
         let usable = u.backends.iter().filter(|b| b.available()).count();
         let checking = u
@@ -71,10 +72,10 @@ pub fn announce(
                 "no usable backend: requests get 503 until one recovers"
             );
             let msg = format!("{upstream}: no usable backend");
-            shared.event_about("upstream", msg, Some(upstream), None);
+            events.record_about("upstream", msg, Some(upstream), None);
         } else if to == Health::Up && usable == 1 {
             let msg = format!("{upstream}: serving again");
-            shared.event_about("upstream", msg, Some(upstream), None);
+            events.record_about("upstream", msg, Some(upstream), None);
         }
     }
 }

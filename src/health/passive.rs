@@ -90,15 +90,17 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
     let duration = ejection_duration(&b.state, p);
     b.state.passive_failures.store(0, Relaxed);
     announce(
-        shared,
+        &shared.live,
+        &shared.events,
         up.name(),
         &b.address,
         Health::Up,
         Health::Ejected,
         &format!("{reason}; ejected for {duration:?}"),
     );
-    let (shared, name, address, state) = (
-        shared.clone(),
+    let (live, events, name, address, state) = (
+        shared.live.clone(),
+        shared.events.clone(),
         up.name().to_string(),
         b.address.clone(),
         b.state.clone(),
@@ -108,7 +110,8 @@ fn try_eject(shared: &Arc<Shared>, up: &Upstream, i: usize, reason: &str) {
         if state.state_cas(Health::Ejected, Health::Up).is_ok() {
             state.returned_at_ms.store(process_ms(), Relaxed);
             announce(
-                &shared,
+                &live,
+                &events,
                 &name,
                 &address,
                 Health::Ejected,

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::runtime::Shared;
-use crate::state::history::{Histogram, Sample};
+use super::store::{Histogram, History, Sample};
+use crate::runtime::Events;
 
 /// A time window in unix seconds, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +191,9 @@ fn sample_json(s: &Sample) -> Value {
 }
 
 /// The `/history` document.
-pub fn history_json(shared: &Shared, w: Window) -> Value {
+pub fn history_json(history: &History, events: &Events, w: Window) -> Value {
     // Copied under the history lock, rendered without it.
-    let copy = shared.history.copy(w.from, w.to);
+    let copy = history.copy(w.from, w.to);
     let mut upstreams = serde_json::Map::new();
     for s in &copy.series {
         let entry = upstreams
@@ -214,8 +214,8 @@ pub fn history_json(shared: &Shared, w: Window) -> Value {
     }
     let layout = copy.layout;
     let (first, last) = (copy.first_t, copy.last_t);
-    let events: Vec<Value> = shared
-        .events()
+    let events: Vec<Value> = events
+        .list()
         .into_iter()
         .filter(|e| e.time_ms / 1000 >= w.from && e.time_ms / 1000 <= w.to)
         .map(|e| json!({ "time_ms": e.time_ms, "kind": e.kind, "message": e.message }))
@@ -231,8 +231,8 @@ pub fn history_json(shared: &Shared, w: Window) -> Value {
 }
 
 /// The `/history.csv` document: one line per sample.
-pub fn history_csv(shared: &Shared, w: Window) -> String {
-    let copy = shared.history.copy(w.from, w.to);
+pub fn history_csv(history: &History, w: Window) -> String {
+    let copy = history.copy(w.from, w.to);
     let mut out = String::from(
         "time,unix_s,seconds,upstream,backend,name,requests,errors_4xx,errors_5xx,p50_ms,p90_ms,p99_ms,in_flight,state\n",
     );

@@ -4,10 +4,11 @@
 //! a ticket.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use super::query::{format_time, summary, Window};
-use crate::runtime::{Event, Shared};
-use crate::state::history::{Copy, Histogram, Sample, SeriesCopy};
+use super::store::{Copy, Histogram, History, Sample, SeriesCopy};
+use crate::runtime::{Event, Events};
 
 const COLORS: &[&str] = &[
     "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563",
@@ -71,6 +72,23 @@ fn clock(t: u64, step: u64) -> String {
     }
 }
 
+/// A chart's scales: time to x over [t0, t0 + span], value to y over [0, top].
+struct Scale {
+    t0: u64,
+    span: f64,
+    top: f64,
+}
+
+impl Scale {
+    fn x(&self, t: u64) -> f64 {
+        50.0 + (t.saturating_sub(self.t0)) as f64 / self.span * (W - 60.0)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        10.0 + (1.0 - v / self.top) * (H - 40.0)
+    }
+}
+
 /// One chart: a line per series of (t, value) points, over [t0, t1]. Events are numbered
 /// markers (`events`: (number, time, text)), the number on the chart and in the event list.
 fn chart(
@@ -87,8 +105,7 @@ fn chart(
         .fold(0.0f64, f64::max);
     let (step, top) = nice_ticks(max);
     let span = (t1.saturating_sub(t0)).max(1) as f64;
-    let x = |t: u64| 50.0 + (t.saturating_sub(t0)) as f64 / span * (W - 60.0);
-    let y = |v: f64| 10.0 + (1.0 - v / top) * (H - 40.0);
+    let scale = Scale { t0, span, top };
     let mut svg = format!(
         "<figure><figcaption>{} ({})</figcaption><svg class=\"chart\" viewBox=\"0 0 {W} {H}\" \
          width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\">",
@@ -96,41 +113,8 @@ fn chart(
         esc(unit),
         esc(title)
     );
-    let n = (top / step).round() as usize;
-    for i in 0..=n {
-        let v = step * i as f64;
-        let _ = write!(
-            svg,
-            "<line x1=\"50\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
-             <text x=\"45\" y=\"{:.1}\" class=\"tick ytick\" text-anchor=\"end\">{}</text>",
-            W - 10.0,
-            y(v) + 4.0,
-            fmt_tick(v, step),
-            y = y(v)
-        );
-    }
-    // Time labels on round times, every `ts` seconds.
-    let ts = time_step(t1.saturating_sub(t0));
-    let mut t = t0.div_ceil(ts) * ts;
-    while t <= t1 {
-        let _ = write!(
-            svg,
-            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{}\" y2=\"{}\" class=\"grid\"/>\
-             <text x=\"{x:.1}\" y=\"{}\" class=\"tick xtick\" text-anchor=\"middle\">{}</text>",
-            H - 30.0,
-            H - 26.0,
-            H - 14.0,
-            clock(t, ts),
-            x = x(t)
-        );
-        t += ts;
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"end\">UTC</text>",
-        W - 10.0,
-        H - 2.0
-    );
+    value_grid(&mut svg, &scale, step);
+    time_grid(&mut svg, &scale, t1);
     // Events: a dashed line each, numbered at the top, the message as its tooltip.
     for (num, t, msg) in events.iter().filter(|(_, t, _)| *t >= t0 && *t <= t1) {
         let _ = write!(
@@ -140,7 +124,7 @@ fn chart(
              class=\"marker\" text-anchor=\"middle\">{num}</text></g>",
             esc(msg),
             H - 30.0,
-            x = x(*t)
+            x = scale.x(*t)
         );
     }
     for (i, (name, points)) in lines.iter().enumerate() {
@@ -150,7 +134,7 @@ fn chart(
         let (color, dash) = style(i);
         let d: Vec<String> = points
             .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .map(|(t, v)| format!("{:.1},{:.1}", scale.x(*t), scale.y(*v)))
             .collect();
         let _ = write!(
             svg,
@@ -173,6 +157,49 @@ fn chart(
     svg
 }
 
+/// The value axis: a grid line and a label every `step`, up to the top.
+fn value_grid(svg: &mut String, scale: &Scale, step: f64) {
+    let n = (scale.top / step).round() as usize;
+    for i in 0..=n {
+        let v = step * i as f64;
+        let _ = write!(
+            svg,
+            "<line x1=\"50\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
+             <text x=\"45\" y=\"{:.1}\" class=\"tick ytick\" text-anchor=\"end\">{}</text>",
+            W - 10.0,
+            scale.y(v) + 4.0,
+            fmt_tick(v, step),
+            y = scale.y(v)
+        );
+    }
+}
+
+/// The time axis up to `t1`: grid lines and labels on round times, and its unit (UTC).
+fn time_grid(svg: &mut String, scale: &Scale, t1: u64) {
+    let t0 = scale.t0;
+    let ts = time_step(t1.saturating_sub(t0));
+    let mut t = t0.div_ceil(ts) * ts;
+    while t <= t1 {
+        let _ = write!(
+            svg,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{}\" y2=\"{}\" class=\"grid\"/>\
+             <text x=\"{x:.1}\" y=\"{}\" class=\"tick xtick\" text-anchor=\"middle\">{}</text>",
+            H - 30.0,
+            H - 26.0,
+            H - 14.0,
+            clock(t, ts),
+            x = scale.x(t)
+        );
+        t += ts;
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"end\">UTC</text>",
+        W - 10.0,
+        H - 2.0
+    );
+}
+
 /// A tick value with as many decimals as its step needs (0.25 → 2, 500 → 0).
 fn fmt_tick(v: f64, step: f64) -> String {
     // Steps are 1, 2 or 5 × 10ⁿ: below 1, n decimals.
@@ -193,10 +220,9 @@ fn points(s: &SeriesCopy, f: impl Fn(&Sample) -> Option<f64>) -> Vec<(u64, f64)>
 
 /// The report page: the window is copied under the history lock, and the page rendered from the
 /// copy without it (a large report takes a while; the sampler must not wait for it).
-pub fn report(shared: &Shared, w: Window) -> String {
-    let copy = shared.history.copy(w.from, w.to);
-    let events = shared.events();
-    render(&copy, &events, &shared.config_path.display().to_string(), w)
+pub fn report(history: &History, events: &Events, config_path: &Path, w: Window) -> String {
+    let copy = history.copy(w.from, w.to);
+    render(&copy, &events.list(), &config_path.display().to_string(), w)
 }
 
 /// Renders the page from a copy of the history (no lock, no shared state).
@@ -261,6 +287,13 @@ pub fn render(copy: &Copy, all_events: &[Event], config_path: &str, w: Window) -
     let unit = "% of answers 4xx/5xx";
     body.push_str(&chart("Error rate", unit, &lines(&err), &events, t0, t1));
     body.push_str(&chart("p99 latency", "ms", &lines(&p99), &events, t0, t1));
+    summary_table(&mut body, series);
+    event_list(&mut body, &in_window);
+    page(&body, t0)
+}
+
+/// The summary table: a row per series.
+fn summary_table(body: &mut String, series: &[SeriesCopy]) {
     body.push_str(
         "<h2>Summary</h2><table id=\"summary\"><thead><tr><th>upstream</th><th>backend</th>\
          <th>requests</th><th title=\"requests over the seconds that had traffic (idle seconds \
@@ -288,6 +321,10 @@ pub fn render(copy: &Copy, all_events: &[Event], config_path: &str, w: Window) -
         );
     }
     body.push_str("</tbody></table>");
+}
+
+/// The window's events, numbered as on the charts.
+fn event_list(body: &mut String, in_window: &[&Event]) {
     body.push_str("<h2>Events</h2><ul id=\"events\">");
     let mut any = false;
     for (i, e) in in_window.iter().enumerate() {
@@ -307,6 +344,10 @@ pub fn render(copy: &Copy, all_events: &[Event], config_path: &str, w: Window) -
         body.push_str("<li>none</li>");
     }
     body.push_str("</ul>");
+}
+
+/// The page around `body`, titled with its start `t0`.
+fn page(body: &str, t0: u64) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lb report {}</title>\
          <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#111}}h1{{margin:0 0 4px}}\
@@ -324,8 +365,8 @@ pub fn render(copy: &Copy, all_events: &[Event], config_path: &str, w: Window) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::store::{History, Layout, TickBackend, TickUpstream};
     use crate::runtime::Event;
-    use crate::state::history::{History, Layout, TickBackend, TickUpstream};
     use crate::state::stats::Totals;
     use std::time::Instant;
 

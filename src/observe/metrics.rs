@@ -58,119 +58,79 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` (made with valid options, under a name of its own) in `registry`.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+/// The counters, as `(name, help, labels)`, in the order [`Metrics::new`] takes them.
+const COUNTERS: [(&str, &str, &[&str]); 9] = [
+    (
+        "lb_upstream_errors_total",
+        "Failed backend attempts by kind",
+        &["upstream", "backend", "kind"],
+    ),
+    (
+        "lb_retries_total",
+        "Attempts retried on another backend",
+        &["upstream"],
+    ),
+    (
+        "lb_health_checks_total",
+        "Active health checks by result",
+        &["upstream", "backend", "result"],
+    ),
+    (
+        "lb_config_reloads_total",
+        "Config reloads by result",
+        &["result"],
+    ),
+    (
+        "lb_admin_requests_total",
+        "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site, bad_host)",
+        &["path", "result"],
+    ),
+    (
+        "lb_dns_resolutions_total",
+        "DNS resolutions of discovered backend entries by result (ok, nxdomain, nodata, error)",
+        &["upstream", "name", "result"],
+    ),
+    (
+        "lb_analytics_records_total",
+        "Analytics stream records by result: sent (acknowledged as analytics.kafka.acks says) or dropped (queue full, broker away)",
+        &["result"],
+    ),
+    (
+        "lb_mirror_requests_total",
+        "Mirrored request copies by mirror upstream and result: answered (the mirror's answer arrived and was discarded), failed (connect or exchange error, never retried) or dropped (over max_in_flight or max_body_bytes, or the mirror fell behind the client's body)",
+        &["upstream", "result"],
+    ),
+    (
+        "lb_kafka_route_requests_total",
+        "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400/408: an unreadable or stalled body)",
+        &["topic", "result"],
+    ),
+];
+
 impl Metrics {
+    /// Every metric, registered; the series known in advance exist at 0.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let upstream_errors = counter(
-            "lb_upstream_errors_total",
-            "Failed backend attempts by kind",
-            &["upstream", "backend", "kind"],
-        );
-        let retries = counter(
-            "lb_retries_total",
-            "Attempts retried on another backend",
-            &["upstream"],
-        );
-        let health_checks = counter(
-            "lb_health_checks_total",
-            "Active health checks by result",
-            &["upstream", "backend", "result"],
-        );
-        let reloads = counter(
-            "lb_config_reloads_total",
-            "Config reloads by result",
-            &["result"],
-        );
+        let [upstream_errors, retries, health_checks, reloads, admin_requests, dns_resolutions, analytics_records, mirror_requests, kafka_route_requests] =
+            COUNTERS.map(|(name, help, labels)| {
+                let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+                register(&registry, c)
+            });
         for result in CHECK_RESULTS {
             reloads.with_label_values(&[result]);
         }
-        let admin_requests = counter(
-            "lb_admin_requests_total",
-            "Admin listener requests by path and result (allowed, unauthorized, forbidden, cross_site, bad_host)",
-            &["path", "result"],
-        );
-        let dns_resolutions = counter(
-            "lb_dns_resolutions_total",
-            "DNS resolutions of discovered backend entries by result (ok, nxdomain, nodata, error)",
-            &["upstream", "name", "result"],
-        );
-        let analytics_records = counter(
-            "lb_analytics_records_total",
-            "Analytics stream records by result: sent (acknowledged as analytics.kafka.acks says) or dropped (queue full, broker away)",
-            &["result"],
-        );
-        let mirror_requests = counter(
-            "lb_mirror_requests_total",
-            "Mirrored request copies by mirror upstream and result: answered (the mirror's answer arrived and was discarded), failed (connect or exchange error, never retried) or dropped (over max_in_flight or max_body_bytes, or the mirror fell behind the client's body)",
-            &["upstream", "result"],
-        );
-        let kafka_route_requests = counter(
-            "lb_kafka_route_requests_total",
-            "Requests of kafka routes by topic and result: accepted (202, the broker acknowledged the record), unavailable (503: producer queue full, broker away past the route's timeout), too_large (413: over max_bytes) or refused (405: a method the route does not take; 400/408: an unreadable or stalled body)",
-            &["topic", "result"],
-        );
-        let ack_opts = prometheus::HistogramOpts::new(
-            "lb_kafka_route_ack_seconds",
-            "Time from a kafka route's send to the broker's acknowledgement, by topic (accepted records only)",
-        )
-        .buckets(crate::state::stats::DURATION_BUCKETS.to_vec());
-        let kafka_route_ack =
-            prometheus::HistogramVec::new(ack_opts, &["topic"]).expect("valid metric");
-        registry
-            .register(Box::new(kafka_route_ack.clone()))
-            .expect("unique metric");
-        // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
-        let backend_up = gauge(
-            "lb_backend_up",
-            "1 if the backend takes traffic (ejected or checking count as 0)",
-            &["upstream", "backend", "name"],
-        );
-        let backend_in_flight = gauge(
-            "lb_backend_in_flight",
-            "Requests in flight to the backend",
-            &["upstream", "backend", "name"],
-        );
-        let build = gauge("lb_build_info", "Build information", &["version"]);
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let last_reload_success = Gauge::new(
-            "lb_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_reload_success.clone()))
-            .expect("unique metric");
-        last_reload_success.set(crate::util::time::unix_ms() as f64 / 1000.0);
-        let access_log_dropped = prometheus::IntCounter::new(
-            "lb_access_log_dropped_total",
-            "Access log lines dropped because the writer fell behind",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(access_log_dropped.clone()))
-            .expect("unique metric");
-        let downstream_connections =
-            IntGauge::new("lb_downstream_connections", "Open client connections")
-                .expect("valid metric");
-        registry
-            .register(Box::new(downstream_connections.clone()))
-            .expect("unique metric");
+        let (backend_up, backend_in_flight) = Self::backend_gauges(&registry);
+        let (last_reload_success, access_log_dropped, downstream_connections) =
+            Self::process_metrics(&registry);
         Metrics {
-            registry,
             backend_up,
             backend_in_flight,
             upstream_errors,
@@ -185,8 +145,67 @@ impl Metrics {
             analytics_records,
             mirror_requests,
             kafka_route_requests,
-            kafka_route_ack,
+            kafka_route_ack: Self::kafka_route_ack(&registry),
+            registry,
         }
+    }
+
+    /// `lb_backend_up` and `lb_backend_in_flight` (filled at scrape time), and `lb_build_info`.
+    fn backend_gauges(registry: &Registry) -> (IntGaugeVec, IntGaugeVec) {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(registry, g)
+        };
+        // `name`: the DNS entry a discovered backend (`backend` = ip:port) came from, else "".
+        let backend_up = gauge(
+            "lb_backend_up",
+            "1 if the backend takes traffic (ejected or checking count as 0)",
+            &["upstream", "backend", "name"],
+        );
+        let backend_in_flight = gauge(
+            "lb_backend_in_flight",
+            "Requests in flight to the backend",
+            &["upstream", "backend", "name"],
+        );
+        let build = gauge("lb_build_info", "Build information", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        (backend_up, backend_in_flight)
+    }
+
+    /// The last successful load's time (set to now), dropped access log lines and open client
+    /// connections.
+    fn process_metrics(registry: &Registry) -> (Gauge, prometheus::IntCounter, IntGauge) {
+        let last_reload_success = Gauge::new(
+            "lb_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load",
+        )
+        .expect("valid metric");
+        let last_reload_success = register(registry, last_reload_success);
+        last_reload_success.set(crate::util::time::unix_ms() as f64 / 1000.0);
+        let access_log_dropped = prometheus::IntCounter::new(
+            "lb_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )
+        .expect("valid metric");
+        let downstream_connections =
+            IntGauge::new("lb_downstream_connections", "Open client connections")
+                .expect("valid metric");
+        (
+            last_reload_success,
+            register(registry, access_log_dropped),
+            register(registry, downstream_connections),
+        )
+    }
+
+    /// `lb_kafka_route_ack_seconds{topic}`, on the request durations' buckets.
+    fn kafka_route_ack(registry: &Registry) -> prometheus::HistogramVec {
+        let opts = prometheus::HistogramOpts::new(
+            "lb_kafka_route_ack_seconds",
+            "Time from a kafka route's send to the broker's acknowledgement, by topic (accepted records only)",
+        )
+        .buckets(crate::state::stats::DURATION_BUCKETS.to_vec());
+        let ack = prometheus::HistogramVec::new(opts, &["topic"]).expect("valid metric");
+        register(registry, ack)
     }
 
     pub fn upstream_error(&self, upstream: &str, backend: &str, kind: &str) {

@@ -13,10 +13,14 @@
 //! About `max_keys` keys are kept (`max_keys / SHARDS` per shard, rounded up): a full shard
 //! forgets the keys whose excess has leaked away (they are as good as new), then its least
 //! recently seen, an eighth of the shard at a time.
+//!
+//! The tables live in the registry ([`Limiters`]), kept across reloads while a limit keeps its
+//! key and size; each snapshot holds a [`Limit`] per configured limit (settings, table, refusal
+//! text), which the request path (`crate::proxy::limit`) asks for its verdict.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::RateLimitConfig;
@@ -92,6 +96,54 @@ pub enum Mode {
     /// Counted in the bucket even beyond the burst (a request every limit already let through,
     /// NGINX's `ngx_http_limit_req_account`); counted as passed or delayed.
     Force,
+}
+
+/// One `[rate_limits.NAME]` as a snapshot holds it: its settings and its table of keys (kept
+/// across snapshots by [`Limiters`]).
+#[derive(Debug)]
+pub struct Limit {
+    pub config: RateLimitConfig,
+    pub table: Arc<Limiter>,
+    /// lb's answer beyond the burst: `rate limit "NAME" exceeded`.
+    pub refusal: Box<str>,
+}
+
+/// The tables of every `[rate_limits]` entry by name, in the registry: a snapshot takes its
+/// [`Limit`]s from here, so a reload keeps each limit's keys.
+#[derive(Debug, Default)]
+pub struct Limiters {
+    tables: Mutex<HashMap<String, Arc<Limiter>>>,
+}
+
+impl Limiters {
+    /// One [`Limit`] per entry of `all` (in its order), each table the existing one while the
+    /// limit keeps its key and `max_keys`, else a new one; the tables of limits no longer
+    /// configured are dropped (a limit added again later starts empty).
+    pub fn build(&self, all: &[RateLimitConfig]) -> Vec<Limit> {
+        let mut tables = lock(&self.tables);
+        tables.retain(|name, _| all.iter().any(|c| c.name == *name));
+        all.iter()
+            .map(|c| Limit {
+                config: c.clone(),
+                table: table(&mut tables, c),
+                refusal: format!("rate limit {:?} exceeded", c.name).into(),
+            })
+            .collect()
+    }
+}
+
+/// The table of rate limit `c` in `tables`: the existing one while it was made for `c`'s key and
+/// `max_keys`, else a new one.
+fn table(tables: &mut HashMap<String, Arc<Limiter>>, c: &RateLimitConfig) -> Arc<Limiter> {
+    let made_for = (c.key.clone(), c.max_keys);
+    match tables.get(&c.name) {
+        Some(l) if l.made_for == made_for => l.clone(),
+        _ => {
+            let l = Arc::new(Limiter::new(c));
+            tables.insert(c.name.clone(), l.clone());
+            l
+        }
+    }
 }
 
 /// One `[rate_limits.NAME]`'s table of keys. Kept across reloads while the limit keeps its key
@@ -230,7 +282,7 @@ fn make_room(nodes: &mut HashMap<u64, Node, BuildHasherDefault<Unhashed>>, rate:
     }
 }
 
-fn lock(s: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+fn lock<T>(s: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 

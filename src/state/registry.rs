@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::backend::{BackendState, Health, UpstreamState};
 use super::fault::FaultCounts;
-use super::limit::Limiter;
+use super::limit::Limiters;
 use super::stats::RequestStats;
-use crate::config::RateLimitConfig;
 use crate::util::time::process_ms;
 
 /// A backend's identity: the upstream it belongs to and its address (as written in the config;
@@ -49,7 +48,7 @@ pub struct Registry {
     /// The addresses of DNS-discovered backend entries.
     pub discovered: super::discovery::Discovered,
     /// `[rate_limits]` tables by name.
-    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    pub limits: Limiters,
     /// Injected-fault counts by route label.
     faults: Mutex<HashMap<String, Arc<FaultCounts>>>,
     /// The producers of `kafka` routes.
@@ -105,21 +104,6 @@ impl Registry {
         self.upstream(upstream).own.clone()
     }
 
-    /// The table of keys of rate limit `c`: the existing one while the limit keeps its key and
-    /// `max_keys`, else a new one.
-    pub fn limiter(&self, c: &RateLimitConfig) -> Arc<Limiter> {
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        let made_for = (c.key.clone(), c.max_keys);
-        match map.get(&c.name) {
-            Some(l) if l.made_for == made_for => l.clone(),
-            _ => {
-                let l = Arc::new(Limiter::new(c));
-                map.insert(c.name.clone(), l.clone());
-                l
-            }
-        }
-    }
-
     /// The fault counts of the route labelled `label` (kept across reloads).
     pub fn fault_counts(&self, label: &str) -> Arc<FaultCounts> {
         let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,13 +114,6 @@ impl Registry {
     pub fn retain_faults(&self, labels: &HashSet<&str>) {
         let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|label, _| labels.contains(label.as_str()));
-    }
-
-    /// Drops the tables of rate limits no longer configured (a limit added again later starts
-    /// empty).
-    pub fn retain_limiters(&self, keep: &[RateLimitConfig]) {
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|name, _| keep.iter().any(|k| k.name == *name));
     }
 
     /// Drops the per-upstream state (own-answer stats, balancer position) of upstreams no longer

@@ -1,10 +1,14 @@
-//! The live state of a running lb: [`Shared`] holds the one `ArcSwap<Snapshot>` every request
-//! reads, the registry of per-backend state, the event timeline, the metrics, the access log and
-//! the analytics record stream (timeline events go to it too).
-//! It rebuilds the snapshot after health changes; config reloads (in [`crate::reload`]) swap in a
-//! new one.
+//! The live state of a running lb, as handles a task takes in its constructor: [`Live`] (the one
+//! `ArcSwap<Snapshot>` every request reads, the registry of per-backend state it is rebuilt
+//! from, the draining backends), [`Events`] (the timeline; its events also go to the analytics
+//! record stream) and the metrics. [`Handles`] is the set a task that changes backends takes
+//! (health checks, DNS discovery); [`Shared`] holds every handle, with what the request path,
+//! reloads and the admin listener read besides (access log, record stream, certificates, the
+//! loaded config's identity). Config reloads (in [`crate::reload`]) swap in new snapshots.
 
-use std::collections::VecDeque;
+mod events;
+mod live;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,26 +17,16 @@ use arc_swap::ArcSwap;
 use pingora_core::tls::sign::CertifiedKey;
 use serde::Serialize;
 
+pub use events::{Event, Events, EVENT_CAPACITY};
+pub use live::Live;
+
 use crate::config::Config;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::Metrics;
 use crate::observe::stream::Stream;
 use crate::snapshot::Snapshot;
-use crate::state::registry::{BackendKey, Draining, Registry};
 use crate::tls::{CertSet, Resolver, SniResolver};
 use crate::util::time::unix_ms;
-
-/// How many timeline events `/status` and the dashboard keep.
-pub const EVENT_CAPACITY: usize = 200;
-
-/// One entry of the event timeline (state changes, reloads, rejected configs).
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    /// Unix time in milliseconds.
-    pub time_ms: u64,
-    pub kind: &'static str,
-    pub message: String,
-}
 
 /// The outcome of the last reload attempt.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -64,33 +58,41 @@ pub struct LoadedConfig {
     pub loaded_at_ms: u64,
 }
 
-/// Everything the request path, health checks and the admin API share.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: Registry,
-    /// Per-second samples of every backend and upstream (`analytics.history`).
-    pub history: crate::state::history::History,
-    pub config_path: PathBuf,
+/// The config file lb runs: its path, what was loaded from it and the last reload attempt
+/// (read by `/status`, written by reloads).
+pub struct ConfigFile {
+    pub path: PathBuf,
     pub loaded: Mutex<LoadedConfig>,
-    /// Serialises snapshot rebuilds (never taken by requests).
-    pub(crate) rebuild: Mutex<()>,
     /// Serialises reloads from reading the file to recording the result, so concurrent triggers
     /// (file watch, SIGHUP, `POST /reload`) apply files in the order they were read: the last
     /// applied is the newest.
     pub(crate) reloading: Mutex<()>,
     pub last_reload: Mutex<Option<ReloadResult>>,
-    events: Mutex<VecDeque<Event>>,
-    /// Woken after each swap so the health supervisor can follow the new backend set.
-    pub changed: tokio::sync::Notify,
+}
+
+/// What a task that changes which backends take requests holds (health checks, DNS
+/// discovery): the live snapshot and its registry, the timeline, the metrics.
+#[derive(Clone)]
+pub struct Handles {
+    pub live: Arc<Live>,
+    pub events: Arc<Events>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every handle, and what the request path, reloads and the admin listener read besides.
+pub struct Shared {
+    /// What a request loads, once: the same swap as `live.snapshot`.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub live: Arc<Live>,
+    pub events: Arc<Events>,
+    pub file: Arc<ConfigFile>,
     pub started: Instant,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Set at start-up from `server.access_log` (changing it needs a restart).
     pub access_log: Option<AccessLogger>,
     /// The analytics record stream, from `[analytics.kafka]` at start-up (changing it needs a
     /// restart); `None` without one.
     pub stream: Option<Arc<Stream>>,
-    /// Backends removed by a reload, listed in `/status` as `draining` while requests remain.
-    pub draining: Mutex<Vec<Draining>>,
     /// The certificate the admin listener presents (`[admin.tls]`); a reload swaps it.
     pub admin_cert: Arc<Resolver>,
     /// The certificates the HTTPS listeners choose from by SNI (`server.tls.certificates`); a
@@ -101,9 +103,8 @@ pub struct Shared {
 impl Shared {
     /// Builds the first snapshot from an already validated config.
     pub fn new(config: Config, path: &Path, text_hash: u64) -> Arc<Shared> {
-        let registry = Registry::default();
         let access_log = AccessLogger::start(&config.server.access_log);
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let stream = config.analytics.kafka.clone().map(|k| {
             let records = &metrics.analytics_records;
             let (sent, dropped) = (
@@ -115,112 +116,39 @@ impl Shared {
         let admin_cert = Arc::new(Resolver::new(admin_cert(&config)));
         let server_certs = Arc::new(SniResolver::new(server_certs(&config)));
         let files = files_hash(&config);
-        let snapshot = Snapshot::build(Arc::new(config), &registry);
-        registry.finish_startup();
+        let live = Arc::new(Live::new(config));
         Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            registry,
-            history: Default::default(),
-            config_path: path.to_owned(),
-            loaded: Mutex::new(LoadedConfig {
-                hash: text_hash,
-                files,
-                loaded_at_ms: unix_ms(),
+            snapshot: live.snapshot.clone(),
+            live,
+            events: Arc::new(Events::new(stream.clone())),
+            file: Arc::new(ConfigFile {
+                path: path.to_owned(),
+                loaded: Mutex::new(LoadedConfig {
+                    hash: text_hash,
+                    files,
+                    loaded_at_ms: unix_ms(),
+                }),
+                reloading: Mutex::new(()),
+                last_reload: Mutex::new(None),
             }),
-            rebuild: Mutex::new(()),
-            reloading: Mutex::new(()),
-            last_reload: Mutex::new(None),
-            events: Mutex::new(VecDeque::with_capacity(EVENT_CAPACITY)),
-            changed: tokio::sync::Notify::new(),
             started: Instant::now(),
             metrics,
             access_log,
             stream,
-            draining: Mutex::new(Vec::new()),
             admin_cert,
             server_certs,
         })
     }
 
-    /// Rebuilds the snapshot from the current config (after health or slow-start changes), so the
-    /// balancers' schedules only hold usable backends.
-    pub fn rebuild(&self) {
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let config = self.snapshot.load().config.clone();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(config, &self.registry)));
-    }
-
-    /// Backends in the registry that the live snapshot no longer has (removed by a reload, or
-    /// an address DNS no longer gives) become draining: never picked again, listed until their
-    /// last request ends. Call with the rebuild lock held, after storing the snapshot.
-    pub fn retire_missing(&self) {
-        let snap = self.snapshot.load();
-        let keys: std::collections::HashSet<BackendKey> = snap
-            .upstreams
-            .iter()
-            .flat_map(|u| {
-                u.backends
-                    .iter()
-                    .map(move |b| BackendKey::new(u.name(), &b.address))
-            })
-            .collect();
-        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        // Re-added backends have fresh state in the registry; finished ones need no listing.
-        draining.retain(|(k, s)| s.in_flight() > 0 && !keys.contains(k));
-        for (key, gone) in self.registry.retain(&keys) {
-            gone.set_draining();
-            draining.push((key, gone));
+    /// The handles of a task that changes backends.
+    pub fn handles(&self) -> Handles {
+        Handles {
+            live: self.live.clone(),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
-    /// Rebuilds the snapshot and retires what it no longer has ([`retire_missing`]).
-    ///
-    /// [`retire_missing`]: Self::retire_missing
-    pub fn rebuild_and_retire(&self) {
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let config = self.snapshot.load().config.clone();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(config, &self.registry)));
-        self.retire_missing();
-    }
-
-    /// Records a timeline event (and logs nothing: callers log with their own level).
-    pub fn event(&self, kind: &'static str, message: String) {
-        self.event_about(kind, message, None, None);
-    }
-
-    /// [`event`](Self::event) about an upstream, or one of its backends: the analytics stream's
-    /// record carries (and is keyed by) them.
-    pub fn event_about(
-        &self,
-        kind: &'static str,
-        message: String,
-        upstream: Option<&str>,
-        backend: Option<&str>,
-    ) {
-        if let Some(s) = &self.stream {
-            s.event(kind, &message, upstream, backend);
-        }
-        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if ev.len() == EVENT_CAPACITY {
-            ev.pop_front();
-        }
-        ev.push_back(Event {
-            time_ms: unix_ms(),
-            kind,
-            message,
-        });
-    }
-
-    pub fn events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
     /// Counts an answer lb gave before any routing (`lb_requests_total{upstream="",backend=""}`).
     pub fn record_own_answer(&self, code: u16, elapsed: Duration) {
         // The connection layer's own answers are to HTTP/1 clients (HTTP/2 frames requests itself).
@@ -230,8 +158,7 @@ impl Shared {
 
     /// The Prometheus page: current backends, and removed ones while requests remain on them.
     pub fn render_metrics(&self) -> String {
-        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        draining.retain(|(_, s)| s.in_flight() > 0);
+        let draining = self.live.draining();
         let dropped = self
             .access_log
             .as_ref()

@@ -1,9 +1,9 @@
 //! The load-test history store: per-second samples of every backend (answers by status class, a
 //! latency histogram, requests in flight, state) and per-upstream totals, kept in memory for
-//! `analytics.history` (read by `crate::history`: `/history`, `/history.csv`, `/report`).
+//! `analytics.history` (read by [`super::query`] and [`super::report`]: `/history`, `/history.csv`, `/report`).
 //!
 //! Nothing is added to the request path: the sampler reads each backend's running totals
-//! ([`RequestStats::totals`](super::stats::RequestStats::totals)) once a second and
+//! ([`RequestStats::totals`](crate::state::stats::RequestStats::totals)) once a second and
 //! [`History::tick`] stores the differences. Percentiles of any window come from the merged histograms of its
 //! samples, never from averaged percentiles.
 //!
