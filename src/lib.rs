@@ -66,11 +66,11 @@
 //!    The client address is computed once here ([`edge::client_ip`]: the peer, or the real
 //!    client a `server.real_ip_from` proxy names) and every later user reads it from the
 //!    context. The route's (or its upstream's) rate limits then pass, delay or refuse it
-//!    ([`proxy::limit`] over [`state::limit`]: NGINX's `limit_req`, sharded per-key buckets),
-//!    then its `access` rules (NGINX's `allow`/`deny`, lb's 403), then its `fault` (Envoy's
-//!    fault filter: a delay, an abort). A `split` route picks its upstream here, by the
-//!    MurmurHash2 of its `split_by` key against bounds built into the snapshot (NGINX's
-//!    `split_clients`).
+//!    ([`proxy::keys`] names the request's key, [`state::limit`] decides: NGINX's
+//!    `limit_req`, sharded per-key buckets), then its `access` rules (NGINX's `allow`/`deny`,
+//!    lb's 403), then its `fault` (Envoy's fault filter: a delay, an abort). A `split` route
+//!    picks its upstream here, by the MurmurHash2 of its `split_by` key against bounds built
+//!    into the snapshot (NGINX's `split_clients`).
 //!    A route's own settings ([`snapshot::RouteSettings`]: timeouts, `max_body_bytes`, header
 //!    rules) were built into the snapshot; [`proxy::rewrite`] renders its
 //!    `set_request_headers` onto the backend's head and `add_response_headers` onto the answer.

@@ -15,7 +15,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 use super::context::Ctx;
-use super::limit::{self, KeyBuf};
+use super::keys::{self, KeyBuf};
 use super::retry::{self, Failure, Next, Stage};
 use super::{forward, pool, rewrite, Proxy, Upstream2};
 use crate::config::Protocol;
@@ -299,7 +299,7 @@ fn hash_key<'a>(
         .key_path
         .as_deref()
         .unwrap_or(session.req_header().uri.path());
-    limit::request_key(session, key, path, ctx.client, buf)
+    keys::request_key(session, key, path, ctx.client, buf)
 }
 
 /// The receive window of one stream on a backend HTTP/2 connection: how much of a response lb

@@ -19,7 +19,7 @@
 //! both bodies streamed at once, response head filter, trailers, upgrade tunnels), [`grpc`]
 //! (gRPC calls: deadlines and lb's own answers as `grpc-status`), [`context`] (per-request
 //! state), [`retry`] (the retry decision, pure), [`headers`] (host, origin form, forwarding
-//! headers, hop-by-hop stripping), [`limit`] (request keys and the rate limits' verdict),
+//! headers, hop-by-hop stripping), [`keys`] (request keys, for hashing and the rate limits),
 //! [`respond`] (the answers of `respond` routes), [`kafka`] (`kafka` routes: the body produced
 //! to a topic, 202 once acknowledged), [`pool`] (idle backend connections per worker thread),
 //! [`stop`] (waking idle connections when the service stops), [`mirror`] (a route's copies),
@@ -32,7 +32,7 @@ pub mod forward;
 pub mod grpc;
 pub mod headers;
 pub mod kafka;
-pub mod limit;
+pub mod keys;
 pub mod mirror;
 pub mod outcome;
 pub mod pool;

@@ -11,7 +11,7 @@ use pingora_core::protocols::http::ServerSession;
 
 use super::context::Ctx;
 use super::headers::request_host;
-use super::limit::{self, Limited};
+use super::keys::{self, Limited};
 use super::{grpc, kafka, mirror, respond, Proxy};
 use crate::config::respond::Respond;
 use crate::config::split::SHARE_SCALE;
@@ -103,13 +103,13 @@ pub(super) fn decide<'s>(
     if let Some(answer) = own_answer(route, denied, session, tls, &path, client) {
         return Decision::Answer(answer);
     }
-    let hash = |by: &_| limit::split_hash(session, by, &path, client);
+    let hash = |by: &_| keys::split_hash(session, by, &path, client);
     let Some((upstream, settings)) = route.proxied(hash) else {
         return Decision::Answer(Answer::Refuse(404, "no route matches this request"));
     };
     // Rate limits before access rules, as NGINX's phases (preaccess, then access): a refused
     // client still counts against the limits.
-    let limited = limit::check(session, snapshot, (route, upstream), &path, client);
+    let limited = keys::check(session, snapshot, (route, upstream), &path, client);
     let by_path =
         snapshot.upstreams[upstream].config.hash_key == Some(crate::config::HashKey::Path);
     let key_path = match (by_path, &path) {

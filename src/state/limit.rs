@@ -16,7 +16,8 @@
 //!
 //! The tables live in the registry ([`Limiters`]), kept across reloads while a limit keeps its
 //! key and size; each snapshot holds a [`Limit`] per configured limit (settings, table, refusal
-//! text), which the request path (`crate::proxy::limit`) asks for its verdict.
+//! text), and [`verdict`] gives a request's verdict over the limits of its route; the request
+//! path only names each limit's key in the request (`crate::proxy::keys`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -37,6 +38,88 @@ pub enum Verdict {
     Delay(Duration),
     /// Over the burst: refused.
     Reject,
+}
+
+/// What the rate limits of a request decided ([`verdict`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Limited {
+    Pass,
+    /// Hold the request this long first.
+    Delay(Duration),
+    /// Refused by this limit (an index into the snapshot's limits).
+    Reject(usize),
+}
+
+/// The verdict of the limits `ids` (indexes into `limits`) on a request whose key in each limit
+/// is `key(limit)` (empty: the request has none, and that limit passes it, as in NGINX). Each
+/// limit counts its verdict.
+///
+/// A request passes every limit of its route (or of its upstream, when the route names none).
+/// With several, each is asked first without counting the request, and the request is counted
+/// in all of them only if none refuses it (NGINX's `limit_req` does the same): a refused
+/// request costs the other limits nothing (a dry-run limit that would refuse is counted as such,
+/// and the request goes on counted nowhere else, as NGINX's `limit_req_dry_run`). The longest
+/// delay any of them asks for is served.
+pub fn verdict<'k>(
+    limits: &[Limit],
+    ids: &[usize],
+    now: u64,
+    key: impl Fn(&Limit) -> &'k [u8],
+) -> Limited {
+    if let [i] = *ids {
+        // One limit: one lookup.
+        let l = &limits[i];
+        let key = key(l);
+        if key.is_empty() {
+            return Limited::Pass;
+        }
+        return match l.table.check(&l.config, key, now, Mode::Take) {
+            _ if l.config.dry_run => Limited::Pass,
+            Verdict::Pass => Limited::Pass,
+            Verdict::Delay(d) => Limited::Delay(d),
+            Verdict::Reject => Limited::Reject(i),
+        };
+    }
+    // Several: a first round only looks. If any limit refuses, the request is counted in none
+    // of them (NGINX's rule), and refused unless every limit that refuses is a dry run.
+    let (mut refused, mut refusing) = (None, false);
+    for &i in ids {
+        let l = &limits[i];
+        let key = key(l);
+        if key.is_empty() || l.table.check(&l.config, key, now, Mode::Peek) != Verdict::Reject {
+            continue;
+        }
+        refusing = true;
+        // Counts the refusal (the bucket can only have filled since the look).
+        l.table.check(&l.config, key, now, Mode::Take);
+        if !l.config.dry_run && refused.is_none() {
+            refused = Some(i);
+        }
+    }
+    if let Some(i) = refused {
+        return Limited::Reject(i);
+    }
+    if refusing {
+        return Limited::Pass;
+    }
+    let mut delay = Duration::ZERO;
+    for &i in ids {
+        let l = &limits[i];
+        let key = key(l);
+        if key.is_empty() {
+            continue;
+        }
+        if let Verdict::Delay(d) = l.table.check(&l.config, key, now, Mode::Force) {
+            if !l.config.dry_run {
+                delay = delay.max(d);
+            }
+        }
+    }
+    if delay.is_zero() {
+        Limited::Pass
+    } else {
+        Limited::Delay(delay)
+    }
 }
 
 /// One key's bucket.
