@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::config::Named;
 use crate::runtime::Shared;
 
 /// The `/status` document.

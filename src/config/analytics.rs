@@ -67,18 +67,6 @@ pub enum KafkaCompression {
     Zstd,
 }
 
-impl KafkaCompression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KafkaCompression::None => "none",
-            KafkaCompression::Gzip => "gzip",
-            KafkaCompression::Snappy => "snappy",
-            KafkaCompression::Lz4 => "lz4",
-            KafkaCompression::Zstd => "zstd",
-        }
-    }
-}
-
 /// What "sent" means: acknowledged by nobody, the partition leader, or all in-sync replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KafkaAcks {

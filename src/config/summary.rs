@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{BackendConfig, Config, Discovery, RouteConfig, RouteTarget, UpstreamConfig};
+use super::{BackendConfig, Config, Discovery, Named, RouteConfig, RouteTarget, UpstreamConfig};
 
 impl Config {
     /// Each warning as `FILE: KEY: warning: MESSAGE`.

@@ -54,34 +54,6 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Every strategy with its name in the config: the one list of them.
-    const ALL: [(Strategy, &'static str); 6] = [
-        (Strategy::RoundRobin, "round_robin"),
-        (Strategy::LeastConnections, "least_connections"),
-        (Strategy::Random, "random"),
-        (Strategy::TwoChoices, "two_choices"),
-        (Strategy::IpHash, "ip_hash"),
-        (Strategy::ConsistentHash, "consistent_hash"),
-    ];
-
-    pub fn parse(name: &str) -> Option<Strategy> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(s, _)| *s == self)
-            .map_or("", |(_, n)| n)
-    }
-
-    /// The names, quoted, for messages: `"round_robin", ... or "consistent_hash"`.
-    pub fn names() -> String {
-        let quoted: Vec<String> = Self::ALL.iter().map(|(_, n)| format!("{n:?}")).collect();
-        let (last, rest) = quoted.split_last().expect("strategies");
-        format!("{} or {last}", rest.join(", "))
-    }
-
     /// Hash strategies keep a client (or key) on one backend: no slow start, no backups.
     pub fn is_hash(self) -> bool {
         matches!(self, Strategy::IpHash | Strategy::ConsistentHash)

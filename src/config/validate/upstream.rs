@@ -36,16 +36,13 @@ impl Checker {
     }
 
     fn upstream(&mut self, path: &str, name: String, u: UpstreamFile) -> Option<UpstreamConfig> {
-        let strategy = match u.strategy.as_deref() {
-            None => Strategy::RoundRobin,
-            Some(name) => Strategy::parse(name).unwrap_or_else(|| {
-                self.problem(
-                    join(path, "strategy"),
-                    format!("unknown strategy {name:?} (expected {})", Strategy::names()),
-                );
-                Strategy::RoundRobin
-            }),
-        };
+        let strategy = u.strategy.as_deref();
+        let strategy = self.choice(
+            join(path, "strategy"),
+            strategy,
+            Strategy::RoundRobin,
+            |n| format!("unknown strategy {n:?} (expected {})", Strategy::names()),
+        );
         let hash_key = self.hash_key(path, strategy, u.hash_key.as_deref());
         let host_header = match u.host_header.as_deref() {
             None | Some("client") => HostHeader::Client,
@@ -218,17 +215,12 @@ impl Checker {
     }
 
     fn protocol(&mut self, path: &str, value: Option<&str>) -> Protocol {
-        match value {
-            None | Some("http1") => Protocol::Http1,
-            Some("http2") => Protocol::Http2,
-            Some(other) => {
-                self.problem(
-                    join(path, "protocol"),
-                    format!("unknown protocol {other:?} (expected \"http1\" or \"http2\")"),
-                );
-                Protocol::Http1
-            }
-        }
+        self.choice(join(path, "protocol"), value, Protocol::Http1, |other| {
+            format!(
+                "unknown protocol {other:?} (expected {})",
+                Protocol::names()
+            )
+        })
     }
 
     fn upstream_tls(&mut self, path: &str, t: UpstreamTlsFile) -> Option<UpstreamTls> {
@@ -395,20 +387,12 @@ impl Checker {
     }
 
     fn health_check(&mut self, path: &str, h: HealthCheckFile) -> Option<HealthCheckConfig> {
-        let kind = match h.kind.as_deref() {
-            None | Some("http") => CheckKind::Http,
-            Some("tcp") => CheckKind::Tcp,
-            Some("grpc") => CheckKind::Grpc,
-            Some(other) => {
-                self.problem(
-                    join(path, "type"),
-                    format!(
-                        "unknown check type {other:?} (expected \"http\", \"tcp\" or \"grpc\")"
-                    ),
-                );
-                CheckKind::Http
-            }
-        };
+        let kind = self.choice(
+            join(path, "type"),
+            h.kind.as_deref(),
+            CheckKind::Http,
+            |n| format!("unknown check type {n:?} (expected {})", CheckKind::names()),
+        );
         let check_path = h.path.unwrap_or_else(|| DEFAULT_HC_PATH.to_string());
         if !check_path.starts_with('/') {
             self.problem(join(path, "path"), "must start with '/'");
