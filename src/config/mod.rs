@@ -2,6 +2,14 @@
 //! runtime types). Loading never stops at the first mistake: every problem is collected with its key
 //! path (`upstreams.api.backends[2].weight: must be at least 1`) so `lb --check`, start-up and reloads
 //! can show them all at once.
+//!
+//! Where things are: the file structs in [`file`], the checks that turn them into runtime types
+//! in `validate` (one file a section under `validate/`), and the runtime types with their
+//! `DEFAULT_*` constants one module a section — `server`, `upstream` (with `[resolver]`),
+//! `route`, `admin`, `analytics`, `rate_limit`, and the smaller `client`, `headers`, `respond`,
+//! `split`, `kafka_route`, `listeners` — all re-exported here, so a type is `config::Name`
+//! whichever module holds it. [`Named`] is the one table of names of each choice enum;
+//! `summary` is what `lb --check` prints.
 
 mod admin;
 mod analytics;

@@ -20,7 +20,13 @@
 //!   directive it does not carry over becomes a [`notes::Note`]: `nginx.conf:42: proxy_cache:
 //!   not supported, ignored`. [`model`] is what an import produces; [`notes`] (notes, values
 //!   with their line) sits under every other file, so the files import without a cycle.
+//!   Inside [`map`], one module a directive family: `routes` (locations → routes), `wide`
+//!   (server-wide directives → `[server]` keys), `listen` (listeners and hosts), `tls`
+//!   (certificate lines), `by_address`; inside [`location`], `settings` (what each level
+//!   inherits) and `bind` (a location → its upstream).
 //! - [`emit`] writes the TOML.
+//!
+//! A failed import is an [`ImportError`]: a tree error, nothing to import, or refusals.
 //!
 //! The parser is checked against crossplane, NGINX's reference parser in Python, on real configs
 //! (tests/integration/import_nginx.rs); [`dump_tree`] is what that test compares.
