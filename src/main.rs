@@ -86,7 +86,9 @@ fn import_nginx(
     options: lb::import::Options,
 ) -> ExitCode {
     let result = if dump_tree {
-        lb::import::dump_tree(path).map(|json| (json + "\n", Vec::new()))
+        lb::import::dump_tree(path)
+            .map(|json| (json + "\n", Vec::new()))
+            .map_err(lb::import::ImportError::from)
     } else {
         lb::import::import_with(path, options).map(|i| (i.toml, i.notes))
     };

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::config::Named;
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, Upstream};
 use crate::state::discovery::Found;

@@ -38,7 +38,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 
-use crate::config::{KafkaAcks, KafkaConfig};
+use crate::config::{KafkaAcks, KafkaConfig, Named};
 use crate::observe::stream::{Record, Stream};
 use crate::util::time::process_ms;
 

@@ -125,6 +125,24 @@ impl Checker {
         });
     }
 
+    /// `value` as one of `T`'s names (`None`: `default`); an unknown name is a problem at
+    /// `path`, worded by `message` from the name, and gives `default`.
+    fn choice<T: Named>(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<&str>,
+        default: T,
+        message: impl FnOnce(&str) -> String,
+    ) -> T {
+        let Some(name) = value else {
+            return default;
+        };
+        T::parse(name).unwrap_or_else(|| {
+            self.problem(path, message(name));
+            default
+        })
+    }
+
     fn warning(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(Problem {
             path: path.to_string(),
@@ -433,34 +451,21 @@ impl Checker {
     }
 
     fn client_close(&mut self, value: Option<&str>) -> ClientClose {
-        match value {
-            None => DEFAULT_CLIENT_CLOSE,
-            Some("finish") => ClientClose::Finish,
-            Some("abort") => ClientClose::Abort,
-            Some(other) => {
-                self.problem(
-                    "server.client_close",
-                    format!("must be \"finish\" or \"abort\", not {other:?}"),
-                );
-                DEFAULT_CLIENT_CLOSE
-            }
-        }
+        self.choice(
+            "server.client_close",
+            value,
+            DEFAULT_CLIENT_CLOSE,
+            |other| format!("must be {}, not {other:?}", ClientClose::names()),
+        )
     }
 
     fn normalize_path(&mut self, value: Option<&str>) -> NormalizePath {
-        match value {
-            None => DEFAULT_NORMALIZE_PATH,
-            Some("route") => NormalizePath::Route,
-            Some("forward") => NormalizePath::Forward,
-            Some("off") => NormalizePath::Off,
-            Some(other) => {
-                self.problem(
-                    "server.normalize_path",
-                    format!("must be \"route\", \"forward\" or \"off\", not {other:?}"),
-                );
-                DEFAULT_NORMALIZE_PATH
-            }
-        }
+        self.choice(
+            "server.normalize_path",
+            value,
+            DEFAULT_NORMALIZE_PATH,
+            |other| format!("must be {}, not {other:?}", NormalizePath::names()),
+        )
     }
 
     fn routes(&mut self, value: Option<Value>, upstreams: &[UpstreamConfig]) -> Vec<RouteConfig> {
@@ -524,18 +529,14 @@ impl Checker {
                     );
                 }
             }
-            let scheme = match r.scheme.as_deref() {
-                None => None,
-                Some("http") => Some(Scheme::Http),
-                Some("https") => Some(Scheme::Https),
-                Some(other) => {
-                    self.problem(
-                        join(&path, "scheme"),
-                        format!("expected \"http\" or \"https\", got {other:?}"),
-                    );
-                    None
+            let scheme = r.scheme.as_deref().and_then(|name| {
+                let scheme = Scheme::parse(name);
+                if scheme.is_none() {
+                    let msg = format!("expected {}, got {name:?}", Scheme::names());
+                    self.problem(join(&path, "scheme"), msg);
                 }
-            };
+                scheme
+            });
             let listen = self.route_listen(&path, r.listen.take(), scheme);
             // Routes for different schemes or listeners do not clash.
             let key = RouteKey {

@@ -17,8 +17,7 @@ pub fn toml(import: &Import) -> String {
     server(&mut s, import);
     if let Some(r) = &import.resolver {
         let _ = writeln!(s, "\n# {}: resolver\n[resolver]", r.loc);
-        let list: Vec<String> = r.nameservers.iter().map(|n| string(n)).collect();
-        let _ = writeln!(s, "nameservers = [{}]", list.join(", "));
+        let _ = writeln!(s, "nameservers = [{}]", strings(&r.nameservers));
         if let Some(t) = &r.timeout {
             let _ = writeln!(s, "timeout = {}", string(t));
         }
@@ -265,6 +264,12 @@ fn backend(b: &Backend) -> String {
     format!("{{ {k} = {}, {} }}", string(v), fields.join(", "))
 }
 
+/// TOML strings, comma-separated (the inside of an array).
+fn strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| string(i)).collect();
+    quoted.join(", ")
+}
+
 fn route(s: &mut String, r: &Route) {
     let _ = writeln!(s, "\n# {}: {}\n[[routes]]", r.loc, r.label);
     if let Some(h) = &r.host {
@@ -286,28 +291,30 @@ fn route(s: &mut String, r: &Route) {
         let _ = writeln!(s, "scheme = {}", string(scheme));
     }
     if !r.listen.is_empty() {
-        let listen: Vec<String> = r.listen.iter().map(|a| string(a)).collect();
-        let _ = writeln!(s, "listen = [{}]", listen.join(", "));
+        let _ = writeln!(s, "listen = [{}]", strings(&r.listen));
     }
     if !r.rate_limits.is_empty() {
-        let names: Vec<String> = r.rate_limits.iter().map(|n| string(n)).collect();
-        let _ = writeln!(s, "rate_limits = [{}]", names.join(", "));
+        let _ = writeln!(s, "rate_limits = [{}]", strings(&r.rate_limits));
     }
     if !r.access.is_empty() {
-        let rules: Vec<String> = r.access.iter().map(|n| string(n)).collect();
-        let _ = writeln!(s, "access = [{}]  # allow/deny", rules.join(", "));
+        let _ = writeln!(s, "access = [{}]  # allow/deny", strings(&r.access));
     }
     if let Some(m) = &r.mirror {
         let _ = writeln!(s, "mirror = {{ upstream = {} }}  # mirror", string(m));
     }
+    route_target(s, r);
+    route_settings(s, &r.settings);
+}
+
+/// What a route does: `kafka`, `split`, `upstream` or `respond` and their keys.
+fn route_target(s: &mut String, r: &Route) {
     match (&r.respond, &r.split, &r.kafka) {
         (None, _, Some(k)) => {
-            let brokers: Vec<String> = k.brokers.value.iter().map(|b| string(b)).collect();
             let _ = writeln!(
                 s,
                 "kafka = {{ topic = {}, brokers = [{}] }}  # {}, brokers {}",
                 string(&k.topic.value),
-                brokers.join(", "),
+                strings(&k.brokers.value),
                 k.topic.loc,
                 k.brokers.loc
             );
@@ -345,7 +352,6 @@ fn route(s: &mut String, r: &Route) {
             }
         }
     }
-    route_settings(s, &r.settings);
 }
 
 /// A route's header rules, timeouts and body limit, each line with its NGINX source.

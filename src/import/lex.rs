@@ -131,34 +131,38 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, LexError> {
             );
         out.push(Token { kind, line, column });
         if lua {
-            // OpenResty: the block is Lua, not NGINX syntax. It becomes the directive's one
-            // argument (as crossplane's Lua extension reads it).
-            while cur.peek().is_some_and(char::is_whitespace) {
-                cur.bump();
-            }
-            let (l, c) = (cur.line, cur.column);
-            if cur.peek() != Some('{') {
-                return Err(cur.error(l, c, "expected \"{\" to start the Lua block"));
-            }
-            cur.bump();
-            let body =
-                lua_block(&mut cur).ok_or_else(|| cur.error(l, c, "unterminated Lua block"))?;
-            out.push(Token {
-                kind: Kind::Word {
-                    text: body,
-                    quoted: true,
-                },
-                line: l,
-                column: c,
-            });
-            out.push(Token {
-                kind: Kind::Semicolon,
-                line: cur.line,
-                column: cur.column,
-            });
+            lua_tokens(&mut cur, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// OpenResty: after a `*_by_lua_block` name the block is Lua, not NGINX syntax. It becomes the
+/// directive's one argument (as crossplane's Lua extension reads it), then a `;`.
+fn lua_tokens(cur: &mut Cursor, out: &mut Vec<Token>) -> Result<(), LexError> {
+    while cur.peek().is_some_and(char::is_whitespace) {
+        cur.bump();
+    }
+    let (l, c) = (cur.line, cur.column);
+    if cur.peek() != Some('{') {
+        return Err(cur.error(l, c, "expected \"{\" to start the Lua block"));
+    }
+    cur.bump();
+    let body = lua_block(cur).ok_or_else(|| cur.error(l, c, "unterminated Lua block"))?;
+    out.push(Token {
+        kind: Kind::Word {
+            text: body,
+            quoted: true,
+        },
+        line: l,
+        column: c,
+    });
+    out.push(Token {
+        kind: Kind::Semicolon,
+        line: cur.line,
+        column: cur.column,
+    });
+    Ok(())
 }
 
 /// The Lua code up to the `}` that closes its block (consumed): braces nest, and strings

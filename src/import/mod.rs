@@ -20,7 +20,13 @@
 //!   directive it does not carry over becomes a [`notes::Note`]: `nginx.conf:42: proxy_cache:
 //!   not supported, ignored`. [`model`] is what an import produces; [`notes`] (notes, values
 //!   with their line) sits under every other file, so the files import without a cycle.
+//!   Inside [`map`], one module a directive family: `routes` (locations → routes), `wide`
+//!   (server-wide directives → `[server]` keys), `listen` (listeners and hosts), `tls`
+//!   (certificate lines), `by_address`; inside [`location`], `settings` (what each level
+//!   inherits) and `bind` (a location → its upstream).
 //! - [`emit`] writes the TOML.
+//!
+//! A failed import is an [`ImportError`]: a tree error, nothing to import, or refusals.
 //!
 //! The parser is checked against crossplane, NGINX's reference parser in Python, on real configs
 //! (tests/integration/import_nginx.rs); [`dump_tree`] is what that test compares.
@@ -39,7 +45,7 @@ pub mod split;
 pub mod tree;
 pub mod upstream;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use map::Options;
 pub use model::{Import, Note};
@@ -53,16 +59,35 @@ pub struct Imported {
 }
 
 /// [`import_with`] with the default options (security directives refuse the import).
-pub fn import(path: &Path) -> Result<Imported, String> {
+pub fn import(path: &Path) -> Result<Imported, ImportError> {
     import_with(path, Options::default())
 }
 
-/// Reads the NGINX config at `path` (and what it includes) and translates it. `Err` is one line
-/// (a syntax error `file:line:column: ...`, an unreadable file, an include cycle, a config with
-/// nothing lb can serve), or one `file:line: ...` line per refusal: a security directive lb
-/// cannot enforce (without `--allow-insecure`), servers lb would route differently.
-pub fn import_with(path: &Path, options: Options) -> Result<Imported, String> {
-    let tree = tree::load(path).map_err(|e| e.0)?;
+/// Why an import wrote nothing. Each kind prints as one line, except a refusal: one
+/// `file:line: ...` line per directive refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A syntax error `file:line:column: ...`, an unreadable file, an include cycle.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// A config with nothing lb can serve.
+    #[error("{}: {why}", path.display())]
+    Nothing { path: PathBuf, why: String },
+    /// Lines lb cannot carry over safely: a security directive lb cannot enforce (without
+    /// `--allow-insecure`), servers lb would route differently.
+    #[error("refused ({} line(s) lb cannot carry over safely):\n{}", .0.len(), lines(.0))]
+    Refused(Vec<Note>),
+}
+
+/// Notes one a line.
+fn lines(notes: &[Note]) -> String {
+    let lines: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
+    lines.join("\n")
+}
+
+/// Reads the NGINX config at `path` (and what it includes) and translates it.
+pub fn import_with(path: &Path, options: Options) -> Result<Imported, ImportError> {
+    let tree = tree::load(path)?;
     let conf_dir = path.parent().unwrap_or(Path::new(""));
     let conf_dir = std::fs::canonicalize(if conf_dir.as_os_str().is_empty() {
         Path::new(".")
@@ -76,15 +101,11 @@ pub fn import_with(path: &Path, options: Options) -> Result<Imported, String> {
         |n| n.to_string_lossy().into_owned(),
     );
     let mut import = map::map(&tree, &conf_dir, options, &mut notes).map_err(|e| match e {
-        map::Failure::Nothing(e) => format!("{}: {e}", path.display()),
-        map::Failure::Refused(lines) => {
-            let lines: Vec<String> = lines.iter().map(|n| n.to_string()).collect();
-            format!(
-                "refused ({} line(s) lb cannot carry over safely):\n{}",
-                lines.len(),
-                lines.join("\n")
-            )
-        }
+        map::Failure::Nothing(why) => ImportError::Nothing {
+            path: path.to_owned(),
+            why,
+        },
+        map::Failure::Refused(lines) => ImportError::Refused(lines),
     })?;
     import.source = source;
     // A file included in several places repeats its notes word for word: once is enough.
@@ -102,11 +123,11 @@ pub fn import_with(path: &Path, options: Options) -> Result<Imported, String> {
 
 /// One file's directives (includes not followed) as crossplane's JSON `parsed` list: how the
 /// parser is compared with NGINX's reference parser.
-pub fn dump_tree(path: &Path) -> Result<String, String> {
+pub fn dump_tree(path: &Path) -> Result<String, TreeError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| TreeError(format!("cannot read {}: {e}", path.display())))?;
     let shown = path.display().to_string();
-    let tree = tree::parse(&text, &shown).map_err(|e| e.0)?;
+    let tree = tree::parse(&text, &shown)?;
     let json: Vec<serde_json::Value> = tree.iter().map(tree::Directive::to_json).collect();
     Ok(serde_json::Value::Array(json).to_string())
 }

@@ -33,32 +33,10 @@ pub fn parse(
         notes.add(&d.loc, "return", format!("{why}; skipped"));
         None
     };
-    let (code, text) = match d.args.as_slice() {
-        [one] if !one.bytes().all(|b| b.is_ascii_digit()) => {
-            let absolute = ["http://", "https://", "$scheme"]
-                .iter()
-                .any(|p| one.starts_with(p));
-            if !absolute {
-                return skip(
-                    notes,
-                    format!("{one}: NGINX takes a lone URL only with a scheme"),
-                );
-            }
-            (302, Some(one.clone()))
-        }
-        [code] => (code.parse().unwrap_or(0), None),
-        [code, text] => (code.parse().unwrap_or(0), Some(text.clone())),
-        _ => return skip(notes, "expects a code and an optional text or URL".into()),
+    let (code, text) = match status_and_text(&d.args) {
+        Ok(r) => r,
+        Err(why) => return skip(notes, why),
     };
-    if code == 444 {
-        return skip(
-            notes,
-            "444 (close without an answer) is NGINX's own; lb always answers".into(),
-        );
-    }
-    if !(200..=599).contains(&code) {
-        return skip(notes, format!("status {code}: lb answers 200 to 599"));
-    }
     let text = match text.map(|t| variables(&t, server_name)).transpose() {
         Ok(t) => t,
         Err(m) => return skip(notes, m),
@@ -103,6 +81,32 @@ pub fn parse(
         location: None,
         content_type,
     })
+}
+
+/// A `return`'s status and text (or URL): `return CODE [TEXT]`, or `return URL` (a 302).
+/// `Err`: why lb cannot answer so.
+fn status_and_text(args: &[String]) -> Result<(u16, Option<String>), String> {
+    let (code, text) = match args {
+        [one] if !one.bytes().all(|b| b.is_ascii_digit()) => {
+            let absolute = ["http://", "https://", "$scheme"]
+                .iter()
+                .any(|p| one.starts_with(p));
+            if !absolute {
+                return Err(format!("{one}: NGINX takes a lone URL only with a scheme"));
+            }
+            (302, Some(one.clone()))
+        }
+        [code] => (code.parse().unwrap_or(0), None),
+        [code, text] => (code.parse().unwrap_or(0), Some(text.clone())),
+        _ => return Err("expects a code and an optional text or URL".into()),
+    };
+    if code == 444 {
+        return Err("444 (close without an answer) is NGINX's own; lb always answers".into());
+    }
+    if !(200..=599).contains(&code) {
+        return Err(format!("status {code}: lb answers 200 to 599"));
+    }
+    Ok((code, text))
 }
 
 /// NGINX's text with `$server_name` replaced, checked against the variables lb fills in.

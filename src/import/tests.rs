@@ -508,6 +508,8 @@ fn nothing_to_import_is_an_error() {
     let dir = crate::util::testdir::fresh("import-empty");
     std::fs::write(dir.join("nginx.conf"), "http { server { root /srv; } }").unwrap();
     let e = import(&dir.join("nginx.conf")).unwrap_err();
+    assert!(matches!(e, super::ImportError::Nothing { .. }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("nothing to import"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -647,7 +649,8 @@ fn refused(tag: &str, text: &str) -> String {
     std::fs::write(dir.join("nginx.conf"), text).unwrap();
     let e = match import(&dir.join("nginx.conf")) {
         Ok(o) => panic!("{tag}: imported:\n{}", o.toml),
-        Err(e) => e,
+        Err(e @ super::ImportError::Refused(_)) => e.to_string(),
+        Err(e) => panic!("{tag}: not a refusal: {e}"),
     };
     let _ = std::fs::remove_dir_all(&dir);
     e

@@ -96,35 +96,22 @@ impl Checker {
                 ),
             }
         }
-        let compression = match k.compression.as_deref() {
-            None | Some("lz4") => KafkaCompression::Lz4,
-            Some("none") => KafkaCompression::None,
-            Some("gzip") => KafkaCompression::Gzip,
-            Some("snappy") => KafkaCompression::Snappy,
-            Some("zstd") => KafkaCompression::Zstd,
-            Some(other) => {
-                self.problem(
-                    join(path, "compression"),
-                    format!(
-                        "unknown compression {other:?} (expected \"none\", \"gzip\", \"snappy\", \\
-                         \"lz4\" or \"zstd\")"
-                    ),
-                );
-                KafkaCompression::Lz4
-            }
-        };
-        let acks = match k.acks.as_deref() {
-            None | Some("leader") => KafkaAcks::Leader,
-            Some("none") => KafkaAcks::None,
-            Some("all") => KafkaAcks::All,
-            Some(other) => {
-                self.problem(
-                    join(path, "acks"),
-                    format!("unknown acks {other:?} (expected \"none\", \"leader\" or \"all\")"),
-                );
-                KafkaAcks::Leader
-            }
-        };
+        let compression = k.compression.as_deref();
+        let compression = self.choice(
+            join(path, "compression"),
+            compression,
+            KafkaCompression::Lz4,
+            |other| {
+                let names = KafkaCompression::names();
+                format!("unknown compression {other:?} (expected {names})")
+            },
+        );
+        let acks = self.choice(
+            join(path, "acks"),
+            k.acks.as_deref(),
+            KafkaAcks::Leader,
+            |n| format!("unknown acks {n:?} (expected {})", KafkaAcks::names()),
+        );
         let queue = self.int(
             &join(path, "queue"),
             k.queue,

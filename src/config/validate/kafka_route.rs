@@ -72,11 +72,10 @@ impl Checker {
                 .ok()
             })
             .collect();
-        let acks = match k.acks.as_deref() {
+        let acks = match k.acks.as_deref().map(|n| (n, KafkaAcks::parse(n))) {
             None => DEFAULT_KAFKA_ROUTE_ACKS,
-            Some("all") => KafkaAcks::All,
-            Some("leader") => KafkaAcks::Leader,
-            Some(other) => {
+            Some((_, Some(acks))) if acks != KafkaAcks::None => acks,
+            Some((other, _)) => {
                 let msg = format!(
                     "{other:?}: expected \"all\" or \"leader\" (a 202 promises the broker has \
                      the record, so not \"none\")"

@@ -49,41 +49,8 @@ impl Checker {
         f: RateLimitFile,
     ) -> Option<RateLimitConfig> {
         let before = self.problems.len();
-        let key = match f.key.as_deref() {
-            None => Some(HashKey::ClientIp),
-            Some(k) => {
-                let key = parse_key(k);
-                if key.is_none() {
-                    self.problem(
-                        join(path, "key"),
-                        format!("unknown key {k:?} (expected {KEY_NAMES})"),
-                    );
-                }
-                key
-            }
-        };
-        let rate = match f.rate.as_deref() {
-            None => {
-                self.problem(
-                    join(path, "rate"),
-                    "required: requests per second or minute, e.g. \"10/s\" or \"30/m\"",
-                );
-                None
-            }
-            Some(r) => {
-                let rate = parse_rate(r);
-                if rate.is_none() {
-                    self.problem(
-                        join(path, "rate"),
-                        format!(
-                            "expected requests per second or minute as a whole number from 1 \
-                             to {MAX_RATE}, e.g. \"10/s\", \"30/m\" (NGINX's \"10r/s\" too), got {r:?}"
-                        ),
-                    );
-                }
-                rate
-            }
-        };
+        let key = self.limit_key(path, f.key.as_deref());
+        let rate = self.rate(path, f.rate.as_deref());
         let burst = self.int(&join(path, "burst"), f.burst, 0, 1_000_000, 0) as u64;
         let delay = match (f.delay, f.nodelay) {
             (Some(_), Some(true)) => {
@@ -124,6 +91,43 @@ impl Checker {
             max_keys,
             dry_run: f.dry_run.unwrap_or(false),
         })
+    }
+
+    /// `rate_limits.X.key`: what requests are counted by (the client's address by default).
+    fn limit_key(&mut self, path: &str, value: Option<&str>) -> Option<HashKey> {
+        let Some(k) = value else {
+            return Some(HashKey::ClientIp);
+        };
+        let key = parse_key(k);
+        if key.is_none() {
+            self.problem(
+                join(path, "key"),
+                format!("unknown key {k:?} (expected {KEY_NAMES})"),
+            );
+        }
+        key
+    }
+
+    /// `rate_limits.X.rate` (required): requests per second, in thousandths.
+    fn rate(&mut self, path: &str, value: Option<&str>) -> Option<u64> {
+        let Some(r) = value else {
+            self.problem(
+                join(path, "rate"),
+                "required: requests per second or minute, e.g. \"10/s\" or \"30/m\"",
+            );
+            return None;
+        };
+        let rate = parse_rate(r);
+        if rate.is_none() {
+            self.problem(
+                join(path, "rate"),
+                format!(
+                    "expected requests per second or minute as a whole number from 1 \
+                     to {MAX_RATE}, e.g. \"10/s\", \"30/m\" (NGINX's \"10r/s\" too), got {r:?}"
+                ),
+            );
+        }
+        rate
     }
 
     /// An upstream's or a route's `rate_limits`: names defined under `[rate_limits]`, each once.

@@ -10,17 +10,13 @@ use crate::tls::Certificate;
 impl Checker {
     pub(super) fn server_tls(&mut self, t: ServerTlsFile) -> Option<ServerTls> {
         let (listen, proxy_protocol) = self.listeners("server.tls.listen", t.listen);
-        let min_version = match t.min_version.as_deref() {
-            None | Some("1.2") => TlsVersion::V1_2,
-            Some("1.3") => TlsVersion::V1_3,
-            Some(other) => {
-                self.problem(
-                    "server.tls.min_version",
-                    format!("unknown TLS version {other:?} (expected \"1.2\" or \"1.3\")"),
-                );
-                TlsVersion::V1_2
-            }
-        };
+        let version = t.min_version.as_deref();
+        let min_version = self.choice("server.tls.min_version", version, TlsVersion::V1_2, |n| {
+            format!(
+                "unknown TLS version {n:?} (expected {})",
+                TlsVersion::names()
+            )
+        });
         let files = t.certificates.unwrap_or_default();
         if files.is_empty() {
             self.problem(

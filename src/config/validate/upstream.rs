@@ -36,67 +36,16 @@ impl Checker {
     }
 
     fn upstream(&mut self, path: &str, name: String, u: UpstreamFile) -> Option<UpstreamConfig> {
-        let strategy = match u.strategy.as_deref() {
-            None => Strategy::RoundRobin,
-            Some(name) => Strategy::parse(name).unwrap_or_else(|| {
-                self.problem(
-                    join(path, "strategy"),
-                    format!("unknown strategy {name:?} (expected {})", Strategy::names()),
-                );
-                Strategy::RoundRobin
-            }),
-        };
+        let strategy = u.strategy.as_deref();
+        let strategy = self.choice(
+            join(path, "strategy"),
+            strategy,
+            Strategy::RoundRobin,
+            |n| format!("unknown strategy {n:?} (expected {})", Strategy::names()),
+        );
         let hash_key = self.hash_key(path, strategy, u.hash_key.as_deref());
-        let host_header = match u.host_header.as_deref() {
-            None | Some("client") => HostHeader::Client,
-            Some("client_host") => HostHeader::ClientHost,
-            Some("upstream") => HostHeader::Upstream,
-            Some(literal) => {
-                if literal.is_empty() || http::HeaderValue::from_str(literal).is_err() {
-                    self.problem(
-                        join(path, "host_header"),
-                        "must be \"client\", \"client_host\", \"upstream\" or a host name (a valid \
-                         header value)",
-                    );
-                }
-                HostHeader::Literal(literal.to_string())
-            }
-        };
-        if u.backends.is_empty() {
-            self.problem(join(path, "backends"), "must list at least one backend");
-        }
-        let mut backends: Vec<BackendConfig> = Vec::new();
-        for (i, v) in u.backends.into_iter().enumerate() {
-            let bpath = format!("{path}.backends[{i}]");
-            if let Some(b) = self.backend(&bpath, v) {
-                if b.backup
-                    && !matches!(strategy, Strategy::RoundRobin | Strategy::LeastConnections)
-                {
-                    self.problem(
-                        join(&bpath, "backup"),
-                        format!(
-                            "backups need strategy \"round_robin\" or \"least_connections\" \
-                             (not {:?}, as in NGINX)",
-                            strategy.as_str()
-                        ),
-                    );
-                }
-                if let Some(j) = backends.iter().position(|o| o.address == b.address) {
-                    self.problem(
-                        join(&bpath, "address"),
-                        format!("duplicate backend {:?} (also backends[{j}])", b.address),
-                    );
-                } else {
-                    backends.push(b);
-                }
-            }
-        }
-        if !backends.is_empty() && backends.iter().all(|b| b.backup || b.down) {
-            self.problem(
-                join(path, "backends"),
-                "every backend is a backup or down: at least one must take traffic",
-            );
-        }
+        let host_header = self.host_header(path, u.host_header.as_deref());
+        let backends = self.backends(path, strategy, u.backends);
         let health_check = u.health_check.and_then(|v| {
             let hpath = join(path, "health_check");
             let file = self.decode::<HealthCheckFile>(&hpath, v)?;
@@ -120,34 +69,25 @@ impl Checker {
                 );
             }
         }
+        let [connect_timeout, read_timeout, write_timeout, idle_timeout] = [
+            (
+                "connect_timeout",
+                u.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            ("read_timeout", u.read_timeout, DEFAULT_READ_TIMEOUT),
+            ("write_timeout", u.write_timeout, DEFAULT_WRITE_TIMEOUT),
+            ("idle_timeout", u.idle_timeout, DEFAULT_IDLE_TIMEOUT),
+        ]
+        .map(|(key, v, default)| self.duration(&join(path, key), v.as_deref(), default, false));
         Some(UpstreamConfig {
             name,
             strategy,
             backends,
-            connect_timeout: self.duration(
-                &join(path, "connect_timeout"),
-                u.connect_timeout.as_deref(),
-                DEFAULT_CONNECT_TIMEOUT,
-                false,
-            ),
-            read_timeout: self.duration(
-                &join(path, "read_timeout"),
-                u.read_timeout.as_deref(),
-                DEFAULT_READ_TIMEOUT,
-                false,
-            ),
-            write_timeout: self.duration(
-                &join(path, "write_timeout"),
-                u.write_timeout.as_deref(),
-                DEFAULT_WRITE_TIMEOUT,
-                false,
-            ),
-            idle_timeout: self.duration(
-                &join(path, "idle_timeout"),
-                u.idle_timeout.as_deref(),
-                DEFAULT_IDLE_TIMEOUT,
-                false,
-            ),
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            idle_timeout,
             retries: self.int(
                 &join(path, "retries"),
                 u.retries,
@@ -170,20 +110,82 @@ impl Checker {
             add_response_headers: self
                 .response_headers(path, u.add_response_headers, u.add_response_headers_always)
                 .unwrap_or_default(),
-            resolve_interval: {
-                let key = join(path, "resolve_interval");
-                let d = self.duration(
-                    &key,
-                    u.resolve_interval.as_deref(),
-                    DEFAULT_RESOLVE_INTERVAL,
-                    false,
-                );
-                if d < Duration::from_secs(1) {
-                    self.problem(key, "must be at least 1s");
-                }
-                d
-            },
+            resolve_interval: self.resolve_interval(path, u.resolve_interval.as_deref()),
         })
+    }
+
+    /// `upstreams.X.host_header`: `client`, `client_host`, `upstream` or a literal host.
+    fn host_header(&mut self, path: &str, value: Option<&str>) -> HostHeader {
+        match value {
+            None | Some("client") => HostHeader::Client,
+            Some("client_host") => HostHeader::ClientHost,
+            Some("upstream") => HostHeader::Upstream,
+            Some(literal) => {
+                if literal.is_empty() || http::HeaderValue::from_str(literal).is_err() {
+                    self.problem(
+                        join(path, "host_header"),
+                        "must be \"client\", \"client_host\", \"upstream\" or a host name (a valid \
+                         header value)",
+                    );
+                }
+                HostHeader::Literal(literal.to_string())
+            }
+        }
+    }
+
+    /// `upstreams.X.backends`: each checked, duplicates left out; backups only with the
+    /// strategies that have them, and one backend at least that takes traffic.
+    fn backends(
+        &mut self,
+        path: &str,
+        strategy: Strategy,
+        files: Vec<Value>,
+    ) -> Vec<BackendConfig> {
+        if files.is_empty() {
+            self.problem(join(path, "backends"), "must list at least one backend");
+        }
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        for (i, v) in files.into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            let Some(b) = self.backend(&bpath, v) else {
+                continue;
+            };
+            if b.backup && !matches!(strategy, Strategy::RoundRobin | Strategy::LeastConnections) {
+                self.problem(
+                    join(&bpath, "backup"),
+                    format!(
+                        "backups need strategy \"round_robin\" or \"least_connections\" \
+                         (not {:?}, as in NGINX)",
+                        strategy.as_str()
+                    ),
+                );
+            }
+            if let Some(j) = backends.iter().position(|o| o.address == b.address) {
+                self.problem(
+                    join(&bpath, "address"),
+                    format!("duplicate backend {:?} (also backends[{j}])", b.address),
+                );
+            } else {
+                backends.push(b);
+            }
+        }
+        if !backends.is_empty() && backends.iter().all(|b| b.backup || b.down) {
+            self.problem(
+                join(path, "backends"),
+                "every backend is a backup or down: at least one must take traffic",
+            );
+        }
+        backends
+    }
+
+    /// `upstreams.X.resolve_interval`: at least a second.
+    fn resolve_interval(&mut self, path: &str, value: Option<&str>) -> Duration {
+        let key = join(path, "resolve_interval");
+        let d = self.duration(&key, value, DEFAULT_RESOLVE_INTERVAL, false);
+        if d < Duration::from_secs(1) {
+            self.problem(key, "must be at least 1s");
+        }
+        d
     }
 
     fn hash_key(&mut self, path: &str, strategy: Strategy, value: Option<&str>) -> Option<HashKey> {
@@ -218,17 +220,12 @@ impl Checker {
     }
 
     fn protocol(&mut self, path: &str, value: Option<&str>) -> Protocol {
-        match value {
-            None | Some("http1") => Protocol::Http1,
-            Some("http2") => Protocol::Http2,
-            Some(other) => {
-                self.problem(
-                    join(path, "protocol"),
-                    format!("unknown protocol {other:?} (expected \"http1\" or \"http2\")"),
-                );
-                Protocol::Http1
-            }
-        }
+        self.choice(join(path, "protocol"), value, Protocol::Http1, |other| {
+            format!(
+                "unknown protocol {other:?} (expected {})",
+                Protocol::names()
+            )
+        })
     }
 
     fn upstream_tls(&mut self, path: &str, t: UpstreamTlsFile) -> Option<UpstreamTls> {
@@ -266,26 +263,7 @@ impl Checker {
     }
 
     fn backend(&mut self, path: &str, v: Value) -> Option<BackendConfig> {
-        let t = match v {
-            Value::String(s) => BackendTable {
-                address: Some(s),
-                srv: None,
-                weight: None,
-                backup: None,
-                down: None,
-                max_conns: None,
-                resolve: None,
-                hash_name: None,
-            },
-            v @ Value::Table(_) => self.decode::<BackendTable>(path, v)?,
-            _ => {
-                self.problem(
-                    path,
-                    "expected \"host:port\" or { address = \"host:port\", weight = N, ... }",
-                );
-                return None;
-            }
-        };
+        let t = self.backend_table(path, v)?;
         let resolve = t.resolve.unwrap_or(false);
         let (address, srv) = match (t.address, t.srv) {
             (Some(a), None) => (a, false),
@@ -301,16 +279,12 @@ impl Checker {
         };
         if srv {
             if t.weight.is_some() {
-                self.problem(
-                    join(path, "weight"),
-                    "not with srv: SRV records supply the weights",
-                );
+                let msg = "not with srv: SRV records supply the weights";
+                self.problem(join(path, "weight"), msg);
             }
             if t.resolve.is_some() {
-                self.problem(
-                    join(path, "resolve"),
-                    "not with srv: SRV targets are always followed",
-                );
+                let msg = "not with srv: SRV targets are always followed";
+                self.problem(join(path, "resolve"), msg);
             }
             if !is_srv_name(&address) {
                 self.problem(
@@ -320,21 +294,7 @@ impl Checker {
                 return None;
             }
         }
-        let weight = match t.weight {
-            Some(w) if w < 1 => {
-                self.problem(join(path, "weight"), "must be at least 1");
-                None
-            }
-            Some(w) if w > MAX_WEIGHT => {
-                self.problem(
-                    join(path, "weight"),
-                    format!("must be at most {MAX_WEIGHT}"),
-                );
-                None
-            }
-            Some(w) => NonZeroU32::new(w as u32),
-            None => NonZeroU32::new(1),
-        };
+        let weight = self.weight(path, t.weight);
         let max_conns = self.int(&join(path, "max_conns"), t.max_conns, 0, 1_000_000, 0) as u32;
         let (backup, down) = (t.backup.unwrap_or(false), t.down.unwrap_or(false));
         if backup && down {
@@ -343,34 +303,12 @@ impl Checker {
                 "a backend is a backup or down, not both",
             );
         }
-        let discovery = if srv {
-            Some(Discovery::Srv {
+        let discovery = match (srv, resolve) {
+            (true, _) => Some(Discovery::Srv {
                 name: address.clone(),
-            })
-        } else if resolve {
-            let literal = host_of(&address).is_none();
-            match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
-                Some((h, Ok(port))) if !h.is_empty() && !literal => Some(Discovery::Name {
-                    host: h.to_string(),
-                    port,
-                }),
-                _ if literal && address.parse::<SocketAddr>().is_ok() => {
-                    self.warning(
-                        &join(path, "resolve"),
-                        format!("{address:?} is an IP address: there is nothing to resolve"),
-                    );
-                    None
-                }
-                _ => {
-                    self.problem(
-                        join(path, "address"),
-                        format!("invalid address {address:?} (expected host:port)"),
-                    );
-                    return None;
-                }
-            }
-        } else {
-            None
+            }),
+            (false, true) => self.resolved_name(path, &address)?,
+            (false, false) => None,
         };
         let addr = match discovery {
             Some(_) => Some(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -394,21 +332,82 @@ impl Checker {
         })
     }
 
-    fn health_check(&mut self, path: &str, h: HealthCheckFile) -> Option<HealthCheckConfig> {
-        let kind = match h.kind.as_deref() {
-            None | Some("http") => CheckKind::Http,
-            Some("tcp") => CheckKind::Tcp,
-            Some("grpc") => CheckKind::Grpc,
-            Some(other) => {
+    /// A backend entry as a table: `"host:port"` is `{ address = "host:port" }`.
+    fn backend_table(&mut self, path: &str, v: Value) -> Option<BackendTable> {
+        match v {
+            Value::String(s) => Some(BackendTable {
+                address: Some(s),
+                srv: None,
+                weight: None,
+                backup: None,
+                down: None,
+                max_conns: None,
+                resolve: None,
+                hash_name: None,
+            }),
+            v @ Value::Table(_) => self.decode::<BackendTable>(path, v),
+            _ => {
                 self.problem(
-                    join(path, "type"),
-                    format!(
-                        "unknown check type {other:?} (expected \"http\", \"tcp\" or \"grpc\")"
-                    ),
+                    path,
+                    "expected \"host:port\" or { address = \"host:port\", weight = N, ... }",
                 );
-                CheckKind::Http
+                None
             }
-        };
+        }
+    }
+
+    /// A backend's `weight`: 1 to [`MAX_WEIGHT`], 1 when absent.
+    fn weight(&mut self, path: &str, weight: Option<i64>) -> Option<NonZeroU32> {
+        match weight {
+            Some(w) if w < 1 => {
+                self.problem(join(path, "weight"), "must be at least 1");
+                None
+            }
+            Some(w) if w > MAX_WEIGHT => {
+                self.problem(
+                    join(path, "weight"),
+                    format!("must be at most {MAX_WEIGHT}"),
+                );
+                None
+            }
+            Some(w) => NonZeroU32::new(w as u32),
+            None => NonZeroU32::new(1),
+        }
+    }
+
+    /// `resolve = true`: the name and port DNS discovery follows. `Some(None)` (a warning) for
+    /// an IP address, `None` (a problem) for what is no `host:port`.
+    fn resolved_name(&mut self, path: &str, address: &str) -> Option<Option<Discovery>> {
+        let literal = host_of(address).is_none();
+        match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+            Some((h, Ok(port))) if !h.is_empty() && !literal => Some(Some(Discovery::Name {
+                host: h.to_string(),
+                port,
+            })),
+            _ if literal && address.parse::<SocketAddr>().is_ok() => {
+                self.warning(
+                    &join(path, "resolve"),
+                    format!("{address:?} is an IP address: there is nothing to resolve"),
+                );
+                Some(None)
+            }
+            _ => {
+                self.problem(
+                    join(path, "address"),
+                    format!("invalid address {address:?} (expected host:port)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn health_check(&mut self, path: &str, h: HealthCheckFile) -> Option<HealthCheckConfig> {
+        let kind = self.choice(
+            join(path, "type"),
+            h.kind.as_deref(),
+            CheckKind::Http,
+            |n| format!("unknown check type {n:?} (expected {})", CheckKind::names()),
+        );
         let check_path = h.path.unwrap_or_else(|| DEFAULT_HC_PATH.to_string());
         if !check_path.starts_with('/') {
             self.problem(join(path, "path"), "must start with '/'");
