@@ -83,8 +83,9 @@
 //!    [`state::backend::InFlightGuard`] and an idle backend connection from the worker's pool
 //!    (`proxy::pool`; a new one from pingora-core's `TransportConnector` when none is idle).
 //!    The backend's head is the client's with hop-by-hop fields left out and lb's forwarding
-//!    fields added: for the common HTTP/1 request written straight into bytes
-//!    ([`proxy::wire`]), else built as a header map ([`proxy::headers`], [`proxy::rewrite`]).
+//!    fields added ([`proxy::upstream_head`]): for the common HTTP/1 request written straight
+//!    into bytes ([`proxy::wire`]), else built as a header map ([`proxy::headers`],
+//!    [`proxy::rewrite`]).
 //!    [`proxy::forward`] streams both bodies at once, writes and reads polled together (full
 //!    duplex), in one `select!` loop on the request's task, the same loop for an HTTP/1
 //!    connection and an HTTP/2 stream (each a small `Leg`: write a piece, read a piece) (101 →

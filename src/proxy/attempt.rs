@@ -7,8 +7,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use pingora_core::connectors::http::v2::{self, H2HandshakeSettings};
-use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -16,8 +14,9 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 
 use super::context::Ctx;
 use super::keys::{self, KeyBuf};
+use super::pool::{h1_connect, h1_release};
 use super::retry::{self, Failure, Next, Stage};
-use super::{forward, pool, rewrite, Proxy, Upstream2};
+use super::{forward, pool, rewrite, upstream_head, Proxy, Upstream2};
 use crate::config::Protocol;
 use crate::health::{self, FailureKind, Reason};
 use crate::snapshot::{RouteSettings, Upstream, H2_STREAMS_PER_CONNECTION};
@@ -116,14 +115,14 @@ impl Proxy {
             add_response: rules.map(|(s, v)| (&s.add_response, v)),
             mirror: &mut ctx.mirror,
         };
-        let to = forward::HeadFor {
+        let to = upstream_head::HeadFor {
             forward_path: ctx.forward_path.as_deref(),
             client: ctx.client,
-            trusted: forward::peer_is_trusted(session, &snapshot.config.server),
+            trusted: upstream_head::peer_is_trusted(session, &snapshot.config.server),
             upstream: &up.config,
             rules: rules.map(|(s, v)| (&*s.set_request, v)),
         };
-        let head = forward::head(session, &to);
+        let head = upstream_head::head(session, &to);
         let (key, case) = (
             backend.pool_key,
             snapshot.config.server.limits.preserve_header_case,
@@ -344,50 +343,5 @@ fn failure(
         resent_this_attempt: resent,
         attempts,
         retries,
-    }
-}
-
-/// A backend HTTP/1 session on `stream`; response header names keep their spelling only with
-/// `server.preserve_header_case` (otherwise one header map instead of two).
-fn h1_session(
-    stream: pingora_core::protocols::Stream,
-    peer: &HttpPeer,
-    preserve_case: bool,
-) -> Box<H1Upstream> {
-    // Boxed: the session (about 500 bytes) then moves through connect, exchange and release as
-    // a pointer.
-    let mut s = Box::new(H1Upstream::new_with_options(stream, peer));
-    s.set_preserve_header_case(preserve_case);
-    s
-}
-
-/// An HTTP/1 session to the backend `key` at `peer`: on an idle pooled connection (`true`) or a
-/// new one. `(now_ms, idle_ms)`: the time and the upstream's `idle_timeout`.
-pub(super) async fn h1_connect(
-    connector: &TransportConnector,
-    key: u64,
-    peer: &HttpPeer,
-    (now_ms, idle_ms): (u64, u64),
-    preserve_case: bool,
-) -> Result<(Box<H1Upstream>, bool), Box<Error>> {
-    match pool::take(key, now_ms, idle_ms) {
-        Some(s) => Ok((h1_session(s, peer, preserve_case), true)),
-        None => connector
-            .new_stream(peer)
-            .await
-            .map(|s| (h1_session(s, peer, preserve_case), false)),
-    }
-}
-
-/// Returns an exchange's connection to the worker's pool when the backend keeps it alive.
-pub(super) async fn h1_release(
-    mut h1: Box<H1Upstream>,
-    key: u64,
-    (now_ms, idle_ms): (u64, u64),
-    cap: usize,
-) {
-    h1.respect_keepalive();
-    if let Some(stream) = h1.reuse().await {
-        pool::put(key, stream, now_ms, cap, idle_ms);
     }
 }

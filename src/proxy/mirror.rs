@@ -20,8 +20,8 @@ use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
 use tokio::sync::mpsc;
 
-use super::attempt::{h1_connect, h1_release};
-use super::forward::{write_head, Head};
+use super::pool::{h1_connect, h1_release};
+use super::upstream_head::{write_head, Head};
 use crate::runtime::Shared;
 use crate::snapshot::{Mirror, Snapshot};
 use crate::util::time::process_ms;
@@ -124,14 +124,14 @@ pub(super) fn start(r: Request<'_>, session: &mut ServerSession) -> Option<Tee> 
         snapshot: r.snapshot.clone(),
         upstream: m.upstream,
     };
-    let to = super::forward::HeadFor {
+    let to = super::upstream_head::HeadFor {
         forward_path: r.forward_path,
         client: r.client,
         trusted: r.trusted,
         upstream: &up.config,
         rules: None,
     };
-    let head = super::forward::head(session, &to).ok()?;
+    let head = super::upstream_head::head(session, &to).ok()?;
     let (tx, rx) = mpsc::channel(PIECES);
     let body = !session.is_body_empty();
     if !body {

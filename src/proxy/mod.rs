@@ -3,9 +3,9 @@
 //! into pingora-core's `ServerSession` (HTTP/1 now; the same session type carries HTTP/2 streams),
 //! runs the edge checks, routes, picks a backend with the upstream's balancer, takes an idle
 //! backend connection from [`pool`] (or opens one with pingora-core's `TransportConnector`; an
-//! HTTP/2 upstream gets a stream on a pooled HTTP/2 connection),
-//! forwards the exchange ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and
-//! answers errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
+//! HTTP/2 upstream gets a stream on a pooled HTTP/2 connection), forwards the exchange
+//! ([`forward`]), retries refused/failed attempts on other backends ([`retry`]), and answers
+//! errors itself (404 no route, 502 all attempts failed, 503 no usable backend, 504
 //! backend read timeout).
 //!
 //! The whole request is one straight-line `async fn` (`Proxy::serve`) over one per-request
@@ -23,8 +23,8 @@
 //! [`respond`] (the answers of `respond` routes), [`kafka`] (`kafka` routes: the body produced
 //! to a topic, 202 once acknowledged), [`pool`] (idle backend connections per worker thread),
 //! [`stop`] (waking idle connections when the service stops), [`mirror`] (a route's copies),
-//! [`rewrite`] (a route's header rules), [`wire`] (the common request head written as bytes).
-//! lb's own answers are built by [`crate::edge::answer`].
+//! [`rewrite`] (a route's header rules), [`upstream_head`] (the head a backend gets), [`wire`]
+//! (its common form written as bytes). lb's own answers are built by [`crate::edge::answer`].
 
 pub mod attempt;
 pub mod context;
@@ -41,6 +41,7 @@ pub mod retry;
 pub mod rewrite;
 pub mod route;
 pub mod stop;
+pub mod upstream_head;
 pub mod wire;
 
 use std::sync::Arc;

@@ -9,6 +9,10 @@
 //! HTTP/2 connections are checked too, so those to a backend no request asks for any more (one
 //! a reload removed) close once idle for their upstream's `idle_timeout`.
 //!
+//! An attempt's (or a mirror copy's) HTTP/1 session is made here on a pooled or new connection
+//! ([`h1_connect`]), and its connection comes back when the backend keeps it alive
+//! ([`h1_release`]).
+//!
 //! Like NGINX's upstream keepalive, a pooled connection is checked when it is taken, without a
 //! system call unless the backend sent something: a connection the backend closed (or wrote to
 //! out of turn) reads as ready and is dropped. Connections idle longer than the upstream's
@@ -20,7 +24,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
 use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::Error;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Returns between two sweeps of expired connections.
@@ -102,6 +110,51 @@ fn quiet(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+/// A backend HTTP/1 session on `stream`; response header names keep their spelling only with
+/// `server.preserve_header_case` (otherwise one header map instead of two).
+fn h1_session(
+    stream: pingora_core::protocols::Stream,
+    peer: &HttpPeer,
+    preserve_case: bool,
+) -> Box<H1Upstream> {
+    // Boxed: the session (about 500 bytes) then moves through connect, exchange and release as
+    // a pointer.
+    let mut s = Box::new(H1Upstream::new_with_options(stream, peer));
+    s.set_preserve_header_case(preserve_case);
+    s
+}
+
+/// An HTTP/1 session to the backend `key` at `peer`: on an idle pooled connection (`true`) or a
+/// new one. `(now_ms, idle_ms)`: the time and the upstream's `idle_timeout`.
+pub(super) async fn h1_connect(
+    connector: &TransportConnector,
+    key: u64,
+    peer: &HttpPeer,
+    (now_ms, idle_ms): (u64, u64),
+    preserve_case: bool,
+) -> Result<(Box<H1Upstream>, bool), Box<Error>> {
+    match take(key, now_ms, idle_ms) {
+        Some(s) => Ok((h1_session(s, peer, preserve_case), true)),
+        None => connector
+            .new_stream(peer)
+            .await
+            .map(|s| (h1_session(s, peer, preserve_case), false)),
+    }
+}
+
+/// Returns an exchange's connection to the worker's pool when the backend keeps it alive.
+pub(super) async fn h1_release(
+    mut h1: Box<H1Upstream>,
+    key: u64,
+    (now_ms, idle_ms): (u64, u64),
+    cap: usize,
+) {
+    h1.respect_keepalive();
+    if let Some(stream) = h1.reuse().await {
+        put(key, stream, now_ms, cap, idle_ms);
+    }
 }
 
 /// The worker's HTTP/2 backend connections.

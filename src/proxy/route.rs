@@ -295,7 +295,7 @@ impl Proxy {
                 snapshot,
                 mirror: &m,
                 client: ctx.client,
-                trusted: super::forward::peer_is_trusted(session, &snapshot.config.server),
+                trusted: super::upstream_head::peer_is_trusted(session, &snapshot.config.server),
                 forward_path: ctx.forward_path.as_deref(),
                 content_length: ctx.hardening.content_length(),
             };

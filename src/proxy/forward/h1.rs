@@ -11,7 +11,8 @@ use pingora_core::protocols::http::v1::client::HttpSession as H1Upstream;
 use pingora_core::protocols::http::HttpTask;
 use pingora_error::Result;
 
-use super::{exchange, write_head, Attempt, Head, Leg, LegStep, Piece, Sides};
+use super::{exchange, Attempt, Leg, LegStep, Piece, Sides};
+use crate::proxy::upstream_head::{write_head, Head};
 
 /// Forwards the request over an HTTP/1 backend connection and the response back.
 pub(in crate::proxy) async fn h1(

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use pingora_core::protocols::http::v2::client::Http2Session as H2Upstream;
 use pingora_error::{Error, Result};
 
-use super::{exchange, Attempt, Head, Leg, LegStep, Piece, Sides};
+use super::{exchange, Attempt, Leg, LegStep, Piece, Sides};
+use crate::proxy::upstream_head::Head;
 
 /// Forwards the request as one stream on an HTTP/2 backend connection and the response back,
 /// trailers included (they reach HTTP/2 clients; HTTP/1 has no trailers here, so lb keeps gRPC
