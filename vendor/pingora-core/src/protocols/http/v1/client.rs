@@ -58,7 +58,10 @@ pub struct HttpSession {
     /// request.
     pub write_timeout: Option<Duration>,
     keepalive_timeout: KeepaliveStatus,
-    pub(crate) digest: Box<Digest>,
+    /// Made at the first [`HttpSession::digest`] (lb patch: a session nobody asks for its
+    /// digest, as lb's attempts, no longer builds one per request: a box, a `Vec` of timing
+    /// digests and the socket digest's reference count).
+    digest: std::cell::OnceCell<Box<Digest>>,
     response_header: Option<Box<ResponseHeader>>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
@@ -82,13 +85,6 @@ pub struct HttpSession {
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
         HttpSession {
             underlying_stream: stream,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
@@ -104,7 +100,7 @@ impl HttpSession {
             request_written: None,
             read_timeout: None,
             write_timeout: None,
-            digest,
+            digest: std::cell::OnceCell::new(),
             bytes_sent: 0,
             body_recv: 0,
             upgraded: false,
@@ -959,12 +955,21 @@ impl HttpSession {
     /// For reused connection, the timing in the digest will reflect its initial handshakes
     /// The caller should check if the connection is reused to avoid misuse the timing field.
     pub fn digest(&self) -> &Digest {
-        &self.digest
+        self.digest.get_or_init(|| {
+            let stream = &self.underlying_stream;
+            Box::new(Digest {
+                ssl_digest: stream.get_ssl_digest(),
+                timing_digest: stream.get_timing_digest(),
+                proxy_digest: stream.get_proxy_digest(),
+                socket_digest: stream.get_socket_digest(),
+            })
+        })
     }
 
     /// Return a mutable [Digest] reference for the connection.
     pub fn digest_mut(&mut self) -> &mut Digest {
-        &mut self.digest
+        self.digest();
+        self.digest.get_mut().expect("made by digest()")
     }
 
     /// Return the server (peer) address recorded in the connection digest.
