@@ -1,6 +1,6 @@
 //! The common request's head for an HTTP/1 backend, written straight from the client's head
 //! into the bytes that go out: no copy of the client's header map, no fields inserted into one,
-//! no second serialization. lb's other path ([`super::forward::upstream_head`]: clone, edit,
+//! no second serialization. lb's other path ([`super::upstream_head`]: clone, edit,
 //! serialize) builds every other head, and both give the backend the same fields.
 //!
 //! The common request is an HTTP/1 request in origin form with one `Host`, no `Upgrade`, a

@@ -5,14 +5,16 @@
 //!
 //! Neither direction ever waits for the other (full duplex): a piece of the client's body is
 //! handed to a cancel-safe write, and that write and the reading of the response are polled
-//! together in one future (`step`, `h2_step`), so a backend that answers while it reads a
+//! together in one future ([`Leg::poll_step`]), so a backend that answers while it reads a
 //! large upload — and stops reading while its answer is not taken — is never deadlocked by lb
 //! waiting on one of the two. The backend's read timeout runs only once the request is sent;
 //! until then a stalled client is the client's (`server.body_timeout`, 408).
 //!
-//! The loop is written against pingora-core's `ServerSession` (HTTP/1 today, HTTP/2 streams
-//! through the same calls) and a backend leg that yields `HttpTask`s (head, body, trailers,
-//! end), so an HTTP/2 backend leg is one more `match` arm, not a second loop.
+//! The loop ([`exchange`]) is written once, against pingora-core's `ServerSession` (HTTP/1 and
+//! HTTP/2 clients through the same calls) and a small [`Leg`] trait for the backend side: an
+//! HTTP/1 connection ([`h1`]) or a stream of a shared HTTP/2 connection ([`h2`]), each writing
+//! one body piece at a time and yielding the response as [`Piece`]s (head, body, trailers,
+//! end).
 
 mod h1;
 mod h2;
@@ -55,8 +57,8 @@ impl Attempt {
 }
 
 /// The backend's read timeout (the upstream's `read_timeout`, between two pieces of its
-/// answer), kept by lb: the response read is remade on every poll of [`step`], so pingora's
-/// per-read timer would start again each time. It runs only once the request is sent, as
+/// answer), kept by lb: the response read is remade on every poll of [`Leg::poll_step`], so
+/// pingora's per-read timer would start again each time. It runs only once the request is sent, as
 /// NGINX's `proxy_read_timeout`: a client that stalls its body is the client's fault
 /// (`server.body_timeout` ends it with a 408, nothing counted against the backend, which may
 /// rightly wait for the rest).
