@@ -161,3 +161,41 @@ fn lbs_own_error_answers_carry_no_pingora_fields() {
         r.text()
     );
 }
+
+/// A backend's `Content-Length` frames its answer as RFC 9110 §8.6 (and hyper) decide:
+/// identical duplicates, and a comma list of one value, are that value; values that differ, or
+/// one that is not a number, make the answer unusable (lb's 502), never a misframed body.
+#[test]
+fn backend_content_length_duplicates_are_reconciled_or_refused() {
+    use crate::support::raw::{exchange, scripted_backend};
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let cases: [(&'static [u8], u16, &str); 5] = [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "ok"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2 , 2\r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            502,
+            "",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", 502, ""),
+    ];
+    for (answer, status, body) in cases {
+        let (b, _) = scripted_backend(answer, true);
+        let lb = Lb::start(&single(b.addr));
+        let r = exchange(lb.addr, REQUEST);
+        let shown = String::from_utf8_lossy(answer);
+        assert_eq!(r.status(), Some(status), "{shown:?}: {}", r.text());
+        if status == 200 {
+            assert_eq!(r.body(), body.as_bytes(), "{shown:?}");
+        }
+    }
+}

@@ -283,7 +283,14 @@ impl HttpSession {
     ///
     /// `te` and `cl`: whether the head has `Transfer-Encoding` and `Content-Length` fields, as
     /// noted while it was parsed (lb patch: no lookups of the map for them).
-    fn validate_response(&self, te: bool, cl: bool) -> Result<Option<usize>> {
+    /// `content_length`: the head's `Content-Length` values reconciled as they were parsed
+    /// ([`content_length_fold`]; lb patch).
+    fn validate_response(
+        &self,
+        te: bool,
+        cl: bool,
+        content_length: std::result::Result<Option<u64>, ()>,
+    ) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -298,7 +305,18 @@ impl HttpSession {
         if te || !cl {
             return Ok(None);
         }
-        match content_length_for_framing(&resp_header.headers) {
+        let framing = match content_length {
+            Ok(Some(n)) => usize::try_from(n).map(Some).or_else(|_| {
+                Error::e_explain(
+                    InvalidHTTPHeader,
+                    format!("Content-Length {n} exceeds the platform maximum"),
+                )
+            }),
+            Ok(None) | Err(()) => {
+                Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
+            }
+        };
+        match framing {
             Ok(cl) => Ok(cl),
             Err(e) => {
                 if self.allow_h1_response_invalid_content_length
@@ -404,14 +422,19 @@ impl HttpSession {
                         // lookups of the map afterwards).
                         let mut contains_transfer_encoding = false;
                         let mut contains_content_length = false;
+                        // The `Content-Length` values reconciled as they go by (lb patch: no
+                        // lookup of the map afterwards).
+                        let mut content_length = Ok(None);
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
+                            let value_bytes = header.get_value_bytes(&buf);
                             contains_transfer_encoding |=
                                 header_name.eq_ignore_ascii_case(b"transfer-encoding");
-                            contains_content_length |=
-                                header_name.eq_ignore_ascii_case(b"content-length");
+                            if header_name.eq_ignore_ascii_case(b"content-length") {
+                                contains_content_length = true;
+                                content_length = content_length_fold(content_length, &value_bytes);
+                            }
                             let header_name = header_name.into_case_header_name();
-                            let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
                                 .append_header(header_name, header_value)
@@ -436,6 +459,7 @@ impl HttpSession {
                         match self.validate_response(
                             contains_transfer_encoding,
                             contains_content_length && !contains_transfer_encoding,
+                            content_length,
                         ) {
                             Ok(cl) => self.framing_content_length = cl,
                             Err(e) => return self.fail_response_header_read(e),

@@ -387,6 +387,29 @@ fn content_length_reconcile<'a>(
     content_length
 }
 
+/// [`content_length_reconcile`] one field value at a time, as a head's fields go by (lb
+/// patch): `Ok(None)` before any value, `Ok(Some(n))` while every value so far says `n`,
+/// `Err(())` once one does not (or is not a number), which no later value changes.
+pub(crate) fn content_length_fold(
+    acc: std::result::Result<Option<u64>, ()>,
+    value: &[u8],
+) -> std::result::Result<Option<u64>, ()> {
+    let mut content_length = acc?;
+    // A non-visible-ASCII value can't be a valid Content-Length (`HeaderValue::to_str`'s rule).
+    if !value.iter().all(|&b| (32..127).contains(&b) || b == b'\t') {
+        return Err(());
+    }
+    for v in value.split(|&b| b == b',') {
+        let n = from_digits(v.trim_ascii()).ok_or(())?;
+        match content_length {
+            None => content_length = Some(n),
+            Some(prev) if prev != n => return Err(()),
+            Some(_) => {}
+        }
+    }
+    Ok(content_length)
+}
+
 /// Resolve the framing `Content-Length` of a message following hyper's decode
 /// rules: the reconciled value when valid, an error when a `Content-Length` is
 /// present but cannot be resolved to a single value (conflicting duplicates or
