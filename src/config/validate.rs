@@ -2,8 +2,7 @@
 //! path, nothing panics on bad input.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -24,7 +23,6 @@ mod rate_limit;
 mod route_listen;
 mod split;
 mod tls;
-mod upstream;
 
 pub use admin::ADMIN_PATHS;
 use route_listen::RouteKey;
@@ -106,19 +104,23 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
 }
 
 #[derive(Default)]
-struct Checker {
-    problems: Vec<Problem>,
+pub(in crate::config) struct Checker {
+    pub(in crate::config) problems: Vec<Problem>,
     /// The names under `[rate_limits]` (checked first: upstreams and routes name them).
-    rate_limit_names: Vec<String>,
-    warnings: Vec<Problem>,
+    pub(in crate::config) rate_limit_names: Vec<String>,
+    pub(in crate::config) warnings: Vec<Problem>,
     /// Listening addresses seen so far, with their key paths.
-    listeners: Vec<(String, SocketAddr)>,
+    pub(in crate::config) listeners: Vec<(String, SocketAddr)>,
     /// `[analytics.kafka].brokers`: the brokers of `kafka` routes that name none.
-    analytics_brokers: Option<Vec<String>>,
+    pub(in crate::config) analytics_brokers: Option<Vec<String>>,
 }
 
 impl Checker {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(in crate::config) fn problem(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -127,7 +129,7 @@ impl Checker {
 
     /// `value` as one of `T`'s names (`None`: `default`); an unknown name is a problem at
     /// `path`, worded by `message` from the name, and gives `default`.
-    fn choice<T: Named>(
+    pub(in crate::config) fn choice<T: Named>(
         &mut self,
         path: impl Into<String>,
         value: Option<&str>,
@@ -143,7 +145,7 @@ impl Checker {
         })
     }
 
-    fn warning(&mut self, path: &str, message: impl Into<String>) {
+    pub(in crate::config) fn warning(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(Problem {
             path: path.to_string(),
             message: message.into(),
@@ -151,7 +153,7 @@ impl Checker {
     }
 
     /// Records a listening address, reporting every earlier one it collides with.
-    fn listener(&mut self, path: String, addr: SocketAddr) {
+    pub(in crate::config) fn listener(&mut self, path: String, addr: SocketAddr) {
         let clashes: Vec<String> = self
             .listeners
             .iter()
@@ -168,7 +170,11 @@ impl Checker {
     /// path) and removed, so a single typo does not hide the rest of the table.
     /// Decodes the table at `path`; an unknown key or a value of the wrong type is reported with
     /// its own key path (`server.tls.http2: invalid type: ...`).
-    fn decode<T: DeserializeOwned>(&mut self, path: &str, mut value: Value) -> Option<T> {
+    pub(in crate::config) fn decode<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        mut value: Value,
+    ) -> Option<T> {
         for _ in 0..64 {
             match T::deserialize(value.clone()) {
                 Ok(v) => return Some(v),
@@ -256,39 +262,6 @@ impl Checker {
             rate_limits,
             warnings: Vec::new(),
         })
-    }
-
-    fn resolver(&mut self, r: ResolverFile) -> ResolverConfig {
-        let mut nameservers = Vec::new();
-        for (i, n) in r.nameservers.iter().enumerate() {
-            let parsed = n
-                .parse::<SocketAddr>()
-                .ok()
-                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
-            match parsed {
-                Some(a) => nameservers.push(a),
-                None => self.problem(
-                    format!("resolver.nameservers[{i}]"),
-                    format!("{n:?} is not an IP address with an optional port (\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")"),
-                ),
-            }
-        }
-        if r.nameservers.is_empty() {
-            self.problem(
-                "resolver.nameservers",
-                "must list at least one server (leave [resolver] out to use resolv.conf)",
-            );
-        }
-        let timeout = self.duration(
-            "resolver.timeout",
-            r.timeout.as_deref(),
-            DEFAULT_RESOLVER_TIMEOUT,
-            false,
-        );
-        ResolverConfig {
-            nameservers,
-            timeout,
-        }
     }
 
     fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {
@@ -775,7 +748,14 @@ impl Checker {
         ))
     }
 
-    fn int(&mut self, path: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> i64 {
+    pub(in crate::config) fn int(
+        &mut self,
+        path: &str,
+        v: Option<i64>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> i64 {
         match v {
             None => default,
             Some(n) if n < min => {
@@ -790,7 +770,7 @@ impl Checker {
         }
     }
 
-    fn duration(
+    pub(in crate::config) fn duration(
         &mut self,
         path: &str,
         v: Option<&str>,
@@ -811,7 +791,7 @@ impl Checker {
         }
     }
 
-    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+    pub(in crate::config) fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -819,35 +799,6 @@ impl Checker {
                     path,
                     format!("invalid address {text:?} (expected ip:port, e.g. \"127.0.0.1:8080\")"),
                 );
-                None
-            }
-        }
-    }
-
-    fn resolve(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
-        if let Ok(a) = text.parse() {
-            return Some(a);
-        }
-        let has_port = text
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        if !has_port {
-            self.problem(
-                path,
-                format!("invalid address {text:?} (expected host:port or ip:port)"),
-            );
-            return None;
-        }
-        match text.to_socket_addrs() {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => Some(a),
-                None => {
-                    self.problem(path, format!("{text:?} resolved to no address"));
-                    None
-                }
-            },
-            Err(e) => {
-                self.problem(path, format!("cannot resolve {text:?}: {e}"));
                 None
             }
         }
@@ -888,11 +839,11 @@ fn check_route_host(h: &str) -> Result<(), String> {
     ))
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(in crate::config) fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub(in crate::config) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
@@ -916,7 +867,7 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
 
 /// Every problem `text` has, as `path: message` (none when it parses): for the sections' tests.
 #[cfg(test)]
-pub(crate) fn problems_of(text: &str) -> Vec<String> {
+pub(in crate::config) fn problems_of(text: &str) -> Vec<String> {
     match crate::config::parse(text) {
         Ok(_) => Vec::new(),
         Err(ps) => ps

@@ -24,7 +24,7 @@ pub const ADMIN_PATHS: &[&str] = &[
 const SHORT_TOKEN: usize = 16;
 
 impl Checker {
-    pub(super) fn admin(&mut self, a: AdminFile) -> Option<AdminSettings> {
+    pub(in crate::config) fn admin(&mut self, a: AdminFile) -> Option<AdminSettings> {
         let listen = self.socket_addr("admin.listen", &a.listen)?;
         self.listener("admin.listen".into(), listen);
         let token = a.token_file.as_deref().and_then(|f| self.token_file(f));
@@ -175,7 +175,12 @@ impl Checker {
     }
 
     /// Loads `cert`/`key` for the table at `path`, reporting problems at `PATH.cert`/`PATH.key`.
-    pub(super) fn certificate(&mut self, path: &str, cert: &str, key: &str) -> Option<Certificate> {
+    pub(in crate::config) fn certificate(
+        &mut self,
+        path: &str,
+        cert: &str,
+        key: &str,
+    ) -> Option<Certificate> {
         let (loaded, errors) = self.load_certificate(path, cert, key);
         self.problems.extend(errors);
         loaded
@@ -184,7 +189,7 @@ impl Checker {
     /// Loads `cert`/`key` for the table at `path`: reports its warnings at `PATH.cert`/`PATH.key`
     /// and returns its errors (the certificate is `None` when there are any), for the caller to
     /// report as problems or, when other certificates can serve, as warnings.
-    pub(super) fn load_certificate(
+    pub(in crate::config) fn load_certificate(
         &mut self,
         path: &str,
         cert: &str,

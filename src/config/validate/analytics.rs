@@ -5,7 +5,7 @@ use super::*;
 
 impl Checker {
     /// A Kafka broker list (`[analytics.kafka]`, `routes[i].kafka`): at least one `host:port`.
-    pub(super) fn brokers(&mut self, path: &str, brokers: &[String]) {
+    pub(in crate::config) fn brokers(&mut self, path: &str, brokers: &[String]) {
         if brokers.is_empty() {
             self.problem(path, "must list at least one broker (\"host:port\")");
         }
@@ -23,7 +23,7 @@ impl Checker {
     }
 
     /// A topic name Kafka accepts.
-    pub(super) fn topic(&mut self, path: &str, topic: &str) {
+    pub(in crate::config) fn topic(&mut self, path: &str, topic: &str) {
         let legal = !topic.is_empty()
             && topic.len() <= 249
             && topic != "."
@@ -42,7 +42,7 @@ impl Checker {
         }
     }
 
-    pub(super) fn analytics(&mut self, a: AnalyticsFile) -> AnalyticsConfig {
+    pub(in crate::config) fn analytics(&mut self, a: AnalyticsFile) -> AnalyticsConfig {
         let d = AnalyticsConfig::default();
         let history = self.duration("analytics.history", a.history.as_deref(), d.history, true);
         let history_max_memory = match &a.history_max_memory {

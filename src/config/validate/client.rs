@@ -4,7 +4,7 @@
 use super::*;
 
 impl Checker {
-    pub(super) fn real_ip(
+    pub(in crate::config) fn real_ip(
         &mut self,
         from: Vec<String>,
         header: Option<String>,
@@ -39,7 +39,7 @@ impl Checker {
     }
 
     /// `allow CIDR`, `deny CIDR`, `allow all`, `deny all`, in order.
-    pub(super) fn access(&mut self, path: &str, lines: Vec<String>) -> Vec<AccessRule> {
+    pub(in crate::config) fn access(&mut self, path: &str, lines: Vec<String>) -> Vec<AccessRule> {
         let mut rules = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             let mut words = line.split_whitespace();

@@ -7,7 +7,7 @@ use crate::config::headers::{rule_name, AddedHeader, HeaderRule, ResponseHeaders
 
 impl Checker {
     /// A `set_request_headers` table: names and values (templates).
-    pub(super) fn header_rules(
+    pub(in crate::config) fn header_rules(
         &mut self,
         path: &str,
         table: Option<BTreeMap<String, String>>,
@@ -32,7 +32,7 @@ impl Checker {
 
     /// `add_response_headers`, each entry `always` when it says so or, by default,
     /// `add_response_headers_always` (which needs the table).
-    pub(super) fn response_headers(
+    pub(in crate::config) fn response_headers(
         &mut self,
         path: &str,
         table: Option<BTreeMap<String, AddHeaderFile>>,
@@ -65,7 +65,7 @@ impl Checker {
     }
 
     /// The keys of a `respond` route that only mean something for proxied requests.
-    pub(super) fn proxied_only(&mut self, path: &str, r: &RouteFile) {
+    pub(in crate::config) fn proxied_only(&mut self, path: &str, r: &RouteFile) {
         let set = [
             ("set_request_headers", r.set_request_headers.is_some()),
             ("add_response_headers", r.add_response_headers.is_some()),
@@ -81,7 +81,7 @@ impl Checker {
     }
 
     /// A route's `connect_timeout`, `read_timeout` and `write_timeout`.
-    pub(super) fn route_timeouts(&mut self, path: &str, r: &RouteFile) -> RouteTimeouts {
+    pub(in crate::config) fn route_timeouts(&mut self, path: &str, r: &RouteFile) -> RouteTimeouts {
         let mut one = |key: &str, v: &Option<String>| {
             let v = v.as_deref()?;
             Some(self.duration(&join(path, key), Some(v), Duration::ZERO, false))
@@ -95,7 +95,11 @@ impl Checker {
     }
 
     /// A route's `max_body_bytes`: `0` is no limit (NGINX's `client_max_body_size 0`).
-    pub(super) fn route_body_limit(&mut self, path: &str, v: Option<i64>) -> Option<u64> {
+    pub(in crate::config) fn route_body_limit(
+        &mut self,
+        path: &str,
+        v: Option<i64>,
+    ) -> Option<u64> {
         let n = self.int(&join(path, "max_body_bytes"), Some(v?), 0, i64::MAX, 0);
         Some(if n == 0 { u64::MAX } else { n as u64 })
     }

@@ -11,7 +11,11 @@ const MAX_KAFKA_ROUTE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Checker {
     /// `routes[i].kafka` (a route with it has neither `upstream` nor `respond`).
-    pub(super) fn kafka_route(&mut self, path: &str, r: &RouteFile) -> Option<RouteTarget> {
+    pub(in crate::config) fn kafka_route(
+        &mut self,
+        path: &str,
+        r: &RouteFile,
+    ) -> Option<RouteTarget> {
         let k = r.kafka.clone()?;
         let before = self.problems.len();
         for (key, set) in [

@@ -12,7 +12,7 @@ const DEFAULT_MIRROR_IN_FLIGHT: i64 = 64;
 
 impl Checker {
     /// `routes[i].mirror`, or `None` (after reporting why) when it is unusable.
-    pub(super) fn route_mirror(
+    pub(in crate::config) fn route_mirror(
         &mut self,
         path: &str,
         m: Option<MirrorFile>,

@@ -1,14 +1,14 @@
 //! Validation of `[rate_limits.NAME]` and of the `rate_limits` lists of upstreams and routes
 //! that name them, each problem reported with its key path.
 
-use super::upstream::{parse_key, KEY_NAMES};
 use super::*;
+use crate::config::upstream::{parse_key, KEY_NAMES};
 
 /// The fastest `rate` accepted, per second.
 const MAX_RATE: u64 = 10_000_000;
 
 impl Checker {
-    pub(super) fn rate_limits(&mut self, value: Option<Value>) -> Vec<RateLimitConfig> {
+    pub(in crate::config) fn rate_limits(&mut self, value: Option<Value>) -> Vec<RateLimitConfig> {
         let table = match value {
             None => return Vec::new(),
             Some(Value::Table(t)) => t,
@@ -131,7 +131,7 @@ impl Checker {
     }
 
     /// An upstream's or a route's `rate_limits`: names defined under `[rate_limits]`, each once.
-    pub(super) fn rate_limit_names(
+    pub(in crate::config) fn rate_limit_names(
         &mut self,
         path: &str,
         names: Option<Vec<String>>,

@@ -9,7 +9,7 @@ use super::{join, Checker};
 use crate::config::Scheme;
 
 /// What makes two routes the same route: host, path, and where they apply.
-pub(super) struct RouteKey {
+pub(in crate::config) struct RouteKey {
     pub host: Option<String>,
     pub path: String,
     pub scheme: Option<Scheme>,
@@ -34,7 +34,7 @@ impl RouteKey {
 impl Checker {
     /// `routes[i].listen`: one address or a list, each one of `server.listen` or
     /// `server.tls.listen` (as written there: `0.0.0.0:80` is not `127.0.0.1:80`).
-    pub(super) fn route_listen(
+    pub(in crate::config) fn route_listen(
         &mut self,
         route: &str,
         value: Option<Value>,

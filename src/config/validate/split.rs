@@ -5,15 +5,20 @@ use std::time::Duration;
 
 use toml::Value;
 
-use super::upstream::{parse_key, KEY_NAMES};
 use super::{join, Checker};
 use crate::config::file::{FaultFile, RouteFile, SplitFile};
 use crate::config::split::*;
+use crate::config::upstream::{parse_key, KEY_NAMES};
 use crate::config::{HashKey, UpstreamConfig};
 
 impl Checker {
     /// `upstream = NAME` must name a configured upstream.
-    pub(super) fn known_upstream(&mut self, path: &str, name: &str, upstreams: &[UpstreamConfig]) {
+    pub(in crate::config) fn known_upstream(
+        &mut self,
+        path: &str,
+        name: &str,
+        upstreams: &[UpstreamConfig],
+    ) {
         if !upstreams.iter().any(|up| up.name == *name) {
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             self.problem(
@@ -25,7 +30,7 @@ impl Checker {
 
     /// A route's `split` and `split_by`. Entries in file order; the percentages add up to 100,
     /// or a last entry without `percent` takes the rest (NGINX's `*`).
-    pub(super) fn split(
+    pub(in crate::config) fn split(
         &mut self,
         path: &str,
         r: &RouteFile,
@@ -144,7 +149,7 @@ impl Checker {
     }
 
     /// A route's `fault`; a warning while one is configured (faults are for tests and drills).
-    pub(super) fn fault(&mut self, path: &str, value: Option<Value>) -> Option<Fault> {
+    pub(in crate::config) fn fault(&mut self, path: &str, value: Option<Value>) -> Option<Fault> {
         let path = join(path, "fault");
         let f = self.decode::<FaultFile>(&path, value?)?;
         let before = self.problems.len();

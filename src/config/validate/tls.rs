@@ -8,7 +8,7 @@ use super::*;
 use crate::tls::Certificate;
 
 impl Checker {
-    pub(super) fn server_tls(&mut self, t: ServerTlsFile) -> Option<ServerTls> {
+    pub(in crate::config) fn server_tls(&mut self, t: ServerTlsFile) -> Option<ServerTls> {
         let (listen, proxy_protocol) = self.listeners("server.tls.listen", t.listen);
         let version = t.min_version.as_deref();
         let min_version = self.choice("server.tls.min_version", version, TlsVersion::V1_2, |n| {

@@ -1,12 +1,17 @@
 //! `[upstreams.NAME]` and `[resolver]`: backends, how one is chosen, health checks, passive
 //! ejection, DNS discovery and the backend leg (protocol, TLS, `Host`) — the runtime types and
-//! their defaults.
+//! their defaults. The file structs are in `file`, their checks in `check`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::headers;
+
+mod check;
+pub(in crate::config) mod file;
+
+pub(in crate::config) use check::{parse_key, KEY_NAMES};
 
 /// Default `upstreams.*.connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

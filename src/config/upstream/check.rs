@@ -1,10 +1,19 @@
 //! Validation of `[upstreams.*]`: strategy, backends, timeouts, retries, `health_check` and
-//! `passive`, each problem reported with its key path.
+//! `passive`, and of `[resolver]`, each problem reported with its key path.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use toml::Value;
+
+use super::file::*;
+use crate::config::validate::{join, Checker};
+use crate::config::*;
 
 impl Checker {
-    pub(super) fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {
+    pub(in crate::config) fn upstreams(&mut self, value: Option<Value>) -> Vec<UpstreamConfig> {
         let table = match value {
             None => {
                 self.problem("upstreams", "at least one upstream is required");
@@ -524,6 +533,68 @@ impl Checker {
             ),
         }
     }
+
+    pub(in crate::config) fn resolver(&mut self, r: ResolverFile) -> ResolverConfig {
+        let mut nameservers = Vec::new();
+        for (i, n) in r.nameservers.iter().enumerate() {
+            let parsed = n
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+            match parsed {
+                Some(a) => nameservers.push(a),
+                None => self.problem(
+                    format!("resolver.nameservers[{i}]"),
+                    format!("{n:?} is not an IP address with an optional port (\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")"),
+                ),
+            }
+        }
+        if r.nameservers.is_empty() {
+            self.problem(
+                "resolver.nameservers",
+                "must list at least one server (leave [resolver] out to use resolv.conf)",
+            );
+        }
+        let timeout = self.duration(
+            "resolver.timeout",
+            r.timeout.as_deref(),
+            DEFAULT_RESOLVER_TIMEOUT,
+            false,
+        );
+        ResolverConfig {
+            nameservers,
+            timeout,
+        }
+    }
+
+    fn resolve(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        if let Ok(a) = text.parse() {
+            return Some(a);
+        }
+        let has_port = text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !has_port {
+            self.problem(
+                path,
+                format!("invalid address {text:?} (expected host:port or ip:port)"),
+            );
+            return None;
+        }
+        match text.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => Some(a),
+                None => {
+                    self.problem(path, format!("{text:?} resolved to no address"));
+                    None
+                }
+            },
+            Err(e) => {
+                self.problem(path, format!("cannot resolve {text:?}: {e}"));
+                None
+            }
+        }
+    }
 }
 
 /// `_service._proto.name`: two underscore labels, then at least one more label.
@@ -544,11 +615,11 @@ fn is_srv_name(name: &str) -> bool {
 }
 
 /// The forms of a request key (`hash_key`, `rate_limits.X.key`).
-pub(super) const KEY_NAMES: &str =
+pub(in crate::config) const KEY_NAMES: &str =
     "\"client_ip\", \"uri\", \"path\", \"header:NAME\" or \"cookie:NAME\"";
 
 /// A request key: `client_ip`, `uri`, `path`, `header:NAME` or `cookie:NAME`.
-pub(super) fn parse_key(value: &str) -> Option<HashKey> {
+pub(in crate::config) fn parse_key(value: &str) -> Option<HashKey> {
     let token = |n: &str| {
         !n.is_empty()
             && n.bytes()
