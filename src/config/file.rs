@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub(in crate::config) use super::admin::file::*;
+pub(in crate::config) use super::analytics::file::*;
 pub(in crate::config) use super::upstream::file::*;
 
 #[derive(Debug, Deserialize, Default)]
@@ -61,17 +63,6 @@ pub struct ServerTlsFile {
     pub http2: Option<bool>,
     pub min_version: Option<String>,
     pub reject_unknown_sni: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminFile {
-    pub listen: String,
-    pub token_file: Option<String>,
-    pub public: Option<Vec<String>>,
-    pub allow: Option<Vec<String>>,
-    pub hosts: Option<Vec<String>>,
-    pub tls: Option<CertFile>,
 }
 
 /// A certificate and its key (`[admin.tls]`, the entries of `server.tls.certificates`).
@@ -174,41 +165,4 @@ pub struct FaultFile {
     pub abort_grpc_status: Option<i64>,
     pub abort_percent: Option<toml::Value>,
     pub header: Option<String>,
-}
-
-/// `[rate_limits.NAME]`: NGINX's `limit_req_zone` and `limit_req` in one table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitFile {
-    pub key: Option<String>,
-    pub rate: Option<String>,
-    pub burst: Option<i64>,
-    pub delay: Option<i64>,
-    pub nodelay: Option<bool>,
-    pub status: Option<i64>,
-    pub max_keys: Option<i64>,
-    pub dry_run: Option<bool>,
-}
-
-/// `[analytics]`: the per-second history and the Kafka stream.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyticsFile {
-    pub history: Option<String>,
-    pub history_max_memory: Option<toml::Value>,
-    pub kafka: Option<KafkaFile>,
-}
-
-/// `[analytics.kafka]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaFile {
-    #[serde(default)]
-    pub brokers: Vec<String>,
-    pub topic: Option<String>,
-    pub records: Option<Vec<String>>,
-    pub compression: Option<String>,
-    pub acks: Option<String>,
-    pub queue: Option<i64>,
-    pub linger: Option<String>,
 }

@@ -44,7 +44,7 @@ pub use rate_limit::*;
 pub use route::*;
 pub use server::*;
 pub use upstream::*;
-pub use validate::{ADMIN_PATHS, MAX_WEIGHT};
+pub use validate::MAX_WEIGHT;
 
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]

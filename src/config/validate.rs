@@ -11,20 +11,17 @@ use toml::Value;
 use super::file::*;
 use super::*;
 
-mod admin;
-mod analytics;
 #[cfg(test)]
 mod balancing_tests;
 mod client;
 mod headers;
 mod kafka_route;
 mod mirror;
-mod rate_limit;
+
 mod route_listen;
 mod split;
 mod tls;
 
-pub use admin::ADMIN_PATHS;
 use route_listen::RouteKey;
 
 /// Largest accepted backend weight.

@@ -1,6 +1,9 @@
 //! `[upstreams.NAME]` and `[resolver]`: backends, how one is chosen, health checks, passive
 //! ejection, DNS discovery and the backend leg (protocol, TLS, `Host`) — the runtime types and
-//! their defaults. The file structs are in `file`, their checks in `check`.
+//! their defaults.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;

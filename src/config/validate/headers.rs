@@ -113,7 +113,7 @@ mod tests {
     const UP: &str =
         "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n";
 
-    use super::super::problems_of as problems;
+    use crate::config::validate::problems_of as problems;
 
     #[test]
     fn header_rules_parse_into_templates() {

@@ -180,7 +180,7 @@ mod tests {
         "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n";
 
     fn problems(rest: &str) -> Vec<String> {
-        super::super::problems_of(&format!("{TOP}\n{rest}"))
+        crate::config::validate::problems_of(&format!("{TOP}\n{rest}"))
     }
 
     fn has(p: &[String], want: &str) {

@@ -77,7 +77,7 @@ mod tests {
     const UPS: &str = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[upstreams.a]\nbackends = [\"127.0.0.1:1\"]\n\n[upstreams.shadow]\nbackends = [\"127.0.0.1:2\"]\n\n[upstreams.h2]\nbackends = [\"127.0.0.1:3\"]\nprotocol = \"http2\"\n";
 
     fn problems(routes: &str) -> Vec<String> {
-        super::super::problems_of(&format!("{UPS}\n{routes}"))
+        crate::config::validate::problems_of(&format!("{UPS}\n{routes}"))
     }
 
     #[test]

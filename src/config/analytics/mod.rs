@@ -1,7 +1,13 @@
 //! `[analytics]`: the per-second history and the Kafka stream of `[analytics.kafka]` — the
 //! runtime types and their defaults.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use std::time::Duration;
+
+mod check;
+pub(in crate::config) mod file;
 
 /// Default `analytics.history`: how much per-second history lb keeps.
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(3600);

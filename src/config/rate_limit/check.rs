@@ -1,8 +1,14 @@
 //! Validation of `[rate_limits.NAME]` and of the `rate_limits` lists of upstreams and routes
 //! that name them, each problem reported with its key path.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use toml::Value;
+
+use super::file::*;
 use crate::config::upstream::{parse_key, KEY_NAMES};
+use crate::config::validate::{join, Checker};
+use crate::config::*;
 
 /// The fastest `rate` accepted, per second.
 const MAX_RATE: u64 = 10_000_000;
@@ -175,7 +181,7 @@ fn parse_rate(s: &str) -> Option<u64> {
 mod tests {
     use crate::config::parse;
 
-    use super::super::problems_of as problems;
+    use crate::config::validate::problems_of as problems;
 
     const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
 

@@ -1,6 +1,12 @@
 //! `[rate_limits.NAME]`: NGINX's `limit_req` zones — the runtime type and its defaults.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use super::HashKey;
+
+mod check;
+pub(in crate::config) mod file;
 
 /// Default `rate_limits.X.status`: 429 Too Many Requests (NGINX's `limit_req_status` default
 /// is 503; the importer carries NGINX's).

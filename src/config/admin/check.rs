@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::*;
+use super::file::*;
+use crate::config::validate::{join, parse_cidr, Checker};
+use crate::config::*;
 use crate::tls::{CertPart, Certificate};
 
 /// The admin listener's endpoints (kept in step with [`crate::admin`]'s routes; `--check` warns

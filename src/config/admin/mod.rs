@@ -1,9 +1,17 @@
 //! `[admin]`: the admin listener's address, token, public paths, client networks, host names
 //! and TLS — the runtime types, their defaults and the `lb --check` line.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+mod check;
+pub(in crate::config) mod file;
+
+pub use check::ADMIN_PATHS;
 
 use super::Cidr;
 

@@ -1,7 +1,11 @@
 //! Validation of `[analytics]` (history) and `[analytics.kafka]` (the stream), each problem
 //! reported with its key path.
 
-use super::*;
+use toml::Value;
+
+use super::file::*;
+use crate::config::validate::{join, Checker};
+use crate::config::*;
 
 impl Checker {
     /// A Kafka broker list (`[analytics.kafka]`, `routes[i].kafka`): at least one `host:port`.
@@ -172,6 +176,8 @@ fn parse_size(v: &Value) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn problems(body: &str) -> Vec<String> {
