@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::file::CertFile;
+use crate::config::server::file::CertFile;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,9 @@
 //! name, unreadable, ...) is an error only when no certificate at all is usable; otherwise its
 //! problems are warnings, it is left out and the others are served.
 
-use super::*;
+use super::file::*;
+use crate::config::validate::Checker;
+use crate::config::*;
 use crate::tls::Certificate;
 
 impl Checker {

@@ -1,9 +1,11 @@
 //! Who the client is and whether it may ask: `server.real_ip_from` / `real_ip_header` /
 //! `real_ip_recursive` (NGINX's realip module) and a route's `access` list (NGINX's
 //! `allow`/`deny`). Pure types and their evaluation; the request path reads them from the
-//! snapshot.
+//! snapshot. The checks of these keys are in `check`.
 
 use std::net::IpAddr;
+
+mod check;
 
 use super::Cidr;
 

@@ -1,7 +1,8 @@
 //! Validation of the client-address settings (`server.real_ip_*`) and of a route's `access`
 //! list, each problem with its key path.
 
-use super::*;
+use crate::config::validate::{parse_cidr, Checker};
+use crate::config::*;
 
 impl Checker {
     pub(in crate::config) fn real_ip(

@@ -1,10 +1,16 @@
 //! `[server]`: the listeners, their TLS, client-side limits and timeouts, path handling and
-//! logging — the runtime types and their defaults (`config::validate` checks the file's keys
-//! and builds them).
+//! logging — the runtime types and their defaults.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check` (`[server.tls]` in `tls`), on the shared machinery of `config::validate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod check;
+pub(in crate::config) mod file;
+mod tls;
 
 use super::{Cidr, RealIp};
 
