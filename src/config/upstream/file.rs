@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::file::AddHeaderFile;
+use crate::config::headers::file::AddHeaderFile;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

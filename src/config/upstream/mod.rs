@@ -16,6 +16,8 @@ pub(in crate::config) mod file;
 
 pub(in crate::config) use check::{parse_key, KEY_NAMES};
 
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: i64 = 10_000;
 /// Default `upstreams.*.connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default `upstreams.*.read_timeout`.

@@ -2,8 +2,9 @@
 //! the share copied, the body size and in-flight bounds, each problem reported with its key
 //! path.
 
-use super::*;
-use crate::config::file::MirrorFile;
+use super::file::MirrorFile;
+use crate::config::validate::{join, Checker};
+use crate::config::*;
 
 /// Default `max_body_bytes` of a mirror: bodies up to 1 MiB are copied.
 const DEFAULT_MIRROR_BODY: i64 = 1 << 20;

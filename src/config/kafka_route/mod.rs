@@ -1,8 +1,14 @@
 //! The runtime form of `routes[i].kafka` (async routes, HTTP → Kafka): where a route's request
 //! bodies are produced, with which key and record headers, and how long lb waits for the broker's
 //! acknowledgement before it answers.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use std::time::Duration;
+
+mod check;
+pub(in crate::config) mod file;
 
 use super::KafkaAcks;
 

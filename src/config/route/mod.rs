@@ -1,9 +1,18 @@
 //! `[[routes]]`: how a route matches (host, path, scheme, listener) and what it does with its
 //! requests (an upstream, a split, an answer of lb's own, a Kafka topic), with its own
 //! timeouts, header rules, limits, mirror and fault — the runtime types.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check` (a route's `listen` in `listen`, its `mirror` in `mirror`), on the shared
+//! machinery of `config::validate`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+mod check;
+pub(in crate::config) mod file;
+mod listen;
+mod mirror;
 
 use super::{headers, kafka_route, respond, split, AccessRule};
 

@@ -2,9 +2,11 @@
 //! route's own or `[analytics.kafka]`'s), key source, record headers, acks, timeout, body bound
 //! and methods, each problem reported with its key path.
 
-use super::*;
-use crate::config::file::KafkaRouteFile;
+use super::file::KafkaRouteFile;
 use crate::config::kafka_route::*;
+use crate::config::route::file::RouteFile;
+use crate::config::validate::{join, Checker};
+use crate::config::*;
 
 /// Longest accepted `timeout` (librdkafka's `message.timeout.ms` must fit; a client waits this).
 const MAX_KAFKA_ROUTE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use toml::Value;
 
-use super::{join, Checker};
+use crate::config::validate::{join, Checker};
 use crate::config::Scheme;
 
 /// What makes two routes the same route: host, path, and where they apply.

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use toml::Value;
 
-use super::{join, Checker};
-use crate::config::file::{FaultFile, RouteFile, SplitFile};
+use super::file::{FaultFile, SplitFile};
+use crate::config::route::file::RouteFile;
 use crate::config::split::*;
 use crate::config::upstream::{parse_key, KEY_NAMES};
+use crate::config::validate::{join, Checker};
 use crate::config::{HashKey, UpstreamConfig};
 
 impl Checker {

@@ -1,9 +1,12 @@
 //! Validation of the header rules (`set_request_headers`, `add_response_headers`,
-//! `add_response_headers_always`) of upstreams and routes, and of a route's own timeouts and
-//! body limit, each problem reported with its key path.
+//! `add_response_headers_always`) of upstreams and routes, each problem reported with its key
+//! path.
 
-use super::*;
-use crate::config::headers::{rule_name, AddedHeader, HeaderRule, ResponseHeaders, Template};
+use std::collections::BTreeMap;
+
+use super::file::*;
+use super::{rule_name, AddedHeader, HeaderRule, ResponseHeaders, Template};
+use crate::config::validate::{join, Checker};
 
 impl Checker {
     /// A `set_request_headers` table: names and values (templates).
@@ -62,46 +65,6 @@ impl Checker {
             }
         }
         Some(ResponseHeaders { headers })
-    }
-
-    /// The keys of a `respond` route that only mean something for proxied requests.
-    pub(in crate::config) fn proxied_only(&mut self, path: &str, r: &RouteFile) {
-        let set = [
-            ("set_request_headers", r.set_request_headers.is_some()),
-            ("add_response_headers", r.add_response_headers.is_some()),
-            ("connect_timeout", r.connect_timeout.is_some()),
-            ("read_timeout", r.read_timeout.is_some()),
-            ("write_timeout", r.write_timeout.is_some()),
-            ("mirror", r.mirror.is_some()),
-            ("fault", r.fault.is_some()),
-        ];
-        for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
-            self.problem(join(path, key), "only applies to routes with an upstream");
-        }
-    }
-
-    /// A route's `connect_timeout`, `read_timeout` and `write_timeout`.
-    pub(in crate::config) fn route_timeouts(&mut self, path: &str, r: &RouteFile) -> RouteTimeouts {
-        let mut one = |key: &str, v: &Option<String>| {
-            let v = v.as_deref()?;
-            Some(self.duration(&join(path, key), Some(v), Duration::ZERO, false))
-                .filter(|d| !d.is_zero())
-        };
-        RouteTimeouts {
-            connect: one("connect_timeout", &r.connect_timeout),
-            read: one("read_timeout", &r.read_timeout),
-            write: one("write_timeout", &r.write_timeout),
-        }
-    }
-
-    /// A route's `max_body_bytes`: `0` is no limit (NGINX's `client_max_body_size 0`).
-    pub(in crate::config) fn route_body_limit(
-        &mut self,
-        path: &str,
-        v: Option<i64>,
-    ) -> Option<u64> {
-        let n = self.int(&join(path, "max_body_bytes"), Some(v?), 0, i64::MAX, 0);
-        Some(if n == 0 { u64::MAX } else { n as u64 })
     }
 }
 

@@ -2,8 +2,14 @@
 //! `proxy_set_header`) and `add_response_headers` (NGINX's `add_header`), their values parsed
 //! once, at load time, into a [`Template`] of literal pieces and [`Var`]s that the request path
 //! renders without parsing anything.
+//!
+//! The file form of an `add_response_headers` entry is in `file`, the checks that turn the tables
+//! into these types in `check`, on the shared machinery of `config::validate`.
 
 use http::header::{HeaderName, HeaderValue};
+
+mod check;
+pub(in crate::config) mod file;
 
 use super::respond::{tokens, Token};
 

@@ -1,8 +1,14 @@
 //! `routes[i].split` (a target of several upstreams by share, NGINX's `split_clients`) and
 //! `routes[i].fault` (delays and aborts injected into a share of requests, Envoy's fault
 //! filter): their validated forms. Both are route settings, so a reload changes them.
+//!
+//! The file structs (serde, as written) are in `file`, the checks that turn them into these
+//! types in `check`, on the shared machinery of `config::validate`.
 
 use std::time::Duration;
+
+mod check;
+pub(in crate::config) mod file;
 
 use super::HashKey;
 

@@ -1,0 +1,401 @@
+//! Validation of `[[routes]]`: what a route matches (host, path, scheme, listeners), what it
+//! does (proxies to an upstream or a split, answers itself, produces to Kafka) and its own
+//! settings, each problem with its key path. Its `listen` is checked in [`super::listen`], its
+//! `mirror` in [`super::mirror`]; `split`, `fault`, `kafka` and the header rules in their own
+//! sections' checks.
+
+use std::time::Duration;
+
+use toml::Value;
+
+use super::file::*;
+use super::listen::RouteKey;
+use crate::config::validate::{join, Checker};
+use crate::config::*;
+
+impl Checker {
+    pub(in crate::config) fn routes(
+        &mut self,
+        value: Option<Value>,
+        upstreams: &[UpstreamConfig],
+    ) -> Vec<RouteConfig> {
+        let items = match value {
+            None => return Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                self.problem("routes", "must be an array of tables ([[routes]])");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        let mut seen: Vec<RouteKey> = Vec::new();
+        for (i, v) in items.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some(mut r) = self.decode::<RouteFile>(&path, v) else {
+                continue;
+            };
+            let target = self.route_target(&path, &r, upstreams);
+            // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
+            let responds = (r.respond.is_some() || r.kafka.is_some())
+                && r.upstream.is_none()
+                && r.split.is_none();
+            let host = r.host.as_deref().map(str::to_ascii_lowercase);
+            if let Some(h) = &host {
+                if let Err(m) = check_route_host(h) {
+                    self.problem(join(&path, "host"), m);
+                }
+            }
+            let Some(matcher) = self.path_match(&path, &r) else {
+                continue;
+            };
+            let skip_regex = r.skip_regex.unwrap_or(false);
+            let is_prefix = matches!(matcher, PathMatch::Prefix(_));
+            if skip_regex && !is_prefix {
+                self.problem(
+                    join(&path, "skip_regex"),
+                    "only applies to path_prefix routes (NGINX `^~`)",
+                );
+            }
+            if let Some(rp) = &r.replace_prefix {
+                if responds {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "only applies to routes with an upstream",
+                    );
+                } else if !is_prefix {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
+                         inside regex and exact locations too)",
+                    );
+                } else if !rp.starts_with('/') {
+                    self.problem(join(&path, "replace_prefix"), "must start with '/'");
+                } else if http::uri::PathAndQuery::try_from(rp.as_str()).is_err()
+                    || rp.contains('?')
+                {
+                    self.problem(
+                        join(&path, "replace_prefix"),
+                        "must be a valid path (no query, no spaces)",
+                    );
+                }
+            }
+            let scheme = r.scheme.as_deref().and_then(|name| {
+                let scheme = Scheme::parse(name);
+                if scheme.is_none() {
+                    let msg = format!("expected {}, got {name:?}", Scheme::names());
+                    self.problem(join(&path, "scheme"), msg);
+                }
+                scheme
+            });
+            let listen = self.route_listen(&path, r.listen.take(), scheme);
+            // Routes for different schemes or listeners do not clash.
+            let key = RouteKey {
+                host: host.clone(),
+                path: matcher.describe(),
+                scheme,
+                listen: listen.clone(),
+            };
+            if seen.iter().any(|k| k.clashes(&key)) {
+                self.problem(
+                    &path,
+                    format!(
+                        "duplicate route: same host and {} as an earlier route",
+                        matcher.describe()
+                    ),
+                );
+            }
+            seen.push(key);
+            if r.rate_limits.is_some() && responds {
+                self.problem(
+                    join(&path, "rate_limits"),
+                    "only applies to routes with an upstream (as in NGINX, where `return` \
+                     answers before `limit_req`)",
+                );
+            }
+            if responds {
+                self.proxied_only(&path, &r);
+            }
+            let timeouts = self.route_timeouts(&path, &r);
+            let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
+            let set_request_headers =
+                self.header_rules(&join(&path, "set_request_headers"), r.set_request_headers);
+            let add_response_headers =
+                self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
+            let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
+            let access = r.access.map(|a| self.access(&join(&path, "access"), a));
+            let mirror = self.route_mirror(&path, r.mirror.take(), upstreams);
+            let fault = if responds {
+                None
+            } else {
+                self.fault(&path, r.fault)
+            };
+            let Some(target) = target else {
+                continue;
+            };
+            out.push(RouteConfig {
+                host,
+                path: matcher,
+                skip_regex,
+                replace_prefix: r.replace_prefix,
+                rate_limits,
+                access,
+                scheme,
+                listen,
+                target,
+                set_request_headers,
+                add_response_headers,
+                timeouts,
+                max_body_bytes,
+                mirror,
+                fault,
+            });
+        }
+        out
+    }
+
+    /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
+    /// `upstream`, or `respond` with its `body` or `location`, or `kafka`: exactly one.
+    fn route_target(
+        &mut self,
+        path: &str,
+        r: &RouteFile,
+        upstreams: &[UpstreamConfig],
+    ) -> Option<RouteTarget> {
+        if r.kafka.is_some() {
+            return self.kafka_route(path, r);
+        }
+        if r.split.is_some() {
+            let other = [
+                ("upstream", r.upstream.is_some()),
+                ("respond", r.respond.is_some()),
+            ];
+            if let Some((key, _)) = other.iter().find(|(_, set)| *set) {
+                let msg = format!("a route has `{key}` or `split`, not both");
+                self.problem(join(path, key), msg);
+                return None;
+            }
+            self.only_respond(path, r);
+            return self.split(path, r, upstreams).map(RouteTarget::Split);
+        }
+        if r.split_by.is_some() {
+            self.problem(join(path, "split_by"), "only with `split`");
+        }
+        let status = match (&r.upstream, r.respond) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    join(path, "respond"),
+                    "a route has `upstream` (proxy) or `respond` (lb answers), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.problem(
+                    join(path, "upstream"),
+                    "required (or `respond = STATUS` for an answer from lb itself)",
+                );
+                return None;
+            }
+            (Some(u), None) => {
+                self.only_respond(path, r);
+                self.known_upstream(&join(path, "upstream"), u, upstreams);
+                return Some(RouteTarget::Upstream(u.clone()));
+            }
+            (None, Some(s)) => s,
+        };
+        let before = self.problems.len();
+        if !(200..=599).contains(&status) {
+            self.problem(join(path, "respond"), "must be a status from 200 to 599");
+        }
+        let status = status.clamp(200, 599) as u16;
+        let mut template = |key: &str, text: &Option<String>| {
+            let t = text.as_deref().map(respond::Template::parse)?;
+            t.map_err(|m| self.problem(join(path, key), m)).ok()
+        };
+        let body = template("body", &r.body);
+        let location = template("location", &r.location);
+        if r.location
+            .as_deref()
+            .is_some_and(|l| l.chars().any(char::is_control))
+        {
+            self.problem(
+                join(path, "location"),
+                "must not contain control characters (it is a header value)",
+            );
+        }
+        if matches!(status, 204 | 304) && r.body.is_some() {
+            self.problem(join(path, "body"), format!("a {status} answer has no body"));
+        }
+        if let Some(t) = &r.content_type {
+            let valid = !t.trim().is_empty() && http::HeaderValue::from_str(t).is_ok();
+            if !valid {
+                self.problem(
+                    join(path, "content_type"),
+                    "must be a header value, e.g. \"application/json\"",
+                );
+            } else if respond::is_redirect(status) || matches!(status, 204 | 304) {
+                self.problem(join(path, "content_type"), "only for an answer with a body");
+            }
+        }
+        if respond::is_redirect(status) {
+            if r.location.is_none() {
+                self.problem(
+                    join(path, "location"),
+                    format!("required with respond = {status} (where to)"),
+                );
+            }
+            if r.body.is_some() {
+                self.problem(
+                    join(path, "body"),
+                    "not with a redirect (lb writes a short one naming the location)",
+                );
+            }
+        } else if r.location.is_some() {
+            self.problem(
+                join(path, "location"),
+                "only with a redirect status (301, 302, 303, 307, 308)",
+            );
+        }
+        (self.problems.len() == before).then_some(RouteTarget::Respond(respond::Respond {
+            status,
+            body,
+            location,
+            content_type: r.content_type.clone(),
+        }))
+    }
+
+    /// `body`, `location` and `content_type` belong to `respond` routes.
+    fn only_respond(&mut self, path: &str, r: &RouteFile) {
+        let only_respond = [
+            ("body", &r.body),
+            ("location", &r.location),
+            ("content_type", &r.content_type),
+        ];
+        for (key, v) in only_respond {
+            if v.is_some() {
+                self.problem(join(path, key), "only with `respond`");
+            }
+        }
+    }
+
+    fn path_match(&mut self, path: &str, r: &RouteFile) -> Option<PathMatch> {
+        let given = [
+            ("path_exact", &r.path_exact),
+            ("path_prefix", &r.path_prefix),
+            ("path_regex", &r.path_regex),
+        ];
+        let set: Vec<&str> = given
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if set.len() > 1 {
+            self.problem(
+                join(path, set[1]),
+                format!(
+                    "give one of path_exact, path_prefix and path_regex (also {})",
+                    set[0]
+                ),
+            );
+            return None;
+        }
+        for (key, value) in &given[..2] {
+            if value.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                self.problem(join(path, key), "must start with '/'");
+            }
+        }
+        if let Some(p) = &r.path_exact {
+            return Some(PathMatch::Exact(p.clone()));
+        }
+        if let Some(re) = &r.path_regex {
+            return match PathRegex::new(re) {
+                Ok(re) => Some(PathMatch::Regex(re)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or("").trim();
+                    self.problem(
+                        join(path, "path_regex"),
+                        format!("invalid regular expression {re:?}: {last}"),
+                    );
+                    None
+                }
+            };
+        }
+        Some(PathMatch::Prefix(
+            r.path_prefix.clone().unwrap_or_else(|| "/".to_string()),
+        ))
+    }
+
+    /// The keys of a `respond` route that only mean something for proxied requests.
+    pub(in crate::config) fn proxied_only(&mut self, path: &str, r: &RouteFile) {
+        let set = [
+            ("set_request_headers", r.set_request_headers.is_some()),
+            ("add_response_headers", r.add_response_headers.is_some()),
+            ("connect_timeout", r.connect_timeout.is_some()),
+            ("read_timeout", r.read_timeout.is_some()),
+            ("write_timeout", r.write_timeout.is_some()),
+            ("mirror", r.mirror.is_some()),
+            ("fault", r.fault.is_some()),
+        ];
+        for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
+            self.problem(join(path, key), "only applies to routes with an upstream");
+        }
+    }
+
+    /// A route's `connect_timeout`, `read_timeout` and `write_timeout`.
+    pub(in crate::config) fn route_timeouts(&mut self, path: &str, r: &RouteFile) -> RouteTimeouts {
+        let mut one = |key: &str, v: &Option<String>| {
+            let v = v.as_deref()?;
+            Some(self.duration(&join(path, key), Some(v), Duration::ZERO, false))
+                .filter(|d| !d.is_zero())
+        };
+        RouteTimeouts {
+            connect: one("connect_timeout", &r.connect_timeout),
+            read: one("read_timeout", &r.read_timeout),
+            write: one("write_timeout", &r.write_timeout),
+        }
+    }
+
+    /// A route's `max_body_bytes`: `0` is no limit (NGINX's `client_max_body_size 0`).
+    pub(in crate::config) fn route_body_limit(
+        &mut self,
+        path: &str,
+        v: Option<i64>,
+    ) -> Option<u64> {
+        let n = self.int(&join(path, "max_body_bytes"), Some(v?), 0, i64::MAX, 0);
+        Some(if n == 0 { u64::MAX } else { n as u64 })
+    }
+}
+
+/// A route's `host`: a name, `*.name` (any subdomain), `.name` (the name and its subdomains) or
+/// `name.*` (the name followed by any suffix).
+fn check_route_host(h: &str) -> Result<(), String> {
+    let name = h
+        .strip_prefix("*.")
+        .or_else(|| h.strip_prefix('.'))
+        .or_else(|| h.strip_suffix(".*"))
+        .unwrap_or(h);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if h.is_empty() {
+        return Err("must not be empty (leave it out for the default group)".into());
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "{h:?}: a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\") or a \
+             trailing \".*\" (e.g. \"www.example.*\")"
+        ));
+    }
+    if name.parse::<std::net::Ipv6Addr>().is_ok()
+        || name.split('.').all(label_ok) && name.len() <= 253
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{h:?} is not a host name (\"example.com\", \"*.example.com\", \".example.com\" or \
+         \"www.example.*\"; no port)"
+    ))
+}
