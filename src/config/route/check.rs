@@ -31,126 +31,144 @@ impl Checker {
         let mut seen: Vec<RouteKey> = Vec::new();
         for (i, v) in items.into_iter().enumerate() {
             let path = format!("routes[{i}]");
-            let Some(mut r) = self.decode::<RouteFile>(&path, v) else {
+            let Some(r) = self.decode::<RouteFile>(&path, v) else {
                 continue;
             };
-            let target = self.route_target(&path, &r, upstreams);
-            // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
-            let responds = (r.respond.is_some() || r.kafka.is_some())
-                && r.upstream.is_none()
-                && r.split.is_none();
-            let host = r.host.as_deref().map(str::to_ascii_lowercase);
-            if let Some(h) = &host {
-                if let Err(m) = check_route_host(h) {
-                    self.problem(join(&path, "host"), m);
-                }
-            }
-            let Some(matcher) = self.path_match(&path, &r) else {
-                continue;
-            };
-            let skip_regex = r.skip_regex.unwrap_or(false);
-            let is_prefix = matches!(matcher, PathMatch::Prefix(_));
-            if skip_regex && !is_prefix {
-                self.problem(
-                    join(&path, "skip_regex"),
-                    "only applies to path_prefix routes (NGINX `^~`)",
-                );
-            }
-            if let Some(rp) = &r.replace_prefix {
-                if responds {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "only applies to routes with an upstream",
-                    );
-                } else if !is_prefix {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
-                         inside regex and exact locations too)",
-                    );
-                } else if !rp.starts_with('/') {
-                    self.problem(join(&path, "replace_prefix"), "must start with '/'");
-                } else if http::uri::PathAndQuery::try_from(rp.as_str()).is_err()
-                    || rp.contains('?')
-                {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "must be a valid path (no query, no spaces)",
-                    );
-                }
-            }
-            let scheme = r.scheme.as_deref().and_then(|name| {
-                let scheme = Scheme::parse(name);
-                if scheme.is_none() {
-                    let msg = format!("expected {}, got {name:?}", Scheme::names());
-                    self.problem(join(&path, "scheme"), msg);
-                }
-                scheme
-            });
-            let listen = self.route_listen(&path, r.listen.take(), scheme);
-            // Routes for different schemes or listeners do not clash.
-            let key = RouteKey {
-                host: host.clone(),
-                path: matcher.describe(),
-                scheme,
-                listen: listen.clone(),
-            };
-            if seen.iter().any(|k| k.clashes(&key)) {
-                self.problem(
-                    &path,
-                    format!(
-                        "duplicate route: same host and {} as an earlier route",
-                        matcher.describe()
-                    ),
-                );
-            }
-            seen.push(key);
-            if r.rate_limits.is_some() && responds {
-                self.problem(
-                    join(&path, "rate_limits"),
-                    "only applies to routes with an upstream (as in NGINX, where `return` \
-                     answers before `limit_req`)",
-                );
-            }
-            if responds {
-                self.proxied_only(&path, &r);
-            }
-            let timeouts = self.route_timeouts(&path, &r);
-            let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
-            let set_request_headers =
-                self.header_rules(&join(&path, "set_request_headers"), r.set_request_headers);
-            let add_response_headers =
-                self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
-            let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
-            let access = r.access.map(|a| self.access(&join(&path, "access"), a));
-            let mirror = self.route_mirror(&path, r.mirror.take(), upstreams);
-            let fault = if responds {
-                None
-            } else {
-                self.fault(&path, r.fault)
-            };
-            let Some(target) = target else {
-                continue;
-            };
-            out.push(RouteConfig {
-                host,
-                path: matcher,
-                skip_regex,
-                replace_prefix: r.replace_prefix,
-                rate_limits,
-                access,
-                scheme,
-                listen,
-                target,
-                set_request_headers,
-                add_response_headers,
-                timeouts,
-                max_body_bytes,
-                mirror,
-                fault,
-            });
+            out.extend(self.route(&path, r, upstreams, &mut seen));
         }
         out
+    }
+
+    /// One `[[routes]]` entry, every problem reported before `None` for an unusable one.
+    fn route(
+        &mut self,
+        path: &str,
+        mut r: RouteFile,
+        upstreams: &[UpstreamConfig],
+        seen: &mut Vec<RouteKey>,
+    ) -> Option<RouteConfig> {
+        let target = self.route_target(path, &r, upstreams);
+        // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
+        let responds =
+            (r.respond.is_some() || r.kafka.is_some()) && r.upstream.is_none() && r.split.is_none();
+        let host = r.host.as_deref().map(str::to_ascii_lowercase);
+        if let Some(h) = &host {
+            if let Err(m) = check_route_host(h) {
+                self.problem(join(path, "host"), m);
+            }
+        }
+        let matcher = self.path_match(path, &r)?;
+        let skip_regex = r.skip_regex.unwrap_or(false);
+        let is_prefix = matches!(matcher, PathMatch::Prefix(_));
+        if skip_regex && !is_prefix {
+            self.problem(
+                join(path, "skip_regex"),
+                "only applies to path_prefix routes (NGINX `^~`)",
+            );
+        }
+        self.replace_prefix(path, r.replace_prefix.as_deref(), responds, is_prefix);
+        let scheme = self.route_scheme(path, r.scheme.as_deref());
+        let listen = self.route_listen(path, r.listen.take(), scheme);
+        let key = RouteKey {
+            host: host.clone(),
+            path: matcher.describe(),
+            scheme,
+            listen: listen.clone(),
+        };
+        self.unique_route(path, key, seen);
+        if r.rate_limits.is_some() && responds {
+            self.problem(
+                join(path, "rate_limits"),
+                "only applies to routes with an upstream (as in NGINX, where `return` \
+                 answers before `limit_req`)",
+            );
+        }
+        if responds {
+            self.proxied_only(path, &r);
+        }
+        let timeouts = self.route_timeouts(path, &r);
+        let rate_limits = self.rate_limit_names(&join(path, "rate_limits"), r.rate_limits);
+        let set_request_headers =
+            self.header_rules(&join(path, "set_request_headers"), r.set_request_headers);
+        let add_response_headers =
+            self.response_headers(path, r.add_response_headers, r.add_response_headers_always);
+        let max_body_bytes = self.route_body_limit(path, r.max_body_bytes);
+        let access = r.access.map(|a| self.access(&join(path, "access"), a));
+        let mirror = self.route_mirror(path, r.mirror.take(), upstreams);
+        let fault = if responds {
+            None
+        } else {
+            self.fault(path, r.fault)
+        };
+        let target = target?;
+        Some(RouteConfig {
+            host,
+            path: matcher,
+            skip_regex,
+            replace_prefix: r.replace_prefix,
+            rate_limits,
+            access,
+            scheme,
+            listen,
+            target,
+            set_request_headers,
+            add_response_headers,
+            timeouts,
+            max_body_bytes,
+            mirror,
+            fault,
+        })
+    }
+
+    /// `replace_prefix`: a path, on a proxied `path_prefix` route.
+    fn replace_prefix(&mut self, path: &str, value: Option<&str>, responds: bool, is_prefix: bool) {
+        let Some(rp) = value else {
+            return;
+        };
+        if responds {
+            self.problem(
+                join(path, "replace_prefix"),
+                "only applies to routes with an upstream",
+            );
+        } else if !is_prefix {
+            self.problem(
+                join(path, "replace_prefix"),
+                "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
+                 inside regex and exact locations too)",
+            );
+        } else if !rp.starts_with('/') {
+            self.problem(join(path, "replace_prefix"), "must start with '/'");
+        } else if http::uri::PathAndQuery::try_from(rp).is_err() || rp.contains('?') {
+            self.problem(
+                join(path, "replace_prefix"),
+                "must be a valid path (no query, no spaces)",
+            );
+        }
+    }
+
+    /// `scheme`: which of the listeners' schemes the route serves (`None`: both).
+    fn route_scheme(&mut self, path: &str, value: Option<&str>) -> Option<Scheme> {
+        value.and_then(|name| {
+            let scheme = Scheme::parse(name);
+            if scheme.is_none() {
+                let msg = format!("expected {}, got {name:?}", Scheme::names());
+                self.problem(join(path, "scheme"), msg);
+            }
+            scheme
+        })
+    }
+
+    /// A route clashes with an earlier one of the same host and path, unless their schemes or
+    /// listeners differ.
+    fn unique_route(&mut self, path: &str, key: RouteKey, seen: &mut Vec<RouteKey>) {
+        if seen.iter().any(|k| k.clashes(&key)) {
+            let msg = format!(
+                "duplicate route: same host and {} as an earlier route",
+                key.path
+            );
+            self.problem(path, msg);
+        }
+        seen.push(key);
     }
 
     /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
@@ -180,28 +198,33 @@ impl Checker {
         if r.split_by.is_some() {
             self.problem(join(path, "split_by"), "only with `split`");
         }
-        let status = match (&r.upstream, r.respond) {
+        match (&r.upstream, r.respond) {
             (Some(_), Some(_)) => {
                 self.problem(
                     join(path, "respond"),
                     "a route has `upstream` (proxy) or `respond` (lb answers), not both",
                 );
-                return None;
+                None
             }
             (None, None) => {
                 self.problem(
                     join(path, "upstream"),
                     "required (or `respond = STATUS` for an answer from lb itself)",
                 );
-                return None;
+                None
             }
             (Some(u), None) => {
                 self.only_respond(path, r);
                 self.known_upstream(&join(path, "upstream"), u, upstreams);
-                return Some(RouteTarget::Upstream(u.clone()));
+                Some(RouteTarget::Upstream(u.clone()))
             }
-            (None, Some(s)) => s,
-        };
+            (None, Some(status)) => self.respond(path, r, status),
+        }
+    }
+
+    /// A `respond` route: its status with the `body`, `location` and `content_type` that go
+    /// with it (`None` on any problem).
+    fn respond(&mut self, path: &str, r: &RouteFile, status: i64) -> Option<RouteTarget> {
         let before = self.problems.len();
         if !(200..=599).contains(&status) {
             self.problem(join(path, "respond"), "must be a status from 200 to 599");

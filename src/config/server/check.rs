@@ -12,7 +12,7 @@ use crate::config::validate::{parse_cidr, Checker};
 use crate::config::*;
 
 impl Checker {
-    pub(in crate::config) fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {
+    pub(in crate::config) fn server(&mut self, mut s: ServerFile) -> Option<ServerSettings> {
         let tls_listens = s.tls.as_ref().is_some_and(|t| !t.listen.is_empty());
         if s.listen.is_empty() && !tls_listens {
             self.problem(
@@ -20,10 +20,55 @@ impl Checker {
                 "at least one listener is required (here or in server.tls.listen)",
             );
         }
-        let (listen, proxy_protocol) = self.listeners("server.listen", s.listen);
+        let (listen, proxy_protocol) =
+            self.listeners("server.listen", std::mem::take(&mut s.listen));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
-        let access_log = match s.access_log.as_deref() {
+        let access_log = self.access_log(s.access_log.as_deref());
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in s.trusted_proxies.iter().enumerate() {
+            match parse_cidr(t) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
+            }
+        }
+        let real_ip_from = std::mem::take(&mut s.real_ip_from);
+        let real_ip = self.real_ip(real_ip_from, s.real_ip_header.take(), s.real_ip_recursive);
+        let limits = self.limits(&s);
+        Some(ServerSettings {
+            listen,
+            threads,
+            grace_period: self.duration(
+                "server.grace_period",
+                s.grace_period.as_deref(),
+                DEFAULT_GRACE_PERIOD,
+                true,
+            ),
+            access_log,
+            log: s.log,
+            trusted_proxies,
+            real_ip,
+            proxy_protocol,
+            limits,
+            upstream_keepalive_pool_size: self.int(
+                "server.upstream_keepalive_pool_size",
+                s.upstream_keepalive_pool_size,
+                0,
+                1_000_000,
+                DEFAULT_UPSTREAM_POOL as i64,
+            ) as usize,
+            work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
+            normalize_path: self.normalize_path(s.normalize_path.as_deref()),
+            merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
+            client_close: self.client_close(s.client_close.as_deref()),
+            h2c: s.h2c.unwrap_or(false),
+            tls: s.tls.and_then(|t| self.server_tls(t)),
+        })
+    }
+
+    /// `server.access_log`: "off" (the default), "stdout" or a file path.
+    fn access_log(&mut self, value: Option<&str>) -> AccessLog {
+        match value {
             None | Some("off") => AccessLog::Off,
             Some("stdout") => AccessLog::Stdout,
             Some("") => {
@@ -34,16 +79,13 @@ impl Checker {
                 AccessLog::Off
             }
             Some(p) => AccessLog::File(p.into()),
-        };
-        let mut trusted_proxies = Vec::new();
-        for (i, t) in s.trusted_proxies.iter().enumerate() {
-            match parse_cidr(t) {
-                Ok(c) => trusted_proxies.push(c),
-                Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
-            }
         }
-        let real_ip = self.real_ip(s.real_ip_from, s.real_ip_header, s.real_ip_recursive);
-        let limits = Limits {
+    }
+
+    /// The client-side limits and timeouts of `[server]`; `max_body_bytes_any_route` is set
+    /// once the routes are known.
+    fn limits(&mut self, s: &ServerFile) -> Limits {
+        Limits {
             max_header_bytes: self.int(
                 "server.max_header_bytes",
                 s.max_header_bytes,
@@ -106,36 +148,7 @@ impl Checker {
                 DEFAULT_MAX_CONNECTIONS as i64,
             ) as usize,
             preserve_header_case: s.preserve_header_case.unwrap_or(false),
-        };
-        Some(ServerSettings {
-            listen,
-            threads,
-            grace_period: self.duration(
-                "server.grace_period",
-                s.grace_period.as_deref(),
-                DEFAULT_GRACE_PERIOD,
-                true,
-            ),
-            access_log,
-            log: s.log,
-            trusted_proxies,
-            real_ip,
-            proxy_protocol,
-            limits,
-            upstream_keepalive_pool_size: self.int(
-                "server.upstream_keepalive_pool_size",
-                s.upstream_keepalive_pool_size,
-                0,
-                1_000_000,
-                DEFAULT_UPSTREAM_POOL as i64,
-            ) as usize,
-            work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
-            normalize_path: self.normalize_path(s.normalize_path.as_deref()),
-            merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
-            client_close: self.client_close(s.client_close.as_deref()),
-            h2c: s.h2c.unwrap_or(false),
-            tls: s.tls.and_then(|t| self.server_tls(t)),
-        })
+        }
     }
 
     /// The addresses of a `listen` list (each `"ADDRESS"` or `{ address, proxy_protocol }`,
