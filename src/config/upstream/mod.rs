@@ -3,7 +3,8 @@
 //! their defaults.
 //!
 //! The file structs (serde, as written) are in `file`, the checks that turn them into these
-//! types in `check`, on the shared machinery of `config::validate`.
+//! types in `check` (`health_check` and `passive` in `health`), on the shared machinery of
+//! `config::validate`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -13,6 +14,7 @@ use super::headers;
 
 mod check;
 pub(in crate::config) mod file;
+mod health;
 
 pub(in crate::config) use check::{parse_key, KEY_NAMES};
 
