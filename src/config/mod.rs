@@ -6,13 +6,15 @@
 //! Where things are: one module a section, each holding the section's runtime types with their
 //! `DEFAULT_*` constants (`mod.rs`), its serde structs (`file.rs`) and the checks that turn the
 //! one into the other (`check.rs`) — `server` (with `tls.rs` for `[server.tls]`), `upstream`
-//! (with `[resolver]`), `route` (with `listen.rs` and `mirror.rs`), `admin`, `analytics`,
-//! `rate_limit`, `headers`, `split` (with `fault`), `kafka_route`, and `client` (checks only);
-//! `respond` and `listeners` are runtime types alone. `validate` holds what the sections share:
-//! the `Checker` that collects problems and warnings, its helpers (`decode`, `int`, `duration`,
+//! (with `[resolver]`; `health.rs` for `health_check` and `passive`), `route` (with `listen.rs`
+//! and `mirror.rs`), `admin`, `analytics`, `rate_limit`, `headers`, `split` (with `fault`),
+//! `kafka_route`, and `client` and `respond` (runtime types and checks, no file struct of their
+//! own); `listeners` is a runtime helper. `validate` holds what the sections share: the
+//! `Checker` that collects problems and warnings, its helpers (`decode`, `int`, `duration`,
 //! `choice`, ...) and the top-level [`parse`] that calls each section in order. The runtime
-//! types are re-exported here, so a type is `config::Name` whichever module holds it. [`Named`] is the one table of names of each choice enum;
-//! `summary` is what `lb --check` prints.
+//! types are re-exported here, so a type is `config::Name` whichever module holds it.
+//! [`Named`] is the one table of names of each choice enum; `summary` is what `lb --check`
+//! prints.
 
 mod admin;
 mod analytics;

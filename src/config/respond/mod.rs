@@ -1,7 +1,10 @@
 //! Routes lb answers itself (NGINX's `return`): a status with a body, or a redirect, whose text
-//! may name a few request variables (`$host`, `$request_uri`, …) filled in per request.
+//! may name a few request variables (`$host`, `$request_uri`, …) filled in per request. The
+//! checks of a route's `respond`, `body`, `location` and `content_type` are in `check`.
 
 use std::fmt;
+
+mod check;
 
 /// `respond`, `body` and `location` of a route that does not proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
