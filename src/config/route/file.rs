@@ -21,7 +21,7 @@ pub struct RouteFile {
     pub rate_limits: Option<Vec<String>>,
     pub access: Option<Vec<String>>,
     pub scheme: Option<String>,
-    /// One listener address or a list of them (checked in `validate`).
+    /// One listener address or a list of them (checked in `super::listen`).
     pub listen: Option<toml::Value>,
     pub upstream: Option<String>,
     /// Kept as raw values so each entry is decoded (and reported) on its own.
