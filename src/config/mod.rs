@@ -1,22 +1,28 @@
-//! Configuration: `lb.toml` → [`file`] structs (serde, unknown keys denied) → [`Config`] (validated
+//! Configuration: `lb.toml` → file structs (serde, unknown keys denied) → [`Config`] (validated
 //! runtime types). Loading never stops at the first mistake: every problem is collected with its key
 //! path (`upstreams.api.backends[2].weight: must be at least 1`) so `lb --check`, start-up and reloads
 //! can show them all at once.
 //!
-//! Where things are: the file structs in [`file`], the checks that turn them into runtime types
-//! in `validate` (one file a section under `validate/`), and the runtime types with their
-//! `DEFAULT_*` constants one module a section — `server`, `upstream` (with `[resolver]`),
-//! `route`, `admin`, `analytics`, `rate_limit`, and the smaller `client`, `headers`, `respond`,
-//! `split`, `kafka_route`, `listeners` — all re-exported here, so a type is `config::Name`
-//! whichever module holds it. [`Named`] is the one table of names of each choice enum;
-//! `summary` is what `lb --check` prints.
+//! Where things are: one module a section, each holding the section's runtime types with their
+//! `DEFAULT_*` constants (`mod.rs`), its serde structs (`file.rs`) and the checks that turn the
+//! one into the other (`check.rs`) — `server` (with `tls.rs` for `[server.tls]`), `upstream`
+//! (with `[resolver]`; `health.rs` for `health_check` and `passive`), `route` (with `listen.rs`
+//! and `mirror.rs`), `admin`, `analytics`, `rate_limit`, `headers`, `split` (with `fault`),
+//! `kafka_route`, and `client` and `respond` (runtime types and checks, no file struct of their
+//! own); `listeners` is a runtime helper. `validate` holds what the sections share: the
+//! `Checker` that collects problems and warnings, its helpers (`decode`, `int`, `duration`,
+//! `choice`, ...) and the top-level [`parse`] that calls each section in order. The runtime
+//! types are re-exported here, so a type is `config::Name` whichever module holds it.
+//! [`Named`] is the one table of names of each choice enum; `summary` is what `lb --check`
+//! prints.
 
 mod admin;
 mod analytics;
+#[cfg(test)]
+mod balancing_tests;
 mod cidr;
 pub mod client;
 mod duration;
-mod file;
 pub mod headers;
 pub mod kafka_route;
 pub mod listeners;
@@ -44,7 +50,6 @@ pub use rate_limit::*;
 pub use route::*;
 pub use server::*;
 pub use upstream::*;
-pub use validate::{ADMIN_PATHS, MAX_WEIGHT};
 
 /// A fully validated configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,36 +1,21 @@
-//! `file` structs → runtime [`Config`]. One check per rule; every problem is collected with its key
-//! path, nothing panics on bad input.
+//! File structs → runtime [`Config`]: the machinery every section's `check.rs` shares (the
+//! [`Checker`] collecting problems and warnings with their key paths, `decode`, `int`,
+//! `duration`, `choice`, ...) and the top level, which decodes each section and calls its check
+//! in a fixed order (so problems come out in file-reading order). One check per rule; nothing
+//! panics on bad input.
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use toml::Value;
 
-use super::file::*;
+use super::admin::file::AdminFile;
+use super::analytics::file::AnalyticsFile;
+use super::server::file::ServerFile;
+use super::upstream::file::ResolverFile;
 use super::*;
 
-mod admin;
-mod analytics;
-#[cfg(test)]
-mod balancing_tests;
-mod client;
-mod headers;
-mod kafka_route;
-mod mirror;
-mod rate_limit;
-mod route_listen;
-mod split;
-mod tls;
-mod upstream;
-
-pub use admin::ADMIN_PATHS;
-use route_listen::RouteKey;
-
-/// Largest accepted backend weight.
-pub const MAX_WEIGHT: i64 = 10_000;
 const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "admin",
@@ -106,19 +91,23 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
 }
 
 #[derive(Default)]
-struct Checker {
-    problems: Vec<Problem>,
+pub(in crate::config) struct Checker {
+    pub(in crate::config) problems: Vec<Problem>,
     /// The names under `[rate_limits]` (checked first: upstreams and routes name them).
-    rate_limit_names: Vec<String>,
-    warnings: Vec<Problem>,
+    pub(in crate::config) rate_limit_names: Vec<String>,
+    pub(in crate::config) warnings: Vec<Problem>,
     /// Listening addresses seen so far, with their key paths.
-    listeners: Vec<(String, SocketAddr)>,
+    pub(in crate::config) listeners: Vec<(String, SocketAddr)>,
     /// `[analytics.kafka].brokers`: the brokers of `kafka` routes that name none.
-    analytics_brokers: Option<Vec<String>>,
+    pub(in crate::config) analytics_brokers: Option<Vec<String>>,
 }
 
 impl Checker {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(in crate::config) fn problem(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -127,7 +116,7 @@ impl Checker {
 
     /// `value` as one of `T`'s names (`None`: `default`); an unknown name is a problem at
     /// `path`, worded by `message` from the name, and gives `default`.
-    fn choice<T: Named>(
+    pub(in crate::config) fn choice<T: Named>(
         &mut self,
         path: impl Into<String>,
         value: Option<&str>,
@@ -143,7 +132,7 @@ impl Checker {
         })
     }
 
-    fn warning(&mut self, path: &str, message: impl Into<String>) {
+    pub(in crate::config) fn warning(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(Problem {
             path: path.to_string(),
             message: message.into(),
@@ -151,7 +140,7 @@ impl Checker {
     }
 
     /// Records a listening address, reporting every earlier one it collides with.
-    fn listener(&mut self, path: String, addr: SocketAddr) {
+    pub(in crate::config) fn listener(&mut self, path: String, addr: SocketAddr) {
         let clashes: Vec<String> = self
             .listeners
             .iter()
@@ -168,7 +157,11 @@ impl Checker {
     /// path) and removed, so a single typo does not hide the rest of the table.
     /// Decodes the table at `path`; an unknown key or a value of the wrong type is reported with
     /// its own key path (`server.tls.http2: invalid type: ...`).
-    fn decode<T: DeserializeOwned>(&mut self, path: &str, mut value: Value) -> Option<T> {
+    pub(in crate::config) fn decode<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        mut value: Value,
+    ) -> Option<T> {
         for _ in 0..64 {
             match T::deserialize(value.clone()) {
                 Ok(v) => return Some(v),
@@ -258,524 +251,14 @@ impl Checker {
         })
     }
 
-    fn resolver(&mut self, r: ResolverFile) -> ResolverConfig {
-        let mut nameservers = Vec::new();
-        for (i, n) in r.nameservers.iter().enumerate() {
-            let parsed = n
-                .parse::<SocketAddr>()
-                .ok()
-                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
-            match parsed {
-                Some(a) => nameservers.push(a),
-                None => self.problem(
-                    format!("resolver.nameservers[{i}]"),
-                    format!("{n:?} is not an IP address with an optional port (\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\")"),
-                ),
-            }
-        }
-        if r.nameservers.is_empty() {
-            self.problem(
-                "resolver.nameservers",
-                "must list at least one server (leave [resolver] out to use resolv.conf)",
-            );
-        }
-        let timeout = self.duration(
-            "resolver.timeout",
-            r.timeout.as_deref(),
-            DEFAULT_RESOLVER_TIMEOUT,
-            false,
-        );
-        ResolverConfig {
-            nameservers,
-            timeout,
-        }
-    }
-
-    fn server(&mut self, s: ServerFile) -> Option<ServerSettings> {
-        let tls_listens = s.tls.as_ref().is_some_and(|t| !t.listen.is_empty());
-        if s.listen.is_empty() && !tls_listens {
-            self.problem(
-                "server.listen",
-                "at least one listener is required (here or in server.tls.listen)",
-            );
-        }
-        let (listen, proxy_protocol) = self.listeners("server.listen", s.listen);
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self.int("server.threads", s.threads, 1, 1024, cpus as i64) as usize;
-        let access_log = match s.access_log.as_deref() {
-            None | Some("off") => AccessLog::Off,
-            Some("stdout") => AccessLog::Stdout,
-            Some("") => {
-                self.problem(
-                    "server.access_log",
-                    "must be \"off\", \"stdout\" or a file path",
-                );
-                AccessLog::Off
-            }
-            Some(p) => AccessLog::File(p.into()),
-        };
-        let mut trusted_proxies = Vec::new();
-        for (i, t) in s.trusted_proxies.iter().enumerate() {
-            match parse_cidr(t) {
-                Ok(c) => trusted_proxies.push(c),
-                Err(m) => self.problem(format!("server.trusted_proxies[{i}]"), m),
-            }
-        }
-        let real_ip = self.real_ip(s.real_ip_from, s.real_ip_header, s.real_ip_recursive);
-        let limits = Limits {
-            max_header_bytes: self.int(
-                "server.max_header_bytes",
-                s.max_header_bytes,
-                1024,
-                1 << 20,
-                DEFAULT_MAX_HEADER_BYTES as i64,
-            ) as usize,
-            max_headers: self.int(
-                "server.max_headers",
-                s.max_headers,
-                1,
-                1000,
-                DEFAULT_MAX_HEADERS as i64,
-            ) as usize,
-            max_uri_bytes: self.int(
-                "server.max_uri_bytes",
-                s.max_uri_bytes,
-                16,
-                1 << 20,
-                DEFAULT_MAX_URI_BYTES as i64,
-            ) as usize,
-            max_body_bytes: self.int(
-                "server.max_body_bytes",
-                s.max_body_bytes,
-                0,
-                i64::MAX,
-                DEFAULT_MAX_BODY_BYTES as i64,
-            ) as u64,
-            // Set once the routes are known.
-            max_body_bytes_any_route: 0,
-            header_timeout: self.duration(
-                "server.header_timeout",
-                s.header_timeout.as_deref(),
-                DEFAULT_HEADER_TIMEOUT,
-                false,
-            ),
-            body_timeout: self.duration(
-                "server.body_timeout",
-                s.body_timeout.as_deref(),
-                DEFAULT_BODY_TIMEOUT,
-                false,
-            ),
-            send_timeout: self.duration(
-                "server.send_timeout",
-                s.send_timeout.as_deref(),
-                DEFAULT_SEND_TIMEOUT,
-                false,
-            ),
-            keepalive_timeout: self.duration(
-                "server.keepalive_timeout",
-                s.keepalive_timeout.as_deref(),
-                DEFAULT_KEEPALIVE_TIMEOUT,
-                false,
-            ),
-            max_connections: self.int(
-                "server.max_connections",
-                s.max_connections,
-                1,
-                10_000_000,
-                DEFAULT_MAX_CONNECTIONS as i64,
-            ) as usize,
-            preserve_header_case: s.preserve_header_case.unwrap_or(false),
-        };
-        Some(ServerSettings {
-            listen,
-            threads,
-            grace_period: self.duration(
-                "server.grace_period",
-                s.grace_period.as_deref(),
-                DEFAULT_GRACE_PERIOD,
-                true,
-            ),
-            access_log,
-            log: s.log,
-            trusted_proxies,
-            real_ip,
-            proxy_protocol,
-            limits,
-            upstream_keepalive_pool_size: self.int(
-                "server.upstream_keepalive_pool_size",
-                s.upstream_keepalive_pool_size,
-                0,
-                1_000_000,
-                DEFAULT_UPSTREAM_POOL as i64,
-            ) as usize,
-            work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
-            normalize_path: self.normalize_path(s.normalize_path.as_deref()),
-            merge_slashes: s.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
-            client_close: self.client_close(s.client_close.as_deref()),
-            h2c: s.h2c.unwrap_or(false),
-            tls: s.tls.and_then(|t| self.server_tls(t)),
-        })
-    }
-
-    /// The addresses of a `listen` list (each `"ADDRESS"` or `{ address, proxy_protocol }`,
-    /// decoded at its own key path), and those of its entries with `proxy_protocol = true`.
-    fn listeners(&mut self, key: &str, entries: Vec<Value>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-        let (mut listen, mut proxied) = (Vec::new(), Vec::new());
-        for (i, v) in entries.into_iter().enumerate() {
-            let path = format!("{key}[{i}]");
-            let entry = match v {
-                Value::String(address) => Some(ListenTable {
-                    address,
-                    proxy_protocol: None,
-                }),
-                v @ Value::Table(_) => self.decode::<ListenTable>(&path, v),
-                _ => {
-                    let msg = "expected an address (\"127.0.0.1:8080\") or a table \
-                               ({ address = \"...\", proxy_protocol = true })";
-                    self.problem(&path, msg);
-                    None
-                }
-            };
-            let Some(entry) = entry else {
-                continue;
-            };
-            if let Some(addr) = self.socket_addr(&path, &entry.address) {
-                self.listener(path, addr);
-                listen.push(addr);
-                if entry.proxy_protocol == Some(true) {
-                    proxied.push(addr);
-                }
-            }
-        }
-        (listen, proxied)
-    }
-
-    fn client_close(&mut self, value: Option<&str>) -> ClientClose {
-        self.choice(
-            "server.client_close",
-            value,
-            DEFAULT_CLIENT_CLOSE,
-            |other| format!("must be {}, not {other:?}", ClientClose::names()),
-        )
-    }
-
-    fn normalize_path(&mut self, value: Option<&str>) -> NormalizePath {
-        self.choice(
-            "server.normalize_path",
-            value,
-            DEFAULT_NORMALIZE_PATH,
-            |other| format!("must be {}, not {other:?}", NormalizePath::names()),
-        )
-    }
-
-    fn routes(&mut self, value: Option<Value>, upstreams: &[UpstreamConfig]) -> Vec<RouteConfig> {
-        let items = match value {
-            None => return Vec::new(),
-            Some(Value::Array(a)) => a,
-            Some(_) => {
-                self.problem("routes", "must be an array of tables ([[routes]])");
-                return Vec::new();
-            }
-        };
-        let mut out = Vec::new();
-        let mut seen: Vec<RouteKey> = Vec::new();
-        for (i, v) in items.into_iter().enumerate() {
-            let path = format!("routes[{i}]");
-            let Some(mut r) = self.decode::<RouteFile>(&path, v) else {
-                continue;
-            };
-            let target = self.route_target(&path, &r, upstreams);
-            // lb answers itself (`respond`) or produces to Kafka: nothing is proxied.
-            let responds = (r.respond.is_some() || r.kafka.is_some())
-                && r.upstream.is_none()
-                && r.split.is_none();
-            let host = r.host.as_deref().map(str::to_ascii_lowercase);
-            if let Some(h) = &host {
-                if let Err(m) = check_route_host(h) {
-                    self.problem(join(&path, "host"), m);
-                }
-            }
-            let Some(matcher) = self.path_match(&path, &r) else {
-                continue;
-            };
-            let skip_regex = r.skip_regex.unwrap_or(false);
-            let is_prefix = matches!(matcher, PathMatch::Prefix(_));
-            if skip_regex && !is_prefix {
-                self.problem(
-                    join(&path, "skip_regex"),
-                    "only applies to path_prefix routes (NGINX `^~`)",
-                );
-            }
-            if let Some(rp) = &r.replace_prefix {
-                if responds {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "only applies to routes with an upstream",
-                    );
-                } else if !is_prefix {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "only applies to path_prefix routes (NGINX refuses a URI in proxy_pass \
-                         inside regex and exact locations too)",
-                    );
-                } else if !rp.starts_with('/') {
-                    self.problem(join(&path, "replace_prefix"), "must start with '/'");
-                } else if http::uri::PathAndQuery::try_from(rp.as_str()).is_err()
-                    || rp.contains('?')
-                {
-                    self.problem(
-                        join(&path, "replace_prefix"),
-                        "must be a valid path (no query, no spaces)",
-                    );
-                }
-            }
-            let scheme = r.scheme.as_deref().and_then(|name| {
-                let scheme = Scheme::parse(name);
-                if scheme.is_none() {
-                    let msg = format!("expected {}, got {name:?}", Scheme::names());
-                    self.problem(join(&path, "scheme"), msg);
-                }
-                scheme
-            });
-            let listen = self.route_listen(&path, r.listen.take(), scheme);
-            // Routes for different schemes or listeners do not clash.
-            let key = RouteKey {
-                host: host.clone(),
-                path: matcher.describe(),
-                scheme,
-                listen: listen.clone(),
-            };
-            if seen.iter().any(|k| k.clashes(&key)) {
-                self.problem(
-                    &path,
-                    format!(
-                        "duplicate route: same host and {} as an earlier route",
-                        matcher.describe()
-                    ),
-                );
-            }
-            seen.push(key);
-            if r.rate_limits.is_some() && responds {
-                self.problem(
-                    join(&path, "rate_limits"),
-                    "only applies to routes with an upstream (as in NGINX, where `return` \
-                     answers before `limit_req`)",
-                );
-            }
-            if responds {
-                self.proxied_only(&path, &r);
-            }
-            let timeouts = self.route_timeouts(&path, &r);
-            let rate_limits = self.rate_limit_names(&join(&path, "rate_limits"), r.rate_limits);
-            let set_request_headers =
-                self.header_rules(&join(&path, "set_request_headers"), r.set_request_headers);
-            let add_response_headers =
-                self.response_headers(&path, r.add_response_headers, r.add_response_headers_always);
-            let max_body_bytes = self.route_body_limit(&path, r.max_body_bytes);
-            let access = r.access.map(|a| self.access(&join(&path, "access"), a));
-            let mirror = self.route_mirror(&path, r.mirror.take(), upstreams);
-            let fault = if responds {
-                None
-            } else {
-                self.fault(&path, r.fault)
-            };
-            let Some(target) = target else {
-                continue;
-            };
-            out.push(RouteConfig {
-                host,
-                path: matcher,
-                skip_regex,
-                replace_prefix: r.replace_prefix,
-                rate_limits,
-                access,
-                scheme,
-                listen,
-                target,
-                set_request_headers,
-                add_response_headers,
-                timeouts,
-                max_body_bytes,
-                mirror,
-                fault,
-            });
-        }
-        out
-    }
-
-    /// Exactly one of `path_exact`, `path_prefix` (the default, "/") and `path_regex`.
-    /// `upstream`, or `respond` with its `body` or `location`, or `kafka`: exactly one.
-    fn route_target(
+    pub(in crate::config) fn int(
         &mut self,
         path: &str,
-        r: &RouteFile,
-        upstreams: &[UpstreamConfig],
-    ) -> Option<RouteTarget> {
-        if r.kafka.is_some() {
-            return self.kafka_route(path, r);
-        }
-        if r.split.is_some() {
-            let other = [
-                ("upstream", r.upstream.is_some()),
-                ("respond", r.respond.is_some()),
-            ];
-            if let Some((key, _)) = other.iter().find(|(_, set)| *set) {
-                let msg = format!("a route has `{key}` or `split`, not both");
-                self.problem(join(path, key), msg);
-                return None;
-            }
-            self.only_respond(path, r);
-            return self.split(path, r, upstreams).map(RouteTarget::Split);
-        }
-        if r.split_by.is_some() {
-            self.problem(join(path, "split_by"), "only with `split`");
-        }
-        let status = match (&r.upstream, r.respond) {
-            (Some(_), Some(_)) => {
-                self.problem(
-                    join(path, "respond"),
-                    "a route has `upstream` (proxy) or `respond` (lb answers), not both",
-                );
-                return None;
-            }
-            (None, None) => {
-                self.problem(
-                    join(path, "upstream"),
-                    "required (or `respond = STATUS` for an answer from lb itself)",
-                );
-                return None;
-            }
-            (Some(u), None) => {
-                self.only_respond(path, r);
-                self.known_upstream(&join(path, "upstream"), u, upstreams);
-                return Some(RouteTarget::Upstream(u.clone()));
-            }
-            (None, Some(s)) => s,
-        };
-        let before = self.problems.len();
-        if !(200..=599).contains(&status) {
-            self.problem(join(path, "respond"), "must be a status from 200 to 599");
-        }
-        let status = status.clamp(200, 599) as u16;
-        let mut template = |key: &str, text: &Option<String>| {
-            let t = text.as_deref().map(respond::Template::parse)?;
-            t.map_err(|m| self.problem(join(path, key), m)).ok()
-        };
-        let body = template("body", &r.body);
-        let location = template("location", &r.location);
-        if r.location
-            .as_deref()
-            .is_some_and(|l| l.chars().any(char::is_control))
-        {
-            self.problem(
-                join(path, "location"),
-                "must not contain control characters (it is a header value)",
-            );
-        }
-        if matches!(status, 204 | 304) && r.body.is_some() {
-            self.problem(join(path, "body"), format!("a {status} answer has no body"));
-        }
-        if let Some(t) = &r.content_type {
-            let valid = !t.trim().is_empty() && http::HeaderValue::from_str(t).is_ok();
-            if !valid {
-                self.problem(
-                    join(path, "content_type"),
-                    "must be a header value, e.g. \"application/json\"",
-                );
-            } else if respond::is_redirect(status) || matches!(status, 204 | 304) {
-                self.problem(join(path, "content_type"), "only for an answer with a body");
-            }
-        }
-        if respond::is_redirect(status) {
-            if r.location.is_none() {
-                self.problem(
-                    join(path, "location"),
-                    format!("required with respond = {status} (where to)"),
-                );
-            }
-            if r.body.is_some() {
-                self.problem(
-                    join(path, "body"),
-                    "not with a redirect (lb writes a short one naming the location)",
-                );
-            }
-        } else if r.location.is_some() {
-            self.problem(
-                join(path, "location"),
-                "only with a redirect status (301, 302, 303, 307, 308)",
-            );
-        }
-        (self.problems.len() == before).then_some(RouteTarget::Respond(respond::Respond {
-            status,
-            body,
-            location,
-            content_type: r.content_type.clone(),
-        }))
-    }
-
-    /// `body`, `location` and `content_type` belong to `respond` routes.
-    fn only_respond(&mut self, path: &str, r: &RouteFile) {
-        let only_respond = [
-            ("body", &r.body),
-            ("location", &r.location),
-            ("content_type", &r.content_type),
-        ];
-        for (key, v) in only_respond {
-            if v.is_some() {
-                self.problem(join(path, key), "only with `respond`");
-            }
-        }
-    }
-
-    fn path_match(&mut self, path: &str, r: &RouteFile) -> Option<PathMatch> {
-        let given = [
-            ("path_exact", &r.path_exact),
-            ("path_prefix", &r.path_prefix),
-            ("path_regex", &r.path_regex),
-        ];
-        let set: Vec<&str> = given
-            .iter()
-            .filter(|(_, v)| v.is_some())
-            .map(|(k, _)| *k)
-            .collect();
-        if set.len() > 1 {
-            self.problem(
-                join(path, set[1]),
-                format!(
-                    "give one of path_exact, path_prefix and path_regex (also {})",
-                    set[0]
-                ),
-            );
-            return None;
-        }
-        for (key, value) in &given[..2] {
-            if value.as_deref().is_some_and(|p| !p.starts_with('/')) {
-                self.problem(join(path, key), "must start with '/'");
-            }
-        }
-        if let Some(p) = &r.path_exact {
-            return Some(PathMatch::Exact(p.clone()));
-        }
-        if let Some(re) = &r.path_regex {
-            return match PathRegex::new(re) {
-                Ok(re) => Some(PathMatch::Regex(re)),
-                Err(e) => {
-                    let msg = e.to_string();
-                    let last = msg.lines().last().unwrap_or("").trim();
-                    self.problem(
-                        join(path, "path_regex"),
-                        format!("invalid regular expression {re:?}: {last}"),
-                    );
-                    None
-                }
-            };
-        }
-        Some(PathMatch::Prefix(
-            r.path_prefix.clone().unwrap_or_else(|| "/".to_string()),
-        ))
-    }
-
-    fn int(&mut self, path: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> i64 {
+        v: Option<i64>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> i64 {
         match v {
             None => default,
             Some(n) if n < min => {
@@ -790,7 +273,7 @@ impl Checker {
         }
     }
 
-    fn duration(
+    pub(in crate::config) fn duration(
         &mut self,
         path: &str,
         v: Option<&str>,
@@ -811,7 +294,7 @@ impl Checker {
         }
     }
 
-    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+    pub(in crate::config) fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -823,76 +306,13 @@ impl Checker {
             }
         }
     }
-
-    fn resolve(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
-        if let Ok(a) = text.parse() {
-            return Some(a);
-        }
-        let has_port = text
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        if !has_port {
-            self.problem(
-                path,
-                format!("invalid address {text:?} (expected host:port or ip:port)"),
-            );
-            return None;
-        }
-        match text.to_socket_addrs() {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => Some(a),
-                None => {
-                    self.problem(path, format!("{text:?} resolved to no address"));
-                    None
-                }
-            },
-            Err(e) => {
-                self.problem(path, format!("cannot resolve {text:?}: {e}"));
-                None
-            }
-        }
-    }
 }
 
-/// A route's `host`: a name, `*.name` (any subdomain), `.name` (the name and its subdomains) or
-/// `name.*` (the name followed by any suffix).
-fn check_route_host(h: &str) -> Result<(), String> {
-    let name = h
-        .strip_prefix("*.")
-        .or_else(|| h.strip_prefix('.'))
-        .or_else(|| h.strip_suffix(".*"))
-        .unwrap_or(h);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if h.is_empty() {
-        return Err("must not be empty (leave it out for the default group)".into());
-    }
-    if name.contains('*') {
-        return Err(format!(
-            "{h:?}: a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\") or a \
-             trailing \".*\" (e.g. \"www.example.*\")"
-        ));
-    }
-    if name.parse::<std::net::Ipv6Addr>().is_ok()
-        || name.split('.').all(label_ok) && name.len() <= 253
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "{h:?} is not a host name (\"example.com\", \"*.example.com\", \".example.com\" or \
-         \"www.example.*\"; no port)"
-    ))
-}
-
-fn join(path: &str, key: &str) -> String {
+pub(in crate::config) fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub(in crate::config) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
@@ -916,7 +336,7 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
 
 /// Every problem `text` has, as `path: message` (none when it parses): for the sections' tests.
 #[cfg(test)]
-pub(crate) fn problems_of(text: &str) -> Vec<String> {
+pub(in crate::config) fn problems_of(text: &str) -> Vec<String> {
     match crate::config::parse(text) {
         Ok(_) => Vec::new(),
         Err(ps) => ps
