@@ -46,17 +46,9 @@ pub struct Certificate {
     pub loc: Loc,
 }
 
-/// `upstreams.NAME.host_header`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostHeader {
-    /// The client's Host as sent (`proxy_set_header Host $http_host`); lb's default.
-    Client,
-    /// The client's host name, lower case without port (`proxy_set_header Host $host`).
-    ClientHost,
-    /// The upstream's name, NGINX's default `$proxy_host`.
-    Upstream,
-    Literal(String),
-}
+/// `upstreams.NAME.host_header`: lb's own type (`proxy_set_header Host $http_host` is
+/// `Client`, `$host` is `ClientHost`, NGINX's default `$proxy_host` is `Upstream`).
+pub use crate::config::HostHeader;
 
 impl HostHeader {
     pub fn as_toml(&self) -> &str {
