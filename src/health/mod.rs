@@ -38,24 +38,23 @@ pub fn announce(
         from.as_str(),
         to.as_str()
     );
+    // One line, at `info` for a recovery and `warn` otherwise (a tracing level is per call site).
+    macro_rules! state_change {
+        ($level:ident) => {
+            tracing::$level!(
+                upstream,
+                backend = address,
+                from = from.as_str(),
+                to = to.as_str(),
+                reason,
+                "backend state change"
+            )
+        };
+    }
     if to == Health::Up {
-        tracing::info!(
-            upstream,
-            backend = address,
-            from = from.as_str(),
-            to = to.as_str(),
-            reason,
-            "backend state change"
-        );
+        state_change!(info);
     } else {
-        tracing::warn!(
-            upstream,
-            backend = address,
-            from = from.as_str(),
-            to = to.as_str(),
-            reason,
-            "backend state change"
-        );
+        state_change!(warn);
     }
     events.record_about("backend", msg, Some(upstream), Some(address));
     live.rebuild();
