@@ -305,18 +305,8 @@ impl HttpSession {
         if te || !cl {
             return Ok(None);
         }
-        let framing = match content_length {
-            Ok(Some(n)) => usize::try_from(n).map(Some).or_else(|_| {
-                Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Content-Length {n} exceeds the platform maximum"),
-                )
-            }),
-            Ok(None) | Err(()) => {
-                Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
-            }
-        };
-        match framing {
+        // (`cl`: a value was seen, so `Ok(None)` cannot come.)
+        match framing_length(content_length) {
             Ok(cl) => Ok(cl),
             Err(e) => {
                 if self.allow_h1_response_invalid_content_length

@@ -160,11 +160,14 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
 pub(crate) fn body_framing(headers: &HMap) -> (bool, Result<Option<usize>>) {
     let mut last_te = None;
     let mut has_cl = false;
+    // Reconciled as the walk meets them (lb patch: no second lookup of the name).
+    let mut content_length = Ok(None);
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING {
             last_te = Some(value);
         } else if *name == header::CONTENT_LENGTH {
             has_cl = true;
+            content_length = content_length_fold(content_length, value.as_bytes());
         }
     }
     let chunked = last_te.is_some_and(|v| {
@@ -173,8 +176,25 @@ pub(crate) fn body_framing(headers: &HMap) -> (bool, Result<Option<usize>>) {
             || find_last_te_token(bytes).eq_ignore_ascii_case(b"chunked")
     });
     match (chunked, has_cl) {
-        (false, true) => (false, content_length_for_framing(headers)),
+        (false, true) => (false, framing_length(content_length)),
         _ => (chunked, Ok(None)),
+    }
+}
+
+/// The framing length of reconciled `Content-Length` values ([`content_length_fold`]), with
+/// [`content_length_for_framing`]'s errors (lb patch).
+pub(crate) fn framing_length(
+    content_length: std::result::Result<Option<u64>, ()>,
+) -> Result<Option<usize>> {
+    match content_length {
+        Ok(None) => Ok(None),
+        Ok(Some(n)) => usize::try_from(n).map(Some).or_else(|_| {
+            Error::e_explain(
+                InvalidHTTPHeader,
+                format!("Content-Length {n} exceeds the platform maximum"),
+            )
+        }),
+        Err(()) => Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header"),
     }
 }
 
