@@ -27,10 +27,15 @@ pub fn check(
     if ids.is_empty() {
         return Limited::Pass;
     }
+    // The client's address as text, formatted once, and only when a limit is keyed by it.
     let mut buf: KeyBuf = [0; 64];
-    let ip = client.map_or(&[][..], |ip| {
-        super::headers::format_ip(ip, &mut buf).as_bytes()
-    });
+    let by_client = ids
+        .iter()
+        .any(|&i| snapshot.limits[i].config.key == HashKey::ClientIp);
+    let ip = match client {
+        Some(ip) if by_client => super::headers::format_ip(ip, &mut buf).as_bytes(),
+        _ => &[][..],
+    };
     let key = |l: &crate::state::limit::Limit| match &l.config.key {
         HashKey::ClientIp => ip,
         k => session_key(session, k, path),

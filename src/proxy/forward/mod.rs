@@ -12,7 +12,7 @@
 //!
 //! The loop ([`exchange`]) is written once, against pingora-core's `ServerSession` (HTTP/1 and
 //! HTTP/2 clients through the same calls) and a small [`Leg`] trait for the backend side: an
-//! HTTP/1 connection ([`h1`]) or a stream of a shared HTTP/2 connection ([`h2`]), each writing
+//! HTTP/1 connection (`h1.rs`) or a stream of a shared HTTP/2 connection (`h2.rs`), each writing
 //! one body piece at a time and yielding the response as [`Piece`]s (head, body, trailers,
 //! end).
 

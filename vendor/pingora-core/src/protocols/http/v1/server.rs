@@ -1952,24 +1952,7 @@ fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
-    // Status-Line
-    let version = match resp.version {
-        Version::HTTP_09 => "HTTP/0.9 ",
-        Version::HTTP_10 => "HTTP/1.0 ",
-        Version::HTTP_11 => "HTTP/1.1 ",
-        _ => {
-            return Err(()); /*TODO: unsupported version */
-        }
-    };
-    buf.put_slice(version.as_bytes());
-    let status = resp.status;
-    buf.put_slice(status.as_str().as_bytes());
-    buf.put_u8(b' ');
-    let reason = resp.get_reason_phrase();
-    if let Some(reason_buf) = reason {
-        buf.put_slice(reason_buf.as_bytes());
-    }
-    buf.put_slice(CRLF);
+    status_line_to_buf(resp, buf)?;
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
